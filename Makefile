@@ -1,0 +1,40 @@
+# Hutong — the two commands of the README, plus the benchmark.
+#   make demo   create .venv, install, build a small synthetic region, serve it on :8000
+#   make test   install (incl. PostgreSQL when missing) and run the whole suite
+#   make bench  benchmarks (JSON), not part of the tests
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint typecheck clean system-deps
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# PostgreSQL is tested for real: install Debian's server when it is missing.
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing PostgreSQL (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/hutong demo
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check hutong tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

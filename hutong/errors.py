@@ -1,0 +1,163 @@
+"""One exception tree for the whole platform, mapped to FHIR OperationOutcome.
+
+Every raise site passes a stable code (``HT-0xxx``) that support staff and
+auditors can grep for; the HTTP status and the OperationOutcome issue code
+(FHIR R4 valueset-issue-type) travel with the exception so that the web layer
+never has to guess.  Codes are listed in ``CODES`` so that a test can check
+they are unique and documented.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# code -> short description.  Never renumber: codes are part of the API.
+CODES: dict[str, str] = {
+    "HT-0001": "request body is not valid JSON",
+    "HT-0002": "unsupported content type",
+    "HT-0003": "request body too large",
+    "HT-0004": "unknown resource type",
+    "HT-0005": "invalid resource id",
+    "HT-0006": "resource type in body does not match the URL",
+    "HT-0007": "resource id in body does not match the URL",
+    "HT-0008": "resource failed structural validation",
+    "HT-0009": "resource not found",
+    "HT-0010": "resource deleted",
+    "HT-0011": "version not found",
+    "HT-0012": "version conflict (If-Match)",
+    "HT-0013": "conditional request matched more than one resource",
+    "HT-0014": "malformed If-Match / If-None-Exist header",
+    "HT-0020": "unknown search parameter",
+    "HT-0021": "invalid search parameter value",
+    "HT-0022": "unsupported search modifier or prefix",
+    "HT-0023": "invalid _count / paging parameter",
+    "HT-0024": "search cursor expired or invalid",
+    "HT-0025": "invalid _sort / _include / _elements",
+    "HT-0030": "bundle is not a transaction or batch",
+    "HT-0031": "transaction entry failed",
+    "HT-0032": "unresolvable reference in transaction",
+    "HT-0033": "invalid bundle entry request",
+    "HT-0034": "duplicate fullUrl in transaction",
+    "HT-0040": "unknown operation",
+    "HT-0041": "invalid operation parameter",
+    "HT-0050": "database unavailable or busy",
+    "HT-0051": "storage conflict, retry",
+    "HT-0060": "bulk import file unreadable",
+    "HT-0061": "bulk import line invalid",
+    "HT-0070": "configuration error",
+    "HT-0099": "internal error",
+}
+
+
+class HutongError(Exception):
+    """Base of every error Hutong raises on purpose."""
+
+    status: int = 400
+    issue_code: str = "processing"
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        expression: list[str] | None = None,
+        status: int | None = None,
+        issue_code: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        assert code in CODES, code
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.expression = expression or []
+        self.details = details or []
+        if status is not None:
+            self.status = status
+        if issue_code is not None:
+            self.issue_code = issue_code
+
+
+class InvalidRequest(HutongError):
+    status = 400
+    issue_code = "invalid"
+
+
+class Unprocessable(HutongError):
+    """Body parsed but is not a valid resource (FHIR http.html#2.21.0.2: 422)."""
+
+    status = 422
+    issue_code = "structure"
+
+
+class NotFound(HutongError):
+    status = 404
+    issue_code = "not-found"
+
+
+class Gone(HutongError):
+    status = 410
+    issue_code = "deleted"
+
+
+class Conflict(HutongError):
+    status = 409
+    issue_code = "conflict"
+
+
+class PreconditionFailed(HutongError):
+    status = 412
+    issue_code = "conflict"
+
+
+class TooLarge(HutongError):
+    status = 413
+    issue_code = "too-costly"
+
+
+class UnsupportedMediaType(HutongError):
+    status = 415
+    issue_code = "not-supported"
+
+
+class NotSupported(HutongError):
+    status = 400
+    issue_code = "not-supported"
+
+
+class StorageError(HutongError):
+    status = 503
+    issue_code = "transient"
+
+
+class ConfigError(HutongError):
+    status = 500
+    issue_code = "exception"
+
+
+def operation_outcome(issues: list[HutongError] | HutongError, severity: str = "error") -> dict[str, Any]:
+    """Render errors as an OperationOutcome (operationoutcome.html)."""
+    errs = issues if isinstance(issues, list) else [issues]
+    out: list[dict[str, Any]] = []
+    for e in errs:
+        issue: dict[str, Any] = {
+            "severity": severity,
+            "code": e.issue_code,
+            "details": {
+                "coding": [{"system": "urn:hutong:error-code", "code": e.code, "display": CODES[e.code]}],
+                "text": e.message,
+            },
+            "diagnostics": f"{e.code}: {e.message}",
+        }
+        if e.expression:
+            issue["expression"] = e.expression
+        out.append(issue)
+        for d in e.details:
+            out.append(d)
+    return {"resourceType": "OperationOutcome", "issue": out}
+
+
+def info_outcome(text: str, code: str = "informational") -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": code, "diagnostics": text}],
+    }

@@ -1,0 +1,1 @@
+"""FHIR R4 semantics as pure functions: validation, search, bundles, operations."""

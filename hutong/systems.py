@@ -1,0 +1,41 @@
+"""Identifier and code systems used across Hutong.
+
+OIDs come from WS/T 500 / WS 363 (see ../shared/domain/cn-standards.md):
+the national health-data OID arc is 2.16.156.10011.
+"""
+
+from __future__ import annotations
+
+ID_CARD = "urn:oid:2.16.156.10011.1.3"  # 居民身份证 (GB 11643)
+HEALTH_RECORD = "urn:oid:2.16.156.10011.1.2"  # 健康档案号
+ORGANIZATION = "urn:oid:2.16.156.10011.1.5"  # 机构 (institution identifier)
+AUTHOR = "urn:oid:2.16.156.10011.1.7"  # 作者 / practitioner
+INPATIENT_NO = "urn:oid:2.16.156.10011.1.12"  # 住院号
+HEALTH_CARD = "urn:oid:2.16.156.10011.1.19"  # 居民健康卡
+PASSPORT = "urn:hutong:id:passport"  # passports: value is "<country>:<number>"
+MEDICAL_INSURANCE = "urn:hutong:id:medical-insurance"  # 医保卡
+PRACTITIONER_QUALIFICATION = "urn:hutong:id:physician-qualification"  # 医师资格证书编号
+PRACTITIONER_LICENSE = "urn:hutong:id:physician-license"  # 医师执业证书编号
+
+# GB/T 2261.1 sex codes (CDA codeSystem 2.16.156.10011.2.3.3.4)
+GB_SEX = "urn:oid:2.16.156.10011.2.3.3.4"
+# GB/T 2260 administrative division codes
+GB_REGION = "urn:oid:2.16.156.10011.2.3.3.2"
+# WS/T 500 document type codes C0001..C0053
+WST500_DOCTYPE = "urn:oid:2.16.156.10011.2.4"
+
+MRN_PREFIX = "urn:hutong:mrn:"  # + institution identifier value (机构代码)
+
+
+def mrn_system(institution_code: str) -> str:
+    """The identifier system of one institution's medical record numbers.
+
+    Every institution numbers its own patients (门诊号/住院号); the system is
+    scoped by the institution's registered identifier so two hospitals' MRN
+    "000123" never collide.
+    """
+    return MRN_PREFIX + institution_code
+
+# Canonical base of Hutong's own extensions and code systems.
+EXT_BASE = "https://fhir.hutong.dev/StructureDefinition/"
+CODESYSTEM_BASE = "https://fhir.hutong.dev/CodeSystem/"
