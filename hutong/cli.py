@@ -17,7 +17,7 @@ from hutong.errors import HutongError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "hutong.web.serve_cmd",
-    "hutong.store.import_cmd",
+    "hutong.ingest.import_cmd",
     "hutong.web.demo_cmd",
 )
 

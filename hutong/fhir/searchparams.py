@@ -206,7 +206,9 @@ def parse_reference(ref: str) -> tuple[str | None, str | None]:
 
     references.html#literal: ``Type/id``, optionally ``/_history/v``, or a full URL.
     """
-    if ref.startswith("#") or ref.startswith("urn:"):
+    if ref.startswith("#") or ref.startswith("urn:") or "?" in ref or "://" in ref:
+        # contained, urn, conditional (Type?criteria) and absolute references are
+        # indexed by their text only; the search layer strips this server's base.
         return None, None
     parts = ref.split("/")
     if "_history" in parts:
@@ -229,7 +231,7 @@ def _refs(v: Any, targets: tuple[str, ...]) -> Iterator[RefRow]:
 
 
 def _quantities(v: Any) -> Iterator[QuantityRow]:
-    if isinstance(v, dict) and isinstance(v.get("value"), int | float):
+    if isinstance(v, dict) and isinstance(v.get("value"), int | float) and not isinstance(v.get("value"), bool):
         yield (float(v["value"]), v.get("system"), v.get("code") or v.get("unit"))
 
 

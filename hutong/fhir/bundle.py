@@ -1,0 +1,335 @@
+"""transaction and batch Bundles (http.html#transaction, bundle.html#transaction).
+
+A transaction runs in ONE write transaction: every entry succeeds or nothing
+is stored.  Entries are processed in the spec's order (DELETE, POST, PUT,
+GET), ``urn:uuid`` fullUrls are given server ids before any resource is
+written, and conditional references (``Patient?identifier=...``) are resolved
+to exactly one resource or the whole transaction fails.  A batch processes
+each entry on its own and reports each entry's status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from hutong.errors import HutongError, InvalidRequest, NotFound, operation_outcome
+from hutong.fhir.response import FhirResponse, etag
+from hutong.fhir.service import FhirService, new_id, parse_if_match, parse_json
+from hutong.fhir.validation import check_id, check_type, validate
+from hutong.store.repository import Stored
+from hutong.store.sql import SqlWriter, instant
+
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
+
+
+class _Entry:
+    def __init__(self, index: int, raw: dict[str, Any], base_url: str) -> None:
+        self.index = index
+        req = raw.get("request")
+        if not isinstance(req, dict) or not isinstance(req.get("method"), str) or not isinstance(req.get("url"), str):
+            raise self.error("HT-0033", "entry.request with method and url is required")
+        self.method: str = req["method"].upper()
+        if self.method not in ORDER or self.method == "PATCH":
+            raise self.error("HT-0033", f"unsupported request method {self.method!r}")
+        url: str = req["url"]
+        if url.startswith(base_url + "/") and base_url:
+            url = url[len(base_url) + 1 :]
+        self.url = url.lstrip("/")
+        parts = urlsplit(self.url)
+        self.path = [p for p in parts.path.split("/") if p]
+        self.query = parts.query
+        self.if_none_exist: str | None = req.get("ifNoneExist")
+        self.if_match: str | None = req.get("ifMatch")
+        self.full_url: str | None = raw.get("fullUrl")
+        self.resource: dict[str, Any] | None = raw.get("resource")
+        self.result: Stored | None = None
+        self.status = 200
+        self.response: FhirResponse | None = None
+        if not self.path:
+            raise self.error("HT-0033", f"entry.request.url {req['url'][:100]!r} names no resource type")
+
+    def error(self, code: str, msg: str) -> InvalidRequest:
+        return InvalidRequest(code, f"Bundle.entry[{self.index}]: {msg}", expression=[f"Bundle.entry[{self.index}]"])
+
+    @property
+    def type(self) -> str:
+        return self.path[0]
+
+
+def _rewrite(node: Any, mapping: dict[str, str], unresolved: list[str]) -> None:
+    """Replace references to transaction fullUrls with the assigned Type/id."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            for k, v in n.items():
+                if k == "reference" and isinstance(v, str):
+                    if v in mapping:
+                        n[k] = mapping[v]
+                    elif v.startswith("urn:uuid:") or v.startswith("urn:oid:"):
+                        unresolved.append(v)
+                elif isinstance(v, dict | list):
+                    stack.append(v)
+        elif isinstance(n, list):
+            stack.extend(x for x in n if isinstance(x, dict | list))
+
+
+def _conditional_refs(node: Any) -> list[dict[str, Any]]:
+    out = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            r = n.get("reference")
+            if isinstance(r, str) and "?" in r and not r.startswith("#"):
+                out.append(n)
+            stack.extend(v for v in n.values() if isinstance(v, dict | list))
+        elif isinstance(n, list):
+            stack.extend(x for x in n if isinstance(x, dict | list))
+    return out
+
+
+class BundleProcessor:
+    def __init__(self, service: FhirService) -> None:
+        self.service = service
+        self.base_url = service.base_url
+
+    def process(self, body: bytes, headers: dict[str, str]) -> FhirResponse:
+        bundle = parse_json(body)
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise InvalidRequest("HT-0030", "POST to the base URL needs a Bundle of type transaction or batch")
+        btype = bundle.get("type")
+        entries = bundle.get("entry") or []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise InvalidRequest("HT-0033", "Bundle.entry must be a list of objects", expression=["Bundle.entry"])
+        if btype == "transaction":
+            return self.transaction(entries, headers)
+        if btype == "batch":
+            return self.batch(entries, headers)
+        raise InvalidRequest("HT-0030", f"Bundle.type must be transaction or batch, not {btype!r}",
+                             expression=["Bundle.type"])
+
+    # ------------------------------------------------------------------ transaction
+    def _prepare(self, entries: list[dict[str, Any]]) -> list[_Entry]:
+        out = []
+        seen_full: set[str] = set()
+        for i, raw in enumerate(entries):
+            e = _Entry(i, raw, self.base_url)
+            check_type(e.type)
+            if e.full_url:
+                if e.full_url in seen_full:
+                    raise e.error("HT-0034", f"duplicate fullUrl {e.full_url[:100]!r}")
+                seen_full.add(e.full_url)
+            if e.method in ("POST", "PUT"):
+                if not isinstance(e.resource, dict):
+                    raise e.error("HT-0033", f"{e.method} entry without a resource")
+                try:
+                    validate(e.resource, e.type)
+                except HutongError as err:
+                    err.message = f"Bundle.entry[{i}].resource: {err.message}"
+                    err.expression = [f"Bundle.entry[{i}].resource" + x[len(e.type):] for x in err.expression] or [
+                        f"Bundle.entry[{i}]"]
+                    raise
+                if e.method == "PUT" and len(e.path) >= 2:
+                    check_id(e.path[1])
+                    rid = e.resource.get("id")
+                    if rid is not None and rid != e.path[1]:
+                        raise e.error("HT-0007", f"resource id {rid!r} does not match {e.url!r}")
+            out.append(e)
+        return out
+
+    def transaction(self, raw_entries: list[dict[str, Any]], headers: dict[str, str]) -> FhirResponse:
+        entries = self._prepare(raw_entries)
+        svc = self.service
+
+        def run() -> None:
+            with svc.repo.write() as w:
+                self._run_transaction(w, entries)
+
+        svc._retry(run)
+        ret = headers.get("prefer", "")
+        out = []
+        for e in entries:
+            out.append(self._response_entry(e, minimal="return=minimal" in ret))
+        return FhirResponse.json(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": out})
+
+    def _run_transaction(self, w: SqlWriter, entries: list[_Entry]) -> None:
+        svc = self.service
+        mapping: dict[str, str] = {}
+        new_ids: dict[int, str] = {}
+        # 1. identities first, so every reference can be rewritten before any write
+        for e in entries:
+            try:
+                if e.method == "POST":
+                    assert e.resource is not None
+                    if e.if_none_exist:
+                        found = svc._conditional(w, e.type, e.if_none_exist)
+                        if len(found) > 1:
+                            raise e.error("HT-0013", f"ifNoneExist matched {len(found)} resources")
+                        if found:
+                            e.result, e.status = found[0], 200
+                            if e.full_url:
+                                mapping[e.full_url] = f"{e.type}/{found[0].id}"
+                            continue
+                    new_ids[e.index] = new_id()
+                    if e.full_url:
+                        mapping[e.full_url] = f"{e.type}/{new_ids[e.index]}"
+                elif e.method == "PUT":
+                    if len(e.path) >= 2:
+                        if e.full_url:
+                            mapping[e.full_url] = f"{e.type}/{e.path[1]}"
+                    elif e.query:
+                        found = svc._conditional(w, e.type, e.query)
+                        if len(found) > 1:
+                            raise e.error("HT-0013", f"conditional update matched {len(found)} resources")
+                        assert e.resource is not None
+                        rid = found[0].id if found else (e.resource.get("id") or new_id())
+                        e.path = [e.type, rid]
+                        if e.full_url:
+                            mapping[e.full_url] = f"{e.type}/{rid}"
+                    else:
+                        raise e.error("HT-0033", "PUT needs Type/id or Type?criteria")
+            except HutongError as err:
+                if not err.message.startswith("Bundle.entry"):
+                    err.message = f"Bundle.entry[{e.index}]: {err.message}"
+                    err.expression = [f"Bundle.entry[{e.index}]"]
+                raise
+        # 2. rewrite references (http.html#trules)
+        for e in entries:
+            if e.resource is None or e.method not in ("POST", "PUT"):
+                continue
+            unresolved: list[str] = []
+            _rewrite(e.resource, mapping, unresolved)
+            if unresolved:
+                raise e.error("HT-0032", f"reference {unresolved[0]!r} is not the fullUrl of any entry")
+            for ref in _conditional_refs(e.resource):
+                rtype, _, rq = ref["reference"].partition("?")
+                check_type(rtype)
+                found = svc._conditional(w, rtype, rq)
+                if len(found) != 1:
+                    raise e.error("HT-0032", f"conditional reference {ref['reference'][:100]!r} matched "
+                                             f"{len(found)} resources (exactly one is required)")
+                ref["reference"] = f"{rtype}/{found[0].id}"
+        # 3. execute in the spec's order
+        for e in sorted(entries, key=lambda x: (ORDER[x.method], x.index)):
+            try:
+                self._execute(w, e, new_ids)
+            except HutongError as err:
+                if not err.message.startswith("Bundle.entry"):
+                    err.message = f"Bundle.entry[{e.index}]: {err.message}"
+                    err.expression = [f"Bundle.entry[{e.index}]"]
+                raise
+
+    def _execute(self, w: SqlWriter, e: _Entry, new_ids: dict[int, str]) -> None:
+        svc = self.service
+        if e.method == "DELETE":
+            if len(e.path) >= 2:
+                check_id(e.path[1])
+                svc.delete_in(w, e.type, e.path[1])
+            elif e.query:
+                svc.conditional_delete_in(w, e.type, e.query)
+            else:
+                raise e.error("HT-0033", "DELETE needs Type/id or Type?criteria")
+            e.status = 204
+        elif e.method == "POST":
+            if e.result is not None:  # ifNoneExist matched
+                return
+            assert e.resource is not None
+            e.result = w.insert(e.type, new_ids[e.index], e.resource, method="POST")
+            e.status = 201
+        elif e.method == "PUT":
+            assert e.resource is not None
+            e.resource["id"] = e.path[1]
+            e.result, e.status = svc.update_in(w, e.type, e.path[1], e.resource, parse_if_match(e.if_match))
+        else:
+            e.response = self._read(e)
+
+    def _read(self, e: _Entry) -> FhirResponse:
+        svc = self.service
+        p = e.path
+        items = parse_qsl(e.query, keep_blank_values=True)
+        if len(p) == 1:
+            return svc.search(p[0], items, {})
+        if len(p) == 2 and p[1] == "_history":
+            return svc.history(p[0], None, items)
+        if len(p) == 2:
+            return svc.read(p[0], p[1])
+        if len(p) == 3 and p[2] == "$everything" and p[0] == "Patient":
+            return svc.everything(p[1], items)
+        if len(p) == 3 and p[2] == "_history":
+            return svc.history(p[0], p[1], items)
+        if len(p) == 4 and p[2] == "_history":
+            return svc.vread(p[0], p[1], p[3])
+        raise NotFound("HT-0033", f"cannot GET {e.url[:100]!r} in a bundle")
+
+    def _response_entry(self, e: _Entry, minimal: bool = False) -> dict[str, Any]:
+        if e.response is not None:
+            r = e.response
+            out: dict[str, Any] = {"response": {"status": STATUS_TEXT.get(r.status, str(r.status))}}
+            if r.body is not None:
+                out["resource"] = orjson.Fragment(r.body)
+            if "ETag" in r.headers:
+                out["response"]["etag"] = r.headers["ETag"]
+            return out
+        if e.result is None:
+            return {"response": {"status": STATUS_TEXT.get(e.status, str(e.status))}}
+        s = e.result
+        out = {"fullUrl": f"{self.base_url}/{s.type}/{s.id}",
+               "response": {"status": STATUS_TEXT.get(e.status, str(e.status)),
+                            "location": f"{s.type}/{s.id}/_history/{s.version}",
+                            "etag": etag(s.version), "lastModified": instant(s.last_updated)}}
+        if not minimal and s.body is not None:
+            out["resource"] = orjson.Fragment(s.body)
+        return out
+
+    # ------------------------------------------------------------------ batch
+    def batch(self, raw_entries: list[dict[str, Any]], headers: dict[str, str]) -> FhirResponse:
+        out = []
+        for i, raw in enumerate(raw_entries):
+            try:
+                e = _Entry(i, raw, self.base_url)
+                out.append(self._batch_entry(e))
+            except HutongError as err:
+                out.append({"response": {"status": str(err.status), "outcome": operation_outcome(err)}})
+        return FhirResponse.json(200, {"resourceType": "Bundle", "type": "batch-response", "entry": out})
+
+    def _batch_entry(self, e: _Entry) -> dict[str, Any]:
+        svc = self.service
+        body = orjson.dumps(e.resource) if e.resource is not None else b""
+        hdrs: dict[str, str] = {}
+        if e.if_none_exist:
+            hdrs["if-none-exist"] = e.if_none_exist
+        if e.if_match:
+            hdrs["if-match"] = e.if_match
+        if e.method == "POST":
+            r = svc.create(e.type, body, hdrs)
+        elif e.method == "PUT":
+            if len(e.path) >= 2:
+                r = svc.update(e.type, e.path[1], body, hdrs)
+            elif e.query:
+                r = svc.conditional_update(e.type, e.query, body, hdrs)
+            else:
+                raise e.error("HT-0033", "PUT needs Type/id or Type?criteria")
+        elif e.method == "DELETE":
+            if len(e.path) >= 2:
+                r = svc.delete(e.type, e.path[1])
+            elif e.query:
+                r = svc.conditional_delete(e.type, e.query)
+            else:
+                raise e.error("HT-0033", "DELETE needs Type/id or Type?criteria")
+        else:
+            r = self._read(e)
+        entry: dict[str, Any] = {"response": {"status": STATUS_TEXT.get(r.status, str(r.status))}}
+        if "Location" in r.headers:
+            entry["response"]["location"] = r.headers["Location"].removeprefix(self.base_url + "/")
+        if "ETag" in r.headers:
+            entry["response"]["etag"] = r.headers["ETag"]
+        if r.body is not None:
+            entry["resource"] = orjson.Fragment(r.body)
+        return entry
+
+

@@ -1,0 +1,82 @@
+"""The CapabilityStatement (capabilitystatement.html), generated from what is
+actually implemented: the registry of types and search parameters."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from hutong import __version__
+from hutong.fhir.registry import RESOURCE_TYPES, params_for
+from hutong.fhir.search import ALLOWED_MODIFIERS
+
+INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"]
+SKIP_TYPES = {"Bundle", "OperationOutcome", "Parameters", "CapabilityStatement"}
+
+
+@cache
+def capability_statement(base_url: str) -> dict[str, Any]:
+    resources = []
+    for t in sorted(RESOURCE_TYPES - SKIP_TYPES):
+        params = params_for(t)
+        refs = sorted(p.name for p in params.values() if p.type == "reference")
+        entry: dict[str, Any] = {
+            "type": t,
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "interaction": [{"code": c} for c in INTERACTIONS],
+            "searchInclude": [f"{t}:{r}" for r in refs],
+            "searchRevInclude": [],
+            "searchParam": [
+                {"name": "_id", "type": "token"},
+                {"name": "_lastUpdated", "type": "date"},
+                *[
+                    {"name": p.name, "type": p.type,
+                     "documentation": f"paths: {' | '.join(p.paths)}; modifiers: "
+                                      + ", ".join(sorted(ALLOWED_MODIFIERS.get(p.type, set())))}
+                    for p in sorted(params.values(), key=lambda p: p.name)
+                ],
+            ],
+        }
+        if t == "Patient":
+            entry["operation"] = [{"name": "everything",
+                                   "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
+        resources.append(entry)
+    rev: dict[str, list[str]] = {}
+    for t in RESOURCE_TYPES:
+        for p in params_for(t).values():
+            if p.type == "reference":
+                for target in p.targets or ():
+                    rev.setdefault(target, []).append(f"{t}:{p.name}")
+    for r in resources:
+        r["searchRevInclude"] = sorted(rev.get(r["type"], []))
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-21",
+        "publisher": "Hutong",
+        "kind": "instance",
+        "software": {"name": "Hutong", "version": __version__},
+        "implementation": {"description": "Hutong regional health information platform", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": (
+                "JSON only. Search: token/string/date/reference/quantity/number/uri parameters with prefixes "
+                "eq ne gt lt ge le sa eb ap; modifiers :exact :contains :missing :not :text :below :above "
+                "and :[type]; chaining; _has; _include/_revinclude (:iterate); _sort; _count with keyset "
+                "paging (_cursor); _summary (true,text,data,count); _elements; _total. Composite search "
+                "parameters, _text, _content, _filter, _list, :in/:below/:above on tokens are not supported."
+            ),
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "operation": [{"name": "everything",
+                           "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}],
+        }],
+    }

@@ -1,0 +1,436 @@
+"""FHIR RESTful interactions (http.html) over a Repository, free of any web framework.
+
+Each public method takes what an HTTP request carries (ids, query items,
+headers, body) and returns a :class:`FhirResponse`.  Writes validate before the
+write transaction opens, so no lock is held while a body is checked.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+
+from hutong.errors import (
+    Conflict,
+    Gone,
+    HutongError,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    info_outcome,
+    operation_outcome,
+)
+from hutong.fhir import search as fsearch
+from hutong.fhir.render import SUBSETTED, subset
+from hutong.fhir.response import FhirResponse, etag, http_date, version_headers
+from hutong.fhir.validation import check_id, check_type, validate
+from hutong.store.query import Cursor, Query
+from hutong.store.repository import Stored
+from hutong.store.sql import SqlRepository, SqlWriter, instant
+
+T = TypeVar("T")
+IF_MATCH_RE = re.compile(r'^(?:W/)?"(\d+)"$')
+EVERYTHING_DEFAULT_COUNT = 1000
+# Resources referenced from a patient's records that $everything may bring
+# along: shared directory data, never another patient's records.
+SHARED_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "Medication",
+                          "Substance", "HealthcareService", "Endpoint"})
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest("HT-0001", f"request body is not valid JSON: {e}") from None
+
+
+def parse_if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    m = IF_MATCH_RE.match(value.strip())
+    if not m:
+        raise InvalidRequest("HT-0014", f'If-Match must be W/"<version>", not {value[:40]!r}')
+    return int(m.group(1))
+
+
+def _prefer_return(headers: dict[str, str]) -> str:
+    prefer = headers.get("prefer", "")
+    for part in prefer.split(";"):
+        k, _, v = part.strip().partition("=")
+        if k.strip() == "return":
+            return v.strip().strip('"')
+    return "representation"
+
+
+def prefer_strict(headers: dict[str, str]) -> bool:
+    return "handling=strict" in headers.get("prefer", "").replace(" ", "")
+
+
+class FhirService:
+    def __init__(self, repo: SqlRepository, base_url: str = "") -> None:
+        self.repo = repo
+        self.base_url = base_url.rstrip("/")
+
+    # ------------------------------------------------------------------ helpers
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Retry a write that lost a race on a unique key (PostgreSQL)."""
+        for attempt in range(3):
+            try:
+                return fn()
+            except Conflict as e:
+                if e.code != "HT-0051" or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _write_response(self, s: Stored, status: int, headers: dict[str, str]) -> FhirResponse:
+        h = version_headers(s, self.base_url)
+        ret = _prefer_return(headers)
+        if ret == "minimal":
+            return FhirResponse(status, None, h)
+        if ret == "OperationOutcome":
+            return FhirResponse.json(status, info_outcome(f"{s.type}/{s.id} version {s.version} stored"), h)
+        return FhirResponse(status, s.body, h)
+
+    def _conditional(self, w: SqlWriter, type: str, query: str, limit: int = 2) -> list[Stored]:
+        """Matches of a conditional request's criteria (http.html#ccreate), under a lock."""
+        items = parse_qsl(query, keep_blank_values=True)
+        if not items:
+            raise InvalidRequest("HT-0014", "conditional request without search criteria")
+        parsed = fsearch.parse(type, items, base_url=self.base_url, strict=True)
+        # Same criteria -> same lock: concurrent identical conditional creates queue,
+        # and the second one finds the first one's resource.
+        w.lock_key(type + "?" + urlencode(sorted(items)))
+        return w.search_ids(parsed.query, limit)
+
+    # ------------------------------------------------------------------ create
+    def create(self, type: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
+        check_type(type)
+        resource = validate(parse_json(body), type)
+        if_none_exist = headers.get("if-none-exist")
+
+        def run() -> tuple[Stored, int]:
+            with self.repo.write() as w:
+                return self.create_in(w, type, dict(resource), if_none_exist)
+
+        s, status = self._retry(run)
+        return self._write_response(s, status, headers)
+
+    def create_in(self, w: SqlWriter, type: str, resource: dict[str, Any], if_none_exist: str | None,
+                  new: str | None = None) -> tuple[Stored, int]:
+        if if_none_exist:
+            found = self._conditional(w, type, if_none_exist)
+            if len(found) > 1:
+                raise PreconditionFailed("HT-0013", f"If-None-Exist matched {len(found)} resources")
+            if found:
+                return found[0], 200
+        return w.insert(type, new or new_id(), resource, method="POST"), 201
+
+    # ------------------------------------------------------------------ read
+    def read(self, type: str, id: str, headers: dict[str, str] | None = None) -> FhirResponse:
+        check_type(type)
+        check_id(id)
+        s = self.repo.read(type, id)
+        if s is None:
+            raise NotFound("HT-0009", f"{type}/{id} not found")
+        if s.deleted:
+            raise Gone("HT-0010", f"{type}/{id} was deleted", )
+        h = {"ETag": etag(s.version), "Last-Modified": http_date(s.last_updated)}
+        if headers and headers.get("if-none-match") == h["ETag"]:
+            return FhirResponse(304, None, h)
+        return FhirResponse(200, s.body, h)
+
+    def vread(self, type: str, id: str, version: str) -> FhirResponse:
+        check_type(type)
+        check_id(id)
+        if not version.isdigit():
+            raise NotFound("HT-0011", f"version {version[:20]!r} of {type}/{id} not found")
+        s = self.repo.vread(type, id, int(version))
+        if s is None:
+            raise NotFound("HT-0011", f"version {version} of {type}/{id} not found")
+        if s.deleted:
+            raise Gone("HT-0010", f"version {version} of {type}/{id} is a deletion")
+        return FhirResponse(200, s.body, {"ETag": etag(s.version), "Last-Modified": http_date(s.last_updated)})
+
+    # ------------------------------------------------------------------ update
+    def update(self, type: str, id: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
+        check_type(type)
+        check_id(id)
+        resource = validate(parse_json(body), type)
+        if resource.get("id") is None:
+            raise InvalidRequest("HT-0007", "the resource in an update must carry its id (http.html#update)",
+                                 expression=[f"{type}.id"])
+        if resource["id"] != id:
+            raise InvalidRequest("HT-0007", f"body id {resource['id']!r} does not match URL id {id!r}",
+                                 expression=[f"{type}.id"])
+        if_match = parse_if_match(headers.get("if-match"))
+
+        def run() -> tuple[Stored, int]:
+            with self.repo.write() as w:
+                return self.update_in(w, type, id, dict(resource), if_match)
+
+        s, status = self._retry(run)
+        return self._write_response(s, status, headers)
+
+    def update_in(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any],
+                  if_match: int | None) -> tuple[Stored, int]:
+        current = w.read_current(type, id, lock=True)
+        if if_match is not None:
+            if current is None or current.deleted:
+                raise PreconditionFailed("HT-0012", f"If-Match on {type}/{id}, which does not exist")
+            if current.version != if_match:
+                raise PreconditionFailed(
+                    "HT-0012", f"{type}/{id} is at version {current.version}, not {if_match} (If-Match)")
+        if current is None:
+            w.lock_key(f"{type}/{id}")
+            return w.insert(type, id, resource, method="PUT"), 201
+        return w.replace(current, resource), (201 if current.deleted else 200)
+
+    def conditional_update(self, type: str, query: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
+        """PUT [type]?criteria (http.html#cond-update)."""
+        check_type(type)
+        resource = validate(parse_json(body), type)
+
+        def run() -> tuple[Stored, int]:
+            with self.repo.write() as w:
+                return self.conditional_update_in(w, type, query, dict(resource))
+
+        s, status = self._retry(run)
+        return self._write_response(s, status, headers)
+
+    def conditional_update_in(self, w: SqlWriter, type: str, query: str,
+                              resource: dict[str, Any]) -> tuple[Stored, int]:
+        found = self._conditional(w, type, query)
+        if len(found) > 1:
+            raise PreconditionFailed("HT-0013", f"conditional update matched {len(found)} resources")
+        if not found:
+            rid = resource.get("id") or new_id()
+            existing = w.read_current(type, rid)
+            if existing is not None and not existing.deleted:
+                raise InvalidRequest("HT-0007", f"{type}/{rid} exists but does not match the criteria")
+            if existing is not None:
+                return w.replace(existing, resource), 201
+            return w.insert(type, rid, resource, method="PUT"), 201
+        target = found[0]
+        if resource.get("id") not in (None, target.id):
+            raise InvalidRequest("HT-0007", f"body id {resource['id']!r} differs from the matched {target.id!r}")
+        return w.replace(target, resource), 200
+
+    # ------------------------------------------------------------------ delete
+    def delete(self, type: str, id: str) -> FhirResponse:
+        check_type(type)
+        check_id(id)
+        with self.repo.write() as w:
+            self.delete_in(w, type, id)
+        return FhirResponse(204)
+
+    def delete_in(self, w: SqlWriter, type: str, id: str) -> Stored | None:
+        current = w.read_current(type, id, lock=True)
+        if current is None or current.deleted:
+            return None  # http.html#delete: deleting what is not there is not an error
+        return w.delete(current)
+
+    def conditional_delete(self, type: str, query: str) -> FhirResponse:
+        check_type(type)
+        with self.repo.write() as w:
+            self.conditional_delete_in(w, type, query)
+        return FhirResponse(204)
+
+    def conditional_delete_in(self, w: SqlWriter, type: str, query: str) -> None:
+        found = self._conditional(w, type, query)
+        if len(found) > 1:
+            raise PreconditionFailed("HT-0013", f"conditional delete matched {len(found)} resources")
+        for s in found:
+            w.delete(s)
+
+    # ------------------------------------------------------------------ history
+    def history(self, type: str | None, id: str | None, items: list[tuple[str, str]]) -> FhirResponse:
+        if type is not None:
+            check_type(type)
+        if id is not None:
+            check_id(id)
+        since = None
+        count = 100
+        before = None
+        for k, v in items:
+            if k == "_since":
+                since = fsearch.parse_date_value("_since", v).lo
+            elif k == "_count":
+                if not v.isdigit():
+                    raise InvalidRequest("HT-0023", "_count must be a non-negative integer")
+                count = max(1, min(int(v), fsearch.MAX_COUNT))
+            elif k == "_cursor":
+                c = fsearch.decode_cursor(v)
+                if len(c.keys) != 2:
+                    raise InvalidRequest("HT-0024", "invalid history cursor")
+                before = (int(c.keys[0]), c.pk, int(c.keys[1]))  # type: ignore[call-overload]
+        rows = self.repo.history(type, id, since=since, count=count + 1, before=before)
+        if id is not None and not rows and before is None:
+            raise NotFound("HT-0009", f"{type}/{id} not found")
+        more = len(rows) > count
+        rows = rows[:count]
+        path = "/".join(p for p in (type, id) if p) + ("/_history" if type else "_history")
+        links = [{"relation": "self", "url": self._url(path, [(k, v) for k, v in items if k != "_cursor"])}]
+        if more:
+            last = rows[-1]
+            cur = fsearch.encode_cursor(Cursor((last.last_updated, last.version), last.pk))
+            base_items = [(k, v) for k, v in items if k != "_cursor"]
+            links.append({"relation": "next", "url": self._url(path, [*base_items, ("_cursor", cur)])})
+        entries = []
+        for s in rows:
+            e: dict[str, Any] = {"fullUrl": f"{self.base_url}/{s.type}/{s.id}"}
+            if s.body is not None:
+                e["resource"] = orjson.Fragment(s.body)
+            e["request"] = {"method": s.method,
+                            "url": f"{s.type}/{s.id}" if s.method != "POST" else s.type}
+            e["response"] = {"status": "201" if s.version == 1 else ("204" if s.deleted else "200"),
+                             "etag": etag(s.version), "lastModified": instant(s.last_updated)}
+            entries.append(e)
+        return FhirResponse.json(200, {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries})
+
+    def _url(self, path: str, items: list[tuple[str, str]]) -> str:
+        q = urlencode(items)
+        return f"{self.base_url}/{path}" + (f"?{q}" if q else "")
+
+    # ------------------------------------------------------------------ search
+    def search(self, type: str, items: list[tuple[str, str]], headers: dict[str, str],
+               compartment: tuple[str, str] | None = None) -> FhirResponse:
+        check_type(type)
+        parsed = fsearch.parse(type, items, base_url=self.base_url, strict=prefer_strict(headers))
+        q = parsed.query
+        path = type
+        if compartment is not None:
+            ctype, cid = compartment
+            check_id(cid)
+            if ctype != "Patient":
+                raise InvalidRequest("HT-0040", "only the Patient compartment is supported")
+            q.compartment_patient = cid
+            path = f"Patient/{cid}/{type}"
+        bundle = self.search_bundle(q, parsed, path)
+        return FhirResponse.json(200, bundle)
+
+    def search_bundle(self, q: Query, parsed: fsearch.ParsedSearch, path: str) -> dict[str, Any]:
+        summary_count = parsed.summary == "count"
+        if summary_count:
+            total = self.repo.count(q)
+            return {"resourceType": "Bundle", "type": "searchset", "total": total,
+                    "link": [{"relation": "self", "url": self._url(path, parsed.canonical)}]}
+        page = self.repo.search(q)
+        included = self.repo.include(page.matches, q.includes) if q.includes else []
+        links = [{"relation": "self", "url": self._url(path, parsed.canonical)}]
+        if page.next_cursor is not None:
+            links.append({"relation": "next", "url": self._url(
+                path, [*parsed.canonical, ("_cursor", fsearch.encode_cursor(page.next_cursor))])})
+        if page.prev_cursor is not None:
+            links.append({"relation": "previous", "url": self._url(
+                path, [*parsed.canonical, ("_cursor", fsearch.encode_cursor(page.prev_cursor))])})
+        entries = [self._entry(s, "match", parsed) for s in page.matches]
+        entries += [self._entry(s, "include", parsed) for s in included]
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+        if page.total is not None:
+            bundle["total"] = page.total
+        bundle["link"] = links
+        bundle["entry"] = entries
+        if parsed.ignored:
+            bundle["entry"].append({"resource": info_outcome(
+                "ignored unknown search parameters: " + ", ".join(parsed.ignored), "not-supported"),
+                "search": {"mode": "outcome"}})
+        return bundle
+
+    def _entry(self, s: Stored, mode: str, parsed: fsearch.ParsedSearch | None) -> dict[str, Any]:
+        assert s.body is not None
+        res: Any = orjson.Fragment(s.body)
+        if parsed is not None and (parsed.elements or parsed.summary in ("true", "text", "data")):
+            res = subset(orjson.loads(s.body), parsed.elements, parsed.summary)
+        return {"fullUrl": f"{self.base_url}/{s.type}/{s.id}", "resource": res, "search": {"mode": mode}}
+
+    # ------------------------------------------------------------------ $everything
+    def everything(self, id: str, items: list[tuple[str, str]]) -> FhirResponse:
+        """Patient/[id]/$everything (operation-patient-everything.html): the whole
+        compartment, paged by ``_count`` with next links; never truncated."""
+        check_id(id)
+        patient = self.repo.read("Patient", id)
+        if patient is None:
+            raise NotFound("HT-0009", f"Patient/{id} not found")
+        if patient.deleted:
+            raise Gone("HT-0010", f"Patient/{id} was deleted")
+        since = None
+        types: tuple[str, ...] | None = None
+        count = EVERYTHING_DEFAULT_COUNT
+        after = 0
+        for k, v in items:
+            if k == "_since":
+                since = fsearch.parse_date_value("_since", v).lo
+            elif k == "_type":
+                types = tuple(t.strip() for t in v.split(",") if t.strip())
+                for t in types:
+                    check_type(t)
+            elif k == "_count":
+                if not v.isdigit() or int(v) < 1:
+                    raise InvalidRequest("HT-0041", "_count must be a positive integer")
+                count = min(int(v), fsearch.MAX_COUNT)
+            elif k == "_cursor":
+                after = fsearch.decode_cursor(v).pk
+            elif k in ("start", "end", "_elements", "_summary"):
+                raise InvalidRequest("HT-0041", f"$everything parameter {k} is not supported")
+            else:
+                raise InvalidRequest("HT-0041", f"unknown $everything parameter {k!r}")
+        rows, more = self.repo.everything(self.patient_ids(id), types=types, since=since, after_pk=after,
+                                          count=count)
+        have = {(s.type, s.id) for s in rows}
+        refs: set[tuple[str, str]] = set()
+        for s in rows:
+            assert s.body is not None
+            for ref in _references(orjson.loads(s.body)):
+                parts = ref.split("/")
+                if len(parts) == 2 and parts[0] in SHARED_TYPES and (parts[0], parts[1]) not in have:
+                    refs.add((parts[0], parts[1]))
+        extra = self.repo.fetch(refs) if refs else []
+        base_items = [(k, v) for k, v in items if k != "_cursor"]
+        path = f"Patient/{id}/$everything"
+        links = [{"relation": "self", "url": self._url(path, items)}]
+        if more:
+            links.append({"relation": "next", "url": self._url(
+                path, [*base_items, ("_cursor", fsearch.encode_cursor(Cursor((), rows[-1].pk)))])})
+        entries = [self._entry(s, "match", None) for s in rows] + [self._entry(s, "include", None) for s in extra]
+        return FhirResponse.json(200, {"resourceType": "Bundle", "type": "searchset", "link": links,
+                                       "entry": entries})
+
+    def patient_ids(self, id: str) -> list[str]:
+        """The source patients whose compartments make up this patient's record.
+
+        The identity issue extends this to every source patient linked to a
+        golden person; until then a patient is only itself.
+        """
+        return [id]
+
+
+def _references(node: Any) -> list[str]:
+    out: list[str] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            for k, v in n.items():
+                if k == "reference" and isinstance(v, str):
+                    out.append(v)
+                elif isinstance(v, dict | list):
+                    stack.append(v)
+        elif isinstance(n, list):
+            stack.extend(x for x in n if isinstance(x, dict | list))
+    return out
+
+
+def outcome_response(e: HutongError) -> FhirResponse:
+    return FhirResponse.json(e.status, operation_outcome(e))
+
+
+__all__ = ["FhirService", "outcome_response", "SUBSETTED"]

@@ -1,0 +1,69 @@
+"""The Repository interface every layer above the store programs against."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hutong.store.query import Include, Query
+
+
+@dataclass(slots=True)
+class Stored:
+    """One version of one resource as stored.  ``body`` is the JSON with meta set."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: int  # epoch ms
+    deleted: bool
+    method: str
+    body: bytes | None
+    pk: int = 0
+
+
+@dataclass(slots=True)
+class SearchPage:
+    matches: list[Stored]
+    includes: list[Stored]
+    total: int | None
+    next_cursor: Any | None
+    prev_cursor: Any | None
+
+
+class Writer(Protocol):
+    """Operations inside one all-or-nothing write transaction."""
+
+    def read_current(self, type: str, id: str, *, lock: bool = False) -> Stored | None: ...
+
+    def insert(self, type: str, id: str, resource: dict[str, Any], *, method: str = "POST") -> Stored: ...
+
+    def replace(self, current: Stored, resource: dict[str, Any]) -> Stored: ...
+
+    def delete(self, current: Stored) -> Stored: ...
+
+    def search_ids(self, query: Query, limit: int) -> list[Stored]: ...
+
+    def lock_key(self, key: str) -> None: ...
+
+
+class Repository(Protocol):
+    def write(self) -> AbstractContextManager[Writer]: ...
+
+    def read(self, type: str, id: str) -> Stored | None: ...
+
+    def vread(self, type: str, id: str, version: int) -> Stored | None: ...
+
+    def history(self, type: str | None, id: str | None, *, since: int | None, count: int,
+                before_pk_version: tuple[int, int] | None) -> list[Stored]: ...
+
+    def search(self, query: Query) -> SearchPage: ...
+
+    def include(self, page: list[Stored], includes: list[Include]) -> list[Stored]: ...
+
+    def everything(self, patient_ids: list[str], *, types: tuple[str, ...] | None, since: int | None,
+                   after_pk: int, count: int) -> tuple[list[Stored], bool]: ...
+
+    def bulk_insert(self, rows: Iterator[tuple[str, str, dict[str, Any]]]) -> int: ...

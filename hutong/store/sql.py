@@ -1,0 +1,494 @@
+"""The SQL Repository: versioned resources, history, index rows, compartments.
+
+One implementation serves SQLite and PostgreSQL; the differences (parameter
+markers, BEGIN IMMEDIATE vs advisory locks, pk allocation) are confined to a
+few branches on ``db.dialect``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import orjson
+
+from hutong.errors import Conflict, StorageError
+from hutong.store.codec import Codec, PlainCodec
+from hutong.store.database import Database
+from hutong.store.query import Cursor, Include, Query
+from hutong.store.repository import SearchPage, Stored
+from hutong.store.schema import INDEX_TABLES
+from hutong.store.sqlsearch import Compiler
+
+Clock = Callable[[], int]  # epoch milliseconds
+IndexRow = tuple[str, str, tuple[Any, ...]]  # (ptype, param name, values)
+
+COLS = "r.pk, r.type, r.fhir_id, r.version, r.last_updated, r.deleted, r.method, r.body"
+CHUNK = 500
+
+
+class Indexer(Protocol):
+    """What the FHIR layer tells the store about search parameters (injected)."""
+
+    def params(self) -> Iterable[tuple[str, str, str]]: ...  # (type, name, ptype)
+
+    def index(self, type: str, resource: dict[str, Any]) -> tuple[list[IndexRow], set[str]]:
+        """Index rows and the ids of the patients whose compartment holds the resource."""
+        ...
+
+
+def system_clock() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def instant(ms: int) -> str:
+    """FHIR instant (datatypes.html#instant) at millisecond precision, UTC."""
+    secs, milli = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{milli:03d}Z"
+
+
+def _is_unique_violation(e: Exception) -> bool:
+    name = type(e).__name__
+    return name in ("IntegrityError", "UniqueViolation") or "UNIQUE constraint" in str(e)
+
+
+def _row(r: Sequence[Any], codec: Codec) -> Stored:
+    body = r[7]
+    return Stored(
+        type=r[1], id=r[2], version=r[3], last_updated=r[4], deleted=bool(r[5]), method=r[6],
+        body=codec.decode(bytes(body)) if body is not None else None, pk=r[0],
+    )
+
+
+class SqlWriter:
+    """One open write transaction (see Repository.write)."""
+
+    def __init__(self, repo: SqlRepository, conn: Any) -> None:
+        self.repo = repo
+        self.db = repo.db
+        self.cur = conn.cursor()
+        self._next_pk: int | None = None
+        self.now = repo.clock()
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        self.cur.execute(self.db.sql(sql), args)
+        return self.cur
+
+    # ------------------------------------------------------------- helpers
+    def _alloc_pks(self, n: int) -> list[int]:
+        if self.db.dialect == "sqlite":
+            if self._next_pk is None:  # safe: BEGIN IMMEDIATE holds the write lock
+                self._next_pk = (self.execute("SELECT COALESCE(MAX(pk), 0) FROM resource").fetchone()[0]) + 1
+            start = self._next_pk
+            self._next_pk += n
+            return list(range(start, start + n))
+        rows = self.execute(
+            "SELECT nextval(pg_get_serial_sequence('resource', 'pk')) FROM generate_series(1, ?)", (n,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def lock_key(self, key: str) -> None:
+        """Serialise writers that use the same key (e.g. one conditional-create query).
+
+        SQLite already serialises all writers (BEGIN IMMEDIATE); PostgreSQL takes a
+        transaction-scoped advisory lock on a 64-bit hash of the key.
+        """
+        if self.db.dialect == "postgresql":
+            h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+            self.execute("SELECT pg_advisory_xact_lock(?)", (h,))
+
+    def _finish_body(self, resource: dict[str, Any], id: str, version: int, now: int) -> bytes:
+        resource["id"] = id
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = instant(now)
+        resource["meta"] = meta
+        return orjson.dumps(resource)
+
+    def _write_index(self, items: list[tuple[int, str, dict[str, Any]]]) -> None:
+        per_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        comp: list[tuple[int, str]] = []
+        ids = self.repo.param_ids
+        indexer = self.repo.indexer
+        for pk, type, res in items:
+            rows, patients = indexer.index(type, res)
+            for ptype, name, row in rows:
+                per_table[ptype].append((pk, ids[(type, name)], *row))
+            for pid in patients:
+                comp.append((pk, pid))
+        for ptype, rows in per_table.items():
+            table, cols = INDEX_TABLES[ptype]
+            marks = ",".join("?" * (len(cols) + 2))
+            self.cur.executemany(
+                self.db.sql(f"INSERT INTO {table} (res_pk, param_id, {', '.join(cols)}) VALUES ({marks})"), rows
+            )
+        if comp:
+            self.cur.executemany(self.db.sql("INSERT INTO compartment (res_pk, patient_id) VALUES (?, ?)"), comp)
+
+    def _clear_index(self, pk: int) -> None:
+        for table, _ in INDEX_TABLES.values():
+            self.execute(f"DELETE FROM {table} WHERE res_pk = ?", (pk,))
+        self.execute("DELETE FROM compartment WHERE res_pk = ?", (pk,))
+
+    def _archive(self, pk: int) -> None:
+        self.execute(
+            "INSERT INTO resource_version (res_pk, version, last_updated, deleted, method, body) "
+            "SELECT pk, version, last_updated, deleted, method, body FROM resource WHERE pk = ?",
+            (pk,),
+        )
+
+    # ------------------------------------------------------------- operations
+    def read_current(self, type: str, id: str, *, lock: bool = False) -> Stored | None:
+        sql = f"SELECT {COLS} FROM resource r WHERE r.type = ? AND r.fhir_id = ?"
+        if lock and self.db.dialect == "postgresql":
+            sql += " FOR UPDATE"
+        r = self.execute(sql, (type, id)).fetchone()
+        return _row(r, self.repo.codec) if r else None
+
+    def insert(self, type: str, id: str, resource: dict[str, Any], *, method: str = "POST") -> Stored:
+        return self.insert_many([(type, id, resource)], method=method)[0]
+
+    def insert_many(self, items: list[tuple[str, str, dict[str, Any]]], *, method: str = "POST") -> list[Stored]:
+        now = self.now
+        pks = self._alloc_pks(len(items))
+        codec = self.repo.codec
+        rows = []
+        out = []
+        for pk, (type, id, res) in zip(pks, items, strict=True):
+            body = self._finish_body(res, id, 1, now)
+            rows.append((pk, type, id, 1, now, 0, method, codec.encode(body)))
+            out.append(Stored(type, id, 1, now, False, method, body, pk))
+        try:
+            self.cur.executemany(
+                self.db.sql(
+                    "INSERT INTO resource (pk, type, fhir_id, version, last_updated, deleted, method, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                rows,
+            )
+        except Exception as e:
+            if _is_unique_violation(e):
+                raise Conflict("HT-0051", "a resource with this id was created concurrently; retry") from e
+            raise
+        self._write_index([(pk, t, r) for pk, (t, _i, r) in zip(pks, items, strict=True)])
+        return out
+
+    def replace(self, current: Stored, resource: dict[str, Any]) -> Stored:
+        now = self.now
+        version = current.version + 1
+        body = self._finish_body(resource, current.id, version, now)
+        self._archive(current.pk)
+        self.execute(
+            "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, method = 'PUT', body = ? WHERE pk = ?",
+            (version, now, self.repo.codec.encode(body), current.pk),
+        )
+        if not current.deleted:
+            self._clear_index(current.pk)
+        self._write_index([(current.pk, current.type, resource)])
+        return Stored(current.type, current.id, version, now, False, "PUT", body, current.pk)
+
+    def delete(self, current: Stored) -> Stored:
+        now = self.now
+        version = current.version + 1
+        self._archive(current.pk)
+        self.execute(
+            "UPDATE resource SET version = ?, last_updated = ?, deleted = 1, method = 'DELETE', body = NULL "
+            "WHERE pk = ?",
+            (version, now, current.pk),
+        )
+        self._clear_index(current.pk)
+        return Stored(current.type, current.id, version, now, True, "DELETE", None, current.pk)
+
+    def search_ids(self, query: Query, limit: int) -> list[Stored]:
+        """Matches of a conditional request's query, inside this transaction."""
+        query.count = limit
+        query.cursor = None
+        sql, args = self.repo.compiler.page_sql(query, COLS)
+        return [_row(r, self.repo.codec) for r in self.execute(sql, args).fetchall()]
+
+
+class SqlRepository:
+    """Repository over a :class:`Database`; see hutong.store.repository.Repository."""
+
+    def __init__(self, db: Database, indexer: Indexer, codec: Codec | None = None,
+                 clock: Clock = system_clock) -> None:
+        self.db = db
+        self.indexer = indexer
+        self.codec: Codec = codec or PlainCodec()
+        self.clock = clock
+        self.param_ids: dict[tuple[str, str], int] = {}
+        self._sync_params()
+        self.compiler = Compiler(self._param_id)
+
+    def _param_id(self, type: str, name: str) -> int:
+        try:
+            return self.param_ids[(type, name)]
+        except KeyError:
+            return -1  # a parameter no resource can have: matches nothing
+
+    def _sync_params(self) -> None:
+        """Give every (type, parameter) a stable small id, adding new ones."""
+        wanted = [(t, n) for t, n, _p in self.indexer.params()]
+        with self.db.connection() as conn:
+            cur = conn.cursor()
+            cur.execute(self.db.begin_sql())
+            try:
+                if self.db.dialect == "postgresql":
+                    cur.execute("SELECT pg_advisory_xact_lock(7238002)")
+                cur.execute("SELECT id, type, name FROM search_param")
+                known = {(t, n): i for i, t, n in cur.fetchall()}
+                nxt = max(known.values(), default=0) + 1
+                new = []
+                for key in wanted:
+                    if key not in known:
+                        known[key] = nxt
+                        new.append((nxt, *key))
+                        nxt += 1
+                if new:
+                    cur.executemany(self.db.sql("INSERT INTO search_param (id, type, name) VALUES (?, ?, ?)"), new)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        self.param_ids = known
+
+    # ------------------------------------------------------------- writes
+    @contextmanager
+    def write(self) -> Iterator[SqlWriter]:
+        with self.db.connection() as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(self.db.begin_sql())
+            except Exception as e:
+                raise StorageError("HT-0050", f"database busy: {type(e).__name__}") from e
+            w = SqlWriter(self, conn)
+            try:
+                yield w
+                cur.execute("COMMIT")
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except Exception:  # connection already broken: the pool discards it
+                    pass
+                raise
+
+    # ------------------------------------------------------------- reads
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self.db.connection() as conn:
+            cur = conn.cursor()
+            cur.execute(self.db.sql(sql), args)
+            rows: list[Any] = cur.fetchall()
+            return rows
+
+    def read(self, type: str, id: str) -> Stored | None:
+        rows = self._query(f"SELECT {COLS} FROM resource r WHERE r.type = ? AND r.fhir_id = ?", (type, id))
+        return _row(rows[0], self.codec) if rows else None
+
+    def vread(self, type: str, id: str, version: int) -> Stored | None:
+        rows = self._query(
+            f"SELECT {COLS} FROM resource r WHERE r.type = ? AND r.fhir_id = ? AND r.version = ? "
+            "UNION ALL SELECT r.pk, r.type, r.fhir_id, v.version, v.last_updated, v.deleted, v.method, v.body "
+            "FROM resource r JOIN resource_version v ON v.res_pk = r.pk "
+            "WHERE r.type = ? AND r.fhir_id = ? AND v.version = ?",
+            (type, id, version, type, id, version),
+        )
+        return _row(rows[0], self.codec) if rows else None
+
+    def history(self, type: str | None, id: str | None, *, since: int | None, count: int,
+                before: tuple[int, int, int] | None = None) -> list[Stored]:
+        """history.html: newest first; ``before`` is the keyset cursor (last_updated, pk, version)."""
+        cur_where, ver_where, args_c, args_v = ["1=1"], ["1=1"], [], []
+        if type is not None:
+            cur_where.append("r.type = ?")
+            ver_where.append("r.type = ?")
+            args_c.append(type)
+            args_v.append(type)
+        if id is not None:
+            cur_where.append("r.fhir_id = ?")
+            ver_where.append("r.fhir_id = ?")
+            args_c.append(id)
+            args_v.append(id)
+        if since is not None:
+            cur_where.append("r.last_updated >= ?")
+            ver_where.append("v.last_updated >= ?")
+            args_c.append(since)
+            args_v.append(since)
+        sql = (
+            f"SELECT * FROM (SELECT {COLS} FROM resource r WHERE {' AND '.join(cur_where)} "
+            "UNION ALL SELECT r.pk, r.type, r.fhir_id, v.version, v.last_updated, v.deleted, v.method, v.body "
+            f"FROM resource_version v JOIN resource r ON r.pk = v.res_pk WHERE {' AND '.join(ver_where)}) h"
+        )
+        args: list[Any] = args_c + args_v
+        if before is not None:
+            sql += " WHERE (h.last_updated < ? OR (h.last_updated = ? AND (h.pk < ? OR (h.pk = ? AND h.version < ?))))"
+            args += [before[0], before[0], before[1], before[1], before[2]]
+        sql += " ORDER BY h.last_updated DESC, h.pk DESC, h.version DESC LIMIT ?"
+        args.append(count)
+        return [_row(r, self.codec) for r in self._query(sql, args)]
+
+    def search(self, q: Query) -> SearchPage:
+        sql, args = self.compiler.page_sql(q, COLS)
+        with self.db.connection() as conn:
+            cur = conn.cursor()
+            cur.execute(self.db.sql(sql), args)
+            rows = cur.fetchall()
+            total = None
+            if q.total:
+                where_args: list[Any] = []
+                where = self.compiler.where(q, "r", where_args)
+                cur.execute(self.db.sql(f"SELECT COUNT(*) FROM resource r WHERE {where}"), where_args)
+                total = cur.fetchone()[0]
+        nkeys = len(q.sort)
+        backward = q.cursor.backward if q.cursor else False
+        more = len(rows) > q.count
+        rows = rows[: q.count]
+        if backward:
+            rows.reverse()
+        matches = [_row(r, self.codec) for r in rows]
+
+        def cursor_of(r: Sequence[Any], back: bool) -> Cursor:
+            return Cursor(tuple(r[8 : 8 + nkeys]), r[0], back)
+
+        next_c = prev_c = None
+        if rows:
+            if (more and not backward) or (backward and q.cursor is not None):
+                next_c = cursor_of(rows[-1], False)
+            if (q.cursor is not None and not backward) or (backward and more):
+                prev_c = cursor_of(rows[0], True)
+        return SearchPage(matches, [], total, next_c, prev_c)
+
+    def count(self, q: Query) -> int:
+        args: list[Any] = []
+        where = self.compiler.where(q, "r", args)
+        return int(self._query(f"SELECT COUNT(*) FROM resource r WHERE {where}", args)[0][0])
+
+    def fetch(self, refs: Iterable[tuple[str, str]]) -> list[Stored]:
+        """Current, non-deleted resources by (type, id)."""
+        by_type: dict[str, set[str]] = defaultdict(set)
+        for t, i in refs:
+            by_type[t].add(i)
+        out: list[Stored] = []
+        for t, ids in by_type.items():
+            idl = sorted(ids)
+            for k in range(0, len(idl), CHUNK):
+                chunk = idl[k : k + CHUNK]
+                out += [
+                    _row(r, self.codec)
+                    for r in self._query(
+                        f"SELECT {COLS} FROM resource r WHERE r.type = ? AND r.deleted = 0 "
+                        f"AND r.fhir_id IN ({','.join('?' * len(chunk))}) ORDER BY r.pk",
+                        [t, *chunk],
+                    )
+                ]
+        return out
+
+    def include(self, page: list[Stored], includes: list[Include]) -> list[Stored]:
+        """_include / _revinclude (search.html#include), :iterate until nothing new."""
+        seen = {(s.type, s.id) for s in page}
+        found: list[Stored] = []
+        frontier = page
+        for rnd in range(8):  # bound on :iterate depth; cycles stop earlier via `seen`
+            new: list[Stored] = []
+            for inc in includes:
+                if rnd > 0 and not inc.iterate:
+                    continue
+                pid = self._param_id(inc.source_type, inc.param.name)
+                if inc.reverse:
+                    targets = [s for s in frontier if not inc.target_type or s.type == inc.target_type]
+                    for k in range(0, len(targets), CHUNK):
+                        chunk = targets[k : k + CHUNK]
+                        cond = " OR ".join("(ir.target_type = ? AND ir.target_id = ?)" for _ in chunk)
+                        args: list[Any] = [pid, inc.source_type]
+                        for s in chunk:
+                            args += [s.type, s.id]
+                        for r in self._query(
+                            f"SELECT DISTINCT {COLS} FROM idx_reference ir JOIN resource r ON r.pk = ir.res_pk "
+                            f"WHERE ir.param_id = ? AND r.type = ? AND r.deleted = 0 AND ({cond})",
+                            args,
+                        ):
+                            st = _row(r, self.codec)
+                            if (st.type, st.id) not in seen:
+                                seen.add((st.type, st.id))
+                                new.append(st)
+                else:
+                    sources = [s for s in frontier if s.type == inc.source_type]
+                    refs: set[tuple[str, str]] = set()
+                    for k in range(0, len(sources), CHUNK):
+                        chunk = sources[k : k + CHUNK]
+                        rows = self._query(
+                            "SELECT target_type, target_id FROM idx_reference WHERE param_id = ? "
+                            f"AND target_id IS NOT NULL AND res_pk IN ({','.join('?' * len(chunk))})",
+                            [pid, *[s.pk for s in chunk]],
+                        )
+                        for tt, ti in rows:
+                            if tt and (inc.target_type is None or tt == inc.target_type) and (tt, ti) not in seen:
+                                refs.add((tt, ti))
+                    for st in self.fetch(refs):
+                        if (st.type, st.id) not in seen:
+                            seen.add((st.type, st.id))
+                            new.append(st)
+            found += new
+            frontier = new
+            if not new or not any(i.iterate for i in includes):
+                break
+        return found
+
+    def everything(self, patient_ids: list[str], *, types: tuple[str, ...] | None, since: int | None,
+                   after_pk: int, count: int) -> tuple[list[Stored], bool]:
+        """One page of the patients' compartment (operation-patient-everything.html), by pk."""
+        args: list[Any] = [*patient_ids, after_pk]
+        sql = (
+            f"SELECT {COLS} FROM resource r WHERE r.pk IN (SELECT res_pk FROM compartment WHERE patient_id IN "
+            f"({','.join('?' * len(patient_ids))})) AND r.pk > ? AND r.deleted = 0"
+        )
+        if types:
+            sql += f" AND r.type IN ({','.join('?' * len(types))})"
+            args += list(types)
+        if since is not None:
+            sql += " AND r.last_updated >= ?"
+            args.append(since)
+        sql += " ORDER BY r.pk LIMIT ?"
+        args.append(count + 1)
+        rows = self._query(sql, args)
+        return [_row(r, self.codec) for r in rows[:count]], len(rows) > count
+
+    def existing_ids(self, type: str, ids: list[str]) -> set[str]:
+        out: set[str] = set()
+        for k in range(0, len(ids), CHUNK):
+            chunk = ids[k : k + CHUNK]
+            out |= {
+                r[0]
+                for r in self._query(
+                    f"SELECT fhir_id FROM resource WHERE type = ? AND fhir_id IN ({','.join('?' * len(chunk))})",
+                    [type, *chunk],
+                )
+            }
+        return out
+
+    def existing_ids_in(self, w: SqlWriter, type: str, ids: list[str]) -> set[str]:
+        """Like existing_ids, inside a write transaction."""
+        out: set[str] = set()
+        for k in range(0, len(ids), CHUNK):
+            chunk = ids[k : k + CHUNK]
+            out |= {
+                r[0]
+                for r in w.execute(
+                    f"SELECT fhir_id FROM resource WHERE type = ? AND fhir_id IN ({','.join('?' * len(chunk))})",
+                    [type, *chunk],
+                ).fetchall()
+            }
+        return out
+
+    def analyze(self) -> None:
+        """Refresh planner statistics (after a bulk load)."""
+        with self.db.connection() as conn:
+            conn.cursor().execute("ANALYZE")
+
+
+def decode_json(body: bytes) -> dict[str, Any]:
+    out: dict[str, Any] = orjson.loads(body)
+    return out

@@ -1,0 +1,1 @@
+"""HTTP assembly: FHIR REST routes (and later the portals)."""

@@ -1,0 +1,223 @@
+"""The ASGI application: FHIR R4 REST at /fhir (http.html).
+
+Routes only translate HTTP to :class:`hutong.fhir.service.FhirService` calls;
+every error leaves as an OperationOutcome with a stable HT code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from hutong import __version__
+from hutong.config import Settings
+from hutong.errors import (
+    HutongError,
+    InvalidRequest,
+    NotFound,
+    TooLarge,
+    UnsupportedMediaType,
+    operation_outcome,
+)
+from hutong.fhir.assembly import open_repository
+from hutong.fhir.bundle import BundleProcessor
+from hutong.fhir.capability import capability_statement
+from hutong.fhir.response import FHIR_JSON, FhirResponse
+from hutong.fhir.service import FhirService
+from hutong.store.sql import SqlRepository
+
+log = logging.getLogger("hutong.web")
+JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+
+
+def _to_response(r: FhirResponse) -> Response:
+    return Response(content=r.body if r.body is not None else b"", status_code=r.status,
+                    headers=r.headers, media_type=FHIR_JSON if r.body is not None else None)
+
+
+def _error(e: HutongError) -> Response:
+    return Response(content=FhirResponse.json(e.status, operation_outcome(e)).body, status_code=e.status,
+                    media_type=FHIR_JSON)
+
+
+def create_app(settings: Settings | None = None, repo: SqlRepository | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    repository = repo or open_repository(settings.database_url)
+    app = FastAPI(title="Hutong FHIR R4", version=__version__, docs_url="/docs", redoc_url=None)
+    app.state.repo = repository
+    app.state.settings = settings
+
+    def service(request: Request) -> FhirService:
+        base = settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
+        return FhirService(repository, base)
+
+    def headers_of(request: Request) -> dict[str, str]:
+        return {k.lower(): v for k, v in request.headers.items()}
+
+    async def body_of(request: Request) -> bytes:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in JSON_TYPES:
+            raise UnsupportedMediaType("HT-0002", f"content type {ctype or '(none)'!r} is not supported; "
+                                                  "send application/fhir+json")
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise TooLarge("HT-0003", f"body of {declared} bytes exceeds the limit of {limit} bytes")
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge("HT-0003", f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def check_format(request: Request) -> None:
+        fmt = request.query_params.get("_format")
+        if fmt and "json" not in fmt:
+            raise HutongError("HT-0002", f"_format={fmt[:40]} is not supported; this server speaks JSON only",
+                              status=406, issue_code="not-supported")
+
+    @app.exception_handler(HutongError)
+    async def hutong_error(_request: Request, e: HutongError) -> Response:
+        return _error(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, e: RequestValidationError) -> Response:
+        return _error(InvalidRequest("HT-0033", f"invalid request: {e.errors()[:3]}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, e: StarletteHTTPException) -> Response:
+        if e.status_code == 404:
+            return _error(NotFound("HT-0009", "no such endpoint"))
+        return _error(HutongError("HT-0033", str(e.detail), status=e.status_code))
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, e: Exception) -> Response:
+        # The exception type only: messages may carry resident data (no identifiers in logs).
+        log.error("internal error: %s", type(e).__name__, exc_info=False)
+        return _error(HutongError("HT-0099", "internal error", status=500, issue_code="exception"))
+
+    Handler = Callable[..., Awaitable[Response]]
+
+    def run(fn: Callable[[], FhirResponse]) -> Awaitable[Response]:
+        from starlette.concurrency import run_in_threadpool
+
+        async def go() -> Response:
+            return _to_response(await run_in_threadpool(fn))
+
+        return go()
+
+    # ------------------------------------------------------------------ routes
+    @app.get("/fhir/metadata")
+    async def metadata(request: Request) -> Response:
+        return _to_response(FhirResponse.json(200, capability_statement(service(request).base_url)))
+
+    @app.post("/fhir")
+    @app.post("/fhir/")
+    async def bundle(request: Request) -> Response:
+        body = await body_of(request)
+        svc = service(request)
+        return await run(lambda: BundleProcessor(svc).process(body, headers_of(request)))
+
+    @app.get("/fhir/_history")
+    async def system_history(request: Request) -> Response:
+        svc = service(request)
+        return await run(lambda: svc.history(None, None, list(request.query_params.multi_items())))
+
+    @app.get("/fhir/{type}")
+    async def search(type: str, request: Request) -> Response:
+        check_format(request)
+        svc = service(request)
+        return await run(lambda: svc.search(type, list(request.query_params.multi_items()), headers_of(request)))
+
+    @app.post("/fhir/{type}/_search")
+    async def search_post(type: str, request: Request) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip()
+        if ctype != "application/x-www-form-urlencoded":
+            raise UnsupportedMediaType("HT-0002", "POST _search needs application/x-www-form-urlencoded")
+        form = await request.form()
+        items = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in form.multi_items()]
+        svc = service(request)
+        return await run(lambda: svc.search(type, items, headers_of(request)))
+
+    @app.post("/fhir/{type}")
+    async def create(type: str, request: Request) -> Response:
+        body = await body_of(request)
+        svc = service(request)
+        return await run(lambda: svc.create(type, body, headers_of(request)))
+
+    @app.put("/fhir/{type}")
+    async def conditional_update(type: str, request: Request) -> Response:
+        body = await body_of(request)
+        svc = service(request)
+        q = request.url.query
+        return await run(lambda: svc.conditional_update(type, q, body, headers_of(request)))
+
+    @app.delete("/fhir/{type}")
+    async def conditional_delete(type: str, request: Request) -> Response:
+        svc = service(request)
+        q = request.url.query
+        return await run(lambda: svc.conditional_delete(type, q))
+
+    @app.get("/fhir/{type}/_history")
+    async def type_history(type: str, request: Request) -> Response:
+        svc = service(request)
+        return await run(lambda: svc.history(type, None, list(request.query_params.multi_items())))
+
+    @app.get("/fhir/Patient/{id}/$everything")
+    @app.post("/fhir/Patient/{id}/$everything")
+    async def everything(id: str, request: Request) -> Response:
+        svc = service(request)
+        return await run(lambda: svc.everything(id, list(request.query_params.multi_items())))
+
+    @app.get("/fhir/{type}/{id}")
+    async def read(type: str, id: str, request: Request) -> Response:
+        check_format(request)
+        svc = service(request)
+        return await run(lambda: svc.read(type, id, headers_of(request)))
+
+    @app.put("/fhir/{type}/{id}")
+    async def update(type: str, id: str, request: Request) -> Response:
+        body = await body_of(request)
+        svc = service(request)
+        return await run(lambda: svc.update(type, id, body, headers_of(request)))
+
+    @app.delete("/fhir/{type}/{id}")
+    async def delete(type: str, id: str, request: Request) -> Response:
+        svc = service(request)
+        return await run(lambda: svc.delete(type, id))
+
+    @app.get("/fhir/{type}/{id}/_history")
+    async def instance_history(type: str, id: str, request: Request) -> Response:
+        svc = service(request)
+        return await run(lambda: svc.history(type, id, list(request.query_params.multi_items())))
+
+    @app.get("/fhir/{type}/{id}/_history/{vid}")
+    async def vread(type: str, id: str, vid: str, request: Request) -> Response:
+        svc = service(request)
+        return await run(lambda: svc.vread(type, id, vid))
+
+    @app.get("/fhir/{ctype}/{cid}/{type}")
+    async def compartment_search(ctype: str, cid: str, type: str, request: Request) -> Response:
+        svc = service(request)
+        items = list(request.query_params.multi_items())
+        return await run(lambda: svc.search(type, items, headers_of(request), compartment=(ctype, cid)))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    del Handler
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (multi-worker serving)."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,33 @@
+"""``hutong serve``: the HTTP API (FHIR at /fhir)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import uvicorn
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="serve the FHIR API over HTTP",
+                       description="Serve Hutong: FHIR R4 at http://HOST:PORT/fhir.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--database", metavar="URL", help="sqlite:///path or postgresql://...")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise SystemExit(f"hutong serve: invalid port {args.port}")
+    if args.database:
+        os.environ["HUTONG_DATABASE_URL"] = args.database
+    from hutong.config import Settings
+    from hutong.store.database import open_database
+
+    open_database(Settings.from_env().database_url).close()  # fail fast on a bad URL, create schema once
+    print(f"Hutong serving FHIR R4 at http://{args.host}:{args.port}/fhir", flush=True)
+    uvicorn.run("hutong.web.app:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="warning", access_log=False)
+    return 0

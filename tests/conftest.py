@@ -1,0 +1,151 @@
+"""Test harness: real databases and a real HTTP server.
+
+- SQLite: a fresh file per test.
+- PostgreSQL: the harness starts its own server (initdb + pg_ctl from Debian's
+  postgresql package, which ``make test`` installs) on a free loopback port
+  once per session, unless HUTONG_TEST_PG_URL points at one; tables are
+  emptied between tests.
+- ``server``: the whole ASGI app served by uvicorn on a free port in a thread,
+  reached through httpx, so every test goes through real HTTP.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from hutong.config import Settings
+from hutong.fhir.assembly import open_repository
+from hutong.store.schema import metadata
+from hutong.store.sql import SqlRepository
+from hutong.web.app import create_app
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SYNTHEA = SHARED / "data" / "synthea-10"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.fail("PostgreSQL is not installed: run `make test`, which installs it (apt-get install postgresql)")
+    return Path(found[-1]).parent
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    url = os.environ.get("HUTONG_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    bindir = _pg_bin()
+    root = os.geteuid() == 0
+    data = Path(tempfile.mkdtemp(prefix="hutong-pg-"))
+    port = free_port()
+    as_pg: list[str] = ["runuser", "-u", "postgres", "--"] if root else []
+    if root:
+        shutil.chown(data, "postgres", "postgres")
+    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust",
+                    "-E", "UTF8", "--no-locale"], check=True, capture_output=True)
+    opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " \
+           "-c full_page_writes=off -c max_connections=200"
+    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-o", opts, "-l",
+                    str(data / "log"), "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _truncate(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        tables = [t.name for t in metadata.sorted_tables if t.name != "search_param"]
+        exists = conn.execute("SELECT to_regclass('resource')").fetchone()
+        if exists and exists[0]:
+            conn.execute("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/hutong.db"
+    url: str = request.getfixturevalue("pg_server")
+    _truncate(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/hutong.db"
+
+
+@pytest.fixture
+def repo(db_url: str) -> Iterator[SqlRepository]:
+    r = open_repository(db_url)
+    yield r
+    r.db.close()
+
+
+@dataclass
+class Server:
+    url: str  # base of the FHIR API, e.g. http://127.0.0.1:PORT/fhir
+    root: str
+    client: httpx.Client
+    repo: SqlRepository
+
+
+@pytest.fixture
+def server(db_url: str) -> Iterator[Server]:
+    yield from _serve(db_url)
+
+
+def _serve(db_url: str, **settings: object) -> Iterator[Server]:
+    repo = open_repository(db_url)
+    app = create_app(Settings(database_url=db_url, **settings), repo=repo)  # type: ignore[arg-type]
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        access_log=False, lifespan="off"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        if time.monotonic() > deadline or not th.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    root = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=root + "/fhir", timeout=30,
+                          headers={"content-type": "application/fhir+json", "accept": "application/fhir+json"})
+    try:
+        yield Server(root + "/fhir", root, client, repo)
+    finally:
+        client.close()
+        srv.should_exit = True
+        th.join(10)
+        repo.db.close()
+
+
+@pytest.fixture
+def small_body_server(sqlite_url: str) -> Iterator[Server]:
+    yield from _serve(sqlite_url, max_body_bytes=2048)
