@@ -246,10 +246,10 @@ class BundleProcessor:
             e.resource["id"] = e.path[1]
             e.result, e.status = svc.update_in(w, e.type, e.path[1], e.resource, parse_if_match(e.if_match))
         else:
-            e.response = self._read(e)
+            e.response = self._read(e, FhirService(svc.repo.view(w), svc.base_url))
 
-    def _read(self, e: _Entry) -> FhirResponse:
-        svc = self.service
+    def _read(self, e: _Entry, svc: FhirService | None = None) -> FhirResponse:
+        svc = svc or self.service
         p = e.path
         items = parse_qsl(e.query, keep_blank_values=True)
         if len(p) == 1:

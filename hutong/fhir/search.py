@@ -213,7 +213,7 @@ def _clause(type: str, key: str, raw: str, base_url: str, depth: int = 0) -> Cla
     pref = ParamRef(type, name, sp.type)
     if chain_rest is not None:
         if sp.type != "reference":
-            raise InvalidRequest("HT-0020", f"{name} is not a reference parameter and cannot be chained")
+            raise InvalidRequest("HT-0021", f"{name} is not a reference parameter and cannot be chained")
         if depth > 3:
             raise InvalidRequest("HT-0021", "chains deeper than 4 are not supported")
         if modifier:

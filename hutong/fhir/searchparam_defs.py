@@ -521,13 +521,17 @@ DEFINITIONS: tuple[SP, ...] = (
 # compartmentdefinition-patient.html (R4 4.0.1): for each resource type, the
 # parameters whose reference to a Patient puts the resource in that patient's
 # compartment.  Types not listed (Practitioner, PractitionerRole, Organization,
-# Location, Device, Binary) are never in a Patient compartment in R4.
+# Location, Binary) are never in a Patient compartment in R4.  Device is our
+# one deliberate extension: R4 leaves it out, but a resident's implant or pump
+# (Device.patient) is part of their record and must come back in $everything
+# (R5's compartment definition adds it the same way).
 PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
     "Patient": ("link",),  # and the patient itself, by id
     "AllergyIntolerance": ("patient", "recorder", "asserter"),
     "AuditEvent": ("patient",),
     "Condition": ("patient", "asserter"),
     "Consent": ("patient",),
+    "Device": ("patient",),
     "DiagnosticReport": ("subject",),
     "DocumentReference": ("subject", "author"),
     "Encounter": ("patient",),

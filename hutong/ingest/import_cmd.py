@@ -34,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print(f"hutong import: no <ResourceType>.ndjson files in {path}", file=sys.stderr)
         return 2
-    total_lines = sum(sum(1 for _ in f.open("rb")) for f in files)
+    total_lines = 0
+    for f in files:
+        with f.open("rb") as fh:
+            total_lines += sum(1 for _ in fh)
     repo = open_repository(args.database)
     bar = tqdm(total=total_lines, unit="res", disable=args.quiet, file=sys.stderr)
     report = import_ndjson(repo, path, workers=args.workers, strict=args.strict, progress=bar.update)

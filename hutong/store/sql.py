@@ -7,6 +7,7 @@ few branches on ``db.dialect``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from collections import defaultdict
@@ -69,6 +70,7 @@ class SqlWriter:
 
     def __init__(self, repo: SqlRepository, conn: Any) -> None:
         self.repo = repo
+        self.conn = conn
         self.db = repo.db
         self.cur = conn.cursor()
         self._next_pk: int | None = None
@@ -221,6 +223,7 @@ class SqlRepository:
         self.codec: Codec = codec or PlainCodec()
         self.clock = clock
         self.param_ids: dict[tuple[str, str], int] = {}
+        self._fixed_conn: Any = None
         self._sync_params()
         self.compiler = Compiler(self._param_id)
 
@@ -276,9 +279,23 @@ class SqlRepository:
                     pass
                 raise
 
+    def view(self, w: SqlWriter) -> SqlRepository:
+        """This repository reading through an open write transaction (sees its writes)."""
+        v = copy.copy(self)
+        v._fixed_conn = w.conn
+        return v
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        if self._fixed_conn is not None:
+            yield self._fixed_conn
+        else:
+            with self.db.connection() as conn:
+                yield conn
+
     # ------------------------------------------------------------- reads
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self.db.connection() as conn:
+        with self._connection() as conn:
             cur = conn.cursor()
             cur.execute(self.db.sql(sql), args)
             rows: list[Any] = cur.fetchall()
@@ -332,7 +349,7 @@ class SqlRepository:
 
     def search(self, q: Query) -> SearchPage:
         sql, args = self.compiler.page_sql(q, COLS)
-        with self.db.connection() as conn:
+        with self._connection() as conn:
             cur = conn.cursor()
             cur.execute(self.db.sql(sql), args)
             rows = cur.fetchall()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -142,8 +143,12 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
         if ctype != "application/x-www-form-urlencoded":
             raise UnsupportedMediaType("HT-0002", "POST _search needs application/x-www-form-urlencoded")
-        form = await request.form()
-        items = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in form.multi_items()]
+        raw = await request.body()
+        try:
+            form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise InvalidRequest("HT-0021", "_search body is not UTF-8") from None
+        items = list(request.query_params.multi_items()) + form
         svc = service(request)
         return await run(lambda: svc.search(type, items, headers_of(request)))
 

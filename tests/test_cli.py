@@ -1,0 +1,70 @@
+"""The `hutong` command: help, argument errors, import and serve as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from conftest import SYNTHEA, free_port
+
+HUTONG = [sys.executable, "-m", "hutong.cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HUTONG, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_help_everywhere() -> None:
+    r = run("--help")
+    assert r.returncode == 0 and "serve" in r.stdout and "import" in r.stdout and "demo" in r.stdout
+    for cmd in ("serve", "import", "demo"):
+        r = run(cmd, "--help")
+        assert r.returncode == 0, cmd
+        assert "--database" in r.stdout or cmd == "demo"
+
+
+def test_wrong_arguments_are_named(tmp_path: Path) -> None:
+    r = run("frobnicate")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = run("import", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = run("import", str(tmp_path))
+    assert r.returncode == 2 and "no <ResourceType>.ndjson" in r.stderr
+    r = run("import", str(SYNTHEA), "--database", "mysql://x/y")
+    assert r.returncode == 2 and "HT-0070" in r.stderr and "unsupported database" in r.stderr
+    r = run("serve", "--port", "notaport")
+    assert r.returncode == 2 and "--port" in r.stderr
+
+
+def test_import_then_serve_real_process(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/h.db"
+    bad = tmp_path / "Patient.ndjson"
+    bad.write_text('{"resourceType":"Patient","id":"ok-1"}\n{"resourceType":"Patient","bogus":true}\nnot json\n')
+    r = run("import", str(bad), "--database", db, "--quiet")
+    assert r.returncode == 1 and "Patient.ndjson:2" in r.stderr and "Patient.ndjson:3" in r.stderr
+    assert "loaded 1 resources" in r.stdout
+    r = run("import", str(SYNTHEA), "--quiet", env={"HUTONG_DATABASE_URL": db})
+    assert r.returncode == 0, r.stderr
+    assert "loaded 7160 resources" in r.stdout
+    port = free_port()
+    p = subprocess.Popen([*HUTONG, "serve", "--port", str(port), "--database", db],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                r2 = httpx.get(f"http://127.0.0.1:{port}/fhir/Patient", params={"_summary": "count"})
+                break
+            except httpx.ConnectError:
+                assert time.time() < deadline and p.poll() is None, "server did not start"
+                time.sleep(0.2)
+        assert r2.json()["total"] == 14
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(20)
