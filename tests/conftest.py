@@ -11,12 +11,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+
+from pgcluster import free_port, temporary_cluster
 
 from hutong.config import Settings
 from hutong.fhir.assembly import open_repository
@@ -37,44 +33,13 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SYNTHEA = SHARED / "data" / "synthea-10"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        pytest.fail("PostgreSQL is not installed: run `make test`, which installs it (apt-get install postgresql)")
-    return Path(found[-1]).parent
-
-
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
-    url = os.environ.get("HUTONG_TEST_PG_URL")
-    if url:
-        yield url
-        return
-    bindir = _pg_bin()
-    root = os.geteuid() == 0
-    data = Path(tempfile.mkdtemp(prefix="hutong-pg-"))
-    port = free_port()
-    as_pg: list[str] = ["runuser", "-u", "postgres", "--"] if root else []
-    if root:
-        shutil.chown(data, "postgres", "postgres")
-    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust",
-                    "-E", "UTF8", "--no-locale"], check=True, capture_output=True)
-    opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " \
-           "-c full_page_writes=off -c max_connections=200"
-    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-o", opts, "-l",
-                    str(data / "log"), "-w", "start"], check=True, capture_output=True)
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
+        with temporary_cluster() as url:
+            yield url
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 def _truncate(url: str) -> None:

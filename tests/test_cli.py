@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import SYNTHEA, free_port
+from conftest import SYNTHEA
+from pgcluster import free_port
 
 HUTONG = [sys.executable, "-m", "hutong.cli"]
 
