@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.web.serve_cmd",
     "hutong.ingest.import_cmd",
     "hutong.web.demo_cmd",
+    "hutong.synth.cli",
 )
 
 

@@ -8,7 +8,8 @@ institution the departments its level and type would have.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from hutong.systems import CODESYSTEM_BASE
 
@@ -20,9 +21,12 @@ class Department:
     code: str
     name: str
     surgical: bool = False  # its physicians hold surgery grades (手术分级)
+    concept: dict[str, Any] = field(init=False, compare=False, repr=False)
 
-    def concept(self) -> dict[str, object]:
-        return {"coding": [{"system": DEPARTMENT_SYSTEM, "code": self.code, "display": self.name}], "text": self.name}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "concept", {
+            "coding": [{"system": DEPARTMENT_SYSTEM, "code": self.code, "display": self.name}], "text": self.name,
+        })
 
 
 GENERAL_PRACTICE = Department("02", "全科医疗科")
@@ -38,6 +42,7 @@ GERIATRICS = Department("03.10", "老年病专业")
 SURGERY = Department("04", "外科", surgical=True)
 GENERAL_SURGERY = Department("04.01", "普通外科专业", surgical=True)
 ORTHOPAEDICS = Department("04.03", "骨科专业", surgical=True)
+UROLOGY = Department("04.04", "泌尿外科专业", surgical=True)
 GYNAECOLOGY = Department("05.01", "妇科专业", surgical=True)
 OBSTETRICS = Department("05.02", "产科专业", surgical=True)
 FAMILY_PLANNING = Department("05.03", "计划生育专业", surgical=True)
@@ -47,6 +52,7 @@ CHILD_HEALTH = Department("09", "儿童保健科")
 OPHTHALMOLOGY = Department("10", "眼科", surgical=True)
 DERMATOLOGY = Department("13", "皮肤科")
 PSYCHIATRY = Department("15", "精神科")
+ONCOLOGY = Department("19", "肿瘤科")
 INFECTIOUS = Department("16", "传染科")
 EMERGENCY = Department("20", "急诊医学科")
 LABORATORY = Department("30", "医学检验科")
@@ -56,11 +62,11 @@ TCM = Department("50", "中医科")
 # Departments by the institution archetype that staffs them.
 GENERAL_HOSPITAL: tuple[Department, ...] = (
     INTERNAL, RESPIRATORY, GASTRO, NEUROLOGY, CARDIOLOGY, NEPHROLOGY, ENDOCRINOLOGY, GERIATRICS,
-    GENERAL_SURGERY, ORTHOPAEDICS, GYNAECOLOGY, OBSTETRICS, PAEDIATRICS, OPHTHALMOLOGY, DERMATOLOGY,
-    PSYCHIATRY, INFECTIOUS, EMERGENCY, TCM,
+    GENERAL_SURGERY, ORTHOPAEDICS, UROLOGY, GYNAECOLOGY, OBSTETRICS, PAEDIATRICS, OPHTHALMOLOGY, DERMATOLOGY,
+    PSYCHIATRY, INFECTIOUS, ONCOLOGY, EMERGENCY, TCM,
 )
 SMALL_HOSPITAL: tuple[Department, ...] = (
-    INTERNAL, RESPIRATORY, CARDIOLOGY, ENDOCRINOLOGY, SURGERY, ORTHOPAEDICS, GYNAECOLOGY, OBSTETRICS,
+    INTERNAL, RESPIRATORY, CARDIOLOGY, ENDOCRINOLOGY, SURGERY, ORTHOPAEDICS, UROLOGY, GYNAECOLOGY, OBSTETRICS,
     PAEDIATRICS, EMERGENCY, TCM,
 )
 COMMUNITY: tuple[Department, ...] = (GENERAL_PRACTICE, PREVENTIVE, INTERNAL, CHILD_HEALTH, TCM)
