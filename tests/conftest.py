@@ -14,13 +14,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 
+from harness import Server
 from pgcluster import free_port, temporary_cluster
 
 from hutong.config import Settings
@@ -29,8 +29,6 @@ from hutong.store.schema import metadata
 from hutong.store.sql import SqlRepository
 from hutong.web.app import create_app
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SYNTHEA = SHARED / "data" / "synthea-10"
 
 
 @pytest.fixture(scope="session")
@@ -72,13 +70,6 @@ def repo(db_url: str) -> Iterator[SqlRepository]:
     yield r
     r.db.close()
 
-
-@dataclass
-class Server:
-    url: str  # base of the FHIR API, e.g. http://127.0.0.1:PORT/fhir
-    root: str
-    client: httpx.Client
-    repo: SqlRepository
 
 
 @pytest.fixture

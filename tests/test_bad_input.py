@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
-from conftest import Server
+from harness import Server
 from fhirapi import issue_code, patient
 
 from hutong.errors import CODES

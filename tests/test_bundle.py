@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import Server
+from harness import Server
 from fhirapi import issue_code, observation, patient
 
 

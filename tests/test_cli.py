@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import SYNTHEA
+from harness import SYNTHEA
 from pgcluster import free_port
 
 HUTONG = [sys.executable, "-m", "hutong.cli"]

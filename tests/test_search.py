@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Server
+from harness import Server
 from fhirapi import ids, issue_code, observation, patient
 
 

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import orjson
-from conftest import SYNTHEA, Server
+from harness import SYNTHEA, Server
 
 from hutong.ingest.bulk import import_ndjson
 

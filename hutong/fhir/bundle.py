@@ -147,8 +147,7 @@ class BundleProcessor:
         svc = self.service
 
         def run() -> None:
-            with svc.repo.write() as w:
-                self._run_transaction(w, entries)
+            svc.repo.transact(lambda w: self._run_transaction(w, entries))
 
         svc._retry(run)
         ret = headers.get("prefer", "")

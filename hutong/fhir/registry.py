@@ -69,26 +69,32 @@ class FhirIndexer:
 
     def __init__(self) -> None:
         self.by_type = params_by_type()
-        self.compartment_params = {
-            t: tuple(self.by_type[t][n] for n in names if n in self.by_type.get(t, {}))
-            for t, names in PATIENT_COMPARTMENT.items()
-        }
+        # Per type: (param, first JSON keys of its paths, is-compartment-param).
+        # A parameter whose first keys are absent from a resource cannot yield
+        # rows, which lets index() skip most of the ~24 parameters per type.
+        self.plan: dict[str, list[tuple[SearchParam, tuple[str, ...], bool]]] = {}
+        for t, ps in self.by_type.items():
+            comp = set(PATIENT_COMPARTMENT.get(t, ()))
+            self.plan[t] = [
+                (p, tuple({steps[0].name for steps in p.compiled}), p.name in comp) for p in ps.values()
+            ]
 
     def params(self) -> list[tuple[str, str, str]]:
         return [(t, p.name, p.type) for t, ps in sorted(self.by_type.items()) for p in ps.values()]
 
     def index(self, type: str, resource: dict[str, Any]) -> tuple[list[tuple[str, str, tuple[Any, ...]]], set[str]]:
         rows: list[tuple[str, str, tuple[Any, ...]]] = []
-        for p in self.by_type.get(type, {}).values():
-            for row in extract(p, resource):
-                if p.type == "token" and row[2]:
-                    row = (row[0], row[1], normalize_string(row[2]))
-                rows.append((p.type, p.name, row))
         patients: set[str] = set()
         if type == "Patient" and isinstance(resource.get("id"), str):
             patients.add(resource["id"])
-        for p in self.compartment_params.get(type, ()):
+        for p, first, in_compartment in self.plan.get(type, ()):
+            if not any(k in resource for k in first):
+                continue
+            ptype = p.type
             for row in extract(p, resource):
-                if row[0] == "Patient" and row[1]:
+                if ptype == "token" and row[2]:
+                    row = (row[0], row[1], normalize_string(row[2]))
+                elif in_compartment and row[0] == "Patient" and row[1]:
                     patients.add(row[1])
+                rows.append((ptype, p.name, row))
         return rows, patients

@@ -118,8 +118,7 @@ class FhirService:
         if_none_exist = headers.get("if-none-exist")
 
         def run() -> tuple[Stored, int]:
-            with self.repo.write() as w:
-                return self.create_in(w, type, dict(resource), if_none_exist)
+            return self.repo.transact(lambda w: self.create_in(w, type, dict(resource), if_none_exist))
 
         s, status = self._retry(run)
         return self._write_response(s, status, headers)
@@ -174,8 +173,7 @@ class FhirService:
         if_match = parse_if_match(headers.get("if-match"))
 
         def run() -> tuple[Stored, int]:
-            with self.repo.write() as w:
-                return self.update_in(w, type, id, dict(resource), if_match)
+            return self.repo.transact(lambda w: self.update_in(w, type, id, dict(resource), if_match))
 
         s, status = self._retry(run)
         return self._write_response(s, status, headers)
@@ -200,8 +198,7 @@ class FhirService:
         resource = validate(parse_json(body), type)
 
         def run() -> tuple[Stored, int]:
-            with self.repo.write() as w:
-                return self.conditional_update_in(w, type, query, dict(resource))
+            return self.repo.transact(lambda w: self.conditional_update_in(w, type, query, dict(resource)))
 
         s, status = self._retry(run)
         return self._write_response(s, status, headers)
@@ -228,8 +225,7 @@ class FhirService:
     def delete(self, type: str, id: str) -> FhirResponse:
         check_type(type)
         check_id(id)
-        with self.repo.write() as w:
-            self.delete_in(w, type, id)
+        self.repo.transact(lambda w: self.delete_in(w, type, id))
         return FhirResponse(204)
 
     def delete_in(self, w: SqlWriter, type: str, id: str) -> Stored | None:
@@ -240,8 +236,7 @@ class FhirService:
 
     def conditional_delete(self, type: str, query: str) -> FhirResponse:
         check_type(type)
-        with self.repo.write() as w:
-            self.conditional_delete_in(w, type, query)
+        self.repo.transact(lambda w: self.conditional_delete_in(w, type, query))
         return FhirResponse(204)
 
     def conditional_delete_in(self, w: SqlWriter, type: str, query: str) -> None:

@@ -19,9 +19,10 @@ from typing import Any
 import orjson
 
 from hutong.errors import HutongError, InvalidRequest
+from hutong.fhir.registry import FhirIndexer
 from hutong.fhir.service import new_id
 from hutong.fhir.validation import validate
-from hutong.store.sql import SqlRepository
+from hutong.store.sql import Prepared, SqlRepository
 
 BATCH = 1000
 
@@ -44,9 +45,18 @@ def ndjson_files(path: Path) -> list[Path]:
     return [p for p in files if p.stem.split(".")[0][:1].isupper()]
 
 
-def _check_batch(args: tuple[str, int, list[bytes]]) -> tuple[list[tuple[str, str, dict[str, Any]]], list[str]]:
+Checked = tuple[str, str, dict[str, Any], Prepared]
+_INDEXER: FhirIndexer | None = None
+
+
+def _check_batch(args: tuple[str, int, list[bytes]]) -> tuple[list[Checked], list[str]]:
+    """Parse, validate and extract index rows (runs in a worker process)."""
+    global _INDEXER
+    if _INDEXER is None:
+        _INDEXER = FhirIndexer()
+    indexer = _INDEXER
     fname, first_line, lines = args
-    ok: list[tuple[str, str, dict[str, Any]]] = []
+    ok: list[Checked] = []
     errs: list[str] = []
     for n, line in enumerate(lines, first_line):
         if not line.strip():
@@ -57,7 +67,9 @@ def _check_batch(args: tuple[str, int, list[bytes]]) -> tuple[list[tuple[str, st
             except orjson.JSONDecodeError as e:
                 raise InvalidRequest("HT-0061", f"not JSON: {e}") from None
             validate(res)
-            ok.append((res["resourceType"], res.get("id") or new_id(), res))
+            rid = res.get("id") or new_id()
+            res["id"] = rid
+            ok.append((res["resourceType"], rid, res, indexer.index(res["resourceType"], res)))
         except HutongError as e:
             errs.append(f"{fname}:{n}: {e.code}: {e.message}")
     return ok, errs
@@ -95,7 +107,7 @@ def import_ndjson(repo: SqlRepository, path: Path, *, workers: int | None = None
             if ok:
                 _write(repo, ok)
                 report.loaded += len(ok)
-                for t, _i, _r in ok:
+                for t, _i, _r, _p in ok:
                     report.by_type[t] = report.by_type.get(t, 0) + 1
                 if progress:
                     progress(len(ok))
@@ -107,24 +119,25 @@ def import_ndjson(repo: SqlRepository, path: Path, *, workers: int | None = None
     return report
 
 
-def _write(repo: SqlRepository, items: list[tuple[str, str, dict[str, Any]]]) -> None:
+def _write(repo: SqlRepository, items: list[Checked]) -> None:
     by_type: dict[str, list[str]] = {}
-    for t, i, _r in items:
+    for t, i, _r, _p in items:
         by_type.setdefault(t, []).append(i)
     with repo.write() as w:
         existing: set[tuple[str, str]] = set()
         for t, ids in by_type.items():
             existing |= {(t, i) for i in repo.existing_ids_in(w, t, ids)}
         # Within one file an id may repeat: the later line is the newer version.
-        fresh: dict[tuple[str, str], dict[str, Any]] = {}
+        fresh: dict[tuple[str, str], tuple[dict[str, Any], Prepared]] = {}
         updates: list[tuple[str, str, dict[str, Any]]] = []
-        for t, i, r in items:
+        for t, i, r, p in items:
             if (t, i) in existing or (t, i) in fresh:
                 updates.append((t, i, r))
             else:
-                fresh[(t, i)] = r
+                fresh[(t, i)] = (r, p)
         if fresh:
-            w.insert_many([(t, i, r) for (t, i), r in fresh.items()], method="PUT")
+            w.insert_many([(t, i, r) for (t, i), (r, _p) in fresh.items()], method="PUT",
+                          prepared=[p for _r, p in fresh.values()])
         for t, i, r in updates:
             current = w.read_current(t, i, lock=True)
             assert current is not None

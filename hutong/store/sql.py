@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -23,10 +23,13 @@ from hutong.store.database import Database
 from hutong.store.query import Cursor, Include, Query
 from hutong.store.repository import SearchPage, Stored
 from hutong.store.schema import INDEX_TABLES
+from hutong.store.groupcommit import GroupCommit
 from hutong.store.sqlsearch import Compiler
 
 Clock = Callable[[], int]  # epoch milliseconds
+T = TypeVar("T")
 IndexRow = tuple[str, str, tuple[Any, ...]]  # (ptype, param name, values)
+Prepared = tuple[list[IndexRow], set[str]]  # index rows and compartment patient ids
 
 COLS = "r.pk, r.type, r.fhir_id, r.version, r.last_updated, r.deleted, r.method, r.body"
 CHUNK = 500
@@ -111,13 +114,14 @@ class SqlWriter:
         resource["meta"] = meta
         return orjson.dumps(resource)
 
-    def _write_index(self, items: list[tuple[int, str, dict[str, Any]]]) -> None:
+    def _write_index(self, items: list[tuple[int, str, dict[str, Any]]],
+                     prepared: Sequence[Prepared] | None = None) -> None:
         per_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         comp: list[tuple[int, str]] = []
         ids = self.repo.param_ids
         indexer = self.repo.indexer
-        for pk, type, res in items:
-            rows, patients = indexer.index(type, res)
+        for n, (pk, type, res) in enumerate(items):
+            rows, patients = prepared[n] if prepared is not None else indexer.index(type, res)
             for ptype, name, row in rows:
                 per_table[ptype].append((pk, ids[(type, name)], *row))
             for pid in patients:
@@ -154,7 +158,10 @@ class SqlWriter:
     def insert(self, type: str, id: str, resource: dict[str, Any], *, method: str = "POST") -> Stored:
         return self.insert_many([(type, id, resource)], method=method)[0]
 
-    def insert_many(self, items: list[tuple[str, str, dict[str, Any]]], *, method: str = "POST") -> list[Stored]:
+    def insert_many(self, items: list[tuple[str, str, dict[str, Any]]], *, method: str = "POST",
+                    prepared: Sequence[Prepared] | None = None) -> list[Stored]:
+        """Insert new resources; ``prepared`` carries index rows computed elsewhere
+        (bulk import extracts them in worker processes)."""
         now = self.now
         pks = self._alloc_pks(len(items))
         codec = self.repo.codec
@@ -176,7 +183,7 @@ class SqlWriter:
             if _is_unique_violation(e):
                 raise Conflict("HT-0051", "a resource with this id was created concurrently; retry") from e
             raise
-        self._write_index([(pk, t, r) for pk, (t, _i, r) in zip(pks, items, strict=True)])
+        self._write_index([(pk, t, r) for pk, (t, _i, r) in zip(pks, items, strict=True)], prepared)
         return out
 
     def replace(self, current: Stored, resource: dict[str, Any]) -> Stored:
@@ -224,6 +231,8 @@ class SqlRepository:
         self.clock = clock
         self.param_ids: dict[tuple[str, str], int] = {}
         self._fixed_conn: Any = None
+        self._group: GroupCommit[SqlWriter] | None = (
+            GroupCommit(self.write, self._savepoint) if db.dialect == "sqlite" else None)
         self._sync_params()
         self.compiler = Compiler(self._param_id)
 
@@ -260,9 +269,32 @@ class SqlRepository:
         self.param_ids = known
 
     # ------------------------------------------------------------- writes
+    def transact(self, fn: Callable[[SqlWriter], T]) -> T:
+        """Run ``fn`` in an all-or-nothing write transaction and return its result.
+
+        On SQLite concurrent callers share one COMMIT (group commit), each in its
+        own savepoint; on PostgreSQL each call is its own transaction.
+        """
+        if self._group is not None:
+            result: T = self._group.submit(fn)
+            return result
+        with self.write() as w:
+            return fn(w)
+
+    @contextmanager
+    def _savepoint(self, w: SqlWriter, name: str) -> Iterator[None]:
+        w.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            w.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            w.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        w.execute(f"RELEASE SAVEPOINT {name}")
+
     @contextmanager
     def write(self) -> Iterator[SqlWriter]:
-        with self.db.connection() as conn:
+        with self.db.write_lock(), self.db.connection() as conn:
             cur = conn.cursor()
             try:
                 cur.execute(self.db.begin_sql())
