@@ -17,7 +17,7 @@ See README.md in this directory for the output layout and the noise model.
 """
 
 from hutong.synth.config import NoiseRates, SynthConfig, SynthConfigError
-from hutong.synth.generate import SynthReport, build_region, generate, iter_chunk_outputs, iter_resources
+from hutong.synth.pipeline import SynthReport, build_region, generate, iter_chunk_outputs, iter_resources
 from hutong.synth.residents import Resident, iter_residents
 
 __all__ = [

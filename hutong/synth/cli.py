@@ -8,7 +8,7 @@ from datetime import date
 from pathlib import Path
 
 from hutong.synth.config import SynthConfig, SynthConfigError
-from hutong.synth.generate import generate
+from hutong.synth.pipeline import generate
 from hutong.synth.regions import DISTRICTS
 
 _FLAGS = {

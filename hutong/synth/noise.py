@@ -117,26 +117,37 @@ def apply(r: Resident, level: str, rates: NoiseRates,
     eligible: list[str] = []
     surname, given = r.surname, r.given
     if not r.foreign:
+        # Name kinds work on the clean name's characters and prefer positions
+        # not already changed, so that each applied kind is visible.
+        clean = surname + given
+        cur = list(clean)
+        changed: set[int] = set()
         if applicable("name_homophone", r):
             eligible.append("name_homophone")
             if rng.random() < rates.name_homophone:
-                surname, given = _replace_one(rng, surname, given, HOMOPHONES)
+                _substitute(rng, clean, cur, changed, HOMOPHONES)
                 applied.append("name_homophone")
         if applicable("name_typo", r):
             eligible.append("name_typo")
             if rng.random() < rates.name_typo:
-                lookalike = any(c in LOOKALIKES for c in surname + given)
-                if _swappable(given) and (rng.random() < 0.4 or not lookalike):
-                    given = given[1] + given[0]
+                s0 = len(surname)
+                can_swap = len(given) == 2 and cur[s0] != cur[s0 + 1]
+                has_lookalike = any(c in LOOKALIKES for c in clean)
+                # (With no look-alike, the given name was two different characters: swap them,
+                # even in the rare case a homophone just made them equal.)
+                if not has_lookalike or (can_swap and rng.random() < 0.4):
+                    cur[s0], cur[s0 + 1] = cur[s0 + 1], cur[s0]
+                    changed.update((s0, s0 + 1))
                 else:
-                    surname, given = _replace_one(rng, surname, given, LOOKALIKES)
+                    _substitute(rng, clean, cur, changed, LOOKALIKES)
                 applied.append("name_typo")
         if applicable("name_traditional", r):
             eligible.append("name_traditional")
             if rng.random() < rates.name_traditional:
-                surname = "".join(TRADITIONAL.get(c, c) for c in surname)
-                given = "".join(TRADITIONAL.get(c, c) for c in given)
+                cur = [TRADITIONAL.get(c, c) for c in cur]
                 applied.append("name_traditional")
+        full = "".join(cur)
+        surname, given = full[: len(surname)], full[len(surname):]
     b = r.birth
     birth = b.isoformat()
     if applicable("birthdate_swap", r):
@@ -176,13 +187,15 @@ def apply(r: Resident, level: str, rates: NoiseRates,
     return Demographics(surname, given, birth, id_number, phone, address), applied, eligible
 
 
-def _replace_one(rng: random.Random, surname: str, given: str, table: dict[str, str]) -> tuple[str, str]:
-    full = surname + given
-    positions = [i for i, c in enumerate(full) if c in table]
-    i = positions[int(rng.random() * len(positions))]
-    options = table[full[i]]
-    full = full[:i] + options[int(rng.random() * len(options))] + full[i + 1:]
-    return full[: len(surname)], full[len(surname):]
+def _substitute(rng: random.Random, clean: str, cur: list[str], changed: set[int], table: dict[str, str]) -> None:
+    """Replace one character that ``table`` has a variant for, preferring untouched positions."""
+    positions = [i for i, c in enumerate(clean) if c in table]
+    fresh = [i for i in positions if i not in changed]
+    pool = fresh or positions
+    i = pool[int(rng.random() * len(pool))]
+    options = table[clean[i]]
+    cur[i] = options[int(rng.random() * len(options))]
+    changed.add(i)
 
 
 def _transpose(rng: random.Random, number: str) -> str:
