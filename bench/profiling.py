@@ -75,6 +75,7 @@ def summarize(path: Path, top: int = 15) -> dict[str, Any]:
         return {"file": str(path), "error": "no profile written"}
     self_c: Counter[str] = Counter()
     incl: Counter[str] = Counter()
+    procs: Counter[str] = Counter()
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         m = _LINE.match(line)
@@ -83,6 +84,9 @@ def summarize(path: Path, top: int = 15) -> dict[str, Any]:
         n = int(m.group(2))
         frames = [_short(f) for f in m.group(1).split(";")]
         # py-spy puts "process N:..." / "thread (...)" first when --subprocesses / threads are shown.
+        owners = [f for f in frames if f.startswith("process ")]
+        if owners:
+            procs[owners[-1].split(":", 1)[0] + (" (child)" if len(owners) > 1 else "")] += n
         frames = [f for f in frames if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
@@ -96,11 +100,13 @@ def summarize(path: Path, top: int = 15) -> dict[str, Any]:
     def pct(c: Counter[str]) -> list[str]:
         return [f"{100 * v / total:5.1f}%  {k}" for k, v in c.most_common(top)]
 
-    return {"file": str(path), "samples": total, "self": pct(self_c), "inclusive": pct(incl)}
+    return {"file": str(path), "samples": total, "by_process": dict(procs.most_common()), "self": pct(self_c),
+            "inclusive": pct(incl)}
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     lines = [f"{summary.get('file')}: {summary.get('samples', 0)} samples"]
+    lines += [f"   {v:6d}  {k}" for k, v in summary.get("by_process", {}).items()]
     for k in ("self", "inclusive"):
         if k in summary:
             lines.append(f"-- {k}")

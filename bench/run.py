@@ -97,10 +97,14 @@ def machine() -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal"):
                 mem = int(line.split()[1]) // 1024
-    commit = ""
+    # A run from an exported tree (git archive) names its commit in BENCH_COMMIT.
+    commit = os.environ.get("BENCH_COMMIT", "")
+    dirty = None
     with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
+        commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                          text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "hutong"], cwd=ROOT,
+                                    capture_output=True, text=True, check=True).stdout.strip())
     return {
         "cores": os.cpu_count(),
         "cpu": cpu,
@@ -110,6 +114,7 @@ def machine() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "postgresql": None,  # filled in when the PostgreSQL backend runs
         "hutong_commit": commit,
+        "hutong_uncommitted_changes": dirty,
     }
 
 
