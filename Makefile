@@ -27,6 +27,8 @@ demo: $(STAMP)
 	$(BIN)/hutong demo
 
 test: $(STAMP) system-deps
+	$(BIN)/ruff check hutong tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

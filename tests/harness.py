@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import httpx
 
 from hutong.store.sql import SqlRepository
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the checkout (as CI lays it out), or HUTONG_SHARED_DIR.
+SHARED = Path(os.environ.get("HUTONG_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 SYNTHEA = SHARED / "data" / "synthea-10"
 
 

@@ -158,9 +158,9 @@ def _match(param: ParamRef, modifier: str | None, raw: str, base_url: str) -> Ma
         if len(parts) not in (1, 3):
             raise _bad(name, raw, "expected [prefix]number[|system|code]")
         lo, hi, val = _number_range(name, parts[0])
-        system = parts[1] or None if len(parts) == 3 else None
-        code = parts[2] or None if len(parts) == 3 else None
-        return RangeMatch(prefix, lo, hi, val, system, code)
+        q_system = (parts[1] or None) if len(parts) == 3 else None
+        q_code = (parts[2] or None) if len(parts) == 3 else None
+        return RangeMatch(prefix, lo, hi, val, q_system, q_code)
     if t == "reference":
         v = _unescape(raw)
         if modifier and modifier[:1].isupper():
@@ -203,8 +203,8 @@ def _clause(type: str, key: str, raw: str, base_url: str, depth: int = 0) -> Cla
     head = key
     if "." in key:
         head, chain_rest = key.split(".", 1)
-    name, _, modifier = head.partition(":")
-    modifier = modifier or None
+    name, _, mod_text = head.partition(":")
+    modifier = mod_text or None
     params = params_for(type)
     sp = params.get(name)
     if sp is None:

@@ -257,7 +257,7 @@ class FhirService:
         before = None
         for k, v in items:
             if k == "_since":
-                since = fsearch.parse_date_value("_since", v).lo
+                since = int(fsearch.parse_date_value("_since", v).lo)
             elif k == "_count":
                 if not v.isdigit():
                     raise InvalidRequest("HT-0023", "_count must be a non-negative integer")
@@ -363,7 +363,7 @@ class FhirService:
         after = 0
         for k, v in items:
             if k == "_since":
-                since = fsearch.parse_date_value("_since", v).lo
+                since = int(fsearch.parse_date_value("_since", v).lo)
             elif k == "_type":
                 types = tuple(t.strip() for t in v.split(",") if t.strip())
                 for t in types:

@@ -67,9 +67,10 @@ class Database:
     def _connect(self) -> Any:
         try:
             cargs, ckw = self.engine.dialect.create_connect_args(self.engine.url)
+            conn: Any
             if self.dialect == "sqlite":
-                conn = sqlite3.connect(*cargs, **{**ckw, "check_same_thread": False, "isolation_level": None,
-                                                  "timeout": 30})
+                conn = sqlite3.connect(str(cargs[0]), timeout=30, check_same_thread=False,
+                                       isolation_level=None)
                 _sqlite_on_connect(conn, None)
             else:
                 import psycopg

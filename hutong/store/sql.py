@@ -20,10 +20,10 @@ import orjson
 from hutong.errors import Conflict, StorageError
 from hutong.store.codec import Codec, PlainCodec
 from hutong.store.database import Database
+from hutong.store.groupcommit import GroupCommit
 from hutong.store.query import Cursor, Include, Query
 from hutong.store.repository import SearchPage, Stored
 from hutong.store.schema import INDEX_TABLES
-from hutong.store.groupcommit import GroupCommit
 from hutong.store.sqlsearch import Compiler
 
 Clock = Callable[[], int]  # epoch milliseconds
@@ -350,7 +350,10 @@ class SqlRepository:
     def history(self, type: str | None, id: str | None, *, since: int | None, count: int,
                 before: tuple[int, int, int] | None = None) -> list[Stored]:
         """history.html: newest first; ``before`` is the keyset cursor (last_updated, pk, version)."""
-        cur_where, ver_where, args_c, args_v = ["1=1"], ["1=1"], [], []
+        cur_where: list[str] = ["1=1"]
+        ver_where: list[str] = ["1=1"]
+        args_c: list[Any] = []
+        args_v: list[Any] = []
         if type is not None:
             cur_where.append("r.type = ?")
             ver_where.append("r.type = ?")
