@@ -395,6 +395,18 @@ class Planner:
                     v.panels += [PANELS["lipid"], PANELS["rft"]]
                 visits.append(v)
             day += interval + int(rng.random() * 10) - 5
+        # 住院调整治疗: admissions to adjust chronic treatment are common in China (rough rate).
+        for _ in range(self._poisson(rng, 0.07 * len(chronic) * self.years)):
+            inst = net.local if rng.random() < 0.6 else net.big
+            key = chronic[int(rng.random() * len(chronic))]
+            dept_code = {"t2dm": dp.ENDOCRINOLOGY.code, "copd": dp.RESPIRATORY.code, "asthma": dp.RESPIRATORY.code,
+                         "ckd": dp.NEPHROLOGY.code}.get(key, dp.CARDIOLOGY.code)
+            panels = [PANELS["cbc"], PANELS["lft"], PANELS["rft"], PANELS["lipid"], PANELS["glu"]]
+            if key == "t2dm":
+                panels += [PANELS["hba1c"], PANELS["ua"]]
+            self._admission(rng, inst, _dept(inst, dept_code, dp.INTERNAL.code), DIAGNOSES[key], panels,
+                            [EXAMS["us-heart" if key in ("hypertension", "chd") else "dx-chest"]], list(meds), None,
+                            7, 12, states, 0, visits)
         # Yearly specialist review.
         for _ in range(self.years):
             if rng.random() < 0.7:
@@ -558,7 +570,7 @@ class Planner:
     def _reproductive(self, rng: random.Random, r: Resident, age: int, visits: list[Visit]) -> None:
         d = r.address.district.code
         # Pregnancy: yearly chance by age (Beijing TFR ~0.9), delivery inside or after the window.
-        p_preg = 0.05 if 25 <= age < 35 else 0.02 if 20 <= age < 40 else 0.004
+        p_preg = 0.07 if 25 <= age < 35 else 0.025 if 20 <= age < 40 else 0.004
         for y in range(self.years):
             if rng.random() >= p_preg:
                 continue
@@ -657,7 +669,7 @@ class Planner:
                     inst = net.big
                     dept = _dept(inst, dp.RESPIRATORY.code, dp.INTERNAL.code)
                 self._admission(rng, inst, dept, dx, panels + [PANELS["lft"], PANELS["rft"]],
-                                [EXAMS["dx-chest"], EXAMS["ct-chest"]], drugs, None, 6, 12,
+                                [EXAMS["dx-chest"], EXAMS["ct-chest"]], drugs, None, 7, 14,
                                 states + ("infection",), ep, visits, er=True)
             else:
                 cls_er = _er(inst) and rng.random() < 0.6
@@ -755,13 +767,14 @@ class Planner:
                 if rng.random() < 0.5 and dept.code == dp.OPHTHALMOLOGY.code:
                     self._admission(rng, inst, dept, DIAGNOSES["cataract"], [PANELS["cbc"]], [], [], "phaco", 1, 2,
                                     states, ep, visits, day=v.day + 7 + int(rng.random() * 20))
-            for _ in range(poisson(rng, yrs * 0.005)):
+            # Stroke is China's leading cause of admission among the elderly.
+            for _ in range(poisson(rng, yrs * (0.008 if age < 75 else 0.015))):
                 ep += 1
                 inst = net.big if rng.random() < 0.7 else net.local
                 self._admission(rng, inst, _dept(inst, dp.NEUROLOGY.code, dp.INTERNAL.code), DIAGNOSES["stroke"],
                                 [PANELS["cbc"], PANELS["glu"], PANELS["lipid"], PANELS["rft"]],
                                 [EXAMS["ct-head"], EXAMS["mr-head"]], [DRUGS["aspirin"], DRUGS["atorvastatin"]], None,
-                                9, 15, states, ep, visits, er=True)
+                                10, 16, states, ep, visits, er=True)
         if age >= 18 and rng.random() < 0.0008 * yrs:
             ep += 1
             inst = self.dir.pick(rng, d, "maternal", "tertiary", "secondary")

@@ -14,10 +14,12 @@ the files are byte-identical to a single-process run.  Resident identities
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,28 @@ def iter_resources(config: SynthConfig) -> Iterator[dict[str, Any]]:
             yield from out.resources[t]
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while generating.
+
+    A chunk holds a few hundred thousand freshly built dicts and none of them
+    form reference cycles (plain trees sharing immutable codings), so the
+    collector's repeated full passes over them are pure cost - about a third
+    of generation time.  Reference counting still frees every chunk.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _worker_init() -> None:
+    gc.disable()
+
+
 # Worker processes inherit the region by fork; each builds and serialises whole chunks.
 _WORKER_REGION: Region | None = None
 
@@ -151,7 +175,7 @@ def _serialized(config: SynthConfig, region: Region) -> Iterator[SerializedChunk
         return
     _WORKER_REGION = region
     try:
-        with multiprocessing.get_context("fork").Pool(config.workers) as pool:
+        with multiprocessing.get_context("fork").Pool(config.workers, initializer=_worker_init) as pool:
             yield from pool.imap(_work, tasks, chunksize=1)
     finally:
         _WORKER_REGION = None
@@ -173,7 +197,7 @@ def generate(out_dir: Path, config: SynthConfig, *, overwrite: bool = False) -> 
     applicable: dict[str, int] = dict.fromkeys(noise.KINDS, 0)
     applied: dict[str, int] = dict.fromkeys(noise.KINDS, 0)
     repeat_visits = source_patients = hard_negatives = 0
-    with AtomicOutput(out_dir, overwrite=overwrite) as sink:
+    with AtomicOutput(out_dir, overwrite=overwrite) as sink, _gc_paused():
         for t, items in region.directory_resources().items():
             sink.append(f"{t}.ndjson", dumps_lines(items))
             counts[t] += len(items)

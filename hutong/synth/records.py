@@ -26,6 +26,7 @@ are chunk-local counters, and nothing is deep-copied.
 from __future__ import annotations
 
 import base64
+import itertools
 import random
 from typing import Any
 
@@ -164,7 +165,7 @@ class RecordBuilder:
     def __init__(self, chunk: int, today: int, rates: NoiseRates, clinical: bool,
                  rng: random.Random, noise_rng: random.Random) -> None:
         self.prefix = f"{chunk}-"
-        self.n = 0
+        self._counter = itertools.count(1)
         self.today = today
         self.rates = rates
         self.clinical = clinical
@@ -172,8 +173,7 @@ class RecordBuilder:
         self.noise_rng = noise_rng
 
     def _id(self) -> str:
-        self.n += 1
-        return f"{self.prefix}{self.n}"
+        return self.prefix + str(next(self._counter))
 
     # -- patients -----------------------------------------------------------------------------------
     def resident(self, r: Resident, plan: Plan, out: ChunkOutput) -> None:
@@ -317,71 +317,67 @@ class RecordBuilder:
         draw_day = v.day if v.cls != IMP or v.minute < 6 * 60 else min(v.day + 1, v.end_day)
         drawn = timing.stamp(draw_day, draw_min)
         issued = timing.stamp(draw_day, min(draw_min + 60 + int(rand() * 180), 1439))
+        interp_h, interp_l, interp_n = _INTERP["H"], _INTERP["L"], _INTERP["N"]
+        new_id = self._id
         for panel in v.panels:
             pmeta = meta or (SECURITY[panel.security] if panel.security else None)
             results: list[dict[str, str]] = []
             crea = 0.0
             for an in panel.analytes:
-                oid = self._id()
-                results.append({"reference": f"Observation/{oid}"})
-                o: dict[str, Any] = {"resourceType": "Observation", "id": oid}
-                if pmeta:
-                    o["meta"] = pmeta
-                o["status"] = "final"
-                o["category"] = _OBS_LAB
-                o["code"] = an.concept
-                o["subject"] = pref
-                o["encounter"] = eref
-                o["effectiveDateTime"] = drawn
-                o["issued"] = issued
-                o["performer"] = performer
+                oid = new_id()
+                results.append({"reference": "Observation/" + oid})
                 mean = an.mean[six]
                 sd = an.sd
-                for st, m, s in an.states:
+                for st, m, sdev in an.states:
                     if st in states:
-                        mean, sd = m, s
+                        mean, sd = m, sdev
                         break
+                value_key = "valueQuantity"
+                value: Any
                 if an.qualitative:
+                    value_key = "valueCodeableConcept"
                     if rand() < mean:
-                        o["valueCodeableConcept"] = _POSITIVES[int(rand() * 4)]
-                        o["interpretation"] = _INTERP["POS"]
+                        value, interp = _POSITIVES[int(rand() * 4)], _INTERP["POS"]
                     else:
-                        o["valueCodeableConcept"] = _NEGATIVE
-                        o["interpretation"] = _INTERP["NEG"]
-                    o["referenceRange"] = an.ranges[six]
-                    obs_list.append(o)
-                    continue
-                if an.key == "egfr":
-                    value = _ckd_epi(crea, age, female) if crea else gauss(mean, sd)
-                elif an.key == "hiv-vl":
-                    # On treatment most viral loads are undetectable (<20 copies/mL).
-                    value = 0.0 if rand() < 0.85 else 10 ** (1.5 + rand() * 3.5)
+                        value, interp = _NEGATIVE, _INTERP["NEG"]
                 else:
-                    value = gauss(mean, sd)
-                low, high = an.female if female else an.male
-                floor = (low or 0.0) * 0.3 if an.key != "hiv-vl" else 0.0
-                if value < floor:
-                    value = floor + rand() * (low or 1.0) * 0.1
-                value = round(value, an.decimals)
-                if an.decimals == 0:
-                    value = int(value)
-                if an.key == "crea":
-                    crea = float(value)
-                q: dict[str, Any] = {"value": value}
-                if an.unit_display:
-                    q["unit"] = an.unit_display
-                q["system"] = UCUM_SYSTEM
-                q["code"] = an.unit
-                o["valueQuantity"] = q
-                if high is not None and value > high:
-                    o["interpretation"] = _INTERP["H"]
-                elif low is not None and value < low:
-                    o["interpretation"] = _INTERP["L"]
+                    if an.key == "egfr":
+                        x = _ckd_epi(crea, age, female) if crea else gauss(mean, sd)
+                    elif an.key == "hiv-vl":
+                        # On treatment most viral loads are undetectable (<20 copies/mL).
+                        x = 0.0 if rand() < 0.85 else 10 ** (1.5 + rand() * 3.5)
+                    else:
+                        x = gauss(mean, sd)
+                    low, high = an.female if female else an.male
+                    if low is not None and x < low * 0.3:  # keep values physiologically possible
+                        x = low * (0.3 + rand() * 0.1)
+                    if x < 0:
+                        x = 0.0
+                    num: float | int = round(x, an.decimals) if an.decimals else int(round(x))
+                    if an.key == "crea":
+                        crea = float(num)
+                    value = an.quantity(num)
+                    if high is not None and num > high:
+                        interp = interp_h
+                    elif low is not None and num < low:
+                        interp = interp_l
+                    else:
+                        interp = interp_n
+                if pmeta:
+                    obs_list.append({
+                        "resourceType": "Observation", "id": oid, "meta": pmeta, "status": "final",
+                        "category": _OBS_LAB, "code": an.concept, "subject": pref, "encounter": eref,
+                        "effectiveDateTime": drawn, "issued": issued, "performer": performer, value_key: value,
+                        "interpretation": interp, "referenceRange": an.ranges[six],
+                    })
                 else:
-                    o["interpretation"] = _INTERP["N"]
-                o["referenceRange"] = an.ranges[six]
-                obs_list.append(o)
-            dr: dict[str, Any] = {"resourceType": "DiagnosticReport", "id": self._id()}
+                    obs_list.append({
+                        "resourceType": "Observation", "id": oid, "status": "final",
+                        "category": _OBS_LAB, "code": an.concept, "subject": pref, "encounter": eref,
+                        "effectiveDateTime": drawn, "issued": issued, "performer": performer, value_key: value,
+                        "interpretation": interp, "referenceRange": an.ranges[six],
+                    })
+            dr: dict[str, Any] = {"resourceType": "DiagnosticReport", "id": new_id()}
             if pmeta:
                 dr["meta"] = pmeta
             dr["status"] = "final"
