@@ -188,6 +188,7 @@ class Phases:
             s = summarize(out)
             write_summary(out.with_suffix(".summary.txt"), s)
             self.profiles[name] = s
+        r.loadavg = round(os.getloadavg()[0], 2)
         s = r.summary()
         self.log(f"  {name}: {s['req_per_s']:,.0f} req/s, p50 {s.get('p50_ms')} ms, p99 {s.get('p99_ms')} ms"
                  + (f", {len(r.errors)} errors: {r.errors[0][:200]}" if r.errors else ""))

@@ -11,6 +11,7 @@ ratio of the two is how much of the database's write capacity Hutong uses.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ def bulk_import(url: str, ds: Dataset, *, workers: int = 2, log: Log = stderr_lo
         "mb_per_s": round(ds.bytes / 1e6 / r.seconds, 2),
         "workers": workers,
         "errors": len(r.errors),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
     if r.errors:
         out["first_errors"] = r.errors[:5]

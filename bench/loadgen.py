@@ -94,6 +94,7 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     concurrency: int = 1
+    loadavg: float | None = None  # 1-minute load average at the end (other work on the machine shows here)
 
     def summary(self, per_request: int = 1) -> dict[str, Any]:
         ok = len(self.latencies)
@@ -114,6 +115,8 @@ class LoadResult:
             out["max_ms"] = round(lat[-1] * 1000, 2)
             out["mean_ms"] = round(statistics.fmean(lat) * 1000, 2)
         out["statuses"] = {str(k): v for k, v in sorted(self.statuses.items())}
+        if self.loadavg is not None:
+            out["loadavg_1m"] = self.loadavg
         if self.errors:
             out["errors"] = len(self.errors)
             out["first_errors"] = self.errors[:3]
