@@ -37,7 +37,7 @@ from hutong.synth.catalog.conditions import Diagnosis
 from hutong.synth.catalog.documents import DOCUMENT_TYPES, TYPE_CONCEPTS
 from hutong.synth.catalog.drugs import Drug
 from hutong.synth.catalog.imaging import Exam
-from hutong.synth.catalog.labs import LOINC_SYSTEM, UCUM_SYSTEM
+from hutong.synth.catalog.labs import LOINC_SYSTEM
 from hutong.synth.catalog.procedures import ICD9CM_SYSTEM, PROCEDURES
 from hutong.synth.catalog.vaccines import CONCEPTS as VACCINE_CONCEPTS
 from hutong.synth.config import NoiseRates
@@ -112,7 +112,7 @@ _ALLERGY_ACTIVE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/
                                "code": "active"}]}
 _ALLERGY_CONFIRMED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
                                   "code": "confirmed"}]}
-_DAYS = {"unit": "天", "system": UCUM_SYSTEM, "code": "d"}
+_TIER_EXT = {t: [{"url": ANTIBIOTIC_TIER_EXT, "valueCoding": tier_coding(t)}] for t in (1, 2, 3)}
 _SEX_TEXT = {"male": "男", "female": "女"}
 _FINDINGS_NORMAL = ("未见明显异常。", "未见明显异常征象。", "检查所见未见异常。")
 _FINDINGS = {
@@ -456,19 +456,16 @@ class RecordBuilder:
             if meta:
                 mr["meta"] = meta
             if drug.tier:
-                mr["extension"] = [{"url": ANTIBIOTIC_TIER_EXT, "valueCoding": tier_coding(drug.tier)}]
-            mr["status"] = "completed" if v.day + drug.days < self.today else "active"
-            mr["intent"] = "order"
-            mr["category"] = category
-            mr["medicationCodeableConcept"] = drug.concept
-            mr["subject"] = pref
-            mr["encounter"] = eref
-            mr["authoredOn"] = start
-            mr["requester"] = requester.reference
+                mr["extension"] = _TIER_EXT[drug.tier]
+            mr |= {
+                "status": "completed" if v.day + drug.days < self.today else "active", "intent": "order",
+                "category": category, "medicationCodeableConcept": drug.concept, "subject": pref,
+                "encounter": eref, "authoredOn": start, "requester": requester.reference,
+            }
             if reason:
                 mr["reasonReference"] = reason
             mr["dosageInstruction"] = drug.dosage
-            mr["dispenseRequest"] = {"expectedSupplyDuration": {"value": drug.days, **_DAYS}}
+            mr["dispenseRequest"] = drug.dispense
             mrs.append(mr)
 
     def _procedure(self, v: Visit, key: str, pref: dict[str, str], eref: dict[str, str], inst: Institution,

@@ -207,3 +207,25 @@ def test_sensitive_records_are_labelled(small_region: Path) -> None:
         codes = {cond_label[d["condition"]["reference"].split("/")[1]] for d in e.get("diagnosis", ())} - {None}
         if codes:
             assert e["meta"]["security"][0]["code"] in codes
+
+
+def test_repeat_tests_at_other_institutions_within_days(small_region: Path) -> None:
+    """The case mutual recognition (检查检验结果互认) must catch: same test, another institution, days later."""
+    from datetime import datetime
+
+    owner = {t["patient"]: t["resident"] for t in read_ndjson(small_region / "ground_truth.ndjson")}
+    seen: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+    for dr in read_ndjson(small_region / "DiagnosticReport.ndjson"):
+        resident = owner[dr["subject"]["reference"].split("/")[1]]
+        code = dr["code"]["coding"][-1]["code"]
+        when = datetime.fromisoformat(dr["effectiveDateTime"])
+        seen.setdefault((resident, code), []).append((when, dr["performer"][0]["reference"]))
+    repeats = 0
+    for events in seen.values():
+        events.sort()
+        for (t1, org1), (t2, org2) in zip(events, events[1:], strict=False):
+            if org1 != org2 and (t2 - t1).days <= 10:
+                repeats += 1
+    manifest = json.loads((small_region / "manifest.json").read_text())
+    assert manifest["repeat_test_visits"] > 0
+    assert repeats >= manifest["repeat_test_visits"]

@@ -42,6 +42,7 @@ class Drug:
     tier: int = 0  # antibiotic tier, 0 = not an antibiotic
     concept: dict[str, Any] = field(init=False, compare=False, repr=False)
     dosage: list[dict[str, Any]] = field(init=False, compare=False, repr=False)
+    dispense: dict[str, Any] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         coding: list[dict[str, str]] = [{"system": DRUG_SYSTEM, "code": self.key, "display": self.name}]
@@ -50,6 +51,8 @@ class Drug:
         object.__setattr__(self, "concept", {"coding": coding, "text": self.name})
         freq = {1: "每日一次", 2: "每日两次", 3: "每日三次", 4: "每日四次"}[self.per_day]
         dose_text = f"{self.dose:g}{self.unit_display}"
+        object.__setattr__(self, "dispense", {"expectedSupplyDuration": {
+            "value": self.days, "unit": "天", "system": "http://unitsofmeasure.org", "code": "d"}})
         object.__setattr__(self, "dosage", [{
             "text": f"{self.route} {dose_text} {freq}",
             "timing": {"repeat": {"frequency": self.per_day, "period": 1, "periodUnit": "d"}},
