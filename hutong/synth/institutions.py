@@ -195,7 +195,7 @@ def build(count: int, districts: tuple[District, ...], rng: random.Random) -> li
             archetype=arch,
             district=district,
             address=f"{BEIJING_NAME}{district.name}{road}{1 + int(rng.random() * 200)}号",
-            phone=f"010-{6 + int(rng.random() * 3)}{int(rng.random() * 10_000_000):07d}",
+            phone=f"010-{'568'[int(rng.random() * 3)]}{int(rng.random() * 10_000_000):07d}",  # 8-digit 010 numbers
             mrn_mult=1 + int(rng.random() * (MRN_MODULUS - 2)),
             mrn_add=int(rng.random() * MRN_MODULUS),
             departments=arch.departments,

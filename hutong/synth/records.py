@@ -510,7 +510,7 @@ class RecordBuilder:
         for key in keys:
             title = DOCUMENT_TYPES[key][1]
             text = (f"{title}\n机构：{v.inst.name}\n科室：{v.dept.name}\n患者：{src.name}，"
-                    f"{_SEX_TEXT[r.sex]}，{age}岁\n诊断：{dx_text}\n医师：{doctor.name}\n日期：{start[:10]}\n")
+                    f"{_SEX_TEXT[r.sex]}，{age}岁\n诊断：{dx_text}\n医师：{doctor.name}\n日期：{end[:10]}\n")
             d: dict[str, Any] = {"resourceType": "DocumentReference", "id": self._id()}
             if meta:
                 d["meta"] = meta

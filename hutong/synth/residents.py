@@ -188,6 +188,10 @@ class ResidentFactory:
             birth = date.fromordinal(today_ord - age_days)
         age = (today_ord - birth.toordinal()) / 365.2425
         district = self.district_table.pick(rng)
+        if template is not None and rng.random() < 0.4:
+            # Namesakes in the same district (and so often the same issuing county) are the
+            # hardest case: their ID numbers then differ only in the sequence code.
+            district = template.address.district
         foreign = template is None and 18 <= age < 75 and rng.random() < cfg.foreigner_rate
         passport: str | None = None
         id_number: str | None = None
