@@ -66,6 +66,7 @@ class Dataset:
     patient_sample: list[str] = field(default_factory=list)
     identifier_sample: list[tuple[str, str]] = field(default_factory=list)
     bytes: int = 0
+    synth_version: str = ""  # fingerprint of hutong/synth's source when the region was generated
 
     def files(self) -> list[Path]:
         return ndjson_files(self.dir)
@@ -169,6 +170,16 @@ def _count(region: Path) -> tuple[int, dict[str, int]]:
     return total, by_type
 
 
+def synth_version() -> str:
+    """A fingerprint of the generator's source: a changed generator means a new region."""
+    root = Path(__file__).resolve().parents[1] / "hutong" / "synth"
+    h = hashlib.sha1()
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and f.suffix in (".py", ".json", ".txt", ".csv"):
+            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:10]
+
+
 def _institutions_for(residents: int) -> int:
     return max(10, min(2000, residents // 200))
 
@@ -177,7 +188,7 @@ def _synth_calibrate(cache: Path, seed: int, log: Log) -> tuple[float, float]:
     """Resources per resident and per institution, measured on a small region (cached)."""
     from hutong.synth import SynthConfig, generate
 
-    f = cache / f"calibration-s{seed}.json"
+    f = cache / f"calibration-s{seed}-{synth_version()}.json"
     if f.exists():
         c = json.loads(f.read_text())
         return float(c["per_resident"]), float(c["per_institution"])
@@ -295,6 +306,9 @@ def _load(d: Path, log: Log) -> Dataset | None:
     m = json.loads(meta.read_text())
     if m.pop("format", None) != FORMAT:
         return None
+    if m["source"] == "hutong.synth" and m.get("synth_version") != synth_version():
+        log(f"cached data set in {d} was made by another version of hutong.synth: regenerating")
+        return None
     m["dir"] = Path(m["dir"])
     for k in ("read_sample", "identifier_sample"):
         m[k] = [tuple(x) for x in m[k]]
@@ -310,7 +324,8 @@ def _finish(d: Path, size: int, seed: int, source: str, gen: dict[str, Any], hea
     s = _sample(region, seed)
     ds = Dataset(dir=region, size_asked=size, seed=seed, resources=total, by_type=by_type, source=source,
                  generator=gen, heavy_resources=heavy, read_sample=s["reads"], patient_sample=s["patients"],
-                 identifier_sample=s["identifiers"], bytes=s["bytes"])
+                 identifier_sample=s["identifiers"], bytes=s["bytes"],
+                 synth_version=synth_version() if source == "hutong.synth" else "")
     m = asdict(ds)
     m["dir"] = str(ds.dir)
     m["format"] = FORMAT
