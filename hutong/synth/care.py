@@ -507,8 +507,6 @@ class Planner:
     def _theatre(self, inst: Institution, dept: Department, grade: int) -> tuple[Institution, Department] | None:
         """``inst`` if one of its surgeons may operate at ``grade``, else the first hospital that can."""
         for candidate in [inst, *self.dir.hospitals_by_level]:
-            if candidate is not inst and not candidate.archetype.hospital:
-                continue
             codes = [dept.code] + [d.code for d in candidate.departments if d.surgical]
             for code in codes:
                 roles = candidate.roles_by_department.get(code)
