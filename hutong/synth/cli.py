@@ -91,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"hutong synth: error: --out: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
         return 1
     print(
-        f"hutong synth: {report.total:,} resources ({config.residents:,} residents, {report.source_patients:,} "
-        f"source Patients, {config.institutions:,} institutions) in {report.seconds:.1f} s, "
-        f"{report.resources_per_s:,.0f} resources/s, {report.bytes / 1e6:,.1f} MB -> {args.out}"
+        f"hutong synth: {_n(report.total, 'resource')} ({_n(config.residents, 'resident')}, "
+        f"{_n(report.source_patients, 'source Patient')}, {_n(config.institutions, 'institution')}) "
+        f"in {report.seconds:.1f} s, {report.resources_per_s:,.0f} resources/s, {report.bytes / 1e6:,.1f} MB "
+        f"-> {args.out}"
     )
     return 0
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
