@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import threading
 
-from harness import Server
 from fhirapi import issue_code, observation, patient
+from harness import Server
 
 
 def create(server: Server, res: dict, **headers: str) -> dict:
@@ -194,3 +194,24 @@ def test_conditional_update_and_delete(server: Server) -> None:
     r = c.delete(f"/Patient?_id={pid}")
     assert r.status_code == 204
     assert c.get(f"/Patient/{pid}").status_code == 410
+
+
+def test_concurrent_update_as_create_of_one_id(server: Server) -> None:
+    import httpx
+
+    body = json.dumps(patient() | {"id": "same-new-id"})
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def go() -> None:
+        with httpx.Client(base_url=server.url, timeout=60, headers={"content-type": "application/fhir+json"}) as c:
+            barrier.wait()
+            statuses.append(c.put("/Patient/same-new-id", content=body).status_code)
+
+    ts = [threading.Thread(target=go) for _ in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sorted(statuses) == [200] * 7 + [201]
+    assert server.client.get("/Patient/same-new-id").json()["meta"]["versionId"] == "8"

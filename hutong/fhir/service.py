@@ -180,6 +180,10 @@ class FhirService:
 
     def update_in(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any],
                   if_match: int | None) -> tuple[Stored, int]:
+        # Lock the id before reading, so concurrent update-as-create of one new id
+        # queues instead of racing to the unique key (PostgreSQL; SQLite writers
+        # are already serialised).
+        w.lock_key(f"{type}/{id}")
         current = w.read_current(type, id, lock=True)
         if if_match is not None:
             if current is None or current.deleted:
@@ -188,7 +192,6 @@ class FhirService:
                 raise PreconditionFailed(
                     "HT-0012", f"{type}/{id} is at version {current.version}, not {if_match} (If-Match)")
         if current is None:
-            w.lock_key(f"{type}/{id}")
             return w.insert(type, id, resource, method="PUT"), 201
         return w.replace(current, resource), (201 if current.deleted else 200)
 
