@@ -35,7 +35,7 @@ from hutong.synth.records import RESOURCE_TYPES, ChunkOutput, RecordBuilder
 from hutong.synth.regions import DISTRICT_BY_CODE, DISTRICTS
 from hutong.synth.residents import CHUNK, Resident, ResidentFactory
 from hutong.synth.sampling import stream
-from hutong.synth.writer import AtomicOutput, SerializedChunk, check_destination, dumps_lines
+from hutong.synth.writer import PARTS, AtomicOutput, SerializedChunk, check_destination, dumps_lines
 
 
 @dataclass(slots=True)
@@ -151,20 +151,24 @@ def _worker_init() -> None:
     gc.disable()
 
 
-# Worker processes inherit the region by fork; each builds and serialises whole chunks.
+# Worker processes inherit the region by fork; each builds and serialises whole chunks
+# and leaves them as part files, so that only file names travel back through the pipe.
 _WORKER_REGION: Region | None = None
+_WORKER_PARTS: Path | None = None
 
 
 def _work(task: tuple[int, list[Resident], list[dict[str, Any]]]) -> SerializedChunk:
-    assert _WORKER_REGION is not None
+    assert _WORKER_REGION is not None and _WORKER_PARTS is not None
     c, residents, pairs = task
     out = _WORKER_REGION.build_chunk(c, residents)
     out.hard_negatives = pairs
-    return SerializedChunk(out)
+    chunk = SerializedChunk(out)
+    chunk.spill(_WORKER_PARTS, c)
+    return chunk
 
 
-def _serialized(config: SynthConfig, region: Region) -> Iterator[SerializedChunk]:
-    global _WORKER_REGION
+def _serialized(config: SynthConfig, region: Region, parts: Path) -> Iterator[SerializedChunk]:
+    global _WORKER_REGION, _WORKER_PARTS
     factory = ResidentFactory(config)
     tasks = _chunks(factory, config)
     if config.workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
@@ -173,12 +177,13 @@ def _serialized(config: SynthConfig, region: Region) -> Iterator[SerializedChunk
             out.hard_negatives = pairs
             yield SerializedChunk(out)
         return
-    _WORKER_REGION = region
+    _WORKER_REGION, _WORKER_PARTS = region, parts
+    parts.mkdir()
     try:
         with multiprocessing.get_context("fork").Pool(config.workers, initializer=_worker_init) as pool:
             yield from pool.imap(_work, tasks, chunksize=1)
     finally:
-        _WORKER_REGION = None
+        _WORKER_REGION = _WORKER_PARTS = None
 
 
 def generate(out_dir: Path, config: SynthConfig, *, overwrite: bool = False) -> SynthReport:
@@ -202,9 +207,11 @@ def generate(out_dir: Path, config: SynthConfig, *, overwrite: bool = False) -> 
             sink.append(f"{t}.ndjson", dumps_lines(items))
             counts[t] += len(items)
         sink.append("hard_negatives.ndjson", b"")
-        for chunk in _serialized(config, region):
+        for chunk in _serialized(config, region, sink.tmp / PARTS):
             for name, data in chunk.files.items():
                 sink.append(name, data)
+            for name, part in chunk.parts.items():
+                sink.append_part(name, part)
             for t, n in chunk.counts.items():
                 counts[t] += n
             for k in noise.KINDS:

@@ -26,6 +26,7 @@ import orjson
 from hutong.synth.records import RESOURCE_TYPES, ChunkOutput
 
 _LINE = orjson.OPT_APPEND_NEWLINE
+PARTS = ".parts"  # where worker processes leave their chunks, inside the temporary directory
 
 
 def dumps_lines(items: list[dict[str, Any]]) -> bytes:
@@ -36,11 +37,12 @@ def dumps_lines(items: list[dict[str, Any]]) -> bytes:
 class SerializedChunk:
     """A chunk as bytes per file, ready to append (what worker processes send back)."""
 
-    __slots__ = ("files", "counts", "noise_applicable", "noise_applied", "repeat_visits", "source_patients",
+    __slots__ = ("files", "parts", "counts", "noise_applicable", "noise_applied", "repeat_visits", "source_patients",
                  "hard_negatives")
 
     def __init__(self, out: ChunkOutput) -> None:
         self.files: dict[str, bytes] = {}
+        self.parts: dict[str, Path] = {}
         self.counts: dict[str, int] = {}
         for t in RESOURCE_TYPES:
             items = out.resources[t]
@@ -55,6 +57,14 @@ class SerializedChunk:
         self.repeat_visits = out.repeat_visits
         self.source_patients = len(out.truth)
         self.hard_negatives = len(out.hard_negatives)
+
+    def spill(self, parts_dir: Path, chunk: int) -> None:
+        """Write the bytes to part files (a worker process does this, so that only paths travel back)."""
+        for name, data in self.files.items():
+            path = parts_dir / f"{chunk:07d}.{name}"
+            path.write_bytes(data)
+            self.parts[name] = path
+        self.files = {}
 
 
 def check_destination(dest: Path, overwrite: bool) -> None:
@@ -95,6 +105,31 @@ class AtomicOutput:
         f.write(data)
         self.bytes += len(data)
 
+    def append_part(self, name: str, part: Path) -> None:
+        """Append a part file written by a worker, copied inside the kernel, then delete it."""
+        f = self.files.get(name)
+        if f is None:
+            f = open(self.tmp / name, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in commit/abort
+            self.files[name] = f
+        f.flush()
+        with open(part, "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            left = size
+            try:
+                while left > 0:
+                    n = os.copy_file_range(src.fileno(), f.fileno(), left)
+                    if n == 0:
+                        break
+                    left -= n
+            except OSError:  # no copy_file_range here (old kernel, other filesystem)
+                left = size
+            if left:
+                src.seek(size - left)
+                shutil.copyfileobj(src, f)
+        f.seek(0, os.SEEK_END)  # resynchronise the buffered writer with the file offset
+        self.bytes += size
+        part.unlink()
+
     def write(self, name: str, data: bytes) -> None:
         (self.tmp / name).write_bytes(data)
         self.bytes += len(data)
@@ -103,6 +138,9 @@ class AtomicOutput:
         for f in self.files.values():
             f.close()
         self.files.clear()
+        parts = self.tmp / PARTS
+        if parts.exists():
+            parts.rmdir()
         dest = self.dest
         old: Path | None = None
         if dest.exists():
