@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import read_ndjson
 from pypinyin import Style, pinyin
+from synth_helpers import read_ndjson
 
 from hutong.synth import NoiseRates, SynthConfig, generate, iter_residents
 from hutong.synth.charvariants import TRADITIONAL

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conftest import SMALL, read_ndjson, resources
+from synth_helpers import SMALL, read_ndjson, resources
 
 from hutong.synth import Resident, idcard
 from hutong.synth.records import RESOURCE_TYPES
