@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-
 from harness import Server
 from pgcluster import free_port, temporary_cluster
 
@@ -28,7 +27,6 @@ from hutong.fhir.assembly import open_repository
 from hutong.store.schema import metadata
 from hutong.store.sql import SqlRepository
 from hutong.web.app import create_app
-
 
 
 @pytest.fixture(scope="session")

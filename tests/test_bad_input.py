@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import httpx
-from harness import Server
 from fhirapi import issue_code, patient
+from harness import Server
 
 from hutong.errors import CODES
 

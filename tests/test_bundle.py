@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from harness import Server
 from fhirapi import issue_code, observation, patient
+from harness import Server
 
 
 def tx(entries: list[dict[str, Any]], type: str = "transaction") -> dict[str, Any]:

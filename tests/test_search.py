@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from harness import Server
 from fhirapi import ids, issue_code, observation, patient
+from harness import Server
 
 
 def post(server: Server, res: dict[str, Any]) -> dict[str, Any]:
