@@ -5,8 +5,8 @@ directory with ``generate`` - the same path as ``hutong synth`` - and reports
 the speed and the size on disk per million resources.  The issue's target is
 >= 50,000 resources/s on the 2-core reference machine.
 
-    python -m bench.bench_synth                  # JSON on stdout
-    python -m bench.bench_synth --workers 1      # single process
+    python -m bench.bench_synth                  # JSON on stdout (best of 1 process and 2 workers)
+    python -m bench.bench_synth --workers 1      # single process only
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from hutong.synth import SynthConfig, generate
 TARGET_RESOURCES_PER_S = 50_000
 
 
-def run(residents: int = 2000, institutions: int = 20, seed: int = 1, workers: int | None = None) -> dict[str, Any]:
-    """Generate a region into a temporary directory and measure it."""
-    workers = workers or min(2, os.cpu_count() or 1)
+def measure(residents: int, institutions: int, seed: int, workers: int) -> dict[str, Any]:
+    """Generate one region into a temporary directory with ``workers`` processes and measure it."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-synth-"))
     try:
         cpu0 = time.process_time()
@@ -42,21 +41,34 @@ def run(residents: int = 2000, institutions: int = 20, seed: int = 1, workers: i
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {
+        "workers": workers,
         "resources": report.total,
         "seconds": round(report.seconds, 3),
         "resources_per_s": round(report.total / report.seconds),
-        "bytes_per_million_resources": round(on_disk / report.total * 1_000_000),
+        # Per CPU-second: what the code does per free core, whatever else the machine is doing.
+        "resources_per_cpu_s": round(report.total / (cpu + workers_cpu)),
         "bytes": on_disk,
+        "counts": report.counts,
+    }
+
+
+def run(residents: int = 2000, institutions: int = 20, seed: int = 1, workers: int | None = None) -> dict[str, Any]:
+    """The generator's speed (best of one process and two workers, unless ``workers``) and size on disk."""
+    choices = [workers] if workers else sorted({1, min(2, os.cpu_count() or 1)})
+    runs = [measure(residents, institutions, seed, w) for w in choices]
+    best = max(runs, key=lambda r: r["resources_per_s"])
+    return {
+        "resources": best["resources"],
+        "seconds": best["seconds"],
+        "resources_per_s": best["resources_per_s"],
+        "bytes_per_million_resources": round(best["bytes"] / best["resources"] * 1_000_000),
+        "workers": best["workers"],
         "residents": residents,
         "institutions": institutions,
-        "resources_per_resident": round(report.total / residents, 1),
-        "workers": workers,
-        "parent_cpu_seconds": round(cpu, 3),
-        "workers_cpu_seconds": round(workers_cpu, 3),
-        # Throughput per CPU-second: what one free core gives, whatever else the machine is doing.
-        "resources_per_cpu_s": round(report.total / (cpu + workers_cpu)),
+        "resources_per_resident": round(best["resources"] / residents, 1),
         "target_resources_per_s": TARGET_RESOURCES_PER_S,
-        "counts": report.counts,
+        "runs": [{k: v for k, v in r.items() if k != "counts"} for r in runs],
+        "counts": best["counts"],
     }
 
 
