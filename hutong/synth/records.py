@@ -397,8 +397,7 @@ class RecordBuilder:
         meta = meta or (SECURITY[exam.security] if exam.security else None)
         sid = self._id()
         uid = f"2.25.{rng.getrandbits(100) | (1 << 99)}"
-        minute = min(v.minute + 20 + int(rng.random() * 60), 1439) if v.cls != IMP else 9 * 60 + int(rng.random() * 420)
-        day = v.day if v.cls != IMP else min(v.day + 1, v.end_day)
+        day, minute = _inside_stay(v, rng, 20, 9 * 60, 420)
         started = timing.stamp(day, minute)
         series = [
             {"uid": f"{uid}.{i}", "number": i, "modality": exam.modality_coding, "description": f"{exam.name} 序列{i}",
@@ -475,8 +474,7 @@ class RecordBuilder:
         if surgeon is None:
             return  # no privileged surgeon: the operation is not recorded here
         rng = self.rng
-        day = v.day if v.cls != IMP else min(v.day + 1, v.end_day)
-        minute = min(8 * 60 + int(rng.random() * 480), 1300) if v.cls == IMP else min(v.minute + 30, 1400)
+        day, minute = _inside_stay(v, rng, 30, 8 * 60, 360)
         length = 20 + grade * 30 + int(rng.random() * 60)
         p: dict[str, Any] = {"resourceType": "Procedure", "id": self._id()}
         if meta:
@@ -560,6 +558,20 @@ class RecordBuilder:
         a["recordedDate"] = timing.day_text(day)
         a["reaction"] = [{"manifestation": [{"text": reaction}]}]
         out.resources["AllergyIntolerance"].append(a)
+
+
+def _inside_stay(v: Visit, rng: random.Random, delay: int, first: int, spread: int) -> tuple[int, int]:
+    """(day, minute) for an examination or operation during a visit.
+
+    Outpatient and emergency: ``delay`` minutes or more after arrival.  Admissions:
+    a working-hours slot on the day after admission when the stay lasts two
+    nights or more, else later on the admission day, so it falls inside the stay.
+    """
+    if v.cls != IMP:
+        return v.day, min(v.minute + delay + int(rng.random() * 60), 1400)
+    if v.end_day - v.day >= 2:
+        return v.day + 1, first + int(rng.random() * spread)
+    return v.day, min(max(v.minute + delay, first) + int(rng.random() * 120), 1300)
 
 
 def _prescriber(inst: Institution, v: Visit, doctor: Role, drug: Drug) -> Role | None:

@@ -226,3 +226,27 @@ def test_repeat_tests_at_other_institutions_within_days(small_region: Path) -> N
     manifest = json.loads((small_region / "manifest.json").read_text())
     assert manifest["repeat_test_visits"] > 0
     assert repeats >= manifest["repeat_test_visits"]
+
+
+def test_times_fall_in_their_encounters(small_region: Path) -> None:
+    from datetime import datetime
+
+    by_type = resources(small_region)
+    period = {e["id"]: (datetime.fromisoformat(e["period"]["start"]), datetime.fromisoformat(e["period"]["end"]),
+                        e["class"]["code"]) for e in by_type["Encounter"]}
+    assert all(start <= end for start, end, _ in period.values())
+    checks = [("Observation", "effectiveDateTime"), ("DiagnosticReport", "effectiveDateTime"),
+              ("ImagingStudy", "started"), ("MedicationRequest", "authoredOn")]
+    for t, field in checks:
+        for r in by_type[t]:
+            start, end, cls = period[r["encounter"]["reference"].split("/")[1]]
+            when = datetime.fromisoformat(r[field])
+            assert when >= start, (t, r["id"])
+            if cls == "IMP":
+                assert when <= end, (t, r["id"])
+            if "issued" in r:
+                assert datetime.fromisoformat(r["issued"]) >= when
+    for p in by_type["Procedure"]:
+        start, end, cls = period[p["encounter"]["reference"].split("/")[1]]
+        began = datetime.fromisoformat(p["performedPeriod"]["start"])
+        assert began >= start and (cls != "IMP" or began <= end)
