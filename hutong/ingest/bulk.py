@@ -126,7 +126,7 @@ def _write(repo: SqlRepository, items: list[Checked]) -> None:
     with repo.write() as w:
         existing: set[tuple[str, str]] = set()
         for t, ids in by_type.items():
-            existing |= {(t, i) for i in repo.existing_ids_in(w, t, ids)}
+            existing |= {(t, i) for i in repo.existing_ids(t, ids, w)}
         # Within one file an id may repeat: the later line is the newer version.
         fresh: dict[tuple[str, str], tuple[dict[str, Any], Prepared]] = {}
         updates: list[tuple[str, str, dict[str, Any]]] = []

@@ -508,31 +508,14 @@ class SqlRepository:
         rows = self._query(sql, args)
         return [_row(r, self.codec) for r in rows[:count]], len(rows) > count
 
-    def existing_ids(self, type: str, ids: list[str]) -> set[str]:
+    def existing_ids(self, type: str, ids: list[str], w: SqlWriter | None = None) -> set[str]:
+        """Which of ``ids`` exist (current or deleted); inside ``w``'s transaction if given."""
         out: set[str] = set()
         for k in range(0, len(ids), CHUNK):
             chunk = ids[k : k + CHUNK]
-            out |= {
-                r[0]
-                for r in self._query(
-                    f"SELECT fhir_id FROM resource WHERE type = ? AND fhir_id IN ({','.join('?' * len(chunk))})",
-                    [type, *chunk],
-                )
-            }
-        return out
-
-    def existing_ids_in(self, w: SqlWriter, type: str, ids: list[str]) -> set[str]:
-        """Like existing_ids, inside a write transaction."""
-        out: set[str] = set()
-        for k in range(0, len(ids), CHUNK):
-            chunk = ids[k : k + CHUNK]
-            out |= {
-                r[0]
-                for r in w.execute(
-                    f"SELECT fhir_id FROM resource WHERE type = ? AND fhir_id IN ({','.join('?' * len(chunk))})",
-                    [type, *chunk],
-                ).fetchall()
-            }
+            sql = f"SELECT fhir_id FROM resource WHERE type = ? AND fhir_id IN ({','.join('?' * len(chunk))})"
+            rows = w.execute(sql, [type, *chunk]).fetchall() if w is not None else self._query(sql, [type, *chunk])
+            out |= {r[0] for r in rows}
         return out
 
     def analyze(self) -> None:
