@@ -33,6 +33,7 @@ Prepared = tuple[list[IndexRow], set[str]]  # index rows and compartment patient
 
 COLS = "r.pk, r.type, r.fhir_id, r.version, r.last_updated, r.deleted, r.method, r.body"
 CHUNK = 500
+COPY_THRESHOLD = 64
 
 
 class Indexer(Protocol):
@@ -128,12 +129,20 @@ class SqlWriter:
                 comp.append((pk, pid))
         for ptype, rows in per_table.items():
             table, cols = INDEX_TABLES[ptype]
-            marks = ",".join("?" * (len(cols) + 2))
-            self.cur.executemany(
-                self.db.sql(f"INSERT INTO {table} (res_pk, param_id, {', '.join(cols)}) VALUES ({marks})"), rows
-            )
+            self._insert_rows(table, ("res_pk", "param_id", *cols), rows)
         if comp:
-            self.cur.executemany(self.db.sql("INSERT INTO compartment (res_pk, patient_id) VALUES (?, ?)"), comp)
+            self._insert_rows("compartment", ("res_pk", "patient_id"), comp)
+
+    def _insert_rows(self, table: str, cols: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
+        """executemany, or COPY for large batches on PostgreSQL (bulk import: ~3x fewer
+        round trips and no per-row statement parsing)."""
+        if self.db.dialect == "postgresql" and len(rows) >= COPY_THRESHOLD:
+            with self.cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
+                for row in rows:
+                    cp.write_row(row)
+            return
+        marks = ",".join("?" * len(cols))
+        self.cur.executemany(self.db.sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})"), rows)
 
     def _clear_index(self, pk: int) -> None:
         for table, _ in INDEX_TABLES.values():
@@ -172,13 +181,8 @@ class SqlWriter:
             rows.append((pk, type, id, 1, now, 0, method, codec.encode(body)))
             out.append(Stored(type, id, 1, now, False, method, body, pk))
         try:
-            self.cur.executemany(
-                self.db.sql(
-                    "INSERT INTO resource (pk, type, fhir_id, version, last_updated, deleted, method, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                ),
-                rows,
-            )
+            self._insert_rows("resource", ("pk", "type", "fhir_id", "version", "last_updated", "deleted", "method",
+                                           "body"), rows)
         except Exception as e:
             if _is_unique_violation(e):
                 raise Conflict("HT-0051", "a resource with this id was created concurrently; retry") from e
