@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import orjson
 
+from bench.cpuload import CpuMeter
 from bench.data import Dataset, Log, stderr_log
 from bench.loadgen import Check, LoadResult, Request, get, run_load
 from bench.profiling import profiled, summarize, write_summary
@@ -160,8 +161,9 @@ def _transaction_ok(_status: int, body: bytes) -> str | None:
 # ---------------------------------------------------------------- phases
 class Phases:
     def __init__(self, ds: Dataset, port: int, proc: subprocess.Popen[bytes], *, seconds: float, warmup: float,
-                 profile_dir: Path | None, tag: str, log: Log = stderr_log) -> None:
+                 profile_dir: Path | None, tag: str, pg_port: int | None = None, log: Log = stderr_log) -> None:
         self.ds = ds
+        self.pg_port = pg_port
         self.port = port
         self.proc = proc
         self.pid = proc.pid
@@ -181,16 +183,18 @@ class Phases:
             run_load(HOST, self.port, make, concurrency=concurrency, seconds=self.warmup,
                      max_requests=max(1, max_requests // 10), expect=expect)
         out = self.profile_dir / f"{self.tag}-{name}.txt" if self.profile_dir else None
-        with profiled(self.pid, out):
+        with profiled(self.pid, out), CpuMeter(self.pg_port) as cpu:
             r = run_load(HOST, self.port, make, concurrency=concurrency, seconds=secs, max_requests=max_requests,
                          check=check, expect=expect)
+        r.cpu = cpu.result
         if out is not None:
             s = summarize(out)
             write_summary(out.with_suffix(".summary.txt"), s)
             self.profiles[name] = s
         r.loadavg = round(os.getloadavg()[0], 2)
         s = r.summary()
-        self.log(f"  {name}: {s['req_per_s']:,.0f} req/s, p50 {s.get('p50_ms')} ms, p99 {s.get('p99_ms')} ms"
+        self.log(f"  {name}: {s['req_per_s']:,.0f} req/s, p50 {s.get('p50_ms')} ms, p99 {s.get('p99_ms')} ms, "
+                 f"cpu {r.cpu}"
                  + (f", {len(r.errors)} errors: {r.errors[0][:200]}" if r.errors else ""))
         return r
 

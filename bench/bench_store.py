@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from bench.cpuload import CpuMeter
 from bench.data import Dataset, Log, stderr_log
 from hutong.fhir.assembly import open_repository
 from hutong.ingest.bulk import import_ndjson, ndjson_files
@@ -27,7 +28,8 @@ from hutong.store.database import Database, open_database
 RAW_BATCH = 1000
 
 
-def bulk_import(url: str, ds: Dataset, *, workers: int = 2, log: Log = stderr_log) -> dict[str, Any]:
+def bulk_import(url: str, ds: Dataset, *, workers: int = 2, pg_port: int | None = None,
+                log: Log = stderr_log) -> dict[str, Any]:
     repo = open_repository(url)
     done = [0, time.perf_counter()]
     step = max(50_000, ds.resources // 20)
@@ -40,7 +42,8 @@ def bulk_import(url: str, ds: Dataset, *, workers: int = 2, log: Log = stderr_lo
             log(f"  imported {done[0]:,}/{ds.resources:,} ({done[0] / el:,.0f}/s)")
 
     try:
-        r = import_ndjson(repo, ds.dir, workers=workers, progress=progress)
+        with CpuMeter(pg_port) as cpu:
+            r = import_ndjson(repo, ds.dir, workers=workers, progress=progress)
     finally:
         repo.db.close()
     out = {
@@ -51,6 +54,7 @@ def bulk_import(url: str, ds: Dataset, *, workers: int = 2, log: Log = stderr_lo
         "workers": workers,
         "errors": len(r.errors),
         "loadavg_1m": round(os.getloadavg()[0], 2),
+        "cpu": cpu.result,
     }
     if r.errors:
         out["first_errors"] = r.errors[:5]
@@ -81,10 +85,13 @@ def raw_lines(ds: Dataset, limit: int) -> list[tuple[str, str, bytes]]:
     return out[:limit] if total > limit else out
 
 
-def raw_inserts(url: str, rows: list[tuple[str, str, bytes]]) -> dict[str, Any]:
+def raw_inserts(url: str, rows: list[tuple[str, str, bytes]], pg_port: int | None = None) -> dict[str, Any]:
     db = open_database(url)
     try:
-        return _raw(db, rows)
+        with CpuMeter(pg_port) as cpu:
+            out = _raw(db, rows)
+        out["cpu"] = cpu.result
+        return out
     finally:
         db.close()
 

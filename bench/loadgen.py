@@ -95,6 +95,7 @@ class LoadResult:
     errors: list[str] = field(default_factory=list)
     concurrency: int = 1
     loadavg: float | None = None  # 1-minute load average at the end (other work on the machine shows here)
+    cpu: dict[str, Any] = field(default_factory=dict)  # bench.cpuload: cores used by us and by others
 
     def summary(self, per_request: int = 1) -> dict[str, Any]:
         ok = len(self.latencies)
@@ -117,6 +118,8 @@ class LoadResult:
         out["statuses"] = {str(k): v for k, v in sorted(self.statuses.items())}
         if self.loadavg is not None:
             out["loadavg_1m"] = self.loadavg
+        if self.cpu:
+            out["cpu"] = self.cpu
         if self.errors:
             out["errors"] = len(self.errors)
             out["first_errors"] = self.errors[:3]

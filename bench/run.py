@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -155,12 +156,13 @@ def run_backend(name: str, url: str, ds: Dataset, args: argparse.Namespace, raw_
     res: dict[str, Any] = {}
     phases: dict[str, float] = {}
     prof = Path(args.profile) if args.profile else None
+    pg_port = urlsplit(url).port if name == "postgres" else None
 
     log(f"[{name}] bulk import of {ds.resources:,} resources")
     t0 = time.perf_counter()
     out = prof / f"{name}-bulk_import.txt" if prof else None
     with profiled(own_pid(), out, rate=47):
-        res["bulk_import"] = bench_store.bulk_import(url, ds, workers=args.import_workers)
+        res["bulk_import"] = bench_store.bulk_import(url, ds, workers=args.import_workers, pg_port=pg_port)
     if out is not None:
         s = summarize(out)
         write_summary(out.with_suffix(".summary.txt"), s)
@@ -176,7 +178,7 @@ def run_backend(name: str, url: str, ds: Dataset, args: argparse.Namespace, raw_
 
     log(f"[{name}] raw-insert limit with {len(raw_rows):,} of the same bodies")
     t0 = time.perf_counter()
-    res["raw_insert_limit"] = bench_store.raw_inserts(url, raw_rows)
+    res["raw_insert_limit"] = bench_store.raw_inserts(url, raw_rows, pg_port=pg_port)
     phases["raw_insert_limit"] = round(time.perf_counter() - t0, 1)
     res["import_vs_raw"] = round(res["bulk_import"]["resources_per_s"] / res["raw_insert_limit"]["resources_per_s"], 3)
     log(f"[{name}] raw: {res['raw_insert_limit']['resources_per_s']:,.0f} resources/s; "
@@ -191,7 +193,7 @@ def run_backend(name: str, url: str, ds: Dataset, args: argparse.Namespace, raw_
         for attempt in range(2):  # a server that died mid-run (it should not) is retried once, and reported
             with server(url, w, logs / f"serve-{name}-{cfg}.log") as (port, proc):
                 ph = Phases(ds, port, proc, seconds=args.phase_seconds, warmup=args.warmup, profile_dir=prof,
-                            tag=f"{name}-{cfg}")
+                            tag=f"{name}-{cfg}", pg_port=pg_port)
                 h = ph.all()
             if "server_died" not in h:
                 break
@@ -297,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         "unrecorded warm-up; latencies are per request, client side.",
         "search_identifier and everything use one client (sequential latency); read, create and http_floor "
         "use 16 clients, transaction 4 clients.",
+        "cpu.ours_cores / cpu.others_cores: average cores used during a phase by the benchmark's processes "
+        "(load generator, server, import workers, its PostgreSQL cluster) and by everything else on the "
+        "machine; a phase measured while others_cores was high understates Hutong.",
     ]
     if ds.source != "hutong.synth":
         doc["notes"].append("hutong.synth was not available: the data set is the Synthea sample export "

@@ -1,0 +1,110 @@
+"""Who used the CPUs during a phase: the benchmark (load generator, server, database) or others.
+
+The benchmark machine is shared (other work may run on it at the same time),
+so each phase records the average number of cores busy with the benchmark's
+own processes (this process and its descendants, the PostgreSQL cluster on
+the benchmark's port) and with everything else, from /proc before and after.
+A figure measured while ``others_cores`` was high is a lower bound.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+Snapshot = dict[int, tuple[int, int, bytes, int]]  # pid -> (ppid, utime+stime ticks, comm, start time)
+
+
+def _snapshot() -> Snapshot:
+    out: Snapshot = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for d in names:
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                s = f.read()
+        except OSError:
+            continue
+        r = s.rfind(b")")
+        fields = s[r + 2 :].split()
+        # after "pid (comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+        # cutime cstime priority nice threads itrealvalue starttime.  A pid is the same process while its
+        # start time is (kernel workers rename themselves, so comm is no identity).
+        out[int(d)] = (int(fields[1]), int(fields[11]) + int(fields[12]), s[s.find(b"(") + 1 : r],
+                       int(fields[19]))
+    return out
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
+def _ours(snap: Snapshot, pg_port: int | None) -> set[int]:
+    roots = {os.getpid()}
+    if pg_port is not None:
+        needle = f"-p {pg_port} ".encode()
+        roots |= {pid for pid, (_pp, _t, comm, _st) in snap.items()
+                  if comm.startswith(b"postgres") and needle in _cmdline(pid) + b" "}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _t, _c, _st) in snap.items():
+        children.setdefault(ppid, []).append(pid)
+    ours: set[int] = set()
+    stack = list(roots)
+    while stack:
+        p = stack.pop()
+        if p in ours:
+            continue
+        ours.add(p)
+        stack.extend(children.get(p, ()))
+    return ours
+
+
+class CpuMeter:
+    """``with CpuMeter(pg_port) as m: ...`` then ``m.result``."""
+
+    def __init__(self, pg_port: int | None = None) -> None:
+        self.pg_port = pg_port
+        self.result: dict[str, Any] = {}
+
+    def __enter__(self) -> CpuMeter:
+        self.t0 = time.perf_counter()
+        self.s0 = _snapshot()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        s1 = _snapshot()
+        wall = time.perf_counter() - self.t0
+        ours = _ours(s1, self.pg_port) | _ours(self.s0, self.pg_port)
+        mine = others = 0
+        top: dict[str, int] = {}
+        for pid, (_pp, ticks, comm, start) in s1.items():
+            before = self.s0.get(pid)
+            d = ticks - (before[1] if before and before[3] == start else 0)
+            if d <= 0:
+                continue
+            if pid in ours:
+                mine += d
+            else:
+                others += d
+                name = comm.decode(errors="replace").split("-")[0]  # kworker/0:1-events -> kworker/0:1
+                top[name] = top.get(name, 0) + d
+        if wall <= 0:
+            return
+        self.result = {
+            "ours_cores": round(mine / CLK / wall, 2),
+            "others_cores": round(others / CLK / wall, 2),
+        }
+        busiest = sorted(top.items(), key=lambda kv: -kv[1])[:3]
+        if busiest and others / CLK / wall >= 0.1:
+            self.result["others_top"] = {k: round(v / CLK / wall, 2) for k, v in busiest}
