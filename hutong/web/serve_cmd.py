@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import uvicorn
 
@@ -28,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
     from hutong.store.database import open_database
 
     open_database(Settings.from_env().database_url).close()  # fail fast on a bad URL, create schema once
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        # Sign-in, authorisation and audit come with the security issue; until then
+        # the API answers anyone who can reach it.
+        print(f"hutong serve: WARNING: listening on {args.host} with no authentication; "
+              "keep it on loopback until accounts and policy are configured", file=sys.stderr)
     print(f"Hutong serving FHIR R4 at http://{args.host}:{args.port}/fhir", flush=True)
     uvicorn.run("hutong.web.app:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="warning", access_log=False)
