@@ -18,12 +18,10 @@ from typing import Any
 import orjson
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
+from harness import SYNTHEA
 
 from hutong.fhir import fastvalidate as fv
 from hutong.fhir.fastvalidate import validate_fast
-
-SYNTHEA = Path("/work/shared/data/synthea-10")
-
 
 # ---------------------------------------------------------------- oracle
 
@@ -283,8 +281,9 @@ class Mutator:
         d, plan, depth = site
         if d is r:
             return ""
-        d[self.rnd.choice(["resourceType", "resource_type"])] = self.rnd.choice(
-            [plan.rtype, None, "Patient", "HumanName", "Foo", 5, "", plan.rtype.lower()])
+        values = [plan.rtype, None, "Patient", "HumanName", "Foo", 5, "", plan.rtype.lower()]
+        for key in self.rnd.choice([["resourceType"], ["resource_type"], ["resourceType", "resource_type"]]):
+            d[key] = self.rnd.choice(values)
         return "element-resourceType"
 
     def python_name(self, site: Any, r: Any) -> str:
@@ -594,6 +593,25 @@ def test_lenient_values_the_library_accepts_are_accepted() -> None:
     for r in lenient:
         assert library_accepts(r), r
         assert validate_fast(r) == [], r
+
+
+def test_resource_type_keys_on_elements() -> None:
+    """FHIRAbstractModel.__init__ checks resource_type, or resourceType when that is no element."""
+    cases = [
+        ({"resourceType": "Patient", "name": [{"resource_type": "HumanName"}]}, True),
+        ({"resourceType": "Patient", "name": [{"resource_type": "Patient"}]}, False),
+        ({"resourceType": "Patient", "name": [{"resourceType": "HumanName", "resource_type": 5}]}, True),
+        ({"resourceType": "Patient", "name": [{"resourceType": 5, "resource_type": "HumanName"}]}, False),
+        # ExampleScenario.instance.resourceType is an element: resource_type is what __init__ checks
+        ({"resourceType": "ExampleScenario", "status": "draft",
+          "instance": [{"resourceId": "a", "resourceType": "Patient", "resource_type": "x"}]}, False),
+        ({"resourceType": "ExampleScenario", "status": "draft",
+          "instance": [{"resourceId": "a", "resourceType": "Patient",
+                        "resource_type": "ExampleScenarioInstance"}]}, True),
+    ]
+    for r, ok in cases:
+        assert library_accepts(r) is ok, r
+        assert (validate_fast(r) == []) is ok, r
 
 
 def test_not_a_resource() -> None:
