@@ -213,8 +213,18 @@ class BundleProcessor:
                     raise e.error("HT-0032", f"conditional reference {ref['reference'][:100]!r} matched "
                                              f"{len(found)} resources (exactly one is required)")
                 ref["reference"] = f"{rtype}/{found[0].id}"
-        # 3. execute in the spec's order
+        # 3. execute in the spec's order; the plain creates go in one batch
+        # (one statement per table instead of one per entry and table).
+        creates = [e for e in entries if e.method == "POST" and e.result is None]
+        done_creates = False
         for e in sorted(entries, key=lambda x: (ORDER[x.method], x.index)):
+            if e.method == "POST" and not done_creates and creates:
+                assert all(c.resource is not None for c in creates)
+                stored = w.insert_many([(c.type, new_ids[c.index], c.resource) for c in creates  # type: ignore[misc]
+                                        ], method="POST")
+                for c, st in zip(creates, stored, strict=True):
+                    c.result, c.status = st, 201
+                done_creates = True
             try:
                 self._execute(w, e, new_ids)
             except HutongError as err:
