@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import orjson
 
-from bench.cpuload import CpuMeter
+from bench.cpuload import CpuMeter, wait_for_quiet
 from bench.data import Dataset, Log, stderr_log
 from bench.loadgen import Check, LoadResult, Request, get, run_load
 from bench.profiling import profiled, summarize, write_summary
@@ -161,8 +161,10 @@ def _transaction_ok(_status: int, body: bytes) -> str | None:
 # ---------------------------------------------------------------- phases
 class Phases:
     def __init__(self, ds: Dataset, port: int, proc: subprocess.Popen[bytes], *, seconds: float, warmup: float,
-                 profile_dir: Path | None, tag: str, pg_port: int | None = None, log: Log = stderr_log) -> None:
+                 profile_dir: Path | None, tag: str, pg_port: int | None = None, quiet_wait: float = 0.0,
+                 log: Log = stderr_log) -> None:
         self.ds = ds
+        self.quiet_wait = quiet_wait
         self.pg_port = pg_port
         self.port = port
         self.proc = proc
@@ -179,6 +181,7 @@ class Phases:
                  seconds: float | None = None, check: Check | None = None, warm: bool = True,
                  expect: tuple[int, ...] = (200, 201)) -> LoadResult:
         secs = seconds if seconds is not None else self.seconds
+        quiet = wait_for_quiet(self.quiet_wait, pg_port=self.pg_port) if self.quiet_wait > 0 else None
         if warm and self.warmup > 0:
             run_load(HOST, self.port, make, concurrency=concurrency, seconds=self.warmup,
                      max_requests=max(1, max_requests // 10), expect=expect)
@@ -187,6 +190,8 @@ class Phases:
             r = run_load(HOST, self.port, make, concurrency=concurrency, seconds=secs, max_requests=max_requests,
                          check=check, expect=expect)
         r.cpu = cpu.result
+        if quiet is not None:
+            r.cpu["before"] = quiet
         if out is not None:
             s = summarize(out)
             write_summary(out.with_suffix(".summary.txt"), s)

@@ -108,3 +108,21 @@ class CpuMeter:
         busiest = sorted(top.items(), key=lambda kv: -kv[1])[:3]
         if busiest and others / CLK / wall >= 0.1:
             self.result["others_top"] = {k: round(v / CLK / wall, 2) for k, v in busiest}
+
+
+def wait_for_quiet(max_seconds: float, *, pg_port: int | None = None, threshold: float = 0.3,
+                   window: float = 1.0) -> dict[str, Any]:
+    """Wait (at most ``max_seconds``) until other processes use < ``threshold`` cores over ``window`` s.
+
+    On a shared machine this keeps others' bursts (a test suite, a build) out
+    of the measured phase when they are short; the result says how it went.
+    """
+    t0 = time.perf_counter()
+    others = 0.0
+    while True:
+        with CpuMeter(pg_port) as m:
+            time.sleep(window)
+        others = float(m.result.get("others_cores", 0.0))
+        waited = time.perf_counter() - t0
+        if others < threshold or waited >= max_seconds:
+            return {"waited_s": round(waited, 1), "others_cores": others, "quiet": others < threshold}

@@ -33,6 +33,7 @@ import orjson
 
 from bench import bench_store
 from bench.bench_http import Phases, server
+from bench.cpuload import wait_for_quiet
 from bench.data import CACHE, Dataset, prepare, stderr_log
 from bench.profiling import own_pid, profiled, summarize, write_summary
 
@@ -158,6 +159,9 @@ def run_backend(name: str, url: str, ds: Dataset, args: argparse.Namespace, raw_
     prof = Path(args.profile) if args.profile else None
     pg_port = urlsplit(url).port if name == "postgres" else None
 
+    if args.quiet_wait > 0:
+        q = wait_for_quiet(args.quiet_wait, pg_port=pg_port)
+        log(f"[{name}] machine quiet: {q}")
     log(f"[{name}] bulk import of {ds.resources:,} resources")
     t0 = time.perf_counter()
     out = prof / f"{name}-bulk_import.txt" if prof else None
@@ -193,7 +197,7 @@ def run_backend(name: str, url: str, ds: Dataset, args: argparse.Namespace, raw_
         for attempt in range(2):  # a server that died mid-run (it should not) is retried once, and reported
             with server(url, w, logs / f"serve-{name}-{cfg}.log") as (port, proc):
                 ph = Phases(ds, port, proc, seconds=args.phase_seconds, warmup=args.warmup, profile_dir=prof,
-                            tag=f"{name}-{cfg}", pg_port=pg_port)
+                            tag=f"{name}-{cfg}", pg_port=pg_port, quiet_wait=args.quiet_wait)
                 h = ph.all()
             if "server_died" not in h:
                 break
@@ -227,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw-rows", type=int, default=200_000, help="bodies in the raw-insert baseline")
     p.add_argument("--import-workers", type=int, default=2, help="import_ndjson worker processes")
     p.add_argument("--profile", metavar="DIR", help="py-spy profiles of the import and each HTTP phase into DIR")
+    p.add_argument("--quiet-wait", type=float, default=None, metavar="S",
+                   help="before each phase wait up to S seconds for other processes to leave the CPUs "
+                        "(default 60; 0 quick)")
     p.add_argument("--keep", action="store_true", help="keep the SQLite database file afterwards")
     args = p.parse_args(argv)
     if args.size is None:
@@ -235,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         args.phase_seconds = 3.0 if args.quick else 10.0
     if args.warmup is None:
         args.warmup = 1.0 if args.quick else 2.0
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.quick else 60.0
     args.server_workers = [int(x) for x in (args.server_workers or "1,2").split(",") if x.strip()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
@@ -301,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         "use 16 clients, transaction 4 clients.",
         "cpu.ours_cores / cpu.others_cores: average cores used during a phase by the benchmark's processes "
         "(load generator, server, import workers, its PostgreSQL cluster) and by everything else on the "
-        "machine; a phase measured while others_cores was high understates Hutong.",
+        "machine; a phase measured while others_cores was high understates Hutong. Before each phase the "
+        "run waits up to --quiet-wait seconds for others to use < 0.3 cores (cpu.before).",
     ]
     if ds.source != "hutong.synth":
         doc["notes"].append("hutong.synth was not available: the data set is the Synthea sample export "
