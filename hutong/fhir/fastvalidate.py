@@ -83,6 +83,12 @@ Known differences (the fast validator is never more lenient):
 Error paths are FHIRPath-like (``Patient.name[0].family``,
 ``Patient.contained[0].status``); messages are short and our own (the
 library's are used for the delegated cases).
+
+API: ``validate_fast(resource) -> [(path, message)]``, [] when valid;
+``validate_fast_refs(resource, reference_ok) -> (problems, bad_references)``
+also offers every ``Reference.reference`` string to ``reference_ok`` in the
+same walk (no second pass over the resource to check literal references);
+``python -m hutong.fhir.fastvalidate FILE.ndjson...`` times both validators.
 """
 
 from __future__ import annotations
@@ -94,6 +100,7 @@ import sys
 import threading
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from annotated_types import Ge, Le, MaxLen, MinLen
@@ -108,7 +115,7 @@ from fhir_core.utils import is_list_type, is_primitive_type
 from pydantic import TypeAdapter, ValidationError
 from pydantic._internal._validators import import_string
 
-__all__ = ["validate_fast", "is_valid"]
+__all__ = ["validate_fast", "validate_fast_refs", "is_valid"]
 
 Problem = tuple[str, str]
 
@@ -165,6 +172,7 @@ def _full_date_ok(s: str) -> bool:
 K_STRING, K_CODE, K_ID, K_URI, K_RAWSTR, K_BOOL, K_INT, K_DECIMAL = range(8)
 K_DATE, K_DATETIME, K_INSTANT, K_TIME, K_BASE64, K_ADAPTER = range(8, 14)
 K_OBJECT, K_RESOURCE, K_COMMENTS, K_SLOW = range(14, 18)
+K_REFERENCE = 18  # Reference.reference: a string, also offered to validate_fast_refs's reference_ok
 
 _PRIMITIVES: list[tuple[Any, int, str]] = [
     (_fct.StringType, K_STRING, "string"),
@@ -343,6 +351,8 @@ def _build(plan: Plan) -> None:
         else:
             item, item_optional = inner, False
         kind, arg, type_name = _classify(item)
+        if kind == K_STRING and key == "reference" and cls is get_fhir_model_class("Reference"):
+            kind = K_REFERENCE
         if kind == K_SLOW:  # an annotation shape we do not know: the whole field goes to pydantic
             plan.fields[key] = _entry(Spec(K_SLOW, False, None, ann, ann, True, optional, type_name))
             if field.is_required():
@@ -435,7 +445,7 @@ def _fmt(path: Path) -> str:
     return path + "".join(reversed(parts))  # type: ignore[no-any-return]
 
 
-def _pydantic_problems(e: Exception, path: Path, out: list[Problem]) -> None:
+def _pydantic_problems(e: Exception, path: Path, out: _Out) -> None:
     base = _fmt(path)
     if isinstance(e, ValidationError):
         for err in e.errors(include_url=False)[:20]:
@@ -454,7 +464,7 @@ _JSON_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PYDANTIC_TAGS = frozenset({"root", "str", "int", "bool", "float", "list", "dict", "json_or_python"})
 
 
-def _adapt(ann: Any, v: Any, path: Path, out: list[Problem]) -> None:
+def _adapt(ann: Any, v: Any, path: Path, out: _Out) -> None:
     """Exact library behaviour for a value off the fast path."""
     try:
         _adapter(ann).validate_python(v)
@@ -462,18 +472,49 @@ def _adapt(ann: Any, v: Any, path: Path, out: list[Problem]) -> None:
         _pydantic_problems(e, path, out)
 
 
-def _delegate_object(cls: type[FHIRAbstractModel], d: dict[str, Any], path: Path, out: list[Problem]) -> None:
+def _delegate_object(cls: type[FHIRAbstractModel], d: dict[str, Any], path: Path, out: _Out) -> None:
     try:
         cls.model_validate(d)
     except Exception as e:  # noqa: BLE001
         _pydantic_problems(e, path, out)
+    if out.ref_ok is not None:  # not walked by plan: every string under a "reference" key
+        base = _fmt(path)
+        inside = (base + ".", base + "[")
+        out.bad_refs[:] = [(p, v) for p, v in out.bad_refs if not p.startswith(inside)]  # met before handing over
+        _walk_references(d, base, out)
+
+
+def _walk_references(node: Any, path: str, out: _Out) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            p = f"{path}.{k}"
+            if k == "reference" and isinstance(v, str):
+                if not out.ref_ok(v):  # type: ignore[misc]
+                    out.bad_refs.append((p, v))
+            elif isinstance(v, dict | list):
+                _walk_references(v, p, out)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            if isinstance(v, dict | list):
+                _walk_references(v, f"{path}[{i}]", out)
+
+
+class _Out(list[Problem]):
+    """The problems found, and what validate_fast_refs asks about references."""
+
+    __slots__ = ("ref_ok", "bad_refs")
+
+    def __init__(self, ref_ok: Callable[[str], object] | None) -> None:
+        super().__init__()
+        self.ref_ok = ref_ok
+        self.bad_refs: list[tuple[str, str]] = []
 
 
 def _primitive_ok(kind: int, arg: Any, v: Any) -> bool | None:
     """True/False for a value of its usual JSON type; None: let pydantic decide."""
     tv = type(v)
     if tv is str:
-        if kind == K_STRING:
+        if kind == K_STRING or kind == K_REFERENCE:
             if v.isascii():
                 return bool(v.strip("\x0b\x0c"))
             return bool(v.strip(_WS_NOT_STRING)) and _SURROGATE.search(v) is None
@@ -529,7 +570,7 @@ class _TooDeep(Exception):
 _MAX_DEPTH = 32
 
 
-def _check_item(spec: Spec, v: Any, path: Path, out: list[Problem], depth: int, in_list: bool) -> None:
+def _check_item(spec: Spec, v: Any, path: Path, out: _Out, depth: int, in_list: bool) -> None:
     """Everything off the inlined fast path of _check_object, with the problems it finds."""
     kind = spec.kind
     if v is None:
@@ -584,7 +625,7 @@ def _check_item(spec: Spec, v: Any, path: Path, out: list[Problem], depth: int, 
         out.append((_fmt(path), f"invalid {spec.type_name} {_short(v)}"))
 
 
-def _odd_key(plan: Plan, d: dict[str, Any], k: str, v: Any, path: Path, out: list[Problem]) -> bool:
+def _odd_key(plan: Plan, d: dict[str, Any], k: str, v: Any, path: Path, out: _Out) -> bool:
     """A key that is no element's JSON name; True when the whole object was handed to the library."""
     # FHIRAbstractModel.__init__: resource_type, overridden by resourceType unless
     # that is an element of the model (ExampleScenario.instance.resourceType).
@@ -601,7 +642,7 @@ def _odd_key(plan: Plan, d: dict[str, Any], k: str, v: Any, path: Path, out: lis
     return False
 
 
-def _check_object(plan: Plan, d: dict[str, Any], path: Path, out: list[Problem], depth: int) -> None:
+def _check_object(plan: Plan, d: dict[str, Any], path: Path, out: _Out, depth: int) -> None:
     if depth > _MAX_DEPTH:
         raise _TooDeep
     if not plan.built:
@@ -651,6 +692,14 @@ def _check_object(plan: Plan, d: dict[str, Any], path: Path, out: list[Problem],
             elif kind == K_URI:
                 if v.isascii():
                     continue
+            elif kind == K_REFERENCE:
+                if out.ref_ok is not None and not out.ref_ok(v):
+                    out.bad_refs.append((_fmt((path, k)), v))
+                if v.isascii():
+                    if v.strip("\x0b\x0c"):
+                        continue
+                elif v.strip(_WS_NOT_STRING) and _SURROGATE_SEARCH(v) is None:
+                    continue
             elif kind == K_DATETIME:
                 if _DATETIME_FULL(v) is not None and (len(v) < 10 or _full_date_ok(v)):
                     continue
@@ -686,7 +735,7 @@ _ID_FULL = _ID_RE.fullmatch if _ID_RE is not None else (lambda v: None)
 _SURROGATE_SEARCH = _SURROGATE.search
 
 
-def _post_checks(plan: Plan, d: dict[str, Any], path: Path, out: list[Problem]) -> None:
+def _post_checks(plan: Plan, d: dict[str, Any], path: Path, out: _Out) -> None:
     for key in plan.required:
         if key not in d:
             out.append((_fmt((path, key)), "required element is missing"))
@@ -730,6 +779,26 @@ def validate_fast(resource: Any) -> list[Problem]:
     Each problem is (FHIRPath-like element path, message).  A resource this
     accepts is one ``get_fhir_model_class(rt).model_validate`` accepts.
     """
+    return _run(resource, None)
+
+
+def validate_fast_refs(resource: Any, reference_ok: Callable[[str], object]) -> tuple[list[Problem],
+                                                                                   list[tuple[str, str]]]:
+    """validate_fast, plus the (path, value) of each ``Reference.reference`` string
+    for which ``reference_ok`` is falsy (e.g. ``REF_RE.match``).
+
+    Only Reference.reference is offered, not the uri-typed elements that are
+    also named ``reference`` (DetectedIssue.reference, Expression.reference,
+    Immunization.education.reference).  Inside an object handed to the library
+    (Python field names as keys, nesting deeper than 32) every string under a
+    ``reference`` key is offered, as no plan tells which are References.
+    """
+    out = _Out(reference_ok)
+    problems = _run(resource, out)
+    return problems, out.bad_refs
+
+
+def _run(resource: Any, out: _Out | None) -> list[Problem]:
     if not isinstance(resource, dict):
         return [("", "a resource must be a JSON object")]
     rt = resource.get("resourceType")
@@ -738,13 +807,15 @@ def validate_fast(resource: Any) -> list[Problem]:
     plan = _dispatch(rt, "Resource")
     if plan is None:
         return [("resourceType", f"unknown resource type {_short(rt)}")]
-    out: list[Problem] = []
+    if out is None:
+        out = _Out(None)
     try:
         _check_object(plan, resource, rt, out, 0)
     except _TooDeep:
-        out = []
+        out.clear()
+        out.bad_refs.clear()
         _delegate_object(plan.cls, resource, rt, out)
-    return out
+    return list(out)
 
 
 def is_valid(resource: Any) -> bool:

@@ -615,6 +615,46 @@ def test_resource_type_keys_on_elements() -> None:
         assert (validate_fast(r) == []) is ok, r
 
 
+def _all_references(node: Any, path: str, out: list[tuple[str, str]]) -> None:
+    """Every string under a "reference" key (what hutong.fhir.validation walked before)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "reference" and isinstance(v, str):
+                out.append((f"{path}.{k}", v))
+            else:
+                _all_references(v, f"{path}.{k}", out)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _all_references(v, f"{path}[{i}]", out)
+
+
+def test_references_offered_with_their_paths(synthea: list[dict[str, Any]], region: list[dict[str, Any]]) -> None:
+    rnd = random.Random(3)
+    for r in rnd.sample(synthea, 500) + rnd.sample(region, 500):
+        problems, refs = fv.validate_fast_refs(r, lambda s: False)
+        expected: list[tuple[str, str]] = []
+        _all_references(r, r["resourceType"], expected)
+        assert problems == []
+        assert sorted(refs) == sorted(expected)
+        assert fv.validate_fast_refs(r, lambda s: True) == ([], [])
+
+
+def test_references_are_only_reference_elements() -> None:
+    r = {"resourceType": "DetectedIssue", "status": "final", "reference": "http://example.org/guidance.html",
+         "patient": {"reference": "not a reference"},
+         "contained": [{"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                        "subject": {"reference": "bad one"}}]}
+    problems, refs = fv.validate_fast_refs(r, lambda s: "/" in s)
+    assert problems == []
+    assert refs == [("DetectedIssue.patient.reference", "not a reference"),
+                    ("DetectedIssue.contained[0].subject.reference", "bad one")]
+    # an object the library validates (a Python field name as key): every "reference" string is offered
+    r = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+         "subject": {"reference": "bad", "reference__ext": {"id": "x"}}}
+    problems, refs = fv.validate_fast_refs(r, lambda s: "/" in s)
+    assert problems == [] and refs == [("Observation.subject.reference", "bad")]
+
+
 def test_not_a_resource() -> None:
     assert validate_fast([]) and validate_fast({}) and validate_fast({"resourceType": "Foo"})
     assert validate_fast({"resourceType": "HumanName"})
