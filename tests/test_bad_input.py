@@ -84,3 +84,28 @@ def test_capability_statement(server: Server) -> None:
         if p["type"] in ("token", "string", "uri"):
             r = server.client.get("/Observation", params={p["name"]: "x"}, headers={"Prefer": "handling=strict"})
             assert r.status_code == 200, (p["name"], r.text)
+
+
+def test_library_crashes_become_422_not_500(server: Server) -> None:
+    """Inputs on which fhir.resources raises KeyError/AttributeError instead of a
+    ValidationError still get a clear 422 (found by the fastvalidate soak)."""
+    c = server.client
+    bad_contained = patient() | {"contained": [{"resourceType": "Foo", "id": "x"}]}
+    r = c.post("/Patient", content=json.dumps(bad_contained))
+    assert r.status_code == 422 and issue_code(r) == "HT-0008"
+    att = {"resourceType": "Binary", "_contentType": {"extension": [{"url": "http://x", "valueString": "y"}]}}
+    r = c.post("/Binary", content=json.dumps(att))
+    assert r.status_code in (201, 422), r.text
+    deep: dict = {"url": "http://x", "valueString": "v"}
+    for _ in range(400):
+        deep = {"url": "http://x", "extension": [deep]}
+    r = c.post("/Patient", content=json.dumps(patient() | {"extension": [deep]}))
+    assert r.status_code in (201, 422), r.text
+    assert c.get("/metadata").status_code == 200
+
+
+def test_uri_elements_named_reference_are_not_references(server: Server) -> None:
+    # DetectedIssue.reference is a uri, not a Reference: any URL is fine there.
+    di = {"resourceType": "DetectedIssue", "status": "final", "reference": "http://example.org/guidance.html"}
+    r = server.client.post("/DetectedIssue", content=json.dumps(di))
+    assert r.status_code == 201, r.text
