@@ -26,7 +26,7 @@ from hutong.errors import (
     operation_outcome,
 )
 from hutong.fhir import search as fsearch
-from hutong.fhir.render import SUBSETTED, subset
+from hutong.fhir.render import subset
 from hutong.fhir.response import FhirResponse, etag, http_date, version_headers
 from hutong.fhir.validation import check_id, check_type, validate
 from hutong.store.query import Cursor, Query
@@ -430,5 +430,3 @@ def _references(node: Any) -> list[str]:
 def outcome_response(e: HutongError) -> FhirResponse:
     return FhirResponse.json(e.status, operation_outcome(e))
 
-
-__all__ = ["FhirService", "outcome_response", "SUBSETTED"]

@@ -526,8 +526,3 @@ class SqlRepository:
         """Refresh planner statistics (after a bulk load)."""
         with self.db.connection() as conn:
             conn.cursor().execute("ANALYZE")
-
-
-def decode_json(body: bytes) -> dict[str, Any]:
-    out: dict[str, Any] = orjson.loads(body)
-    return out
