@@ -15,7 +15,7 @@ from typing import Any
 
 CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
-Snapshot = dict[int, tuple[int, int, bytes, int]]  # pid -> (ppid, utime+stime ticks, comm, start time)
+Snapshot = dict[int, tuple[int, int, bytes, int]]  # pid -> (ppid, CPU ticks incl. children's, comm, start)
 
 
 def _snapshot() -> Snapshot:
@@ -37,7 +37,9 @@ def _snapshot() -> Snapshot:
         # after "pid (comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
         # cutime cstime priority nice threads itrealvalue starttime.  A pid is the same process while its
         # start time is (kernel workers rename themselves, so comm is no identity).
-        out[int(d)] = (int(fields[1]), int(fields[11]) + int(fields[12]), s[s.find(b"(") + 1 : r],
+        # cutime/cstime: children that exited and were waited for (import workers, test runners' commands)
+        # land there, so their CPU is not lost when they end inside the window.
+        out[int(d)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), s[s.find(b"(") + 1 : r],
                        int(fields[19]))
     return out
 
