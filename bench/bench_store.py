@@ -33,13 +33,17 @@ def bulk_import(url: str, ds: Dataset, *, workers: int = 2, pg_port: int | None 
     repo = open_repository(url)
     done = [0, time.perf_counter()]
     step = max(50_000, ds.resources // 20)
+    timeline: list[tuple[int, float]] = []  # (resources written, seconds since start)
+    peak = [_rss_mb()]
 
     def progress(n: int) -> None:
         before = done[0]
         done[0] += n
+        peak[0] = max(peak[0], _rss_mb())
         if before // step != done[0] // step:
             el = time.perf_counter() - done[1]
-            log(f"  imported {done[0]:,}/{ds.resources:,} ({done[0] / el:,.0f}/s)")
+            timeline.append((done[0], round(el, 1)))
+            log(f"  imported {done[0]:,}/{ds.resources:,} ({done[0] / el:,.0f}/s, rss {peak[0]:,.0f} MB)")
 
     try:
         with CpuMeter(pg_port) as cpu:
@@ -55,10 +59,20 @@ def bulk_import(url: str, ds: Dataset, *, workers: int = 2, pg_port: int | None 
         "errors": len(r.errors),
         "loadavg_1m": round(os.getloadavg()[0], 2),
         "cpu": cpu.result,
+        "peak_rss_mb_importing_process": round(peak[0]),
+        "timeline": timeline,
     }
     if r.errors:
         out["first_errors"] = r.errors[:5]
     return out
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except OSError:
+        return 0.0
 
 
 def raw_lines(ds: Dataset, limit: int) -> list[tuple[str, str, bytes]]:
