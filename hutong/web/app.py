@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -111,11 +112,7 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
         log.error("internal error: %s", type(e).__name__, exc_info=False)
         return _error(HutongError("HT-0099", "internal error", status=500, issue_code="exception"))
 
-    Handler = Callable[..., Awaitable[Response]]
-
     def run(fn: Callable[[], FhirResponse]) -> Awaitable[Response]:
-        from starlette.concurrency import run_in_threadpool
-
         async def go() -> Response:
             return _to_response(await run_in_threadpool(fn))
 
@@ -227,7 +224,6 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
-    del Handler
     return app
 
 
