@@ -64,7 +64,7 @@ def _sqlite_db(size: int, keep: bool) -> Iterator[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def clean() -> None:
-        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.lock")):
             p.unlink(missing_ok=True)
 
     clean()
