@@ -138,18 +138,23 @@ def _raw(db: Database, rows: list[tuple[str, str, bytes]]) -> dict[str, Any]:
     }
 
 
-def database_size(url: str) -> int | None:
-    if url.startswith("sqlite:///"):
-        p = Path(url[len("sqlite:///"):])
-        return sum(q.stat().st_size for q in (p, Path(f"{p}-wal")) if q.exists())
+def scalar(url: str, sql: str) -> object:
+    """One value from one query on the database at ``url`` (opened and closed here)."""
     db = open_database(url, create=False)
     try:
         with db.connection() as conn:
             cur = conn.cursor()
-            cur.execute("SELECT pg_database_size(current_database())")
-            return int(cur.fetchone()[0])
+            cur.execute(sql)
+            return cur.fetchone()[0]
     finally:
         db.close()
+
+
+def database_size(url: str) -> int | None:
+    if url.startswith("sqlite:///"):
+        p = Path(url[len("sqlite:///"):])
+        return sum(q.stat().st_size for q in (p, Path(f"{p}-wal")) if q.exists())
+    return int(str(scalar(url, "SELECT pg_database_size(current_database())")))
 
 
 def table_rows(url: str) -> dict[str, int]:

@@ -76,16 +76,9 @@ def _sqlite_db(size: int, keep: bool) -> Iterator[str]:
 
 
 def _pg_version(url: str) -> str:
-    from hutong.store.database import open_database
+    from bench.bench_store import scalar
 
-    db = open_database(url, create=False)
-    try:
-        with db.connection() as conn:
-            cur = conn.cursor()
-            cur.execute("SHOW server_version")
-            return str(cur.fetchone()[0])
-    finally:
-        db.close()
+    return str(scalar(url, "SHOW server_version"))
 
 
 def machine() -> dict[str, Any]:
