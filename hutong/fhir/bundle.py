@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from hutong.errors import HutongError, InvalidRequest, NotFound, operation_outcome
+from hutong.fhir.references import reference_holders
 from hutong.fhir.response import FhirResponse, etag
 from hutong.fhir.service import FhirService, new_id, parse_if_match, parse_json
 from hutong.fhir.validation import check_id, check_type, validate
@@ -62,35 +63,16 @@ class _Entry:
 
 def _rewrite(node: Any, mapping: dict[str, str], unresolved: list[str]) -> None:
     """Replace references to transaction fullUrls with the assigned Type/id."""
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, dict):
-            for k, v in n.items():
-                if k == "reference" and isinstance(v, str):
-                    if v in mapping:
-                        n[k] = mapping[v]
-                    elif v.startswith("urn:uuid:") or v.startswith("urn:oid:"):
-                        unresolved.append(v)
-                elif isinstance(v, dict | list):
-                    stack.append(v)
-        elif isinstance(n, list):
-            stack.extend(x for x in n if isinstance(x, dict | list))
+    for holder in reference_holders(node):
+        v = holder["reference"]
+        if v in mapping:
+            holder["reference"] = mapping[v]
+        elif v.startswith("urn:uuid:") or v.startswith("urn:oid:"):
+            unresolved.append(v)
 
 
 def _conditional_refs(node: Any) -> list[dict[str, Any]]:
-    out = []
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, dict):
-            r = n.get("reference")
-            if isinstance(r, str) and "?" in r and not r.startswith("#"):
-                out.append(n)
-            stack.extend(v for v in n.values() if isinstance(v, dict | list))
-        elif isinstance(n, list):
-            stack.extend(x for x in n if isinstance(x, dict | list))
-    return out
+    return [h for h in reference_holders(node) if "?" in h["reference"] and not h["reference"].startswith("#")]
 
 
 class BundleProcessor:

@@ -12,7 +12,7 @@ import base64
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+from typing import cast
 
 import orjson
 
@@ -369,7 +369,3 @@ def _has(type: str, key: str, raw: str, base_url: str) -> Has:
     if rest.startswith("_has"):
         raise NotSupported("HT-0022", "nested _has is not supported")
     return Has(src, ParamRef(src, ref_name, "reference"), _clause(src, rest, raw, base_url), type)
-
-
-def query_items(parsed: ParsedSearch) -> list[tuple[str, Any]]:
-    return list(parsed.canonical)

@@ -141,13 +141,10 @@ def date_range(value: str) -> tuple[int, int] | None:
 
 # Index rows per parameter type.  Each row is a tuple whose shape the store
 # knows; see hutong.store.schema.
-StringRow = tuple[str, str]  # (normalised, exact)
 TokenRow = tuple[str | None, str | None, str | None]  # (system, code, text)
 DateRow = tuple[int, int]  # [lo, hi) epoch ms
 RefRow = tuple[str | None, str | None, str]  # (target type, target id, reference as written)
 QuantityRow = tuple[float, str | None, str | None]  # (value, system, code or unit)
-NumberRow = tuple[float]
-UriRow = tuple[str]
 
 
 def _strings(v: Any) -> Iterator[str]:

@@ -18,14 +18,13 @@ import orjson
 from hutong.errors import (
     Conflict,
     Gone,
-    HutongError,
     InvalidRequest,
     NotFound,
     PreconditionFailed,
     info_outcome,
-    operation_outcome,
 )
 from hutong.fhir import search as fsearch
+from hutong.fhir.references import reference_holders
 from hutong.fhir.render import subset
 from hutong.fhir.response import FhirResponse, etag, http_date, version_headers
 from hutong.fhir.validation import check_id, check_type, validate
@@ -387,8 +386,8 @@ class FhirService:
         refs: set[tuple[str, str]] = set()
         for s in rows:
             assert s.body is not None
-            for ref in _references(orjson.loads(s.body)):
-                parts = ref.split("/")
+            for holder in reference_holders(orjson.loads(s.body)):
+                parts = holder["reference"].split("/")
                 if len(parts) == 2 and parts[0] in SHARED_TYPES and (parts[0], parts[1]) not in have:
                     refs.add((parts[0], parts[1]))
         extra = self.repo.fetch(refs) if refs else []
@@ -409,24 +408,3 @@ class FhirService:
         golden person; until then a patient is only itself.
         """
         return [id]
-
-
-def _references(node: Any) -> list[str]:
-    out: list[str] = []
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, dict):
-            for k, v in n.items():
-                if k == "reference" and isinstance(v, str):
-                    out.append(v)
-                elif isinstance(v, dict | list):
-                    stack.append(v)
-        elif isinstance(n, list):
-            stack.extend(x for x in n if isinstance(x, dict | list))
-    return out
-
-
-def outcome_response(e: HutongError) -> FhirResponse:
-    return FhirResponse.json(e.status, operation_outcome(e))
-
