@@ -35,7 +35,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check hutong tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP) system-deps
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) system-deps
 	$(BIN)/python -m bench.run
 
 clean:
