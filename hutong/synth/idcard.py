@@ -8,25 +8,19 @@ Layout of the 18-character number (GB 11643-1999 §4-§5):
 The legacy 15-digit number (GB 11643-1989) has a 2-digit year and no check
 character; it converts by inserting ``19`` and appending the check character.
 
-The MPI owns the canonical implementation; this small module exists so that
-the generator can make valid numbers and the tests can check them.
+The MPI owns the canonical check character (``hutong.mpi.idnumber``); this
+small module exists so that the generator can make valid numbers and the
+tests can check them.
 """
 
 from __future__ import annotations
 
 from datetime import date
 
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_CHECK = "10X98765432"
+# Re-exported: the generator and its tests call ``idcard.check_char``.
+from hutong.mpi.idnumber import check_char as check_char
+
 _DIGITS = frozenset("0123456789")
-
-
-def check_char(first17: str) -> str:
-    """ISO 7064 MOD 11-2 check character of the first 17 digits."""
-    if len(first17) != 17 or not set(first17) <= _DIGITS:
-        raise ValueError(f"need 17 digits, got {first17!r}")
-    total = sum(int(c) * w for c, w in zip(first17, _WEIGHTS, strict=True))
-    return _CHECK[total % 11]
 
 
 def make(region: str, birth: date, sequence: int) -> str:

@@ -1,0 +1,1 @@
+"""Identity: master patient index (GB 11643 ID numbers, normalisation, matching, golden persons)."""
