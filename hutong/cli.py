@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.ingest.import_cmd",
     "hutong.web.demo_cmd",
     "hutong.synth.cli",
+    "hutong.web.mpi_cmd",
 )
 
 

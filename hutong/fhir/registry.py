@@ -12,6 +12,7 @@ from typing import Any
 
 from hutong.fhir.searchparam_defs import DEFINITIONS, PATIENT_COMPARTMENT
 from hutong.fhir.searchparams import SearchParam, extract, normalize_string
+from hutong.mpi.golden import is_golden
 
 # FHIR R4 4.0.1 resourcelist.html, less the types whose R4 definitions were
 # withdrawn in R4B (whose models validate here): EffectEvidenceSynthesis,
@@ -97,4 +98,8 @@ class FhirIndexer:
                 elif in_compartment and row[0] == "Patient" and row[1]:
                     patients.add(row[1])
                 rows.append((ptype, p.name, row))
+        if type == "Patient" and patients and is_golden(resource):
+            # A golden person links to every source; it is not part of their
+            # compartments (a source's $everything stays that institution's record).
+            patients = {resource["id"]} if isinstance(resource.get("id"), str) else set()
         return rows, patients

@@ -28,6 +28,8 @@ from hutong.fhir.references import reference_holders
 from hutong.fhir.render import subset
 from hutong.fhir.response import FhirResponse, etag, http_date, version_headers
 from hutong.fhir.validation import check_id, check_type, validate
+from hutong.mpi.golden import GOLDEN_SYSTEM
+from hutong.mpi.service import Mpi
 from hutong.store.query import Cursor, Query
 from hutong.store.repository import Stored
 from hutong.store.sql import SqlRepository, SqlWriter, instant
@@ -39,6 +41,14 @@ EVERYTHING_DEFAULT_COUNT = 1000
 # along: shared directory data, never another patient's records.
 SHARED_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "Medication",
                           "Substance", "HealthcareService", "Endpoint"})
+
+
+def mpi_of(repo: SqlRepository) -> Mpi:
+    """The MPI hooked into this repository (one model cache per process)."""
+    for h in repo.hooks:
+        if isinstance(h, Mpi):
+            return h
+    return Mpi(repo)
 
 
 def new_id() -> str:
@@ -78,6 +88,7 @@ class FhirService:
     def __init__(self, repo: SqlRepository, base_url: str = "") -> None:
         self.repo = repo
         self.base_url = base_url.rstrip("/")
+        self.mpi = mpi_of(repo)
 
     # ------------------------------------------------------------------ helpers
     def _retry(self, fn: Callable[[], T]) -> T:
@@ -104,10 +115,14 @@ class FhirService:
         items = parse_qsl(query, keep_blank_values=True)
         if not items:
             raise InvalidRequest("HT-0014", "conditional request without search criteria")
-        parsed = fsearch.parse(type, items, base_url=self.base_url, strict=True)
         # Same criteria -> same lock: concurrent identical conditional creates queue,
         # and the second one finds the first one's resource.
         w.lock_key(type + "?" + urlencode(sorted(items)))
+        if type == "Patient":
+            # A sender's criteria ("my patient with this ID number") are about its
+            # own records, never the MPI's golden person that shares the number.
+            items = [*items, ("_tag:not", f"{GOLDEN_SYSTEM}|golden")]
+        parsed = fsearch.parse(type, items, base_url=self.base_url, strict=True)
         return w.search_ids(parsed.query, limit)
 
     # ------------------------------------------------------------------ create
@@ -402,9 +417,6 @@ class FhirService:
                                        "entry": entries})
 
     def patient_ids(self, id: str) -> list[str]:
-        """The source patients whose compartments make up this patient's record.
-
-        The identity issue extends this to every source patient linked to a
-        golden person; until then a patient is only itself.
-        """
-        return [id]
+        """The source patients whose compartments make up this patient's record:
+        a golden person's is every linked source's (hutong.mpi)."""
+        return self.mpi.patient_ids(id)

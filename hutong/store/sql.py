@@ -46,6 +46,22 @@ class Indexer(Protocol):
         ...
 
 
+class WriteHook(Protocol):
+    """Code that must run inside the same transaction as a write of some type.
+
+    The identity layer links every Patient write to its person this way, so
+    REST, transactions, bulk import and HL7 all pass through it (DESIGN.md:
+    nothing reaches the store around it).  Called before the row is written;
+    ``resource`` is None for a delete.  Returns True when it changed
+    ``resource`` (index rows computed elsewhere must then be recomputed).
+    """
+
+    types: frozenset[str]
+
+    def on_write(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any] | None,
+                 current: Stored | None) -> bool: ...
+
+
 def system_clock() -> int:
     return time.time_ns() // 1_000_000
 
@@ -79,6 +95,8 @@ class SqlWriter:
         self.cur = conn.cursor()
         self._next_pk: int | None = None
         self.now = repo.clock()
+        # Per-transaction state of write hooks (e.g. bodies not inserted yet).
+        self.scratch: dict[str, Any] = {}
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         self.cur.execute(self.db.sql(sql), args)
@@ -164,13 +182,31 @@ class SqlWriter:
         r = self.execute(sql, (type, id)).fetchone()
         return _row(r, self.repo.codec) if r else None
 
-    def insert(self, type: str, id: str, resource: dict[str, Any], *, method: str = "POST") -> Stored:
-        return self.insert_many([(type, id, resource)], method=method)[0]
+    def _hook(self, type: str, id: str, resource: dict[str, Any] | None, current: Stored | None) -> bool:
+        changed = False
+        for h in self.repo.hooks:
+            if type in h.types:
+                changed = h.on_write(self, type, id, resource, current) or changed
+        return changed
+
+    def insert(self, type: str, id: str, resource: dict[str, Any], *, method: str = "POST",
+               hooks: bool = True) -> Stored:
+        return self.insert_many([(type, id, resource)], method=method, hooks=hooks)[0]
 
     def insert_many(self, items: list[tuple[str, str, dict[str, Any]]], *, method: str = "POST",
-                    prepared: Sequence[Prepared] | None = None) -> list[Stored]:
+                    prepared: Sequence[Prepared] | None = None, hooks: bool = True) -> list[Stored]:
         """Insert new resources; ``prepared`` carries index rows computed elsewhere
-        (bulk import extracts them in worker processes)."""
+        (bulk import extracts them in worker processes).  ``hooks=False`` only for
+        the hooks' own writes (a golden record must not be matched as a source)."""
+        if hooks and self.repo.hooks:
+            fresh: list[Prepared | None] = list(prepared) if prepared is not None else [None] * len(items)
+            for n, (type, id, res) in enumerate(items):
+                if self._hook(type, id, res, None):
+                    fresh[n] = None
+            if prepared is not None:
+                indexer = self.repo.indexer
+                prepared = [p if p is not None else indexer.index(items[n][0], items[n][2])
+                            for n, p in enumerate(fresh)]
         now = self.now
         pks = self._alloc_pks(len(items))
         codec = self.repo.codec
@@ -190,7 +226,9 @@ class SqlWriter:
         self._write_index([(pk, t, r) for pk, (t, _i, r) in zip(pks, items, strict=True)], prepared)
         return out
 
-    def replace(self, current: Stored, resource: dict[str, Any]) -> Stored:
+    def replace(self, current: Stored, resource: dict[str, Any], *, hooks: bool = True) -> Stored:
+        if hooks and self.repo.hooks:
+            self._hook(current.type, current.id, resource, current)
         now = self.now
         version = current.version + 1
         body = self._finish_body(resource, current.id, version, now)
@@ -204,7 +242,9 @@ class SqlWriter:
         self._write_index([(current.pk, current.type, resource)])
         return Stored(current.type, current.id, version, now, False, "PUT", body, current.pk)
 
-    def delete(self, current: Stored) -> Stored:
+    def delete(self, current: Stored, *, hooks: bool = True) -> Stored:
+        if hooks and self.repo.hooks:
+            self._hook(current.type, current.id, None, current)
         now = self.now
         version = current.version + 1
         self._archive(current.pk)
@@ -234,6 +274,7 @@ class SqlRepository:
         self.codec: Codec = codec or PlainCodec()
         self.clock = clock
         self.param_ids: dict[tuple[str, str], int] = {}
+        self.hooks: list[WriteHook] = []
         self._fixed_conn: Any = None
         self._group: GroupCommit[SqlWriter] | None = (
             GroupCommit(self.write, self._savepoint) if db.dialect == "sqlite" else None)
@@ -330,6 +371,10 @@ class SqlRepository:
                 yield conn
 
     # ------------------------------------------------------------- reads
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one read statement (for layers with tables of their own, e.g. the MPI)."""
+        return self._query(sql, args)
+
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._connection() as conn:
             cur = conn.cursor()

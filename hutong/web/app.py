@@ -31,6 +31,7 @@ from hutong.errors import (
 from hutong.fhir.assembly import open_repository
 from hutong.fhir.bundle import BundleProcessor
 from hutong.fhir.capability import capability_statement
+from hutong.fhir.identity import IdentityOperations
 from hutong.fhir.response import FHIR_JSON, FhirResponse
 from hutong.fhir.service import FhirService
 from hutong.store.sql import SqlRepository
@@ -178,6 +179,39 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
     async def type_history(type: str, request: Request) -> Response:
         svc = service(request)
         return await run(lambda: svc.history(type, None, list(request.query_params.multi_items())))
+
+    # ------------------------------------------------------------ identity (hutong.fhir.identity)
+    @app.post("/fhir/Patient/$match")
+    async def pdqm_match(request: Request) -> Response:
+        body = await body_of(request)
+        ops = IdentityOperations(service(request))
+        return await run(lambda: ops.match(body))
+
+    @app.get("/fhir/Patient/$ihe-pix")
+    async def pixm(request: Request) -> Response:
+        ops = IdentityOperations(service(request))
+        return await run(lambda: ops.pix(list(request.query_params.multi_items())))
+
+    @app.post("/fhir/Patient/{op}")
+    async def mpi_operation(op: str, request: Request) -> Response:
+        handlers = {"$mpi-link": "link", "$mpi-unlink": "unlink", "$mpi-merge": "merge", "$mpi-unmerge": "unmerge"}
+        if op not in handlers:
+            raise NotFound("HT-0040", f"unknown Patient operation {op[:40]!r}")
+        body = await body_of(request)
+        ops = IdentityOperations(service(request))
+        fn = getattr(ops, handlers[op])
+        return await run(lambda: fn(body))
+
+    @app.get("/mpi/review")
+    async def mpi_review(request: Request) -> Response:
+        ops = IdentityOperations(service(request))
+        return await run(lambda: ops.review(list(request.query_params.multi_items())))
+
+    @app.post("/mpi/review/{review_id}/reject")
+    async def mpi_reject(review_id: str, request: Request) -> Response:
+        body = await body_of(request) if request.headers.get("content-length", "0") != "0" else b""
+        ops = IdentityOperations(service(request))
+        return await run(lambda: ops.reject(review_id, body))
 
     @app.get("/fhir/Patient/{id}/$everything")
     @app.post("/fhir/Patient/{id}/$everything")

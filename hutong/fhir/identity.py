@@ -1,0 +1,188 @@
+"""Identity operations over FHIR (the MPI's HTTP face).
+
+- ``POST Patient/$match`` -- IHE PDQm ITI-119 (FHIR patient-operation-match):
+  a Parameters with ``resource`` (a Patient), optional ``count`` and
+  ``onlyCertainMatches``; returns a searchset Bundle of golden Patients with
+  ``search.score`` (probability) and the ``match-grade`` extension.
+- ``GET Patient/$ihe-pix?sourceIdentifier=system|value[&targetSystem=...]``
+  -- IHE PIXm ITI-83: every identifier of that person across domains
+  (``targetIdentifier``) and every Patient resource of it (``targetId``).
+- ``POST Patient/$mpi-link`` (source-patient, target-person), ``$mpi-unlink``
+  (source-patient), ``$mpi-merge`` (source-person, target-person),
+  ``$mpi-unmerge`` (event): human decisions, each recorded as an MPI event
+  whose id is returned; ``$mpi-unmerge`` undoes any link/unlink/merge event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from hutong.errors import InvalidRequest, NotFound
+from hutong.fhir import search as fsearch
+from hutong.fhir.response import FhirResponse
+from hutong.fhir.service import FhirService, parse_json
+from hutong.fhir.validation import validate
+from hutong.mpi.golden import PERSON_PREFIX
+from hutong.mpi.service import Mpi
+
+MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
+# Until sign-in exists (security issue) decisions are attributed to this actor.
+ANONYMOUS = "unauthenticated"
+
+
+def _params(body: bytes) -> dict[str, list[dict[str, Any]]]:
+    data = parse_json(body)
+    if not isinstance(data, dict) or data.get("resourceType") != "Parameters":
+        raise InvalidRequest("HT-0041", "the operation expects a Parameters resource")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for p in data.get("parameter") or ():
+        if isinstance(p, dict) and isinstance(p.get("name"), str):
+            out.setdefault(p["name"], []).append(p)
+    return out
+
+
+def _one(params: dict[str, list[dict[str, Any]]], name: str, key: str, *, required: bool = True) -> Any:
+    values = [p[key] for p in params.get(name, ()) if key in p]
+    if not values:
+        if required:
+            raise InvalidRequest("HT-0041", f"parameter {name!r} ({key}) is required")
+        return None
+    if len(values) > 1:
+        raise InvalidRequest("HT-0041", f"parameter {name!r} given more than once")
+    return values[0]
+
+
+def _patient_ref(params: dict[str, list[dict[str, Any]]], name: str) -> str:
+    ref = _one(params, name, "valueReference")
+    target = ref.get("reference") if isinstance(ref, dict) else None
+    if not isinstance(target, str) or not target.startswith("Patient/") or "/" in target[8:] or len(target) <= 8:
+        raise InvalidRequest("HT-0041", f"parameter {name!r} must reference Patient/<id>")
+    return target[8:]
+
+
+def _reason(params: dict[str, list[dict[str, Any]]]) -> str | None:
+    r = _one(params, "reason", "valueString", required=False)
+    return str(r)[:500] if r else None
+
+
+def _event(event_id: int, text: str) -> FhirResponse:
+    return FhirResponse.json(200, {"resourceType": "Parameters", "parameter": [
+        {"name": "event", "valueInteger": event_id}, {"name": "outcome", "valueString": text}]})
+
+
+class IdentityOperations:
+    def __init__(self, svc: FhirService) -> None:
+        self.svc = svc
+        self.mpi: Mpi = svc.mpi
+
+    def match(self, body: bytes) -> FhirResponse:
+        params = _params(body)
+        resource = _one(params, "resource", "resource")
+        patient = validate(resource, "Patient")
+        count = _one(params, "count", "valueInteger", required=False) or 10
+        if not isinstance(count, int) or count < 1:
+            raise InvalidRequest("HT-0041", "count must be a positive integer")
+        only_certain = bool(_one(params, "onlyCertainMatches", "valueBoolean", required=False))
+        results = self.mpi.match(patient, count=min(count, 100))
+        if only_certain:
+            results = [r for r in results if r.grade == "certain"]
+        else:
+            results = [r for r in results if r.grade != "certainly-not"]
+        found = {s.id: s for s in self.svc.repo.fetch([("Patient", r.person_id) for r in results])}
+        entries = []
+        for r in results:
+            s = found.get(r.person_id)
+            if s is None or s.body is None:
+                continue
+            entry = self.svc._entry(s, "match", None)
+            entry["search"] = {"extension": [{"url": MATCH_GRADE, "valueCode": r.grade}], "mode": "match",
+                               "score": round(r.probability, 6)}
+            entries.append(entry)
+        return FhirResponse.json(200, {"resourceType": "Bundle", "type": "searchset", "total": len(entries),
+                                       "entry": entries})
+
+    def pix(self, items: list[tuple[str, str]]) -> FhirResponse:
+        source = [v for k, v in items if k == "sourceIdentifier"]
+        targets = {v for k, v in items if k == "targetSystem"}
+        unknown = [k for k, _ in items if k not in ("sourceIdentifier", "targetSystem", "_format")]
+        if unknown:
+            raise InvalidRequest("HT-0059", f"unknown $ihe-pix parameter {unknown[0]!r}")
+        if len(source) != 1 or "|" not in source[0] or not source[0].split("|", 1)[0] or \
+                not source[0].split("|", 1)[1]:
+            raise InvalidRequest("HT-0059", "sourceIdentifier must be given once as system|value (ITI-83)")
+        parsed = fsearch.parse("Patient", [("identifier", source[0]), ("_count", "50")],
+                               base_url=self.svc.base_url, strict=True)
+        hits = self.svc.repo.search(parsed.query).matches
+        if not hits:
+            raise NotFound("HT-0056", "no patient has this sourceIdentifier (ITI-83: 404)")
+        patients: set[str] = set()
+        for s in hits:
+            person = s.id if s.id.startswith(PERSON_PREFIX) else self.mpi.person_of(s.id)
+            if person is None:
+                patients.add(s.id)
+            else:
+                patients.update([person, *self.mpi.sources(person)])
+        stored = sorted(self.svc.repo.fetch([("Patient", p) for p in patients]), key=lambda s: s.id)
+        idents: list[dict[str, Any]] = []
+        seen: set[tuple[str, str]] = {tuple(source[0].split("|", 1))}  # type: ignore[arg-type]
+        params: list[dict[str, Any]] = []
+        for s in stored:
+            if s.body is None:
+                continue
+            body = orjson.loads(s.body)
+            for ident in body.get("identifier") or ():
+                key = (ident.get("system"), ident.get("value"))
+                if not key[0] or not key[1] or key in seen or (targets and key[0] not in targets):
+                    continue
+                seen.add(key)
+                idents.append({k: v for k, v in ident.items() if k in ("use", "type", "system", "value")})
+        params += [{"name": "targetIdentifier", "valueIdentifier": i} for i in idents]
+        params += [{"name": "targetId", "valueReference": {"reference": f"Patient/{s.id}"}} for s in stored]
+        return FhirResponse.json(200, {"resourceType": "Parameters", "parameter": params})
+
+    def link(self, body: bytes) -> FhirResponse:
+        p = _params(body)
+        ev = self.mpi.link(_patient_ref(p, "source-patient"), _patient_ref(p, "target-person"), actor=ANONYMOUS,
+                           reason=_reason(p))
+        return _event(ev, "linked")
+
+    def unlink(self, body: bytes) -> FhirResponse:
+        p = _params(body)
+        ev = self.mpi.unlink(_patient_ref(p, "source-patient"), actor=ANONYMOUS, reason=_reason(p))
+        return _event(ev, "unlinked")
+
+    def merge(self, body: bytes) -> FhirResponse:
+        p = _params(body)
+        ev = self.mpi.merge(_patient_ref(p, "source-person"), _patient_ref(p, "target-person"), actor=ANONYMOUS,
+                            reason=_reason(p))
+        return _event(ev, "merged")
+
+    def unmerge(self, body: bytes) -> FhirResponse:
+        p = _params(body)
+        event = _one(p, "event", "valueInteger")
+        if not isinstance(event, int):
+            raise InvalidRequest("HT-0041", "event must be an integer")
+        ev = self.mpi.undo(event, actor=ANONYMOUS, reason=_reason(p))
+        return _event(ev, f"event {event} undone")
+
+    # ------------------------------------------------------------ review queue (admin JSON)
+    def review(self, items: list[tuple[str, str]]) -> FhirResponse:
+        q = dict(items)
+        status = q.get("status", "open")
+        if status not in ("open", "linked", "rejected", "obsolete"):
+            raise InvalidRequest("HT-0041", "status must be open, linked, rejected or obsolete")
+        try:
+            limit = min(int(q.get("_count", "50")), 500)
+            after = int(q.get("after", "0"))
+        except ValueError:
+            raise InvalidRequest("HT-0041", "_count and after must be integers") from None
+        return FhirResponse.json(200, {"items": self.mpi.review_items(status=status, limit=limit, after=after)})
+
+    def reject(self, review_id: str, body: bytes) -> FhirResponse:
+        if not review_id.isdigit():
+            raise InvalidRequest("HT-0041", "review id must be an integer")
+        p = _params(body) if body else {}
+        self.mpi.reject(int(review_id), actor=ANONYMOUS, reason=_reason(p))
+        return FhirResponse.json(200, {"id": int(review_id), "status": "rejected"})

@@ -1,0 +1,83 @@
+"""The matching model in force: Fellegi-Sunter parameters, thresholds, name
+frequencies, and the version they are stored under (table ``mpi_model``).
+
+Before any training the shipped defaults apply: m and u set by hand for a
+city of about a million residents (u of an exact ID number or phone is about
+one in a million; birth dates spread over ~30,000 days; m reflects the noise
+rates seen in registrations).  ``hutong mpi train`` re-estimates u from
+random pairs and m by EM from blocked pairs (hutong.mpi.train) and stores a
+new version; every link records the version that made it.
+
+Match weights are log2 Bayes factors including the prior odds, so the
+thresholds read as probabilities: weight 6 is p = 0.985, weight -4 is
+p = 0.06.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hutong.mpi.comparisons import COMPARISONS, NAME, Gamma
+from hutong.mpi.fellegi_sunter import Model
+
+UPPER = 6.0   # auto-link at or above (p >= 0.985)
+LOWER = -4.0  # review between LOWER and UPPER; new person below
+# Two candidates both above UPPER within this many bits of each other: a human decides.
+AMBIGUITY_MARGIN = 4.0
+# Names given by fewer people than this are not published in the stored model
+# (a frequency table of rare names would say who is in the region).
+MIN_PUBLISHED_NAME_COUNT = 20
+
+DEFAULT_M = [
+    [0.95, 0.03, 0.02],                 # id: exact, close, else
+    [0.94, 0.03, 0.02, 0.01],           # name: exact, pinyin, similar, else
+    [0.97, 0.01, 0.01, 0.01],           # birth date: exact, swapped, close, else
+    [0.995, 0.005],                     # sex
+    [0.85, 0.15],                       # phone (people change numbers)
+    [0.85, 0.05, 0.10],                 # address (people move)
+    [0.99, 0.01],                       # health card
+    [0.99, 0.01],                       # passport
+]
+DEFAULT_U = [
+    [1e-7, 1e-6, 1 - 1.1e-6],
+    [1e-4, 2e-4, 5e-4, 1 - 8e-4],
+    [3e-5, 3e-5, 1e-3, 1 - 1.06e-3],
+    [0.5, 0.5],
+    [1e-6, 1 - 1e-6],
+    [1e-5, 1e-4, 1 - 1.1e-4],
+    [1e-7, 1 - 1e-7],
+    [1e-7, 1 - 1e-7],
+]
+DEFAULT_PRIOR = 1e-6
+
+
+@dataclass
+class MpiModel:
+    fs: Model
+    upper: float = UPPER
+    lower: float = LOWER
+    name_u: dict[str, float] = field(default_factory=dict)  # exact-agreement u of common names
+    version: int = 0
+
+    def weight(self, g: Gamma, names: tuple[str, ...] = ()) -> float:
+        tf: list[float | None] | None = None
+        if g[NAME] == 0 and names and self.name_u:
+            u = max((self.name_u.get(n, 0.0) for n in names), default=0.0)
+            if u > 0:
+                tf = [None] * len(g)
+                tf[NAME] = u
+        return self.fs.match_weight(g, tf)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fs": self.fs.to_json(), "upper": self.upper, "lower": self.lower, "name_u": self.name_u}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], version: int) -> MpiModel:
+        return cls(fs=Model.from_json(data["fs"]), upper=float(data["upper"]), lower=float(data["lower"]),
+                   name_u={str(k): float(v) for k, v in data.get("name_u", {}).items()}, version=version)
+
+
+def default_model() -> MpiModel:
+    return MpiModel(fs=Model(comparisons=COMPARISONS, m=[list(r) for r in DEFAULT_M],
+                             u=[list(r) for r in DEFAULT_U], prior=DEFAULT_PRIOR))

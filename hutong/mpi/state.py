@@ -1,0 +1,197 @@
+"""Reading and writing the MPI tables (hutong.mpi.schema).
+
+``Reader`` runs read statements either inside an open write transaction (the
+inline path: it must see this transaction's own links) or on the repository.
+Features are stored through the store's codec (encrypted at rest once the
+security layer installs its codec).  No SQL here is built from values: only
+placeholders, and ``IN`` lists of placeholders.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from hutong.mpi.blocking import MAX_BLOCK
+from hutong.mpi.features import Features, merge
+from hutong.store.sql import SqlRepository, SqlWriter
+
+Reader = Callable[[str, Sequence[Any]], list[Any]]
+CHUNK = 400
+
+
+def writer_reader(w: SqlWriter) -> Reader:
+    return lambda sql, args: list(w.execute(sql, args).fetchall())
+
+
+def repo_reader(repo: SqlRepository) -> Reader:
+    return repo.query
+
+
+@dataclass(slots=True)
+class SourceRow:
+    patient_id: str
+    person_id: str
+    state: str
+    rule: str
+    score: float | None
+    seq: int
+    updated: int
+    features: Features
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"patient": self.patient_id, "person": self.person_id, "state": self.state, "rule": self.rule,
+                "score": self.score}
+
+
+SOURCE_COLS = "patient_id, person_id, state, rule, score, seq, updated, features"
+
+
+def _decode(repo: SqlRepository, blob: Any) -> Features:
+    return Features.from_json(orjson.loads(repo.codec.decode(bytes(blob))))
+
+
+def encode_features(repo: SqlRepository, f: Features) -> bytes:
+    return repo.codec.encode(orjson.dumps(f.to_json()))
+
+
+def _source(repo: SqlRepository, r: Sequence[Any]) -> SourceRow:
+    return SourceRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _decode(repo, r[7]))
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(values), CHUNK):
+        yield values[i:i + CHUNK]
+
+
+def get_source(repo: SqlRepository, read: Reader, patient_id: str) -> SourceRow | None:
+    rows = read(f"SELECT {SOURCE_COLS} FROM mpi_source WHERE patient_id = ?", (patient_id,))
+    return _source(repo, rows[0]) if rows else None
+
+
+def sources_of(repo: SqlRepository, read: Reader, person_ids: Sequence[str]) -> list[SourceRow]:
+    out: list[SourceRow] = []
+    for part in _chunks(sorted(set(person_ids))):
+        out += [_source(repo, r) for r in read(
+            f"SELECT {SOURCE_COLS} FROM mpi_source WHERE person_id IN ({_marks(len(part))}) ORDER BY seq",
+            tuple(part))]
+    return out
+
+
+def candidate_persons(read: Reader, keys: Iterable[str], exclude_patient: str | None) -> set[str]:
+    """Persons filed under any of ``keys`` (each key read at most MAX_BLOCK deep)."""
+    persons: set[str] = set()
+    for key in keys:
+        rows = read("SELECT s.person_id, s.patient_id FROM mpi_block b JOIN mpi_source s "
+                    "ON s.patient_id = b.patient_id WHERE b.key = ? LIMIT ?", (key, MAX_BLOCK))
+        persons.update(p for p, src in rows if src != exclude_patient)
+    return persons
+
+
+def person_features(repo: SqlRepository, read: Reader, person_ids: Iterable[str],
+                    exclude_patient: str | None) -> dict[str, Features]:
+    groups: dict[str, list[Features]] = defaultdict(list)
+    for s in sources_of(repo, read, list(person_ids)):
+        if s.patient_id != exclude_patient:
+            groups[s.person_id].append(s.features)
+    return {pid: merge(fs) for pid, fs in groups.items()}
+
+
+def refused_patients(read: Reader, patient_id: str) -> set[str]:
+    rows = read("SELECT a, b FROM mpi_nolink WHERE a = ? OR b = ?", (patient_id, patient_id))
+    return {b if a == patient_id else a for a, b in rows}
+
+
+def persons_of(read: Reader, patient_ids: Iterable[str]) -> dict[str, str]:
+    ids = sorted(set(patient_ids))
+    out: dict[str, str] = {}
+    for part in _chunks(ids):
+        out.update({r[0]: r[1] for r in read(
+            f"SELECT patient_id, person_id FROM mpi_source WHERE patient_id IN ({_marks(len(part))})",
+            tuple(part))})
+    return out
+
+
+# ------------------------------------------------------------------ writes
+def put_source(w: SqlWriter, row: SourceRow, *, blocks: set[str] | None, exists: bool) -> None:
+    feats = encode_features(w.repo, row.features)
+    if exists:
+        w.execute("UPDATE mpi_source SET person_id = ?, state = ?, rule = ?, score = ?, updated = ?, features = ? "
+                  "WHERE patient_id = ?",
+                  (row.person_id, row.state, row.rule, row.score, row.updated, feats, row.patient_id))
+    else:
+        w.execute(f"INSERT INTO mpi_source ({SOURCE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                  (row.patient_id, row.person_id, row.state, row.rule, row.score, row.seq, row.updated, feats))
+    if blocks is not None:
+        if exists:
+            w.execute("DELETE FROM mpi_block WHERE patient_id = ?", (row.patient_id,))
+        if blocks:
+            w.cur.executemany(w.db.sql("INSERT INTO mpi_block (key, patient_id) VALUES (?, ?)"),
+                              [(k, row.patient_id) for k in sorted(blocks)])
+
+
+def move_source(w: SqlWriter, patient_id: str, person_id: str, state: str, rule: str, score: float | None) -> None:
+    w.execute("UPDATE mpi_source SET person_id = ?, state = ?, rule = ?, score = ? WHERE patient_id = ?",
+              (person_id, state, rule, score, patient_id))
+
+
+def drop_source(w: SqlWriter, patient_id: str) -> None:
+    w.execute("DELETE FROM mpi_block WHERE patient_id = ?", (patient_id,))
+    w.execute("DELETE FROM mpi_source WHERE patient_id = ?", (patient_id,))
+    close_reviews(w, patient_id, "obsolete", None)
+
+
+def close_reviews(w: SqlWriter, patient_id: str, status: str, actor: str | None,
+                  person_id: str | None = None) -> None:
+    sql = "UPDATE mpi_review SET status = ?, decided = ?, actor = ? WHERE patient_id = ? AND status = 'open'"
+    args: list[Any] = [status, w.now, actor, patient_id]
+    if person_id is not None:
+        sql += " AND person_id = ?"
+        args.append(person_id)
+    w.execute(sql, args)
+
+
+def open_review(w: SqlWriter, patient_id: str, person_id: str, score: float | None, reason: str) -> None:
+    w.execute("INSERT INTO mpi_review (patient_id, person_id, score, reason, status, created) "
+              "VALUES (?, ?, ?, ?, 'open', ?)", (patient_id, person_id, score, reason, w.now))
+
+
+def add_nolink(w: SqlWriter, a: str, b: str, actor: str, reason: str | None) -> bool:
+    a, b = sorted((a, b))
+    if w.execute("SELECT 1 FROM mpi_nolink WHERE a = ? AND b = ?", (a, b)).fetchone():
+        return False
+    w.execute("INSERT INTO mpi_nolink (a, b, at, actor, reason) VALUES (?, ?, ?, ?, ?)", (a, b, w.now, actor, reason))
+    return True
+
+
+def remove_nolink(w: SqlWriter, a: str, b: str) -> bool:
+    a, b = sorted((a, b))
+    n = w.execute("DELETE FROM mpi_nolink WHERE a = ? AND b = ?", (a, b)).rowcount
+    return bool(n)
+
+
+def add_event(w: SqlWriter, kind: str, actor: str, reason: str | None, detail: dict[str, Any]) -> int:
+    blob = w.repo.codec.encode(orjson.dumps(detail))
+    w.execute("INSERT INTO mpi_event (at, kind, actor, reason, undone, detail) VALUES (?, ?, ?, ?, 0, ?)",
+              (w.now, kind, actor, reason, blob))
+    if w.db.dialect == "postgresql":
+        row = w.execute("SELECT lastval()").fetchone()
+    else:
+        row = w.execute("SELECT last_insert_rowid()").fetchone()
+    return int(row[0])
+
+
+def get_event(repo: SqlRepository, read: Reader, event_id: int) -> tuple[str, int, dict[str, Any]] | None:
+    rows = read("SELECT kind, undone, detail FROM mpi_event WHERE id = ?", (event_id,))
+    if not rows:
+        return None
+    kind, undone, blob = rows[0]
+    return kind, int(undone), orjson.loads(repo.codec.decode(bytes(blob)))
