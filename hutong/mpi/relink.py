@@ -88,6 +88,7 @@ def relink(mpi: Mpi, *, dry_run: bool = False, actor: str = "mpi-relink",
     new: dict[str, _Assign] = {}
     reviews: dict[str, list[tuple[str, float, str]]] = {}
     pinned_key: dict[str, str] = {}        # old person id of manual sources -> key
+    by_old: dict[str, Counter[str]] = defaultdict(Counter)  # old person -> keys its sources got
     counter = 0
 
     def features_of(key: str) -> Features:
@@ -103,8 +104,16 @@ def relink(mpi: Mpi, *, dry_run: bool = False, actor: str = "mpi-relink",
         if a.state == "manual":
             key = pinned_key.get(a.person)
             if key is None:
-                key = pinned_key[a.person] = f"k{counter}"
-                counter += 1
+                # Join the cluster the person's earlier sources formed in this
+                # replay (if no other pinned person holds it), else start one.
+                claimed = set(pinned_key.values())
+                seen = [k for k, _n in by_old.get(a.person, Counter()).most_common() if k not in claimed]
+                if seen:
+                    key = seen[0]
+                else:
+                    key = f"k{counter}"
+                    counter += 1
+                pinned_key[a.person] = key
             new[pid] = _Assign(key, "manual", a.rule, a.score)
             rep.manual_kept += 1
         else:
@@ -124,6 +133,7 @@ def relink(mpi: Mpi, *, dry_run: bool = False, actor: str = "mpi-relink",
             if d.review:
                 reviews[pid] = d.review
         member[pid] = new[pid].person
+        by_old[a.person][new[pid].person] += 1
         members[new[pid].person].append(pid)
         merged.pop(new[pid].person, None)
         for k in keys:

@@ -232,12 +232,14 @@ class Mpi:
         p = feats[person_id]
         g = gamma(src.features, p)
         model = self.model(read)
-        expl = model.fs.explain(g)
+        # explain() lists the prior first, then one entry per comparison.
+        expl = {name: (label, weight) for name, label, weight in model.fs.explain(g)}
         fields = []
-        for n, spec in enumerate(COMPARISONS):
+        for spec in COMPARISONS:
             attrs = _FIELD_ATTRS[spec.name]
             fields.append({"field": spec.name, "source": [v for a in attrs for v in getattr(src.features, a)],
-                           "person": [v for a in attrs for v in getattr(p, a)], "level": expl[n][1], "weight": round(expl[n][2], 2)})
+                           "person": [v for a in attrs for v in getattr(p, a)], "level": expl[spec.name][0],
+                           "weight": round(expl[spec.name][1], 2)})
         w = model.weight(g, tuple(set(src.features.names) & set(p.names)))
         return {"patient": patient_id, "person": person_id, "weight": round(w, 2),
                 "probability": model.fs.probability(w), "fields": fields, "notes": list(src.features.notes)}
