@@ -9,9 +9,19 @@ from typing import Any
 from hutong import __version__
 from hutong.fhir.registry import RESOURCE_TYPES, params_for
 from hutong.fhir.search import ALLOWED_MODIFIERS
+from hutong.systems import CODESYSTEM_BASE
 
 INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"]
 SKIP_TYPES = {"Bundle", "OperationOutcome", "Parameters", "CapabilityStatement"}
+
+
+OPERATION_BASE = CODESYSTEM_BASE.replace("/CodeSystem/", "/OperationDefinition/")
+MPI_OPERATIONS = (
+    ("mpi-link", "source-patient, target-person: a human links a source to a person (kept across relinks)"),
+    ("mpi-unlink", "source-patient: a human detaches a source from its person"),
+    ("mpi-merge", "source-person, target-person: two persons are one"),
+    ("mpi-unmerge", "event: undo a link, unlink or merge exactly"),
+)
 
 
 @cache
@@ -44,8 +54,16 @@ def capability_statement(base_url: str) -> dict[str, Any]:
             ],
         }
         if t == "Patient":
-            entry["operation"] = [{"name": "everything",
-                                   "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
+            entry["operation"] = [
+                {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                 "documentation": "on a golden person (meta.tag mpi|golden): the records of every linked source"},
+                {"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match",
+                 "documentation": "IHE PDQm ITI-119: scored golden persons with match-grade"},
+                {"name": "ihe-pix", "definition": "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix",
+                 "documentation": "IHE PIXm ITI-83: every identifier of the person across domains"},
+                *[{"name": op, "definition": f"{OPERATION_BASE}{op}", "documentation": doc}
+                  for op, doc in MPI_OPERATIONS],
+            ]
         resources.append(entry)
     rev: dict[str, list[str]] = {}
     for t in RESOURCE_TYPES:
