@@ -8,7 +8,8 @@ chosen for the noise Chinese registrations carry:
 
 - name: exact (after NFKC, 繁->简, spaces) / same pinyin (同音字: 李明 vs 李铭) /
   similar (one look-alike character 颖/颍, swapped given-name characters, one
-  edit in a long name) / else;
+  edit in a long name; in a Han name of three or more characters also two
+  slips of which one is a homophone: 王浩鹏 -> 王皓鹏 -> 王鹏皓) / else;
 - birth date: exact / day and month swapped / one component differs / else;
 - ID number: exact / close (one or two digits wrong, or two adjacent digits
   swapped: typed-in numbers that fail the GB 11643 check) / else;
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pypinyin import Style, lazy_pinyin
 from rapidfuzz.distance import Levenshtein
 
 from hutong.mpi.features import Features
@@ -74,6 +76,14 @@ def compare_id(a: Features, b: Features) -> int:
 
 
 @lru_cache(maxsize=65536)
+def _syllables(name: str) -> tuple[str, ...] | None:
+    """Toneless pinyin per character of a Han name (the readings of
+    normalize.name_pinyin); None when some character is not Han."""
+    s = tuple(lazy_pinyin(name, style=Style.NORMAL))
+    return s if len(s) == len(name) else None
+
+
+@lru_cache(maxsize=65536)
 def _name_similar(x: str, y: str) -> bool:
     if len(x) == len(y):
         if sorted(x) == sorted(y):
@@ -81,6 +91,15 @@ def _name_similar(x: str, y: str) -> bool:
         diff = sum(1 for p, q in zip(x, y, strict=True) if p != q)
         if diff == 1 and len(x) >= 2:
             return True  # one look-alike or mistyped character
+        if len(x) >= 3:
+            # Two slips, one of them a homophone: a homophone plus a look-alike
+            # (王华忠 / 玉骅忠) or plus swapped given-name characters (孟丽娜 /
+            # 孟娜立).  Compared by reading, that is one slip.  Not in two-character
+            # names, where it would pair 张伟 with 王炜 (another family, same reading).
+            sx, sy = _syllables(x), _syllables(y)
+            if sx is not None and sy is not None and (
+                    sorted(sx) == sorted(sy) or sum(1 for p, q in zip(sx, sy, strict=True) if p != q) == 1):
+                return True
     # Latin names (foreigners, pinyin entry): one edit in a longer name.
     return max(len(x), len(y)) >= 5 and Levenshtein.distance(x, y) <= 1
 
