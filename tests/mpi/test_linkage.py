@@ -224,6 +224,11 @@ def test_unlink_and_link_survive_relink(server: Server) -> None:
         {"name": "target-person", "valueReference": {"reference": f"Patient/{p}"}}]}))
     assert r.status_code == 200, r.text
     assert current_person(server, b["id"]) == p
+    # c may have joined q (b's person then) and now belongs with p: relink may
+    # move it, never the manual b; a second relink changes nothing.
+    relink(mpi)
+    assert current_person(server, b["id"]) == p and current_person(server, a["id"]) == p
+    assert current_person(server, c["id"]) == p
     assert relink(mpi, dry_run=True).moved == 0
 
 
