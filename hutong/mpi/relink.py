@@ -30,6 +30,7 @@ from hutong.store.sql import SqlWriter
 @dataclass
 class RelinkReport:
     sources: int = 0
+    backfilled: int = 0     # Patients stored before the MPI existed, linked first
     persons_before: int = 0
     persons_after: int = 0
     moved: int = 0
@@ -62,6 +63,8 @@ def relink(mpi: Mpi, *, dry_run: bool = False, actor: str = "mpi-relink",
     repo = mpi.repo
     model = mpi.model()
     rep = RelinkReport(model_version=model.version, dry_run=dry_run)
+    if not dry_run:
+        rep.backfilled = mpi.backfill()
     rows = repo.query("SELECT patient_id, person_id, state, rule, score, features FROM mpi_source ORDER BY seq, "
                       "patient_id")
     ids: list[str] = []

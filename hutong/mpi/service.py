@@ -11,6 +11,7 @@ transaction, so a failure anywhere leaves neither.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -400,6 +401,39 @@ class Mpi:
         if src is None:
             raise NotFound("HT-0056", f"Patient/{patient_id} is not a source patient in the index")
         return src
+
+    # ------------------------------------------------------------ backfill
+    def backfill(self, batch: int = 500) -> int:
+        """Link the Patients stored before the MPI existed (a database from an
+        earlier version): each gets the inline treatment, one batch per
+        transaction, and a new version carrying its person link."""
+        done = 0
+        after = 0
+        while True:
+            rows = self.repo.query(
+                "SELECT r.pk, r.fhir_id FROM resource r LEFT JOIN mpi_source s ON s.patient_id = r.fhir_id "
+                "WHERE r.type = 'Patient' AND r.deleted = 0 AND r.pk > ? AND s.patient_id IS NULL "
+                "ORDER BY r.pk LIMIT ?", (after, batch))
+            if not rows:
+                return done
+            after = int(rows[-1][0])
+            ids = [str(r[1]) for r in rows]
+            done += self.repo.transact(functools.partial(self._backfill_batch, ids=ids))
+
+    def _backfill_batch(self, w: SqlWriter, ids: list[str]) -> int:
+        n = 0
+        for pid in ids:
+            cur = w.read_current("Patient", pid, lock=True)
+            if cur is None or cur.body is None or pid.startswith(PERSON_PREFIX):
+                continue
+            body = orjson.loads(cur.body)
+            if is_golden(body):
+                continue
+            body.pop("meta", None)
+            self.on_write(w, "Patient", pid, body, cur)
+            w.replace(cur, body, hooks=False)
+            n += 1
+        return n
 
     # ------------------------------------------------------------ batch use
     def score_pair(self, a: Features, b: Features) -> float:

@@ -52,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
             return 1
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(stamp + " " + args.database)
+    # A demo database from before the identity layer: link its Patients now.
+    from hutong.fhir.service import mpi_of
+    linked = mpi_of(repo).backfill()
+    if linked:
+        print(f"  linked {linked} earlier Patients to persons", flush=True)
     repo.db.close()
     if args.no_serve:
         return 0
