@@ -39,3 +39,19 @@ def mrn_system(institution_code: str) -> str:
 # Canonical base of Hutong's own extensions and code systems.
 EXT_BASE = "https://fhir.hutong.dev/StructureDefinition/"
 CODESYSTEM_BASE = "https://fhir.hutong.dev/CodeSystem/"
+
+VISIT_PREFIX = "urn:hutong:visit:"  # + institution code: 就诊流水号 / HL7 PV1-19 visit number
+ORDER_PREFIX = "urn:hutong:order:"  # + institution code: placer/filler order numbers (ORC-2/ORC-3, OBR-2/OBR-3)
+DOCUMENT_PREFIX = "urn:hutong:document:"  # + institution code: CDA document ids (ClinicalDocument.id)
+
+
+def visit_system(institution_code: str) -> str:
+    return VISIT_PREFIX + institution_code
+
+
+def order_system(institution_code: str) -> str:
+    return ORDER_PREFIX + institution_code
+
+
+def document_system(institution_code: str) -> str:
+    return DOCUMENT_PREFIX + institution_code
