@@ -138,6 +138,17 @@ class BundleProcessor:
             out.append(self._response_entry(e, minimal="return=minimal" in ret))
         return FhirResponse.json(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": out})
 
+    def prepare(self, raw_entries: list[dict[str, Any]]) -> list[_Entry]:
+        """Validate transaction entries (outside any write lock)."""
+        return self._prepare(raw_entries)
+
+    def run_in(self, w: SqlWriter, entries: list[_Entry]) -> list[tuple[str, str, int]]:
+        """Execute prepared transaction entries inside an open write transaction
+        (ingestion stores a message row in the same one); returns
+        (type, id, status) per entry."""
+        self._run_transaction(w, entries)
+        return [(e.result.type, e.result.id, e.status) for e in entries if e.result is not None]
+
     def _run_transaction(self, w: SqlWriter, entries: list[_Entry]) -> None:
         svc = self.service
         mapping: dict[str, str] = {}

@@ -189,6 +189,11 @@ class Mpi:
         rows = self.repo.query("SELECT person_id FROM mpi_source WHERE patient_id = ?", (patient_id,))
         return str(rows[0][0]) if rows else None
 
+    def person_of_in(self, w: SqlWriter, patient_id: str) -> str | None:
+        """person_of inside an open write transaction (sees its own links)."""
+        row = w.execute("SELECT person_id FROM mpi_source WHERE patient_id = ?", (patient_id,)).fetchone()
+        return str(row[0]) if row else None
+
     def sources(self, person_id: str) -> list[str]:
         rows = self.repo.query("SELECT patient_id FROM mpi_source WHERE person_id = ? ORDER BY seq", (person_id,))
         return [str(r[0]) for r in rows]
@@ -314,6 +319,11 @@ class Mpi:
         if source_person == target_person:
             raise InvalidRequest("HT-0057", "cannot merge a person into itself")
         return self.repo.transact(lambda w: self._merge(w, source_person, target_person, actor, reason))
+
+    def merge_in(self, w: SqlWriter, source_person: str, target_person: str, *, actor: str,
+                 reason: str | None = None) -> int:
+        """merge inside an open write transaction (HL7 ADT^A40 with its message)."""
+        return self._merge(w, source_person, target_person, actor, reason)
 
     def _merge(self, w: SqlWriter, source_person: str, target_person: str, actor: str, reason: str | None) -> int:
         read = st.writer_reader(w)
