@@ -21,14 +21,23 @@ Every resource carries ``meta.source`` = ``hl7v2:<institution>#<MSH-10>``.
 
 from __future__ import annotations
 
+import hashlib
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from hutong import systems
-from hutong.ingest.hl7v2.message import Hl7Error, Hl7Message, get, reps, rget, ts_to_fhir
+from hutong.ingest.hl7v2.message import (
+    Hl7Error,
+    Hl7Message,
+    components,
+    get,
+    name_of,
+    reps,
+    rget,
+    ts_to_fhir,
+)
 
 SUPPORTED: dict[str, frozenset[str]] = {
     "ADT": frozenset({"A01", "A02", "A03", "A04", "A08", "A28", "A31", "A40"}),
@@ -49,7 +58,6 @@ V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 CODE_PREFIX = "urn:hutong:code:"  # + institution code: that sender's local code system
 ID_PREFIX = "urn:hutong:id:"  # + assigning authority: identifiers of other authorities
-_NS = uuid.UUID("6f1c8a52-1a8e-4c38-9d1e-4b0e6a7d2c11")  # fullUrls: uuid5 of sender#control#n
 
 
 @dataclass(frozen=True)
@@ -118,9 +126,12 @@ def _num(text: str) -> int | float:
     return float(text) if "." in text else int(text)
 
 
+_URI_SAFE = re.compile(r"[A-Za-z0-9:/.\-_~@]*")
+
+
 def _q(text: str) -> str:
     """Percent-encode for a URI or search value (keeps what identifiers usually hold)."""
-    return quote(text, safe=":/.-_~@")
+    return text if _URI_SAFE.fullmatch(text) else quote(text, safe=":/.-_~@")
 
 
 def is_han(text: str) -> bool:
@@ -158,12 +169,16 @@ class _Mapper:
         self.own_authorities = {sender.code, *(c for c in msg.sending_facility if c)}
         self.entries: list[dict[str, Any]] = []
         self._n = 0
-        self._keys: dict[str, str] = {}  # conditional criteria -> fullUrl, so one resource is written once
+        # fullUrls: a UUID-shaped name per entry, from a hash of sender#control id (a resend maps identically)
+        h = hashlib.sha1(f"{sender.code}#{msg.control_id}".encode(), usedforsecurity=False).hexdigest()
+        self._uuid_prefix = f"urn:uuid:{h[0:8]}-{h[8:12]}-5{h[13:16]}-8{h[17:20]}-{h[20:24]}"
+        self._keys: dict[str, str] = {}
+        self._systems: dict[str, str] = {}  # conditional criteria -> fullUrl, so one resource is written once
 
     # ----------------------------------------------------------------- bundle
     def _full_url(self) -> str:
         self._n += 1
-        return f"urn:uuid:{uuid.uuid5(_NS, f'{self.sender.code}#{self.msg.control_id}#{self._n}')}"
+        return f"{self._uuid_prefix}{self._n:08x}"
 
     def _add(self, resource: dict[str, Any], request: dict[str, str], key: str | None = None) -> str:
         if key is not None and key in self._keys:
@@ -191,7 +206,7 @@ class _Mapper:
                       event_time=event_time, kind=self.kind, merge=merge, patient_identifier=patient_key)
 
     def _ts(self, seg: Any, field: int) -> str | None:
-        return ts_to_fhir(get(seg, field), segment=seg[0][0], field=field)
+        return ts_to_fhir(get(seg, field), segment=name_of(seg), field=field)
 
     def _required(self, name: str) -> Any:
         seg = self.msg.segment(name)
@@ -258,7 +273,7 @@ class _Mapper:
             report, obs = None, []
 
         for seg in self.msg.parsed:
-            name = seg[0][0]
+            name = name_of(seg)
             if name == "PID":
                 close()
                 pid_seg = seg
@@ -379,7 +394,10 @@ class _Mapper:
         return o, key
 
     def _unit(self, obx: Any) -> dict[str, Any] | None:
-        sym, text, sys_ = get(obx, 6, 1), get(obx, 6, 2), get(obx, 6, 3)
+        rs = reps(obx, 6)
+        if not rs:
+            return None
+        sym, text, sys_ = components(rs[0], 3, obx)
         if not (sym or text):
             return None
         if sym == "10" and _POWER_UNIT.fullmatch(text) and not sys_:
@@ -493,7 +511,7 @@ class _Mapper:
             encounter_url = self._write(enc, enc.pop("_key"), update=False)
         groups: list[list[Any]] = []  # [orc or None, obr or None]
         for seg in self.msg.parsed:
-            name = seg[0][0]
+            name = name_of(seg)
             if name == "ORC":
                 groups.append([seg, None])
             elif name == "OBR":
@@ -597,11 +615,11 @@ class _Mapper:
         out: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = set()
         for r in cxs:
-            value = rget(r, 1).strip()
+            value, _, _, _, typ, _, _, _, jurisdiction = components(r, 9, pid)
+            value, typ = value.strip(), typ.upper()
             if not value:
                 continue
-            typ = rget(r, 5).upper()
-            namespace, universal = rget(r, 4, 1), rget(r, 4, 2)
+            namespace, universal = rget(r, 4, 1, pid), rget(r, 4, 2, pid)
             auths = {a for a in (namespace, universal) if a}
             ident: dict[str, Any]
             if typ == "NNCHN" or auths & {"2.16.156.10011.1.3", "身份证", "ID"}:
@@ -609,7 +627,7 @@ class _Mapper:
             elif typ == "HC" or "2.16.156.10011.1.19" in auths:
                 ident = {"system": systems.HEALTH_CARD, "value": value}
             elif typ == "PPN":
-                country = rget(r, 9) or (namespace if re.fullmatch(r"[A-Z]{2,3}", namespace) else "")
+                country = jurisdiction or (namespace if re.fullmatch(r"[A-Z]{2,3}", namespace) else "")
                 country = country or get(pid, 28)
                 ident = {"system": systems.PASSPORT, "value": f"{country}:{value}" if country else value}
             elif typ in ("MR", "PI", "PT") or (not typ and (not auths or auths & self.own_authorities)):
@@ -627,10 +645,9 @@ class _Mapper:
     def _names(self, pid: Any) -> list[dict[str, Any]]:
         out = []
         for r in reps(pid, 5):
-            family, given, middle = rget(r, 1, 1), rget(r, 2), rget(r, 3)
+            family, given, middle, suffix, prefix, _, use = components(r, 7, pid)
             if not (family or given):
                 continue
-            suffix, prefix, use = rget(r, 4), rget(r, 5), rget(r, 7)
             name: dict[str, Any] = {}
             if use in NAME_USE:
                 name["use"] = NAME_USE[use]
@@ -653,15 +670,14 @@ class _Mapper:
     def _telecoms(self, pid: Any, field: int, default_use: str) -> list[dict[str, Any]]:
         out = []
         for r in reps(pid, field):
-            use_code, equipment = rget(r, 2), rget(r, 3)
+            number, use_code, equipment, email, cc, area, local, ext, _, _, _, unformatted = components(r, 12, pid)
             if equipment.lower() == "internet" or use_code == "NET":
-                email = rget(r, 4) or rget(r, 1)
+                email = email or number
                 if email:
                     out.append({"system": "email", "value": email, "use": default_use})
                 continue
-            number = rget(r, 1) or rget(r, 12)
+            number = number or unformatted
             if not number:
-                cc, area, local, ext = rget(r, 5), rget(r, 6), rget(r, 7), rget(r, 8)
                 number = (f"+{cc} " if cc else "") + (f"{area}-" if area else "") + local
                 number += f" ext {ext}" if ext and local else ""
             number = number.strip()
@@ -675,8 +691,7 @@ class _Mapper:
     def _addresses(self, pid: Any) -> list[dict[str, Any]]:
         out = []
         for r in reps(pid, 11):
-            street, other, city, state = rget(r, 1, 1), rget(r, 2), rget(r, 3), rget(r, 4)
-            postal, country, typ, district = rget(r, 5), rget(r, 6), rget(r, 7), rget(r, 9)
+            street, other, city, state, postal, country, typ, _, district = components(r, 9, pid)
             if not (street or other or city or state or postal or country or district):
                 continue
             a: dict[str, Any] = {}
@@ -758,6 +773,12 @@ class _Mapper:
 
     # ----------------------------------------------------------------- codes
     def _system(self, system_id: str) -> str:
+        hit = self._systems.get(system_id)
+        if hit is None:
+            hit = self._systems[system_id] = self._system_uncached(system_id)
+        return hit
+
+    def _system_uncached(self, system_id: str) -> str:
         s = system_id.upper()
         known = CODE_SYSTEMS.get(s)
         if known:
@@ -774,23 +795,22 @@ class _Mapper:
 
     def _cc_rep(self, r: Any) -> dict[str, Any] | None:
         """CE/CWE: code ^ text ^ system ^ alt code ^ alt text ^ alt system (^ ... ^ original text)."""
+        code, text, system, alt, alt_text, alt_system, _, _, original = components(r, 9)
         codings = []
-        code, text = rget(r, 1), rget(r, 2)
         if code:
-            c = {"system": self._system(rget(r, 3)), "code": code}
+            c = {"system": self._system(system), "code": code}
             if text:
                 c["display"] = text
             codings.append(c)
-        alt = rget(r, 4)
         if alt:
-            c = {"system": self._system(rget(r, 6)), "code": alt}
-            if rget(r, 5):
-                c["display"] = rget(r, 5)
+            c = {"system": self._system(alt_system), "code": alt}
+            if alt_text:
+                c["display"] = alt_text
             codings.append(c)
         cc: dict[str, Any] = {}
         if codings:
             cc["coding"] = codings
-        original = rget(r, 9) or text or rget(r, 5)
+        original = original or text or alt_text
         if original:
             cc["text"] = original
         return cc or None

@@ -14,6 +14,7 @@ Segments may end in CR (the standard), LF or CR LF.  Z-segments stay in
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -109,11 +110,11 @@ class Hl7Message:
 
     def segments(self, name: str) -> list[Any]:
         """Every segment named ``name`` (empty list when none)."""
-        return [s for s in self.parsed if s[0][0] == name]
+        return [s for s in self.parsed if name_of(s) == name]
 
     def segment(self, name: str) -> Any | None:
         for s in self.parsed:
-            if s[0][0] == name:
+            if name_of(s) == name:
                 return s
         return None
 
@@ -133,19 +134,25 @@ def _unescape(container: Any, text: str) -> str:
 
 
 def _leaf(container: Any, text: str) -> str:
-    if text == '""':  # the HL7 null: "no value" for us
-        return ""
-    return _unescape(container, text)
+    if container.esc in text:
+        return _unescape(container, text)
+    return "" if text == '""' else text  # the HL7 null: "no value" for us
+
+
+_item = list.__getitem__  # python-hl7 containers override __getitem__ (for slices): skip it on the hot path
 
 
 def get(seg: Any, field: int, comp: int = 1, sub: int = 1, rep: int = 1) -> str:
     """Unescaped value of ``field``.``comp``.``sub`` of repetition ``rep``; "" when absent."""
     if field >= len(seg):
         return ""
-    f = seg[field]
+    f = _item(seg, field)
     if rep > len(f):
         return ""
-    return rget(f[rep - 1], comp, sub, seg)
+    r = _item(f, rep - 1)
+    if isinstance(r, str):
+        return _leaf(seg, r) if comp == 1 and sub == 1 else ""
+    return rget(r, comp, sub)
 
 
 def rget(r: Any, comp: int = 1, sub: int = 1, ctx: Any = None) -> str:
@@ -154,21 +161,50 @@ def rget(r: Any, comp: int = 1, sub: int = 1, ctx: Any = None) -> str:
         return _leaf(ctx if ctx is not None else _DEFAULT_CTX, r) if comp == 1 and sub == 1 else ""
     if comp > len(r):
         return ""
-    c = r[comp - 1]
+    c = _item(r, comp - 1)
     if isinstance(c, str):
         return _leaf(r, c) if sub == 1 else ""
     if sub > len(c):
         return ""
-    s = c[sub - 1]
+    s = _item(c, sub - 1)
     return _leaf(c, s) if isinstance(s, str) else ""
+
+
+def components(r: Any, n: int, ctx: Any = None) -> list[str]:
+    """The first ``n`` components of a field repetition (first subcomponent each), unescaped, padded with ""."""
+    if isinstance(r, str):
+        return [_leaf(ctx if ctx is not None else _DEFAULT_CTX, r)] + [""] * (n - 1)
+    out = []
+    esc = r.esc
+    for i in range(min(n, len(r))):
+        c = _item(r, i)
+        if not isinstance(c, str):
+            c = _item(c, 0) if len(c) else ""
+            if not isinstance(c, str):
+                c = ""
+        if c and (esc in c or c == '""'):
+            c = _leaf(r, c)
+        out.append(c)
+    if len(out) < n:
+        out += [""] * (n - len(out))
+    return out
 
 
 def reps(seg: Any, field: int) -> list[Any]:
     """The repetitions of ``field`` (each usable with ``rget``); empty when the field is empty."""
     if field >= len(seg):
         return []
-    f = seg[field]
-    return [r for r in f if r and r != "" and r != [""]]
+    f = _item(seg, field)
+    if len(f) == 1:
+        r = _item(f, 0)
+        return [r] if r and r != [""] else []
+    return [r for r in f if r and r != [""]]
+
+
+def name_of(seg: Any) -> str:
+    """The segment id ("PID")."""
+    s: str = _item(_item(seg, 0), 0)
+    return s
 
 
 def raw_field(seg: Any, field: int) -> str:
@@ -202,17 +238,24 @@ def ts_to_fhir(value: str, *, segment: str | None = None, field: int | None = No
     """
     if not value:
         return None
+    out = _dtm(value)
+    if out is None:
+        raise Hl7Error("102", f"invalid timestamp {value[:40]!r}", segment=segment, field=field)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)  # a message repeats its timestamps (every OBX-14)
+def _dtm(value: str) -> str | None:
+    """``ts_to_fhir`` of a non-empty value, None when malformed."""
     m = _DTM.fullmatch(value.strip())
     if m is None:
-        raise Hl7Error("102", f"invalid timestamp {value[:40]!r}", segment=segment, field=field)
+        return None
     y, mo, d, h, mi, s, frac, sign, zh, zm = m.groups()
     try:
         if sign is not None and (int(zh) > 14 or int(zm) > 59):
-            raise ValueError("offset")
+            return None
         if mo is None:
-            if int(y) == 0:
-                raise ValueError("year 0")
-            return y
+            return y if int(y) != 0 else None
         if d is None:
             date(int(y), int(mo), 1)
             return f"{y}-{mo}"
@@ -221,7 +264,7 @@ def ts_to_fhir(value: str, *, segment: str | None = None, field: int | None = No
             return f"{y}-{mo}-{d}"
         datetime(int(y), int(mo), int(d), int(h), int(mi or 0), int(s or 0))
     except ValueError:
-        raise Hl7Error("102", f"invalid timestamp {value[:40]!r}", segment=segment, field=field) from None
+        return None
     zone = f"{sign}{zh}:{zm}" if sign is not None else BEIJING
     return f"{y}-{mo}-{d}T{h}:{mi or '00'}:{s or '00'}{'.' + frac if frac else ''}{zone}"
 
@@ -277,7 +320,7 @@ class _Plan:
     ``container``/``next``/``applies``); the splitting is the library's ``_split``.
     """
 
-    __slots__ = ("separator", "separators", "containers", "esc", "factory", "_rest", "_next", "_make")
+    __slots__ = ("separator", "separators", "containers", "esc", "factory", "_rest", "_next", "_make", "_plain")
 
     def __init__(self, separator: str, separators: str, containers: list[Any], esc: str, factory: Any) -> None:
         self.separator = separator
@@ -287,10 +330,16 @@ class _Plan:
         self.factory = factory
         self._rest = separators[separators.find(separator):]
         self._make = containers[0]
+        # the standard encoding characters: the classes' defaults, no per-node attributes
+        self._plain = separators == _STANDARD and esc == "\\" and factory is _Factory
         self._next = (_Plan(separators[separators.find(separator) + 1], separators, containers[1:], esc, factory)
                       if len(containers) > 1 else None)
 
     def container(self, data: list[Any]) -> Any:
+        if self._plain:
+            node = _new(self._make)
+            _extend(node, data)
+            return node
         return self._make(sequence=data, esc=self.esc, separators=self.separators, factory=self.factory)
 
     def next(self) -> _Plan | None:
@@ -303,18 +352,28 @@ class _Plan:
         return False
 
 
+_STANDARD = "\r|~^&"
+_new = list.__new__
+_extend = list.extend
+
+
 def _lean(cls: Any, level: int) -> Any:
-    """A subclass of a python-hl7 container without the per-node assert (still an ``hl7.<cls>``)."""
+    """A subclass of a python-hl7 container (still an ``hl7.<cls>``) whose standard encoding
+    characters are class attributes: a node of a standard message carries no attributes of its own."""
 
     def __init__(self: Any, separator: str | None = None, sequence: Any = (), esc: str = "\\",
-                 separators: str = "\r|~^&", factory: Any = None) -> None:
+                 separators: str = _STANDARD, factory: Any = None) -> None:
         list.__init__(self, sequence)
-        self.separator = separators[level]
-        self.esc = esc
-        self.separators = separators
-        self.factory = factory if factory is not None else _Factory
+        if separators != _STANDARD:
+            self.separators = separators
+            self.separator = separators[level]
+        if esc != "\\":
+            self.esc = esc
+        if factory is not None and factory is not _Factory:
+            self.factory = factory
 
-    return type(cls.__name__, (cls,), {"__init__": __init__, "__module__": __name__})
+    return type(cls.__name__, (cls,), {"__init__": __init__, "__module__": __name__, "separator": _STANDARD[level],
+                                       "esc": "\\", "separators": _STANDARD})
 
 
 class _Factory(hl7.Factory):  # type: ignore[misc]
@@ -323,6 +382,11 @@ class _Factory(hl7.Factory):  # type: ignore[misc]
     create_field = _lean(_containers.Field, 2)
     create_repetition = _lean(_containers.Repetition, 3)
     create_component = _lean(_containers.Component, 4)
+
+
+for _cls in (_Factory.create_message, _Factory.create_segment, _Factory.create_field, _Factory.create_repetition,
+             _Factory.create_component):
+    _cls.factory = _Factory
 
 
 try:
