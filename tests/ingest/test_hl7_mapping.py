@@ -461,3 +461,42 @@ def test_public_sample_with_an_invalid_birth_date() -> None:
     assert o["referenceRange"] == [{"text": "70_105"}]
     assert resources(m, "Patient")[0]["identifier"] == [{"use": "usual", "system": "urn:hutong:mrn:X1",
                                                          "value": "555-44-4444"}]
+
+
+def test_codes_with_stray_whitespace_are_normalised() -> None:
+    o = resources(_oru("OBX|1|NM| A  B ^x^L||1||||||F"), "Observation")[0]
+    validate(o, "Observation")
+    assert o["code"]["coding"][0]["code"] == "A B"
+
+
+def test_mutated_messages_fail_only_with_hl7_errors() -> None:
+    """Seeded random damage to every sample: each outcome is a Bundle of valid resources or an
+    Hl7Error, and either way an ACK can be built."""
+    import random
+
+    from hutong.ingest.hl7v2.ack import build_ack
+
+    rnd = random.Random(20240105)
+    samples = [p.read_bytes() for p in sorted(FIXTURES.glob("*.hl7"))]
+    alphabet = b"|^~\\&\r\n0123456789AZaz \"-+.<>:" + "张".encode()
+    outcomes = {"mapped": 0, "rejected": 0}
+    for _ in range(600):
+        data = bytearray(rnd.choice(samples))
+        for _ in range(rnd.randint(1, 4)):
+            pos = rnd.randrange(len(data) + 1)
+            if rnd.random() < 0.4:
+                del data[pos:pos + rnd.randint(1, 5)]
+            else:
+                data[pos:pos] = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(1, 3)))
+        raw = bytes(data)
+        msg = None
+        try:
+            msg = parse(raw)
+            for e in to_bundle(msg, SENDER).bundle["entry"]:
+                validate(e["resource"], e["resource"]["resourceType"])
+            build_ack(msg, raw, "AA")
+            outcomes["mapped"] += 1
+        except Hl7Error as err:
+            assert build_ack(msg, raw, err.ack, err).startswith(b"MSH")
+            outcomes["rejected"] += 1
+    assert outcomes["mapped"] > 100 and outcomes["rejected"] > 100, outcomes

@@ -226,3 +226,11 @@ def test_ts_to_fhir_rejects(value: str) -> None:
     with pytest.raises(Hl7Error) as e:
         ts_to_fhir(value, segment="PID", field=7)
     assert (e.value.code, e.value.ack, e.value.segment, e.value.field) == ("102", "AE", "PID", 7)
+
+
+def test_a_line_without_separators_is_a_segment_of_its_own() -> None:
+    from hutong.ingest.hl7v2.message import name_of
+
+    m = parse(build("PID|||1^^^^MR", "GARBAGE", "PV1|1|O"))
+    assert [name_of(s) for s in m.parsed] == ["MSH", "PID", "GARBAGE", "PV1"]
+    assert m.segment("PV1") is not None and get(m.segment("GARBAGE"), 1) == ""

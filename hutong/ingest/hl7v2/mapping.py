@@ -115,6 +115,7 @@ _LOCAL_SYSTEMS = {"", "L", "LOCAL", "99L", "99LOCAL"}
 
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _NUMBER = re.compile(r"\s*(<=|>=|<|>|≤|≥)?\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*")
+_PLAIN_NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)\s*")
 _RANGE = re.compile(r"\s*([+-]?\d+(?:\.\d+)?)\s*(?:-{1,2}|~|～|—|–)\s*([+-]?\d+(?:\.\d+)?)\s*")
 _POWER_UNIT = re.compile(r"\d{1,2}/[A-Za-z]+")
 _UCUM_LIKE = re.compile(r"[A-Za-z0-9.%/*\[\]{}()'^+\-]+")
@@ -126,6 +127,7 @@ def _num(text: str) -> int | float:
     return float(text) if "." in text else int(text)
 
 
+_CODE = re.compile(r"[^\s]+( [^\s]+)*")
 _URI_SAFE = re.compile(r"[A-Za-z0-9:/.\-_~@]*")
 
 
@@ -405,7 +407,7 @@ class _Mapper:
             sym, text = f"10^{text}", ""
         unit: dict[str, Any] = {"unit": sym or text}
         code = sym.replace("^", "*") if sym.startswith("10^") else sym
-        if code and (sys_.upper() == "UCUM" or _UCUM_LIKE.fullmatch(code)):
+        if code and _UCUM_LIKE.fullmatch(code):  # declared UCUM or not: only what can be a UCUM code
             unit["system"] = UCUM
             unit["code"] = code
         return unit
@@ -459,7 +461,7 @@ class _Mapper:
                 q.update(unit)
             return q
 
-        num = _NUMBER.fullmatch
+        num = _PLAIN_NUMBER.fullmatch
         if n1 and num(n1) and not sep and not n2 and comp in ("", "=", "<", ">", "<=", ">="):
             q = quantity(n1.strip())
             if comp in _COMPARATOR:
@@ -796,6 +798,10 @@ class _Mapper:
     def _cc_rep(self, r: Any) -> dict[str, Any] | None:
         """CE/CWE: code ^ text ^ system ^ alt code ^ alt text ^ alt system (^ ... ^ original text)."""
         code, text, system, alt, alt_text, alt_system, _, _, original = components(r, 9)
+        if code and not _CODE.fullmatch(code):  # a FHIR code has no outer or double whitespace
+            code = " ".join(code.split())
+        if alt and not _CODE.fullmatch(alt):
+            alt = " ".join(alt.split())
         codings = []
         if code:
             c = {"system": self._system(system), "code": code}

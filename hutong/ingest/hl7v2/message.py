@@ -202,8 +202,9 @@ def reps(seg: Any, field: int) -> list[Any]:
 
 
 def name_of(seg: Any) -> str:
-    """The segment id ("PID")."""
-    s: str = _item(_item(seg, 0), 0)
+    """The segment id ("PID"); a line without any separator is a segment of one str."""
+    first = _item(seg, 0)
+    s: str = first if isinstance(first, str) else _item(first, 0)
     return s
 
 
@@ -465,7 +466,7 @@ def parse(raw: bytes) -> Hl7Message:
                        field=11, ack="AR")
     trigger = get(h, 9, 2)
     if not trigger and message_type == "ADT":  # v2.3 senders may put the event in EVN-1 only
-        evn = next((s for s in parsed if s[0][0] == "EVN"), None)
+        evn = next((s for s in parsed if name_of(s) == "EVN"), None)
         trigger = get(evn, 1) if evn is not None else ""
     return Hl7Message(
         raw=raw,
