@@ -234,3 +234,11 @@ def test_a_line_without_separators_is_a_segment_of_its_own() -> None:
     m = parse(build("PID|||1^^^^MR", "GARBAGE", "PV1|1|O"))
     assert [name_of(s) for s in m.parsed] == ["MSH", "PID", "GARBAGE", "PV1"]
     assert m.segment("PV1") is not None and get(m.segment("GARBAGE"), 1) == ""
+
+
+def test_malformed_escapes_log_no_patient_data(caplog: pytest.LogCaptureFixture) -> None:
+    m = parse(build("PID|||1^^^^MR||张\\\\三^\\Zq"))
+    with caplog.at_level("DEBUG"):
+        name = get(m.segment("PID"), 5, 1) + get(m.segment("PID"), 5, 2)
+    assert "张" in name
+    assert not any("张" in r.getMessage() for r in caplog.records)

@@ -124,6 +124,11 @@ class Hl7Message:
 # a Field holds a str (no separators in it) or Repetitions; a Repetition holds
 # Components; a Component holds str subcomponents.
 
+# python-hl7 logs the whole field value when an escape sequence is malformed: patient data
+# (PIPL Art. 28) has no place in logs, and the problem is not ours to report.
+hl7.util.logger.disabled = True
+
+
 def _unescape(container: Any, text: str) -> str:
     if container.esc not in text:
         return text
