@@ -163,6 +163,18 @@ class Context:
     encounter_ref: str | None
     add: Callable[[dict[str, Any], str], str]  # (resource, ifNoneExist) -> fullUrl
     counters: dict[str, int] = field(default_factory=dict)
+    _entries: list[tuple[str | None, list[Obs]]] | None = field(default=None, init=False, repr=False)
+
+    def groups(self, *section_codes: str) -> list[list[Obs]]:
+        """The observation groups (see :func:`groups`) of the sections with these LOINC
+        codes, in document order; every section's when no code is given.  The body is read once."""
+        if self._entries is None:
+            self._entries = [(s.at("code", "code"), g) for s in sections(self.doc.body) for g in groups(s)]
+        return [g for code, g in self._entries if not section_codes or code in section_codes]
+
+    def values(self, de: str, *section_codes: str) -> list[Obs]:
+        """Every observation coded with data element ``de`` (in those sections)."""
+        return [o for g in self.groups(*section_codes) for o in g if o.de == de]
 
     def ts(self, n: Node | None) -> Timestamp | None:
         """The TS at ``n`` (@value, else low/@value); malformed -> CdaError("cda-body")."""

@@ -71,7 +71,6 @@ from hutong.ingest.cda.body import (
     Obs,
     concept,
     find_sections,
-    groups,
     interpretation,
     narrative,
     obs_value,
@@ -79,7 +78,7 @@ from hutong.ingest.cda.body import (
     reference_range,
     value_text,
 )
-from hutong.ingest.cda.parse import Coded, Node, Timestamp, coded, sections
+from hutong.ingest.cda.parse import Coded, Node, Timestamp, coded
 from hutong.systems import order_system
 
 _TCM_OID = "2.16.156.10011.2.3.3.14"  # GB/T 15657 中医病证: not ICD-10, not extracted as Conditions
@@ -103,18 +102,9 @@ def _set_effective(res: dict[str, Any], ts: Timestamp | str | None) -> None:
         res["effectiveDateTime"] = ts if isinstance(ts, str) else ts.value
 
 
-def _first_value(ctx: Context, de: str, secs: list[Node] | None = None) -> Obs | None:
-    """The first observation coded with data element ``de`` in ``secs`` (default: all sections)."""
-    for sec in secs if secs is not None else list(sections(ctx.doc.body)):
-        for group in groups(sec):
-            for o in group:
-                if o.de == de and o.node.first("value") is not None:
-                    return o
-    return None
-
-
-def _all_values(ctx: Context, de: str) -> list[Obs]:
-    return [o for sec in sections(ctx.doc.body) for group in groups(sec) for o in group if o.de == de]
+def _first_value(ctx: Context, de: str, *section_codes: str) -> Obs | None:
+    """The first observation with a value coded with data element ``de`` (in those sections)."""
+    return next((o for o in ctx.values(de, *section_codes) if o.node.first("value") is not None), None)
 
 
 # ------------------------------------------------------------- results
@@ -174,16 +164,15 @@ def _plain_result(ctx: Context, o: Obs) -> Result | None:
                   reference_range(o), None)
 
 
-def _results(ctx: Context, secs: list[Node]) -> list[Result]:
+def _results(ctx: Context, group_list: list[list[Obs]]) -> list[Result]:
     out: list[Result] = []
-    for sec in secs:
-        for group in groups(sec):
-            if any(o.de in ITEM_ELEMENTS for o in group):
-                r = _cluster_result(ctx, group)
-                if r is not None:
-                    out.append(r)
-            else:
-                out.extend(r for o in group if (r := _plain_result(ctx, o)) is not None)
+    for group in group_list:
+        if any(o.de in ITEM_ELEMENTS for o in group):
+            r = _cluster_result(ctx, group)
+            if r is not None:
+                out.append(r)
+        else:
+            out.extend(r for o in group if (r := _plain_result(ctx, o)) is not None)
     return out
 
 
@@ -260,12 +249,12 @@ def _diagnostic_report(ctx: Context, *, category: dict[str, Any], code: dict[str
 
 def lab_report(ctx: Context) -> None:
     """C0007 检验报告."""
-    secs = find_sections(ctx.doc, SEC_LAB) or list(sections(ctx.doc.body))
-    method = _first_value(ctx, DE_METHOD, secs)
-    kind = _first_value(ctx, DE_CATEGORY, secs)
+    codes = (SEC_LAB,) if ctx.groups(SEC_LAB) else ()
+    method = _first_value(ctx, DE_METHOD, *codes)
+    kind = _first_value(ctx, DE_CATEGORY, *codes)
     method_text = None if method is None else value_text(method.node.first("value"))
     kind_text = None if kind is None else value_text(kind.node.first("value"))
-    results = _results(ctx, secs)
+    results = _results(ctx, ctx.groups(*codes))
     refs = [_observation(ctx, r, "laboratory", method_text) for r in results]
     conclusion = _first_value(ctx, DE_LAB_CONCLUSION)
     category: dict[str, Any] = {"coding": [{"system": V2_0074, "code": "LAB", "display": "Laboratory"}]}
@@ -290,7 +279,6 @@ _EXAM_SECTIONS = (("心电", "EC", "Electrocardiac"), ("CT", "CT", "CAT Scan"), 
 
 def exam_report(ctx: Context) -> None:
     """C0006 检查报告."""
-    all_secs = list(sections(ctx.doc.body))
     kind = _first_value(ctx, DE_CATEGORY)
     method = _first_value(ctx, DE_METHOD)
     kind_text = None if kind is None else value_text(kind.node.first("value"))
@@ -301,19 +289,18 @@ def exam_report(ctx: Context) -> None:
     words = " ".join(w for w in (kind_text, method_text) if w)
     section_code = next(((c, d) for k, c, d in _EXAM_SECTIONS if k in words), None)
     obs_category = "imaging" if section_code is not None and section_code[0] != "EC" else "exam"
-    for sec in find_sections(ctx.doc, SEC_PHYSICAL, SEC_LAB) or all_secs:
-        for group in groups(sec):
-            if not any(o.de in ITEM_ELEMENTS for o in group):
-                continue
-            r = _cluster_result(ctx, group)
-            if r is None:
-                continue
-            if item_code is None:
-                item_code, effective = r.code, r.effective
-            if r.value is not None:  # a coded/quantitative finding, not only the item examined
-                finding_refs.append(_observation(ctx, r, obs_category, method_text))
+    for group in ctx.groups(SEC_PHYSICAL, SEC_LAB) or ctx.groups():
+        if not any(o.de in ITEM_ELEMENTS for o in group):
+            continue
+        r = _cluster_result(ctx, group)
+        if r is None:
+            continue
+        if item_code is None:
+            item_code, effective = r.code, r.effective
+        if r.value is not None:  # a coded/quantitative finding, not only the item examined
+            finding_refs.append(_observation(ctx, r, obs_category, method_text))
     findings = impression = None
-    for o in _all_values(ctx, DE_EXAM_CONCLUSION):
+    for o in ctx.values(DE_EXAM_CONCLUSION):
         text = value_text(o.node.first("value"))
         if not text:
             continue
@@ -342,21 +329,20 @@ class Diagnosis:
     time: Timestamp | None
 
 
-def diagnoses(ctx: Context, secs: list[Node]) -> list[Diagnosis]:
+def diagnoses(ctx: Context, section_code: str) -> list[Diagnosis]:
     """DE05.01.024.00 诊断代码 values, each with the 诊断名称 of its cluster; TCM codes skipped."""
     out: list[Diagnosis] = []
-    for sec in secs:
-        for group in groups(sec):
-            name_obs = next((o for o in group if o.de == DE_DX_NAME), None)
-            name = None if name_obs is None else value_text(name_obs.node.first("value"))
-            for o in group:
-                if o.de != DE_DX_CODE:
-                    continue
-                c = coded(o.node.first("value"))
-                if c is None or c.code is None or (c.system or "").startswith(_TCM_OID):
-                    continue
-                out.append(Diagnosis(c, name or c.display or c.text, " ".join(x.label for x in group),
-                                     ctx.ts(o.node.first("effectiveTime"))))
+    for group in ctx.groups(section_code):
+        name_obs = next((o for o in group if o.de == DE_DX_NAME), None)
+        name = None if name_obs is None else value_text(name_obs.node.first("value"))
+        for o in group:
+            if o.de != DE_DX_CODE:
+                continue
+            c = coded(o.node.first("value"))
+            if c is None or c.code is None or (c.system or "").startswith(_TCM_OID):
+                continue
+            out.append(Diagnosis(c, name or c.display or c.text, " ".join(x.label for x in group),
+                                 ctx.ts(o.node.first("effectiveTime"))))
     return out
 
 
@@ -393,11 +379,10 @@ def _ranked(dxs: list[Diagnosis]) -> list[tuple[Diagnosis, int]]:
 
 def vital_signs(ctx: Context) -> None:
     found: dict[str, Obs] = {}
-    for sec in find_sections(ctx.doc, SEC_VITALS, SEC_PHYSICAL):
-        for group in groups(sec):
-            for o in group:
-                if o.de in VITALS and o.de not in found and obs_value(o) is not None:
-                    found[o.de] = o
+    for group in ctx.groups(SEC_VITALS, SEC_PHYSICAL):
+        for o in group:
+            if o.de in VITALS and o.de not in found and obs_value(o) is not None:
+                found[o.de] = o
     category = [{"coding": [{"system": OBS_CATEGORY, "code": "vital-signs", "display": "Vital Signs"}]}]
 
     def code(de: str) -> dict[str, Any]:
@@ -447,11 +432,11 @@ def outpatient_record(ctx: Context) -> None:
     """C0002 门(急)诊病历: Encounter details, diagnoses, vital signs."""
     enc = ctx.encounter
     if enc is not None:
-        cc = _first_value(ctx, DE_CHIEF_COMPLAINT, find_sections(ctx.doc, SEC_CHIEF_COMPLAINT) or None)
+        cc = _first_value(ctx, DE_CHIEF_COMPLAINT, SEC_CHIEF_COMPLAINT) or _first_value(ctx, DE_CHIEF_COMPLAINT)
         text = None if cc is None else value_text(cc.node.first("value"))
         if text:
             enc["reasonCode"] = [{"text": text}]
-    for dx, rank in _ranked(diagnoses(ctx, find_sections(ctx.doc, SEC_DIAGNOSIS))):
+    for dx, rank in _ranked(diagnoses(ctx, SEC_DIAGNOSIS)):
         _condition(ctx, dx, None, rank)
     vital_signs(ctx)
 
@@ -510,9 +495,9 @@ def _medications(ctx: Context) -> None:
 
 def discharge_summary(ctx: Context) -> None:
     """C0053 出院小结: admission and discharge diagnoses with their role, discharge medication."""
-    for dx, rank in _ranked(diagnoses(ctx, find_sections(ctx.doc, SEC_ADMISSION_DX))):
+    for dx, rank in _ranked(diagnoses(ctx, SEC_ADMISSION_DX)):
         _condition(ctx, dx, "AD", rank)
-    for dx, rank in _ranked(diagnoses(ctx, find_sections(ctx.doc, SEC_DISCHARGE_DX))):
+    for dx, rank in _ranked(diagnoses(ctx, SEC_DISCHARGE_DX)):
         _condition(ctx, dx, "DD", rank)
     _medications(ctx)
 
@@ -571,7 +556,7 @@ def front_page(ctx: Context) -> None:
                 locations[-1].setdefault("period", {}).update(loc["period"])
         if locations:
             enc["location"] = locations
-    for dx, rank in _ranked(diagnoses(ctx, find_sections(ctx.doc, SEC_DISCHARGE_DX))):
+    for dx, rank in _ranked(diagnoses(ctx, SEC_DISCHARGE_DX)):
         _condition(ctx, dx, "DD", rank)
     for sec in find_sections(ctx.doc, SEC_PROCEDURES):
         for entry in sec.all("entry"):

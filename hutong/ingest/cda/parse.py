@@ -95,7 +95,10 @@ class Node:
 
     def first(self, path: str) -> Node | None:
         """The first element at ``path`` ('a/b/c', local names in the CDA namespace)."""
-        e = self._e.find(_clark(path))
+        if "/" in path:
+            e = self._e.find(_clark(path))
+        else:  # one step, the common case: lxml's C-level child filter beats path matching
+            e = next(self._e.iterchildren(_clark(path)), None)
         return None if e is None else Node(e)
 
     def all(self, path: str) -> list[Node]:
@@ -177,7 +180,7 @@ def parse_xml(xml: bytes) -> Node:
     if not isinstance(xml, bytes | bytearray | memoryview):
         raise CdaError("cda-xml", "/: the document must be bytes as received")
     data = bytes(xml)
-    if not data.strip():
+    if not data or data.isspace():
         raise CdaError("cda-xml", "/: empty document")
     if len(data) > MAX_DOCUMENT_BYTES:
         raise CdaError("cda-xml", f"/: document of {len(data)} bytes exceeds {MAX_DOCUMENT_BYTES}")
@@ -275,8 +278,9 @@ def coded(n: Node | None) -> Coded | None:
         return None
     code, display = n.attr("code"), n.attr("displayName")
     orig = n.first("originalText")
-    # Some senders write the display as element text (<value xsi:type="CD" code="..">名称</value>).
-    text = (n.text if orig is None else orig.text) or None
+    # Some senders write the display as element text (<value xsi:type="CD" code="..">名称</value>);
+    # read it only when there is no displayName (it is the costly part on a hot path).
+    text = (orig.text if orig is not None else n.text if display is None else "") or None
     if code is None and display is None and text is None:
         return None
     return Coded(code, n.attr("codeSystem"), display, text)
