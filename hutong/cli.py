@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.web.demo_cmd",
     "hutong.synth.cli",
     "hutong.web.mpi_cmd",
+    "hutong.ingest.ingest_cmd",
 )
 
 

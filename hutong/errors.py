@@ -49,6 +49,7 @@ CODES: dict[str, str] = {
     "HT-0059": "MPI: invalid identifier parameter",
     "HT-0060": "bulk import file unreadable",
     "HT-0061": "bulk import line invalid",
+    "HT-0062": "CDA document not stored (kept as a dead letter)",
     "HT-0070": "configuration error",
     "HT-0099": "internal error",
 }

@@ -62,13 +62,25 @@ class _Entry:
 
 
 def _rewrite(node: Any, mapping: dict[str, str], unresolved: list[str]) -> None:
-    """Replace references to transaction fullUrls with the assigned Type/id."""
+    """Replace references to transaction fullUrls with the assigned Type/id:
+    Reference.reference, and elements of type uri/url holding a urn:uuid
+    fullUrl, e.g. Attachment.url pointing at a Binary (http.html#trules)."""
     for holder in reference_holders(node):
         v = holder["reference"]
         if v in mapping:
             holder["reference"] = mapping[v]
         elif v.startswith("urn:uuid:") or v.startswith("urn:oid:"):
             unresolved.append(v)
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        items = n.items() if isinstance(n, dict) else enumerate(n)
+        for k, v in items:
+            if isinstance(v, str):
+                if k != "reference" and v.startswith("urn:uuid:") and v in mapping:
+                    n[k] = mapping[v]
+            elif isinstance(v, dict | list):
+                stack.append(v)
 
 
 def _conditional_refs(node: Any) -> list[dict[str, Any]]:

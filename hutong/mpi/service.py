@@ -171,12 +171,12 @@ class Mpi:
 
     def _relink_source(self, w: SqlWriter, patient_id: str, person_id: str | None) -> None:
         """Rewrite a stored source's ``refer`` link (a new version of it)."""
-        pending: dict[str, dict[str, Any]] = w.scratch.get("mpi.pending", {})
-        if patient_id in pending:
-            with_person_link(pending[patient_id], person_id)
-            return
         cur = w.read_current("Patient", patient_id)
         if cur is None or cur.body is None:
+            # Not written yet: a body a batch insert is about to write.
+            pending: dict[str, dict[str, Any]] = w.scratch.get("mpi.pending", {})
+            if patient_id in pending:
+                with_person_link(pending[patient_id], person_id)
             return
         body = orjson.loads(cur.body)
         before = list(body.get("link") or ())

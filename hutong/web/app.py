@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -34,6 +35,8 @@ from hutong.fhir.capability import capability_statement
 from hutong.fhir.identity import IdentityOperations
 from hutong.fhir.response import FHIR_JSON, FhirResponse
 from hutong.fhir.service import FhirService
+from hutong.ingest import inbox
+from hutong.ingest.pipeline import Ingestor
 from hutong.store.sql import SqlRepository
 
 log = logging.getLogger("hutong.web")
@@ -74,6 +77,9 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
         if ctype not in JSON_TYPES:
             raise UnsupportedMediaType("HT-0002", f"content type {ctype or '(none)'!r} is not supported; "
                                                   "send application/fhir+json")
+        return await raw_body(request)
+
+    async def raw_body(request: Request) -> bytes:
         limit = settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -212,6 +218,59 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
         body = await body_of(request) if request.headers.get("content-length", "0") != "0" else b""
         ops = IdentityOperations(service(request))
         return await run(lambda: ops.reject(review_id, body))
+
+    # ------------------------------------------------------------ ingestion (hutong.ingest)
+    ingestors: list[Ingestor] = []
+
+    def ingestor(request: Request) -> Ingestor:
+        if not ingestors:
+            ingestors.append(Ingestor(service(request)))
+        return ingestors[0]
+
+    @app.get("/ingest/timeliness")
+    async def timeliness(request: Request) -> Response:
+        q = dict(request.query_params)
+        try:
+            today = datetime.now(inbox.BEIJING).date()
+            end = date.fromisoformat(q["to"]) if "to" in q else today
+            start = date.fromisoformat(q["from"]) if "from" in q else end - timedelta(days=6)
+        except ValueError:
+            raise InvalidRequest("HT-0041", "from and to must be dates (YYYY-MM-DD)") from None
+        if start > end or (end - start).days > 366:
+            raise InvalidRequest("HT-0041", "from must not be after to, and the range at most 366 days")
+        ing = ingestor(request)
+        return await run(lambda: FhirResponse.json(200, inbox.timeliness(
+            ing.repo, start=start, end=end, sender=q.get("institution"))))
+
+    @app.get("/ingest/dead-letters")
+    async def dead_letters(request: Request) -> Response:
+        q = dict(request.query_params)
+        try:
+            limit, after = min(int(q.get("_count", "100")), 1000), int(q.get("after", "0"))
+        except ValueError:
+            raise InvalidRequest("HT-0041", "_count and after must be integers") from None
+        ing = ingestor(request)
+        return await run(lambda: FhirResponse.json(200, {"items": [
+            r.summary() for r in inbox.dead_letters(ing.repo, limit=limit, after=after,
+                                                    sender=q.get("institution"))]}))
+
+    @app.post("/ingest/dead-letters/{message_id}/retry")
+    async def retry_dead_letter(message_id: str, request: Request) -> Response:
+        if not message_id.isdigit():
+            raise InvalidRequest("HT-0041", "message id must be an integer")
+        ing = ingestor(request)
+        return await run(lambda: FhirResponse.json(200, ing.retry(int(message_id)).summary()))
+
+    @app.post("/ingest/cda")
+    async def post_cda(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/xml", "text/xml", "application/hl7-cda+xml"):
+            raise UnsupportedMediaType("HT-0002", "send the CDA document as application/hl7-cda+xml")
+        body = await raw_body(request)
+        ing = ingestor(request)
+        client = request.client
+        peer = f"{client.host}:{client.port}" if client else None
+        return await run(lambda: ing.cda_response(body, peer))
 
     @app.get("/fhir/Patient/{id}/$everything")
     @app.post("/fhir/Patient/{id}/$everything")

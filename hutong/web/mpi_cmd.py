@@ -34,40 +34,55 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--actor", default="cli", help="who takes the decision (recorded with it)")
     ops = p.add_subparsers(dest="mpi_command", metavar="ACTION")
     ops.required = True
-    ops.add_parser("stats", help="counts and the model version").set_defaults(func=_stats)
+    ops.add_parser("stats", help="counts and the model version").set_defaults(func=run, action=_stats)
     t = ops.add_parser("train", help="estimate the model from the stored records (new active version)")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--random-pairs", type=int, default=200_000)
-    t.set_defaults(func=_train)
+    t.set_defaults(func=run, action=_train)
     r = ops.add_parser("relink", help="re-run linkage over every source; manual decisions are kept")
     r.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
-    r.set_defaults(func=_relink)
+    r.set_defaults(func=run, action=_relink)
     v = ops.add_parser("review", help="list the review queue (JSON)")
     v.add_argument("--status", default="open", choices=["open", "linked", "rejected", "obsolete"])
     v.add_argument("--limit", type=int, default=50)
-    v.set_defaults(func=_review)
+    v.set_defaults(func=run, action=_review)
     lk = ops.add_parser("link", help="link a source patient to a person (pinned)")
     lk.add_argument("patient")
     lk.add_argument("person")
     lk.add_argument("--reason")
-    lk.set_defaults(func=_link)
+    lk.set_defaults(func=run, action=_link)
     ul = ops.add_parser("unlink", help="detach a source patient from its person")
     ul.add_argument("patient")
     ul.add_argument("--reason")
-    ul.set_defaults(func=_unlink)
+    ul.set_defaults(func=run, action=_unlink)
     mg = ops.add_parser("merge", help="merge PERSON into INTO_PERSON")
     mg.add_argument("person")
     mg.add_argument("into_person")
     mg.add_argument("--reason")
-    mg.set_defaults(func=_merge)
+    mg.set_defaults(func=run, action=_merge)
     ud = ops.add_parser("undo", help="undo a link/unlink/merge event (an unmerge restores both persons)")
     ud.add_argument("event", type=int)
     ud.add_argument("--reason")
-    ud.set_defaults(func=_undo)
+    ud.set_defaults(func=run, action=_undo)
+
+
+_open: list[Any] = []
 
 
 def _mpi(args: argparse.Namespace) -> Mpi:
-    return mpi_of(open_repository(args.database))
+    repo = open_repository(args.database)
+    _open.append(repo)
+    return mpi_of(repo)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Every action closes the database it opened (connection pools included)."""
+    try:
+        rc: int = args.action(args)
+        return rc
+    finally:
+        while _open:
+            _open.pop().db.close()
 
 
 def _print(data: Any) -> int:

@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--database", metavar="URL", help="sqlite:///path or postgresql://...")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (default: number of cores, at most 2)")
+    p.add_argument("--mllp-port", type=int, default=None,
+                   help="also listen for HL7 v2 messages over MLLP on this port (senders: registered institutions)")
+    p.add_argument("--mllp-host", default=None, help="address of the MLLP listener (default: --host)")
     p.set_defaults(func=run)
 
 
@@ -34,6 +37,20 @@ def run(args: argparse.Namespace) -> int:
         # the API answers anyone who can reach it.
         print(f"hutong serve: WARNING: listening on {args.host} with no authentication; "
               "keep it on loopback until accounts and policy are configured", file=sys.stderr)
+    mllp_port = getattr(args, "mllp_port", None)
+    if mllp_port is not None:
+        if not 0 < mllp_port < 65536 or mllp_port == args.port:
+            raise SystemExit(f"hutong serve: invalid --mllp-port {mllp_port}")
+        from hutong.fhir.assembly import open_repository
+        from hutong.fhir.service import FhirService
+        from hutong.ingest.hl7v2.listener import start_in_thread
+        from hutong.ingest.pipeline import Ingestor
+
+        # One listener in this (supervisor) process; uvicorn's workers serve HTTP.
+        mllp_host = getattr(args, "mllp_host", None) or args.host
+        start_in_thread(Ingestor(FhirService(open_repository(Settings.from_env().database_url))), mllp_host,
+                        mllp_port)
+        print(f"Hutong receiving HL7 v2 over MLLP at {mllp_host}:{mllp_port}", flush=True)
     print(f"Hutong serving FHIR R4 at http://{args.host}:{args.port}/fhir", flush=True)
     uvicorn.run("hutong.web.app:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="warning", access_log=False)

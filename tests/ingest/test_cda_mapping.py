@@ -227,9 +227,6 @@ def test_an_awkward_document_id_is_matched_on_resend(service: FhirService) -> No
     assert all(s.startswith("200") for s in _run(service, to_bundle(data, SENDER).bundle))
 
 
-@pytest.mark.xfail(strict=False, reason="needs bundle.py to rewrite uri/url elements holding a fullUrl, such as "
-                                        "Attachment.url (http.html#trules), not only Reference.reference: in progress "
-                                        "with the ingest glue; drop this mark once it has landed")
 def test_the_stored_attachment_points_at_the_stored_binary(service: FhirService) -> None:
     r = BundleProcessor(service).process(orjson.dumps(mapped("minimal/C0001.xml").bundle), {})
     locations = [e["response"]["location"] for e in orjson.loads(r.body)["entry"]]

@@ -1,0 +1,127 @@
+"""The MLLP listener: asyncio transport only (framing in ``framing``, the rest
+in hutong.ingest.pipeline).
+
+Each connection is served in order (HL7 original acknowledgement mode: the
+sender waits for each ACK); connections are independent, so one stuck or
+malicious peer never holds up another.  The blocking work (parse, map,
+store) runs in a thread pool; on SQLite concurrent connections share commits
+(group commit).  A frame error gets a NAK and its bytes are kept as a dead
+letter; an exception never reaches the event loop (the listener keeps
+serving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from hutong.ingest.hl7v2.framing import Frame, FrameDecoder, frame
+from hutong.ingest.pipeline import Ingestor
+
+log = logging.getLogger("hutong.mllp")
+READ_CHUNK = 65536
+
+
+class MllpListener:
+    def __init__(self, ingestor: Ingestor, *, max_frame: int = 1_048_576, idle_timeout: float = 600.0,
+                 threads: int = 8) -> None:
+        self.ingestor = ingestor
+        self.max_frame = max_frame
+        self.idle_timeout = idle_timeout
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mllp")
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        self.server = await asyncio.start_server(self._serve, host, port, limit=READ_CHUNK * 4)
+        return self.server
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        addr = writer.get_extra_info("peername")
+        peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) and len(addr) >= 2 else "unknown"
+        loop = asyncio.get_running_loop()
+        decoder = FrameDecoder(self.max_frame)
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=self.idle_timeout)
+                except TimeoutError:
+                    break
+                if not data:
+                    break
+                for item in decoder.feed(data):
+                    if isinstance(item, Frame):
+                        reply = await loop.run_in_executor(self.pool, self.ingestor.hl7, item.payload, peer)
+                    else:
+                        reply = await loop.run_in_executor(self.pool, self.ingestor.frame_error, item.raw,
+                                                           item.reason, peer)
+                    writer.write(frame(reply))
+                    await writer.drain()
+            tail = decoder.pending()
+            if tail:
+                # The peer hung up mid-frame: nobody to NAK, but the bytes are kept.
+                await loop.run_in_executor(self.pool, self.ingestor.frame_error, tail,
+                                           "truncated frame: connection closed before the end block", peer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception as e:  # never let one connection take the listener down
+            log.error("MLLP connection failed: %s", type(e).__name__)
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        self.pool.shutdown(wait=True)
+
+
+class ListenerThread:
+    """A listener on its own event loop in a daemon thread (beside uvicorn)."""
+
+    def __init__(self, listener: MllpListener, host: str, port: int) -> None:
+        self.listener = listener
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, args=(host, port), name="mllp-listener", daemon=True)
+
+    def _run(self, host: str, port: int) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.listener.start(host, port))
+        except BaseException as e:
+            self._failure.append(e)
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+        # Stopped: close the server and every connection, then the loop.
+        self.loop.run_until_complete(self.listener.close())
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()
+
+    def start(self) -> ListenerThread:
+        self.thread.start()
+        self._ready.wait()
+        if self._failure:
+            self.loop.close()
+            raise self._failure[0]
+        return self
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=30)
+
+
+def start_in_thread(ingestor: Ingestor, host: str, port: int, **kw: object) -> ListenerThread:
+    """Start listening; returns once the socket is bound (a port in use raises here)."""
+    return ListenerThread(MllpListener(ingestor, **kw), host, port).start()  # type: ignore[arg-type]

@@ -1,0 +1,265 @@
+"""The durable inbox of messages from hospital systems (HL7 v2, CDA).
+
+Every message received is kept raw (through the store codec: encrypted at
+rest once the security layer installs its key) with what became of it:
+
+- ``ok``: mapped and stored; the raw row and the resources were committed in
+  one transaction *before* the acknowledgement left (issue 5: "persists the
+  raw message durably BEFORE acknowledging").
+- ``dead``: could not be mapped (unknown sender, bad content, a rejected
+  resource...): kept with the reason, listable, re-processable
+  (``hutong ingest retry``), never dropped.
+A resent message (same channel, sender and control id) finds its row and gets
+the same acknowledgement again; nothing else changes.
+
+Timeliness (次日归集): each row has the clinical event time and the receipt
+time; ``ingest_daily`` keeps per institution and day (Beijing time) the
+volume and a delay histogram, updated in the same transaction, so the
+commission dashboard never scans messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from hutong.store.database import Database
+from hutong.store.schema import PK, metadata
+from hutong.store.sql import SqlRepository, SqlWriter
+
+BEIJING = timezone(timedelta(hours=8))
+
+ingest_message = Table(
+    "ingest_message",
+    metadata,
+    Column("id", PK, primary_key=True, autoincrement=True),
+    Column("channel", String(8), nullable=False),        # hl7v2 | cda
+    Column("sender", String(64), nullable=False),        # institution code, "" when unknown
+    Column("control_id", String(200), nullable=False),   # MSH-10 / CDA document id, "" when unknown
+    Column("kind", String(40), nullable=False),          # ADT^A01, ORU^R01, C0007 ...
+    Column("received", BigInteger, nullable=False),      # epoch ms
+    Column("event_time", BigInteger, nullable=True),     # epoch ms of the clinical event
+    Column("status", String(8), nullable=False),         # ok | dead | retried
+    Column("ack_code", String(2), nullable=False),       # AA | AE | AR (CDA: AA | AE)
+    Column("reason", String(1000), nullable=True),
+    Column("peer", String(100), nullable=True),
+    Column("attempts", Integer, nullable=False, default=1),
+    Column("raw", LargeBinary, nullable=False),
+    Column("ack", LargeBinary, nullable=True),
+    Index("ix_ingest_message_key", "channel", "sender", "control_id"),
+    Index("ix_ingest_message_status", "status", "id"),
+    Index("ix_ingest_message_sender", "sender", "received"),
+)
+
+# Delay buckets (hours) of the histogram: < 1, < 6, < 24, < 48, < 168, >= 168, unknown.
+BUCKETS = (1, 6, 24, 48, 168)
+BUCKET_NAMES = ("lt1h", "lt6h", "lt24h", "lt48h", "lt7d", "ge7d", "unknown")
+
+ingest_daily = Table(
+    "ingest_daily",
+    metadata,
+    Column("sender", String(64), nullable=False),
+    Column("day", Integer, nullable=False),              # days since 1970-01-01, Beijing time
+    Column("channel", String(8), nullable=False),
+    Column("messages", Integer, nullable=False),
+    Column("dead", Integer, nullable=False),
+    *[Column(f"b_{n}", Integer, nullable=False) for n in BUCKET_NAMES],
+    Column("last_received", BigInteger, nullable=False),
+    PrimaryKeyConstraint("sender", "day", "channel", name="pk_ingest_daily"),
+)
+
+ingest_sender = Table(
+    "ingest_sender",
+    metadata,
+    Column("sender", String(64), nullable=False),
+    Column("channel", String(8), nullable=False),
+    Column("last_received", BigInteger, nullable=False),
+    Column("last_kind", String(40), nullable=False),
+    Column("last_status", String(8), nullable=False),
+    UniqueConstraint("sender", "channel", name="uq_ingest_sender"),
+)
+
+
+def create_tables(db: Database) -> None:
+    """The inbox tables share the store's MetaData (so test harnesses and
+    dumps see them) but are created when the ingestion layer first opens."""
+    with db.engine.begin() as conn:
+        metadata.create_all(conn, tables=[ingest_message, ingest_daily, ingest_sender], checkfirst=True)
+
+
+def beijing_day(ms: int) -> int:
+    return (ms // 1000 + 8 * 3600) // 86400
+
+
+def day_date(day: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=day)
+
+
+def bucket(received: int, event: int | None) -> str:
+    if event is None:
+        return "unknown"
+    hours = (received - event) / 3_600_000
+    for limit, name in zip(BUCKETS, BUCKET_NAMES, strict=False):
+        if hours < limit:
+            return name
+    return "ge7d"
+
+
+def to_ms(fhir_time: str | None) -> int | None:
+    """Epoch ms of a FHIR date/dateTime (a date means its Beijing midnight)."""
+    if not fhir_time:
+        return None
+    try:
+        if len(fhir_time) <= 10:
+            parts = [int(x) for x in fhir_time.split("-")] + [1, 1]
+            dt = datetime(parts[0], parts[1], parts[2], tzinfo=BEIJING)
+        else:
+            dt = datetime.fromisoformat(fhir_time.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=BEIJING)
+    except ValueError:
+        return None
+    return int(dt.astimezone(UTC).timestamp() * 1000)
+
+
+@dataclass(slots=True)
+class Row:
+    id: int
+    channel: str
+    sender: str
+    control_id: str
+    kind: str
+    received: int
+    event_time: int | None
+    status: str
+    ack_code: str
+    reason: str | None
+    attempts: int
+    raw: bytes
+    ack: bytes | None
+
+    def summary(self) -> dict[str, Any]:
+        """What a dead-letter listing shows (no message content: it holds resident data)."""
+        return {"id": self.id, "channel": self.channel, "sender": self.sender, "control_id": self.control_id,
+                "kind": self.kind, "received": self.received, "status": self.status, "ack": self.ack_code,
+                "reason": self.reason, "attempts": self.attempts, "bytes": len(self.raw)}
+
+
+COLS = "id, channel, sender, control_id, kind, received, event_time, status, ack_code, reason, attempts, raw, ack"
+
+
+def _row(repo: SqlRepository, r: Sequence[Any]) -> Row:
+    return Row(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7], r[8], r[9], int(r[10]),
+               repo.codec.decode(bytes(r[11])), bytes(r[12]) if r[12] is not None else None)
+
+
+def find(repo: SqlRepository, w: SqlWriter | None, channel: str, sender: str, control_id: str) -> Row | None:
+    sql = f"SELECT {COLS} FROM ingest_message WHERE channel = ? AND sender = ? AND control_id = ? AND status = 'ok'"
+    args = (channel, sender, control_id)
+    rows = w.execute(sql, args).fetchall() if w is not None else repo.query(sql, args)
+    return _row(repo, rows[0]) if rows else None
+
+
+def get(repo: SqlRepository, message_id: int) -> Row | None:
+    rows = repo.query(f"SELECT {COLS} FROM ingest_message WHERE id = ?", (message_id,))
+    return _row(repo, rows[0]) if rows else None
+
+
+def record(w: SqlWriter, *, channel: str, sender: str, control_id: str, kind: str, received: int,
+           event_time: int | None, status: str, ack_code: str, reason: str | None, peer: str | None,
+           raw: bytes, ack: bytes | None, attempts: int = 1) -> None:
+    w.execute("INSERT INTO ingest_message (channel, sender, control_id, kind, received, event_time, status, "
+              "ack_code, reason, peer, attempts, raw, ack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+              (channel, sender, control_id, kind[:40], received, event_time, status, ack_code,
+               (reason or None) and reason[:1000], peer, attempts, w.repo.codec.encode(raw), ack))
+    _rollup(w, channel, sender, kind, received, event_time, status)
+
+
+def _rollup(w: SqlWriter, channel: str, sender: str, kind: str, received: int, event_time: int | None,
+            status: str) -> None:
+    day = beijing_day(received)
+    b = f"b_{bucket(received, event_time)}" if status == "ok" else None
+    dead = 1 if status == "dead" else 0
+    ok = 1 if status == "ok" else 0
+    cur = w.execute("SELECT messages FROM ingest_daily WHERE sender = ? AND day = ? AND channel = ?",
+                    (sender, day, channel)).fetchone()
+    if cur is None:
+        values = {n: 0 for n in BUCKET_NAMES}
+        if b:
+            values[b[2:]] = 1
+        w.execute(f"INSERT INTO ingest_daily (sender, day, channel, messages, dead, "
+                  f"{', '.join('b_' + n for n in BUCKET_NAMES)}, last_received) VALUES (?, ?, ?, ?, ?, "
+                  f"{', '.join('?' * len(BUCKET_NAMES))}, ?)",
+                  (sender, day, channel, ok, dead, *[values[n] for n in BUCKET_NAMES], received))
+    else:
+        sets = "messages = messages + ?, dead = dead + ?, last_received = CASE WHEN last_received > ? " \
+               "THEN last_received ELSE ? END"
+        if b:
+            sets += f", {b} = {b} + 1"
+        w.execute(f"UPDATE ingest_daily SET {sets} WHERE sender = ? AND day = ? AND channel = ?",
+                  (ok, dead, received, received, sender, day, channel))
+    n = w.execute("UPDATE ingest_sender SET last_received = ?, last_kind = ?, last_status = ? "
+                  "WHERE sender = ? AND channel = ? AND last_received <= ?",
+                  (received, kind[:40], status, sender, channel, received)).rowcount
+    if not n and w.execute("SELECT 1 FROM ingest_sender WHERE sender = ? AND channel = ?",
+                           (sender, channel)).fetchone() is None:
+        w.execute("INSERT INTO ingest_sender (sender, channel, last_received, last_kind, last_status) "
+                  "VALUES (?, ?, ?, ?, ?)", (sender, channel, received, kind[:40], status))
+
+
+def mark(w: SqlWriter, message_id: int, status: str) -> None:
+    w.execute("UPDATE ingest_message SET status = ? WHERE id = ?", (status, message_id))
+
+
+def dead_letters(repo: SqlRepository, *, limit: int = 100, after: int = 0, sender: str | None = None) -> list[Row]:
+    sql = f"SELECT {COLS} FROM ingest_message WHERE status = 'dead' AND id > ?"
+    args: list[Any] = [after]
+    if sender is not None:
+        sql += " AND sender = ?"
+        args.append(sender)
+    sql += " ORDER BY id LIMIT ?"
+    args.append(limit)
+    return [_row(repo, r) for r in repo.query(sql, args)]
+
+
+def timeliness(repo: SqlRepository, *, start: date, end: date, sender: str | None = None) -> dict[str, Any]:
+    """Per institution and day: volume, delay distribution, share within 24 h
+    (次日归集), plus each institution's last message seen."""
+    epoch = date(1970, 1, 1)
+    lo, hi = (start - epoch).days, (end - epoch).days
+    sql = ("SELECT sender, day, channel, messages, dead, " + ", ".join("b_" + n for n in BUCKET_NAMES)
+           + ", last_received FROM ingest_daily WHERE day >= ? AND day <= ?")
+    args: list[Any] = [lo, hi]
+    if sender is not None:
+        sql += " AND sender = ?"
+        args.append(sender)
+    days = []
+    for r in repo.query(sql + " ORDER BY sender, day, channel", args):
+        hist = dict(zip(BUCKET_NAMES, (int(x) for x in r[5:5 + len(BUCKET_NAMES)]), strict=True))
+        known = sum(v for k, v in hist.items() if k != "unknown")
+        within = hist["lt1h"] + hist["lt6h"] + hist["lt24h"]
+        days.append({"institution": r[0], "date": day_date(int(r[1])).isoformat(), "channel": r[2],
+                     "messages": int(r[3]), "dead_letters": int(r[4]), "delay_hours": hist,
+                     "within_24h": round(within / known, 4) if known else None})
+    last: dict[str, dict[str, Any]] = {}
+    for s, ch, t, kind, status in repo.query(
+            "SELECT sender, channel, last_received, last_kind, last_status FROM ingest_sender", ()):
+        if sender is None or s == sender:
+            last.setdefault(s, {})[ch] = {"received": datetime.fromtimestamp(int(t) / 1000, BEIJING).isoformat(),
+                                          "kind": kind, "status": status}
+    return {"from": start.isoformat(), "to": end.isoformat(), "buckets": list(BUCKET_NAMES), "days": days,
+            "last_seen": last}

@@ -1,0 +1,283 @@
+"""From a received message to stored FHIR resources and an acknowledgement.
+
+One path for every channel (HL7 v2 over MLLP, CDA over HTTP or from a
+folder): identify the sender -> parse -> map to a FHIR transaction Bundle ->
+validate -> one store transaction holding the raw message row, the resources
+(each Patient linked to its person by the MPI hook, inside the same
+transaction) and the timeliness roll-up -> only then the acknowledgement.
+Anything that cannot be mapped is kept raw as a dead letter with the reason.
+
+Framing (hutong.ingest.hl7v2.framing), parsing (message) and mapping
+(mapping) are separate modules; this one only orchestrates.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from hutong.errors import HutongError, operation_outcome
+from hutong.fhir import search as fsearch
+from hutong.fhir.bundle import BundleProcessor
+from hutong.fhir.response import FhirResponse
+from hutong.fhir.service import FhirService, mpi_of
+from hutong.ingest import inbox
+from hutong.ingest.cda import mapping as cdamap
+from hutong.ingest.cda import parse as cdaparse
+from hutong.ingest.hl7v2 import ack as hl7ack
+from hutong.ingest.hl7v2 import mapping as hl7map
+from hutong.ingest.hl7v2 import message as hl7msg
+from hutong.mpi.golden import GOLDEN_SYSTEM
+from hutong.store.sql import SqlWriter
+from hutong.systems import ORGANIZATION
+
+SENDER_TTL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Institution:
+    code: str             # registered identifier value (统一社会信用代码)
+    organization_id: str  # Organization resource id
+
+
+class Ingestor:
+    def __init__(self, svc: FhirService, clock: Callable[[], int] | None = None) -> None:
+        self.svc = svc
+        self.repo = svc.repo
+        self.bundles = BundleProcessor(svc)
+        self.clock = clock or svc.repo.clock
+        inbox.create_tables(self.repo.db)
+        self._senders: dict[str, tuple[Institution | None, float]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ senders
+    def institution(self, code: str) -> Institution | None:
+        """The registered institution with this identifier (cached briefly)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._senders.get(code)
+        if hit is not None and now - hit[1] < SENDER_TTL_S:
+            return hit[0]
+        found = None
+        if code and len(code) <= 64:
+            parsed = fsearch.parse("Organization", [("identifier", f"{ORGANIZATION}|{code}"), ("_count", "2")],
+                                   base_url="", strict=True)
+            matches = self.repo.search(parsed.query).matches
+            if len(matches) == 1:
+                found = Institution(code, matches[0].id)
+        with self._lock:
+            self._senders[code] = (found, now)
+        return found
+
+    def sender_of(self, components: list[str]) -> Institution | None:
+        for c in components:
+            inst = self.institution(c.strip())
+            if inst is not None:
+                return inst
+        return None
+
+    # ------------------------------------------------------------ HL7 v2
+    def hl7(self, raw: bytes, peer: str | None = None, *, retry_of: inbox.Row | None = None) -> bytes:
+        """Handle one HL7 v2 message; returns the ACK payload (unframed).
+        Never raises for bad input: every problem becomes an AE/AR ACK and a dead letter."""
+        received = retry_of.received if retry_of else self.clock()
+        try:
+            msg = hl7msg.parse(raw)
+        except hl7msg.Hl7Error as e:
+            nak = hl7ack.build_ack(None, raw, e.ack, e)
+            self._dead("hl7v2", "", "", "unparsed", received, None, f"{e.code} {e.text}", e.ack, peer, raw, nak,
+                       retry_of)
+            return nak
+        kind = f"{msg.message_type}^{msg.trigger}"
+        inst = self.sender_of(msg.sending_facility)
+        if inst is None:
+            unknown = hl7msg.Hl7Error("204", "unknown sending facility (MSH-4): no registered institution has "
+                                             "this identifier", segment="MSH", field=4, ack="AR")
+            nak = hl7ack.build_ack(msg, raw, "AR", unknown)
+            self._dead("hl7v2", "", msg.control_id, kind, received, None, unknown.text, "AR", peer, raw, nak,
+                       retry_of)
+            return nak
+        if retry_of is None:
+            done = inbox.find(self.repo, None, "hl7v2", inst.code, msg.control_id)
+            if done is not None and done.ack is not None:
+                return done.ack  # a resend: acknowledged again, nothing else changes
+        try:
+            mapped = hl7map.to_bundle(msg, hl7map.Sender(inst.code, inst.organization_id))
+            entries = self.bundles.prepare(mapped.bundle.get("entry") or [])
+        except hl7msg.Hl7Error as e:
+            nak = hl7ack.build_ack(msg, raw, e.ack, e)
+            self._dead("hl7v2", inst.code, msg.control_id, kind, received, None, f"{e.code} {e.text}", e.ack,
+                       peer, raw, nak, retry_of)
+            return nak
+        except HutongError as e:
+            err = hl7msg.Hl7Error("207", f"mapped resource rejected: {e.code} {e.message}", ack="AE")
+            nak = hl7ack.build_ack(msg, raw, "AE", err)
+            self._dead("hl7v2", inst.code, msg.control_id, kind, received, None, err.text, "AE", peer, raw, nak,
+                       retry_of)
+            return nak
+        ok = hl7ack.build_ack(msg, raw, "AA")
+        event = inbox.to_ms(mapped.event_time)
+
+        def run(w: SqlWriter) -> bytes:
+            # Two connections delivering the same message at once: one waits.
+            w.lock_key(f"ingest:hl7v2:{inst.code}:{msg.control_id}")
+            again = inbox.find(self.repo, w, "hl7v2", inst.code, msg.control_id)
+            if again is not None and again.ack is not None:
+                return again.ack
+            self.bundles.run_in(w, entries)
+            if mapped.merge is not None:
+                self._merge(w, inst, mapped.merge, kind, msg.control_id)
+            inbox.record(w, channel="hl7v2", sender=inst.code, control_id=msg.control_id, kind=kind,
+                         received=received, event_time=event, status="ok", ack_code="AA", reason=None, peer=peer,
+                         raw=raw, ack=ok, attempts=(retry_of.attempts + 1) if retry_of else 1)
+            if retry_of is not None:
+                inbox.mark(w, retry_of.id, "retried")
+            return ok
+
+        try:
+            result: bytes = self.svc._retry(lambda: self.repo.transact(run))
+            return result
+        except HutongError as e:
+            err = hl7msg.Hl7Error("207", f"{e.code} {e.message}", ack="AE")
+            nak = hl7ack.build_ack(msg, raw, "AE", err)
+            self._dead("hl7v2", inst.code, msg.control_id, kind, received, event, err.text, "AE", peer, raw, nak,
+                       retry_of)
+            return nak
+
+    def frame_error(self, raw: bytes, reason: str, peer: str | None) -> bytes:
+        """A framing problem (bytes outside a frame, truncated or oversize frame):
+        NAK (AR) with the reason, the bytes kept as a dead letter."""
+        e = hl7msg.Hl7Error("100", f"MLLP framing: {reason}", ack="AR")
+        nak = hl7ack.build_ack(None, raw, "AR", e)
+        self._dead("hl7v2", "", "", "frame", self.clock(), None, e.text, "AR", peer, raw, nak, None)
+        return nak
+
+    def _merge(self, w: SqlWriter, inst: Institution, merge: tuple[dict[str, str], dict[str, str]], kind: str,
+               control_id: str) -> None:
+        """ADT^A40: the sender says its prior patient record (MRG-1) is the
+        surviving one (PID-3).  The prior source becomes inactive with
+        ``replaced-by``, and the two persons become one (an MPI merge event
+        the review screens show, attributed to the sender)."""
+        prior_ident, survivor_ident = merge
+
+        def one(ident: dict[str, str]) -> str | None:
+            parsed = fsearch.parse("Patient", [("identifier", f"{ident['system']}|{ident['value']}"),
+                                               ("_tag:not", f"{GOLDEN_SYSTEM}|golden")], base_url="", strict=True)
+            found = w.search_ids(parsed.query, 2)
+            return found[0].id if len(found) == 1 else None
+
+        prior, survivor = one(prior_ident), one(survivor_ident)
+        if prior is None or survivor is None or prior == survivor:
+            if prior is None:
+                # Nothing to merge: the prior record never reached the platform.
+                return
+            if survivor is None:
+                raise HutongError("HT-0057", "ADT^A40: the surviving patient (PID-3) is not known", status=422,
+                                  issue_code="not-found")
+            return
+        cur = w.read_current("Patient", prior, lock=True)
+        if cur is not None and cur.body is not None:
+            body: dict[str, Any] = orjson.loads(cur.body)
+            body.pop("meta", None)
+            body["active"] = False
+            links = [ln for ln in body.get("link") or () if ln.get("type") != "replaced-by"]
+            links.append({"other": {"reference": f"Patient/{survivor}"}, "type": "replaced-by"})
+            body["link"] = links
+            w.replace(cur, body)
+        mpi = mpi_of(self.repo)
+        persons = [mpi.person_of_in(w, prior), mpi.person_of_in(w, survivor)]
+        if persons[0] and persons[1] and persons[0] != persons[1]:
+            mpi.merge_in(w, persons[0], persons[1], actor=f"hl7v2:{inst.code}",
+                         reason=f"{kind} {control_id}: prior record merged by the sender")
+
+    # ------------------------------------------------------------ dead letters
+    def _dead(self, channel: str, sender: str, control_id: str, kind: str, received: int, event: int | None,
+              reason: str, ack_code: str, peer: str | None, raw: bytes, ack: bytes | None,
+              retry_of: inbox.Row | None) -> None:
+        def run(w: SqlWriter) -> None:
+            if retry_of is not None:
+                w.execute("UPDATE ingest_message SET attempts = attempts + 1, reason = ?, ack_code = ?, ack = ? "
+                          "WHERE id = ?", (reason[:1000], ack_code, ack, retry_of.id))
+                return
+            inbox.record(w, channel=channel, sender=sender, control_id=control_id, kind=kind, received=received,
+                         event_time=event, status="dead", ack_code=ack_code, reason=reason, peer=peer, raw=raw,
+                         ack=ack)
+        self.repo.transact(run)
+
+    def retry(self, message_id: int) -> inbox.Row:
+        """Re-process a dead letter (after the cause was fixed); returns its row as it is now."""
+        row = inbox.get(self.repo, message_id)
+        if row is None:
+            raise HutongError("HT-0056", f"no inbox message {message_id}", status=404, issue_code="not-found")
+        if row.status != "dead":
+            raise HutongError("HT-0058", f"inbox message {message_id} is {row.status}, not a dead letter",
+                              status=409, issue_code="conflict")
+        with self._lock:
+            self._senders.clear()  # the fix may have been registering the institution
+        if row.channel == "hl7v2":
+            self.hl7(row.raw, None, retry_of=row)
+        else:
+            self.cda(row.raw, None, retry_of=row)
+        after = inbox.get(self.repo, message_id)
+        assert after is not None
+        return after
+
+    # ------------------------------------------------------------ CDA
+    def cda(self, xml: bytes, peer: str | None, *, retry_of: inbox.Row | None = None) -> dict[str, Any]:
+        """Store one WS/T 500 document.  Returns {"status": "ok", "documentReference",
+        "type", "resources"} or {"status": "dead", "reason", "code"}; never raises for bad input."""
+        received = retry_of.received if retry_of else self.clock()
+
+        def dead(code: str, reason: str, sender: str = "", doc_id: str = "", kind: str = "cda") -> dict[str, Any]:
+            self._dead("cda", sender, doc_id, kind, received, None, f"{code}: {reason}", "AE", peer, xml, None,
+                       retry_of)
+            return {"status": "dead", "code": code, "reason": reason}
+
+        try:
+            header = cdaparse.read_header(cdaparse.parse_xml(xml))
+        except cdaparse.CdaError as e:
+            return dead(e.code, "; ".join(e.problems))
+        inst = self.institution(header.custodian_id)
+        if inst is None:
+            return dead("cda-sender", f"the custodian {header.custodian_id[:64]!r} is not a registered institution")
+        try:
+            mapped = cdamap.to_bundle(xml, cdamap.Sender(inst.code, inst.organization_id))
+            entries = self.bundles.prepare(mapped.bundle.get("entry") or [])
+        except cdaparse.CdaError as e:
+            return dead(e.code, "; ".join(e.problems), inst.code)
+        except HutongError as e:
+            return dead(e.code, f"mapped resource rejected: {e.message}", inst.code)
+        kind = mapped.doc_type.code
+        event = inbox.to_ms(mapped.event_time)
+
+        def run(w: SqlWriter) -> list[tuple[str, str, int]]:
+            w.lock_key(f"ingest:cda:{inst.code}:{mapped.document_id}")
+            done = self.bundles.run_in(w, entries)
+            inbox.record(w, channel="cda", sender=inst.code, control_id=mapped.document_id, kind=kind,
+                         received=received, event_time=event, status="ok", ack_code="AA", reason=None, peer=peer,
+                         raw=xml, ack=None, attempts=(retry_of.attempts + 1) if retry_of else 1)
+            if retry_of is not None:
+                inbox.mark(w, retry_of.id, "retried")
+            return done
+
+        try:
+            done = self.svc._retry(lambda: self.repo.transact(run))
+        except HutongError as e:
+            return dead(e.code, e.message, inst.code, mapped.document_id, kind)
+        refs = [f"{t}/{i}" for t, i, _s in done]
+        doc = next((r for r in refs if r.startswith("DocumentReference/")), None)
+        return {"status": "ok", "type": kind, "title": mapped.doc_type.title, "documentReference": doc,
+                "resources": refs}
+
+    def cda_response(self, xml: bytes, peer: str | None) -> FhirResponse:
+        out = self.cda(xml, peer)
+        if out["status"] == "ok":
+            return FhirResponse.json(201, out)
+        return FhirResponse.json(422, operation_outcome(HutongError(
+            "HT-0062", f"CDA document not stored ({out['code']}): {out['reason']}; kept as a dead letter",
+            status=422, issue_code="invalid")))
