@@ -39,6 +39,20 @@ from hutong.systems import ORGANIZATION
 SENDER_TTL_S = 60.0
 
 
+def _salvage_msh(raw: bytes) -> tuple[list[str], str]:
+    """MSH-4 components and MSH-10 of a message that did not parse (wrong
+    charset, broken segments), read from the ASCII-compatible MSH bytes, so
+    its dead letter can still be found by sender and control id."""
+    line = raw.split(b"\r", 1)[0].split(b"\n", 1)[0]
+    if not line.startswith(b"MSH") or len(line) < 8:
+        return [], ""
+    fields = line.split(line[3:4])
+    def text(i: int) -> str:
+        return fields[i].decode("ascii", "replace")[:200] if len(fields) > i else ""
+    comp = line[4:5].decode("ascii", "replace") or "^"
+    return [c for c in text(3).split(comp) if c], text(9)
+
+
 @dataclass(frozen=True, slots=True)
 class Institution:
     code: str             # registered identifier value (统一社会信用代码)
@@ -90,8 +104,10 @@ class Ingestor:
             msg = hl7msg.parse(raw)
         except hl7msg.Hl7Error as e:
             nak = hl7ack.build_ack(None, raw, e.ack, e)
-            self._dead("hl7v2", "", "", "unparsed", received, None, f"{e.code} {e.text}", e.ack, peer, raw, nak,
-                       retry_of)
+            facility, control = _salvage_msh(raw)
+            inst = self.sender_of(facility)
+            self._dead("hl7v2", inst.code if inst else "", control, "unparsed", received, None,
+                       f"{e.code} {e.text}", e.ack, peer, raw, nak, retry_of)
             return nak
         kind = f"{msg.message_type}^{msg.trigger}"
         inst = self.sender_of(msg.sending_facility)

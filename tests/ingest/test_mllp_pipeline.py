@@ -167,8 +167,12 @@ def test_unknown_sender_missing_pid_and_bad_dates_are_naked_and_kept(mllp: Mllp)
     unknown_type = adt("U4").replace("ADT^A04^ADT_A01", "ZZZ^Z99")
     [a4] = mllp.send(unknown_type)
     assert msa(a4)[1] == "AR"
+    # declared UTF-8, sent in GB 18030: refused, not stored as mojibake
+    wrong = adt("U5", name="欧阳^娜娜", mrn="MR-U5").encode("gb18030")
+    [a5] = mllp.send(wrong)
+    assert msa(a5)[1] == "AR" and "UTF-8" in err(a5).upper()
     dead = mllp.server.client.get(mllp.server.root + "/ingest/dead-letters").json()["items"]
-    assert {d["control_id"] for d in dead} >= {"U1", "U2", "U3", "U4"}
+    assert {d["control_id"] for d in dead} >= {"U1", "U2", "U3", "U4", "U5"}
     assert all(d["reason"] for d in dead)
     assert fhir(mllp.server, "/Observation", _summary="count")["total"] == 0
 
