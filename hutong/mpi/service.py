@@ -24,9 +24,9 @@ import orjson
 from hutong.errors import Conflict, InvalidRequest, NotFound
 from hutong.mpi import state as st
 from hutong.mpi.comparisons import COMPARISONS, Gamma, gamma
-from hutong.mpi.features import Features, extract, merge
+from hutong.mpi.features import Features, extract
 from hutong.mpi.golden import PERSON_PREFIX, SourceView, build, is_golden, retired, with_person_link
-from hutong.mpi.matcher import Decision, Scored, decide, score
+from hutong.mpi.matcher import Decision, Scored, decide
 from hutong.mpi.model import MpiModel, default_model
 from hutong.store.repository import Stored
 from hutong.store.sql import SqlRepository, SqlWriter
@@ -444,14 +444,6 @@ class Mpi:
             w.replace(cur, body, hooks=False)
             n += 1
         return n
-
-    # ------------------------------------------------------------ batch use
-    def score_pair(self, a: Features, b: Features) -> float:
-        model = self.model()
-        return model.weight(gamma(a, b), tuple(set(a.names) & set(b.names)))
-
-    def rescore(self, f: Features, persons: dict[str, list[Features]]) -> list[Scored]:
-        return score(self.model(), f, {k: merge(v) for k, v in persons.items()})
 
 
 _FIELD_ATTRS = {"id_number": ("ids", "bad_ids"), "name": ("names",), "birth_date": ("birth_dates",),
