@@ -257,6 +257,8 @@ class BundleProcessor:
         mapping: dict[str, str] = {}
         new_ids: dict[int, str] = {}
         known = self._by_identifier(w, entries)
+        put_creates: list[_Entry] = []
+        hooked = {t for h in svc.repo.hooks for t in h.types}
         # 1. identities first, so every reference can be rewritten before any write
         for e in entries:
             try:
@@ -285,6 +287,11 @@ class BundleProcessor:
                         assert e.resource is not None
                         rid = found[0].id if found else (e.resource.get("id") or new_id())
                         e.path = [e.type, rid]
+                        if not found and rid not in (e.resource.get("id"), None) and e.if_match is None \
+                                and e.type not in hooked:
+                            # A create under an id nobody else knows yet: written
+                            # with the other such creates in one batch (step 3).
+                            put_creates.append(e)
                         if e.full_url:
                             mapping[e.full_url] = f"{e.type}/{rid}"
                     else:
@@ -311,7 +318,9 @@ class BundleProcessor:
                                              f"{len(found)} resources (exactly one is required)")
                 ref["reference"] = f"{rtype}/{found[0].id}"
         # 3. execute in the spec's order; the plain creates go in one batch
-        # (one statement per table instead of one per entry and table).
+        # (one statement per table instead of one per entry and table), and so
+        # do conditional updates that matched nothing (creates with new ids: no
+        # current version to read or lock, as FhirService.update_in would).
         creates = [e for e in entries if e.method == "POST" and e.result is None]
         done_creates = False
         for e in sorted(entries, key=lambda x: (ORDER[x.method], x.index)):
@@ -322,6 +331,14 @@ class BundleProcessor:
                 for c, st in zip(creates, stored, strict=True):
                     c.result, c.status = st, 201
                 done_creates = True
+            if e.method == "PUT" and put_creates:
+                stored = w.insert_many([(c.type, c.path[1], c.resource) for c in put_creates  # type: ignore[misc]
+                                        ], method="PUT")
+                for c, st in zip(put_creates, stored, strict=True):
+                    c.result, c.status = st, 201
+                put_creates = []
+            if e.result is not None and e.method == "PUT":
+                continue
             try:
                 self._execute(w, e, new_ids)
             except HutongError as err:
