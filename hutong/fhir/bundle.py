@@ -16,7 +16,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import orjson
 
 from hutong.errors import HutongError, InvalidRequest, NotFound, operation_outcome
-from hutong.fhir.references import reference_holders
 from hutong.fhir.registry import params_for
 from hutong.fhir.response import FhirResponse, etag
 from hutong.fhir.service import FhirService, new_id, parse_if_match, parse_json
@@ -64,26 +63,39 @@ class _Entry:
         return self.path[0]
 
 
-def _rewrite(node: Any, mapping: dict[str, str], unresolved: list[str]) -> None:
+def _rewrite(node: Any, mapping: dict[str, str], unresolved: list[str]) -> list[dict[str, Any]]:
     """Replace references to transaction fullUrls with the assigned Type/id:
     Reference.reference, and elements of type uri/url holding a urn:uuid
-    fullUrl, e.g. Attachment.url pointing at a Binary (http.html#trules)."""
-    for holder in reference_holders(node):
-        v = holder["reference"]
-        if v in mapping:
-            holder["reference"] = mapping[v]
-        elif v.startswith("urn:uuid:") or v.startswith("urn:oid:"):
-            unresolved.append(v)
+    fullUrl, e.g. Attachment.url pointing at a Binary (http.html#trules).
+    Returns the conditional references (``Type?criteria``) left to resolve.
+    One walk of the resource, in reference_holders' order."""
+    conditional: list[dict[str, Any]] = []
     stack = [node]
     while stack:
         n = stack.pop()
-        items = n.items() if isinstance(n, dict) else enumerate(n)
-        for k, v in items:
-            if isinstance(v, str):
-                if k != "reference" and v.startswith("urn:uuid:") and v in mapping:
-                    n[k] = mapping[v]
-            elif isinstance(v, dict | list):
-                stack.append(v)
+        if isinstance(n, dict):
+            ref = n.get("reference")
+            if isinstance(ref, str):
+                if ref in mapping:
+                    n["reference"] = mapping[ref]
+                elif ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+                    unresolved.append(ref)
+                elif "?" in ref and not ref.startswith("#"):
+                    conditional.append(n)
+            for k, v in n.items():
+                if isinstance(v, str):
+                    if k != "reference" and v.startswith("urn:uuid:") and v in mapping:
+                        n[k] = mapping[v]
+                elif isinstance(v, dict | list):
+                    stack.append(v)
+        elif isinstance(n, list):
+            for i, v in enumerate(n):
+                if isinstance(v, str):
+                    if v.startswith("urn:uuid:") and v in mapping:
+                        n[i] = mapping[v]
+                elif isinstance(v, dict | list):
+                    stack.append(v)
+    return conditional
 
 
 # Current resources of a type holding identifier system|value for any of a list
@@ -130,10 +142,6 @@ def _identifier_criteria(type: str, query: str) -> tuple[list[tuple[str, str]], 
     if not system or not value or sp is None or sp.type != "token":
         return None
     return items, system, value
-
-
-def _conditional_refs(node: Any) -> list[dict[str, Any]]:
-    return [h for h in reference_holders(node) if "?" in h["reference"] and not h["reference"].startswith("#")]
 
 
 class BundleProcessor:
@@ -306,10 +314,10 @@ class BundleProcessor:
             if e.resource is None or e.method not in ("POST", "PUT"):
                 continue
             unresolved: list[str] = []
-            _rewrite(e.resource, mapping, unresolved)
+            conditional = _rewrite(e.resource, mapping, unresolved)
             if unresolved:
                 raise e.error("HT-0032", f"reference {unresolved[0]!r} is not the fullUrl of any entry")
-            for ref in _conditional_refs(e.resource):
+            for ref in conditional:
                 rtype, _, rq = ref["reference"].partition("?")
                 check_type(rtype)
                 found = svc._conditional(w, rtype, rq)
