@@ -195,30 +195,25 @@ def _rollup(w: SqlWriter, channel: str, sender: str, kind: str, received: int, e
     b = f"b_{bucket(received, event_time)}" if status == "ok" else None
     dead = 1 if status == "dead" else 0
     ok = 1 if status == "ok" else 0
-    cur = w.execute("SELECT messages FROM ingest_daily WHERE sender = ? AND day = ? AND channel = ?",
-                    (sender, day, channel)).fetchone()
-    if cur is None:
-        values = {n: 0 for n in BUCKET_NAMES}
-        if b:
-            values[b[2:]] = 1
-        w.execute(f"INSERT INTO ingest_daily (sender, day, channel, messages, dead, "
-                  f"{', '.join('b_' + n for n in BUCKET_NAMES)}, last_received) VALUES (?, ?, ?, ?, ?, "
-                  f"{', '.join('?' * len(BUCKET_NAMES))}, ?)",
-                  (sender, day, channel, ok, dead, *[values[n] for n in BUCKET_NAMES], received))
-    else:
-        sets = "messages = messages + ?, dead = dead + ?, last_received = CASE WHEN last_received > ? " \
-               "THEN last_received ELSE ? END"
-        if b:
-            sets += f", {b} = {b} + 1"
-        w.execute(f"UPDATE ingest_daily SET {sets} WHERE sender = ? AND day = ? AND channel = ?",
-                  (ok, dead, received, received, sender, day, channel))
-    n = w.execute("UPDATE ingest_sender SET last_received = ?, last_kind = ?, last_status = ? "
-                  "WHERE sender = ? AND channel = ? AND last_received <= ?",
-                  (received, kind[:40], status, sender, channel, received)).rowcount
-    if not n and w.execute("SELECT 1 FROM ingest_sender WHERE sender = ? AND channel = ?",
-                           (sender, channel)).fetchone() is None:
-        w.execute("INSERT INTO ingest_sender (sender, channel, last_received, last_kind, last_status) "
-                  "VALUES (?, ?, ?, ?, ?)", (sender, channel, received, kind[:40], status))
+    # Upserts: two transactions recording a sender's first message of a day at
+    # once (PostgreSQL, concurrent connections) must not both try to insert.
+    values = {n: 0 for n in BUCKET_NAMES}
+    if b:
+        values[b[2:]] = 1
+    cols = ", ".join("b_" + n for n in BUCKET_NAMES)
+    adds = ", ".join(f"b_{n} = ingest_daily.b_{n} + excluded.b_{n}" for n in BUCKET_NAMES)
+    w.execute(f"INSERT INTO ingest_daily (sender, day, channel, messages, dead, {cols}, last_received) "
+              f"VALUES (?, ?, ?, ?, ?, {', '.join('?' * len(BUCKET_NAMES))}, ?) "
+              "ON CONFLICT (sender, day, channel) DO UPDATE SET messages = ingest_daily.messages + excluded.messages, "
+              f"dead = ingest_daily.dead + excluded.dead, {adds}, last_received = CASE WHEN "
+              "ingest_daily.last_received > excluded.last_received THEN ingest_daily.last_received "
+              "ELSE excluded.last_received END",
+              (sender, day, channel, ok, dead, *[values[n] for n in BUCKET_NAMES], received))
+    w.execute("INSERT INTO ingest_sender (sender, channel, last_received, last_kind, last_status) "
+              "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sender, channel) DO UPDATE SET "
+              "last_received = excluded.last_received, last_kind = excluded.last_kind, "
+              "last_status = excluded.last_status WHERE ingest_sender.last_received <= excluded.last_received",
+              (sender, channel, received, kind[:40], status))
 
 
 def mark(w: SqlWriter, message_id: int, status: str) -> None:
