@@ -423,6 +423,7 @@ class Mpi:
             rows = self.repo.query(
                 "SELECT r.pk, r.fhir_id FROM resource r LEFT JOIN mpi_source s ON s.patient_id = r.fhir_id "
                 "WHERE r.type = 'Patient' AND r.deleted = 0 AND r.pk > ? AND s.patient_id IS NULL "
+                "AND r.fhir_id NOT LIKE 'mpi-%' "
                 "ORDER BY r.pk LIMIT ?", (after, batch))
             if not rows:
                 return done
