@@ -1,13 +1,14 @@
 # Hutong — the two commands of the README, plus the benchmark.
 #   make demo   create .venv, install, build a small synthetic region, serve it on :8000
 #   make test   install (incl. PostgreSQL when missing) and run the whole suite
-#   make bench  benchmarks (JSON), not part of the tests
+#   make bench  every benchmark (JSON per benchmark; bench/suite.py), not part of the tests
+#   make bench-quick  the same at small sizes
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck clean system-deps
+.PHONY: demo test bench bench-quick lint typecheck clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,7 +43,10 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) system-deps
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.suite
+
+bench-quick: $(BENCH_STAMP) system-deps
+	$(BIN)/python -m bench.suite --quick
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
