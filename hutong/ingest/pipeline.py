@@ -13,6 +13,7 @@ Framing (hutong.ingest.hl7v2.framing), parsing (message) and mapping
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from hutong.store.sql import SqlWriter
 from hutong.systems import ORGANIZATION
 
 SENDER_TTL_S = 60.0
+log = logging.getLogger("hutong.ingest")
 
 
 def _salvage_msh(raw: bytes) -> tuple[list[str], str]:
@@ -163,6 +165,19 @@ class Ingestor:
             nak = hl7ack.build_ack(msg, raw, "AE", err)
             self._dead("hl7v2", inst.code, msg.control_id, kind, received, event, err.text, "AE", peer, raw, nak,
                        retry_of)
+            return nak
+        except Exception as e:
+            # A database failure (connection lost, disk full): the sender gets AE and
+            # will resend; nothing was acknowledged.  The type only is logged (the
+            # message may carry resident data).
+            log.error("HL7 message %s not stored: %s", msg.control_id[:40], type(e).__name__)
+            err = hl7msg.Hl7Error("207", "application internal error: message not stored, resend later", ack="AE")
+            nak = hl7ack.build_ack(msg, raw, "AE", err)
+            try:
+                self._dead("hl7v2", inst.code, msg.control_id, kind, received, event, err.text, "AE", peer, raw,
+                           nak, retry_of)
+            except Exception as e2:
+                log.error("dead letter not stored either: %s", type(e2).__name__)
             return nak
 
     def frame_error(self, raw: bytes, reason: str, peer: str | None) -> bytes:

@@ -262,3 +262,17 @@ def test_timeliness_per_institution_and_day(mllp: Mllp) -> None:
     assert body["last_seen"][HOSPITAL]["hl7v2"]["kind"] == "ORU^R01"
     r = mllp.server.client.get(mllp.server.root + "/ingest/timeliness", params={"from": "2026-13-01"})
     assert r.status_code == 400
+
+
+def test_a_database_failure_is_an_ae_and_the_listener_keeps_serving(mllp: Mllp,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_fn: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(mllp.ingestor.repo, "transact", broken)
+    [ack] = mllp.send(oru("X1"))
+    assert msa(ack)[1:3] == ["AE", "X1"] and "resend" in err(ack)
+    monkeypatch.undo()
+    [ack] = mllp.send(oru("X1"))  # the resend is taken
+    assert msa(ack)[1:3] == ["AA", "X1"]
+    assert fhir(mllp.server, "/Observation", _summary="count")["total"] == 3

@@ -126,7 +126,9 @@ class Hl7Message:
 
 # python-hl7 logs the whole field value when an escape sequence is malformed: patient data
 # (PIPL Art. 28) has no place in logs, and the problem is not ours to report.
-hl7.util.logger.disabled = True
+# A filter, not ``logger.disabled``: logging.config.dictConfig (uvicorn's, for one)
+# re-enables every existing logger it does not configure, but leaves filters alone.
+hl7.util.logger.addFilter(lambda _record: False)
 
 
 def _unescape(container: Any, text: str) -> str:
