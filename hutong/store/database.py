@@ -34,6 +34,9 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get("HUTONG_DATABASE_URL") or DEFAULT_URL
 
 
+CHECKPOINT_INTERVAL_S = 0.2
+CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's automatic threshold: 1,000 pages of 4 KiB
+
 @dataclass
 class Database:
     """A connection pool plus what every statement needs to know about the dialect.
@@ -52,6 +55,8 @@ class Database:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _write_mutex: threading.Lock = field(default_factory=threading.Lock)
     _lock_path: str | None = None
+    _checkpointer: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
     max_idle: int = 64  # >= the server threadpool (40), so connections are reused, not reopened
 
     def sql(self, statement: str) -> str:
@@ -123,6 +128,8 @@ class Database:
         if self.dialect != "sqlite" or self._lock_path is None:
             yield
             return
+        if self._checkpointer is None:
+            self._start_checkpointer()
         with self._write_mutex:
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -131,6 +138,45 @@ class Database:
             finally:
                 os.close(fd)  # releases the flock
 
+    def _start_checkpointer(self) -> None:
+        """WAL checkpoints in a background thread of each writing process.
+
+        SQLite's automatic checkpoint runs inside the COMMIT that crosses
+        1,000 pages, so one request in a few hundred pays for copying the WAL
+        into the database: that was the p99 tail of every write benchmark
+        (MPI inline create p99 42 ms vs 24 ms with it off).  Connections turn
+        the automatic checkpoint off; this thread runs the same PASSIVE
+        checkpoint (it never blocks writers or readers) whenever the WAL has
+        grown past CHECKPOINT_BYTES.  sqlite3 releases the GIL while it copies.
+        Closing the last connection checkpoints too (SQLite does that itself).
+        """
+        with self._lock:
+            if self._checkpointer is not None or self._lock_path is None:
+                return
+            db_path = self._lock_path[: -len(".lock")]
+            t = threading.Thread(target=self._checkpoint_loop, args=(db_path,), name="sqlite-checkpoint",
+                                 daemon=True)
+            self._checkpointer = t
+        t.start()
+
+    def _checkpoint_loop(self, db_path: str) -> None:
+        conn: sqlite3.Connection | None = None
+        wal = db_path + "-wal"
+        try:
+            while not self._stop.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    if os.path.getsize(wal) < CHECKPOINT_BYTES:
+                        continue
+                    if conn is None:
+                        conn = sqlite3.connect(db_path, timeout=30, check_same_thread=False, isolation_level=None)
+                        conn.execute("PRAGMA busy_timeout=30000")
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except (OSError, sqlite3.Error):
+                    continue  # no WAL yet, or busy: next round
+        finally:
+            if conn is not None:
+                conn.close()
+
     def begin_sql(self) -> str:
         # SQLite: take the write lock up front so concurrent writers queue on
         # busy_timeout instead of failing on lock upgrade, and conditional
@@ -138,6 +184,9 @@ class Database:
         return "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
 
     def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None and self._checkpointer is not threading.current_thread():
+            self._checkpointer.join(timeout=10)
         with self._lock:
             idle, self._idle = self._idle, []
         for c in idle:
@@ -156,6 +205,7 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         "PRAGMA cache_size=-65536",
         "PRAGMA temp_store=MEMORY",
         "PRAGMA mmap_size=268435456",
+        "PRAGMA wal_autocheckpoint=0",  # Database._start_checkpointer does it off the request path
     ):
         cur.execute(pragma)
     cur.close()
