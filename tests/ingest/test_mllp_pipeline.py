@@ -276,3 +276,37 @@ def test_a_database_failure_is_an_ae_and_the_listener_keeps_serving(mllp: Mllp,
     [ack] = mllp.send(oru("X1"))  # the resend is taken
     assert msa(ack)[1:3] == ["AA", "X1"]
     assert fhir(mllp.server, "/Observation", _summary="count")["total"] == 3
+
+
+def test_concurrent_first_messages_of_a_day_are_all_acknowledged(mllp: Mllp) -> None:
+    """Several connections recording a sender's first messages of the day at
+    once: the timeliness roll-up row is created by one of them, every message
+    is acknowledged (PostgreSQL: a SELECT-then-INSERT roll-up raced here)."""
+    import threading
+
+    # The patients exist already (registered over FHIR), so the messages queue
+    # neither on the MPI's locks nor on one conditional create: they overlap.
+    n_conn = 12
+    for n in range(n_conn):
+        patient = {"resourceType": "Patient", "identifier": [{"system": mrn_system(HOSPITAL), "value": f"MR-C{n}"}],
+                   "name": [{"text": f"赵敏{n}"}], "gender": "female", "birthDate": "1990-02-02"}
+        assert mllp.server.client.post("/Patient", content=json.dumps(patient)).status_code == 201
+    acks: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(n_conn)
+
+    def send(n: int) -> None:
+        start.wait()
+        [ack] = mllp.send(oru(f"P{n}", mrn=f"MR-C{n}", idno=None).replace("F456", f"F-P{n}"))
+        with lock:
+            acks.append(msa(ack)[1])
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(n_conn)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert acks == ["AA"] * n_conn
+    body = mllp.server.client.get(mllp.server.root + "/ingest/timeliness",
+                                  params={"institution": HOSPITAL}).json()
+    assert sum(d["messages"] for d in body["days"]) == n_conn
