@@ -102,24 +102,26 @@ class Ingestor:
         """Handle one HL7 v2 message; returns the ACK payload (unframed).
         Never raises for bad input: every problem becomes an AE/AR ACK and a dead letter."""
         received = retry_of.received if retry_of else self.clock()
+
+        def refuse(err: hl7msg.Hl7Error, msg: hl7msg.Hl7Message | None, sender: str, control_id: str, kind: str,
+                   reason: str, event: int | None = None) -> bytes:
+            nak = hl7ack.build_ack(msg, raw, err.ack, err)
+            self._dead("hl7v2", sender, control_id, kind, received, event, reason, err.ack, peer, raw, nak,
+                       retry_of)
+            return nak
+
         try:
             msg = hl7msg.parse(raw)
         except hl7msg.Hl7Error as e:
-            nak = hl7ack.build_ack(None, raw, e.ack, e)
             facility, control = _salvage_msh(raw)
             inst = self.sender_of(facility)
-            self._dead("hl7v2", inst.code if inst else "", control, "unparsed", received, None,
-                       f"{e.code} {e.text}", e.ack, peer, raw, nak, retry_of)
-            return nak
+            return refuse(e, None, inst.code if inst else "", control, "unparsed", f"{e.code} {e.text}")
         kind = f"{msg.message_type}^{msg.trigger}"
         inst = self.sender_of(msg.sending_facility)
         if inst is None:
             unknown = hl7msg.Hl7Error("204", "unknown sending facility (MSH-4): no registered institution has "
                                              "this identifier", segment="MSH", field=4, ack="AR")
-            nak = hl7ack.build_ack(msg, raw, "AR", unknown)
-            self._dead("hl7v2", "", msg.control_id, kind, received, None, unknown.text, "AR", peer, raw, nak,
-                       retry_of)
-            return nak
+            return refuse(unknown, msg, "", msg.control_id, kind, unknown.text)
         if retry_of is None:
             done = inbox.find(self.repo, None, "hl7v2", inst.code, msg.control_id)
             if done is not None and done.ack is not None:
@@ -128,16 +130,10 @@ class Ingestor:
             mapped = hl7map.to_bundle(msg, hl7map.Sender(inst.code, inst.organization_id))
             entries = self.bundles.prepare(mapped.bundle.get("entry") or [])
         except hl7msg.Hl7Error as e:
-            nak = hl7ack.build_ack(msg, raw, e.ack, e)
-            self._dead("hl7v2", inst.code, msg.control_id, kind, received, None, f"{e.code} {e.text}", e.ack,
-                       peer, raw, nak, retry_of)
-            return nak
+            return refuse(e, msg, inst.code, msg.control_id, kind, f"{e.code} {e.text}")
         except HutongError as e:
             err = hl7msg.Hl7Error("207", f"mapped resource rejected: {e.code} {e.message}", ack="AE")
-            nak = hl7ack.build_ack(msg, raw, "AE", err)
-            self._dead("hl7v2", inst.code, msg.control_id, kind, received, None, err.text, "AE", peer, raw, nak,
-                       retry_of)
-            return nak
+            return refuse(err, msg, inst.code, msg.control_id, kind, err.text)
         ok = hl7ack.build_ack(msg, raw, "AA")
         event = inbox.to_ms(mapped.event_time)
 
@@ -150,11 +146,7 @@ class Ingestor:
             self.bundles.run_in(w, entries)
             if mapped.merge is not None:
                 self._merge(w, inst, mapped.merge, kind, msg.control_id)
-            inbox.record(w, channel="hl7v2", sender=inst.code, control_id=msg.control_id, kind=kind,
-                         received=received, event_time=event, status="ok", ack_code="AA", reason=None, peer=peer,
-                         raw=raw, ack=ok, attempts=(retry_of.attempts + 1) if retry_of else 1)
-            if retry_of is not None:
-                inbox.mark(w, retry_of.id, "retried")
+            self._stored(w, "hl7v2", inst, msg.control_id, kind, received, event, peer, raw, ok, retry_of)
             return ok
 
         try:
@@ -162,23 +154,18 @@ class Ingestor:
             return result
         except HutongError as e:
             err = hl7msg.Hl7Error("207", f"{e.code} {e.message}", ack="AE")
-            nak = hl7ack.build_ack(msg, raw, "AE", err)
-            self._dead("hl7v2", inst.code, msg.control_id, kind, received, event, err.text, "AE", peer, raw, nak,
-                       retry_of)
-            return nak
+            return refuse(err, msg, inst.code, msg.control_id, kind, err.text, event)
         except Exception as e:
             # A database failure (connection lost, disk full): the sender gets AE and
             # will resend; nothing was acknowledged.  The type only is logged (the
             # message may carry resident data).
             log.error("HL7 message %s not stored: %s", msg.control_id[:40], type(e).__name__)
             err = hl7msg.Hl7Error("207", "application internal error: message not stored, resend later", ack="AE")
-            nak = hl7ack.build_ack(msg, raw, "AE", err)
             try:
-                self._dead("hl7v2", inst.code, msg.control_id, kind, received, event, err.text, "AE", peer, raw,
-                           nak, retry_of)
+                return refuse(err, msg, inst.code, msg.control_id, kind, err.text, event)
             except Exception as e2:
                 log.error("dead letter not stored either: %s", type(e2).__name__)
-            return nak
+                return hl7ack.build_ack(msg, raw, "AE", err)
 
     def frame_error(self, raw: bytes, reason: str, peer: str | None) -> bytes:
         """A framing problem (bytes outside a frame, truncated or oversize frame):
@@ -225,6 +212,17 @@ class Ingestor:
         if persons[0] and persons[1] and persons[0] != persons[1]:
             mpi.merge_in(w, persons[0], persons[1], actor=f"hl7v2:{inst.code}",
                          reason=f"{kind} {control_id}: prior record merged by the sender")
+
+    def _stored(self, w: SqlWriter, channel: str, inst: Institution, control_id: str, kind: str, received: int,
+                event: int | None, peer: str | None, raw: bytes, ack: bytes | None,
+                retry_of: inbox.Row | None) -> None:
+        """The inbox row of a message whose resources this transaction wrote
+        (and, for a retry, the dead letter it replaces)."""
+        inbox.record(w, channel=channel, sender=inst.code, control_id=control_id, kind=kind, received=received,
+                     event_time=event, status="ok", ack_code="AA", reason=None, peer=peer, raw=raw, ack=ack,
+                     attempts=(retry_of.attempts + 1) if retry_of else 1)
+        if retry_of is not None:
+            inbox.mark(w, retry_of.id, "retried")
 
     # ------------------------------------------------------------ dead letters
     def _dead(self, channel: str, sender: str, control_id: str, kind: str, received: int, event: int | None,
@@ -289,11 +287,7 @@ class Ingestor:
         def run(w: SqlWriter) -> list[tuple[str, str, int]]:
             w.lock_key(f"ingest:cda:{inst.code}:{mapped.document_id}")
             done = self.bundles.run_in(w, entries)
-            inbox.record(w, channel="cda", sender=inst.code, control_id=mapped.document_id, kind=kind,
-                         received=received, event_time=event, status="ok", ack_code="AA", reason=None, peer=peer,
-                         raw=xml, ack=None, attempts=(retry_of.attempts + 1) if retry_of else 1)
-            if retry_of is not None:
-                inbox.mark(w, retry_of.id, "retried")
+            self._stored(w, "cda", inst, mapped.document_id, kind, received, event, peer, xml, None, retry_of)
             return done
 
         try:
