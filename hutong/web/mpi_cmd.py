@@ -66,23 +66,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ud.set_defaults(func=run, action=_undo)
 
 
-_open: list[Any] = []
-
-
-def _mpi(args: argparse.Namespace) -> Mpi:
-    repo = open_repository(args.database)
-    _open.append(repo)
-    return mpi_of(repo)
-
-
 def run(args: argparse.Namespace) -> int:
-    """Every action closes the database it opened (connection pools included)."""
+    """Open the database, run the action on its MPI, close it (connection pools included)."""
+    repo = open_repository(args.database)
     try:
-        rc: int = args.action(args)
+        rc: int = args.action(args, mpi_of(repo))
         return rc
     finally:
-        while _open:
-            _open.pop().db.close()
+        repo.db.close()
 
 
 def _print(data: Any) -> int:
@@ -90,8 +81,7 @@ def _print(data: Any) -> int:
     return 0
 
 
-def _stats(args: argparse.Namespace) -> int:
-    mpi = _mpi(args)
+def _stats(args: argparse.Namespace, mpi: Mpi) -> int:
     q = mpi.repo.query
     return _print({
         "sources": q("SELECT COUNT(*) FROM mpi_source", ())[0][0],
@@ -102,36 +92,36 @@ def _stats(args: argparse.Namespace) -> int:
     })
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, mpi: Mpi) -> int:
     from hutong.mpi.train import train
     try:
-        rep = train(_mpi(args), seed=args.seed, random_pairs=args.random_pairs)
+        rep = train(mpi, seed=args.seed, random_pairs=args.random_pairs)
     except ValueError as e:
         print(f"hutong mpi train: {e}", file=sys.stderr)
         return 2
     return _print(rep.__dict__)
 
 
-def _relink(args: argparse.Namespace) -> int:
+def _relink(args: argparse.Namespace, mpi: Mpi) -> int:
     from hutong.mpi.relink import relink
-    return _print(relink(_mpi(args), dry_run=args.dry_run, actor=args.actor).to_json())
+    return _print(relink(mpi, dry_run=args.dry_run, actor=args.actor).to_json())
 
 
-def _review(args: argparse.Namespace) -> int:
-    return _print(_mpi(args).review_items(status=args.status, limit=args.limit))
+def _review(args: argparse.Namespace, mpi: Mpi) -> int:
+    return _print(mpi.review_items(status=args.status, limit=args.limit))
 
 
-def _link(args: argparse.Namespace) -> int:
-    return _print({"event": _mpi(args).link(args.patient, args.person, actor=args.actor, reason=args.reason)})
+def _link(args: argparse.Namespace, mpi: Mpi) -> int:
+    return _print({"event": mpi.link(args.patient, args.person, actor=args.actor, reason=args.reason)})
 
 
-def _unlink(args: argparse.Namespace) -> int:
-    return _print({"event": _mpi(args).unlink(args.patient, actor=args.actor, reason=args.reason)})
+def _unlink(args: argparse.Namespace, mpi: Mpi) -> int:
+    return _print({"event": mpi.unlink(args.patient, actor=args.actor, reason=args.reason)})
 
 
-def _merge(args: argparse.Namespace) -> int:
-    return _print({"event": _mpi(args).merge(args.person, args.into_person, actor=args.actor, reason=args.reason)})
+def _merge(args: argparse.Namespace, mpi: Mpi) -> int:
+    return _print({"event": mpi.merge(args.person, args.into_person, actor=args.actor, reason=args.reason)})
 
 
-def _undo(args: argparse.Namespace) -> int:
-    return _print({"event": _mpi(args).undo(args.event, actor=args.actor, reason=args.reason)})
+def _undo(args: argparse.Namespace, mpi: Mpi) -> int:
+    return _print({"event": mpi.undo(args.event, actor=args.actor, reason=args.reason)})
