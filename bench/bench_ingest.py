@@ -62,6 +62,8 @@ import orjson
 from bench.bench_hl7 import TESTS, rate
 from bench.cpuload import CpuMeter, wait_for_quiet
 from bench.data import CACHE, stderr_log
+from bench.databases import postgres_cluster, sqlite_database
+from bench.report import emit
 from hutong.ingest.hl7v2.framing import Frame, FrameDecoder, frame
 from hutong.ingest.hl7v2.mapping import Sender, to_bundle
 from hutong.ingest.hl7v2.message import parse
@@ -275,31 +277,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def sqlite_url() -> Iterator[str]:
-    path = (CACHE / "ingest-sqlite.db").resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def clean() -> None:
-        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.lock")):
-            p.unlink(missing_ok=True)
-
-    clean()
-    try:
-        yield f"sqlite:///{path}"
-    finally:
-        clean()
-
-
-@contextlib.contextmanager
-def postgres_url() -> Iterator[str]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from pgcluster import temporary_cluster  # a plain module shared with the tests
-
-    with temporary_cluster(durable=True) as url:
-        yield url
 
 
 def register_sender(url: str) -> None:
@@ -676,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"limits: {doc['limits']}")
     doc["backends"] = {}
     for b in backends:
-        ctx = sqlite_url() if b == "sqlite" else postgres_url()
+        ctx = sqlite_database("ingest-sqlite.db") if b == "sqlite" else postgres_cluster()
         with ctx as url:
             if b == "postgresql":
                 from bench.run import _pg_version
@@ -703,11 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         "limits are single-core CPU rates in this process; the full path cannot be faster than parse_and_map.",
     ]
     doc["seconds_total"] = round(time.perf_counter() - t0, 1)
-    text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(doc, args.out)
     return 0
 
 

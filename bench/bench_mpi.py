@@ -69,6 +69,8 @@ import orjson
 
 from bench.cpuload import CpuMeter, wait_for_quiet
 from bench.data import CACHE, stderr_log, synth_version
+from bench.databases import remove_sqlite
+from bench.report import emit
 from hutong.fhir.assembly import open_repository
 from hutong.mpi import state as st
 from hutong.mpi.blocking import MAX_BLOCK, raw_keys
@@ -125,11 +127,6 @@ def percentiles(xs_s: Sequence[float]) -> dict[str, Any]:
 
     return {"n": len(xs), "p50_ms": p(0.50), "p95_ms": p(0.95), "p99_ms": p(0.99), "max_ms": round(xs[-1] * 1000, 3),
             "mean_ms": round(sum(xs) / len(xs) * 1000, 3)}
-
-
-def _clean_db(path: Path) -> None:
-    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.lock")):
-        p.unlink(missing_ok=True)
 
 
 def _db_bytes(path: Path) -> int:
@@ -446,7 +443,7 @@ def accuracy(residents: int, institutions: int, seed: int, log: Log, keep: bool 
         patients = [orjson.loads(line) for line in f]
     manifest = orjson.loads((d / "manifest.json").read_bytes())
     db = (CACHE / f"mpi-accuracy-{residents}-s{seed}.db").resolve()
-    _clean_db(db)
+    remove_sqlite(db)
     repo = open_repository(f"sqlite:///{db}")
     mpi = _mpi(repo)
     out: dict[str, Any] = {"region": {"residents": residents, "institutions": institutions, "seed": seed,
@@ -481,7 +478,7 @@ def accuracy(residents: int, institutions: int, seed: int, log: Log, keep: bool 
     finally:
         repo.db.close()
         if not keep:
-            _clean_db(db)
+            remove_sqlite(db)
     return out
 
 
@@ -715,7 +712,7 @@ def _outcome(p: dict[str, Any], person: str | None, review: bool) -> str:
 
 def latency(index: Index, probes: int, seed: int, log: Log) -> tuple[dict[str, Any], Path]:
     work = (CACHE / "mpi-latency-work.db").resolve()
-    _clean_db(work)
+    remove_sqlite(work)
     log(f"latency: copying the index ({index.meta['database_bytes'] / 1e9:.2f} GB)")
     shutil.copyfile(index.db, work)
     os.sync()  # measure with the copy on disk, not while 10 GB of dirty pages are written back
@@ -933,19 +930,15 @@ def main(argv: list[str] | None = None) -> int:
         if "relink" in parts:
             if work is None:
                 work = (CACHE / "mpi-latency-work.db").resolve()
-                _clean_db(work)
+                remove_sqlite(work)
                 shutil.copyfile(index.db, work)
                 os.sync()
             result["relink"] = {"index_persons": persons, **relink_part(work, log)}
         if work is not None and not a.keep:
-            _clean_db(work)
+            remove_sqlite(work)
     result["targets"] = _judge(result)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(result, indent=1, ensure_ascii=False)
-    print(text)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text + "\n")
+    emit(result, a.out)
     return 0
 
 

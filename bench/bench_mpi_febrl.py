@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -38,6 +37,7 @@ import numpy.typing as npt
 from rapidfuzz import process
 from rapidfuzz.distance import OSA, JaroWinkler
 
+from bench.report import emit
 from hutong.mpi.fellegi_sunter import (
     NULL,
     ComparisonSpec,
@@ -500,11 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for name, s in (("splink", doc["splink"]), ("splink_same_fields", doc["splink_same_fields"]))
         }
-    text = json.dumps(doc, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(doc, args.out)
     return 0
 
 

@@ -24,18 +24,17 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import orjson
 
 from bench import bench_store
 from bench.bench_http import Phases, server
 from bench.cpuload import wait_for_quiet
 from bench.data import CACHE, Dataset, prepare, stderr_log
+from bench.databases import postgres_cluster, sqlite_database
 from bench.profiling import own_pid, profiled, summarize, write_summary
+from bench.report import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,30 +48,6 @@ TARGETS: dict[str, tuple[str, str, float]] = {
     "search_identifier_p99_ms": ("http.search_identifier.p99_ms", "<=", 20),
     "everything_p50_ms": ("http.everything.p50_ms", "<=", 50),
 }
-
-
-def _pg_cluster() -> Any:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from pgcluster import temporary_cluster  # a plain module shared with the tests
-
-    return temporary_cluster(durable=True)
-
-
-@contextlib.contextmanager
-def _sqlite_db(size: int, keep: bool) -> Iterator[str]:
-    path = (CACHE / f"sqlite-{size}.db").resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def clean() -> None:
-        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.lock")):
-            p.unlink(missing_ok=True)
-
-    clean()
-    try:
-        yield f"sqlite:///{path}"
-    finally:
-        if not keep:
-            clean()
 
 
 def _pg_version(url: str) -> str:
@@ -272,11 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     for b in backends:
         t0 = time.perf_counter()
         if b == "sqlite":
-            with _sqlite_db(args.size, args.keep) as url:
+            with sqlite_database(f"sqlite-{args.size}.db", keep=args.keep) as url:
                 r = run_backend(b, url, ds, args, raw_rows)
             r["database"] = "SQLite file, WAL, synchronous=NORMAL (Hutong's settings)"
         else:
-            with _pg_cluster() as url:
+            with postgres_cluster() as url:
                 doc["machine"]["postgresql"] = _pg_version(url)
                 r = run_backend(b, url, ds, args, raw_rows)
             r["database"] = ("throw-away PostgreSQL cluster (tests/pgcluster.py, durable: fsync on, "
@@ -312,11 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if ds.resources < args.size:
         doc["notes"].append(f"Only {ds.resources:,} resources were generated for --size {args.size:,}.")
     doc["phase_seconds"]["total"] = round(time.perf_counter() - t_all, 1)
-    text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(doc, args.out)
     return 0
 
 
