@@ -144,6 +144,14 @@ async def _read_frame(reader: asyncio.StreamReader, decoder: FrameDecoder, queue
     return item.payload
 
 
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+
+
 async def send_messages(host: str, port: int, payloads: list[bytes], *, timeout: float = 10) -> list[bytes]:
     """Send each payload framed on one connection, waiting for its ACK; return the ACK payloads."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
@@ -156,11 +164,7 @@ async def send_messages(host: str, port: int, payloads: list[bytes], *, timeout:
             await writer.drain()
             acks.append(await asyncio.wait_for(_read_frame(reader, decoder, queue), timeout))
     finally:
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except OSError:
-            pass
+        await _close(writer)
     return acks
 
 
@@ -196,9 +200,5 @@ async def send_pipelined(host: str, port: int, payloads: list[bytes], window: in
                 sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
     finally:
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except OSError:
-            pass
+        await _close(writer)
     return acks
