@@ -52,6 +52,16 @@ CODES: dict[str, str] = {
     "HT-0062": "CDA document not stored (kept as a dead letter)",
     "HT-0070": "configuration error",
     "HT-0099": "internal error",
+    # security (hutong.security); ranges: 0100-0119 policy, 0120-0139 authentication,
+    # 0140-0149 audit, 0150-0159 keys and encryption, 0160-0169 residency and sharing
+    "HT-0100": "not signed in (no or unusable credentials)",
+    "HT-0101": "scope does not allow this interaction",
+    "HT-0102": "not your institution's record",
+    "HT-0103": "no access basis for this resident (treatment relationship, consent or break-glass)",
+    "HT-0104": "role may not do this",
+    "HT-0105": "search must be scoped to a patient",
+    "HT-0106": "break-glass request invalid",
+    "HT-0107": "access reason invalid",
 }
 
 
@@ -133,6 +143,20 @@ class NotSupported(HutongError):
 class StorageError(HutongError):
     status = 503
     issue_code = "transient"
+
+
+class Unauthorized(HutongError):
+    """No usable credentials (RFC 6750 section 3.1: 401 with WWW-Authenticate)."""
+
+    status = 401
+    issue_code = "login"
+
+
+class Forbidden(HutongError):
+    """Authenticated, but policy refuses (FHIR issue type "forbidden")."""
+
+    status = 403
+    issue_code = "forbidden"
 
 
 class ConfigError(HutongError):

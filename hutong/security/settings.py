@@ -1,0 +1,76 @@
+"""Security settings (等保三级 defaults), read once from the environment.
+
+Every number here is a policy choice a region may change; the defaults follow
+GB/T 22239-2019 level 3 practice as issue 6 states them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    v = os.environ.get(name)
+    return int(v) if v not in (None, "") else default
+
+
+def _list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    v = os.environ.get(name)
+    if v is None:
+        return default
+    return tuple(x.strip() for x in v.split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    # --- passwords and sessions (accounts)
+    password_min_length: int = 8
+    password_min_classes: int = 3            # of lower, upper, digit, symbol
+    lockout_failures: int = 5
+    lockout_minutes: int = 30
+    password_max_age_days: int = 0           # 0 = no forced rotation (90 is the usual choice)
+    idle_timeout_minutes: int = 30
+    # --- tokens
+    access_token_minutes: int = 15
+    refresh_token_hours: int = 12
+    issuer: str | None = None                # None = derived from the request's base URL
+    # --- policy
+    treatment_window_days: int = 90          # encounter/referral at the clinician's institution
+    break_glass_hours: int = 24
+    sensitive_labels: tuple[str, ...] = ("PSY", "HIV", "SEX", "ETH", "SUD", "STD")
+    # --- audit
+    audit_retention_days: int = 180
+    # --- keys, residency
+    key_dir: Path | None = None              # file key source; None = beside the database
+    allowed_regions: tuple[str, ...] = ("CN",)
+    storage_region: str = "CN"
+    mllp_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    sms_outbox: Path | None = None           # development SMS gateway file; None = beside the database
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> SecuritySettings:
+        kd = os.environ.get("HUTONG_KEY_DIR")
+        ob = os.environ.get("HUTONG_SMS_OUTBOX")
+        return cls(
+            password_min_length=_int("HUTONG_PASSWORD_MIN_LENGTH", 8),
+            password_min_classes=_int("HUTONG_PASSWORD_MIN_CLASSES", 3),
+            lockout_failures=_int("HUTONG_LOCKOUT_FAILURES", 5),
+            lockout_minutes=_int("HUTONG_LOCKOUT_MINUTES", 30),
+            password_max_age_days=_int("HUTONG_PASSWORD_MAX_AGE_DAYS", 0),
+            idle_timeout_minutes=_int("HUTONG_IDLE_TIMEOUT_MINUTES", 30),
+            access_token_minutes=_int("HUTONG_ACCESS_TOKEN_MINUTES", 15),
+            refresh_token_hours=_int("HUTONG_REFRESH_TOKEN_HOURS", 12),
+            issuer=os.environ.get("HUTONG_ISSUER") or None,
+            treatment_window_days=_int("HUTONG_TREATMENT_WINDOW_DAYS", 90),
+            break_glass_hours=_int("HUTONG_BREAK_GLASS_HOURS", 24),
+            sensitive_labels=_list("HUTONG_SENSITIVE_LABELS", ("PSY", "HIV", "SEX", "ETH", "SUD", "STD")),
+            audit_retention_days=_int("HUTONG_AUDIT_RETENTION_DAYS", 180),
+            key_dir=Path(kd) if kd else None,
+            allowed_regions=_list("HUTONG_ALLOWED_REGIONS", ("CN",)),
+            storage_region=os.environ.get("HUTONG_STORAGE_REGION", "CN"),
+            mllp_allow=_list("HUTONG_MLLP_ALLOW", ("127.0.0.1/32", "::1/128")),
+            sms_outbox=Path(ob) if ob else None,
+        )
