@@ -24,7 +24,6 @@ from pgcluster import free_port, temporary_cluster
 
 from hutong.config import Settings
 from hutong.fhir.assembly import open_repository
-from hutong.store.schema import metadata
 from hutong.store.sql import SqlRepository
 from hutong.web.app import create_app
 
@@ -42,10 +41,12 @@ def _truncate(url: str) -> None:
     import psycopg
 
     with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
-        tables = [t.name for t in metadata.sorted_tables if t.name != "search_param"]
-        exists = conn.execute("SELECT to_regclass('resource')").fetchone()
-        if exists and exists[0]:
-            conn.execute("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY")
+        # Every table in the schema, not only the store's MetaData: the security
+        # and ingestion layers create tables of their own.
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'search_param'")]
+        if tables:
+            conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

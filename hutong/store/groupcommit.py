@@ -11,6 +11,7 @@ Nobody is answered before their write is committed.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -33,8 +34,11 @@ class GroupCommit(Generic[W]):
 
     def submit(self, fn: Callable[[W], Any]) -> Any:
         fut: Future[Any] = Future()
+        # The leader runs other callers' functions: each must still run in its
+        # own caller's context (the principal its write hooks authorise).
+        ctx = contextvars.copy_context()
         with self._queue_lock:
-            self._queue.append((fn, fut))
+            self._queue.append((lambda w: ctx.run(fn, w), fut))
         while not fut.done():
             with self._leader:
                 if fut.done():  # a previous leader committed it

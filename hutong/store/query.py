@@ -105,6 +105,30 @@ class Include:
     reverse: bool = False  # _revinclude
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One reason a row may be seen (hutong.security.policy builds these).
+
+    A row passes when it is in the compartment of one of ``patients``, or of a
+    source Patient whose managingOrganization is ``managed_by`` (an
+    Organization id: "this institution's own records"), or is a golden person
+    record (``golden``); and carries none of ``hide_labels`` (normalised
+    meta.security codes: masked sensitive categories).
+    """
+
+    patients: tuple[str, ...] = ()
+    managed_by: str | None = None
+    golden: bool = False
+    hide_labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessScope:
+    """The rows a caller may see: the union of its grants (none = nothing)."""
+
+    grants: tuple[Grant, ...] = ()
+
+
 @dataclass(slots=True)
 class Query:
     type: str
@@ -117,6 +141,7 @@ class Query:
     includes: list[Include] = field(default_factory=list)
     total: bool = True
     compartment_patient: str | None = None  # restrict to one patient's compartment
+    scope: AccessScope | None = None  # access policy: None = unrestricted (trusted internal callers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from hutong.errors import NotSupported
 from hutong.store.query import (
+    AccessScope,
     Chain,
     Clause,
     Cursor,
@@ -233,9 +234,39 @@ class Compiler:
         if q.compartment_patient is not None:
             parts.append(f"{alias}.pk IN (SELECT res_pk FROM compartment WHERE patient_id = ?)")
             args.append(q.compartment_patient)
+        if q.scope is not None:
+            parts.append(self.scope_sql(q.type, q.scope, alias, args))
         for c in q.clauses:
             parts.append(self.clause(c, alias, args))
         return " AND ".join(parts)
+
+    def scope_sql(self, type: str, scope: AccessScope, alias: str, args: list[Any]) -> str:
+        """The access policy as a WHERE term, so counts and pages never include
+        a row the caller may not see (hutong.security.policy)."""
+        ors = []
+        for g in scope.grants:
+            conds = []
+            if g.patients:
+                conds.append(f"{alias}.pk IN (SELECT res_pk FROM compartment WHERE patient_id IN "
+                             f"({','.join('?' * len(g.patients))}))")
+                args += list(g.patients)
+            if g.managed_by is not None:
+                conds.append(
+                    f"EXISTS (SELECT 1 FROM compartment c JOIN resource p ON p.type = 'Patient' "
+                    f"AND p.fhir_id = c.patient_id JOIN idx_reference x ON x.res_pk = p.pk AND x.param_id = ? "
+                    f"AND x.target_type = 'Organization' AND x.target_id = ? WHERE c.res_pk = {alias}.pk)")
+                args += [self.param_id("Patient", "organization"), g.managed_by]
+            if g.golden and type == "Patient":
+                conds.append(f"{alias}.fhir_id LIKE 'mpi-%'")
+            if not conds:
+                continue
+            term = "(" + " OR ".join(conds) + ")"
+            if g.hide_labels:
+                term = (f"({term} AND NOT EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {alias}.pk "
+                        f"AND t.param_id = ? AND t.code IN ({','.join('?' * len(g.hide_labels))})))")
+                args += [self.param_id(type, "_security"), *g.hide_labels]
+            ors.append(term)
+        return "(" + " OR ".join(ors) + ")" if ors else "1=0"
 
     # ----------------------------------------------------------- sorting & paging
     def sort_expr(self, s: SortKey, alias: str, args: list[Any]) -> str:
