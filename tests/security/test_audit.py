@@ -464,3 +464,45 @@ def test_free_text_goes_through_the_codec(reversed_repo: SqlRepository, tmp_path
         assert again.verify().ok
     finally:
         reopened.db.close()
+
+
+# --------------------------------------------------------------------------- AuditEvent rendering
+
+
+def test_rendered_audit_events_are_valid_r4(audit: AuditLog) -> None:
+    from hutong.fhir.validation import validate
+    from hutong.security.auditevent import to_fhir
+
+    doc = Principal(account_id="acc-doc-1", role=Role.CLINICIAN, display="王医生", organization="H001",
+                    organization_id="org-h001", practitioner_role_id="pr-1", peer="10.0.0.5")
+    audit.record(AuditRecord(action="search", principal=doc, persons=("mpi-a",),
+                             entities=("Patient/mpi-a", "Observation/o1"), query="patient=mpi-a",
+                             interaction="GET /fhir/Observation", purpose="treatment"))
+    audit.record(AuditRecord(action="read", principal=doc, persons=("mpi-a",), purpose="break-glass",
+                             reason="急诊抢救", entities=("Patient/mpi-a",)))
+    audit.record(AuditRecord(action="login", outcome=REFUSED, claimed="wang", code="HT-0127", peer="192.0.2.1"))
+    audit.record(AuditRecord(action="read", principal=DELEGATE, persons=("mpi-a",), on_behalf_of="mpi-a",
+                             purpose="delegate"))
+    audit.record(AuditRecord(action="cda", principal=None, purpose="platform", entities=("DocumentReference/d1",)))
+    events = [to_fhir(e) for e in sorted(audit.search(), key=lambda e: e.seq)]
+    for ev in events:
+        validate(ev, "AuditEvent")
+    search, bg, login, deleg, cda = events
+    assert search["type"]["code"] == "rest" and search["subtype"] == [
+        {"system": "http://hl7.org/fhir/restful-interaction", "code": "search-type"}]
+    assert search["action"] == "E" and search["outcome"] == "0" and search["id"] == "1"
+    agent = search["agent"][0]
+    assert agent["requestor"] is True and agent["network"] == {"address": "10.0.0.5", "type": "2"}
+    assert agent["who"]["identifier"]["value"] == "acc-doc-1" and agent["who"]["display"] == "王医生"
+    assert agent["purposeOfUse"][0]["coding"][0]["code"] == "TREAT"
+    patient = [x for x in search["entity"] if x["what"].get("reference") == "Patient/mpi-a"]
+    assert len(patient) == 1 and patient[0]["role"]["code"] == "1" and patient[0]["type"]["code"] == "1"
+    assert any(x.get("query") for x in search["entity"])
+    assert not any(x.get("query") for x in to_fhir(audit.search(action="search")[0], with_query=False)["entity"])
+    assert bg["action"] == "R" and bg["meta"]["security"][0]["code"] == "BTG"
+    assert bg["agent"][0]["purposeOfUse"][0]["coding"][0]["code"] == "ETREAT"
+    assert bg["purposeOfEvent"][0]["text"] == "急诊抢救"
+    assert login["type"]["code"] == "110114" and login["subtype"][0]["code"] == "110122"
+    assert login["outcome"] == "4" and login["agent"][0]["altId"] == "wang" and "HT-0127" in login["outcomeDesc"]
+    assert deleg["agent"][0]["purposeOfUse"][0]["coding"][0]["code"] == "FAMRQT"
+    assert cda["type"]["code"] == "110107" and cda["action"] == "C"
