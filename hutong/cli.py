@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.synth.cli",
     "hutong.web.mpi_cmd",
     "hutong.ingest.ingest_cmd",
+    "hutong.security.audit_cmd",
 )
 
 
