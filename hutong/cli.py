@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.web.mpi_cmd",
     "hutong.ingest.ingest_cmd",
     "hutong.security.audit_cmd",
+    "hutong.security.accounts_cmd",
 )
 
 

@@ -551,7 +551,16 @@ class Accounts:
         return self.require(account_id)
 
     def set_status(self, account_id: str, active: bool) -> Account:
-        return self._update(account_id, "status = ?", ("active" if active else "disabled",))
+        a = self._update(account_id, "status = ?", ("active" if active else "disabled",))
+        if not active:
+            self.end_sessions(account_id)
+        return a
+
+    def end_sessions(self, account_id: str) -> None:
+        """Revoke every refresh token of the account (its access tokens lapse within
+        minutes, and token verification refuses a disabled account at once)."""
+        self.repo.transact(lambda w: w.execute("UPDATE refresh_token SET revoked = 1 WHERE account_id = ?",
+                                               (account_id,)))
 
     def unlock(self, account_id: str) -> Account:
         return self._update(account_id, "failed_count = 0, locked_until = 0", ())
@@ -572,8 +581,10 @@ class Accounts:
             raise InvalidRequest("HT-0135", "only people who sign in with a password have one")
         plain = password if password is not None else passwords.generate_password(self.settings)
         passwords.check_policy(plain, self.settings)
-        return self._update(account_id, "secret_hash = ?, password_changed_at = ?, failed_count = 0, "
-                                        "locked_until = 0", (passwords.hash_secret(plain), self.clock())), plain
+        a = self._update(account_id, "secret_hash = ?, password_changed_at = ?, failed_count = 0, "
+                                     "locked_until = 0", (passwords.hash_secret(plain), self.clock()))
+        self.end_sessions(account_id)
+        return a, plain
 
     def rotate_secret(self, account_id: str) -> tuple[Account, str]:
         a = self.require(account_id)

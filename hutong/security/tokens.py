@@ -288,8 +288,7 @@ class TokenService:
 
     def revoke_account(self, account_id: str) -> None:
         """End every refresh token of an account (disable, password reset)."""
-        self.repo.transact(lambda w: w.execute("UPDATE refresh_token SET revoked = 1 WHERE account_id = ?",
-                                               (account_id,)))
+        self.accounts.end_sessions(account_id)
         self.invalidate()
 
     # ------------------------------------------------------------ revocation
