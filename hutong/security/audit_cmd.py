@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ls = ops.add_parser("list", help="records, newest first (JSON lines)")
     ls.add_argument("--person", help="golden person id (mpi-...)")
     ls.add_argument("--account", help="account id")
-    ls.add_argument("--action", help="read, search, create, login, break-glass ...")
+    ls.add_argument("--action", dest="event_action", help="read, search, create, login, break-glass ...")
     ls.add_argument("--since", help="date, dateTime or epoch ms (inclusive)")
     ls.add_argument("--until", help="date, dateTime or epoch ms (exclusive)")
     ls.add_argument("--limit", type=int, default=100)
@@ -98,7 +98,7 @@ def _verify(args: argparse.Namespace, audit: AuditLog) -> int:
 
 
 def _list(args: argparse.Namespace, audit: AuditLog) -> int:
-    for e in audit.search(account=args.account, person=args.person, action=args.action,
+    for e in audit.search(account=args.account, person=args.person, action=args.event_action,
                           since=_time(args.since, "since"), until=_time(args.until, "until"), limit=args.limit):
         _line(e.to_json(with_query=args.with_query))
     return 0
