@@ -595,6 +595,7 @@ def build_index(persons: int, probes: int, institutions: int, seed: int, log: Lo
     extra = n_probe + n_probe // 2 + 200  # residents not indexed: some have no registration
     cfg = SynthConfig(residents=persons + extra, institutions=institutions, seed=seed, clinical=False)
     repo = open_repository(f"sqlite:///{db}")
+    blind = _mpi(repo).blind_key
     rng = random.Random(seed)
     existing: list[dict[str, Any]] = []  # reservoir of later registrations of indexed residents
     seen_existing = 0
@@ -615,7 +616,7 @@ def build_index(persons: int, probes: int, institutions: int, seed: int, log: Lo
             for body, person, f in batch:
                 src_rows.append((body["id"], person, "auto", "new", None, seq, w.now, st.encode_features(repo, f)))
                 seq += 1
-                block_rows += [(k, body["id"]) for k in sorted(f.blocking_keys())]
+                block_rows += [(k, body["id"]) for k in sorted(f.blocking_keys(blind))]
                 with_person_link(body, person)
                 goldens.append(build(person, [SourceView(body["id"], body, f, w.now)]))
             t1 = time.perf_counter()
@@ -715,6 +716,8 @@ def latency(index: Index, probes: int, seed: int, log: Log) -> tuple[dict[str, A
     remove_sqlite(work)
     log(f"latency: copying the index ({index.meta['database_bytes'] / 1e9:.2f} GB)")
     shutil.copyfile(index.db, work)
+    shutil.rmtree(f"{work}.keys", ignore_errors=True)
+    shutil.copytree(f"{index.db}.keys", f"{work}.keys")  # the copy's master key (hutong.security.keys)
     os.sync()  # measure with the copy on disk, not while 10 GB of dirty pages are written back
     repo = open_repository(f"sqlite:///{work}")
     mpi = _mpi(repo)
@@ -735,7 +738,7 @@ def latency(index: Index, probes: int, seed: int, log: Log) -> tuple[dict[str, A
                 body = p["body"]
                 t0 = time.perf_counter()
                 f = extract(body)
-                blocks = f.blocking_keys()
+                blocks = f.blocking_keys(mpi.blind_key)
                 t1 = time.perf_counter()
                 dec = mpi._decide(w, read, body["id"], f, blocks)
                 t2 = time.perf_counter()
@@ -932,6 +935,8 @@ def main(argv: list[str] | None = None) -> int:
                 work = (CACHE / "mpi-latency-work.db").resolve()
                 remove_sqlite(work)
                 shutil.copyfile(index.db, work)
+                shutil.rmtree(f"{work}.keys", ignore_errors=True)
+                shutil.copytree(f"{index.db}.keys", f"{work}.keys")  # the copy's master key (hutong.security.keys)
                 os.sync()
             result["relink"] = {"index_persons": persons, **relink_part(work, log)}
         if work is not None and not a.keep:

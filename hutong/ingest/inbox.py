@@ -42,6 +42,7 @@ from hutong.store.schema import PK, metadata
 from hutong.store.sql import SqlRepository, SqlWriter
 
 BEIJING = timezone(timedelta(hours=8))
+RAW = "inbound-message"  # purpose bound into the raw column's ciphertexts (hutong.store.codec)
 
 ingest_message = Table(
     "ingest_message",
@@ -164,7 +165,7 @@ COLS = "id, channel, sender, control_id, kind, received, event_time, status, ack
 
 def _row(repo: SqlRepository, r: Sequence[Any]) -> Row:
     return Row(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7], r[8], r[9], int(r[10]),
-               repo.codec.decode(bytes(r[11])), bytes(r[12]) if r[12] is not None else None)
+               repo.codec.with_purpose(RAW).decode(bytes(r[11])), bytes(r[12]) if r[12] is not None else None)
 
 
 def find(repo: SqlRepository, w: SqlWriter | None, channel: str, sender: str, control_id: str) -> Row | None:
@@ -185,7 +186,7 @@ def record(w: SqlWriter, *, channel: str, sender: str, control_id: str, kind: st
     w.execute("INSERT INTO ingest_message (channel, sender, control_id, kind, received, event_time, status, "
               "ack_code, reason, peer, attempts, raw, ack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
               (channel, sender, control_id, kind[:40], received, event_time, status, ack_code,
-               (reason or None) and reason[:1000], peer, attempts, w.repo.codec.encode(raw), ack))
+               (reason or None) and reason[:1000], peer, attempts, w.repo.codec.with_purpose(RAW).encode(raw), ack))
     _rollup(w, channel, sender, kind, received, event_time, status)
 
 

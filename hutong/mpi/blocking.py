@@ -18,8 +18,11 @@ prefix     key                                             survives
 =========  ==============================================  =====================================
 
 Keys are stored as a short keyed digest (``stored_key``), not as text: the
-table then holds no ID numbers or phone numbers, and the security issue can
-swap in a secret key (blind index) without touching the matcher.
+table then holds no ID numbers or phone numbers.  The key is the database's
+secret blind-index key (a subkey of it, hutong.security.blindindex), handed
+to ``Mpi`` by ``open_repository``; without one (a repository assembled by
+hand, or encryption off) the public ``LEGACY_KEY`` is used, which hides
+nothing from someone who has read this file.
 """
 
 from __future__ import annotations
@@ -30,15 +33,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hutong.mpi.features import Features
 
-# Seam for the blind-index key (security issue: keyed from the key source).
-_BLIND_KEY = b"hutong-mpi-blocking-v1"
+# Key of databases without a key ring (and of every database before encryption at rest).
+LEGACY_KEY = b"hutong-mpi-blocking-v1"
 # A key shared by more records than this (a clinic typing its own phone number
 # for everyone) is not evidence of anything: lookups read at most this many.
 MAX_BLOCK = 64
 
 
-def stored_key(key: str) -> str:
-    return hashlib.blake2b(key.encode(), digest_size=12, key=_BLIND_KEY).hexdigest()
+def stored_key(key: str, secret: bytes) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=12, key=secret).hexdigest()
 
 
 def sorted_date(bd: str) -> str:
@@ -49,9 +52,9 @@ def sorted_date(bd: str) -> str:
     return bd
 
 
-def keys_of(f: Features) -> set[str]:
-    """The stored (digested) keys of a record."""
-    return {stored_key(k) for k in raw_keys(f)}
+def keys_of(f: Features, secret: bytes) -> set[str]:
+    """The stored (digested) keys of a record under the database's blocking key."""
+    return {stored_key(k, secret) for k in raw_keys(f)}
 
 
 def raw_keys(f: Features) -> set[str]:

@@ -59,10 +59,11 @@ class Features:
     def from_json(cls, data: dict[str, Any]) -> Features:
         return cls(**{k: tuple(data.get(k, ())) for k in cls._KEYS})
 
-    def blocking_keys(self) -> set[str]:
-        """Keys under which this record is filed (hutong.mpi.blocking explains the choice)."""
+    def blocking_keys(self, secret: bytes) -> set[str]:
+        """Keys under which this record is filed (hutong.mpi.blocking explains the choice),
+        digested under ``secret`` (``Mpi.blind_key``)."""
         from hutong.mpi.blocking import keys_of
-        return keys_of(self)
+        return keys_of(self, secret)
 
 
 def _uniq(values: Iterable[str | None]) -> tuple[str, ...]:

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import orjson
-
 from hutong.mpi import state as st
 from hutong.mpi.blocking import MAX_BLOCK, raw_keys
 from hutong.mpi.features import Features, merge
@@ -73,7 +71,7 @@ def relink(mpi: Mpi, *, dry_run: bool = False, actor: str = "mpi-relink",
     for pid, person, state, rule, score, blob in rows:
         ids.append(pid)
         old[pid] = _Assign(person, state, rule, score)
-        feats[pid] = Features.from_json(orjson.loads(repo.codec.decode(bytes(blob))))
+        feats[pid] = st.decode_features(repo, blob)
     refused: dict[str, set[str]] = defaultdict(set)
     for a, b in repo.query("SELECT a, b FROM mpi_nolink", ()):
         refused[a].add(b)

@@ -23,6 +23,7 @@ import orjson
 
 from hutong.errors import Conflict, InvalidRequest, NotFound
 from hutong.mpi import state as st
+from hutong.mpi.blocking import LEGACY_KEY
 from hutong.mpi.comparisons import COMPARISONS, Gamma, gamma
 from hutong.mpi.features import Features, extract
 from hutong.mpi.golden import PERSON_PREFIX, SourceView, build, is_golden, retired, with_person_link
@@ -52,8 +53,9 @@ class MatchResult:
 class Mpi:
     types = frozenset({"Patient"})
 
-    def __init__(self, repo: SqlRepository) -> None:
+    def __init__(self, repo: SqlRepository, blind_key: bytes = LEGACY_KEY) -> None:
         self.repo = repo
+        self.blind_key = blind_key  # blocking-key digests (hutong.mpi.blocking)
         self._model: MpiModel | None = None
         self._model_at = 0.0
         self._lock = threading.Lock()
@@ -91,7 +93,7 @@ class Mpi:
         f = extract(resource)
         pending: dict[str, dict[str, Any]] = w.scratch.setdefault("mpi.pending", {})
         pending[id] = resource
-        blocks = f.blocking_keys()
+        blocks = f.blocking_keys(self.blind_key)
         # PostgreSQL: writers that could match each other queue (advisory locks,
         # sorted so two writers never wait on each other crosswise); otherwise two
         # registrations of one new person arriving together would both start a
@@ -208,7 +210,7 @@ class Mpi:
         """Score a (not stored) Patient against the index: PDQm $match (ITI-119)."""
         read = st.repo_reader(self.repo)
         f = extract(resource)
-        persons = st.candidate_persons(read, f.blocking_keys(), None)
+        persons = st.candidate_persons(read, f.blocking_keys(self.blind_key), None)
         feats = st.person_features(self.repo, read, persons, None)
         model = self.model(read)
         d = decide(model, f, feats)

@@ -51,16 +51,20 @@ class SourceRow:
 SOURCE_COLS = "patient_id, person_id, state, rule, score, seq, updated, features"
 
 
-def _decode(repo: SqlRepository, blob: Any) -> Features:
-    return Features.from_json(orjson.loads(repo.codec.decode(bytes(blob))))
+# Purposes bound into the ciphertexts (hutong.store.codec.Codec.with_purpose).
+FEATURES, EVENT = "mpi-features", "mpi-event"
+
+
+def decode_features(repo: SqlRepository, blob: Any) -> Features:
+    return Features.from_json(orjson.loads(repo.codec.with_purpose(FEATURES).decode(bytes(blob))))
 
 
 def encode_features(repo: SqlRepository, f: Features) -> bytes:
-    return repo.codec.encode(orjson.dumps(f.to_json()))
+    return repo.codec.with_purpose(FEATURES).encode(orjson.dumps(f.to_json()))
 
 
 def _source(repo: SqlRepository, r: Sequence[Any]) -> SourceRow:
-    return SourceRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _decode(repo, r[7]))
+    return SourceRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], decode_features(repo, r[7]))
 
 
 def _marks(n: int) -> str:
@@ -179,7 +183,7 @@ def remove_nolink(w: SqlWriter, a: str, b: str) -> bool:
 
 
 def add_event(w: SqlWriter, kind: str, actor: str, reason: str | None, detail: dict[str, Any]) -> int:
-    blob = w.repo.codec.encode(orjson.dumps(detail))
+    blob = w.repo.codec.with_purpose(EVENT).encode(orjson.dumps(detail))
     w.execute("INSERT INTO mpi_event (at, kind, actor, reason, undone, detail) VALUES (?, ?, ?, ?, 0, ?)",
               (w.now, kind, actor, reason, blob))
     if w.db.dialect == "postgresql":
@@ -194,4 +198,4 @@ def get_event(repo: SqlRepository, read: Reader, event_id: int) -> tuple[str, in
     if not rows:
         return None
     kind, undone, blob = rows[0]
-    return kind, int(undone), orjson.loads(repo.codec.decode(bytes(blob)))
+    return kind, int(undone), orjson.loads(repo.codec.with_purpose(EVENT).decode(bytes(blob)))

@@ -27,6 +27,7 @@ from hutong.mpi.features import Features
 from hutong.mpi.fellegi_sunter import Model, estimate_u, expectation_maximisation
 from hutong.mpi.model import MIN_PUBLISHED_NAME_COUNT, MpiModel, default_model
 from hutong.mpi.service import Mpi
+from hutong.mpi.state import decode_features
 from hutong.store.sql import SqlWriter
 
 
@@ -78,7 +79,7 @@ def fit(feats: list[Features], *, random_pairs: int = 200_000, max_blocked_pairs
 
 def load_features(mpi: Mpi) -> list[Features]:
     rows = mpi.repo.query("SELECT features FROM mpi_source ORDER BY seq, patient_id", ())
-    return [Features.from_json(orjson.loads(mpi.repo.codec.decode(bytes(r[0])))) for r in rows]
+    return [decode_features(mpi.repo, r[0]) for r in rows]
 
 
 def train(mpi: Mpi, *, seed: int = 1, random_pairs: int = 200_000) -> TrainReport:

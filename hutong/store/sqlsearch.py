@@ -9,7 +9,7 @@ token §3.1.1.5, reference §3.1.1.6, chaining §3.1.1.7.3, _has §3.1.1.7.4).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from hutong.errors import NotSupported
 from hutong.store.query import (
@@ -101,9 +101,25 @@ def _number_sql(col: str, m: RangeMatch, args: list[Any]) -> str:
     return f"({col} >= ? AND {col} <= ?)"
 
 
-def _match_sql(ptype: str, m: Any, args: list[Any]) -> str:
+class Protector(Protocol):
+    """Blind indexes (hutong.security.blindindex): which parameters hold keyed
+    digests instead of values, and the digest a searched value must equal."""
+
+    def protects(self, type: str, name: str) -> bool: ...
+
+    def token(self, m: TokenMatch) -> TokenMatch: ...
+
+    def string(self, name: str, m: StringMatch) -> tuple[str, str]: ...  # (column, digest)
+
+    def refuse_sort(self, name: str) -> None: ...
+
+
+def _match_sql(ptype: str, m: Any, args: list[Any], protected: tuple[Protector, str] | None = None) -> str:
+    """``protected``: (protector, parameter name) when the parameter's index rows are digests."""
     if ptype == "token":
         assert isinstance(m, TokenMatch)
+        if protected is not None:
+            m = protected[0].token(m)
         if m.text is not None:
             args.append("%" + _like_escape(m.text) + "%")
             return "(text LIKE ? ESCAPE '\\')"
@@ -119,6 +135,10 @@ def _match_sql(ptype: str, m: Any, args: list[Any]) -> str:
         return "(" + " AND ".join(parts or ["1=1"]) + ")"
     if ptype == "string":
         assert isinstance(m, StringMatch)
+        if protected is not None:
+            col, digest = protected[0].string(protected[1], m)
+            args.append(digest)
+            return f"({col} = ?)"
         if m.mode == "exact":
             args.append(m.value)
             return "(exact = ?)"
@@ -166,8 +186,22 @@ def _match_sql(ptype: str, m: Any, args: list[Any]) -> str:
 
 
 class Compiler:
-    def __init__(self, param_id: ParamIds) -> None:
+    def __init__(self, param_id: ParamIds, protector: Protector | None = None) -> None:
         self.param_id = param_id
+        self.protector = protector  # set by hutong.fhir.assembly when blind indexes are on
+
+    def _protected(self, type: str, name: str) -> tuple[Protector, str] | None:
+        pr = self.protector
+        return (pr, name) if pr is not None and pr.protects(type, name) else None
+
+    def token_code(self, type: str, name: str, system: str, code: str) -> str:
+        """The stored ``code`` of token ``system|code`` (for statements written outside this compiler)."""
+        pr = self._protected(type, name)
+        if pr is None:
+            return code
+        stored = pr[0].token(TokenMatch(system, code)).code
+        assert stored is not None
+        return stored
 
     # ----------------------------------------------------------- clauses
     def clause(self, c: Clause | Has, alias: str, args: list[Any]) -> str:
@@ -192,7 +226,8 @@ class Compiler:
         if c.chain is not None:
             return self._chain(pid, c.chain, alias, args)
         args.append(pid)
-        alts = " OR ".join(_match_sql(p.ptype, m, args) for m in c.matches)
+        prot = self._protected(p.type, p.name)
+        alts = " OR ".join(_match_sql(p.ptype, m, args, prot) for m in c.matches)
         op = "NOT IN" if c.negate else "IN"
         return f"{alias}.pk {op} (SELECT res_pk FROM {table} WHERE param_id = ? AND ({alts}))"
 
@@ -262,9 +297,12 @@ class Compiler:
                 continue
             term = "(" + " OR ".join(conds) + ")"
             if g.hide_labels:
+                # meta.security codes are indexed as sent; ActCodes are upper-case, but
+                # a sender's lower-case "psy" must not slip through.
+                codes = sorted({v for x in g.hide_labels for v in (x, x.upper(), x.lower())})
                 term = (f"({term} AND NOT EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {alias}.pk "
-                        f"AND t.param_id = ? AND t.code IN ({','.join('?' * len(g.hide_labels))})))")
-                args += [self.param_id(type, "_security"), *g.hide_labels]
+                        f"AND t.param_id = ? AND t.code IN ({','.join('?' * len(codes))})))")
+                args += [self.param_id(type, "_security"), *codes]
             ors.append(term)
         return "(" + " OR ".join(ors) + ")" if ors else "1=0"
 
@@ -273,6 +311,9 @@ class Compiler:
         p = s.param
         if p.ptype == "special":
             return f"{alias}.fhir_id" if p.name == "_id" else f"{alias}.last_updated"
+        prot = self._protected(p.type, p.name)
+        if prot is not None and p.ptype == "string":
+            prot[0].refuse_sort(p.name)
         table, _ = INDEX_TABLES[p.ptype]
         col = {"string": "norm", "token": "code", "date": "hi" if s.descending else "lo", "reference": "ref",
                "quantity": "value", "number": "value", "uri": "uri"}[p.ptype]

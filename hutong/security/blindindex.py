@@ -1,0 +1,167 @@
+"""Blind indexes: keyed digests in place of direct identifiers in the search index.
+
+The search index (``idx_string``, ``idx_token``) would otherwise hold every
+resident's name, ID number, phone and address in plaintext beside the
+encrypted bodies.  For the *protected* parameters below the index holds
+HMAC-SHA256 digests (RFC 2104) under the database's blind-index key instead,
+truncated to 128 bits (hex).  The query side digests the searched value with
+the same function, so matching stays an indexed equality:
+
+- token (``identifier``, ``telecom``, ``phone``, ``email``; search.html#token):
+  two rows per value, HMAC(system|value) for ``system|value`` and ``|value``
+  searches and HMAC(value) for a search without system.  The system itself
+  (an OID such as 2.16.156.10011.1.3) stays in clear: ``system|`` searches work.
+- string (names, addresses; search.html#string, default "starts with"):
+  HMAC of every prefix of the normalised value up to PREFIX_MAX characters
+  plus the whole value, so ``name=王`` and ``family=欧阳`` work; the row of
+  the whole value also carries HMAC(value as written) for ``:exact``.
+  A search longer than PREFIX_MAX characters matches whole values only.
+  ``:contains`` cannot be answered from digests and is refused (HT-0150);
+  so is ``_sort`` on these parameters (HT-0151: digests have no order).
+
+The blind-index key is a dedicated random key wrapped in ``data_key``
+(purpose ``blind``, :mod:`hutong.security.keys`), not derived from the
+master key: ``hutong keys rotate`` re-wraps it but never changes it, so
+exact search keeps working across rotations without re-indexing.  The MPI's
+blocking keys (:mod:`hutong.mpi.blocking`) are keyed by a subkey of it.
+
+Digests of the same value are equal, so someone holding the database alone
+sees which records share a name (frequency analysis) but not the name; that
+is the price of exact search over encrypted data, and the reason these
+digests are keyed rather than plain hashes (a plain hash of an 18-digit ID
+number with a checksum is brute-forced in minutes).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from typing import Any
+
+from hutong.errors import NotSupported
+from hutong.store.query import StringMatch, TokenMatch
+from hutong.store.sql import Indexer, IndexRow, Prepared
+
+PREFIX_MAX = 16
+DIGEST_BYTES = 16
+
+# Direct identifiers of people (GB/T 35273-2020 §3.5 and appendix A: name, ID
+# number, phone, address).  address-country is left in clear (it is "CN").
+PROTECTED_TYPES = frozenset({"Patient", "RelatedPerson", "Person", "Practitioner"})
+PROTECTED_PARAMS = frozenset({"identifier", "name", "family", "given", "phonetic", "telecom", "phone", "email",
+                              "address", "address-city", "address-state", "address-postalcode"})
+
+
+def is_protected(type: str, name: str) -> bool:
+    return type in PROTECTED_TYPES and name in PROTECTED_PARAMS
+
+
+def subkey(key: bytes, label: str) -> bytes:
+    """A key for another use derived from the blind-index key (HMAC as a PRF, RFC 5869 §2.3 style)."""
+    return hmac.digest(key, b"hutong-subkey:" + label.encode(), "sha256")
+
+
+class BlindIndex:
+    """Digests for one database (one blind-index key).  The indexer and the
+    query compiler both call these methods, so stored and searched values
+    cannot drift apart."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _h(self, tag: bytes, value: str) -> str:
+        return hmac.digest(self._key, tag + value.encode(), "sha256")[:DIGEST_BYTES].hex()
+
+    # ---------------------------------------------------------- one value
+    def token_with_system(self, system: str, value: str) -> str:
+        return self._h(b"ts\x00" + system.encode() + b"\x00", value)
+
+    def token_any_system(self, value: str) -> str:
+        return self._h(b"tv\x00", value)
+
+    def prefix(self, norm: str) -> str:
+        return self._h(b"sp\x00", norm)
+
+    def exact(self, raw: str) -> str:
+        return self._h(b"se\x00", raw)
+
+    # ---------------------------------------------------------- index rows
+    def string_rows(self, norm: str, raw: str) -> list[tuple[str, str]]:
+        """(norm, exact) rows of one string value: every prefix, whole value last with its exact digest."""
+        rows = [(self.prefix(norm[:k]), "") for k in range(1, min(len(norm), PREFIX_MAX) + 1)]
+        whole = (self.prefix(norm), self.exact(raw))
+        if len(norm) <= PREFIX_MAX and rows:
+            rows[-1] = whole
+        else:
+            rows.append(whole)
+        return rows
+
+    def token_rows(self, system: str | None, code: str, text: str | None) -> list[tuple[Any, ...]]:
+        return [(system, self.token_with_system(system or "", code), text),
+                (system, self.token_any_system(code), text)]
+
+    def seal(self, type: str, rows: Iterable[IndexRow]) -> list[IndexRow]:
+        """The index rows of one resource with protected values replaced by digests."""
+        if type not in PROTECTED_TYPES:
+            return list(rows)
+        out: list[IndexRow] = []
+        seen: set[tuple[str, tuple[Any, ...]]] = set()
+        for ptype, name, row in rows:
+            if name not in PROTECTED_PARAMS:
+                out.append((ptype, name, row))
+                continue
+            if ptype == "string":
+                new: list[tuple[Any, ...]] = list(self.string_rows(row[0], row[1]))
+            elif ptype == "token" and row[1] is not None:
+                new = self.token_rows(row[0], row[1], row[2])
+            else:
+                new = [row]
+            for r in new:
+                if (name, r) not in seen:
+                    seen.add((name, r))
+                    out.append((ptype, name, r))
+        return out
+
+    # ---------------------------------------------------------- queries
+    def protects(self, type: str, name: str) -> bool:
+        return is_protected(type, name)
+
+    def token(self, m: TokenMatch) -> TokenMatch:
+        if m.text is not None or m.code is None:
+            return m  # :text searches the identifier type's text; system| alone matches the clear system
+        if m.system is None:
+            return TokenMatch(None, self.token_any_system(m.code))
+        return TokenMatch(m.system, self.token_with_system(m.system, m.code))
+
+    def string(self, name: str, m: StringMatch) -> tuple[str, str]:
+        """(column, digest) to compare for equality."""
+        if m.mode == "contains":
+            raise NotSupported("HT-0150", f"{name}:contains is not supported: names, addresses and other direct "
+                                          "identifiers are stored as keyed hashes; search by the start of the "
+                                          f"value ({name}=...) or the whole value ({name}:exact=...)")
+        if m.mode == "exact":
+            return "exact", self.exact(m.value)
+        return "norm", self.prefix(m.value)
+
+    def refuse_sort(self, name: str) -> None:
+        raise NotSupported("HT-0151", f"_sort={name} is not supported: the values of {name} are stored as "
+                                      "keyed hashes, which have no meaningful order")
+
+
+class BlindIndexer:
+    """The store's Indexer with protected values sealed (wraps the FHIR indexer)."""
+
+    def __init__(self, inner: Indexer, blind: BlindIndex) -> None:
+        self.inner = inner
+        self.blind = blind
+
+    def params(self) -> Iterable[tuple[str, str, str]]:
+        return self.inner.params()
+
+    def index(self, type: str, resource: dict[str, Any]) -> Prepared:
+        rows, patients = self.inner.index(type, resource)
+        return self.blind.seal(type, rows), patients
+
+    def seal_prepared(self, type: str, prepared: Prepared) -> Prepared:
+        """Seal rows extracted elsewhere (bulk import workers hold no keys)."""
+        return self.blind.seal(type, prepared[0]), prepared[1]

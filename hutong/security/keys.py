@@ -1,0 +1,372 @@
+"""Keys for encryption at rest: where master keys come from, and the key ring.
+
+Envelope encryption (NIST SP 800-57 part 1 §6.1.1 "key-wrapping keys"; the
+pattern every cloud KMS uses):
+
+- **Master keys** (key-encryption keys) come from a :class:`KeySource`, the
+  one seam to the outside: a directory of files (:class:`FileKeySource`) or
+  the environment (:class:`EnvKeySource`) today, a KMS later.  They never
+  touch the database.  The newest one is *current*.
+- **Data keys** (DEKs) are random 256-bit keys stored in the ``data_key``
+  table, each wrapped (AES-256-GCM) by a master key.  Values are encrypted
+  with the current data key and carry its id (:mod:`hutong.security.crypto`).
+  ``hutong keys rotate`` wraps every data key again under a new master key
+  -- a few rows, no data rewritten, readers keep their unwrapped keys -- and
+  starts a new data key for new writes.
+- One more wrapped key, purpose ``blind``, keys the blind indexes
+  (:mod:`hutong.security.blindindex`).  It is re-wrapped on rotation like
+  the data keys but never replaced: its digests are in every index row, and a
+  new key would break exact search until everything was re-indexed.
+
+Key material is never printed or logged; ``status`` shows ids only.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, String, Table
+from sqlalchemy.engine import make_url
+
+from hutong.errors import ConfigError
+from hutong.security.settings import SecuritySettings
+from hutong.store.database import Database
+from hutong.store.schema import metadata
+
+KEY_BYTES = 32  # AES-256
+DATA, BLIND = "data", "blind"
+# How often a long-running process looks for a data key started by another
+# process (``hutong keys rotate`` while the server runs).
+REFRESH_S = 30.0
+
+data_key = Table(
+    "data_key",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # in every ciphertext (4 bytes)
+    Column("purpose", String(8), nullable=False),                    # data | blind
+    Column("wrapped", LargeBinary, nullable=False),                  # nonce + AES-GCM(master, key)
+    Column("master_id", String(64), nullable=False),
+    Column("created", BigInteger, nullable=False),                   # epoch ms
+    Column("retired", BigInteger, nullable=True),                    # epoch ms: no rows left under it
+)
+
+
+def create_tables(db: Database) -> None:
+    with db.engine.begin() as conn:
+        metadata.create_all(conn, tables=[data_key], checkfirst=True)
+
+
+# ------------------------------------------------------------------ key sources
+
+class KeySource(Protocol):
+    """Where master keys come from (DESIGN.md: one injected seam per outside thing)."""
+
+    def master_keys(self) -> dict[str, bytes]:
+        """Master keys by id, oldest first; the last one is current.  32 bytes each."""
+        ...
+
+    def new_master_key(self) -> str:
+        """Make a new current master key and return its id (``hutong keys rotate``)."""
+        ...
+
+    def describe(self) -> str:
+        """Where the keys are, for status output (no key material)."""
+        ...
+
+
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class FileKeySource:
+    """Master keys as files ``master-<id>.key`` (base64) in one directory, mode 0600.
+
+    Ids are UTC timestamps plus a random suffix, so sorting them sorts by age.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def master_keys(self) -> dict[str, bytes]:
+        if not self.dir.is_dir():
+            return {}
+        out: dict[str, bytes] = {}
+        for p in sorted(self.dir.glob("master-*.key")):
+            kid = p.name[len("master-"):-len(".key")]
+            try:
+                key = base64.b64decode(p.read_bytes().strip(), validate=True)
+            except ValueError as e:
+                raise ConfigError("HT-0152", f"master key file {p.name} in {self.dir} is not base64") from e
+            if len(key) != KEY_BYTES:
+                raise ConfigError("HT-0152", f"master key file {p.name} in {self.dir} is not a 256-bit key")
+            out[kid] = key
+        return out
+
+    def new_master_key(self) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        kid = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
+        path = self.dir / f"master-{kid}.key"
+        # O_EXCL: never overwrite a key; 0600 from the start (no window with wider rights).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, base64.b64encode(os.urandom(KEY_BYTES)) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return kid
+
+    def describe(self) -> str:
+        return f"file:{self.dir}"
+
+
+class EnvKeySource:
+    """``HUTONG_MASTER_KEYS="id1:base64,id2:base64"`` (oldest first; the last is current).
+
+    For deployments whose secrets manager injects environment variables.  It
+    cannot make keys: to rotate, the operator appends a new key and runs
+    ``hutong keys rotate``.
+    """
+
+    VAR = "HUTONG_MASTER_KEYS"
+
+    def __init__(self, value: str | None = None) -> None:
+        self.value = value if value is not None else os.environ.get(self.VAR, "")
+
+    def master_keys(self) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for item in (x.strip() for x in self.value.split(",")):
+            if not item:
+                continue
+            kid, sep, b64 = item.partition(":")
+            try:
+                key = base64.b64decode(b64, validate=True) if sep else b""
+            except ValueError:
+                key = b""
+            if not _ID.match(kid) or len(key) != KEY_BYTES:
+                # The message names the entry's position, never its content.
+                raise ConfigError("HT-0155", f"{self.VAR} entry {len(out) + 1} is not id:base64-of-32-bytes")
+            out[kid] = key
+        return out
+
+    def new_master_key(self) -> str:
+        raise ConfigError("HT-0154", f"keys from {self.VAR} are made outside Hutong: append a new id:key "
+                                     "to the variable, then run hutong keys rotate")
+
+    def describe(self) -> str:
+        return f"env:{self.VAR}"
+
+
+def default_key_dir(database_url: str) -> Path:
+    """Where a database's key files live unless HUTONG_KEY_DIR says otherwise.
+
+    SQLite: ``<file>.keys/`` beside the database file (a copy of the directory
+    of both is a complete backup; keep them on separate media in production).
+    PostgreSQL: ``~/.hutong/keys/<host>-<port>-<dbname>/``.
+    """
+    u = make_url(database_url)
+    if u.get_backend_name() == "sqlite":
+        return Path(str(u.database) + ".keys")
+    name = f"{u.host or 'localhost'}-{u.port or 5432}-{u.database or 'postgres'}"
+    return Path.home() / ".hutong" / "keys" / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def key_source_for(database_url: str, settings: SecuritySettings | None = None) -> KeySource:
+    """The configured key source: HUTONG_MASTER_KEYS if set, else files."""
+    if os.environ.get(EnvKeySource.VAR):
+        return EnvKeySource()
+    s = settings or SecuritySettings.from_env()
+    return FileKeySource(s.key_dir or default_key_dir(database_url))
+
+
+# ------------------------------------------------------------------ the key ring
+
+def _wrap_aad(kid: int, purpose: str) -> bytes:
+    # Binds a wrapped key to its row: a wrapped blind key copied into a data key's row does not unwrap.
+    return b"hutong-data-key:" + purpose.encode() + b":" + str(kid).encode()
+
+
+def wrap(master: bytes, kid: int, purpose: str, key: bytes) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(master).encrypt(nonce, key, _wrap_aad(kid, purpose))
+
+
+def unwrap(master: bytes, kid: int, purpose: str, wrapped: bytes) -> bytes:
+    return AESGCM(master).decrypt(wrapped[:12], wrapped[12:], _wrap_aad(kid, purpose))
+
+
+@dataclass(frozen=True, slots=True)
+class DataKeyInfo:
+    id: int
+    purpose: str
+    master_id: str
+    created: int
+    retired: int | None
+
+
+class KeyRing:
+    """The unwrapped data keys of one database, and which one is current.
+
+    Thread-safe; reloads from ``data_key`` when it meets an unknown key id
+    (written by a process that rotated) and every REFRESH_S before encrypting,
+    so a server picks up a rotation without a restart.
+    """
+
+    def __init__(self, db: Database, source: KeySource) -> None:
+        self.db = db
+        self.source = source
+        self._lock = threading.Lock()
+        self._keys: dict[int, AESGCM] = {}
+        self._current: int | None = None
+        self._blind: bytes | None = None
+        self._loaded_at = 0.0
+        create_tables(db)
+        self._ensure()
+        self.reload()
+
+    # ---------------------------------------------------------- reading
+    def _rows(self, cur: Any | None = None) -> list[tuple[Any, ...]]:
+        sql = "SELECT id, purpose, wrapped, master_id, created, retired FROM data_key ORDER BY id"
+        if cur is not None:
+            cur.execute(sql)
+            return list(cur.fetchall())
+        with self.db.connection() as conn:
+            c = conn.cursor()
+            c.execute(sql)
+            return list(c.fetchall())
+
+    def reload(self) -> None:
+        rows = self._rows()
+        masters = self.source.master_keys()
+        keys: dict[int, AESGCM] = {}
+        current: int | None = None
+        blind: bytes | None = None
+        for kid, purpose, wrapped, master_id, _created, retired in rows:
+            master = masters.get(master_id)
+            if master is None:
+                raise ConfigError("HT-0152", f"data key {kid} is wrapped by master key {master_id!r}, which the "
+                                             f"key source ({self.source.describe()}) does not have")
+            try:
+                key = unwrap(master, int(kid), purpose, bytes(wrapped))
+            except InvalidTag as e:
+                raise ConfigError("HT-0152", f"data key {kid} does not unwrap with master key {master_id!r} "
+                                             "(wrong key file or tampered row)") from e
+            if purpose == BLIND:
+                blind = key
+            else:
+                keys[int(kid)] = AESGCM(key)
+                if retired is None:
+                    current = int(kid)
+        if current is None or blind is None:
+            raise ConfigError("HT-0152", "the data_key table has no current data key or no blind-index key")
+        with self._lock:
+            self._keys, self._current, self._blind = keys, current, blind
+            self._loaded_at = time.monotonic()
+
+    def current(self) -> tuple[int, AESGCM]:
+        if time.monotonic() - self._loaded_at > REFRESH_S:
+            self.reload()
+        with self._lock:
+            assert self._current is not None
+            return self._current, self._keys[self._current]
+
+    def get(self, kid: int) -> AESGCM | None:
+        k = self._keys.get(kid)
+        if k is None:
+            self.reload()
+            k = self._keys.get(kid)
+        return k
+
+    @property
+    def blind_key(self) -> bytes:
+        assert self._blind is not None
+        return self._blind
+
+    def info(self) -> list[DataKeyInfo]:
+        return [DataKeyInfo(int(r[0]), r[1], r[3], int(r[4]), r[5]) for r in self._rows()]
+
+    # ---------------------------------------------------------- writing
+    def _ensure(self) -> None:
+        """A database with no keys gets a blind key and a first data key (and,
+        when the key source is empty, a first master key)."""
+        if self._rows():
+            return
+        with _key_transaction(self.db) as cur:
+            if self._rows(cur):  # another process got there first
+                return
+            masters = self.source.master_keys()
+            if not masters:
+                self.source.new_master_key()
+                masters = self.source.master_keys()
+            mid, master = list(masters.items())[-1]
+            self._insert(cur, 1, BLIND, master, mid)
+            self._insert(cur, 2, DATA, master, mid)
+
+    def _insert(self, cur: Any, kid: int, purpose: str, master: bytes, master_id: str) -> None:
+        cur.execute(self.db.sql("INSERT INTO data_key (id, purpose, wrapped, master_id, created, retired) "
+                                "VALUES (?, ?, ?, ?, ?, NULL)"),
+                    (kid, purpose, wrap(master, kid, purpose, os.urandom(KEY_BYTES)), master_id,
+                     time.time_ns() // 1_000_000))
+
+    def rotate(self, *, new_master: bool = True) -> tuple[str, int]:
+        """Re-wrap every key under a new current master key and start a new data key.
+
+        One short transaction over ``data_key`` only: readers holding unwrapped
+        keys are unaffected, readers that reload see either the old wrapping or
+        the new (the old master key stays in the source until the operator
+        removes it).  Returns (master key id, new data key id).
+        """
+        mid = self.source.new_master_key() if new_master else list(self.source.master_keys())[-1]
+        masters = self.source.master_keys()
+        master = masters[mid]
+        with _key_transaction(self.db) as cur:
+            rows = self._rows(cur)
+            for kid, purpose, wrapped, old_mid, _c, _r in rows:
+                old = masters.get(old_mid)
+                if old is None:
+                    raise ConfigError("HT-0152", f"data key {kid} is wrapped by master key {old_mid!r}, which "
+                                                 f"the key source ({self.source.describe()}) does not have")
+                key = unwrap(old, int(kid), purpose, bytes(wrapped))
+                cur.execute(self.db.sql("UPDATE data_key SET wrapped = ?, master_id = ? WHERE id = ?"),
+                            (wrap(master, int(kid), purpose, key), mid, kid))
+            new_id = max(int(r[0]) for r in rows) + 1
+            self._insert(cur, new_id, DATA, master, mid)
+        self.reload()
+        return mid, new_id
+
+    def retire(self, kids: Iterable[int]) -> None:
+        """Mark data keys as no longer used by any row (after re-encryption).
+        Retired keys stay in the table: a process that has not yet reloaded may
+        still write one value under an old key, which then still decrypts."""
+        with _key_transaction(self.db) as cur:
+            for kid in kids:
+                cur.execute(self.db.sql("UPDATE data_key SET retired = ? WHERE id = ? AND purpose = ? "
+                                        "AND retired IS NULL"), (time.time_ns() // 1_000_000, kid, DATA))
+        self.reload()
+
+
+@contextmanager
+def _key_transaction(db: Database) -> Iterator[Any]:
+    """A write transaction on ``data_key``, serialised with every other writer
+    (SQLite: the store's writer queue and BEGIN IMMEDIATE; PostgreSQL: an
+    advisory lock, so two processes opening a fresh database make one key)."""
+    with db.write_lock(), db.connection() as conn:
+        cur = conn.cursor()
+        cur.execute(db.begin_sql())
+        try:
+            if db.dialect == "postgresql":
+                cur.execute("SELECT pg_advisory_xact_lock(7238003)")
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
