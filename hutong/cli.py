@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.ingest.ingest_cmd",
     "hutong.security.audit_cmd",
     "hutong.security.accounts_cmd",
+    "hutong.security.sharing_cmd",
 )
 
 

@@ -15,7 +15,7 @@ target's region or refuses:
   domain and its subdomains, ``CIDR=REGION`` for addresses; the longest
   match wins), e.g. ``HUTONG_REGION_MAP=".bjhealth.cn=CN,db.internal=CN"``;
 - ``s3://bucket/...?region=cn-north-1`` (also ``oss://``): the cloud region
-  name; ``cn-*`` is CN, any other name stands for itself (``US-EAST-1``);
+  name; ``cn-*`` is CN, ``us-*`` US, any other name stands for itself (``AP-EAST-1``);
 - anything else, or a host nobody mapped, is refused as "region unknown":
   the check fails closed.  A ``.cn`` name is not assumed to be in China (a
   domain says nothing about where its servers are), so it needs a mapping too.
@@ -124,9 +124,14 @@ def host_region(host: str, region_map: Mapping[str, str], storage_region: str) -
 
 
 def cloud_region(name: str) -> str:
-    """Cloud region names (AWS ``cn-north-1``, Alibaba ``cn-hangzhou``): ``cn-*`` is mainland China."""
+    """Cloud region names (AWS ``cn-north-1``, Alibaba ``cn-hangzhou``): ``cn-*`` is mainland
+    China, ``us-*`` the United States; any other name stands for itself (``AP-EAST-1``), so it
+    is allowed only if listed as such."""
     n = name.strip().lower()
-    return "CN" if n.startswith("cn-") else n.upper()
+    for prefix, region in (("cn-", "CN"), ("us-", "US")):
+        if n.startswith(prefix):
+            return region
+    return n.upper()
 
 
 def check_target(url: str, settings: SecuritySettings | None = None, purpose: str = "storage", *,
