@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.security.audit_cmd",
     "hutong.security.accounts_cmd",
     "hutong.security.sharing_cmd",
+    "hutong.security.keys_cmd",
 )
 
 

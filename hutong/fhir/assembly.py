@@ -14,7 +14,7 @@ import hutong.mpi.schema  # noqa: F401  (registers the MPI tables before the sch
 from hutong.fhir.registry import FhirIndexer
 from hutong.mpi.blocking import LEGACY_KEY
 from hutong.mpi.service import Mpi
-from hutong.security.blindindex import BlindIndex, BlindIndexer, subkey
+from hutong.security.blindindex import BlindIndex, BlindIndexer, reindex, subkey
 from hutong.security.crypto import AesCodec
 from hutong.security.keys import KeyRing, KeySource, key_source_for
 from hutong.store.database import open_database
@@ -34,6 +34,9 @@ def open_repository(url: str | None = None, *, encrypt: bool = True,
     repo = SqlRepository(db, BlindIndexer(FhirIndexer(), blind), codec=AesCodec(ring))
     repo.compiler.protector = blind
     # Every Patient write, whatever its path, is linked to its person in the same transaction.
-    repo.hooks.append(Mpi(repo, subkey(ring.blind_key, "mpi-blocking")))
+    mpi = Mpi(repo, subkey(ring.blind_key, "mpi-blocking"))
+    repo.hooks.append(mpi)
+    if ring.created and repo.query("SELECT 1 FROM resource LIMIT 1"):
+        reindex(repo, mpi)  # a database from before encryption at rest: digests replace clear index values
     _interface: Repository = repo  # mypy checks SqlRepository against the Repository protocol
     return repo

@@ -38,9 +38,14 @@ import hmac
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from hutong.errors import NotSupported
+from hutong.mpi.blocking import keys_of
+from hutong.mpi.service import Mpi
+from hutong.mpi.state import decode_features
 from hutong.store.query import StringMatch, TokenMatch
-from hutong.store.sql import Indexer, IndexRow, Prepared
+from hutong.store.sql import Indexer, IndexRow, Prepared, SqlRepository
 
 PREFIX_MAX = 16
 DIGEST_BYTES = 16
@@ -165,3 +170,57 @@ class BlindIndexer:
     def seal_prepared(self, type: str, prepared: Prepared) -> Prepared:
         """Seal rows extracted elsewhere (bulk import workers hold no keys)."""
         return self.blind.seal(type, prepared[0]), prepared[1]
+
+
+def reindex(repo: SqlRepository, mpi: Mpi, *, batch: int = 500) -> int:
+    """Replace clear index rows of protected parameters, and MPI blocking keys made
+    with the public LEGACY_KEY, by digests: what a database written before
+    encryption at rest needs once (``open_repository`` runs it when it makes a
+    database's first keys and finds resources already there).  Bodies stay
+    readable as they are (``J``); ``hutong keys reencrypt`` encrypts them.
+    Returns the number of resources re-indexed."""
+    assert isinstance(repo.indexer, BlindIndexer)
+    types = sorted(PROTECTED_TYPES)
+    pids = {(t, n): i for (t, n), i in repo.param_ids.items() if is_protected(t, n)}
+    id_list = sorted(pids.values())
+    marks = ",".join("?" * len(id_list))
+    n = 0
+    after = 0
+    while True:
+        rows = repo.query(
+            f"SELECT pk, type, body FROM resource WHERE pk > ? AND deleted = 0 AND type IN ({','.join('?' * len(types))}) "  # noqa: S608
+            "ORDER BY pk LIMIT ?", (after, *types, batch))
+        if not rows:
+            break
+        after = int(rows[-1][0])
+        with repo.write() as w:
+            for pk, type, body in rows:
+                resource = orjson.loads(repo.codec.decode(bytes(body)))
+                for table in ("idx_string", "idx_token"):
+                    w.execute(f"DELETE FROM {table} WHERE res_pk = ? AND param_id IN ({marks})",  # noqa: S608
+                              (pk, *id_list))
+                sealed, _patients = repo.indexer.index(type, resource)
+                for ptype, name, row in sealed:
+                    if (type, name) not in pids:
+                        continue
+                    if ptype == "string":
+                        w.execute("INSERT INTO idx_string (res_pk, param_id, norm, exact) VALUES (?, ?, ?, ?)",
+                                  (pk, pids[(type, name)], *row))
+                    elif ptype == "token":
+                        w.execute("INSERT INTO idx_token (res_pk, param_id, system, code, text) "
+                                  "VALUES (?, ?, ?, ?, ?)", (pk, pids[(type, name)], *row))
+                n += 1
+    last = ""
+    while True:
+        srcs = repo.query("SELECT patient_id, features FROM mpi_source WHERE patient_id > ? ORDER BY patient_id "
+                          "LIMIT ?", (last, batch))
+        if not srcs:
+            break
+        last = srcs[-1][0]
+        with repo.write() as w:
+            for pid, blob in srcs:
+                w.execute("DELETE FROM mpi_block WHERE patient_id = ?", (pid,))
+                keys = keys_of(decode_features(repo, blob), mpi.blind_key)
+                w.cur.executemany(w.db.sql("INSERT INTO mpi_block (key, patient_id) VALUES (?, ?)"),
+                                  [(k, pid) for k in sorted(keys)])
+    return n

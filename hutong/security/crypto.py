@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from hutong.errors import ConfigError
 from hutong.security.keys import KeyRing
 from hutong.store.codec import ENCRYPTED, PLAIN, Codec
+from hutong.store.sql import SqlRepository
 
 HEADER = 1 + 4 + 12
 
@@ -65,3 +66,10 @@ class AesCodec:
             # Wrong purpose (value moved between columns), tampering, or a damaged row.
             raise ConfigError("HT-0153", f"a stored {self.purpose} value failed authentication "
                                          f"under data key {kid}") from e
+
+
+def ring_of(repo: SqlRepository) -> KeyRing:
+    """The key ring of a repository opened with encryption (hutong.fhir.assembly)."""
+    if not isinstance(repo.codec, AesCodec):
+        raise ConfigError("HT-0152", "this repository was opened without encryption at rest")
+    return repo.codec.ring

@@ -230,7 +230,9 @@ class KeyRing:
         self._blind: bytes | None = None
         self._loaded_at = 0.0
         create_tables(db)
-        self._ensure()
+        # True when this call made the database's first keys: a database that already
+        # held data then still has clear index rows (hutong.security.blindindex.reindex).
+        self.created = self._ensure()
         self.reload()
 
     # ---------------------------------------------------------- reading
@@ -295,14 +297,14 @@ class KeyRing:
         return [DataKeyInfo(int(r[0]), r[1], r[3], int(r[4]), r[5]) for r in self._rows()]
 
     # ---------------------------------------------------------- writing
-    def _ensure(self) -> None:
+    def _ensure(self) -> bool:
         """A database with no keys gets a blind key and a first data key (and,
-        when the key source is empty, a first master key)."""
+        when the key source is empty, a first master key).  True if it made them."""
         if self._rows():
-            return
+            return False
         with _key_transaction(self.db) as cur:
             if self._rows(cur):  # another process got there first
-                return
+                return False
             masters = self.source.master_keys()
             if not masters:
                 self.source.new_master_key()
@@ -310,6 +312,7 @@ class KeyRing:
             mid, master = list(masters.items())[-1]
             self._insert(cur, 1, BLIND, master, mid)
             self._insert(cur, 2, DATA, master, mid)
+        return True
 
     def _insert(self, cur: Any, kid: int, purpose: str, master: bytes, master_id: str) -> None:
         cur.execute(self.db.sql("INSERT INTO data_key (id, purpose, wrapped, master_id, created, retired) "
