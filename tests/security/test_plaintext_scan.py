@@ -1,0 +1,175 @@
+"""Encryption at rest, checked on the bytes: residents' names, ID numbers,
+phone numbers and addresses, loaded through REST, bulk import (worker
+processes) and HL7 v2, appear nowhere in the SQLite file (and its WAL) or in
+a pg_dump of the PostgreSQL database -- and the same scan on a database
+opened with encryption off finds them (so the scan can fail)."""
+
+from __future__ import annotations
+
+import glob
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from harness import Server
+
+from hutong.fhir.assembly import open_repository
+from hutong.fhir.service import FhirService
+from hutong.ingest.bulk import import_ndjson
+from hutong.ingest.pipeline import Ingestor
+from hutong.store.sql import SqlRepository
+from hutong.synth import SynthConfig, generate
+from hutong.systems import ID_CARD, MRN_PREFIX
+
+# Posted through the REST API: (family, given, ID number, mobile, address line).
+KNOWN = [
+    ("欧阳", "娜娜", "11010519491231002X", "13912345678", "建国路88号院3号楼1单元1101"),
+    ("司马", "相如", "110101199003078515", "13800138000", "中关村南大街5号2号楼302"),
+]
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("scan") / "r"
+    generate(out, SynthConfig(residents=40, institutions=3, seed=23, clinical=False))
+    return out
+
+
+def _patients(region: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in (region / "Patient.ndjson").read_bytes().splitlines()]
+
+
+def needles(region: Path) -> set[str]:
+    """Direct identifiers we loaded: full names, ID and health-card numbers, phones, address lines."""
+    out = {f + g for f, g, *_ in KNOWN} | {k[2] for k in KNOWN} | {k[3] for k in KNOWN} | {k[4] for k in KNOWN}
+    for p in _patients(region):
+        for n in p.get("name", []):
+            if len(n.get("text", "")) >= 2:
+                out.add(n["text"])
+        out |= {i["value"] for i in p.get("identifier", []) if not i["system"].startswith(MRN_PREFIX)}
+        out |= {t["value"] for t in p.get("telecom", [])}
+        out |= {line for a in p.get("address", []) for line in a.get("line", []) if len(line) >= 6}
+    return out
+
+
+def rest_patient(family: str, given: str, idno: str, phone: str, line: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "name": [{"family": family, "given": [given], "text": family + given}],
+            "identifier": [{"system": ID_CARD, "value": idno}],
+            "telecom": [{"system": "phone", "value": phone, "use": "mobile"}],
+            "address": [{"line": [line], "city": "北京市", "postalCode": "100022"}],
+            "gender": "female", "birthDate": "1949-12-31"}
+
+
+def hl7_adt(patient: dict[str, Any], n: int) -> bytes:
+    mrn = next(i for i in patient["identifier"] if i["system"].startswith(MRN_PREFIX))
+    institution = mrn["system"][len(MRN_PREFIX):]
+    ids = f"{mrn['value']}-v2^^^{institution}^MR"
+    idno = next((i["value"] for i in patient["identifier"] if i["system"] == ID_CARD), None)
+    if idno:
+        ids += f"~{idno}^^^2.16.156.10011.1.3^NNCHN"
+    name = patient["name"][0]
+    xpn = f"{name.get('family', '')}^{''.join(name.get('given', []))}" if name.get("family") else name["text"]
+    phone = next((t["value"] for t in patient.get("telecom", [])), "")
+    addr = patient.get("address", [{}])[0].get("text", "")
+    birth = patient.get("birthDate", "").replace("-", "")
+    segs = [f"MSH|^~\\&|HIS|{institution}|HUTONG|REGION|20261101090000||ADT^A04^ADT_A01|SCAN{n}|P|2.4|||||CHN|"
+            "UNICODE UTF-8", "EVN|A04|20261101090000",
+            f"PID|1||{ids}||{xpn}||{birth}|F|||{addr}||{phone}", "PV1|1|O"]
+    return "\r".join(segs).encode()
+
+
+def load(repo: SqlRepository, region: Path, post: Any) -> None:
+    """The same records through every path: REST (or the service), bulk import, HL7."""
+    for k in KNOWN:
+        post(rest_patient(*k))
+    assert import_ndjson(repo, region / "Organization.ndjson", workers=1).errors == []
+    assert import_ndjson(repo, region / "Patient.ndjson", workers=2).errors == []
+    ing = Ingestor(FhirService(repo))
+    for n, p in enumerate(_patients(region)[:6]):
+        ack = ing.hl7(hl7_adt(p, n)).decode()
+        assert "MSA|AA|" in ack, ack
+
+
+def raw_bytes(url: str) -> bytes:
+    """Everything the database holds, as an attacker with the files or a dump sees it."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1]
+        return b"".join(Path(p).read_bytes() for p in (path, path + "-wal") if Path(p).exists())
+    pg_dump = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
+    out = subprocess.run([pg_dump, "--data-only", url.replace("postgresql+psycopg", "postgresql")],
+                         check=True, capture_output=True).stdout
+    assert b"COPY public.resource" in out
+    return out
+
+
+def found(raw: bytes, values: set[str]) -> set[str]:
+    # pg_dump prints bytea as hex: look for both forms.
+    low = raw.lower()
+    return {v for v in values if v.encode() in raw or v.encode().hex().encode() in low}
+
+
+@pytest.fixture
+def key_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HUTONG_KEY_DIR", str(tmp_path / "keys"))
+    return tmp_path / "keys"
+
+
+def test_no_identifier_in_the_database_files(server: Server, db_url: str, region: Path) -> None:
+    def post(res: dict[str, Any]) -> None:
+        r = server.client.post("/Patient", json=res)
+        assert r.status_code == 201, r.text
+
+    load(server.repo, region, post)
+    # still searchable by what is no longer stored in clear
+    b = server.client.get("/Patient", params={"identifier": KNOWN[0][2], "_tag:not": "golden"}).json()
+    assert b["total"] == 1
+    b = server.client.get("/Patient", params={"name": "欧阳", "_tag:not": "golden"}).json()
+    assert b["total"] == 1
+    if db_url.startswith("sqlite"):
+        with server.repo.db.connection() as conn:  # the WAL too, and then the main file after a checkpoint
+            before = raw_bytes(db_url)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw = before + raw_bytes(db_url)
+    else:
+        raw = raw_bytes(db_url)
+    wanted = needles(region)
+    assert len(wanted) > 100
+    assert found(raw, wanted) == set()
+
+
+@pytest.fixture
+def plain_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of the same kind as db_url, for the control run."""
+    if "sqlite" in request.node.callspec.id:
+        yield f"sqlite:///{tmp_path}/plain.db"
+        return
+    base: str = request.getfixturevalue("pg_server")
+    admin = base.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS hutong_scan_plain")
+        conn.execute("CREATE DATABASE hutong_scan_plain")
+    yield admin.rsplit("/", 1)[0] + "/hutong_scan_plain"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS hutong_scan_plain WITH (FORCE)")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_the_scan_finds_identifiers_when_encryption_is_off(kind: str, plain_url: str, region: Path,
+                                                           key_dir: Path) -> None:
+    repo = open_repository(plain_url, encrypt=False)
+    try:
+        svc = FhirService(repo)
+        load(repo, region, lambda res: svc.create("Patient", orjson.dumps(res), {}))
+    finally:
+        repo.db.close()
+    raw = raw_bytes(plain_url)
+    wanted = needles(region)
+    hits = found(raw, wanted)
+    # every kind of identifier is there in clear
+    assert {KNOWN[0][0] + KNOWN[0][1], KNOWN[0][2], KNOWN[0][3]} <= hits
+    assert len(hits) > 0.9 * len(wanted)
+    assert not key_dir.exists()  # encryption off: no keys were made
