@@ -91,7 +91,7 @@ _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 class FileKeySource:
     """Master keys as files ``master-<id>.key`` (base64) in one directory, mode 0600.
 
-    Ids are UTC timestamps plus a random suffix, so sorting them sorts by age.
+    Ids are UTC timestamps to the microsecond, so sorting them sorts by age.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -114,7 +114,14 @@ class FileKeySource:
 
     def new_master_key(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        kid = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
+        existing = list(self.master_keys())
+        while True:
+            ns = time.time_ns()
+            kid = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9 // 1000:06d}Z"
+            # Newest must sort last even if the clock stepped back.
+            if not existing or kid > existing[-1]:
+                break
+            time.sleep(0.001)
         path = self.dir / f"master-{kid}.key"
         # O_EXCL: never overwrite a key; 0600 from the start (no window with wider rights).
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
