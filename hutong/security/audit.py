@@ -33,8 +33,10 @@ committed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -57,7 +59,6 @@ from hutong.security.events import AuditRecord
 from hutong.security.principal import LOCAL_OPERATOR, Principal, Role
 from hutong.security.settings import SecuritySettings
 from hutong.store.database import Database
-from hutong.store.groupcommit import GroupCommit
 from hutong.store.schema import PK
 from hutong.store.sql import SqlRepository, SqlWriter
 
@@ -70,6 +71,8 @@ MIN_RETENTION_DAYS = 180    # issue 6 / 等保三级: audit records kept at leas
 VERIFY_PAGE = 2000
 VERDICTS = ("justified", "unjustified")
 LOCK_KEY = "audit-chain"
+MAX_BATCH = 256     # records per group transaction
+INSERT_CHUNK = 64   # rows per multi-row INSERT (15 columns: well under SQLite's 32,766 variables)
 
 audit_event = Table(
     "audit_event",
@@ -324,16 +327,54 @@ def _is_break_glass(rec: AuditRecord) -> bool:
     return rec.purpose == "break-glass" or rec.action == "break-glass"
 
 
-@contextmanager
-def _savepoint(w: SqlWriter, name: str) -> Iterator[None]:
-    w.execute(f"SAVEPOINT {name}")
-    try:
-        yield
-    except BaseException:
-        w.execute(f"ROLLBACK TO SAVEPOINT {name}")
-        w.execute(f"RELEASE SAVEPOINT {name}")
-        raise
-    w.execute(f"RELEASE SAVEPOINT {name}")
+class _Batcher:
+    """Leader/follower queue (the pattern of :mod:`hutong.store.groupcommit`):
+    the first waiting caller takes every record queued so far and appends them
+    in one transaction, then hands each caller its seq.  Nobody is answered
+    before their record is committed.
+
+    Unlike GroupCommit there is no savepoint per item: a batch is a handful
+    of statements whatever its size (one multi-row INSERT per table).  If the
+    batch fails, each of its records is retried alone, so one bad record
+    fails only its own caller.
+    """
+
+    def __init__(self, run: Callable[[list[AuditRecord]], list[int]]) -> None:
+        self._run = run
+        self._queue: deque[tuple[AuditRecord, Future[int]]] = deque()
+        self._queue_lock = threading.Lock()
+        self._leader = threading.Lock()
+
+    def submit(self, rec: AuditRecord) -> int:
+        fut: Future[int] = Future()
+        with self._queue_lock:
+            self._queue.append((rec, fut))
+        while not fut.done():
+            with self._leader:
+                if fut.done():
+                    break
+                with self._queue_lock:
+                    batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
+                if batch:
+                    self._commit(batch)
+        return fut.result()
+
+    def _commit(self, batch: list[tuple[AuditRecord, Future[int]]]) -> None:
+        try:
+            seqs = self._run([r for r, _f in batch])
+        except Exception as e:
+            if len(batch) == 1:
+                batch[0][1].set_exception(e)
+                return
+            for one in batch:
+                self._commit([one])
+            return
+        except BaseException as e:
+            for _r, f in batch:
+                f.set_exception(e)
+            raise
+        for (_r, f), seq in zip(batch, seqs, strict=True):
+            f.set_result(seq)
 
 
 # --------------------------------------------------------------------------- the log
@@ -348,46 +389,63 @@ class AuditLog:
         self.clock = clock or repo.clock
         self.settings = settings or SecuritySettings()
         create_tables(repo.db)
-        # SQLite: the repository's own group commit, so audit rows share COMMITs
-        # with resource writes (there is one write lock anyway).  PostgreSQL: a
-        # group of our own; each batch is one transaction under the chain lock.
-        self._group: GroupCommit[SqlWriter] | None = (
-            None if repo.db.dialect == "sqlite" else GroupCommit(repo.write, _savepoint))
+        self._batcher = _Batcher(self._commit_batch)
 
     # ------------------------------------------------------------- append
     def record(self, rec: AuditRecord) -> int:
-        """Store ``rec``; returns its seq once it is committed (durable before the caller answers)."""
-        if self._group is not None:
-            seq: int = self._group.submit(lambda w: self.record_in(w, rec))
-            return seq
-        return self.repo.transact(lambda w: self.record_in(w, rec))
+        """Store ``rec``; returns its seq once it is committed (durable before the caller answers).
+
+        Concurrent callers share one transaction (see :class:`_Batcher`).
+        """
+        return self._batcher.submit(rec)
+
+    def _commit_batch(self, recs: list[AuditRecord]) -> list[int]:
+        with self.repo.write() as w:
+            return self.append_in(w, recs)
 
     def record_in(self, w: SqlWriter, rec: AuditRecord) -> int:
         """Append ``rec`` inside the open write transaction ``w`` (it commits or
         rolls back with the caller's write).  Holds the chain lock until then."""
+        return self.append_in(w, [rec])[0]
+
+    def append_in(self, w: SqlWriter, recs: Sequence[AuditRecord]) -> list[int]:
+        """Append ``recs`` in order inside ``w``; their seqs."""
+        if not recs:
+            return []
         w.lock_key(LOCK_KEY)
-        # Read the head every time, never cache it: a savepoint rolled back
-        # after an append (the caller's write failed) must not leave a stale head.
+        # Read the head on every call, never cache it across calls: a savepoint
+        # rolled back after an append (the caller's write failed) must not
+        # leave a stale head behind.
         seq, prev = self._head(w)
-        seq += 1
-        p = rec.principal
-        time_ms = rec.time_ms if rec.time_ms is not None else self.clock()
-        account = p.account_id if p else None
-        role = str(p.role) if p else None
-        org = p.organization if p else None
-        flags = FLAG_BREAK_GLASS if _is_break_glass(rec) else 0
-        body = self.repo.codec.encode(orjson.dumps(_body_of(rec)))
-        peer = rec.peer or (p.peer if p else None)
-        cols = (seq, time_ms, rec.action[:32], rec.outcome, account, role, org, rec.on_behalf_of, rec.code,
-                peer[:100] if peer else None, rec.purpose, flags)
-        h = row_hash(prev, *cols, body)
-        w.execute(f"INSERT INTO audit_event ({EVENT_COLS}) VALUES ({', '.join('?' * 15)})",  # noqa: S608
-                  (*cols, body, prev, h))
-        persons = sorted(set(rec.persons))
-        if persons:
-            w.cur.executemany(w.db.sql("INSERT INTO audit_person (person_id, seq) VALUES (?, ?)"),
-                              [(pid, seq) for pid in persons])
-        return seq
+        events: list[tuple[Any, ...]] = []
+        people: list[tuple[str, int]] = []
+        now = self.clock()
+        for rec in recs:
+            seq += 1
+            p = rec.principal
+            time_ms = rec.time_ms if rec.time_ms is not None else now
+            flags = FLAG_BREAK_GLASS if _is_break_glass(rec) else 0
+            body = self.repo.codec.encode(orjson.dumps(_body_of(rec)))
+            peer = rec.peer or (p.peer if p else None)
+            cols = (seq, time_ms, rec.action[:32], rec.outcome, p.account_id if p else None,
+                    str(p.role) if p else None, p.organization if p else None, rec.on_behalf_of, rec.code,
+                    peer[:100] if peer else None, rec.purpose, flags)
+            h = row_hash(prev, *cols, body)
+            events.append((*cols, body, prev, h))
+            people += [(pid, seq) for pid in sorted(set(rec.persons))]
+            prev = h
+        self._insert(w, "audit_event", EVENT_COLS, 15, events)
+        self._insert(w, "audit_person", "person_id, seq", 2, people)
+        return [int(e[0]) for e in events]
+
+    @staticmethod
+    def _insert(w: SqlWriter, table: str, cols: str, width: int, rows: list[tuple[Any, ...]]) -> None:
+        """Multi-row INSERTs: one round trip per chunk instead of one per row."""
+        one = "(" + ", ".join("?" * width) + ")"
+        for k in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[k:k + INSERT_CHUNK]
+            w.execute(f"INSERT INTO {table} ({cols}) VALUES {', '.join([one] * len(chunk))}",  # noqa: S608
+                      [v for row in chunk for v in row])
 
     def _head(self, w: SqlWriter) -> tuple[int, str]:
         r = w.execute("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1").fetchone()

@@ -271,6 +271,29 @@ def test_failed_write_in_a_group_commit_batch_keeps_the_chain(audit: AuditLog, r
     assert audit.verify().ok and audit.verify().rows == len(ok)
 
 
+def test_a_bad_record_in_a_batch_fails_alone(audit: AuditLog) -> None:
+    """A batch whose transaction fails is retried record by record."""
+    from concurrent.futures import Future
+
+    bad = AuditRecord(action="read", principal=DOCTOR, extra={"x": object()})  # type: ignore[dict-item]
+    futures: list[Future[int]] = [Future(), Future(), Future()]
+    audit._batcher._commit(list(zip([read(("mpi-a",)), bad, read(("mpi-b",))], futures, strict=True)))
+    assert futures[0].result() == 1 and futures[2].result() == 2
+    with pytest.raises(TypeError):
+        futures[1].result()
+    with pytest.raises(TypeError):
+        audit.record(bad)
+    assert audit.record(read(("mpi-c",))) == 3
+    assert audit.verify().ok and audit.verify().rows == 3
+
+
+def test_one_batch_appends_many(audit: AuditLog, repo: SqlRepository) -> None:
+    seqs = repo.transact(lambda w: audit.append_in(w, [read((f"mpi-{i}",)) for i in range(150)]))
+    assert seqs == list(range(1, 151))
+    assert audit.verify().rows == 150 and audit.verify().ok
+    assert [e.seq for e in audit.access_log(["mpi-149"])] == [150]
+
+
 # --------------------------------------------------------------------------- retention
 
 
@@ -495,7 +518,7 @@ def test_rendered_audit_events_are_valid_r4(audit: AuditLog) -> None:
     assert agent["requestor"] is True and agent["network"] == {"address": "10.0.0.5", "type": "2"}
     assert agent["who"]["identifier"]["value"] == "acc-doc-1" and agent["who"]["display"] == "王医生"
     assert agent["purposeOfUse"][0]["coding"][0]["code"] == "TREAT"
-    patient = [x for x in search["entity"] if x["what"].get("reference") == "Patient/mpi-a"]
+    patient = [x for x in search["entity"] if x.get("what", {}).get("reference") == "Patient/mpi-a"]
     assert len(patient) == 1 and patient[0]["role"]["code"] == "1" and patient[0]["type"]["code"] == "1"
     assert any(x.get("query") for x in search["entity"])
     assert not any(x.get("query") for x in to_fhir(audit.search(action="search")[0], with_query=False)["entity"])
