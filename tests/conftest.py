@@ -90,10 +90,17 @@ def _serve(db_url: str, **settings: object) -> Iterator[Server]:
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
     root = f"http://127.0.0.1:{port}"
+    # The suite's default caller is the region's integration engine (a platform
+    # client with system/*.cruds): it passes the gate, policy and audit like
+    # everyone else.  Security tests make their own callers (Server.as_).
+    platform, _secret = app.state.authenticator.tokens.accounts.add_client(
+        "test harness", organization=None, organization_id=None, scopes_text="system/*.cruds", platform=True)
+    token = app.state.authenticator.tokens.issue(platform, "system/*.cruds")["access_token"]
     client = httpx.Client(base_url=root + "/fhir", timeout=30,
-                          headers={"content-type": "application/fhir+json", "accept": "application/fhir+json"})
+                          headers={"content-type": "application/fhir+json", "accept": "application/fhir+json",
+                                   "authorization": f"Bearer {token}"})
     try:
-        yield Server(root + "/fhir", root, client, repo)
+        yield Server(root + "/fhir", root, client, repo, app)
     finally:
         client.close()
         srv.should_exit = True

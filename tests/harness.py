@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -19,5 +20,22 @@ SYNTHEA = SHARED / "data" / "synthea-10"
 class Server:
     url: str  # base of the FHIR API, e.g. http://127.0.0.1:PORT/fhir
     root: str
-    client: httpx.Client
+    client: httpx.Client  # signed in as the platform's integration engine (system/*.cruds)
     repo: SqlRepository
+    app: Any = None  # the FastAPI app (its state holds the authenticator and the audit log)
+
+    def token(self, account: Any, scopes: str | None = None) -> str:
+        """A real access token for an account (hutong.security.tokens), as the
+        token endpoint would issue it after sign-in."""
+        tokens = self.app.state.authenticator.tokens
+        return str(tokens.issue(account, scopes if scopes is not None else account.scopes)["access_token"])
+
+    def as_(self, account: Any, scopes: str | None = None) -> httpx.Client:
+        """A client acting as ``account`` (close it, or use it in a with block)."""
+        return httpx.Client(base_url=self.url, timeout=30, headers={
+            "content-type": "application/fhir+json", "accept": "application/fhir+json",
+            "authorization": f"Bearer {self.token(account, scopes)}"})
+
+    @property
+    def accounts(self) -> Any:
+        return self.app.state.authenticator.tokens.accounts

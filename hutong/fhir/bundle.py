@@ -259,6 +259,8 @@ class BundleProcessor:
                 found[stored[r[0]]].setdefault(r[1], stored_row(r[1:], repo.codec))
             for v in values:
                 matches = [found[v][pk] for pk in sorted(found[v])]
+                if self.service.access is not None:
+                    matches = self.service.access.write_visible(matches)
                 for i in by_value[v]:
                     out[i] = matches
         return out
@@ -269,7 +271,9 @@ class BundleProcessor:
         new_ids: dict[int, str] = {}
         known = self._by_identifier(w, entries)
         put_creates: list[_Entry] = []
-        hooked = {t for h in svc.repo.hooks for t in h.types}
+        # Types whose hooks must see each write before the next (the MPI); hooks
+        # marked batchable (policy, labelling) are as right inside insert_many.
+        hooked = {t for h in svc.repo.hooks if not getattr(h, "batchable", False) for t in h.types}
         # 1. identities first, so every reference can be rewritten before any write
         for e in entries:
             try:
@@ -380,7 +384,7 @@ class BundleProcessor:
             e.resource["id"] = e.path[1]
             e.result, e.status = svc.update_in(w, e.type, e.path[1], e.resource, parse_if_match(e.if_match))
         else:
-            e.response = self._read(e, FhirService(svc.repo.view(w), svc.base_url))
+            e.response = self._read(e, FhirService(svc.repo.view(w), svc.base_url, svc.access))
 
     def _read(self, e: _Entry, svc: FhirService | None = None) -> FhirResponse:
         svc = svc or self.service

@@ -30,6 +30,8 @@ from hutong.fhir.response import FhirResponse, etag, http_date, version_headers
 from hutong.fhir.validation import check_id, check_type, validate
 from hutong.mpi.golden import GOLDEN_SYSTEM
 from hutong.mpi.service import Mpi
+from hutong.security.policy import Access
+from hutong.security.principal import Role
 from hutong.store.query import Cursor, Query
 from hutong.store.repository import Stored
 from hutong.store.sql import SqlRepository, SqlWriter, instant
@@ -85,10 +87,16 @@ def prefer_strict(headers: dict[str, str]) -> bool:
 
 
 class FhirService:
-    def __init__(self, repo: SqlRepository, base_url: str = "") -> None:
+    """``access`` is the caller's policy (hutong.security.policy): every read,
+    search, include and $everything row passes it, and writes are checked by
+    its store hook.  None means trusted internal code (the command line, the
+    MPI, tests of the internals); every network entry point passes one."""
+
+    def __init__(self, repo: SqlRepository, base_url: str = "", access: Access | None = None) -> None:
         self.repo = repo
         self.base_url = base_url.rstrip("/")
         self.mpi = mpi_of(repo)
+        self.access = access
 
     # ------------------------------------------------------------------ helpers
     def _retry(self, fn: Callable[[], T]) -> T:
@@ -123,6 +131,10 @@ class FhirService:
             # own records, never the MPI's golden person that shares the number.
             items = [*items, ("_tag:not", f"{GOLDEN_SYSTEM}|golden")]
         parsed = fsearch.parse(type, items, base_url=self.base_url, strict=True)
+        if self.access is not None:
+            # Criteria match only what the caller may write: an institution's
+            # "my patient with this ID number" never finds another's record.
+            parsed.query.scope = self.access.write_scope(type)
         return w.search_ids(parsed.query, limit)
 
     # ------------------------------------------------------------------ create
@@ -151,11 +163,15 @@ class FhirService:
     def read(self, type: str, id: str, headers: dict[str, str] | None = None) -> FhirResponse:
         check_type(type)
         check_id(id)
+        if self.access is not None:
+            self.access.require_scope(type, "read")
         s = self.repo.read(type, id)
         if s is None:
             raise NotFound("HT-0009", f"{type}/{id} not found")
         if s.deleted:
             raise Gone("HT-0010", f"{type}/{id} was deleted", )
+        if self.access is not None:
+            self.access.check_read(s)
         h = {"ETag": etag(s.version), "Last-Modified": http_date(s.last_updated)}
         if headers and headers.get("if-none-match") == h["ETag"]:
             return FhirResponse(304, None, h)
@@ -166,6 +182,7 @@ class FhirService:
         check_id(id)
         if not version.isdigit():
             raise NotFound("HT-0011", f"version {version[:20]!r} of {type}/{id} not found")
+        self._check_current(type, id)
         s = self.repo.vread(type, id, int(version))
         if s is None:
             raise NotFound("HT-0011", f"version {version} of {type}/{id} not found")
@@ -269,6 +286,10 @@ class FhirService:
             check_type(type)
         if id is not None:
             check_id(id)
+            self._check_current(type or "", id)
+        elif self.access is not None:
+            # Type and system history list every institution's changes.
+            self.access.require_role(Role.PLATFORM, what="type or system history")
         since = None
         count = 100
         before = None
@@ -308,6 +329,15 @@ class FhirService:
             entries.append(e)
         return FhirResponse.json(200, {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries})
 
+    def _check_current(self, type: str, id: str) -> None:
+        """Versions and history of a resource are visible when its current version is."""
+        if self.access is None:
+            return
+        self.access.require_scope(type, "read")
+        cur = self.repo.read(type, id)
+        if cur is not None:
+            self.access.check_read(cur)
+
     def _url(self, path: str, items: list[tuple[str, str]]) -> str:
         q = urlencode(items)
         return f"{self.base_url}/{path}" + (f"?{q}" if q else "")
@@ -316,6 +346,8 @@ class FhirService:
     def search(self, type: str, items: list[tuple[str, str]], headers: dict[str, str],
                compartment: tuple[str, str] | None = None) -> FhirResponse:
         check_type(type)
+        if self.access is not None:
+            self.access.require_scope(type, "search")
         parsed = fsearch.parse(type, items, base_url=self.base_url, strict=prefer_strict(headers))
         q = parsed.query
         path = type
@@ -326,6 +358,8 @@ class FhirService:
                 raise InvalidRequest("HT-0040", "only the Patient compartment is supported")
             q.compartment_patient = cid
             path = f"Patient/{cid}/{type}"
+        if self.access is not None:
+            q.scope = self.access.search_scope(type, items, compartment[1] if compartment else None)
         bundle = self.search_bundle(q, parsed, path)
         return FhirResponse.json(200, bundle)
 
@@ -337,6 +371,10 @@ class FhirService:
                     "link": [{"relation": "self", "url": self._url(path, parsed.canonical)}]}
         page = self.repo.search(q)
         included = self.repo.include(page.matches, q.includes) if q.includes else []
+        if self.access is not None:
+            # Matches are already scoped in SQL; included resources pass the same rule here.
+            self.access.touched(page.matches)
+            included = self.access.admit(included)
         links = [{"relation": "self", "url": self._url(path, parsed.canonical)}]
         if page.next_cursor is not None:
             links.append({"relation": "next", "url": self._url(
@@ -369,11 +407,15 @@ class FhirService:
         """Patient/[id]/$everything (operation-patient-everything.html): the whole
         compartment, paged by ``_count`` with next links; never truncated."""
         check_id(id)
+        if self.access is not None:
+            self.access.require_scope("Patient", "read")
         patient = self.repo.read("Patient", id)
         if patient is None:
             raise NotFound("HT-0009", f"Patient/{id} not found")
         if patient.deleted:
             raise Gone("HT-0010", f"Patient/{id} was deleted")
+        if self.access is not None:
+            self.access.check_record(id)
         since = None
         types: tuple[str, ...] | None = None
         count = EVERYTHING_DEFAULT_COUNT
@@ -406,6 +448,9 @@ class FhirService:
                 if len(parts) == 2 and parts[0] in SHARED_TYPES and (parts[0], parts[1]) not in have:
                     refs.add((parts[0], parts[1]))
         extra = self.repo.fetch(refs) if refs else []
+        if self.access is not None:
+            rows = self.access.admit([s for s in rows if self.access.may("read", s.type)])
+            extra = self.access.admit(extra)
         base_items = [(k, v) for k, v in items if k != "_cursor"]
         path = f"Patient/{id}/$everything"
         links = [{"relation": "self", "url": self._url(path, items)}]

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from hutong.errors import HutongError, operation_outcome
+from hutong.errors import Forbidden, HutongError, operation_outcome
 from hutong.fhir import search as fsearch
 from hutong.fhir.bundle import BundleProcessor
 from hutong.fhir.response import FhirResponse
@@ -34,6 +34,11 @@ from hutong.ingest.hl7v2 import ack as hl7ack
 from hutong.ingest.hl7v2 import mapping as hl7map
 from hutong.ingest.hl7v2 import message as hl7msg
 from hutong.mpi.golden import GOLDEN_SYSTEM
+from hutong.security.events import FAILED, REFUSED, SUCCESS, AuditRecord
+from hutong.security.guard import acting
+from hutong.security.guard import current as current_access
+from hutong.security.policy import Access
+from hutong.security.principal import Role
 from hutong.store.sql import SqlWriter
 from hutong.systems import ORGANIZATION
 
@@ -61,8 +66,21 @@ class Institution:
     organization_id: str  # Organization resource id
 
 
+# Who an MLLP sender is: the network entry point (hutong.web.serve_cmd) turns a
+# registered institution and the peer address into its Access, or refuses.
+Authorise = Callable[[Institution, "str | None"], Access]
+
+
 class Ingestor:
-    def __init__(self, svc: FhirService, clock: Callable[[], int] | None = None) -> None:
+    """``authorise`` and ``audit`` come from the network entry point: every
+    message is then written under its institution's policy (it may only write
+    its own patients' records) and leaves one audit record.  Without them the
+    caller is trusted local code (tests of the mapping, the CLI retry)."""
+
+    def __init__(self, svc: FhirService, clock: Callable[[], int] | None = None, *,
+                 authorise: Authorise | None = None, audit: Callable[[AuditRecord], Any] | None = None) -> None:
+        self.authorise = authorise
+        self.audit = audit
         self.svc = svc
         self.repo = svc.repo
         self.bundles = BundleProcessor(svc)
@@ -122,6 +140,15 @@ class Ingestor:
             unknown = hl7msg.Hl7Error("204", "unknown sending facility (MSH-4): no registered institution has "
                                              "this identifier", segment="MSH", field=4, ack="AR")
             return refuse(unknown, msg, "", msg.control_id, kind, unknown.text)
+        access = None
+        if self.authorise is not None and retry_of is None:
+            try:
+                access = self.authorise(inst, peer)
+            except HutongError as e:
+                denied = hl7msg.Hl7Error("207", f"sender not authorised: {e.message}", segment="MSH", field=4,
+                                         ack="AR")
+                self._audit("hl7", None, REFUSED, e.code, peer, kind)
+                return refuse(denied, msg, inst.code, msg.control_id, kind, denied.text)
         if retry_of is None:
             done = inbox.find(self.repo, None, "hl7v2", inst.code, msg.control_id)
             if done is not None and done.ack is not None:
@@ -150,10 +177,17 @@ class Ingestor:
             return ok
 
         try:
-            result: bytes = self.svc._retry(lambda: self.repo.transact(run))
+            if access is None:
+                result: bytes = self.svc._retry(lambda: self.repo.transact(run))
+                return result
+            with acting(access):
+                result = self.svc._retry(lambda: self.repo.transact(run))
+            self._audit("hl7", access, SUCCESS, None, peer, kind)
             return result
         except HutongError as e:
             err = hl7msg.Hl7Error("207", f"{e.code} {e.message}", ack="AE")
+            if access is not None:
+                self._audit("hl7", access, REFUSED if e.status == 403 else FAILED, e.code, peer, kind)
             return refuse(err, msg, inst.code, msg.control_id, kind, err.text, event)
         except Exception as e:
             # A database failure (connection lost, disk full): the sender gets AE and
@@ -166,6 +200,16 @@ class Ingestor:
             except Exception as e2:
                 log.error("dead letter not stored either: %s", type(e2).__name__)
                 return hl7ack.build_ack(msg, raw, "AE", err)
+
+    def _audit(self, action: str, access: Access | None, outcome: str, code: str | None, peer: str | None,
+               kind: str) -> None:
+        if self.audit is None:
+            return
+        self.audit(AuditRecord(
+            action=action, outcome=outcome, principal=access.principal if access else None,
+            persons=tuple(sorted(access.persons)) if access else (),
+            entities=tuple(access.entities[:200]) if access else (), interaction=f"{action} {kind}",
+            purpose="own-institution" if access else None, code=code, peer=peer))
 
     def frame_error(self, raw: bytes, reason: str, peer: str | None) -> bytes:
         """A framing problem (bytes outside a frame, truncated or oversize frame):
@@ -274,6 +318,11 @@ class Ingestor:
         inst = self.institution(header.custodian_id)
         if inst is None:
             return dead("cda-sender", f"the custodian {header.custodian_id[:64]!r} is not a registered institution")
+        acting_now = current_access()
+        if acting_now is not None and acting_now.principal.role is Role.INSTITUTION \
+                and acting_now.principal.organization != inst.code:
+            # Checked before anything is stored: a system sends its own institution's documents.
+            raise Forbidden("HT-0102", "the document's custodian is not your institution")
         try:
             mapped = cdamap.to_bundle(xml, cdamap.Sender(inst.code, inst.organization_id))
             entries = self.bundles.prepare(mapped.bundle.get("entry") or [])

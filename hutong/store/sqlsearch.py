@@ -297,9 +297,12 @@ class Compiler:
                 continue
             term = "(" + " OR ".join(conds) + ")"
             if g.hide_labels:
+                # meta.security codes are indexed as sent; ActCodes are upper-case, but
+                # a sender's lower-case "psy" must not slip through.
+                codes = sorted({v for x in g.hide_labels for v in (x, x.upper(), x.lower())})
                 term = (f"({term} AND NOT EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {alias}.pk "
-                        f"AND t.param_id = ? AND t.code IN ({','.join('?' * len(g.hide_labels))})))")
-                args += [self.param_id(type, "_security"), *g.hide_labels]
+                        f"AND t.param_id = ? AND t.code IN ({','.join('?' * len(codes))})))")
+                args += [self.param_id(type, "_security"), *codes]
             ors.append(term)
         return "(" + " OR ".join(ors) + ")" if ors else "1=0"
 

@@ -1,0 +1,559 @@
+"""Who may see and write what: the one place access is decided.
+
+Every request's :class:`Access` is built from its authenticated
+:class:`~hutong.security.principal.Principal` and answers the FHIR layer
+(:mod:`hutong.fhir.service`), the store's write hook (:mod:`hutong.security.guard`)
+and the web layer.  Rules (issue 6):
+
+- SMART v2 scopes bound every interaction (``c r u d s`` per type).
+- A record belongs to the institution that manages the source Patient whose
+  compartment holds it (Patient.managingOrganization; each institution has its
+  own source Patient for a resident, linked to one golden person by the MPI).
+- Institution systems and clinicians see their own institution's records.  A
+  record of another institution needs a basis for that resident, evaluated per
+  golden person: a treatment relationship (an encounter or a referral at the
+  caller's institution within ``treatment_window_days``), the resident's
+  consent (hutong.security.consent), or break-glass (hutong.security.grants).
+  A resident's deny overrides a treatment relationship; only break-glass
+  overrides a deny.
+- Sensitive categories (meta.security PSY, HIV, SEX ...; labelled by
+  hutong.security.sensitivity) of other institutions stay masked unless the
+  resident consented to that category specifically or the clinician broke
+  the glass.
+- Residents read their own record (every source of their golden person);
+  delegates the records of those they act for, with sensitive categories
+  masked.  Residents and delegates write only Consents about themselves.
+- Commission staff, auditors and operators read the directory, not records.
+- The platform (the region's own integration engine) is bound by scopes only.
+
+Searches get an :class:`~hutong.store.query.AccessScope` compiled into SQL, so
+neither pages nor totals hold a row the caller may not see; reads, includes
+and $everything rows pass :meth:`Access.admit`.  What was touched is kept on
+the Access for the request's audit record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from hutong.errors import Forbidden
+from hutong.mpi.golden import PERSON_PREFIX
+from hutong.mpi.service import Mpi
+from hutong.security import consent as consent_rules
+from hutong.security import grants
+from hutong.security.principal import Principal, Role
+from hutong.security.settings import SecuritySettings
+from hutong.store.query import AccessScope, Grant
+from hutong.store.repository import Stored
+from hutong.store.sql import SqlRepository, SqlWriter
+
+# Shared directory data every signed-in caller may read (no resident's record).
+DIRECTORY_TYPES = frozenset({
+    "Organization", "Practitioner", "PractitionerRole", "Location", "HealthcareService", "Endpoint",
+    "Medication", "Substance", "ValueSet", "CodeSystem", "ConceptMap", "NamingSystem", "StructureDefinition",
+    "SearchParameter", "CapabilityStatement", "OperationDefinition", "Questionnaire", "PlanDefinition",
+    "ActivityDefinition", "Library",
+})
+# Directory types an institution may write, when the resource names it as organization.
+INSTITUTION_DIRECTORY = frozenset({"PractitionerRole", "Location", "HealthcareService", "Endpoint", "Practitioner"})
+PERSON_ROLES = (Role.RESIDENT, Role.DELEGATE)
+ORG_ROLES = (Role.INSTITUTION, Role.CLINICIAN)
+# Search parameters whose value names the patient a search is about.
+PATIENT_PARAMS = frozenset({"patient", "subject", "beneficiary", "_id", "link", "individual"})
+
+# Purposes, as recorded in the audit trail.
+OWN_RECORD, DELEGATE, OWN_INSTITUTION = "own-record", "delegate", "own-institution"
+TREATMENT, CONSENT, BREAK_GLASS, PLATFORM, DIRECTORY = "treatment", "consent", "break-glass", "platform", "directory"
+
+
+@dataclass(frozen=True)
+class Basis:
+    """Why (and how far) an institution's caller may see one person's record."""
+
+    purpose: str | None                 # treatment | consent | break-glass | None (no basis)
+    hide: tuple[str, ...]               # labels (upper-case ActCodes) masked on other institutions' records
+    denied: bool = False                # the resident refused this caller (consent deny)
+    detail: str = ""
+
+
+def scope_letter(interaction: str) -> str:
+    """SMART v2 permission letter of a FHIR interaction (scopes-and-launch-context.html)."""
+    return {"create": "c", "read": "r", "vread": "r", "history-instance": "r", "update": "u", "patch": "u",
+            "delete": "d", "search": "s", "history-type": "s", "history-system": "s", "operation": "r"}[interaction]
+
+
+@dataclass
+class Access:
+    repo: SqlRepository
+    principal: Principal
+    settings: SecuritySettings = field(default_factory=SecuritySettings)
+    clock: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    mpi: Mpi | None = None
+    # what this request touched, for its audit record
+    persons: set[str] = field(default_factory=set)
+    entities: list[str] = field(default_factory=list)
+    purposes: set[str] = field(default_factory=set)
+    reason: str | None = None
+    _managed: dict[str, str | None] = field(default_factory=dict)
+    _person_of: dict[str, str | None] = field(default_factory=dict)
+    _bases: dict[str, Basis] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mpi is None:
+            from hutong.fhir.service import mpi_of
+
+            self.mpi = mpi_of(self.repo)
+
+    # ------------------------------------------------------------ basics
+    @property
+    def role(self) -> Role:
+        return self.principal.role
+
+    @property
+    def unrestricted(self) -> bool:
+        return self.role is Role.PLATFORM
+
+    def require_role(self, *roles: Role, what: str = "this") -> None:
+        if self.role not in roles:
+            raise Forbidden("HT-0104", f"a {self.role.value} account may not do {what}")
+
+    def require_scope(self, type: str, interaction: str) -> None:
+        from hutong.security.scopes import allows
+
+        letter = scope_letter(interaction)
+        if not allows(self.principal.scopes, type, letter):
+            raise Forbidden("HT-0101", f"the token's scopes do not allow {interaction} on {type} "
+                                       f"(needs {type}.{letter} or *.{letter})")
+
+    def touched(self, stored: Iterable[Stored], purpose: str | None = None) -> None:
+        for s in stored:
+            if len(self.entities) < 200:
+                self.entities.append(f"{s.type}/{s.id}")
+        if purpose:
+            self.purposes.add(purpose)
+
+    # ------------------------------------------------------------ lookups
+    def now_iso(self) -> str:
+        return datetime.fromtimestamp(self.clock() / 1000, UTC).isoformat()
+
+    def managing_org(self, patient_id: str) -> str | None:
+        """Organization id managing a source Patient (None: golden, unknown, or unmanaged)."""
+        if patient_id not in self._managed:
+            rows = self.repo.query(
+                "SELECT x.target_id FROM resource p JOIN idx_reference x ON x.res_pk = p.pk AND x.param_id = ? "
+                "WHERE p.type = 'Patient' AND p.fhir_id = ? AND p.deleted = 0 AND x.target_type = 'Organization'",
+                (self.repo.param_ids[("Patient", "organization")], patient_id))
+            self._managed[patient_id] = str(rows[0][0]) if rows else None
+        return self._managed[patient_id]
+
+    def person_of(self, patient_id: str) -> str | None:
+        if patient_id.startswith(PERSON_PREFIX):
+            return patient_id
+        if patient_id not in self._person_of:
+            assert self.mpi is not None
+            self._person_of[patient_id] = self.mpi.person_of(patient_id)
+        return self._person_of[patient_id]
+
+    def patients_of(self, person_id: str) -> list[str]:
+        """The golden person and every linked source Patient."""
+        assert self.mpi is not None
+        return self.mpi.patient_ids(person_id)
+
+    def compartments(self, pks: Sequence[int]) -> dict[int, set[str]]:
+        out: dict[int, set[str]] = {pk: set() for pk in pks}
+        for i in range(0, len(pks), 500):
+            chunk = list(pks[i:i + 500])
+            for pk, pid in self.repo.query(
+                    "SELECT res_pk, patient_id FROM compartment WHERE res_pk IN ("  # noqa: S608 (placeholders only)
+                    + ",".join("?" * len(chunk)) + ")",
+                    chunk):
+                out[int(pk)].add(str(pid))
+        return out
+
+    def my_persons(self) -> tuple[str, ...]:
+        return self.principal.persons
+
+    def my_patients(self) -> list[str]:
+        out: list[str] = []
+        for p in self.my_persons():
+            out += self.patients_of(p)
+        return out
+
+    # ------------------------------------------------------------ basis
+    def basis(self, person_id: str) -> Basis:
+        """Why this institution's caller may see another institution's records of a person."""
+        if person_id in self._bases:
+            return self._bases[person_id]
+        b = self._evaluate_basis(person_id)
+        self._bases[person_id] = b
+        return b
+
+    def _actor_refs(self) -> set[str]:
+        p = self.principal
+        refs = set()
+        if p.organization_id:
+            refs.add(f"Organization/{p.organization_id}")
+        if p.practitioner_id:
+            refs.add(f"Practitioner/{p.practitioner_id}")
+        if p.practitioner_role_id:
+            refs.add(f"PractitionerRole/{p.practitioner_role_id}")
+        return refs
+
+    def _evaluate_basis(self, person_id: str) -> Basis:
+        labels = tuple(x.upper() for x in self.settings.sensitive_labels)
+        now = self.clock()
+        glass = grants.active(self.repo, self.principal.account_id, person_id, now) \
+            if self.role is Role.CLINICIAN else None
+        if glass is not None:
+            return Basis(BREAK_GLASS, (), detail=glass.id)
+        patients = self.patients_of(person_id)
+        rows = self.repo.everything(patients, types=("Consent", "Encounter", "ServiceRequest"), since=None,
+                                    after_pk=0, count=5000)[0]
+        bodies = [(s.type, orjson.loads(s.body)) for s in rows if s.body is not None]
+        decision = consent_rules.evaluate([b for t, b in bodies if t == "Consent"], self._actor_refs(),
+                                          self.now_iso())
+        hide = tuple(x for x in labels if x not in decision.unmasked) + tuple(
+            x for x in decision.masked if x not in labels)
+        if decision.deny:
+            return Basis(None, hide, denied=True, detail="the resident has refused access (Consent)")
+        if decision.permit:
+            return Basis(CONSENT, hide, detail=",".join(decision.consent_ids))
+        if self._treated_here(bodies, patients):
+            return Basis(TREATMENT, hide)
+        return Basis(None, hide)
+
+    def _treated_here(self, bodies: list[tuple[str, dict[str, Any]]], patients: list[str]) -> bool:
+        org = self.principal.organization_id
+        if not org:
+            return False
+        org_ref = f"Organization/{org}"
+        cutoff = (datetime.fromtimestamp(self.clock() / 1000, UTC)
+                  - timedelta(days=self.settings.treatment_window_days)).date().isoformat()
+        mine = {p for p in patients if self.managing_org(p) == org}
+        for t, b in bodies:
+            if t == "Encounter":
+                at_org = consent_rules.ref_key(((b.get("serviceProvider") or {}).get("reference")) or "") == org_ref
+                subj = consent_rules.ref_key(((b.get("subject") or {}).get("reference")) or "")
+                if not (at_org or subj.split("/")[-1] in mine):
+                    continue
+                period = b.get("period") or {}
+                last = period.get("end") or period.get("start") or ""
+                if b.get("status") in ("in-progress", "arrived", "triaged", "onleave") or \
+                        (isinstance(last, str) and last[:10] >= cutoff):
+                    return True
+            elif t == "ServiceRequest":
+                performers = {consent_rules.ref_key(p.get("reference") or "") for p in b.get("performer") or []
+                              if isinstance(p, dict)}
+                if org_ref not in performers or b.get("status") in ("revoked", "entered-in-error"):
+                    continue
+                authored = b.get("authoredOn") or ""
+                if isinstance(authored, str) and authored[:10] >= cutoff:
+                    return True
+        return False
+
+    def break_glass(self, w: SqlWriter, person_id: str, reason: str) -> grants.AccessGrant:
+        """Claim emergency access to one person's record (clinicians only; reason required)."""
+        self.require_role(Role.CLINICIAN, what="break-glass")
+        if len(reason.strip()) < 10:
+            raise Forbidden("HT-0106", "break-glass needs a written reason of at least 10 characters")
+        g = grants.add(w, self.principal.account_id, person_id, "break-glass", reason.strip(), self.clock(),
+                       self.settings.break_glass_hours)
+        self._bases.pop(person_id, None)
+        self.persons.add(person_id)
+        self.purposes.add(BREAK_GLASS)
+        self.reason = reason.strip()
+        return g
+
+    # ------------------------------------------------------------ reading
+    def search_scope(self, type: str, items: Sequence[tuple[str, str]],
+                     compartment: str | None = None) -> AccessScope | None:
+        """The rows of ``type`` this caller's search may return (None: all of them)."""
+        if self.unrestricted or type in DIRECTORY_TYPES:
+            if type in DIRECTORY_TYPES:
+                self.purposes.add(DIRECTORY)
+            return None
+        if self.role in PERSON_ROLES:
+            hide = self._delegate_hide()
+            targets = self._targets(type, items, compartment)
+            mine = set(self.my_patients())
+            for t in targets:
+                if t not in mine:
+                    raise Forbidden("HT-0103", "you may only see your own record (or the records of those you "
+                                               "act for)")
+            self.persons.update(self.my_persons())
+            self.purposes.add(OWN_RECORD if self.role is Role.RESIDENT else DELEGATE)
+            return AccessScope((Grant(patients=tuple(sorted(mine)), hide_labels=hide),))
+        if self.role not in ORG_ROLES:
+            raise Forbidden("HT-0104", f"a {self.role.value} account does not read residents' records")
+        org = self.principal.organization_id
+        out = [Grant(managed_by=org)] if org else []
+        self.purposes.add(OWN_INSTITUTION)
+        for t in self._targets(type, items, compartment):
+            if org and self.managing_org(t) == org:
+                continue
+            person = self.person_of(t)
+            if person is None:
+                raise Forbidden("HT-0103", f"no access basis for Patient/{t}")
+            b = self.basis(person)
+            if b.purpose is None:
+                raise Forbidden("HT-0103", self._no_basis_message(b))
+            self.persons.add(person)
+            self.purposes.add(b.purpose)
+            out.append(Grant(patients=tuple(self.patients_of(person)), hide_labels=b.hide))
+        if type == "Patient" and any(k.split(":")[0] == "identifier" for k, _ in items):
+            # Finding a resident by ID number / card number: the golden record is the
+            # region's index card (demographics only; the record itself needs a basis).
+            out.append(Grant(golden=True))
+        return AccessScope(tuple(out))
+
+    def _delegate_hide(self) -> tuple[str, ...]:
+        if self.role is Role.DELEGATE:
+            return tuple(x.upper() for x in self.settings.sensitive_labels)
+        return ()
+
+    def _no_basis_message(self, b: Basis) -> str:
+        if b.denied:
+            return "the resident has refused your access to their record (Consent); only break-glass overrides"
+        return ("no access basis for this resident: no treatment relationship at your institution in the last "
+                f"{self.settings.treatment_window_days} days and no consent; in an emergency use "
+                "POST Patient/[id]/$break-glass with a reason")
+
+    def _targets(self, type: str, items: Sequence[tuple[str, str]], compartment: str | None) -> list[str]:
+        """Patient ids a search names (patient=, subject=, Patient?_id=, the compartment)."""
+        out = [compartment] if compartment else []
+        for k, v in items:
+            name = k.split(":")[0]
+            if name not in PATIENT_PARAMS or (name == "_id" and type != "Patient") or "." in k:
+                continue
+            for one in v.split(","):
+                one = one.strip()
+                if not one:
+                    continue
+                kind, _, rid = one.rpartition("/")
+                if kind and kind.rsplit("/", 1)[-1] != "Patient":
+                    continue
+                out.append(rid)
+        return out
+
+    def admit(self, rows: Sequence[Stored], *, explicit: bool = False) -> list[Stored]:
+        """The rows this caller may see, in order; ``explicit`` (a read by id)
+        raises instead of dropping, so the caller learns why."""
+        if self.unrestricted:
+            self.touched(rows, PLATFORM)
+            return list(rows)
+        clinical = [s for s in rows if s.type not in DIRECTORY_TYPES]
+        comps = self.compartments([s.pk for s in clinical]) if clinical else {}
+        out = []
+        for s in rows:
+            if s.type in DIRECTORY_TYPES:
+                out.append(s)
+                self.purposes.add(DIRECTORY)
+                continue
+            why = self._row_purpose(s, comps.get(s.pk, set()))
+            if isinstance(why, str):
+                out.append(s)
+                self.purposes.add(why)
+            elif explicit:
+                raise why
+        self.touched(out)
+        return out
+
+    def _row_purpose(self, s: Stored, patients: set[str]) -> str | Forbidden:
+        labels = _labels(s)
+        if self.role in PERSON_ROLES:
+            mine = set(self.my_patients())
+            if patients & mine:
+                hide = set(self._delegate_hide())
+                if labels & hide:
+                    return Forbidden("HT-0103", "this record is in a sensitive category the resident keeps private")
+                self.persons.update(self.person_of(p) or p for p in patients & mine)
+                return OWN_RECORD if self.role is Role.RESIDENT else DELEGATE
+            return Forbidden("HT-0103", "you may only see your own record (or the records of those you act for)")
+        if self.role not in ORG_ROLES:
+            return Forbidden("HT-0104", f"a {self.role.value} account does not read residents' records")
+        if not patients:
+            return Forbidden("HT-0102", f"{s.type}/{s.id} belongs to no patient record you may see")
+        org = self.principal.organization_id
+        refusal: Forbidden | None = None
+        for p in sorted(patients):
+            if org and self.managing_org(p) == org:
+                self.persons.add(self.person_of(p) or p)
+                return OWN_INSTITUTION
+            if s.type == "Patient" and p == s.id and p.startswith(PERSON_PREFIX) and self._golden_lookup_ok():
+                self.persons.add(p)
+                return "identity"
+            person = self.person_of(p)
+            if person is None:
+                continue
+            b = self.basis(person)
+            if b.purpose is None:
+                refusal = Forbidden("HT-0103", self._no_basis_message(b))
+                continue
+            if labels & set(b.hide):
+                refusal = Forbidden("HT-0103", "this record is in a sensitive category the resident has not "
+                                               "consented to share with you")
+                continue
+            self.persons.add(person)
+            return b.purpose
+        return refusal or Forbidden("HT-0103", f"no access basis for {s.type}/{s.id}")
+
+    def _golden_lookup_ok(self) -> bool:
+        return self.role in ORG_ROLES
+
+    def check_read(self, s: Stored) -> None:
+        self.admit([s], explicit=True)
+
+    def may(self, interaction: str, type: str) -> bool:
+        from hutong.security.scopes import allows
+
+        return allows(self.principal.scopes, type, scope_letter(interaction))
+
+    def check_record(self, patient_id: str) -> None:
+        """May this caller open Patient/[id]/$everything at all?  Its rows are
+        then filtered one by one (:meth:`admit`)."""
+        if self.unrestricted:
+            return
+        if self.role in PERSON_ROLES:
+            if patient_id not in set(self.my_patients()):
+                raise Forbidden("HT-0103", "you may only see your own record (or the records of those you act for)")
+            return
+        if self.role not in ORG_ROLES:
+            raise Forbidden("HT-0104", f"a {self.role.value} account does not read residents' records")
+        org = self.principal.organization_id
+        person = self.person_of(patient_id)
+        if org and self.managing_org(patient_id) == org:
+            return
+        if person is None:
+            raise Forbidden("HT-0103", f"no access basis for Patient/{patient_id}")
+        b = self.basis(person)
+        if b.purpose is None and not (org and any(self.managing_org(p) == org for p in self.patients_of(person))):
+            raise Forbidden("HT-0103", self._no_basis_message(b))
+
+    def write_scope(self, type: str) -> AccessScope | None:
+        """What conditional-write criteria may match: the caller's own records."""
+        if self.unrestricted or type in DIRECTORY_TYPES:
+            return None
+        if self.role in PERSON_ROLES:
+            return AccessScope((Grant(patients=tuple(sorted(self.my_patients()))),))
+        if self.role in ORG_ROLES and self.principal.organization_id:
+            return AccessScope((Grant(managed_by=self.principal.organization_id),))
+        return AccessScope(())
+
+    def write_visible(self, rows: Sequence[Stored]) -> list[Stored]:
+        """:meth:`write_scope` for rows found another way (bundle identifier lookups)."""
+        if self.unrestricted:
+            return list(rows)
+        comps = self.compartments([s.pk for s in rows])
+        mine = set(self.my_patients()) if self.role in PERSON_ROLES else set()
+        org = self.principal.organization_id if self.role in ORG_ROLES else None
+        out = []
+        for s in rows:
+            if s.type in DIRECTORY_TYPES:
+                out.append(s)
+            elif self.role in PERSON_ROLES and comps.get(s.pk, set()) & mine:
+                out.append(s)
+            elif org and any(self.managing_org(p) == org for p in comps.get(s.pk, set())):
+                out.append(s)
+        return out
+
+    # ------------------------------------------------------------ writing
+    def check_write(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any] | None,
+                    current: Stored | None, patients: set[str]) -> bool:
+        """Called by the store's write hook inside the transaction; returns True
+        when it stamped the resource (an institution's Patient without
+        managingOrganization gets its own)."""
+        if self.unrestricted:
+            return False
+        if type in DIRECTORY_TYPES:
+            return self._check_directory_write(type, resource, current)
+        if self.role in PERSON_ROLES:
+            if type != "Consent":
+                raise Forbidden("HT-0104", "residents and delegates write only Consents about themselves")
+            mine = set(self.my_patients())
+            before = self._stored_patients(w, current)
+            if not patients or not patients <= mine or not before <= mine:
+                raise Forbidden("HT-0103", "a Consent may only be about your own record (or those you act for)")
+            self.persons.update(self.my_persons())
+            return False
+        if self.role not in ORG_ROLES or not self.principal.organization_id:
+            raise Forbidden("HT-0104", f"a {self.role.value} account does not write residents' records")
+        org = self.principal.organization_id
+        stamped = False
+        if type == "Patient" and resource is not None:
+            ref = consent_rules.ref_key(((resource.get("managingOrganization") or {}).get("reference")) or "")
+            if not ref:
+                resource["managingOrganization"] = {"reference": f"Organization/{org}"}
+                stamped = True
+            elif ref != f"Organization/{org}":
+                raise Forbidden("HT-0102", "a Patient sent by an institution must be managed by that institution "
+                                           f"(managingOrganization Organization/{org})")
+            self._managed[id] = org
+            w.scratch.setdefault("policy-managed", {})[id] = org
+        elif resource is not None:
+            if not patients:
+                raise Forbidden("HT-0102", f"a {type} must belong to one of your institution's patients")
+            for p in patients:
+                if self._managed_in(w, p) != org:
+                    raise Forbidden("HT-0102", f"{type} refers to Patient/{p}, which is not your institution's "
+                                               "patient")
+        if current is not None and not current.deleted:
+            for p in self._stored_patients(w, current):
+                if self._managed_in(w, p) != org:
+                    raise Forbidden("HT-0102", f"{type}/{id} is another institution's record")
+        for p in patients:
+            self.persons.add(self.person_of(p) or p)
+        return stamped
+
+    def _managed_in(self, w: SqlWriter, patient_id: str) -> str | None:
+        pending = w.scratch.get("policy-managed", {})
+        if patient_id in pending:
+            return str(pending[patient_id])
+        row = w.execute(
+            "SELECT x.target_id FROM resource p JOIN idx_reference x ON x.res_pk = p.pk AND x.param_id = ? "
+            "WHERE p.type = 'Patient' AND p.fhir_id = ? AND p.deleted = 0 AND x.target_type = 'Organization'",
+            (self.repo.param_ids[("Patient", "organization")], patient_id)).fetchone()
+        return str(row[0]) if row else None
+
+    def _stored_patients(self, w: SqlWriter, current: Stored | None) -> set[str]:
+        if current is None or current.deleted:
+            return set()
+        return {str(r[0]) for r in w.execute("SELECT patient_id FROM compartment WHERE res_pk = ?",
+                                             (current.pk,)).fetchall()}
+
+    def _check_directory_write(self, type: str, resource: dict[str, Any] | None, current: Stored | None) -> bool:
+        if self.role is not Role.INSTITUTION or type not in INSTITUTION_DIRECTORY:
+            raise Forbidden("HT-0104", f"a {self.role.value} account may not write {type} (directory data is "
+                                       "kept by the platform)")
+        if type == "Practitioner":
+            return False
+        org = f"Organization/{self.principal.organization_id}"
+        for res in (resource, _body(current)):
+            if res is None:
+                continue
+            key = "managingOrganization" if type == "Location" else \
+                "providedBy" if type == "HealthcareService" else \
+                "managingOrganization" if type == "Endpoint" else "organization"
+            if consent_rules.ref_key(((res.get(key) or {}).get("reference")) or "") != org:
+                raise Forbidden("HT-0102", f"a {type} written by an institution must name it as {key}")
+        return False
+
+
+def _body(s: Stored | None) -> dict[str, Any] | None:
+    if s is None or s.body is None:
+        return None
+    body: dict[str, Any] = orjson.loads(s.body)
+    return body
+
+
+def _labels(s: Stored) -> set[str]:
+    if s.body is None or b'"security"' not in s.body:
+        return set()
+    meta = orjson.loads(s.body).get("meta") or {}
+    return {c["code"].upper() for c in meta.get("security") or []
+            if isinstance(c, dict) and isinstance(c.get("code"), str)}

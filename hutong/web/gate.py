@@ -1,0 +1,141 @@
+"""The HTTP gate: every request is authenticated, acts under its policy, and is audited.
+
+One ASGI middleware in front of every route: it resolves the bearer token to
+a :class:`~hutong.security.principal.Principal` (hutong.security.authn),
+builds the request's :class:`~hutong.security.policy.Access`, runs the route
+inside :func:`hutong.security.guard.acting` (so the store's write hook sees
+it), and appends one AuditEvent per request -- success, refusal (401/403) or
+failure -- before the response leaves (hutong.security.audit).  Only the
+routes that hand out tokens or describe the server are public
+(:data:`PUBLIC_PATHS`); the route enumeration test checks every other route
+refuses a request without a token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from hutong.errors import HutongError, operation_outcome
+from hutong.fhir.response import FHIR_JSON, FhirResponse
+from hutong.security.audit import AuditLog
+from hutong.security.events import ERROR, FAILED, REFUSED, SUCCESS, AuditRecord
+from hutong.security.guard import acting
+from hutong.security.policy import Access
+from hutong.security.principal import Principal
+from hutong.security.settings import SecuritySettings
+from hutong.store.sql import SqlRepository
+
+log = logging.getLogger("hutong.web")
+
+# Exact paths and prefixes reachable without a token: getting a token, and
+# describing the server (no resident data behind any of them).
+PUBLIC_PATHS = frozenset({"/healthz", "/fhir/metadata", "/.well-known/smart-configuration",
+                          "/fhir/.well-known/smart-configuration", "/openapi.json", "/docs",
+                          "/docs/oauth2-redirect"})
+PUBLIC_PREFIXES = ("/auth/",)
+
+Authenticate = Callable[[str | None, str | None], Principal]
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def action_of(method: str, route: str) -> str:
+    """The audit action of a request, from its route template."""
+    if "$" in route:
+        return "operation"
+    if route.startswith("/fhir"):
+        if "_history" in route:
+            return "vread" if route.endswith("{vid}") else "history"
+        if method == "GET":
+            return "read" if route.endswith("{id}") else "search"
+        if method == "POST":
+            return "search" if route.endswith("_search") else ("transaction" if route in ("/fhir", "/fhir/")
+                                                                 else "create")
+        return {"PUT": "update", "DELETE": "delete"}.get(method, method.lower())
+    if route.startswith("/ingest/cda"):
+        return "cda"
+    return "read" if method == "GET" else "operation"
+
+
+# When one request used several bases, the audit row names the strongest (the
+# one that needed the most justification): what residents and auditors look for.
+PURPOSE_ORDER = ("break-glass", "consent", "treatment", "delegate", "own-record", "own-institution", "identity",
+                 "platform", "directory")
+
+
+def primary_purpose(purposes: set[str]) -> str | None:
+    for p in PURPOSE_ORDER:
+        if p in purposes:
+            return p
+    return None
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return SUCCESS
+    if status in (401, 403):
+        return REFUSED
+    return ERROR if status >= 500 else FAILED
+
+
+def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authenticate: Authenticate,
+            audit: AuditLog) -> None:
+    @app.middleware("http")
+    async def gate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        if is_public(path):
+            return await call_next(request)
+        peer = request.client.host if request.client else None
+        try:
+            principal = authenticate(request.headers.get("authorization"), peer)
+        except HutongError as e:
+            rec = AuditRecord(action="refuse", outcome=REFUSED, interaction=f"{request.method} {path[:200]}",
+                              code=e.code, peer=peer)
+            await run_in_threadpool(audit.record, rec)
+            resp = Response(content=FhirResponse.json(e.status, operation_outcome(e)).body, status_code=e.status,
+                            media_type=FHIR_JSON)
+            if e.status == 401:
+                # RFC 6750 section 3: say which scheme, and why, without echoing the token.
+                resp.headers["WWW-Authenticate"] = 'Bearer realm="hutong", error="invalid_token"'
+            return resp
+        access = Access(repo, principal, settings)
+        request.state.principal = principal
+        request.state.access = access
+        with acting(access):
+            response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", path[:200])
+        code = getattr(request.state, "error_code", None)
+        rec = AuditRecord(
+            action=action_of(request.method, route), outcome=_outcome(response.status_code), principal=principal,
+            on_behalf_of=principal.persons[0] if principal.role.value == "delegate" and principal.persons else None,
+            persons=tuple(sorted(access.persons)), entities=tuple(access.entities[:200]),
+            interaction=f"{request.method} {route}", query=request.url.query or None,
+            purpose=primary_purpose(access.purposes), reason=access.reason, code=code, peer=peer)
+        try:
+            await run_in_threadpool(audit.record, rec)
+        except Exception as e:  # an unaudited answer must not leave: refuse instead
+            log.error("audit write failed: %s", type(e).__name__)
+            err = HutongError("HT-0099", "the request could not be audited; nothing was returned",
+                              status=503, issue_code="transient")
+            return Response(content=FhirResponse.json(503, operation_outcome(err)).body, status_code=503,
+                            media_type=FHIR_JSON)
+        return response
+
+
+def remember_error(request: Request, e: HutongError) -> None:
+    """Exception handlers call this so the audit record carries the HT code."""
+    request.state.error_code = e.code
+
+
+def access_of(request: Request) -> Access:
+    a: Any = getattr(request.state, "access", None)
+    assert isinstance(a, Access), "route reached without the gate"
+    return a
