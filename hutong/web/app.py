@@ -171,7 +171,9 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
     # ------------------------------------------------------------------ routes
     @app.get("/fhir/metadata")
     async def metadata(request: Request) -> Response:
-        return _to_response(FhirResponse.json(200, capability_statement(service(request).base_url)))
+        # Public (gate.PUBLIC_PATHS): the gate gives it no Access, so not service(request).
+        base = settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
+        return _to_response(FhirResponse.json(200, capability_statement(base)))
 
     @app.post("/fhir")
     @app.post("/fhir/")
