@@ -454,23 +454,25 @@ class AuditLog:
         return (int(r[0]), str(r[1])) if r is not None else (0, GENESIS)
 
     # ------------------------------------------------------------- verify
-    def verify(self, checkpoint: tuple[int, str] | None = None) -> VerifyResult:
+    def verify(self, checkpoint: tuple[int, str] | None = None, *, from_checkpoint: bool = False) -> VerifyResult:
         """Recompute the chain from the anchor (or seq 1) to the head, in one snapshot.
 
         ``checkpoint``: a (seq, hash) noted earlier (e.g. a previous head); it
         must still be in the chain unless purged since.  Without one, removing
         rows at the very end cannot be told from their never having existed.
+        ``from_checkpoint``: check only the rows after it (a daily run then
+        costs the day's records, not the whole retention period's).
         """
         db = self.repo.db
         with db.connection() as conn:
             cur = conn.cursor()
             cur.execute("BEGIN" if db.dialect == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
-                return self._verify(cur, checkpoint)
+                return self._verify(cur, checkpoint, from_checkpoint)
             finally:
                 cur.execute("ROLLBACK")
 
-    def _verify(self, cur: Any, checkpoint: tuple[int, str] | None) -> VerifyResult:
+    def _verify(self, cur: Any, checkpoint: tuple[int, str] | None, from_checkpoint: bool) -> VerifyResult:
         db = self.repo.db
 
         def q(sql: str, args: Sequence[Any] = ()) -> list[Any]:
@@ -491,6 +493,16 @@ class AuditLog:
 
         if checkpoint is not None and checkpoint[0] == anchor_seq and anchor_seq and checkpoint[1] != prev_hash:
             return bad(anchor_seq, f"checkpoint mismatch at seq {anchor_seq}")
+        start_seq = anchor_seq
+        if from_checkpoint and checkpoint is not None and checkpoint[0] > anchor_seq:
+            c = q("SELECT hash FROM audit_event WHERE seq = ?", (checkpoint[0],))
+            if not c:
+                return bad(checkpoint[0], f"checkpoint seq {checkpoint[0]} is missing")
+            if str(c[0][0]) != checkpoint[1]:
+                return bad(checkpoint[0], f"checkpoint mismatch at seq {checkpoint[0]}")
+            start_seq = prev_seq = checkpoint[0]
+            prev_hash = checkpoint[1]
+            seen_checkpoint = True
         while True:
             page = q(f"SELECT {EVENT_COLS} FROM audit_event WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
                      (prev_seq, VERIFY_PAGE))
@@ -505,11 +517,11 @@ class AuditLog:
                 if first is None:
                     first = seq
                 if seq != prev_seq + 1:
-                    if rows == 0 and anchor_seq:
+                    if rows == 0 and anchor_seq and start_seq == anchor_seq:
                         return bad(prev_seq + 1, f"anchor mismatch at seq {seq}: anchor is seq {anchor_seq}")
                     return bad(prev_seq + 1, f"gap between {prev_seq} and {seq}")
                 if str(r[13]) != prev_hash:
-                    if rows == 0 and anchor_seq:
+                    if rows == 0 and anchor_seq and start_seq == anchor_seq:
                         return bad(seq, f"anchor mismatch at seq {seq}")
                     return bad(seq, f"prev_hash mismatch at seq {seq}")
                 if _hash_of_row(r) != str(r[14]):

@@ -1,6 +1,7 @@
 """``hutong audit ...``: check and read the audit trail from the command line.
 
-    hutong audit verify [--checkpoint SEQ:HASH]   recompute the hash chain; exit 0 if intact, 1 if not
+    hutong audit verify [--checkpoint SEQ:HASH [--from-checkpoint]]
+                                                  recompute the hash chain; exit 0 if intact, 1 if not
     hutong audit list [--person mpi-..] [--account ID] [--action A] [--since T] [--until T] [--limit N]
                                                   records, newest first, one JSON object per line
     hutong audit purge [--dry-run]                delete records older than the retention
@@ -38,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ops.required = True
     v = ops.add_parser("verify", help="recompute the hash chain (exit 1 at the first bad record)")
     v.add_argument("--checkpoint", metavar="SEQ:HASH", help="a head noted earlier that must still be in the chain")
+    v.add_argument("--from-checkpoint", action="store_true",
+                   help="check only the records after --checkpoint (e.g. a daily run from the last head)")
     v.set_defaults(func=run, action=_verify)
     ls = ops.add_parser("list", help="records, newest first (JSON lines)")
     ls.add_argument("--person", help="golden person id (mpi-...)")
@@ -92,7 +95,9 @@ def _verify(args: argparse.Namespace, audit: AuditLog) -> int:
         if not seq.isdigit() or len(h) != 64:
             raise InvalidRequest("HT-0145", "--checkpoint must be SEQ:HASH (64 hex digits)")
         checkpoint = (int(seq), h.lower())
-    res = audit.verify(checkpoint)
+    if args.from_checkpoint and checkpoint is None:
+        raise InvalidRequest("HT-0145", "--from-checkpoint needs --checkpoint SEQ:HASH")
+    res = audit.verify(checkpoint, from_checkpoint=args.from_checkpoint)
     _line(res.to_json())
     return 0 if res.ok else 1
 

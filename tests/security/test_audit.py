@@ -187,6 +187,23 @@ def test_checkpoint_detects_truncated_tail(audit: AuditLog, repo: SqlRepository)
     assert not v.ok and v.bad_seq == 5  # ... but the noted head is gone
 
 
+def test_verify_from_checkpoint_checks_only_newer_rows(audit: AuditLog, repo: SqlRepository) -> None:
+    fill(audit, 4)
+    head = audit.verify()
+    assert head.head_hash is not None
+    fill(audit, 3)
+    v = audit.verify((4, head.head_hash), from_checkpoint=True)
+    assert v.ok and v.rows == 3 and v.first_seq == 5 and v.head_seq == 7
+    sql(repo, "UPDATE audit_event SET action = 'delete' WHERE seq = 2")  # before the checkpoint: not looked at
+    assert audit.verify((4, head.head_hash), from_checkpoint=True).ok
+    assert audit.verify().bad_seq == 2
+    sql(repo, "UPDATE audit_event SET action = 'delete' WHERE seq = 6")
+    v = audit.verify((4, head.head_hash), from_checkpoint=True)
+    assert not v.ok and v.bad_seq == 6 and v.reason == "hash mismatch at seq 6"
+    v = audit.verify((4, "ab" * 32), from_checkpoint=True)
+    assert not v.ok and v.bad_seq == 4 and v.reason == "checkpoint mismatch at seq 4"
+
+
 # --------------------------------------------------------------------------- concurrency
 
 

@@ -40,6 +40,10 @@ def test_verify_ok_then_tampered(log: AuditLog, db_url: str, capsys: pytest.Capt
     assert rc == 0 and out[0]["ok"] is True and out[0]["rows"] == 5 and out[0]["head_seq"] == 5
     head = f"5:{out[0]['head_hash']}"
     assert run(capsys, db_url, "verify", "--checkpoint", head)[0] == 0
+    log.record(read(("mpi-9",)))
+    rc, out, _ = run(capsys, db_url, "verify", "--checkpoint", head, "--from-checkpoint")
+    assert rc == 0 and out[0]["rows"] == 1 and out[0]["head_seq"] == 6
+    assert run(capsys, db_url, "verify", "--from-checkpoint")[0] == 2
     repo: SqlRepository = log.repo
     sql(repo, "UPDATE audit_event SET account_id = 'acc-nobody' WHERE seq = 3")
     rc, out, _ = run(capsys, db_url, "verify")
