@@ -28,6 +28,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], bool]] = {
     "hl7": ("bench.bench_hl7", ["--seconds", "1"], False),  # parse / parse+map limits
     "cda": ("bench.bench_cda", ["--seconds", "1"], False),
     "ingest": ("bench.bench_ingest", ["--quick"], True),    # MLLP end to end
+    "encryption": ("bench.bench_encryption", ["--patients", "300", "--observations", "500", "--transactions", "10",
+                                              "--reads", "1000", "--searches", "300"], True),  # at-rest cost
 }
 
 

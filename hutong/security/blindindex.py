@@ -49,6 +49,7 @@ from hutong.store.sql import Indexer, IndexRow, Prepared, SqlRepository
 
 PREFIX_MAX = 16
 DIGEST_BYTES = 16
+CACHE_MAX = 200_000
 
 # Direct identifiers of people (GB/T 35273-2020 §3.5 and appendix A: name, ID
 # number, phone, address).  address-country is left in clear (it is "CN").
@@ -73,9 +74,19 @@ class BlindIndex:
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+        # Cities, districts, postcodes, common surnames and their prefixes recur in
+        # almost every Patient (and its golden record): most digests are cache hits.
+        self._cache: dict[bytes, str] = {}
 
     def _h(self, tag: bytes, value: str) -> str:
-        return hmac.digest(self._key, tag + value.encode(), "sha256")[:DIGEST_BYTES].hex()
+        msg = tag + value.encode()
+        d = self._cache.get(msg)
+        if d is None:
+            d = hmac.digest(self._key, msg, "sha256")[:DIGEST_BYTES].hex()
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()  # cheaper than LRU bookkeeping on every hit
+            self._cache[msg] = d
+        return d
 
     # ---------------------------------------------------------- one value
     def token_with_system(self, system: str, value: str) -> str:
