@@ -55,7 +55,8 @@ def test_oversized_body_413(small_body_server: Server) -> None:
             yield b"x" * 1000
 
     r = httpx.post(small_body_server.url + "/Patient", content=chunks(),
-                   headers={"content-type": "application/fhir+json"})
+                   headers={"content-type": "application/fhir+json",
+                            "authorization": small_body_server.client.headers["authorization"]})
     assert r.status_code == 413
     assert c.get("/Patient", params={"_summary": "count"}).json()["total"] == 0
     assert c.post("/Patient", content=json.dumps(patient())).status_code == 201

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -54,6 +55,11 @@ def test_import_then_serve_real_process(tmp_path: Path) -> None:
     r = run("import", str(SYNTHEA), "--quiet", env={"HUTONG_DATABASE_URL": db})
     assert r.returncode == 0, r.stderr
     assert "loaded 7160 resources" in r.stdout
+    # The operator registers the integration engine; it signs in with client
+    # credentials (RFC 6749 section 4.4) like any system would.
+    r = run("accounts", "add-client", "integration engine", "--platform", env={"HUTONG_DATABASE_URL": db})
+    assert r.returncode == 0, r.stderr
+    client = json.loads(r.stdout)
     port = free_port()
     p = subprocess.Popen([*HUTONG, "serve", "--port", str(port), "--database", db],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -61,12 +67,17 @@ def test_import_then_serve_real_process(tmp_path: Path) -> None:
         deadline = time.time() + 30
         while True:
             try:
-                r2 = httpx.get(f"http://127.0.0.1:{port}/fhir/Patient",
-                               params=[("_summary", "count"), NOT_GOLDEN])
+                anonymous = httpx.get(f"http://127.0.0.1:{port}/fhir/Patient", params=[("_summary", "count")])
                 break
             except httpx.ConnectError:
                 assert time.time() < deadline and p.poll() is None, "server did not start"
                 time.sleep(0.2)
+        assert anonymous.status_code == 401
+        tok = httpx.post(f"http://127.0.0.1:{port}/auth/token", data={"grant_type": "client_credentials"},
+                         auth=(client["client_id"], client["client_secret"]))
+        assert tok.status_code == 200, tok.text
+        r2 = httpx.get(f"http://127.0.0.1:{port}/fhir/Patient", params=[("_summary", "count"), NOT_GOLDEN],
+                       headers={"authorization": f"Bearer {tok.json()['access_token']}"})
         assert r2.json()["total"] == 14
     finally:
         p.send_signal(signal.SIGINT)

@@ -92,7 +92,7 @@ def test_concurrent_updates_with_if_match_one_wins(server: Server) -> None:
     def upd() -> None:
         import httpx
 
-        with httpx.Client(base_url=server.url, headers={"content-type": "application/fhir+json"}) as c:
+        with httpx.Client(base_url=server.url, headers=server.client.headers) as c:
             results.append(c.put(f"/Patient/{p['id']}", content=json.dumps(p),
                                  headers={"If-Match": 'W/"1"'}).status_code)
 
@@ -165,7 +165,7 @@ def test_concurrent_conditional_creates_make_exactly_one(server: Server) -> None
     ids: list[str] = []
 
     def go() -> None:
-        with httpx.Client(base_url=server.url, timeout=60) as c:
+        with httpx.Client(base_url=server.url, timeout=60, headers={"authorization": server.client.headers["authorization"]}) as c:
             barrier.wait()
             r = c.post("/Patient", content=body, headers=hdr)
             statuses.append(r.status_code)
@@ -208,7 +208,7 @@ def test_concurrent_update_as_create_of_one_id(server: Server) -> None:
     statuses: list[int] = []
 
     def go() -> None:
-        with httpx.Client(base_url=server.url, timeout=60, headers={"content-type": "application/fhir+json"}) as c:
+        with httpx.Client(base_url=server.url, timeout=60, headers=server.client.headers) as c:
             barrier.wait()
             statuses.append(c.put("/Patient/same-new-id", content=body).status_code)
 
