@@ -321,7 +321,7 @@ def evaluate(repo: SqlRepository, mpi: Mpi, truth: Truth) -> dict[str, Any]:
     rows = repo.query("SELECT patient_id, person_id, state, rule, features FROM mpi_source", ())
     person_of = {r[0]: r[1] for r in rows}
     rule_of = {r[0]: r[3] for r in rows}
-    feats = {r[0]: Features.from_json(orjson.loads(repo.codec.decode(bytes(r[4])))) for r in rows}
+    feats = {r[0]: st.decode_features(repo, r[4]) for r in rows}
     reviews = repo.query("SELECT patient_id, person_id, reason FROM mpi_review WHERE status = 'open'", ())
     out = assess(person_of, rule_of, feats, [tuple(r) for r in reviews], truth, mpi.model())
     out["states"] = dict(Counter(r[2] for r in rows).most_common())
