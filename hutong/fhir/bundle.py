@@ -259,8 +259,9 @@ class BundleProcessor:
                 found[stored[r[0]]].setdefault(r[1], stored_row(r[1:], repo.codec))
             for v in values:
                 matches = [found[v][pk] for pk in sorted(found[v])]
-                if self.service.access is not None:
-                    matches = self.service.access.write_visible(matches)
+                access = self.service.access
+                if access is not None:
+                    matches = access.write_visible(matches)
                 for i in by_value[v]:
                     out[i] = matches
         return out
@@ -332,6 +333,15 @@ class BundleProcessor:
                     raise e.error("HT-0032", f"conditional reference {ref['reference'][:100]!r} matched "
                                              f"{len(found)} resources (exactly one is required)")
                 ref["reference"] = f"{rtype}/{found[0].id}"
+        access = svc.access
+        if access is not None:
+            # The policy checks each write against the patient it belongs to; the
+            # spec's order may write an Encounter before its Patient (both PUT),
+            # so tell it now which patients this transaction brings.
+            access.expect_patients(w, [
+                (pid, e.resource) for e in entries if e.type == "Patient" and e.resource is not None
+                for pid in [new_ids.get(e.index) if e.method == "POST" else
+                            e.path[1] if e.method == "PUT" and len(e.path) > 1 else None] if pid])
         # 3. execute in the spec's order; the plain creates go in one batch
         # (one statement per table instead of one per entry and table), and so
         # do conditional updates that matched nothing (creates with new ids: no

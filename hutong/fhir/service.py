@@ -30,6 +30,7 @@ from hutong.fhir.response import FhirResponse, etag, http_date, version_headers
 from hutong.fhir.validation import check_id, check_type, validate
 from hutong.mpi.golden import GOLDEN_SYSTEM
 from hutong.mpi.service import Mpi
+from hutong.security.guard import current as acting_access
 from hutong.security.policy import Access
 from hutong.security.principal import Role
 from hutong.store.query import Cursor, Query
@@ -96,7 +97,12 @@ class FhirService:
         self.repo = repo
         self.base_url = base_url.rstrip("/")
         self.mpi = mpi_of(repo)
-        self.access = access
+        self._access = access
+
+    @property
+    def access(self) -> Access | None:
+        """The given policy, else the one the entry point acts under (MLLP, CDA)."""
+        return self._access or acting_access()
 
     # ------------------------------------------------------------------ helpers
     def _retry(self, fn: Callable[[], T]) -> T:

@@ -205,6 +205,8 @@ class Ingestor:
                kind: str) -> None:
         if self.audit is None:
             return
+        if access is not None:
+            access.settle()
         self.audit(AuditRecord(
             action=action, outcome=outcome, principal=access.principal if access else None,
             persons=tuple(sorted(access.persons)) if access else (),

@@ -100,6 +100,7 @@ class Access:
     entities: list[str] = field(default_factory=list)
     purposes: set[str] = field(default_factory=set)
     reason: str | None = None
+    written: set[str] = field(default_factory=set)  # patients whose records this request wrote
     _managed: dict[str, str | None] = field(default_factory=dict)
     _person_of: dict[str, str | None] = field(default_factory=dict)
     _bases: dict[str, Basis] = field(default_factory=dict)
@@ -130,6 +131,14 @@ class Access:
         if not allows(self.principal.scopes, type, letter):
             raise Forbidden("HT-0101", f"the token's scopes do not allow {interaction} on {type} "
                                        f"(needs {type}.{letter} or *.{letter})")
+
+    def settle(self) -> None:
+        """After the request: the persons of the patients it wrote (known only once
+        the MPI has linked them, in the same transaction)."""
+        assert self.mpi is not None
+        for p in self.written:
+            self.persons.add(p if p.startswith(PERSON_PREFIX) else (self.mpi.person_of(p) or p))
+        self.written.clear()
 
     def touched(self, stored: Iterable[Stored], purpose: str | None = None) -> None:
         for s in stored:
@@ -503,12 +512,26 @@ class Access:
                     raise Forbidden("HT-0102", f"{type} refers to Patient/{p}, which is not your institution's "
                                                "patient")
         if current is not None and not current.deleted:
-            for p in self._stored_patients(w, current):
+            # A Patient is its institution's by its own managingOrganization (its
+            # compartment also holds the golden person it links to).
+            before = {current.id} if type == "Patient" else self._stored_patients(w, current)
+            for p in before:
                 if self._managed_in(w, p) != org:
                     raise Forbidden("HT-0102", f"{type}/{id} is another institution's record")
-        for p in patients:
-            self.persons.add(self.person_of(p) or p)
+        self.written.update({id} if type == "Patient" else patients)
         return stamped
+
+    def expect_patients(self, w: SqlWriter, patients: list[tuple[str, dict[str, Any]]]) -> None:
+        """Patients a transaction is about to write as this institution's own
+        (each is still checked when written: this only orders the checks)."""
+        org = self.principal.organization_id
+        if self.unrestricted or self.role not in ORG_ROLES or not org:
+            return
+        pending = w.scratch.setdefault("policy-managed", {})
+        for pid, res in patients:
+            ref = consent_rules.ref_key(((res.get("managingOrganization") or {}).get("reference")) or "")
+            if ref in ("", f"Organization/{org}"):
+                pending[pid] = org
 
     def _managed_in(self, w: SqlWriter, patient_id: str) -> str | None:
         pending = w.scratch.get("policy-managed", {})

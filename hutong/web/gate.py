@@ -110,7 +110,19 @@ def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authe
         request.state.principal = principal
         request.state.access = access
         with acting(access):
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception as e:
+                # Handled here, not by Starlette's ServerErrorMiddleware: that one
+                # answers outside this gate (so the request went unaudited) and
+                # re-raises (so uvicorn drops the keep-alive connection).
+                # The exception type only: messages may carry resident data.
+                log.error("internal error: %s", type(e).__name__)
+                err = HutongError("HT-0099", "internal error", status=500, issue_code="exception")
+                remember_error(request, err)
+                response = Response(content=FhirResponse.json(500, operation_outcome(err)).body, status_code=500,
+                                    media_type=FHIR_JSON)
+        access.settle()
         route = getattr(request.scope.get("route"), "path", path[:200])
         code = getattr(request.state, "error_code", None)
         rec = AuditRecord(

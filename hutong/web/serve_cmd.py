@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import uvicorn
 
@@ -29,14 +28,15 @@ def run(args: argparse.Namespace) -> int:
     if args.database:
         os.environ["HUTONG_DATABASE_URL"] = args.database
     from hutong.config import Settings
+    from hutong.security.residency import check_target
+    from hutong.security.settings import SecuritySettings
     from hutong.store.database import open_database
 
+    security = SecuritySettings.from_env()
+    # Data stays in the allowed regions (issue 6; 数据安全法): refuse to start on
+    # a database outside them before anything is written there.
+    check_target(Settings.from_env().database_url, security, "storage")
     open_database(Settings.from_env().database_url).close()  # fail fast on a bad URL, create schema once
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        # Sign-in, authorisation and audit come with the security issue; until then
-        # the API answers anyone who can reach it.
-        print(f"hutong serve: WARNING: listening on {args.host} with no authentication; "
-              "keep it on loopback until accounts and policy are configured", file=sys.stderr)
     mllp_port = getattr(args, "mllp_port", None)
     if mllp_port is not None:
         if not 0 < mllp_port < 65536 or mllp_port == args.port:
@@ -45,11 +45,16 @@ def run(args: argparse.Namespace) -> int:
         from hutong.fhir.service import FhirService
         from hutong.ingest.hl7v2.listener import start_in_thread
         from hutong.ingest.pipeline import Ingestor
+        from hutong.security.audit import AuditLog
+        from hutong.security.senders import mllp_authoriser
 
         # One listener in this (supervisor) process; uvicorn's workers serve HTTP.
+        # Each message is written under its sending institution's policy and audited.
         mllp_host = getattr(args, "mllp_host", None) or args.host
-        start_in_thread(Ingestor(FhirService(open_repository(Settings.from_env().database_url))), mllp_host,
-                        mllp_port)
+        repo = open_repository(Settings.from_env().database_url)
+        ingestor = Ingestor(FhirService(repo), authorise=mllp_authoriser(repo, security),
+                            audit=AuditLog(repo).record)
+        start_in_thread(ingestor, mllp_host, mllp_port)
         print(f"Hutong receiving HL7 v2 over MLLP at {mllp_host}:{mllp_port}", flush=True)
     print(f"Hutong serving FHIR R4 at http://{args.host}:{args.port}/fhir", flush=True)
     uvicorn.run("hutong.web.app:app_from_env", factory=True, host=args.host, port=args.port,

@@ -22,6 +22,8 @@ from hutong.ingest.hl7v2.framing import END, START, send_messages
 from hutong.ingest.hl7v2.listener import start_in_thread
 from hutong.ingest.pipeline import Ingestor
 from hutong.mpi.idnumber import check_char
+from hutong.security.senders import mllp_authoriser
+from hutong.security.settings import SecuritySettings
 from hutong.systems import ID_CARD, ORGANIZATION, mrn_system
 
 HOSPITAL = "12110000400000001X"   # 统一社会信用代码 of the sending hospital (test data)
@@ -51,7 +53,10 @@ def mllp(server: Server) -> Iterator[Mllp]:
     org = {"resourceType": "Organization", "name": "北京市测试医院",
            "identifier": [{"system": ORGANIZATION, "value": HOSPITAL}]}
     assert server.client.post("/Organization", content=json.dumps(org)).status_code == 201
-    ingestor = Ingestor(FhirService(server.repo))
+    # As `hutong serve --mllp-port` wires it: each message under its sender's
+    # policy (hutong.security.senders) and audited.
+    ingestor = Ingestor(FhirService(server.repo), authorise=mllp_authoriser(server.repo, SecuritySettings()),
+                        audit=server.app.state.audit.record)
     port = free_port()
     listener = start_in_thread(ingestor, "127.0.0.1", port)
     yield Mllp("127.0.0.1", port, server, ingestor)
@@ -310,3 +315,30 @@ def test_concurrent_first_messages_of_a_day_are_all_acknowledged(mllp: Mllp) -> 
     body = mllp.server.client.get(mllp.server.root + "/ingest/timeliness",
                                   params={"institution": HOSPITAL}).json()
     assert sum(d["messages"] for d in body["days"]) == n_conn
+
+
+def test_senders_outside_the_allowed_networks_are_refused_and_audited(server: Server) -> None:
+    org = {"resourceType": "Organization", "name": "北京市测试医院",
+           "identifier": [{"system": ORGANIZATION, "value": HOSPITAL}]}
+    assert server.client.post("/Organization", content=json.dumps(org)).status_code == 201
+    only_vpn = SecuritySettings(mllp_allow=("10.8.0.0/16",))
+    ingestor = Ingestor(FhirService(server.repo), authorise=mllp_authoriser(server.repo, only_vpn),
+                        audit=server.app.state.audit.record)
+    port = free_port()
+    listener = start_in_thread(ingestor, "127.0.0.1", port)
+    try:
+        ack = Mllp("127.0.0.1", port, server, ingestor).send(adt("NOPE1"))[0]
+    finally:
+        listener.stop()
+    assert msa(ack)[1] == "AR" and "not authorised" in err(ack)
+    assert fhir(server, "/Patient", _summary="count")["total"] == 0
+    refusals = server.app.state.audit.search(action="hl7", outcome="4")
+    assert len(refusals) == 1 and refusals[0].code == "HT-0104"
+
+
+def test_accepted_messages_are_audited_with_the_resident(mllp: Mllp) -> None:
+    assert msa(mllp.send(adt("AUD1"))[0])[1] == "AA"
+    rows = mllp.server.app.state.audit.search(action="hl7", outcome="0")
+    assert len(rows) == 1
+    e = rows[0]
+    assert e.account_id == f"mllp:{HOSPITAL}" and e.persons and e.persons[0].startswith("mpi-")
