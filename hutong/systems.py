@@ -55,3 +55,11 @@ def order_system(institution_code: str) -> str:
 
 def document_system(institution_code: str) -> str:
     return DOCUMENT_PREFIX + institution_code
+
+# Clinician privileges on PractitionerRole (处方权, 抗菌药物分级 卫生部令第84号, 手术分级
+# 国卫办医政发〔2022〕18号): hutong.security.privileges reads them, hutong.synth writes them.
+PRESCRIBING_EXT = EXT_BASE + "prescribing-right"
+ANTIBIOTIC_TIER_EXT = EXT_BASE + "antibiotic-tier"
+SURGERY_GRADE_EXT = EXT_BASE + "surgery-grade"
+ANTIBIOTIC_TIER_SYSTEM = CODESYSTEM_BASE + "antibiotic-tier"
+SURGERY_GRADE_SYSTEM = CODESYSTEM_BASE + "surgery-grade"

@@ -29,14 +29,18 @@ from hutong.synth import idcard, names
 from hutong.synth.catalog.drugs import TIER_SYSTEM, TIERS
 from hutong.synth.departments import Department
 from hutong.synth.institutions import Institution
-from hutong.systems import CODESYSTEM_BASE, EXT_BASE, PRACTITIONER_LICENSE, PRACTITIONER_QUALIFICATION
+from hutong.systems import (
+    ANTIBIOTIC_TIER_EXT,
+    CODESYSTEM_BASE,
+    PRACTITIONER_LICENSE,
+    PRACTITIONER_QUALIFICATION,
+    PRESCRIBING_EXT,
+    SURGERY_GRADE_EXT,
+    SURGERY_GRADE_SYSTEM,
+)
 
 TITLE_SYSTEM = CODESYSTEM_BASE + "physician-title"
 QUALIFICATION_SYSTEM = CODESYSTEM_BASE + "physician-qualification"
-SURGERY_GRADE_SYSTEM = CODESYSTEM_BASE + "surgery-grade"
-PRESCRIBING_EXT = EXT_BASE + "prescribing-right"
-ANTIBIOTIC_TIER_EXT = EXT_BASE + "antibiotic-tier"
-SURGERY_GRADE_EXT = EXT_BASE + "surgery-grade"
 
 # rank -> (code, 中文)
 TITLES: dict[int, tuple[str, str]] = {

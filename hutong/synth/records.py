@@ -43,9 +43,9 @@ from hutong.synth.catalog.vaccines import CONCEPTS as VACCINE_CONCEPTS
 from hutong.synth.config import NoiseRates
 from hutong.synth.institutions import Institution, inpatient_mrn, outpatient_mrn
 from hutong.synth.patients import patient
-from hutong.synth.practitioners import ANTIBIOTIC_TIER_EXT, SURGERY_GRADE_EXT, Role, grade_coding, tier_coding
+from hutong.synth.practitioners import Role, grade_coding, tier_coding
 from hutong.synth.residents import Resident
-from hutong.systems import CODESYSTEM_BASE
+from hutong.systems import ANTIBIOTIC_TIER_EXT, CODESYSTEM_BASE, SURGERY_GRADE_EXT
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SECURITY: dict[str, dict[str, Any]] = {

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hutong.systems import CODESYSTEM_BASE
+from hutong.systems import ANTIBIOTIC_TIER_SYSTEM, CODESYSTEM_BASE
 
 ATC_SYSTEM = "http://www.whocc.no/atc"
 DRUG_SYSTEM = CODESYSTEM_BASE + "drug"
-TIER_SYSTEM = CODESYSTEM_BASE + "antibiotic-tier"
+TIER_SYSTEM = ANTIBIOTIC_TIER_SYSTEM
 
 # Tier number -> (code, 中文); 0 means "not an antibiotic".
 TIERS: dict[int, tuple[str, str]] = {
