@@ -25,6 +25,11 @@ MPI_OPERATIONS = (
 
 
 @cache
+def _auth_url(base_url: str, endpoint: str) -> str:
+    root = base_url[:-len("/fhir")] if base_url.endswith("/fhir") else base_url
+    return f"{root}/auth/{endpoint}"
+
+
 def capability_statement(base_url: str) -> dict[str, Any]:
     resources = []
     for t in sorted(RESOURCE_TYPES - SKIP_TYPES):
@@ -63,6 +68,13 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                  "documentation": "IHE PIXm ITI-83: every identifier of the person across domains"},
                 *[{"name": op, "definition": f"{OPERATION_BASE}{op}", "documentation": doc}
                   for op, doc in MPI_OPERATIONS],
+                {"name": "break-glass", "definition": f"{OPERATION_BASE}break-glass",
+                 "documentation": "clinicians: emergency access to the person's whole record; a written reason "
+                                  "(Parameters.reason) is required, the access is flagged, the resident told, "
+                                  "auditors review"},
+                {"name": "access-basis", "definition": f"{OPERATION_BASE}access-basis",
+                 "documentation": "the caller's basis for the person's record (own-institution, treatment, "
+                                  "consent, break-glass or none), without opening it"},
             ]
         resources.append(entry)
     rev: dict[str, list[str]] = {}
@@ -92,6 +104,19 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                 "paging (_cursor); _summary (true,text,data,count); _elements; _total. Composite search "
                 "parameters, _text, _content, _filter, _list, :in/:below/:above on tokens are not supported."
             ),
+            # SMART App Launch v2 (conformance.html): tokens from /auth/token; every
+            # request needs one except metadata and the smart-configuration.
+            "security": {
+                "cors": False,
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                         "code": "SMART-on-FHIR"}]}],
+                "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                               "extension": [{"url": "token", "valueUri": _auth_url(base_url, "token")},
+                                             {"url": "revoke", "valueUri": _auth_url(base_url, "revoke")}]}],
+                "description": "OAuth2 bearer tokens (SMART v2 scopes); access to residents' records also needs a "
+                               "treatment relationship, the resident's consent or break-glass; every request "
+                               "is audited (AuditEvent, hash-chained).",
+            },
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "operation": [{"name": "everything",
