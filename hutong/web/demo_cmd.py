@@ -32,10 +32,16 @@ def run(args: argparse.Namespace) -> int:
     if args.residents < 1 or args.institutions < 1:
         print("hutong demo: --residents and --institutions must be positive", file=sys.stderr)
         return 2
-    stamp = f"residents={args.residents} institutions={args.institutions} seed={args.seed} years={args.years}"
+    # "format" changes when stored data from an earlier version cannot be reused
+    # (2: bodies encrypted and identifiers blind-indexed, issue 6).
+    stamp = (f"residents={args.residents} institutions={args.institutions} seed={args.seed} years={args.years} "
+             "format=2")
     marker = Path("var/demo") / "loaded.txt"
+    fresh = not (marker.exists() and marker.read_text() == stamp + " " + args.database)
+    if fresh:
+        _remove_demo_database(args.database)
     repo = open_repository(args.database)
-    if marker.exists() and marker.read_text() == stamp + " " + args.database:
+    if not fresh:
         print(f"demo region already loaded ({stamp})")
     else:
         out = Path("var/demo/region")
@@ -57,9 +63,34 @@ def run(args: argparse.Namespace) -> int:
     linked = mpi_of(repo).backfill()
     if linked:
         print(f"  linked {linked} earlier Patients to persons", flush=True)
+    from hutong.web import demo_accounts
+
+    accounts = demo_accounts.ensure(repo, Path("var/demo") / "accounts.json")
     repo.db.close()
+    print("demo accounts (var/demo/accounts.json): platform client "
+          f"{accounts['platform_client']['client_id']}, clinician {accounts['clinician']['username']}, "
+          f"resident ID number {accounts['resident']['id_number']}; get a token with\n"
+          "  curl -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials "
+          f"http://{args.host}:{args.port}/auth/token", flush=True)
     if args.no_serve:
         return 0
     from hutong.web import serve_cmd
 
     return serve_cmd.run(argparse.Namespace(host=args.host, port=args.port, database=args.database, workers=1))
+
+
+def _remove_demo_database(url: str) -> None:
+    """A demo database of another stamp is rebuilt from scratch (SQLite files
+    under var/demo only; anything else is left alone)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return
+    db = Path(url[len(prefix):])
+    if Path("var/demo").resolve() not in db.resolve().parents:
+        return
+    import shutil
+
+    for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(db.with_name(db.name + ".keys"), ignore_errors=True)
+    (Path("var/demo") / "accounts.json").unlink(missing_ok=True)
