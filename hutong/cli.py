@@ -43,17 +43,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that change stored data from the operator's own shell: each run
+# leaves an audit row (the local operator acts as the platform; issue 6: every
+# write is audited, whatever its path).  serve/demo audit each request
+# themselves; audit, sharing and export write their own rows.
+AUDITED_COMMANDS = frozenset({"import", "mpi", "ingest", "accounts", "keys"})
+
+
+def _audit_cli(args: argparse.Namespace, argv: Sequence[str], outcome: str, code: str | None) -> None:
+    from hutong.fhir.assembly import open_repository
+    from hutong.security.audit import AuditLog
+    from hutong.security.events import AuditRecord
+    from hutong.security.principal import LOCAL_OPERATOR
+    from hutong.store.database import resolve_url
+
+    repo = open_repository(resolve_url(getattr(args, "database", None)))
+    try:
+        # The command line itself goes into the encrypted part of the row (it may
+        # name an account's phone number).
+        AuditLog(repo).record(AuditRecord(action=f"cli-{args.command}", outcome=outcome, principal=LOCAL_OPERATOR,
+                                          interaction=("hutong " + " ".join(argv))[:500], code=code,
+                                          purpose="platform"))
+    finally:
+        repo.db.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    audited = args.command in AUDITED_COMMANDS and "-h" not in argv and "--help" not in argv
     try:
         rc: int = args.func(args)
     except HutongError as e:
         print(f"hutong: error: {e.code}: {e.message}", file=sys.stderr)
+        if audited:
+            _try_audit(args, argv, "8", e.code)
         return 2
     except KeyboardInterrupt:
         return 130
+    if audited:
+        _try_audit(args, argv, "0" if rc == 0 else "8", None)
     return rc
+
+
+def _try_audit(args: argparse.Namespace, argv: Sequence[str], outcome: str, code: str | None) -> None:
+    try:
+        _audit_cli(args, argv, outcome, code)
+    except Exception as e:  # e.g. the database URL itself was the problem
+        print(f"hutong: warning: this command was not audited ({getattr(e, 'code', type(e).__name__)})",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":
