@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 import pytest
+from fhirapi import NOT_GOLDEN
 
+from hutong.fhir import search as fsearch
 from hutong.fhir.assembly import open_repository
 from hutong.fhir.service import FhirService
 from hutong.ingest.bulk import import_ndjson
@@ -69,11 +71,11 @@ def test_registrations_from_the_region_link_like_the_truth(region: Path, tmp_pat
     # each registration is one stored source patient, found by its MRN, with its name intact
     stored: dict[str, str] = {}
     for pid_, (system, value) in mrn_of.items():
-        rows = repo.query("SELECT r.fhir_id FROM resource r JOIN idx_token t ON t.res_pk = r.pk "
-                          "WHERE r.type = 'Patient' AND t.system = ? AND t.code = ? AND r.fhir_id NOT LIKE 'mpi-%'",
-                          (system, value))
+        # Through the search engine: identifiers are blind-indexed (hutong.security.blindindex).
+        q = fsearch.parse("Patient", [("identifier", f"{system}|{value}"), NOT_GOLDEN], base_url="", strict=True)
+        rows = repo.search(q.query).matches
         assert len(rows) == 1, (system, value)
-        stored[pid_] = rows[0][0]
+        stored[pid_] = rows[0].id
     person = {p: q for p, q in repo.query("SELECT patient_id, person_id FROM mpi_source", ())}
     by_person: dict[str, set[str]] = defaultdict(set)
     by_resident: dict[str, set[str]] = defaultdict(set)
