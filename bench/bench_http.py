@@ -1,9 +1,24 @@
 """HTTP benchmarks against ``hutong serve`` running as a separate process.
 
+Since issue 6 every route but a few public ones (/healthz, /fhir/metadata,
+/auth/*, ...) needs ``Authorization: Bearer``, and every request leaves one
+hash-chained audit row.  The benchmark gets its token the production way:
+``hutong accounts add-client bench --platform`` (the region's integration
+engine, system/*.cruds) registers a client in the database, and the client
+signs in at ``POST /auth/token`` with client credentials (RFC 6749 section
+4.4, HTTP Basic).  The server runs with HUTONG_ACCESS_TOKEN_MINUTES raised
+(:data:`TOKEN_MINUTES`) so a token outlives a full run.
+
 Phases (each preceded by a short unrecorded warm-up of the same requests):
 
-- ``http_floor``: GET /healthz (no database), the ceiling of this server and
-  this load generator on this machine;
+- ``http_floor``: GET /healthz (public: no gate, no audit, no database), the
+  ceiling of this server and this load generator on this machine;
+- ``gate_refused``: GET /fhir/Organization/<id> without a token: the gate
+  refuses (401) and appends a REFUSED audit row; no token check, no read;
+- ``gate_floor``: GET /fhir/Organization/<id> of one directory resource with
+  the token: token verification, the request's Access, one primary-key read
+  (decrypted), one audit row -- the cheapest authenticated request;
+  ``gate_floor`` against ``http_floor`` is what the gate + audit cost;
 - ``read``: GET /fhir/{type}/{id} of random existing resources;
 - ``search_identifier``: GET /fhir/Patient?identifier=system|value of random
   existing Patients, one client at a time (latency), each answer checked to
@@ -17,6 +32,7 @@ Phases (each preceded by a short unrecorded warm-up of the same requests):
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -30,15 +46,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import orjson
 
 from bench.cpuload import CpuMeter, wait_for_quiet
 from bench.data import Dataset, Log, stderr_log
-from bench.loadgen import Check, LoadResult, Request, get, run_load
+from bench.loadgen import Check, Headers, LoadResult, Request, get, run_load
 from bench.profiling import profiled, summarize, write_summary
 
 HOST = "127.0.0.1"
 BUNDLE_SIZE = 100
+# Access tokens last 15 minutes by default (issue 6); a full run of one
+# server configuration takes longer when it waits for a quiet machine.
+TOKEN_MINUTES = 240
 
 
 def free_port() -> int:
@@ -56,9 +76,10 @@ def server(url: str, workers: int, log_file: Path, *,
     port = free_port()
     cmd = [sys.executable, "-m", "hutong.cli", "serve", "--host", HOST, "--port", str(port), "--database", url,
            "--workers", str(workers)]
+    env = {**os.environ, "HUTONG_ACCESS_TOKEN_MINUTES": str(TOKEN_MINUTES)}
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as lf:
-        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -92,6 +113,51 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+# ---------------------------------------------------------------- credentials
+def register_client(url: str, name: str = "bench") -> tuple[str, str]:
+    """``hutong accounts add-client NAME --platform`` on ``url``; returns (client_id, client_secret).
+
+    The operator's way of registering the region's integration engine; the
+    secret is printed once, as JSON.
+    """
+    r = subprocess.run([sys.executable, "-m", "hutong.cli", "accounts", "--database", url, "add-client", name,
+                        "--platform"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"hutong accounts add-client failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+    client = json.loads(r.stdout)
+    return str(client["client_id"]), str(client["client_secret"])
+
+
+def fetch_token(port: int, client: tuple[str, str]) -> dict[str, Any]:
+    """Client credentials grant at the server's token endpoint (RFC 6749 section 4.4, Basic auth)."""
+    r = httpx.post(f"http://{HOST}:{port}/auth/token", data={"grant_type": "client_credentials"}, auth=client,
+                   timeout=60)
+    if r.status_code != 200:
+        raise RuntimeError(f"POST /auth/token: HTTP {r.status_code}: {r.text[:300]}")
+    tok: dict[str, Any] = r.json()
+    return tok
+
+
+def bearer(token: dict[str, Any]) -> Headers:
+    return {"Authorization": f"Bearer {token['access_token']}"}
+
+
+def directory_resource(ds: Dataset) -> tuple[str, str]:
+    """One Organization of the data set (the first line of Organization.ndjson), else any directory resource."""
+    f = ds.dir / "Organization.ndjson"
+    if f.exists():
+        with f.open("rb") as fh:
+            for line in fh:
+                if line.strip():
+                    return "Organization", str(orjson.loads(line)["id"])
+    from bench.data import DIRECTORY_TYPES
+
+    for t, i in ds.read_sample:
+        if t in DIRECTORY_TYPES:
+            return t, i
+    raise RuntimeError("the data set has no directory resource (Organization, Practitioner, ...)")
 
 
 # ---------------------------------------------------------------- request bodies
@@ -159,11 +225,16 @@ def _transaction_ok(_status: int, body: bytes) -> str | None:
 
 
 # ---------------------------------------------------------------- phases
+PHASES = ("http_floor", "gate_refused", "gate_floor", "read", "search_identifier", "everything", "create",
+          "transaction")
+
+
 class Phases:
     def __init__(self, ds: Dataset, port: int, proc: subprocess.Popen[bytes], *, seconds: float, warmup: float,
-                 profile_dir: Path | None, tag: str, pg_port: int | None = None, quiet_wait: float = 0.0,
-                 log: Log = stderr_log) -> None:
+                 profile_dir: Path | None, tag: str, headers: Headers, pg_port: int | None = None,
+                 quiet_wait: float = 0.0, log: Log = stderr_log) -> None:
         self.ds = ds
+        self.headers = headers  # the bearer token, sent with every request but the public ones
         self.quiet_wait = quiet_wait
         self.pg_port = pg_port
         self.port = port
@@ -176,19 +247,26 @@ class Phases:
         self.log = log
         self.rng = random.Random(ds.seed)
         self.profiles: dict[str, Any] = {}
+        # Every request sent (warm-ups included), by path kind: the audit log should hold one row per
+        # non-public request (run.py compares it with the audit_event rows written).
+        self.sent = {"public": 0, "gated": 0}
 
     def _measure(self, name: str, make: Callable[[int], Request], *, concurrency: int, max_requests: int,
                  seconds: float | None = None, check: Check | None = None, warm: bool = True,
-                 expect: tuple[int, ...] = (200, 201)) -> LoadResult:
+                 expect: tuple[int, ...] = (200, 201), authenticated: bool = True) -> LoadResult:
         secs = seconds if seconds is not None else self.seconds
+        headers = self.headers if authenticated else None
         quiet = wait_for_quiet(self.quiet_wait, pg_port=self.pg_port) if self.quiet_wait > 0 else None
+        kind = "public" if name == "http_floor" else "gated"
         if warm and self.warmup > 0:
-            run_load(HOST, self.port, make, concurrency=concurrency, seconds=self.warmup,
-                     max_requests=max(1, max_requests // 10), expect=expect)
+            w = run_load(HOST, self.port, make, concurrency=concurrency, seconds=self.warmup,
+                         max_requests=max(1, max_requests // 10), expect=expect, headers=headers)
+            self.sent[kind] += w.requests
         out = self.profile_dir / f"{self.tag}-{name}.txt" if self.profile_dir else None
         with profiled(self.pid, out), CpuMeter(self.pg_port) as cpu:
             r = run_load(HOST, self.port, make, concurrency=concurrency, seconds=secs, max_requests=max_requests,
-                         check=check, expect=expect)
+                         check=check, expect=expect, headers=headers)
+        self.sent[kind] += r.requests
         r.cpu = cpu.result
         if quiet is not None:
             r.cpu["before"] = quiet
@@ -205,7 +283,26 @@ class Phases:
 
     def http_floor(self) -> dict[str, Any]:
         return self._measure("http_floor", lambda n: ("GET", "/healthz", None), concurrency=16,
-                             max_requests=10**7).summary()
+                             max_requests=10**7, authenticated=False).summary()
+
+    def gate_refused(self) -> dict[str, Any]:
+        t, i = directory_resource(self.ds)
+        path = f"/fhir/{t}/{i}"
+        out = self._measure("gate_refused", lambda n: ("GET", path, None), concurrency=16, max_requests=10**7,
+                            expect=(401,), authenticated=False).summary()
+        out["path"] = path
+        out["what"] = "no token: the gate answers 401 and appends a REFUSED audit row (no token check, no read)"
+        return out
+
+    def gate_floor(self) -> dict[str, Any]:
+        t, i = directory_resource(self.ds)
+        path = f"/fhir/{t}/{i}"
+        out = self._measure("gate_floor", lambda n: ("GET", path, None), concurrency=16,
+                            max_requests=10**7).summary()
+        out["path"] = path
+        out["what"] = ("bearer token verified, Access built, one primary-key read (decrypted), one audit row: "
+                       "the cheapest authenticated request")
+        return out
 
     def read(self) -> dict[str, Any]:
         sample = list(self.ds.read_sample)
@@ -226,7 +323,8 @@ class Phases:
 
     def everything(self) -> dict[str, Any]:
         path = f"/fhir/Patient/{self.ds.heavy_patient}/$everything"
-        status, body = get(HOST, self.port, path)
+        status, body = get(HOST, self.port, path, headers=self.headers)
+        self.sent["gated"] += 1
         entries = len(orjson.loads(body).get("entry", [])) if status == 200 else 0
         r = self._measure("everything", lambda n: ("GET", path, None), concurrency=1, max_requests=300,
                           seconds=max(self.seconds, 5.0), check=_matches_at_least(self.ds.heavy_resources))
@@ -255,7 +353,7 @@ class Phases:
     def all(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         t = time.perf_counter()
-        for name in ("http_floor", "read", "search_identifier", "everything", "create", "transaction"):
+        for name in PHASES:
             if self.proc.poll() is not None:
                 self.log(f"  the server exited (code {self.proc.returncode}) before {name}")
                 out["server_died"] = {"before": name, "returncode": self.proc.returncode}
@@ -266,6 +364,7 @@ class Phases:
         if "server_died" not in out and self.proc.poll() is not None:
             out["server_died"] = {"before": "end", "returncode": self.proc.returncode}
         out["seconds"] = round(time.perf_counter() - t, 1)
+        out["requests_sent"] = dict(self.sent)
         if self.profiles:
             out["profiles"] = self.profiles
         return out

@@ -42,7 +42,7 @@ def bulk_import(url: str, ds: Dataset, *, workers: int = 2, pg_port: int | None 
         peak[0] = max(peak[0], _rss_mb())
         if before // step != done[0] // step:
             el = time.perf_counter() - done[1]
-            timeline.append((done[0], round(el, 1)))
+            timeline.append((int(done[0]), round(el, 1)))
             log(f"  imported {done[0]:,}/{ds.resources:,} ({done[0] / el:,.0f}/s, rss {peak[0]:,.0f} MB)")
 
     try:
@@ -166,6 +166,13 @@ def table_rows(url: str) -> dict[str, int]:
             for t in ("resource", "compartment", "idx_token", "idx_reference", "idx_string", "idx_date"):
                 cur.execute(f"SELECT COUNT(*) FROM {t}")  # noqa: S608 - fixed table names
                 out[t] = int(cur.fetchone()[0])
+            # The audit log (issue 6) exists once a server or a CLI command has written to it.
+            cur.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'audit_event'"
+                        if db.dialect == "sqlite" else "SELECT to_regclass('audit_event')::text")
+            row = cur.fetchone()
+            if row is not None and row[0]:
+                cur.execute("SELECT COUNT(*) FROM audit_event")
+                out["audit_event"] = int(cur.fetchone()[0])
             return out
     finally:
         db.close()

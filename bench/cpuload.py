@@ -15,7 +15,8 @@ from typing import Any
 
 CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
-Snapshot = dict[int, tuple[int, int, bytes, int]]  # pid -> (ppid, CPU ticks incl. children's, comm, start)
+# pid -> (ppid, CPU ticks incl. children's, comm, start, children's ticks alone)
+Snapshot = dict[int, tuple[int, int, bytes, int, int]]
 
 
 def _snapshot() -> Snapshot:
@@ -40,7 +41,7 @@ def _snapshot() -> Snapshot:
         # cutime/cstime: children that exited and were waited for (import workers, test runners' commands)
         # land there, so their CPU is not lost when they end inside the window.
         out[int(d)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), s[s.find(b"(") + 1 : r],
-                       int(fields[19]))
+                       int(fields[19]), int(fields[13]) + int(fields[14]))
     return out
 
 
@@ -56,10 +57,10 @@ def _ours(snap: Snapshot, pg_port: int | None) -> set[int]:
     roots = {os.getpid()}
     if pg_port is not None:
         needle = f"-p {pg_port} ".encode()
-        roots |= {pid for pid, (_pp, _t, comm, _st) in snap.items()
+        roots |= {pid for pid, (_pp, _t, comm, _st, _ct) in snap.items()
                   if comm.startswith(b"postgres") and needle in _cmdline(pid) + b" "}
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _t, _c, _st) in snap.items():
+    for pid, (ppid, _t, _c, _st, _ct) in snap.items():
         children.setdefault(ppid, []).append(pid)
     ours: set[int] = set()
     stack = list(roots)
@@ -90,9 +91,21 @@ class CpuMeter:
         ours = _ours(s1, self.pg_port) | _ours(self.s0, self.pg_port)
         mine = others = 0
         top: dict[str, int] = {}
-        for pid, (_pp, ticks, comm, start) in s1.items():
+        # A child that ended inside the window lands in its parent's cutime/cstime with its whole
+        # lifetime: what it had used before the window is not the window's (a long-running process reaped
+        # by `timeout` once showed as 113 cores).
+        reaped: dict[int, int] = {}
+        for pid, (ppid, ticks, _c, start, _ct) in self.s0.items():
+            now = s1.get(pid)
+            if now is None or now[3] != start:
+                reaped[ppid] = reaped.get(ppid, 0) + ticks
+        for pid, (_pp, ticks, comm, start, cticks) in s1.items():
             before = self.s0.get(pid)
-            d = ticks - (before[1] if before and before[3] == start else 0)
+            if before and before[3] == start:
+                # at most what the children's counters grew by (an orphan is reaped by someone else)
+                d = ticks - before[1] - min(reaped.get(pid, 0), cticks - before[4])
+            else:
+                d = ticks
             if d <= 0:
                 continue
             if pid in ours:

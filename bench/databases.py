@@ -1,11 +1,23 @@
 """The databases benchmarks run against: a SQLite file under the cache that is
-removed with its WAL, shared-memory and writer-lock files, and a throw-away
-PostgreSQL cluster (the tests' own ``tests/pgcluster.py``)."""
+removed with its WAL, shared-memory, writer-lock files and key directory, and
+a throw-away PostgreSQL cluster (the tests' own ``tests/pgcluster.py``) whose
+key files live in a throw-away directory too.
+
+Since issue 6 every database has key files (hutong.security.keys: master keys
+that wrap the data and blind-index keys, the token signing key).  SQLite keeps
+them beside the file (``<file>.keys/``); PostgreSQL by default under
+``~/.hutong/keys/<host>-<port>-<db>/``, where a later cluster on the same free
+port would meet an earlier run's keys, so the cluster's context points
+HUTONG_KEY_DIR at its own directory (inherited by ``hutong`` child processes).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +30,7 @@ def remove_sqlite(path: Path) -> None:
     """A SQLite database file and everything SQLite and Hutong keep beside it."""
     for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.lock")):
         p.unlink(missing_ok=True)
+    shutil.rmtree(f"{path}.keys", ignore_errors=True)  # hutong.security.keys.default_key_dir
 
 
 @contextlib.contextmanager
@@ -34,10 +47,27 @@ def sqlite_database(name: str, *, keep: bool = False) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def key_dir(prefix: str) -> Iterator[Path]:
+    """HUTONG_KEY_DIR set to a fresh directory under the cache for the block, then removed and restored."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=CACHE)).resolve()
+    before = os.environ.get("HUTONG_KEY_DIR")
+    os.environ["HUTONG_KEY_DIR"] = str(d)
+    try:
+        yield d
+    finally:
+        if before is None:
+            os.environ.pop("HUTONG_KEY_DIR", None)
+        else:
+            os.environ["HUTONG_KEY_DIR"] = before
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def postgres_cluster() -> Iterator[str]:
-    """The URL of a throw-away PostgreSQL cluster (durable settings: fsync on)."""
+    """The URL of a throw-away PostgreSQL cluster (durable settings: fsync on), with its own key directory."""
     sys.path.insert(0, str(ROOT / "tests"))
     from pgcluster import temporary_cluster  # a plain module shared with the tests
 
-    with temporary_cluster(durable=True) as url:
+    with key_dir("pg-keys-"), temporary_cluster(durable=True) as url:
         yield url

@@ -23,10 +23,15 @@ Request = tuple[str, str, bytes | None]  # method, path (with query), body
 Check = Callable[[int, bytes], str | None]  # (status, body) -> error text or None
 
 
+Headers = dict[str, str]  # sent with every request of a run (e.g. Authorization: Bearer ...)
+
+
 class HttpConnection:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, headers: Headers | None = None) -> None:
         self.host = host
         self.port = port
+        # Encoded once: the load generator shares the CPUs with the server.
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -47,7 +52,8 @@ class HttpConnection:
         if self.writer is None:
             await self.open()
         assert self.reader is not None and self.writer is not None
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: application/fhir+json\r\n"
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: application/fhir+json\r\n"
+                + self.extra)
         if body is not None:
             head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         self.writer.write(head.encode() + b"\r\n" + (body or b""))
@@ -134,13 +140,13 @@ def _pct(sorted_values: list[float], p: float) -> float:
 
 async def _run(host: str, port: int, make: Callable[[int], Request], *, concurrency: int, seconds: float,
                max_requests: int, check: Check | None, expect: tuple[int, ...],
-               reconnect_every: int) -> LoadResult:
+               reconnect_every: int, headers: Headers | None) -> LoadResult:
     res = LoadResult(concurrency=concurrency)
     counter = [0]
     deadline = time.perf_counter() + seconds
 
     async def client() -> None:
-        conn = HttpConnection(host, port)
+        conn = HttpConnection(host, port, headers)
         mine = 0
         try:
             while counter[0] < max_requests and time.perf_counter() < deadline:
@@ -179,7 +185,8 @@ async def _run(host: str, port: int, make: Callable[[int], Request], *, concurre
 
 def run_load(host: str, port: int, make: Callable[[int], Request], *, concurrency: int, seconds: float,
              max_requests: int = 10**9, check: Check | None = None,
-             expect: tuple[int, ...] = (200, 201), reconnect_every: int = 100) -> LoadResult:
+             expect: tuple[int, ...] = (200, 201), reconnect_every: int = 100,
+             headers: Headers | None = None) -> LoadResult:
     """Closed loop: ``concurrency`` clients until ``max_requests`` are sent or ``seconds`` pass.
 
     Each client opens a new connection every ``reconnect_every`` requests: with
@@ -189,7 +196,7 @@ def run_load(host: str, port: int, make: Callable[[int], Request], *, concurrenc
     worker.  The cost, one loopback connect per 100 requests, is negligible.
     """
     coro = _run(host, port, make, concurrency=concurrency, seconds=seconds, max_requests=max_requests,
-                check=check, expect=expect, reconnect_every=reconnect_every)
+                check=check, expect=expect, reconnect_every=reconnect_every, headers=headers)
     try:
         import uvloop
 
@@ -198,9 +205,10 @@ def run_load(host: str, port: int, make: Callable[[int], Request], *, concurrenc
         return asyncio.run(coro)
 
 
-def get(host: str, port: int, path: str, timeout: float = 60.0) -> tuple[int, bytes]:
+def get(host: str, port: int, path: str, timeout: float = 60.0,
+        headers: Headers | None = None) -> tuple[int, bytes]:
     async def go() -> tuple[int, bytes]:
-        c = HttpConnection(host, port)
+        c = HttpConnection(host, port, headers)
         try:
             return await asyncio.wait_for(c.request("GET", path), timeout)
         finally:

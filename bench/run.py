@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 from bench import bench_store
-from bench.bench_http import Phases, server
+from bench.bench_http import TOKEN_MINUTES, Phases, bearer, fetch_token, register_client, server
 from bench.cpuload import wait_for_quiet
 from bench.data import CACHE, Dataset, prepare, stderr_log
 from bench.databases import postgres_cluster, sqlite_database
@@ -120,6 +122,81 @@ def evaluate(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _rate(h: dict[str, Any], phase: str) -> float | None:
+    v = h.get(phase, {}).get("req_per_s") if isinstance(h.get(phase), dict) else None
+    return float(v) if v else None
+
+
+def http_ratios(h: dict[str, Any]) -> dict[str, Any]:
+    """Same-run ratios of one server configuration (the machine is noisy: compare within a run).
+
+    ``gate_cost_ms_per_request`` is 1000/gate_floor - 1000/http_floor req/s: at
+    16 clients the CPUs are saturated, so the difference of the inverse
+    throughputs is the CPU time (server + load generator) one authenticated,
+    audited request costs beyond a public one.  ``gate_cost_p50_ms`` is the
+    same difference in median latency.
+    """
+    out: dict[str, Any] = {}
+    floor, refused, gate, read = (_rate(h, p) for p in ("http_floor", "gate_refused", "gate_floor", "read"))
+    if floor and read:
+        out["read_vs_http_floor"] = round(read / floor, 3)
+    if floor and gate:
+        out["gate_floor_vs_http_floor"] = round(gate / floor, 3)
+        out["gate_cost_ms_per_request"] = round(1000 / gate - 1000 / floor, 3)
+        p50 = (h["gate_floor"].get("p50_ms"), h["http_floor"].get("p50_ms"))
+        if None not in p50:
+            out["gate_cost_p50_ms"] = round(p50[0] - p50[1], 2)
+    if floor and refused:
+        out["gate_refused_vs_http_floor"] = round(refused / floor, 3)
+        out["refusal_cost_ms_per_request"] = round(1000 / refused - 1000 / floor, 3)
+    if gate and read:
+        out["read_vs_gate_floor"] = round(read / gate, 3)
+    sent = h.get("requests_sent", {})
+    if "audit_rows_written" in h and sent:
+        out["audit_rows_per_gated_request"] = round(h["audit_rows_written"] / max(1, sent.get("gated", 0)), 4)
+    return out
+
+
+def cross_run(doc: dict[str, Any], baseline_path: Path) -> dict[str, Any]:
+    """Each HTTP phase and the bulk import against an earlier result file: context only.
+
+    Different runs see different machine load (cpu.others_cores) and, unless
+    the sizes match, different databases; same-run ratios (http_ratios) are
+    the measurement, these are not.
+    """
+    base = orjson.loads(baseline_path.read_bytes())
+    out: dict[str, Any] = {
+        "baseline": str(baseline_path),
+        "baseline_commit": base.get("machine", {}).get("hutong_commit"),
+        "baseline_resources": base.get("size", {}).get("resources_imported"),
+        "this_resources": doc.get("size", {}).get("resources_imported"),
+        "note": "cross-run comparison (now / before): context only, the machine's other load differs between runs",
+        "backends": {},
+    }
+    for b, r in doc.get("backends", {}).items():
+        rb = base.get("backends", {}).get(b)
+        if not rb:
+            continue
+        e: dict[str, Any] = {}
+        bi, bb = r.get("bulk_import", {}).get("resources_per_s"), rb.get("bulk_import", {}).get("resources_per_s")
+        if bi and bb:
+            e["bulk_import_resources_per_s"] = {"before": bb, "now": bi, "now_vs_before": round(bi / bb, 3)}
+        for cfg, h in r.get("http", {}).items():
+            hb = rb.get("http", {}).get(cfg, {})
+            for phase, m in h.items():
+                mb = hb.get(phase)
+                if not isinstance(m, dict) or not isinstance(mb, dict) or not m.get("req_per_s"):
+                    continue
+                row: dict[str, Any] = {"req_per_s": [mb.get("req_per_s"), m["req_per_s"]],
+                                       "p50_ms": [mb.get("p50_ms"), m.get("p50_ms")],
+                                       "p99_ms": [mb.get("p99_ms"), m.get("p99_ms")]}
+                if mb.get("req_per_s"):
+                    row["throughput_now_vs_before"] = round(m["req_per_s"] / mb["req_per_s"], 3)
+                e.setdefault(cfg, {})[phase] = row
+        out["backends"][b] = e
+    return out
+
+
 def run_backend(name: str, url: str, ds: Dataset, args: argparse.Namespace, raw_rows: list[Any]) -> dict[str, Any]:
     log = stderr_log
     res: dict[str, Any] = {}
@@ -156,6 +233,13 @@ def run_backend(name: str, url: str, ds: Dataset, args: argparse.Namespace, raw_
     log(f"[{name}] raw: {res['raw_insert_limit']['resources_per_s']:,.0f} resources/s; "
         f"import/raw = {res['import_vs_raw']}")
 
+    # Issue 6: the HTTP phases need a bearer token, got the production way.
+    t0 = time.perf_counter()
+    client = register_client(url)
+    phases["register_client"] = round(time.perf_counter() - t0, 1)
+    res["auth"] = {"client": "hutong accounts add-client bench --platform (system/*.cruds)",
+                   "grant": "client_credentials at POST /auth/token, HTTP Basic",
+                   "server_env": {"HUTONG_ACCESS_TOKEN_MINUTES": TOKEN_MINUTES}}
     res["http"] = {}
     logs = CACHE / "logs"
     for w in args.server_workers:
@@ -163,20 +247,21 @@ def run_backend(name: str, url: str, ds: Dataset, args: argparse.Namespace, raw_
         log(f"[{name}] HTTP phases, hutong serve --workers {w}")
         t0 = time.perf_counter()
         for attempt in range(2):  # a server that died mid-run (it should not) is retried once, and reported
+            audit_before = bench_store.table_rows(url).get("audit_event", 0)
             with server(url, w, logs / f"serve-{name}-{cfg}.log") as (port, proc):
+                token = fetch_token(port, client)
                 ph = Phases(ds, port, proc, seconds=args.phase_seconds, warmup=args.warmup, profile_dir=prof,
-                            tag=f"{name}-{cfg}", pg_port=pg_port, quiet_wait=args.quiet_wait)
+                            tag=f"{name}-{cfg}", headers=bearer(token), pg_port=pg_port,
+                            quiet_wait=args.quiet_wait)
                 h = ph.all()
+            # One audit row per request but the public /healthz (and the token request itself).
+            h["audit_rows_written"] = bench_store.table_rows(url).get("audit_event", 0) - audit_before
             if "server_died" not in h:
                 break
             res.setdefault("server_deaths", []).append({"server": cfg, "attempt": attempt, **h["server_died"]})
         res["http"][cfg] = h
         phases[f"http_{cfg}"] = round(time.perf_counter() - t0, 1)
-    res["http_ratios"] = {
-        cfg: {"read_vs_http_floor": round(h["read"]["req_per_s"] / h["http_floor"]["req_per_s"], 3)}
-        for cfg, h in res["http"].items()
-        if h.get("read") and h.get("http_floor", {}).get("req_per_s")
-    }
+    res["http_ratios"] = {cfg: http_ratios(h) for cfg, h in res["http"].items()}
     res["rows_after_run"] = bench_store.table_rows(url)
     res["targets"] = evaluate(res)
     res["phase_seconds"] = phases
@@ -203,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="before each phase wait up to S seconds for other processes to leave the CPUs "
                         "(default 60; 0 quick)")
     p.add_argument("--keep", action="store_true", help="keep the SQLite database file afterwards")
+    p.add_argument("--baseline", type=Path, metavar="FILE",
+                   help="an earlier result (bench/results/*.json): add a cross_run section, now vs. then "
+                        "(context only; same-run ratios are in backends.<db>.http_ratios)")
     args = p.parse_args(argv)
     if args.size is None:
         args.size = 50_000 if args.quick else 1_000_000
@@ -274,8 +362,15 @@ def main(argv: list[str] | None = None) -> int:
         "HTTP phases run after the import, so they see >= the imported resource count; create and "
         "transaction phases add resources as they run (rows_after_run). Each phase is preceded by an "
         "unrecorded warm-up; latencies are per request, client side.",
-        "search_identifier and everything use one client (sequential latency); read, create and http_floor "
-        "use 16 clients, transaction 4 clients.",
+        "search_identifier and everything use one client (sequential latency); read, create, http_floor, "
+        "gate_refused and gate_floor use 16 clients, transaction 4 clients.",
+        "Security (issue 6): every request but GET /healthz carries the bearer token of a platform client "
+        "registered with hutong accounts add-client --platform and signed in with client credentials; each "
+        "such request is authorised and audited (one hash-chained audit_event row). http_ratios compares, in "
+        "the same run, http_floor (public, no gate, no audit) with gate_refused (401 + audit row) and "
+        "gate_floor (token, Access, one primary-key read of an Organization, audit row); "
+        "gate_cost_ms_per_request = 1000/gate_floor - 1000/http_floor req/s. Resource bodies are "
+        "AES-256-GCM encrypted and identifiers blind-indexed (hutong.fhir.assembly.open_repository).",
         "cpu.ours_cores / cpu.others_cores: average cores used during a phase by the benchmark's processes "
         "(load generator, server, import workers, its PostgreSQL cluster) and by everything else on the "
         "machine; a phase measured while others_cores was high understates Hutong. Before each phase the "
@@ -286,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                             "replicated with fresh ids (see size.generator).")
     if ds.resources < args.size:
         doc["notes"].append(f"Only {ds.resources:,} resources were generated for --size {args.size:,}.")
+    if args.baseline is not None:
+        doc["cross_run"] = cross_run(doc, args.baseline)
     doc["phase_seconds"]["total"] = round(time.perf_counter() - t_all, 1)
     emit(doc, args.out)
     return 0
