@@ -29,7 +29,7 @@ from hutong.mpi.service import Mpi
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 # Until sign-in exists (security issue) decisions are attributed to this actor.
-ANONYMOUS = "unauthenticated"
+LOCAL = "local"  # trusted internal callers (no acting principal)
 
 
 def _params(body: bytes) -> dict[str, list[dict[str, Any]]]:
@@ -77,6 +77,20 @@ class IdentityOperations:
         self.svc = svc
         self.mpi: Mpi = svc.mpi
 
+    def _actor(self) -> str:
+        """Who made an identity decision: the signed-in account (kept on the MPI event)."""
+        access = self.svc.access
+        return access.principal.account_id if access is not None else LOCAL
+
+    def _looked_up(self, found: dict[str, Any]) -> None:
+        """Identity lookups are reads of the persons they return: the audit row
+        names them (residents see who looked them up; route roles: hutong.web.app)."""
+        access = self.svc.access
+        if access is not None:
+            access.persons.update(i if i.startswith(PERSON_PREFIX) else (self.mpi.person_of(i) or i)
+                                  for i in found)
+            access.purposes.add("identity")
+
     def match(self, body: bytes) -> FhirResponse:
         params = _params(body)
         resource = _one(params, "resource", "resource")
@@ -91,6 +105,7 @@ class IdentityOperations:
         else:
             results = [r for r in results if r.grade != "certainly-not"]
         found = {s.id: s for s in self.svc.repo.fetch([("Patient", r.person_id) for r in results])}
+        self._looked_up(found)
         entries = []
         for r in results:
             s = found.get(r.person_id)
@@ -125,6 +140,7 @@ class IdentityOperations:
             else:
                 patients.update([person, *self.mpi.sources(person)])
         stored = sorted(self.svc.repo.fetch([("Patient", p) for p in patients]), key=lambda s: s.id)
+        self._looked_up({s.id: s for s in stored})
         idents: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = {tuple(source[0].split("|", 1))}  # type: ignore[arg-type]
         params: list[dict[str, Any]] = []
@@ -144,18 +160,18 @@ class IdentityOperations:
 
     def link(self, body: bytes) -> FhirResponse:
         p = _params(body)
-        ev = self.mpi.link(_patient_ref(p, "source-patient"), _patient_ref(p, "target-person"), actor=ANONYMOUS,
+        ev = self.mpi.link(_patient_ref(p, "source-patient"), _patient_ref(p, "target-person"), actor=self._actor(),
                            reason=_reason(p))
         return _event(ev, "linked")
 
     def unlink(self, body: bytes) -> FhirResponse:
         p = _params(body)
-        ev = self.mpi.unlink(_patient_ref(p, "source-patient"), actor=ANONYMOUS, reason=_reason(p))
+        ev = self.mpi.unlink(_patient_ref(p, "source-patient"), actor=self._actor(), reason=_reason(p))
         return _event(ev, "unlinked")
 
     def merge(self, body: bytes) -> FhirResponse:
         p = _params(body)
-        ev = self.mpi.merge(_patient_ref(p, "source-person"), _patient_ref(p, "target-person"), actor=ANONYMOUS,
+        ev = self.mpi.merge(_patient_ref(p, "source-person"), _patient_ref(p, "target-person"), actor=self._actor(),
                             reason=_reason(p))
         return _event(ev, "merged")
 
@@ -164,7 +180,7 @@ class IdentityOperations:
         event = _one(p, "event", "valueInteger")
         if not isinstance(event, int):
             raise InvalidRequest("HT-0041", "event must be an integer")
-        ev = self.mpi.undo(event, actor=ANONYMOUS, reason=_reason(p))
+        ev = self.mpi.undo(event, actor=self._actor(), reason=_reason(p))
         return _event(ev, f"event {event} undone")
 
     # ------------------------------------------------------------ review queue (admin JSON)
@@ -184,5 +200,5 @@ class IdentityOperations:
         if not review_id.isdigit():
             raise InvalidRequest("HT-0041", "review id must be an integer")
         p = _params(body) if body else {}
-        self.mpi.reject(int(review_id), actor=ANONYMOUS, reason=_reason(p))
+        self.mpi.reject(int(review_id), actor=self._actor(), reason=_reason(p))
         return FhirResponse.json(200, {"id": int(review_id), "status": "rejected"})

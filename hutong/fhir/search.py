@@ -211,9 +211,15 @@ def _clause(type: str, key: str, raw: str, base_url: str, depth: int = 0) -> Cla
         raise InvalidRequest("HT-0020", f"unknown search parameter {name!r} for {type}",
                              issue_code="not-supported")
     pref = ParamRef(type, name, sp.type)
+    if chain_rest is not None and chain_rest == "_id" and sp.type == "reference":
+        # subject:Patient._id=X is subject:Patient=X (search.html#chaining; _id is
+        # not an index parameter, so it cannot be a chain's last link).
+        return _clause(type, head, raw, base_url, depth)
     if chain_rest is not None:
         if sp.type != "reference":
             raise InvalidRequest("HT-0021", f"{name} is not a reference parameter and cannot be chained")
+        if chain_rest.split(".", 1)[0].split(":", 1)[0] in ("_id", "_lastUpdated"):
+            raise NotSupported("HT-0022", f"{chain_rest.split('.', 1)[0]} inside a chain is not supported")
         if depth > 3:
             raise InvalidRequest("HT-0021", "chains deeper than 4 are not supported")
         if modifier:
@@ -265,6 +271,10 @@ def parse(type: str, params: list[tuple[str, str]], *, base_url: str = "", stric
     out = ParsedSearch(q)
     ids: set[str] | None = None
     for key, raw in params:
+        if "\x00" in key or "\x00" in raw:
+            # FHIR strings exclude control characters (datatypes.html#string); PostgreSQL
+            # text cannot hold NUL at all.
+            raise InvalidRequest("HT-0021", "search parameters must not contain NUL characters")
         try:
             if key in RENDER_PARAMS:
                 if key == "_summary":
@@ -368,4 +378,7 @@ def _has(type: str, key: str, raw: str, base_url: str) -> Has:
         raise InvalidRequest("HT-0020", f"{src}.{ref_name} is not a reference search parameter")
     if rest.startswith("_has"):
         raise NotSupported("HT-0022", "nested _has is not supported")
+    if rest.split(":", 1)[0] in ("_id", "_lastUpdated"):
+        # Refused rather than ignored: dropping it would widen the search to every row.
+        raise NotSupported("HT-0022", f"{rest.split(':', 1)[0]} in _has is not supported")
     return Has(src, ParamRef(src, ref_name, "reference"), _clause(src, rest, raw, base_url), type)

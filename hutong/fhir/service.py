@@ -58,11 +58,32 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+# A JSON escape of a control character other than tab, LF and CR.
+_CONTROL_ESCAPE = re.compile(rb"\\u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F])")
+
+
+def _has_control(node: Any) -> bool:
+    if isinstance(node, str):
+        return any(ord(ch) < 32 and ch not in "\t\n\r" for ch in node)
+    if isinstance(node, dict):
+        return any(_has_control(k) or _has_control(v) for k, v in node.items())
+    if isinstance(node, list):
+        return any(_has_control(v) for v in node)
+    return False
+
+
 def parse_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise InvalidRequest("HT-0001", f"request body is not valid JSON: {e}") from None
+    # datatypes.html#string: no characters below U+0020 except tab, CR and LF
+    # (PostgreSQL text cannot even hold NUL).  The byte scan keeps the walk off
+    # the common path.
+    if _CONTROL_ESCAPE.search(body) and _has_control(data):
+        raise InvalidRequest("HT-0001", "request body contains control characters (FHIR strings exclude "
+                                        "characters below U+0020 except tab, CR and LF)")
+    return data
 
 
 def parse_if_match(value: str | None) -> int | None:

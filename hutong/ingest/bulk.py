@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from hutong.errors import HutongError, InvalidRequest
 from hutong.fhir.registry import FhirIndexer
-from hutong.fhir.service import new_id
+from hutong.fhir.service import new_id, parse_json
 from hutong.fhir.validation import validate
 from hutong.store.sql import Prepared, SqlRepository
 
@@ -64,9 +62,9 @@ def _check_batch(args: tuple[str, int, list[bytes]]) -> tuple[list[Checked], lis
             continue
         try:
             try:
-                res = orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                raise InvalidRequest("HT-0061", f"not JSON: {e}") from None
+                res = parse_json(line)  # JSON, and no control characters (datatypes.html#string)
+            except InvalidRequest as e:
+                raise InvalidRequest("HT-0061", e.message) from None
             validate(res)
             rid = res.get("id") or new_id()
             res["id"] = rid
