@@ -19,10 +19,12 @@ it.  Then, through the real server on SQLite and PostgreSQL:
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -327,3 +329,35 @@ def test_every_route_as_a_resident(region: Region) -> None:
     assert not wrong, "\n".join(map(str, wrong))
     assert server.app.state.audit.verify().ok
     assert len(seen) == sum(1 + (k.other is not None) for k in ROUTES.values() if isinstance(k, Auth))
+
+
+# ---------------------------------------------------------------- paths that only look public
+LOOKALIKES = (
+    "/auth/../fhir/Observation", "/auth/%2e%2e/fhir/Observation", "/auth/..%2Ffhir%2FObservation",
+    "/auth%2F..%2Ffhir/Observation", "/healthz/../fhir/Observation", "/fhir/metadata/../Observation",
+    "/fhir/metadata/..%2FObservation", "/fhir/metadata%2F..%2FObservation", "/fhir/metadata;/../Observation",
+    "/docs/../fhir/Observation", "/fhir/.well-known/smart-configuration/../../Observation",
+    "//fhir/Observation", "/fhir//Observation", "/FHIR/Observation", "/fhir/Observation?x=1#/auth/",
+    "/openapi.json/../fhir/Observation",
+)
+
+
+def raw_get(server: Server, path: str) -> tuple[int, bytes]:
+    """One request with the path exactly as written (httpx would normalise dot segments)."""
+    u = urlsplit(server.root)
+    with socket.create_connection((u.hostname or "127.0.0.1", u.port or 80), timeout=30) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {u.netloc}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_paths_that_only_look_public_are_not(region: Region) -> None:
+    """Dot segments, encoded slashes, doubled slashes and case games never
+    route a request past the gate (the gate and the router see one path)."""
+    for path in LOOKALIKES:
+        status, body = raw_get(region.server, path)
+        assert status in (401, 404), (path, status, body[:200])
+        assert region.ids["obsA"].encode() not in body and b'"Bundle"' not in body, path
