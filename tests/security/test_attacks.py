@@ -207,8 +207,8 @@ def test_another_residents_id_everywhere(region: Region) -> None:
                         # Nothing of S (nothing_of_s above); what matched is R's and the total counts only that.
                         got = match_ids(res)
                         assert got <= idset(region, R_RECORDS) and res.get("total", 0) == len(got), (kind, u, e)
-                    else:
-                        assert status.startswith(("403", "404")), (kind, u, e)
+                    else:  # refused, or a request the server does not support (e.g. _id inside _has)
+                        assert status.startswith(("400", "403", "404")), (kind, u, e)
             else:
                 assert resp.status_code == 403 and kind == "transaction", (kind, resp.status_code, resp.text[:300])
     # Everything R was refused is in the audit log, under R.
@@ -217,7 +217,9 @@ def test_another_residents_id_everywhere(region: Region) -> None:
 
 
 # ------------------------------------------------------------------ (b) SQL injection
-PAYLOADS = (
+# NUL bytes: in the corpus, and on every parameter in test_nul_bytes_in_search_values (always 400).
+NUL_PAYLOADS = ("\x00", "a\x00' OR 1=1 --", "http://loinc.org|\x00")
+PAYLOADS = NUL_PAYLOADS + (
     "' OR 1=1 --", "' OR '1'='1", "\" OR \"\"=\"", "'; DROP TABLE resource; --", "\"; DROP TABLE resource; --",
     "1) UNION SELECT body FROM resource --", "x' UNION SELECT id, body FROM resource_version --",
     "'||(SELECT body FROM resource LIMIT 1)||'", "ge2020' OR '1'='1", "eq1' OR 1=1 --", "%27", "%' OR '%'='",
@@ -225,8 +227,6 @@ PAYLOADS = (
     "1; SELECT pg_sleep(5) --", "' AND 1=(SELECT COUNT(*) FROM sqlite_master) --", "http://loinc.org|' OR ''='",
     "Patient/' OR 1=1 --", "le1e999999", "${jndi:ldap://x}", "🙂\u202e\ufeff", "NaN", "-0", "[]", "{}",
 )
-# NUL bytes are fuzzed apart (test_nul_bytes_in_search_values): PostgreSQL text cannot hold them.
-NUL_PAYLOADS = ("\x00", "a\x00' OR 1=1 --", "http://loinc.org|\x00")
 MODIFIERS = (":exact", ":contains", ":missing", ":not", ":text", ":above", ":below", ":identifier", ":Patient")
 SPECIAL = ("_id", "_lastUpdated", "_sort", "_count", "_include", "_revinclude", "_elements", "_summary", "_tag",
            "_security", "_total", "_has:Observation:patient:_id", "subject:Patient.name")
@@ -436,24 +436,18 @@ def test_password_guessing_locks_the_account_and_is_audited(server: Server) -> N
     assert account.id
 
 
-def test_nul_bytes_in_search_values(region: Region, db_url: str, request: pytest.FixtureRequest) -> None:
-    """A NUL byte is no FHIR string (datatypes.html#string): 400, on both backends."""
-    if db_url.startswith("postgresql"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "search values reach PostgreSQL unchecked: psycopg.DataError 'PostgreSQL text fields cannot contain "
-            "NUL (0x00) bytes' -> 500 HT-0099 for any token/string/uri/reference parameter; the search parser "
-            "(hutong/fhir/search.py) should refuse control characters with 400 HT-0021")))
+def test_nul_bytes_in_search_values(region: Region) -> None:
+    """A NUL byte is no FHIR string (datatypes.html#string): 400 on both
+    backends (it was a 500 on PostgreSQL: text cannot hold NUL)."""
     bad: list[str] = []
     with region.client("R") as r:
         for t in FUZZ_TYPES:
             for name in sorted(params_for(t)) + ["_id", "_tag", "_security", "_sort", "_include", "_elements"]:
                 for value in NUL_PAYLOADS:
                     resp = r.get(f"/{t}", params={name: value})
-                    if resp.status_code not in (200, 400, 403):
-                        bad.append(f"{t}?{name}={value!r}: {resp.status_code}")
-                    else:
-                        nothing_of_s(region, resp, f"{t}?{name}")
-    assert not bad, f"{len(bad)} answers not 200/400/403, e.g. {bad[:10]}"
+                    if resp.status_code != 400 or issue_code(resp) != "HT-0021":
+                        bad.append(f"{t}?{name}={value!r}: {resp.status_code} {resp.text[:100]}")
+    assert not bad, f"{len(bad)} answers not 400 HT-0021, e.g. {bad[:10]}"
 
 
 def test_an_internal_error_is_answered_audited_and_keeps_the_connection(
@@ -481,13 +475,16 @@ def test_an_internal_error_is_answered_audited_and_keeps_the_connection(
     assert audit.verify().ok
 
 
-@pytest.mark.xfail(strict=True, reason="hutong/fhir/search.py _clause(): _id (and _lastUpdated) as the target of a "
-                   "chain or _has is looked up in params_for(), not found (HT-0020) and, under lenient handling, "
-                   "dropped: the search returns every record the caller may see instead of none/one")
 def test_chained_id_is_not_silently_dropped(region: Region) -> None:
+    """_id at the end of a chain or _has either works or is refused; dropping
+    it (lenient handling of an "unknown" parameter) would widen the search to
+    every record the caller may see."""
     ids = region.ids
     c = region.server.client
-    chained = c.get("/Observation", params={"subject:Patient._id": ids["pS"]}).json()
-    assert match_ids(chained) == {ids["obsS"]}
-    has = c.get("/Patient", params={"_has:Observation:patient:_id": ids["obsS"]}).json()
-    assert match_ids(has) == {ids["pS"]}
+    chained = c.get("/Observation", params={"subject:Patient._id": ids["pS"]})
+    assert chained.status_code == 200 and match_ids(chained.json()) == {ids["obsS"]}, chained.text[:300]
+    has = c.get("/Patient", params={"_has:Observation:patient:_id": ids["obsS"]})
+    if has.status_code == 200:
+        assert match_ids(has.json()) == {ids["pS"]}
+    else:
+        assert has.status_code == 400 and issue_code(has).startswith("HT-00"), has.text[:300]
