@@ -94,11 +94,14 @@ class CpuMeter:
         # A child that ended inside the window lands in its parent's cutime/cstime with its whole
         # lifetime: what it had used before the window is not the window's (a long-running process reaped
         # by `timeout` once showed as 113 cores).
+        # A chain that ended (bash -> timeout -> pytest) lands in the nearest ancestor still alive.
+        gone = {pid for pid, v in self.s0.items() if pid not in s1 or s1[pid][3] != v[3]}
         reaped: dict[int, int] = {}
-        for pid, (ppid, ticks, _c, start, _ct) in self.s0.items():
-            now = s1.get(pid)
-            if now is None or now[3] != start:
-                reaped[ppid] = reaped.get(ppid, 0) + ticks
+        for pid in gone:
+            up = self.s0[pid][0]
+            while up in gone:
+                up = self.s0[up][0]
+            reaped[up] = reaped.get(up, 0) + self.s0[pid][1]
         for pid, (_pp, ticks, comm, start, cticks) in s1.items():
             before = self.s0.get(pid)
             if before and before[3] == start:
