@@ -48,6 +48,8 @@ from hutong.security.sms import OutboxGateway
 from hutong.store.sql import SqlRepository
 from hutong.web import access_ops, audit_routes, auth_routes, gate, sharing_routes
 from hutong.web.access_ops import find_person
+from hutong.web.ui import pages as ui_pages
+from hutong.web.ui import session as ui_session
 
 log = logging.getLogger("hutong.web")
 # Who may use the identity services: find a resident, steward the index, watch ingestion.
@@ -90,9 +92,12 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
     app.state.authenticator = authn
     app.state.sms = sms
     notify = access_ops.sms_notifier(repository, sms.send)
-    gate.install(app, repository, security, authn.authenticate, audit)
+    gate.install(app, repository, security, authn, audit)
     audit_routes.register(app, audit)
     sharing_routes.register(app, repository, security, audit.record)
+    # The portals (issue 7): pages over the same services, policy and audit.
+    ui = ui_pages.register(app, app.state.auth_service)
+    app.state.pages = ui
     # Primary-key reads (tens of microseconds on SQLite, one local round trip on
     # PostgreSQL) run on the event loop: measured 3.1k vs 1.7k req/s (SQLite)
     # and 2.1k vs 1.4k (PostgreSQL) against handing them to the thread pool.
@@ -141,6 +146,8 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
     @app.exception_handler(HutongError)
     async def hutong_error(request: Request, e: HutongError) -> Response:
         gate.remember_error(request, e)
+        if ui_session.is_page(request.url.path):
+            return ui.error(request, e)
         resp = _error(e)
         if e.status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="hutong"'

@@ -16,20 +16,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from hutong.errors import HutongError, operation_outcome
 from hutong.fhir.response import FHIR_JSON, FhirResponse
 from hutong.security.audit import AuditLog
+from hutong.security.authn import Authenticator
 from hutong.security.events import ERROR, FAILED, REFUSED, SUCCESS, AuditRecord
 from hutong.security.guard import acting
 from hutong.security.policy import Access
 from hutong.security.principal import Principal
 from hutong.security.settings import SecuritySettings
 from hutong.store.sql import SqlRepository
+from hutong.web.ui import session
 
 log = logging.getLogger("hutong.web")
 
@@ -39,9 +42,6 @@ PUBLIC_PATHS = frozenset({"/healthz", "/fhir/metadata", "/.well-known/smart-conf
                           "/fhir/.well-known/smart-configuration", "/openapi.json", "/docs",
                           "/docs/oauth2-redirect"})
 PUBLIC_PREFIXES = ("/auth/",)
-
-Authenticate = Callable[[str | None, str | None], Principal]
-
 
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
@@ -86,20 +86,47 @@ def _outcome(status: int) -> str:
     return ERROR if status >= 500 else FAILED
 
 
-def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authenticate: Authenticate,
+def _page_principal(authn: Authenticator, request: Request, peer: str | None) -> tuple[Principal, dict[str, Any]]:
+    """A page request's caller: the Authorization header, else the session
+    cookie, else (access token expired) a rotation of the refresh cookie."""
+    header = request.headers.get("authorization")
+    if header:
+        return authn.authenticate(header, peer), {}
+    token = request.cookies.get(session.ACCESS_COOKIE)
+    try:
+        return authn.authenticate(f"Bearer {token}" if token else None, peer), {}
+    except HutongError:
+        refresh = request.cookies.get(session.REFRESH_COOKIE)
+        if not refresh:
+            raise
+        _account, fresh = authn.tokens.refresh(refresh)
+        return authn.authenticate(f"Bearer {fresh['access_token']}", peer), fresh
+
+
+def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authn: Authenticator,
             audit: AuditLog) -> None:
     @app.middleware("http")
     async def gate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
-        if is_public(path):
+        page = session.is_page(path)
+        if is_public(path) or (page and session.is_public_page(path)):
             return await call_next(request)
         peer = request.client.host if request.client else None
+        fresh: dict[str, Any] = {}
         try:
-            principal = authenticate(request.headers.get("authorization"), peer)
+            if page:
+                principal, fresh = await run_in_threadpool(_page_principal, authn, request, peer)
+            else:
+                principal = authn.authenticate(request.headers.get("authorization"), peer)
         except HutongError as e:
             rec = AuditRecord(action="refuse", outcome=REFUSED, interaction=f"{request.method} {path[:200]}",
                               code=e.code, peer=peer)
             await run_in_threadpool(audit.record, rec)
+            if page:
+                # A browser is sent to sign in again (its session ended), not shown JSON.
+                resp: Response = RedirectResponse(f"/?next={quote(path)}&expired=1", status_code=303)
+                session.clear(resp)
+                return resp
             resp = Response(content=FhirResponse.json(e.status, operation_outcome(e)).body, status_code=e.status,
                             media_type=FHIR_JSON)
             if e.status == 401:
@@ -139,6 +166,8 @@ def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authe
                               status=503, issue_code="transient")
             return Response(content=FhirResponse.json(503, operation_outcome(err)).body, status_code=503,
                             media_type=FHIR_JSON)
+        if fresh:
+            session.set_tokens(request, response, fresh)
         return response
 
 
