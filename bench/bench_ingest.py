@@ -452,8 +452,10 @@ def in_process(url: str, name: str, args: argparse.Namespace, pool: list[Person]
     try:
         # As hutong serve builds it (hutong.web.serve_cmd): the sender authorised by its network address,
         # the message written under its institution's policy, one audit row per message.
+        # (audit looked up per call, so timed_phases can time AuditLog.record)
+        audit = AuditLog(repo)
         ing = Ingestor(FhirService(repo), authorise=mllp_authoriser(repo, SecuritySettings.from_env()),
-                       audit=AuditLog(repo).record)
+                       audit=lambda rec: audit.record(rec))
         log(f"[{name}] in-process Ingestor.hl7, {n} messages plain, {n} timed by phase, {n} under cProfile")
         t0 = time.perf_counter()
         c0 = time.process_time()
