@@ -110,6 +110,13 @@ def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authn
         path = request.url.path
         page = session.is_page(path)
         if is_public(path) or (page and session.is_public_page(path)):
+            if page and path == "/" and request.cookies.get(session.ACCESS_COOKIE):
+                # The landing page says who is signed in (nothing else: no Access, no data).
+                try:
+                    request.state.principal = authn.authenticate(
+                        f"Bearer {request.cookies[session.ACCESS_COOKIE]}", None)
+                except HutongError:
+                    pass
             return await call_next(request)
         peer = request.client.host if request.client else None
         fresh: dict[str, Any] = {}

@@ -33,6 +33,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "signin.code_sent": ("如该身份证号已开通账户，验证码已发送至登记的手机。",
                          "If this ID number has an account, a code was sent to its registered phone."),
     "signin.failed": ("登录失败：", "Sign-in failed: "),
+    "signin.continue": ("已登录：进入工作台", "Signed in: continue"),
     "signin.expired": ("登录已过期，请重新登录。", "Your session has ended; please sign in again."),
     "error.title": ("无法完成请求", "The request could not be completed"),
     "error.back": ("返回", "Back"),
