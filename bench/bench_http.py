@@ -13,12 +13,15 @@ Phases (each preceded by a short unrecorded warm-up of the same requests):
 
 - ``http_floor``: GET /healthz (public: no gate, no audit, no database), the
   ceiling of this server and this load generator on this machine;
-- ``gate_refused``: GET /fhir/Organization/<id> without a token: the gate
-  refuses (401) and appends a REFUSED audit row; no token check, no read;
-- ``gate_floor``: GET /fhir/Organization/<id> of one directory resource with
-  the token: token verification, the request's Access, one primary-key read
-  (decrypted), one audit row -- the cheapest authenticated request;
-  ``gate_floor`` against ``http_floor`` is what the gate + audit cost;
+- ``gate``: three kinds of request interleaved in slices of 0.5 s, in
+  rotating order, for about --phase-seconds each (the machine is shared: one
+  kind measured after another would meet different load): ``http_floor``
+  again (GET /healthz); ``gate_refused``: GET /fhir/Organization/<id> without
+  a token, which the gate refuses (401) with a REFUSED audit row (no token
+  check, no read); ``gate_floor``: the same with the token: token
+  verification, the request's Access, one primary-key read (decrypted), one
+  audit row -- the cheapest authenticated request.  ``gate_floor`` against
+  ``gate.http_floor`` is what the gate + audit cost per request;
 - ``read``: GET /fhir/{type}/{id} of random existing resources;
 - ``search_identifier``: GET /fhir/Patient?identifier=system|value of random
   existing Patients, one client at a time (latency), each answer checked to
@@ -225,8 +228,8 @@ def _transaction_ok(_status: int, body: bytes) -> str | None:
 
 
 # ---------------------------------------------------------------- phases
-PHASES = ("http_floor", "gate_refused", "gate_floor", "read", "search_identifier", "everything", "create",
-          "transaction")
+PHASES = ("http_floor", "gate", "read", "search_identifier", "everything", "create", "transaction")
+GATE_SLICE_S = 0.5
 
 
 class Phases:
@@ -285,24 +288,66 @@ class Phases:
         return self._measure("http_floor", lambda n: ("GET", "/healthz", None), concurrency=16,
                              max_requests=10**7, authenticated=False).summary()
 
-    def gate_refused(self) -> dict[str, Any]:
-        t, i = directory_resource(self.ds)
-        path = f"/fhir/{t}/{i}"
-        out = self._measure("gate_refused", lambda n: ("GET", path, None), concurrency=16, max_requests=10**7,
-                            expect=(401,), authenticated=False).summary()
-        out["path"] = path
-        out["what"] = "no token: the gate answers 401 and appends a REFUSED audit row (no token check, no read)"
-        return out
+    def gate(self) -> dict[str, Any]:
+        """http_floor, gate_refused and gate_floor interleaved in short slices (see the module docstring).
 
-    def gate_floor(self) -> dict[str, Any]:
+        Measured apart, seconds apart, the three met different load from the
+        other work on the machine and their ratios meant little; slices of
+        GATE_SLICE_S in rotating order spread that load over all three alike.
+        """
         t, i = directory_resource(self.ds)
         path = f"/fhir/{t}/{i}"
-        out = self._measure("gate_floor", lambda n: ("GET", path, None), concurrency=16,
-                            max_requests=10**7).summary()
-        out["path"] = path
-        out["what"] = ("bearer token verified, Access built, one primary-key read (decrypted), one audit row: "
-                       "the cheapest authenticated request")
-        return out
+        kinds: dict[str, tuple[Request, bool, tuple[int, ...]]] = {
+            "http_floor": (("GET", "/healthz", None), False, (200,)),
+            "gate_refused": (("GET", path, None), False, (401,)),
+            "gate_floor": (("GET", path, None), True, (200,)),
+        }
+        rounds = max(3, round(self.seconds / GATE_SLICE_S))
+        quiet = wait_for_quiet(self.quiet_wait, pg_port=self.pg_port) if self.quiet_wait > 0 else None
+        acc = {k: LoadResult(concurrency=16) for k in kinds}
+
+        def slice_of(kind: str, secs: float) -> LoadResult:
+            req, authenticated, expect = kinds[kind]
+            r = run_load(HOST, self.port, lambda n: req, concurrency=16, seconds=secs, expect=expect,
+                         headers=self.headers if authenticated else None)
+            self.sent["public" if kind == "http_floor" else "gated"] += r.requests
+            return r
+
+        for k in kinds:  # warm-up, unrecorded
+            slice_of(k, min(self.warmup, GATE_SLICE_S) if self.warmup > 0 else 0.1)
+        order = list(kinds)
+        out_file = self.profile_dir / f"{self.tag}-gate.txt" if self.profile_dir else None
+        with profiled(self.pid, out_file), CpuMeter(self.pg_port) as cpu:
+            for _ in range(rounds):
+                for k in order:
+                    r = slice_of(k, GATE_SLICE_S)
+                    a = acc[k]
+                    a.requests += r.requests
+                    a.seconds += r.seconds
+                    a.latencies += r.latencies
+                    a.statuses.update(r.statuses)
+                    a.errors += r.errors
+                order = order[1:] + order[:1]
+        if out_file is not None:
+            sm = summarize(out_file)
+            write_summary(out_file.with_suffix(".summary.txt"), sm)
+            self.profiles["gate"] = sm
+        res: dict[str, Any] = {"path": path, "rounds": rounds, "slice_s": GATE_SLICE_S,
+                               "cpu": {**cpu.result, **({"before": quiet} if quiet else {})},
+                               "loadavg_1m": round(os.getloadavg()[0], 2),
+                               "what": {"http_floor": "GET /healthz: public, no gate, no audit, no database",
+                                        "gate_refused": "no token: the gate answers 401 and appends a REFUSED "
+                                                        "audit row (no token check, no read)",
+                                        "gate_floor": "bearer token verified, Access built, one primary-key read "
+                                                      "(decrypted), one audit row: the cheapest authenticated "
+                                                      "request"}}
+        for k, a in acc.items():
+            res[k] = a.summary()
+            sm = res[k]
+            self.log(f"  gate/{k}: {sm['req_per_s']:,.0f} req/s, p50 {sm.get('p50_ms')} ms, p99 {sm.get('p99_ms')} ms"
+                     + (f", {len(a.errors)} errors: {a.errors[0][:200]}" if a.errors else ""))
+        self.log(f"  gate: cpu {cpu.result}")
+        return res
 
     def read(self) -> dict[str, Any]:
         sample = list(self.ds.read_sample)
