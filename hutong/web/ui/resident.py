@@ -1,0 +1,1037 @@
+"""The resident portal, 健康档案随身带 (issue 7; seeds 001 and 003).
+
+A resident (or a family delegate / guardian acting for them) sees their own
+record across every institution in plain words, keeps control of who else
+may see it, sees who looked, and asks for corrections:
+
+- ``GET /resident``: the record timeline (visits by date with institution and
+  department, diagnoses, medicines, lab reports, allergies).
+- ``GET /resident/labs``: lab reports; a value outside its reference range
+  says so in words and with an arrow (偏高 ↑ / 偏低 ↓), never by colour alone.
+- ``GET /resident/consents``; ``POST /resident/consents`` (grant to an
+  institution or one doctor, or deny an institution) and
+  ``POST /resident/consents/{id}/revoke``: FHIR Consent resources read by the
+  policy (hutong.security.consent; consent.html R4).  Revoking sets the
+  Consent's status to ``inactive`` (consent.html#status: no longer in force).
+- ``GET /resident/delegates``: who acts for me, and whom I act for
+  (hutong.security.accounts Delegation; issue 6: guardians of children under 14).
+- ``GET /resident/access-log``: "谁看了我的档案" from the audit trail
+  (hutong.security.audit.AuditLog.access_log), break-glass flagged with its reason.
+- ``GET/POST /resident/corrections``: the right to have an item corrected
+  (纠偏权, PIPL Art. 46) as a FHIR Task (task.html R4) owned by the institution
+  that holds the item.
+
+Every read and write goes through :class:`~hutong.fhir.service.FhirService`
+with the request's own :class:`~hutong.security.policy.Access`, so the pages
+see exactly what the resident's API token would, and every request is
+audited by the gate like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from hutong.errors import Forbidden, HutongError, InvalidRequest
+from hutong.fhir.service import FhirService
+from hutong.fhir.validation import check_id
+from hutong.security.accounts import Account
+from hutong.security.audit import AccessEntry, AuditLog
+from hutong.security.policy import Access
+from hutong.security.principal import Role
+from hutong.store.sql import SqlRepository
+from hutong.web.ui import i18n
+from hutong.web.ui.pages import Pages, access_of, form_of
+
+T = TypeVar("T")
+
+BEIJING = timezone(timedelta(hours=8))
+TASK_SYSTEM = "https://fhir.hutong.dev/CodeSystem/task"
+CORRECTION = "correction-request"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+# Sensitive categories a resident may open to someone specifically (hutong.security.sensitivity labels).
+CATEGORIES = ("PSY", "HIV", "SEX")
+DEFAULT_DAYS = 30
+MAX_DAYS = 3650
+LOG_PAGE = 30
+VISIT_PAGE = 40
+# Items a correction may be asked for, in the order the picker lists them.
+CORRECTABLE = ("Condition", "AllergyIntolerance", "MedicationRequest", "DiagnosticReport", "Observation",
+               "Encounter", "Immunization", "Procedure")
+
+i18n.add({
+    "res.title": ("我的健康档案", "My health record"),
+    "res.nav": ("档案导航", "Record sections"),
+    "res.nav.timeline": ("就诊记录", "Visits"),
+    "res.nav.labs": ("检验报告", "Lab reports"),
+    "res.nav.consents": ("授权管理", "Who may see my record"),
+    "res.nav.delegates": ("家人代办", "Family and guardians"),
+    "res.nav.log": ("谁看了我的档案", "Who looked at my record"),
+    "res.nav.corrections": ("申请更正", "Ask for a correction"),
+    "res.viewing": ("正在查看：", "Viewing the record of: "),
+    "res.pick_person": ("查看谁的档案", "Whose record"),
+    "res.show": ("查看", "Show"),
+    "res.self": ("本人", "me"),
+    "res.nothing": ("暂无记录。", "Nothing recorded yet."),
+    "res.more": ("更早的记录", "Earlier records"),
+    "res.newer": ("较新的记录", "Newer records"),
+    "res.institution": ("医院/机构", "Hospital or clinic"),
+    "res.department": ("科室", "Department"),
+    "res.date": ("日期", "Date"),
+    "res.visit": ("就诊", "Visit"),
+    "res.diagnoses": ("诊断", "Diagnoses"),
+    "res.medicines": ("用药", "Medicines"),
+    "res.reports": ("检验检查", "Tests"),
+    "res.allergies": ("过敏", "Allergies"),
+    "res.no_allergies": ("没有过敏记录。", "No allergies recorded."),
+    "res.abnormal_count": ("{n} 项异常", "{n} out of range"),
+    "res.all_normal": ("全部正常", "all in range"),
+    "res.visits_total": ("共 {n} 次就诊，来自 {m} 家医院/机构。", "{n} visits at {m} hospitals or clinics."),
+    "res.masked": ("部分敏感记录（如精神心理、传染病、生殖健康）对代办人不显示。",
+                   "Some sensitive records (mental health, infections, reproductive health) are not shown to "
+                   "family delegates."),
+    # labs
+    "labs.title": ("检验报告", "Lab reports"),
+    "labs.item": ("项目", "Test"),
+    "labs.result": ("结果", "Result"),
+    "labs.range": ("参考范围", "Normal range"),
+    "labs.verdict": ("判断", "Reading"),
+    "labs.high": ("偏高", "High"),
+    "labs.low": ("偏低", "Low"),
+    "labs.abnormal": ("异常", "Abnormal"),
+    "labs.normal": ("正常", "Normal"),
+    "labs.unknown": ("—", "—"),
+    "labs.only_abnormal": ("只看异常项目", "Only out-of-range results"),
+    "labs.help": ("结果超出参考范围时，会标出“偏高 ↑”或“偏低 ↓”。如有疑问请咨询医生。",
+                  "Results outside the normal range are marked “High ↑” or “Low ↓”. Ask your doctor "
+                  "if anything worries you."),
+    "labs.trend": ("变化趋势", "Trend"),
+    "labs.trend_of": ("{name} 的变化趋势", "Trend of {name}"),
+    "labs.back": ("返回全部报告", "Back to all reports"),
+    "labs.reported": ("报告时间", "Reported"),
+    # consents
+    "con.title": ("授权管理", "Who may see my record"),
+    "con.help": ("您看病的医院可以查看您在本院的记录；其他医院的医生在为您诊疗的 90 天内也可查看。"
+                 "您可以在这里额外授权某家医院或某位医生查看您的档案，或拒绝某家医院查看。",
+                 "The hospital that treats you sees its own records of you; doctors at another hospital "
+                 "that treated you in the last 90 days may see the rest. Here you can also allow one "
+                 "hospital or one doctor to see your record, or refuse a hospital."),
+    "con.list": ("我的授权", "My permissions"),
+    "con.none": ("您还没有设置任何授权。", "You have not given or refused any permission yet."),
+    "con.who": ("对象", "Who"),
+    "con.what": ("内容", "What"),
+    "con.period": ("有效期", "Valid"),
+    "con.status": ("状态", "Status"),
+    "con.active": ("生效中", "In force"),
+    "con.inactive": ("已撤销", "Revoked"),
+    "con.expired": ("已过期", "Expired"),
+    "con.permit": ("允许查看", "May see"),
+    "con.deny": ("拒绝查看", "Refused"),
+    "con.ordinary": ("普通记录", "ordinary records"),
+    "con.revoke": ("撤销", "Revoke"),
+    "con.revoke_confirm": ("确定撤销这项授权吗？", "Revoke this permission?"),
+    "con.revoked": ("授权已撤销。", "The permission was revoked."),
+    "con.granted": ("已保存。", "Saved."),
+    "con.new": ("新增授权", "Give or refuse a permission"),
+    "con.step1": ("第一步：选择医院/机构", "Step 1: choose the hospital or clinic"),
+    "con.choose_org": ("选择", "Choose"),
+    "con.step2": ("第二步：授权内容", "Step 2: the permission"),
+    "con.org": ("医院/机构", "Hospital or clinic"),
+    "con.doctor": ("医生（可选：不选则为整个医院）", "Doctor (optional: leave empty for the whole hospital)"),
+    "con.whole_org": ("整个医院/机构", "The whole hospital or clinic"),
+    "con.kind": ("选择", "Choice"),
+    "con.kind_permit": ("允许查看我的档案", "Allow them to see my record"),
+    "con.kind_deny": ("拒绝该医院查看我的档案（急救除外）", "Refuse this hospital (except in an emergency)"),
+    "con.days": ("有效天数", "For how many days"),
+    "con.cats": ("同时允许查看以下敏感记录（默认不包含）", "Also allow these sensitive records (not included unless ticked)"),
+    "con.cat.PSY": ("精神心理（心理咨询、精神科诊疗）", "Mental health (psychiatry, counselling)"),
+    "con.cat.HIV": ("艾滋病及相关检测", "HIV and related tests"),
+    "con.cat.SEX": ("生殖与性健康", "Reproductive and sexual health"),
+    "con.save": ("保存", "Save"),
+    "con.until": ("至", "until"),
+    "con.open_ended": ("长期", "no end date"),
+    # delegates
+    "del.title": ("家人代办", "Family and guardians"),
+    "del.help": ("家人或监护人可以代您查看档案（14 岁以下儿童由监护人代办）。代办人看不到精神心理、传染病、生殖健康等敏感记录。",
+                 "A family member or guardian may see your record for you (a guardian for children under 14). "
+                 "Delegates do not see sensitive records such as mental health, infections or reproductive health."),
+    "del.for_me": ("谁可以代我查看", "Who may act for me"),
+    "del.i_act_for": ("我可以代谁查看", "Whom I act for"),
+    "del.none_for_me": ("没有人代您办理。", "Nobody acts for you."),
+    "del.none_i_act": ("您没有代办任何人的档案。", "You do not act for anyone."),
+    "del.name": ("姓名", "Name"),
+    "del.relationship": ("关系", "Relationship"),
+    "del.until": ("到期", "Until"),
+    "del.family": ("家人", "Family member"),
+    "del.guardian": ("监护人（14 岁以下）", "Guardian (child under 14)"),
+    "del.no_end": ("长期（直至撤销）", "Until ended"),
+    "del.open": ("查看档案", "Open record"),
+    "del.end_note": ("如需结束代办关系，请到社区卫生服务中心或拨打 12320 办理。",
+                     "To end a delegation, visit your community health centre or call 12320."),
+    # access log
+    "log.title": ("谁看了我的档案", "Who looked at my record"),
+    "log.help": ("每一次查看都会被记录，包括时间、医院、人员和理由。", "Every look is recorded: when, where, who and why."),
+    "log.time": ("时间", "When"),
+    "log.org": ("医院/机构", "Hospital or body"),
+    "log.who": ("人员", "Who"),
+    "log.why": ("理由", "Why"),
+    "log.result": ("结果", "Result"),
+    "log.ok": ("已查看", "Seen"),
+    "log.refused": ("被拒绝", "Refused"),
+    "log.failed": ("未完成", "Not completed"),
+    "log.include_mine": ("包括我自己和家人的查看", "Include my own and my family's looks"),
+    "log.filter": ("筛选", "Filter"),
+    "log.glass": ("紧急授权（破窗）", "Emergency access (break-glass)"),
+    "log.glass_reason": ("医生填写的理由：", "Reason given by the doctor: "),
+    "log.older": ("更早的记录", "Older entries"),
+    "log.first": ("最新记录", "Newest entries"),
+    "log.empty": ("暂无其他人查看您的档案。", "Nobody else has looked at your record."),
+    "purpose.own-record": ("本人查看", "You"),
+    "purpose.delegate": ("家人代办", "Your family delegate"),
+    "purpose.own-institution": ("在本院就诊", "You were treated there"),
+    "purpose.treatment": ("正在为您诊疗", "Treating you"),
+    "purpose.consent": ("您的授权", "Your permission"),
+    "purpose.break-glass": ("紧急授权（破窗）", "Emergency access (break-glass)"),
+    "purpose.identity": ("核对身份", "Checking your identity"),
+    "purpose.platform": ("平台数据处理", "Platform processing"),
+    "purpose.directory": ("查询机构目录", "Directory lookup"),
+    "purpose.none": ("—", "—"),
+    "action.read": ("查看", "read"),
+    "action.search": ("查询", "search"),
+    "action.operation": ("查看全部档案", "whole record"),
+    "action.create": ("新建", "create"),
+    "action.update": ("修改", "update"),
+    "action.refuse": ("被拒绝", "refused"),
+    "action.break-glass": ("紧急授权", "break-glass"),
+    # corrections
+    "cor.title": ("申请更正", "Ask for a correction"),
+    "cor.help": ("如果档案中的某项记录有误，您可以申请更正，记录所在的医院会答复您（《个人信息保护法》第四十六条）。",
+                 "If something in your record is wrong you can ask for it to be corrected; the hospital that "
+                 "holds it will answer you (Personal Information Protection Law, Art. 46)."),
+    "cor.item": ("哪一项有误", "Which item is wrong"),
+    "cor.pick": ("请选择", "Please choose"),
+    "cor.text": ("哪里不对，应该是什么", "What is wrong, and what it should be"),
+    "cor.submit": ("提交申请", "Send the request"),
+    "cor.sent": ("申请已提交，医院答复后会显示在下方。", "Sent. The hospital's answer will appear below."),
+    "cor.mine": ("我的更正申请", "My correction requests"),
+    "cor.none": ("您还没有提交过更正申请。", "You have not asked for any correction."),
+    "cor.submitted": ("提交时间", "Sent"),
+    "cor.answer": ("医院答复", "Answer"),
+    "cor.waiting": ("等待答复", "Waiting for an answer"),
+    "cor.status.requested": ("已提交", "Sent"),
+    "cor.status.received": ("医院已收到", "Received"),
+    "cor.status.accepted": ("已受理", "Accepted"),
+    "cor.status.in-progress": ("处理中", "In progress"),
+    "cor.status.completed": ("已更正", "Corrected"),
+    "cor.status.rejected": ("未予更正", "Not corrected"),
+    "cor.status.cancelled": ("已取消", "Cancelled"),
+    "cor.status.ready": ("已受理", "Accepted"),
+    "cor.status.on-hold": ("暂停处理", "On hold"),
+    "cor.status.failed": ("处理失败", "Failed"),
+    "cor.status.draft": ("草稿", "Draft"),
+    "cor.status.entered-in-error": ("已作废", "Withdrawn"),
+    "cor.unavailable": ("暂时无法提交更正申请：", "Correction requests cannot be sent right now: "),
+    "type.Condition": ("诊断", "Diagnosis"),
+    "type.AllergyIntolerance": ("过敏", "Allergy"),
+    "type.MedicationRequest": ("用药", "Medicine"),
+    "type.DiagnosticReport": ("检验报告", "Lab report"),
+    "type.Observation": ("检验结果", "Lab result"),
+    "type.Encounter": ("就诊", "Visit"),
+    "type.Immunization": ("疫苗接种", "Vaccination"),
+    "type.Procedure": ("手术/操作", "Procedure"),
+})
+
+
+# --------------------------------------------------------------------------- small readers
+def _text(cc: Any) -> str:
+    """Plain words of a CodeableConcept: its text, else the first coding's display."""
+    if not isinstance(cc, dict):
+        return ""
+    if isinstance(cc.get("text"), str) and cc["text"]:
+        return str(cc["text"])
+    for c in cc.get("coding") or []:
+        if isinstance(c, dict) and c.get("display"):
+            return str(c["display"])
+    for c in cc.get("coding") or []:
+        if isinstance(c, dict) and c.get("code"):
+            return str(c["code"])
+    return ""
+
+
+def _code(cc: Any) -> str:
+    if isinstance(cc, dict):
+        for c in cc.get("coding") or []:
+            if isinstance(c, dict) and c.get("code"):
+                return f"{c.get('system', '')}|{c['code']}"
+    return ""
+
+
+def _ref(v: Any) -> str:
+    """"Type/id" of a Reference (absolute or relative)."""
+    ref = v.get("reference") if isinstance(v, dict) else None
+    if not isinstance(ref, str):
+        return ""
+    parts = ref.split("/_history")[0].rstrip("/").split("/")
+    return "/".join(parts[-2:])
+
+
+def _day(v: Any) -> str:
+    return v[:10] if isinstance(v, str) else ""
+
+
+def _minute(v: Any) -> str:
+    return v[:16].replace("T", " ") if isinstance(v, str) else ""
+
+
+def _when(res: dict[str, Any]) -> str:
+    """The clinically relevant date of a resource (for ordering and display)."""
+    for k in ("effectiveDateTime", "issued", "authoredOn", "recordedDate", "onsetDateTime", "occurrenceDateTime",
+              "performedDateTime", "started", "date"):
+        if isinstance(res.get(k), str):
+            return str(res[k])
+    for k in ("period", "effectivePeriod", "performedPeriod"):
+        p = res.get(k)
+        if isinstance(p, dict) and isinstance(p.get("start"), str):
+            return str(p["start"])
+    return ""
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+def _ms_local(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, BEIJING).strftime("%Y-%m-%d %H:%M")
+
+
+# --------------------------------------------------------------------------- the record
+@dataclass
+class LabResult:
+    id: str
+    name: str
+    value: str
+    unit: str
+    range: str
+    flag: str | None            # high | low | abnormal | None (in range or unknown)
+    when: str
+    code: str
+    number: float | None
+    low: float | None
+    high: float | None
+
+
+@dataclass
+class LabReport:
+    id: str
+    name: str
+    when: str
+    institution: str
+    results: list[LabResult]
+
+    @property
+    def abnormal(self) -> int:
+        return sum(1 for r in self.results if r.flag)
+
+
+@dataclass
+class Visit:
+    id: str
+    when: str
+    institution: str
+    department: str
+    kind: str
+    diagnoses: list[str] = field(default_factory=list)
+    medicines: list[str] = field(default_factory=list)
+    reports: list[LabReport] = field(default_factory=list)
+
+
+@dataclass
+class Item:
+    """Something in the record a correction may be asked for."""
+
+    ref: str                    # "Type/id"
+    type: str
+    label: str
+    when: str
+    institution: str
+
+
+@dataclass
+class Record:
+    """A person's record as the resident portal shows it (assembled from
+    $everything: the rows the caller's policy admitted)."""
+
+    resources: list[dict[str, Any]]
+    by_ref: dict[str, dict[str, Any]]
+    org_of_patient: dict[str, str]
+    org_names: dict[str, str]
+    visits: list[Visit]
+    labs: list[LabReport]
+    allergies: list[tuple[str, str, str]]   # (substance, reaction, institution)
+
+    def institution_of(self, res: dict[str, Any]) -> str:
+        """Name of the institution holding a resource (its source Patient's managing Organization)."""
+        return self.org_names.get(self.org_id_of(res) or "", "")
+
+    def org_id_of(self, res: dict[str, Any]) -> str | None:
+        if res.get("resourceType") == "Patient":
+            return _ref(res.get("managingOrganization")).split("/")[-1] or None
+        for k in ("subject", "patient", "for"):
+            pid = _ref(res.get(k))
+            if pid.startswith("Patient/") and pid.split("/")[1] in self.org_of_patient:
+                return self.org_of_patient[pid.split("/")[1]]
+        for k in ("serviceProvider", "performer"):
+            v = res.get(k)
+            ref = _ref(v[0] if isinstance(v, list) and v else v)
+            if ref.startswith("Organization/"):
+                return ref.split("/")[1]
+        return None
+
+    def items(self) -> list[Item]:
+        out = []
+        for res in self.resources:
+            t = res.get("resourceType")
+            if t not in CORRECTABLE or not isinstance(res.get("id"), str):
+                continue
+            if t == "Observation" and not _is_lab(res):
+                continue
+            name = _text(res.get("code") or res.get("medicationCodeableConcept") or res.get("vaccineCode")
+                         or res.get("serviceType") or (res.get("type") or [None])[0])
+            out.append(Item(f"{t}/{res['id']}", str(t), name, _day(_when(res)), self.institution_of(res)))
+        order = {t: i for i, t in enumerate(CORRECTABLE)}
+        out.sort(key=lambda i: i.when, reverse=True)
+        out.sort(key=lambda i: order[i.type])
+        return out
+
+
+def _is_lab(obs: dict[str, Any]) -> bool:
+    return any(_code(c).endswith("|laboratory") for c in obs.get("category") or [])
+
+
+def lab_flag(obs: dict[str, Any]) -> str | None:
+    """high | low | abnormal | None: from the value against the reference range,
+    else from the sender's interpretation (v3 ObservationInterpretation H/L/A)."""
+    q = obs.get("valueQuantity")
+    v = _num(q.get("value")) if isinstance(q, dict) else None
+    rr = (obs.get("referenceRange") or [None])[0]
+    if v is not None and isinstance(rr, dict):
+        lo = _num((rr.get("low") or {}).get("value"))
+        hi = _num((rr.get("high") or {}).get("value"))
+        if hi is not None and v > hi:
+            return "high"
+        if lo is not None and v < lo:
+            return "low"
+        if lo is not None or hi is not None:
+            return None
+    codes = {(c.get("code") or "").upper() for i in obs.get("interpretation") or [] if isinstance(i, dict)
+             for c in i.get("coding") or [] if isinstance(c, dict)}
+    if codes & {"H", "HH", "HU", ">"}:
+        return "high"
+    if codes & {"L", "LL", "LU", "<"}:
+        return "low"
+    if codes & {"A", "AA", "POS", "DET", "R"}:
+        return "abnormal"
+    return None
+
+
+def _lab_result(obs: dict[str, Any]) -> LabResult:
+    q = obs.get("valueQuantity")
+    value, unit, number = "", "", None
+    if isinstance(q, dict):
+        number = _num(q.get("value"))
+        value = _fmt(number) if number is not None else ""
+        unit = str(q.get("unit") or q.get("code") or "")
+    elif isinstance(obs.get("valueString"), str):
+        value = str(obs["valueString"])
+    elif isinstance(obs.get("valueCodeableConcept"), dict):
+        value = _text(obs["valueCodeableConcept"])
+    elif obs.get("component"):
+        parts = []
+        for c in obs["component"]:
+            cq = c.get("valueQuantity") if isinstance(c, dict) else None
+            if isinstance(cq, dict) and _num(cq.get("value")) is not None:
+                parts.append(_fmt(_num(cq.get("value")) or 0.0))
+                unit = str(cq.get("unit") or "")
+        value = "/".join(parts)
+    rr = (obs.get("referenceRange") or [None])[0]
+    lo = hi = None
+    text = ""
+    if isinstance(rr, dict):
+        lo = _num((rr.get("low") or {}).get("value"))
+        hi = _num((rr.get("high") or {}).get("value"))
+        if isinstance(rr.get("text"), str):
+            text = str(rr["text"])
+        elif lo is not None or hi is not None:
+            text = f"{_fmt(lo) if lo is not None else ''}–{_fmt(hi) if hi is not None else ''} {unit}".strip()
+    return LabResult(str(obs.get("id")), _text(obs.get("code")), value, unit, text, lab_flag(obs),
+                     _when(obs), _code(obs.get("code")), number, lo, hi)
+
+
+def assemble(resources: list[dict[str, Any]]) -> Record:
+    """The portal's view of a person's record (visits, labs, allergies)."""
+    by_ref = {f"{r.get('resourceType')}/{r.get('id')}": r for r in resources}
+    org_names = {str(r["id"]): str(r.get("name") or "") for r in resources
+                 if r.get("resourceType") == "Organization" and isinstance(r.get("id"), str)}
+    org_of_patient = {}
+    for r in resources:
+        if r.get("resourceType") == "Patient":
+            org = _ref(r.get("managingOrganization"))
+            if org.startswith("Organization/"):
+                org_of_patient[str(r.get("id"))] = org.split("/")[1]
+                disp = (r.get("managingOrganization") or {}).get("display")
+                if isinstance(disp, str):
+                    org_names.setdefault(org.split("/")[1], disp)
+    # Names the senders put on references fill the gaps (an institution's Organization may not be included).
+    for r in resources:
+        for k in ("serviceProvider", "performer"):
+            v = r.get(k)
+            one = v[0] if isinstance(v, list) and v else v
+            ref = _ref(one)
+            if ref.startswith("Organization/") and isinstance(one, dict) and isinstance(one.get("display"), str):
+                org_names.setdefault(ref.split("/")[1], one["display"])
+    rec = Record(resources, by_ref, org_of_patient, org_names, [], [], [])
+    visits: dict[str, Visit] = {}
+    for r in resources:
+        if r.get("resourceType") == "Encounter":
+            sp = r.get("serviceProvider") or {}
+            inst = rec.institution_of(r) or (sp.get("display") if isinstance(sp, dict) else "") or ""
+            visits[f"Encounter/{r.get('id')}"] = Visit(
+                str(r.get("id")), _when(r), str(inst), _text(r.get("serviceType")),
+                _text((r.get("type") or [None])[0]) or _text(r.get("class")))
+    reports = []
+    for r in resources:
+        t = r.get("resourceType")
+        enc = visits.get(_ref(r.get("encounter")))
+        if t == "Condition" and enc is not None:
+            name = _text(r.get("code"))
+            if name and name not in enc.diagnoses:
+                enc.diagnoses.append(name)
+        elif t == "MedicationRequest" and enc is not None:
+            name = _text(r.get("medicationCodeableConcept")) or _text(
+                rec.by_ref.get(_ref(r.get("medicationReference")), {}).get("code"))
+            if name and name not in enc.medicines:
+                enc.medicines.append(name)
+        elif t == "DiagnosticReport":
+            results = [_lab_result(rec.by_ref[_ref(x)]) for x in r.get("result") or []
+                       if _ref(x) in rec.by_ref]
+            rep = LabReport(str(r.get("id")), _text(r.get("code")), _when(r), rec.institution_of(r), results)
+            if results:
+                reports.append(rep)
+                if enc is not None:
+                    enc.reports.append(rep)
+        elif t == "AllergyIntolerance":
+            reaction = ", ".join(_text(m) for x in r.get("reaction") or [] if isinstance(x, dict)
+                                 for m in x.get("manifestation") or [])
+            rec.allergies.append((_text(r.get("code")), reaction, rec.institution_of(r)))
+    rec.visits = sorted(visits.values(), key=lambda v: v.when, reverse=True)
+    rec.labs = sorted(reports, key=lambda x: x.when, reverse=True)
+    return rec
+
+
+def load_resources(svc: FhirService, person: str, types: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Every row of ``Patient/{person}/$everything`` the caller may see (all pages)."""
+    base: list[tuple[str, str]] = [("_count", "1000")]
+    if types:
+        base.append(("_type", ",".join(types)))
+    items = list(base)
+    out: list[dict[str, Any]] = []
+    for _ in range(1000):  # a guard, not a limit: 1,000 pages of 1,000 rows
+        resp = svc.everything(person, items)
+        bundle = orjson.loads(resp.body or b"{}")
+        out += [e["resource"] for e in bundle.get("entry") or [] if isinstance(e.get("resource"), dict)]
+        nxt = next((ln.get("url") for ln in bundle.get("link") or [] if ln.get("relation") == "next"), None)
+        if not nxt:
+            break
+        cursor = parse_qs(urlsplit(nxt).query).get("_cursor")
+        if not cursor:
+            break
+        items = [*base, ("_cursor", cursor[0])]
+    return out
+
+
+def _search(svc: FhirService, type: str, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    bundle = orjson.loads(svc.search(type, items, {}).body or b"{}")
+    return [e["resource"] for e in bundle.get("entry") or []
+            if isinstance(e.get("resource"), dict) and (e.get("search") or {}).get("mode") != "outcome"]
+
+
+# --------------------------------------------------------------------------- consents
+@dataclass
+class ConsentRow:
+    id: str
+    kind: str                   # permit | deny
+    who: str                    # display name
+    who_type: str               # Organization | Practitioner | PractitionerRole | ""
+    start: str
+    end: str
+    categories: list[str]
+    status: str                 # active | inactive | expired | ...
+
+
+def consent_rows(consents: list[dict[str, Any]], today: str) -> list[ConsentRow]:
+    out = []
+    for c in consents:
+        prov = c.get("provision") if isinstance(c.get("provision"), dict) else {}
+        assert isinstance(prov, dict)
+        actors = [a.get("reference") or {} for a in prov.get("actor") or [] if isinstance(a, dict)]
+        who = ", ".join(str(a.get("display") or _ref(a)) for a in actors if isinstance(a, dict))
+        who_type = _ref(actors[0]).split("/")[0] if actors and isinstance(actors[0], dict) else ""
+        period = prov.get("period") or {}
+        end = _day(period.get("end"))
+        status = str(c.get("status") or "")
+        if status == "active" and end and end < today:
+            status = "expired"
+        cats = [str(x.get("code")).upper() for x in prov.get("securityLabel") or [] if isinstance(x, dict)]
+        out.append(ConsentRow(str(c.get("id")), str(prov.get("type") or ""), who, who_type,
+                              _day(period.get("start")), end, cats, status))
+    out.sort(key=lambda r: (r.status != "active", r.start), reverse=False)
+    return out
+
+
+def new_consent(person: str, kind: str, actor_ref: str, actor_name: str, start: str, end: str,
+                categories: list[str]) -> dict[str, Any]:
+    """A Consent in the shape the policy reads (hutong.security.consent): the
+    golden person as patient, one provision with actor, period and labels."""
+    prov: dict[str, Any] = {
+        "type": kind, "period": {"start": start, "end": end},
+        "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                        "code": "PRCP"}]},
+                   "reference": {"reference": actor_ref, "display": actor_name}}],
+    }
+    if categories:
+        prov["securityLabel"] = [{"system": ACT_CODE, "code": c} for c in categories]
+    return {"resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{person}"},
+            "dateTime": datetime.now(BEIJING).isoformat(timespec="seconds"),
+            "provision": prov}
+
+
+# --------------------------------------------------------------------------- corrections
+@dataclass
+class CorrectionRow:
+    id: str
+    item: str
+    item_type: str
+    institution: str
+    text: str
+    status: str
+    authored: str
+    answer: str
+
+
+def correction_task(person: str, item_ref: str, item_label: str, owner_ref: str, owner_name: str,
+                    text: str) -> dict[str, Any]:
+    return {"resourceType": "Task", "status": "requested", "intent": "order",
+            "code": {"coding": [{"system": TASK_SYSTEM, "code": CORRECTION, "display": "更正申请"}],
+                     "text": "更正申请"},
+            "for": {"reference": f"Patient/{person}"},
+            "focus": {"reference": item_ref, "display": item_label[:200]},
+            "owner": {"reference": owner_ref, "display": owner_name},
+            "description": text,
+            "authoredOn": datetime.now(BEIJING).isoformat(timespec="seconds")}
+
+
+def correction_rows(tasks: list[dict[str, Any]], org_names: dict[str, str]) -> list[CorrectionRow]:
+    out = []
+    for t in tasks:
+        if _code(t.get("code")) != f"{TASK_SYSTEM}|{CORRECTION}":
+            continue
+        answers = [str(o.get("valueString")) for o in t.get("output") or []
+                   if isinstance(o, dict) and isinstance(o.get("valueString"), str)]
+        answers += [str(n.get("text")) for n in t.get("note") or [] if isinstance(n, dict) and n.get("text")]
+        sr = t.get("statusReason")
+        if not answers and isinstance(sr, dict) and _text(sr):
+            answers.append(_text(sr))
+        focus = t.get("focus") or {}
+        owner = t.get("owner") or {}
+        out.append(CorrectionRow(
+            str(t.get("id")), str(focus.get("display") or _ref(focus)), _ref(focus).split("/")[0],
+            str(owner.get("display") or org_names.get(_ref(owner).split("/")[-1], "")),
+            str(t.get("description") or ""), str(t.get("status") or ""), _minute(t.get("authoredOn")),
+            " ".join(answers)))
+    out.sort(key=lambda r: r.authored, reverse=True)
+    return out
+
+
+# --------------------------------------------------------------------------- delegations
+@dataclass
+class DelegateRow:
+    name: str
+    relationship: str
+    until: str
+    person: str
+
+
+def _until(ms: int | None) -> str:
+    return datetime.fromtimestamp(ms / 1000, BEIJING).strftime("%Y-%m-%d") if ms is not None else ""
+
+
+def delegates_for(accounts: list[Account], person: str, now: int) -> list[DelegateRow]:
+    """Delegate accounts currently acting for ``person``."""
+    out = []
+    for a in accounts:
+        if a.role is not Role.DELEGATE or a.status != "active":
+            continue
+        for d in a.delegations:
+            if d.person_id == person and (d.expires is None or d.expires > now):
+                out.append(DelegateRow(a.display or "—", d.relationship, _until(d.expires), person))
+    return out
+
+
+# --------------------------------------------------------------------------- routes
+def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
+    """The resident portal's routes (``/resident...``), under the gate like every page."""
+    settings = app.state.settings
+
+    def service(request: Request) -> FhirService:
+        base = settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
+        return FhirService(repo, base, access_of(request))
+
+    def me(request: Request) -> tuple[Access, str]:
+        """The caller's access and whose record this page is about: a resident's
+        own golden person; a delegate picks one of those they act for (?person=)."""
+        access = access_of(request)
+        access.require_role(Role.RESIDENT, Role.DELEGATE, what="the resident portal")
+        persons = access.principal.persons
+        if not persons:
+            raise Forbidden("HT-0146", "this account acts for nobody at the moment (the delegation may have ended)")
+        asked = request.query_params.get("person")
+        if asked is None:
+            return access, persons[0]
+        if asked not in persons:
+            raise Forbidden("HT-0146", "you may only see your own record or the records of those you act for")
+        return access, asked
+
+    async def run(fn: Callable[[], T]) -> T:
+        return await run_in_threadpool(fn)
+
+    def names_of(svc: FhirService, persons: tuple[str, ...]) -> dict[str, str]:
+        out = {}
+        for p in persons:
+            try:
+                body = orjson.loads(svc.read("Patient", p).body or b"{}")
+            except HutongError:
+                continue
+            n = (body.get("name") or [{}])[0]
+            out[p] = str(n.get("text") or (n.get("family", "") + "".join(n.get("given") or [])))
+        return out
+
+    def render(request: Request, template: str, access: Access, person: str, svc: FhirService,
+               **ctx: Any) -> HTMLResponse:
+        persons = access.principal.persons
+        names = names_of(svc, persons) if access.role is Role.DELEGATE else {}
+        q = f"?person={person}" if access.role is Role.DELEGATE else ""
+        return pages.render(request, template, person=person, persons=persons, person_names=names, pq=q,
+                            is_delegate=access.role is Role.DELEGATE, **ctx)
+
+    def organizations(svc: FhirService) -> list[dict[str, Any]]:
+        orgs = _search(svc, "Organization", [("_count", "1000"), ("_sort", "name")])
+        return [o for o in orgs if o.get("active", True)]
+
+    # ------------------------------------------------------------ timeline
+    @app.get("/resident", response_class=HTMLResponse)
+    async def timeline(request: Request) -> Response:
+        access, person = me(request)
+        svc = service(request)
+        page = _int(request.query_params.get("page"), 0)
+        rec = await run(lambda: assemble(load_resources(svc, person)))
+        start = page * VISIT_PAGE
+        return await run(lambda: render(
+            request, "resident/timeline.html", access, person, svc, rec=rec,
+            visits=rec.visits[start:start + VISIT_PAGE], page=page,
+            more=len(rec.visits) > start + VISIT_PAGE,
+            institutions=len({v.institution for v in rec.visits if v.institution}), tab="timeline"))
+
+    # ------------------------------------------------------------ labs
+    @app.get("/resident/labs", response_class=HTMLResponse)
+    async def labs(request: Request) -> Response:
+        access, person = me(request)
+        svc = service(request)
+        rec = await run(lambda: assemble(load_resources(
+            svc, person, ("Patient", "DiagnosticReport", "Observation", "Organization"))))
+        only = request.query_params.get("abnormal") == "1"
+        trend_code = request.query_params.get("trend")
+        trend = None
+        chart = None
+        if trend_code:
+            points = sorted({r.id: (r, rep) for rep in rec.labs for r in rep.results
+                             if r.code == trend_code}.values(), key=lambda x: x[0].when)
+            if points:
+                trend = points
+                chart = _trend_chart(points)
+        reports = [LabReport(r.id, r.name, r.when, r.institution, [x for x in r.results if x.flag])
+                   for r in rec.labs] if only else rec.labs
+        reports = [r for r in reports if r.results]
+        return await run(lambda: render(request, "resident/labs.html", access, person, svc, reports=reports,
+                                        only=only, trend=trend, chart=chart, tab="labs"))
+
+    # ------------------------------------------------------------ consents
+    @app.get("/resident/consents", response_class=HTMLResponse)
+    async def consents(request: Request) -> Response:
+        access, person = me(request)
+        svc = service(request)
+        org_id = request.query_params.get("org") or ""
+
+        def load() -> dict[str, Any]:
+            cons = _search(svc, "Consent", [("patient", f"Patient/{person}"), ("_count", "200")])
+            orgs = organizations(svc)
+            doctors: list[tuple[str, str]] = []
+            org_name = ""
+            if org_id:
+                check_id(org_id)
+                org_name = next((str(o.get("name")) for o in orgs if o.get("id") == org_id), "")
+                if not org_name:
+                    raise InvalidRequest("HT-0041", "no such hospital or clinic")
+                roles = _search(svc, "PractitionerRole", [("organization", f"Organization/{org_id}"),
+                                                          ("_count", "1000")])
+                seen: set[str] = set()
+                for r in roles:
+                    pref = _ref(r.get("practitioner"))
+                    if not pref.startswith("Practitioner/") or pref in seen:
+                        continue
+                    seen.add(pref)
+                    spec = _text((r.get("specialty") or [None])[0])
+                    title = _text((r.get("code") or [None])[0])
+                    name = str((r.get("practitioner") or {}).get("display") or pref)
+                    doctors.append((pref.split("/")[1], " · ".join(x for x in (name, spec, title) if x)))
+                doctors.sort(key=lambda d: d[1])
+            today = datetime.now(BEIJING).date().isoformat()
+            return {"rows": consent_rows(cons, today), "orgs": [(o["id"], o.get("name", "")) for o in orgs],
+                    "org_id": org_id, "org_name": org_name, "doctors": doctors}
+
+        data = await run(load)
+        return await run(lambda: render(
+            request, "resident/consents.html", access, person, svc, categories=CATEGORIES, default_days=DEFAULT_DAYS,
+            done=request.query_params.get("done"), tab="consents", **data))
+
+    @app.post("/resident/consents")
+    async def grant(request: Request) -> Response:
+        access, person = me(request)
+        form = await form_of(request)
+        svc = service(request)
+        kind = form.get("kind", "permit")
+        if kind not in ("permit", "deny"):
+            raise InvalidRequest("HT-0041", "choose allow or refuse")
+        org_id = form.get("org", "")
+        doctor = form.get("doctor", "")
+        days = _int(form.get("days"), DEFAULT_DAYS)
+        if not 1 <= days <= MAX_DAYS:
+            raise InvalidRequest("HT-0041", f"the number of days must be between 1 and {MAX_DAYS}")
+        cats = [c for c in CATEGORIES if form.get(f"cat_{c}") == "on"]
+        if kind == "deny" and (doctor or cats):
+            raise InvalidRequest("HT-0041", "a refusal is for a whole hospital or clinic, without categories")
+
+        def go() -> None:
+            check_id(org_id)
+            org = orjson.loads(svc.read("Organization", org_id).body or b"{}")
+            actor, name = f"Organization/{org_id}", str(org.get("name") or org_id)
+            if doctor:
+                check_id(doctor)
+                roles = _search(svc, "PractitionerRole", [("organization", f"Organization/{org_id}"),
+                                                          ("practitioner", f"Practitioner/{doctor}")])
+                if not roles:
+                    raise InvalidRequest("HT-0041", "this doctor does not work at the chosen hospital")
+                pname = str((roles[0].get("practitioner") or {}).get("display") or doctor)
+                actor, name = f"Practitioner/{doctor}", f"{pname}（{name}）"
+            today = datetime.now(BEIJING).date()
+            c = new_consent(person, kind, actor, name, today.isoformat(),
+                            (today + timedelta(days=days)).isoformat(), cats)
+            svc.create("Consent", orjson.dumps(c), {})
+
+        await run(go)
+        return RedirectResponse(_back(request, access, person, "/resident/consents", "done=granted"), status_code=303)
+
+    @app.post("/resident/consents/{consent_id}/revoke")
+    async def revoke(consent_id: str, request: Request) -> Response:
+        access, person = me(request)
+        await form_of(request)
+        svc = service(request)
+
+        def go() -> None:
+            check_id(consent_id)
+            c = orjson.loads(svc.read("Consent", consent_id).body or b"{}")
+            if _ref(c.get("patient")) not in {f"Patient/{p}" for p in access.patients_of(person)}:
+                raise Forbidden("HT-0103", "this permission is about someone else's record")
+            c["status"] = "inactive"
+            c.pop("meta", None)
+            svc.update("Consent", consent_id, orjson.dumps(c), {})
+
+        await run(go)
+        return RedirectResponse(_back(request, access, person, "/resident/consents", "done=revoked"), status_code=303)
+
+    # ------------------------------------------------------------ delegates
+    @app.get("/resident/delegates", response_class=HTMLResponse)
+    async def delegates(request: Request) -> Response:
+        access, person = me(request)
+        svc = service(request)
+        accounts = app.state.authenticator.tokens.accounts
+
+        def load() -> dict[str, Any]:
+            now = int(datetime.now(UTC).timestamp() * 1000)
+            for_me = delegates_for(accounts.list_accounts(Role.DELEGATE), person, now) \
+                if access.role is Role.RESIDENT else []
+            i_act: list[DelegateRow] = []
+            if access.role is Role.DELEGATE:
+                mine = accounts.get(access.principal.account_id)
+                names = names_of(svc, access.principal.persons)
+                for d in mine.delegations if mine else ():
+                    if d.person_id in access.principal.persons:
+                        i_act.append(DelegateRow(names.get(d.person_id, "—"), d.relationship, _until(d.expires),
+                                                 d.person_id))
+            return {"for_me": for_me, "i_act": i_act}
+
+        data = await run(load)
+        return await run(lambda: render(request, "resident/delegates.html", access, person, svc, tab="delegates",
+                                        **data))
+
+    # ------------------------------------------------------------ access log
+    @app.get("/resident/access-log", response_class=HTMLResponse)
+    async def access_log(request: Request) -> Response:
+        access, person = me(request)
+        svc = service(request)
+        audit: AuditLog = app.state.audit
+        after = request.query_params.get("after")
+        after_seq = _int(after, 0) or None
+        include_mine = request.query_params.get("mine") == "1"
+
+        def load() -> dict[str, Any]:
+            entries: list[AccessEntry] = []
+            cursor = after_seq
+            # Own and family looks are skipped unless asked for: scan further pages until one is full.
+            for _ in range(20):
+                batch = audit.access_log([person], limit=LOG_PAGE * 4, after_seq=cursor)
+                if not batch:
+                    cursor = None
+                    break
+                for e in batch:
+                    cursor = e.seq
+                    if not include_mine and (e.relation in ("self", "delegate")
+                                             or e.role in (Role.RESIDENT, Role.DELEGATE)):
+                        continue
+                    if e.purpose == "directory":
+                        continue
+                    entries.append(e)
+                    if len(entries) == LOG_PAGE:
+                        break
+                if len(entries) == LOG_PAGE:
+                    break
+                if len(batch) < LOG_PAGE * 4:
+                    cursor = None
+                    break
+            orgs = {}
+            for o in organizations(svc):
+                for i in o.get("identifier") or []:
+                    if isinstance(i, dict) and i.get("value"):
+                        orgs[str(i["value"])] = str(o.get("name") or "")
+            more = cursor is not None and len(entries) == LOG_PAGE
+            return {"entries": [(e, _ms_local(e.time_ms), orgs.get(e.organization or "", e.organization or ""))
+                                for e in entries], "next_after": cursor if more else None}
+
+        data = await run(load)
+        return await run(lambda: render(request, "resident/access_log.html", access, person, svc, tab="log",
+                                        include_mine=include_mine, after=after_seq, **data))
+
+    # ------------------------------------------------------------ corrections
+    @app.get("/resident/corrections", response_class=HTMLResponse)
+    async def corrections(request: Request) -> Response:
+        access, person = me(request)
+        svc = service(request)
+
+        def load() -> dict[str, Any]:
+            rec = assemble(load_resources(svc, person))
+            rows: list[CorrectionRow] = []
+            unavailable = None
+            try:
+                tasks = _search(svc, "Task", [("patient", f"Patient/{person}"),
+                                              ("code", f"{TASK_SYSTEM}|{CORRECTION}"), ("_count", "200")])
+                rows = correction_rows(tasks, rec.org_names)
+            except HutongError as e:
+                unavailable = e.message
+            return {"items": rec.items(), "rows": rows, "unavailable": unavailable}
+
+        data = await run(load)
+        return await run(lambda: render(request, "resident/corrections.html", access, person, svc, tab="corrections",
+                                        done=request.query_params.get("done"), **data))
+
+    @app.post("/resident/corrections")
+    async def correct(request: Request) -> Response:
+        access, person = me(request)
+        form = await form_of(request)
+        svc = service(request)
+        item = form.get("item", "")
+        text = form.get("text", "").strip()
+        if not text or len(text) > 2000:
+            raise InvalidRequest("HT-0041", "describe what is wrong (up to 2000 characters)")
+        kind, _, rid = item.partition("/")
+        if kind not in CORRECTABLE or not rid:
+            raise InvalidRequest("HT-0041", "choose the item to correct")
+
+        def go() -> None:
+            check_id(rid)
+            # Read through the policy: the item must be in the record this caller may see.
+            res = orjson.loads(svc.read(kind, rid).body or b"{}")
+            subject = next((_ref(res.get(k)) for k in ("subject", "patient") if _ref(res.get(k))), "")
+            if not subject.startswith("Patient/") or access.person_of(subject.split("/")[1]) != person:
+                raise Forbidden("HT-0103", "this item is not in your record")
+            src = orjson.loads(svc.read("Patient", subject.split("/")[1]).body or b"{}")
+            owner = _ref(src.get("managingOrganization"))
+            if not owner.startswith("Organization/"):
+                raise InvalidRequest("HT-0041", "the institution holding this item is not known")
+            org = orjson.loads(svc.read("Organization", owner.split("/")[1]).body or b"{}")
+            label = _text(res.get("code") or res.get("medicationCodeableConcept") or res.get("vaccineCode")
+                          or res.get("serviceType") or (res.get("type") or [None])[0])
+            label = f"{i18n.MESSAGES['type.' + kind][0]} · {label} · {_day(_when(res))}".strip(" ·")
+            task = correction_task(person, f"{kind}/{rid}", label, owner, str(org.get("name") or ""), text)
+            svc.create("Task", orjson.dumps(task), {})
+
+        await run(go)
+        return RedirectResponse(_back(request, access, person, "/resident/corrections", "done=sent"),
+                                status_code=303)
+
+
+def _int(v: str | None, default: int) -> int:
+    try:
+        return int(v) if v is not None and v.strip() else default
+    except ValueError:
+        return default
+
+
+def _back(request: Request, access: Access, person: str, path: str, extra: str) -> str:
+    q = [extra]
+    if access.role is Role.DELEGATE:
+        q.append(f"person={person}")
+    return path + "?" + "&".join(q)
+
+
+def _trend_chart(points: list[tuple[LabResult, LabReport]]) -> dict[str, Any]:
+    """A Chart.js line chart (Chart.js 4 config) of one test over time, with the
+    reference range as two dashed lines."""
+    labels = [p[0].when[:10] for p in points]
+    values = [p[0].number for p in points]
+    datasets: list[dict[str, Any]] = [{"label": points[-1][0].name + (f" ({points[-1][0].unit})"
+                                                                      if points[-1][0].unit else ""),
+                                       "data": values, "borderColor": "#0b5cad", "backgroundColor": "#0b5cad",
+                                       "pointStyle": "circle", "pointRadius": 4, "tension": 0}]
+    lo, hi = points[-1][0].low, points[-1][0].high
+    for bound, label in ((hi, "上限 / upper"), (lo, "下限 / lower")):
+        if bound is not None:
+            datasets.append({"label": label, "data": [bound] * len(points), "borderColor": "#8a4b00",
+                             "borderDash": [6, 4], "pointRadius": 0, "fill": False})
+    return {"type": "line", "data": {"labels": labels, "datasets": datasets},
+            "options": {"responsive": True, "maintainAspectRatio": False, "animation": False,
+                        "plugins": {"legend": {"position": "bottom"}}}}
