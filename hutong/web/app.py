@@ -48,6 +48,7 @@ from hutong.security.sms import OutboxGateway
 from hutong.store.sql import SqlRepository
 from hutong.web import access_ops, audit_routes, auth_routes, gate, sharing_routes
 from hutong.web.access_ops import find_person
+from hutong.web.ui import console as console_portal
 from hutong.web.ui import pages as ui_pages
 from hutong.web.ui import resident as resident_portal
 from hutong.web.ui import session as ui_session
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
     # The portals (issue 7): pages over the same services, policy and audit.
     ui = ui_pages.register(app, app.state.auth_service)
     app.state.pages = ui
+    console_portal.register(app, ui, repository)
     resident_portal.register(app, ui, repository)
     # Primary-key reads (tens of microseconds on SQLite, one local round trip on
     # PostgreSQL) run on the event loop: measured 3.1k vs 1.7k req/s (SQLite)
