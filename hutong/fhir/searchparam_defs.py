@@ -41,7 +41,7 @@ DEFINED_TYPES: tuple[str, ...] = (
     "Patient", "Practitioner", "PractitionerRole", "Organization", "Location", "Encounter",
     "Condition", "Observation", "DiagnosticReport", "MedicationRequest", "AllergyIntolerance",
     "Immunization", "Procedure", "DocumentReference", "ServiceRequest", "ImagingStudy", "Consent",
-    "AuditEvent", "Device", "Binary",
+    "AuditEvent", "Device", "Task", "Binary",
 )
 
 DEFINITIONS: tuple[SP, ...] = (
@@ -515,6 +515,22 @@ DEFINITIONS: tuple[SP, ...] = (
     SP("Device", "udi-carrier", "string", ("udiCarrier.carrierHRF",)),
     SP("Device", "udi-di", "string", ("udiCarrier.deviceIdentifier",)),
     SP("Device", "url", "uri", ("url",)),
+    # Task: 12 (residents' correction requests, 纠偏权: hutong.web.ui.resident)
+    SP("Task", "authored-on", "date", ("authoredOn",)),
+    SP("Task", "business-status", "token", ("businessStatus",)),
+    SP("Task", "code", "token", ("code",)),
+    SP("Task", "focus", "reference", ("focus",), ()),
+    SP("Task", "identifier", "token", ("identifier",)),
+    SP("Task", "intent", "token", ("intent",)),
+    SP("Task", "modified", "date", ("lastModified",)),
+    SP("Task", "owner", "reference", ("owner",),
+       ("Practitioner", "Organization", "CareTeam", "HealthcareService", "Patient", "Device", "PractitionerRole",
+        "RelatedPerson")),
+    SP("Task", "patient", "reference", ("for",), ("Patient",)),
+    SP("Task", "requester", "reference", ("requester",),
+       ("Practitioner", "Organization", "Device", "Patient", "PractitionerRole", "RelatedPerson")),
+    SP("Task", "status", "token", ("status",)),
+    SP("Task", "subject", "reference", ("for",), ()),
 
 )
 
@@ -541,4 +557,7 @@ PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
     "Observation": ("subject", "performer"),
     "Procedure": ("patient", "performer"),
     "ServiceRequest": ("subject", "performer"),
+    # Our extension, like Device: a resident's correction request (Task.for) is
+    # part of their record (R4's definition leaves Task out).
+    "Task": ("patient",),
 }

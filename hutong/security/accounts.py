@@ -156,9 +156,9 @@ RELATIONSHIPS = ("family", "guardian")
 DEFAULT_SCOPES: dict[Role, str] = {
     Role.INSTITUTION: "system/*.cruds",
     Role.PLATFORM: "system/*.cruds",
-    Role.CLINICIAN: "user/*.rs user/Consent.cruds user/ServiceRequest.cruds",
-    Role.RESIDENT: "patient/*.rs patient/Consent.cruds",
-    Role.DELEGATE: "patient/*.rs patient/Consent.cruds",
+    Role.CLINICIAN: "user/*.rs user/Consent.cruds user/ServiceRequest.cruds user/Task.u",
+    Role.RESIDENT: "patient/*.rs patient/Consent.cruds patient/Task.cru",  # Task: correction requests
+    Role.DELEGATE: "patient/*.rs patient/Consent.cruds patient/Task.cru",
     Role.COMMISSION: "user/*.rs",
     Role.AUDITOR: "user/AuditEvent.rs",
     Role.OPERATOR: "",

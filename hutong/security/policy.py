@@ -64,6 +64,9 @@ DIRECTORY_TYPES = frozenset({
 INSTITUTION_DIRECTORY = frozenset({"PractitionerRole", "Location", "HealthcareService", "Endpoint", "Practitioner"})
 PERSON_ROLES = (Role.RESIDENT, Role.DELEGATE)
 ORG_ROLES = (Role.INSTITUTION, Role.CLINICIAN)
+# Residents' correction requests (纠偏权, PIPL Art. 46): a Task they may create
+# about their own record, which the owner institution answers.
+CORRECTION = ("https://fhir.hutong.dev/CodeSystem/task", "correction-request")
 # Search parameters whose value names the patient a search is about.
 PATIENT_PARAMS = frozenset({"patient", "subject", "beneficiary", "_id", "link", "individual"})
 
@@ -315,6 +318,8 @@ class Access:
             self.persons.add(person)
             self.purposes.add(b.purpose)
             out.append(Grant(patients=tuple(self.patients_of(person)), hide_labels=b.hide))
+        if type == "Task" and org:
+            out.append(Grant(owner_org=org))  # correction requests addressed to this institution
         if type == "Patient" and any(k.split(":")[0] == "identifier" for k, _ in items):
             # Finding a resident by ID number / card number: the golden record is the
             # region's index card (demographics only; the record itself needs a basis).
@@ -358,6 +363,9 @@ class Access:
             return list(rows)
         clinical = [s for s in rows if s.type not in DIRECTORY_TYPES]
         comps = self.compartments([s.pk for s in clinical]) if clinical else {}
+        for s in clinical:
+            if s.type == "Binary" and not comps.get(s.pk):
+                comps[s.pk] = _security_context(_body(s))
         out = []
         for s in rows:
             if s.type in DIRECTORY_TYPES:
@@ -386,9 +394,11 @@ class Access:
             return Forbidden("HT-0103", "you may only see your own record (or the records of those you act for)")
         if self.role not in ORG_ROLES:
             return Forbidden("HT-0104", f"a {self.role.value} account does not read residents' records")
+        org = self.principal.organization_id
+        if s.type == "Task" and org and _owner(s) == f"Organization/{org}":
+            return OWN_INSTITUTION
         if not patients:
             return Forbidden("HT-0102", f"{s.type}/{s.id} belongs to no patient record you may see")
-        org = self.principal.organization_id
         refusal: Forbidden | None = None
         for p in sorted(patients):
             if org and self.managing_org(p) == org:
@@ -481,9 +491,16 @@ class Access:
             return False
         if type in DIRECTORY_TYPES:
             return self._check_directory_write(type, resource, current)
+        if type == "Binary":
+            # A Binary belongs to the patient its securityContext names (the CDA
+            # documents of hutong.ingest.cda), for writes as for reads.
+            patients = patients or _security_context(resource) | _security_context(_body(current))
         if self.role in PERSON_ROLES:
-            if type != "Consent":
-                raise Forbidden("HT-0104", "residents and delegates write only Consents about themselves")
+            if type == "Task" and resource is not None and not _is_correction(resource):
+                raise Forbidden("HT-0104", "residents and delegates write only Consents and correction requests")
+            if type not in ("Consent", "Task"):
+                raise Forbidden("HT-0104", "residents and delegates write only Consents and correction requests "
+                                           "about themselves")
             mine = set(self.my_patients())
             before = self._stored_patients(w, current)
             if not patients or not patients <= mine or not before <= mine:
@@ -494,6 +511,18 @@ class Access:
             raise Forbidden("HT-0104", f"a {self.role.value} account does not write residents' records")
         org = self.principal.organization_id
         stamped = False
+        if type == "Task" and _owner_of(resource, current) == f"Organization/{org}":
+            # The institution a correction request is addressed to answers it; it
+            # may not readdress it or move it to another resident.
+            if current is None or current.deleted:
+                raise Forbidden("HT-0102", "correction requests are made by residents; institutions answer them")
+            if resource is not None:
+                earlier = _body(current) or {}
+                if resource.get("for") != earlier.get("for") or resource.get("owner") != earlier.get("owner"):
+                    raise Forbidden("HT-0102", "an answer may not change whose request it is or whom it is to")
+            if resource is not None and not _is_correction(resource):
+                raise Forbidden("HT-0102", "only correction requests are answered this way")
+            return False
         if type == "Patient" and resource is not None:
             ref = consent_rules.ref_key(((resource.get("managingOrganization") or {}).get("reference")) or "")
             if not ref:
@@ -580,3 +609,26 @@ def _labels(s: Stored) -> set[str]:
     meta = orjson.loads(s.body).get("meta") or {}
     return {c["code"].upper() for c in meta.get("security") or []
             if isinstance(c, dict) and isinstance(c.get("code"), str)}
+
+
+def _owner(s: Stored) -> str | None:
+    return _owner_of(None, s)
+
+
+def _owner_of(resource: dict[str, Any] | None, current: Stored | None) -> str | None:
+    for res in (resource, _body(current)):
+        if res is not None:
+            ref = ((res.get("owner") or {}).get("reference")) if isinstance(res.get("owner"), dict) else None
+            return consent_rules.ref_key(ref) if isinstance(ref, str) else None
+    return None
+
+
+def _is_correction(resource: dict[str, Any]) -> bool:
+    codings = ((resource.get("code") or {}).get("coding")) or []
+    return any(isinstance(c, dict) and (c.get("system"), c.get("code")) == CORRECTION for c in codings)
+
+
+def _security_context(resource: dict[str, Any] | None) -> set[str]:
+    ref = (((resource or {}).get("securityContext") or {}).get("reference")) or ""
+    key = consent_rules.ref_key(ref) if isinstance(ref, str) else ""
+    return {key.split("/", 1)[1]} if key.startswith("Patient/") else set()

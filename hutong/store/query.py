@@ -120,6 +120,7 @@ class Grant:
     managed_by: str | None = None
     golden: bool = False
     hide_labels: tuple[str, ...] = ()
+    owner_org: str | None = None  # Task rows whose owner is this Organization id (correction requests to answer)
 
 
 @dataclass(frozen=True, slots=True)

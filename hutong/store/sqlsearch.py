@@ -293,6 +293,10 @@ class Compiler:
                 args += [self.param_id("Patient", "organization"), g.managed_by]
             if g.golden and type == "Patient":
                 conds.append(f"{alias}.fhir_id LIKE 'mpi-%'")
+            if g.owner_org is not None and type == "Task":
+                conds.append(f"EXISTS (SELECT 1 FROM idx_reference o WHERE o.res_pk = {alias}.pk AND o.param_id = ? "
+                             "AND o.target_type = 'Organization' AND o.target_id = ?)")
+                args += [self.param_id("Task", "owner"), g.owner_org]
             if not conds:
                 continue
             term = "(" + " OR ".join(conds) + ")"

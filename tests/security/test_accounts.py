@@ -114,7 +114,7 @@ def test_creation_rules(accounts: Accounts) -> None:
                                    organization_id="org-1", practitioner_id="pr-1", practitioner_role_id="prr-1")
     passwords.check_policy(pw, accounts.settings)
     assert uri.startswith("otpauth://totp/") and a.has_totp and a.has_password
-    assert a.scopes == "user/*.rs user/Consent.cruds user/ServiceRequest.cruds"
+    assert a.scopes == "user/*.rs user/Consent.cruds user/ServiceRequest.cruds user/Task.u"
     fails("HT-0135", accounts.add_user, "dr.zhang", role=Role.AUDITOR, name="dup", password=PW)
 
 

@@ -364,8 +364,8 @@ def test_resident_sign_in_with_sms_code(auth: Auth) -> None:
     r = auth.http.post("/auth/otp/verify", json={"id_number": ID_NUMBER, "code": code})
     assert r.status_code == 200, r.text
     p = auth.bearer(r.json()["access_token"])
-    assert p.role == Role.RESIDENT and p.persons == ("mpi-r1",) and p.scopes == ("patient/*.rs",
-                                                                                  "patient/Consent.cruds")
+    assert p.role == Role.RESIDENT and p.persons == ("mpi-r1",) and p.scopes == (
+        "patient/*.rs", "patient/Consent.cruds", "patient/Task.cru")
     again = auth.http.post("/auth/otp/verify", json={"id_number": ID_NUMBER, "code": code})
     assert again.status_code == 401                                          # a code works once
     # The ID number is nowhere: not in audit records, not in the account tables.

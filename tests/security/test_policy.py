@@ -253,3 +253,56 @@ def test_every_refusal_is_audited(region: Region) -> None:
     assert len(after) == before + 3
     codes = sorted(e.code for e in after[:3])
     assert codes[0] == "HT-0100" and "HT-0103" in codes
+
+
+# ---------------------------------------------------------------- correction requests and documents
+def correction(person: str, item: str, owner: str) -> dict[str, Any]:
+    return {"resourceType": "Task", "status": "requested", "intent": "order",
+            "code": {"coding": [{"system": "https://fhir.hutong.dev/CodeSystem/task", "code": "correction-request"}]},
+            "for": {"reference": f"Patient/{person}"}, "focus": {"reference": item},
+            "owner": {"reference": f"Organization/{owner}"}, "description": "血糖结果不是我的"}
+
+
+def test_correction_request_is_answered_by_the_institution_it_is_addressed_to(region: Region) -> None:
+    ids = region.ids
+    with region.client("R", "patient/*.rs patient/Task.cru") as r:
+        made = r.post("/Task", json=correction(ids["R"], f"Observation/{ids['obsB']}", ids["orgB"]))
+        assert made.status_code == 201, made.text
+        task = made.json()
+        refused(r.post("/Task", json={**correction(ids["R"], "Observation/x", ids["orgB"]), "code": {"text": "x"}}),
+                403, "HT-0104")
+        refused(r.post("/Task", json=correction(ids["S"], f"Observation/{ids['obsS']}", ids["orgB"])), 403,
+                "HT-0103")
+    with region.client("S") as s:
+        assert ids_of(s.get("/Task").json()) == set()
+    with region.client("sysA") as a:
+        assert ids_of(a.get("/Task").json()) == set()
+        refused(a.put(f"/Task/{task['id']}", json={**task, "status": "rejected"}), 403, "HT-0102")
+        refused(a.post("/Task", json=correction(ids["R"], f"Observation/{ids['obsA']}", ids["orgA"])), 403,
+                "HT-0102")
+    with region.client("sysB") as b:
+        assert ids_of(b.get("/Task").json()) == {task["id"]}
+        answered = {**task, "status": "completed", "note": [{"text": "已核实并更正"}]}
+        assert b.put(f"/Task/{task['id']}", json=answered).status_code == 200
+        refused(b.put(f"/Task/{task['id']}", json={**answered, "for": {"reference": f"Patient/{ids['S']}"}}),
+                403, "HT-0102")
+    with region.client("R") as r:
+        got = r.get(f"/Task/{task['id']}").json()
+        assert got["status"] == "completed" and got["note"][0]["text"] == "已核实并更正"
+
+
+def test_a_document_binary_follows_its_security_context(region: Region) -> None:
+    ids = region.ids
+    doc = {"resourceType": "Binary", "contentType": "application/hl7-cda+xml", "data": "PENsaW5pY2FsRG9jdW1lbnQvPg==",
+           "securityContext": {"reference": f"Patient/{ids['pA']}"}}
+    with region.client("sysB") as b:
+        refused(b.post("/Binary", json=doc), 403, "HT-0102")
+    with region.client("sysA") as a:
+        made = a.post("/Binary", json=doc)
+        assert made.status_code == 201, made.text
+    with region.client("R") as r:
+        assert r.get(f"/Binary/{made.json()['id']}").status_code == 200
+    with region.client("S") as s:
+        refused(s.get(f"/Binary/{made.json()['id']}"), 403, "HT-0103")
+    with region.client("docB") as d:
+        refused(d.get(f"/Binary/{made.json()['id']}"), 403, "HT-0103")
