@@ -14,11 +14,18 @@ from conftest import UiRegion, shot, sign_in_resident
 from playwright.sync_api import Dialog, Page, expect
 
 
+def _used(ui: UiRegion) -> set[str]:
+    """Persons other tests took (one account per person, and SMS codes are rate
+    limited per account); the first person is test_signin's."""
+    used: set[str] = ui.cache.setdefault("used", {ui.persons(min_institutions=1)[0]["id"]})
+    return used
+
+
 def _person_and_stranger_institution(ui: UiRegion) -> tuple[dict[str, Any], str]:
     """A person seen at two or more institutions, and an institution that holds
     none of their records (so no treatment relationship there)."""
     orgs = [o["id"] for o in ui.search("Organization", [("_count", "1000")])]
-    used = ui.cache.setdefault("used", set())
+    used = _used(ui)
     for person in ui.persons(min_institutions=2):
         if person["id"] in used or ui.accounts.by_person(person["id"]) is not None:
             continue

@@ -23,9 +23,16 @@ from hutong.web.ui.resident import lab_flag
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
 
 
+def _used(ui: UiRegion) -> set[str]:
+    """Persons other tests took (one account per person, and SMS codes are rate
+    limited per account); the first person is test_signin's."""
+    used: set[str] = ui.cache.setdefault("used", {ui.persons(min_institutions=1)[0]["id"]})
+    return used
+
+
 def _fresh(ui: UiRegion, people: list[dict[str, Any]]) -> dict[str, Any]:
     """A person no test has given an account yet (one account per golden person)."""
-    used = ui.cache.setdefault("used", set())
+    used = _used(ui)
     for p in people:
         if p["id"] not in used and ui.accounts.by_person(p["id"]) is None:
             used.add(p["id"])
@@ -40,7 +47,7 @@ def _person_with_high_lab(ui: UiRegion) -> tuple[dict[str, Any], dict[str, Any]]
     for p in people:
         for ln in p.get("link", []):
             source_to_person[ln["other"]["reference"].split("/")[1]] = p
-    used = ui.cache.setdefault("used", set())
+    used = _used(ui)
     for obs in ui.search("Observation", [("category", LAB), ("_count", "1000")]):
         p = source_to_person.get(obs["subject"]["reference"].split("/")[1])
         if p is None or p["id"] in used or ui.accounts.by_person(p["id"]) is not None:
@@ -228,3 +235,16 @@ def test_delegate_sees_the_record_of_the_person_they_act_for(ui: UiRegion, new_p
     expect(page2.locator("main table")).to_contain_text("王小明")
     expect(page2.locator("main table")).to_contain_text("家人")
     shot(page2, "resident-delegates-phone")
+
+
+def test_every_resident_portal_text_has_english() -> None:
+    from hutong.web.ui import i18n
+
+    prefixes = ("res.", "labs.", "con.", "del.", "log.", "cor.", "purpose.", "action.", "type.")
+    mine = {k: v for k, v in i18n.MESSAGES.items() if k.startswith(prefixes)}
+    assert len(mine) > 100
+    missing = [k for k, (zh, en) in mine.items() if not zh or not en]
+    assert not missing
+    # English texts are English: no Chinese characters left in them
+    untranslated = [k for k, (_zh, en) in mine.items() if any("\u4e00" <= ch <= "\u9fff" for ch in en)]
+    assert not untranslated
