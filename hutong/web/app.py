@@ -48,6 +48,7 @@ from hutong.security.sms import OutboxGateway
 from hutong.store.sql import SqlRepository
 from hutong.web import access_ops, audit_routes, auth_routes, gate, sharing_routes
 from hutong.web.access_ops import find_person
+from hutong.web.ui import clinician as clinician_portal
 from hutong.web.ui import console as console_portal
 from hutong.web.ui import pages as ui_pages
 from hutong.web.ui import resident as resident_portal
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
     # The portals (issue 7): pages over the same services, policy and audit.
     ui = ui_pages.register(app, app.state.auth_service)
     app.state.pages = ui
+    clinician_portal.register(app, ui, repository)
     console_portal.register(app, ui, repository)
     resident_portal.register(app, ui, repository)
     # Primary-key reads (tens of microseconds on SQLite, one local round trip on
