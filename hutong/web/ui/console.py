@@ -150,6 +150,10 @@ i18n.add({
     "con.field.address": ("地址", "Address"),
     "con.field.health_card": ("健康卡号", "Health card"),
     "con.field.passport": ("护照号", "Passport"),
+    "con.sex.male": ("男", "male"),
+    "con.sex.female": ("女", "female"),
+    "con.sex.other": ("其他", "other"),
+    "con.sex.unknown": ("未知", "unknown"),
     "con.level.exact": ("一致", "same"),
     "con.level.pinyin": ("同音", "same pinyin"),
     "con.level.similar": ("相似", "similar"),
@@ -432,6 +436,12 @@ def _int_param(v: str | None, name: str) -> int | None:
     return int(v)
 
 
+def _done(request: Request, allowed: tuple[str, ...]) -> str | None:
+    """The outcome notice a redirect asked for (known words only)."""
+    v = request.query_params.get("done")
+    return v if v in allowed else None
+
+
 def is_claim(e: AuditEntry) -> bool:
     """The break-glass claim itself (with its written reason), not a later read under it."""
     return "$break-glass" in e.interaction or (e.action == "break-glass")
@@ -543,8 +553,8 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
             return items, names
 
         items, _names = await run_in_threadpool(load)
-        return render(request, "console/identity.html", items=items, status=status, page=PAGE,
-                      done=request.query_params.get("done"), beijing=beijing)
+        return render(request, "console/identity.html", items=items, queue=status, page=PAGE,
+                      done=_done(request, ("linked", "rejected", "unlinked")), beijing=beijing)
 
     def _open_item(svc: FhirService, review_id: int) -> dict[str, Any]:
         """The open review item ``review_id`` (HT-0056 when there is none, HT-0058 when decided)."""
@@ -670,7 +680,7 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
                                                         + [("after", str(last))])
         return render(request, "console/break_glass.html", items=items, show=show, every=every, older=older,
                       may_review=access.role in AUDIT_ROLES, verdicts=VERDICTS, beijing=beijing,
-                      is_claim=is_claim, done=q.get("done"))
+                      is_claim=is_claim, done=_done(request, ("1",)))
 
     @app.post("/console/break-glass/{seq}/review")
     async def break_glass_review(seq: int, request: Request) -> Response:
@@ -697,7 +707,8 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
         return pages.render(request, "console/users.html", status=status, nav=nav(access), users=users,
                             role=role, roles=["staff", *[str(r) for r in Role if r != Role.PLATFORM]],
                             user_roles=user_roles(), may_manage=access.role in USERS_MANAGE_ROLES,
-                            now=access.clock(), created=created, done=request.query_params.get("done"),
+                            now=access.clock(), created=created,
+                            done=_done(request, ("disabled", "enabled", "unlocked")),
                             beijing=beijing, me=access.principal.account_id)
 
     @app.get("/console/users")
@@ -763,6 +774,8 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
             if not active and a.id == access.principal.account_id:
                 raise Forbidden("HT-0104", "you may not disable your own account")
             accounts().set_status(a.id, active)
+            # This process refuses the account's tokens at once (others within the 2 s cache).
+            app.state.authenticator.tokens.invalidate()
             changed(access, a.id, "enabled" if active else "disabled")
 
         await run_in_threadpool(go)
