@@ -29,11 +29,10 @@ audited by the gate like any other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from fastapi import FastAPI, Request
@@ -50,6 +49,7 @@ from hutong.security.principal import Role
 from hutong.store.sql import SqlRepository
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
+from hutong.web.ui.record import everything_rows
 
 T = TypeVar("T")
 
@@ -540,25 +540,11 @@ def assemble(resources: list[dict[str, Any]]) -> Record:
     return rec
 
 
-def load_resources(svc: FhirService, person: str, types: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """Every row of ``Patient/{person}/$everything`` the caller may see (all pages)."""
-    base: list[tuple[str, str]] = [("_count", "1000")]
-    if types:
-        base.append(("_type", ",".join(types)))
-    items = list(base)
-    out: list[dict[str, Any]] = []
-    for _ in range(1000):  # a guard, not a limit: 1,000 pages of 1,000 rows
-        resp = svc.everything(person, items)
-        bundle = orjson.loads(resp.body or b"{}")
-        out += [e["resource"] for e in bundle.get("entry") or [] if isinstance(e.get("resource"), dict)]
-        nxt = next((ln.get("url") for ln in bundle.get("link") or [] if ln.get("relation") == "next"), None)
-        if not nxt:
-            break
-        cursor = parse_qs(urlsplit(nxt).query).get("_cursor")
-        if not cursor:
-            break
-        items = [*base, ("_cursor", cursor[0])]
-    return out
+def load_resources(svc: FhirService, person: str) -> list[dict[str, Any]]:
+    """Every row of ``Patient/{person}/$everything`` the caller may see (all
+    pages), read the same way as the clinician workspace's record
+    (hutong.web.ui.record.everything_rows)."""
+    return everything_rows(svc, person)[0]
 
 
 def _search(svc: FhirService, type: str, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -762,8 +748,7 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
     async def labs(request: Request) -> Response:
         access, person = me(request)
         svc = service(request)
-        rec = await run(lambda: assemble(load_resources(
-            svc, person, ("Patient", "DiagnosticReport", "Observation", "Organization"))))
+        rec = await run(lambda: assemble(load_resources(svc, person)))
         only = request.query_params.get("abnormal") == "1"
         trend_code = request.query_params.get("trend")
         trend = None
