@@ -20,8 +20,9 @@ from hutong.fhir.service import FhirService, mpi_of
 from hutong.ingest.pipeline import Ingestor
 from hutong.mpi.idnumber import check_char
 from hutong.security.principal import Role
+from hutong.store.sql import SqlRepository
 from hutong.systems import ID_CARD, ORGANIZATION, mrn_system
-from hutong.web.ui.console import mask_id_number, mask_phone, status_of
+from hutong.web.ui.console import institution_rows, mask_id_number, mask_phone, record_counts, status_of
 
 BEIJING = timezone(timedelta(hours=8))
 HOUR_MS = 3_600_000
@@ -88,6 +89,34 @@ def test_status_thresholds_and_masks() -> None:
     assert status_of(None, now) == "down"
     assert mask_id_number("110105198602140243") == "110105********0243"
     assert mask_phone("13912345678") == "139****5678"
+
+
+def test_record_counts_are_numbers_per_institution(repo: SqlRepository) -> None:
+    """The dashboard's counts-only read, on SQLite and PostgreSQL."""
+    svc = FhirService(repo)
+    for org, code in (("org-a", "A0001"), ("org-b", "B0002")):
+        svc.update("Organization", org, orjson.dumps({"resourceType": "Organization", "id": org, "name": org,
+                                                      "identifier": [{"system": ORGANIZATION, "value": code}]}),
+                   {})
+    svc.update("Organization", "org-c", orjson.dumps({"resourceType": "Organization", "id": "org-c", "name": "org-c"}),
+               {})
+    for n, (org, obs) in enumerate((("org-a", 2), ("org-a", 0), ("org-b", 1))):
+        body = {"resourceType": "Patient", "identifier": [{"system": mrn_system(org), "value": f"M{n}"}],
+                "name": [{"text": ("甲一", "乙二", "丙三")[n]}], "birthDate": f"19{60 + 10 * n}-01-0{n + 1}",
+                "managingOrganization": {"reference": f"Organization/{org}"}}
+        pid = orjson.loads(svc.create("Patient", orjson.dumps(body), {}).body or b"{}")["id"]
+        for k in range(obs):
+            svc.create("Observation", orjson.dumps({"resourceType": "Observation", "status": "final",
+                                                    "code": {"text": f"t{k}"},
+                                                    "subject": {"reference": f"Patient/{pid}"}}), {})
+    counts = record_counts(repo)
+    assert counts["org-a"][:2] == (2, 4) and counts["org-b"][:2] == (1, 2)
+    assert counts["org-a"][2] is not None and "org-c" not in counts
+    orgs = [orjson.loads(s.body) for s in (repo.read("Organization", i) for i in ("org-a", "org-b", "org-c"))
+            if s is not None and s.body is not None]
+    rows = institution_rows(orgs, {"days": [], "last_seen": {}}, counts, int(time.time() * 1000))
+    assert [(r.id, r.patients, r.records, r.status) for r in rows] == [
+        ("org-a", 2, 4, "down"), ("org-b", 1, 2, "down"), ("org-c", 0, 0, "down")]
 
 
 # --------------------------------------------------------------------------- pages
