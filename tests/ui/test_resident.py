@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 
 from hutong.security.accounts import Delegation
 from hutong.security.principal import Role
-from hutong.systems import ID_CARD
+from hutong.systems import ID_CARD, ORGANIZATION
 from hutong.web.ui.resident import lab_flag
 
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
@@ -171,6 +171,28 @@ def test_correction_request_created_and_listed(ui: UiRegion, new_page: Callable[
     src = ui.search("Patient", [("_id", cond["subject"]["reference"].split("/")[1])])[0]
     assert task["owner"]["reference"] == src["managingOrganization"]["reference"]
     assert task["code"]["coding"][0]["code"] == "correction-request"
+
+    # The institution answers (through the API, under its own policy); the resident sees the answer.
+    owner = task["owner"]["reference"].split("/")[1]
+    org = ui.search("Organization", [("_id", owner)])[0]
+    code = next(i["value"] for i in org["identifier"] if i["system"] == ORGANIZATION)
+    his, _secret = ui.accounts.add_client("纠错测试HIS", organization=code, organization_id=owner)
+    token = ui.app.state.authenticator.tokens.issue(his, his.scopes)["access_token"]
+    with httpx.Client(base_url=ui.url + "/fhir", headers={"Authorization": f"Bearer {token}"}) as c:
+        r = c.get(f"/Task/{task['id']}")
+        assert r.status_code == 200, r.text
+        answered = {**r.json(), "status": "completed", "businessStatus": {"text": "已更正"},
+                    "output": [{"type": {"text": "答复"}, "valueString": "经核实系录入错误，已删除该诊断。"}]}
+        answered.pop("meta", None)
+        r = c.put(f"/Task/{task['id']}", content=orjson.dumps(answered),
+                  headers={"Content-Type": "application/fhir+json"})
+        assert r.status_code == 200, r.text
+    page.reload()
+    entry = page.locator(f".res-correction[data-task='{task['id']}']")
+    expect(entry).to_have_attribute("data-status", "completed")
+    expect(entry).to_contain_text("已更正")
+    expect(entry).to_contain_text("经核实系录入错误，已删除该诊断。")
+    shot(page, "resident-corrections-answered-phone")
 
 
 def test_access_log_lists_others_and_flags_break_glass(ui: UiRegion, new_page: Callable[..., Page]) -> None:

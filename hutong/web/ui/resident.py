@@ -174,8 +174,8 @@ i18n.add({
     "del.guardian": ("监护人（14 岁以下）", "Guardian (child under 14)"),
     "del.no_end": ("长期（直至撤销）", "Until ended"),
     "del.open": ("查看档案", "Open record"),
-    "del.end_note": ("如需结束代办关系，请到社区卫生服务中心或拨打 12320 办理。",
-                     "To end a delegation, visit your community health centre or call 12320."),
+    "del.end_note": ("如需结束代办关系，请联系平台服务台办理。",
+                     "To end a delegation, contact the platform's service desk."),
     # access log
     "log.title": ("谁看了我的档案", "Who looked at my record"),
     "log.help": ("每一次查看都会被记录，包括时间、医院、人员和理由。", "Every look is recorded: when, where, who and why."),
