@@ -409,7 +409,7 @@ class ClinicianPortal:
         return base64.b64decode(data, validate=True) if isinstance(data, str) else None
 
 
-def _record_context(rec: Record, tab: str, inst: str | None) -> dict[str, Any]:
+def _record_context(rec: Record, tab: str, inst: str | None, t: i18n.Translator) -> dict[str, Any]:
     ctx: dict[str, Any] = {"rec": rec, "tab": tab, "lab_days": LAB_WINDOW_DAYS, "img_days": IMAGING_WINDOW_DAYS}
     if tab == "timeline":
         visits: dict[tuple[str, str], int] = {}
@@ -427,10 +427,10 @@ def _record_context(rec: Record, tab: str, inst: str | None) -> dict[str, Any]:
                 "label": f"{s.name} ({s.unit})" if s.unit else s.name, "data": [p.number for p in s.points],
                 "borderColor": "#0b5cad", "backgroundColor": "#0b5cad", "tension": 0, "pointRadius": 3}]
             if s.high is not None:
-                datasets.append({"label": "upper", "data": [s.high] * n, "borderColor": "#a40e26",
+                datasets.append({"label": t("clin.upper"), "data": [s.high] * n, "borderColor": "#a40e26",
                                  "borderDash": [6, 4], "pointRadius": 0, "borderWidth": 1})
             if s.low is not None:
-                datasets.append({"label": "lower", "data": [s.low] * n, "borderColor": "#8a4b00",
+                datasets.append({"label": t("clin.lower"), "data": [s.low] * n, "borderColor": "#8a4b00",
                                  "borderDash": [2, 3], "pointRadius": 0, "borderWidth": 1})
             charts.append({"id": f"trend-{i}", "series": s, "config": {
                 "type": "line",
@@ -488,7 +488,9 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> ClinicianPortal
         def work() -> dict[str, Any]:
             purpose = portal.check_reason(svc, access, person, reason)
             rec = load_record(svc, person)
-            return {"person": person, "reason": purpose, **_record_context(rec, tab, request.query_params.get("inst"))}
+            t = i18n.Translator(pages.lang(request))
+            return {"person": person, "reason": purpose,
+                    **_record_context(rec, tab, request.query_params.get("inst"), t)}
 
         ctx = await run_in_threadpool(work)
         return pages.render(request, "clinician/record.html", tabs=TABS, **ctx)
