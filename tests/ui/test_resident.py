@@ -270,3 +270,15 @@ def test_every_resident_portal_text_has_english() -> None:
     # English texts are English: no Chinese characters left in them
     untranslated = [k for k, (_zh, en) in mine.items() if any("\u4e00" <= ch <= "\u9fff" for ch in en)]
     assert not untranslated
+
+
+def test_staff_may_not_use_the_resident_portal(ui: UiRegion, new_page: Callable[..., Page]) -> None:
+    from conftest import sign_in_staff
+
+    org = ui.search("Organization", [("_count", "1")])[0]["id"]
+    page = new_page()
+    sign_in_staff(page, ui.clinician(org, name="越权测试医生"))
+    for path in ("/resident", "/resident/consents", "/resident/access-log"):
+        resp = page.goto(path)
+        assert resp is not None and resp.status == 403
+        expect(page.locator("main")).to_contain_text("HT-0104")
