@@ -71,6 +71,18 @@ def expect_403(page: Page, path: str) -> None:
     expect(page.get_by_role("alert")).to_contain_text("HT-0104")
 
 
+def check_page(page: Page) -> None:
+    """Accessibility basics and complete wording: every control labelled, no
+    untranslated key shown, one h1."""
+    for el in page.locator("input:not([type=hidden]), select, textarea").all():
+        wrapped = el.evaluate("e => !!e.closest('label')")
+        ident = el.get_attribute("id")
+        assert wrapped or (ident and page.locator(f"label[for='{ident}']").count() == 1), el.evaluate(
+            "e => e.outerHTML")
+    assert not re.search(r"\b(con|role)\.[a-z_.]+\b", page.locator("main").inner_text())
+    expect(page.locator("h1")).to_have_count(1)
+
+
 def accept_dialogs(page: Page) -> None:
     def on(d: Dialog) -> None:
         d.accept()
@@ -161,6 +173,7 @@ def test_institutions_dashboard_shows_status_volumes_and_timeliness(ui: UiRegion
     # the bulk-loaded region's records are counted per institution (counts only)
     assert int(other.locator("td").nth(7).inner_text()) > 0
     assert int(other.locator("td").nth(6).inner_text()) > 0
+    check_page(page)
     shot(page, "console-institutions")
     page.get_by_label("统计周期").select_option("30")
     page.locator("form.con-filter button").click()
@@ -169,6 +182,11 @@ def test_institutions_dashboard_shows_status_volumes_and_timeliness(ui: UiRegion
     page.get_by_role("link", name="English").click()
     expect(page.locator(f"#institutions tr[data-org='{live['id']}']")).to_contain_text("online")
     expect(page.get_by_role("heading", name="Institutions and their connections")).to_be_visible()
+    check_page(page)
+    for path in ("/console/identity", "/console/break-glass", "/console/users"):
+        page.goto(path)
+        expect(page.locator("html")).to_have_attribute("lang", "en")
+        check_page(page)
     phone = new_page(phone=True)
     sign_in_staff(phone, ui.staff(Role.COMMISSION, name="信息中心李工"))
     expect(phone.locator("canvas[data-chart='chart-timely']")).to_have_attribute("data-drawn", "1")
@@ -209,6 +227,7 @@ def test_break_glass_appears_for_review_and_the_auditor_reviews_it(ui: UiRegion,
     assert auditor.url.endswith("/console/break-glass")  # the auditor's landing page
     item = auditor.locator("section.con-bg-item", has_text=reason)
     expect(item).to_have_count(1)
+    check_page(auditor)
     shot(auditor, "console-break-glass-auditor")
     item.get_by_label("合理", exact=True).check()
     item.get_by_label("复核意见").fill("急诊记录与病历相符")
@@ -233,6 +252,7 @@ def test_break_glass_appears_for_review_and_the_auditor_reviews_it(ui: UiRegion,
     expect(auditor.locator("#audit-results")).to_contain_text("⚠ 紧急授权")
     seqs = [int(rows.nth(i).locator("td").first.inner_text()) for i in range(rows.count())]
     assert seqs == sorted(seqs, reverse=True)
+    check_page(auditor)
     shot(auditor, "console-audit")
     auditor.get_by_label("结果").select_option("0")
     auditor.get_by_role("button", name="查询").click()
@@ -285,6 +305,7 @@ def test_identity_review_side_by_side_link_then_unlink(ui: UiRegion, new_page: C
     expect(table).to_contain_text(orgs[1]["name"])
     expect(table).to_contain_text(orgs[0]["name"])
     card.scroll_into_view_if_needed()
+    check_page(page)
     shot(page, "console-identity")
     card.get_by_label("备注（可选）").fill("电话核实为同一人")
     card.get_by_role("button", name="确认为同一人并关联").click()
@@ -350,6 +371,7 @@ def test_users_add_disable_enable(ui: UiRegion, new_page: Callable[..., Page]) -
     password = page.locator("#created-password").inner_text()
     uri = page.locator("#created-otpauth").inner_text()
     assert len(password) >= 8 and uri.startswith("otpauth://totp/")
+    check_page(page)
     shot(page, "console-users")
     new = ui.accounts.by_username("auditor-qian")
     assert new is not None and new.role == Role.AUDITOR and new.status == "active" and new.has_totp
