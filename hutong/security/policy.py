@@ -143,6 +143,13 @@ class Access:
             self.persons.add(p if p.startswith(PERSON_PREFIX) else (self.mpi.person_of(p) or p))
         self.written.clear()
 
+    def attempted(self, patient_id: str) -> None:
+        """A refused look at someone's record still names them on the audit row:
+        residents see attempts in "who looked at my record", not only reads."""
+        person = self.person_of(patient_id)
+        if person is not None:
+            self.persons.add(person)
+
     def touched(self, stored: Iterable[Stored], purpose: str | None = None) -> None:
         for s in stored:
             if len(self.entities) < 200:
@@ -296,6 +303,7 @@ class Access:
             mine = set(self.my_patients())
             for t in targets:
                 if t not in mine:
+                    self.attempted(t)
                     raise Forbidden("HT-0103", "you may only see your own record (or the records of those you "
                                                "act for)")
             self.persons.update(self.my_persons())
@@ -314,6 +322,7 @@ class Access:
                 raise Forbidden("HT-0103", f"no access basis for Patient/{t}")
             b = self.basis(person)
             if b.purpose is None:
+                self.attempted(person)
                 raise Forbidden("HT-0103", self._no_basis_message(b))
             self.persons.add(person)
             self.purposes.add(b.purpose)
@@ -377,6 +386,8 @@ class Access:
                 out.append(s)
                 self.purposes.add(why)
             elif explicit:
+                for p in comps.get(s.pk, set()):
+                    self.attempted(p)
                 raise why
         self.touched(out)
         return out
@@ -440,6 +451,7 @@ class Access:
             return
         if self.role in PERSON_ROLES:
             if patient_id not in set(self.my_patients()):
+                self.attempted(patient_id)
                 raise Forbidden("HT-0103", "you may only see your own record (or the records of those you act for)")
             return
         if self.role not in ORG_ROLES:
@@ -452,6 +464,7 @@ class Access:
             raise Forbidden("HT-0103", f"no access basis for Patient/{patient_id}")
         b = self.basis(person)
         if b.purpose is None and not (org and any(self.managing_org(p) == org for p in self.patients_of(person))):
+            self.attempted(person)
             raise Forbidden("HT-0103", self._no_basis_message(b))
 
     def write_scope(self, type: str) -> AccessScope | None:

@@ -306,3 +306,16 @@ def test_a_document_binary_follows_its_security_context(region: Region) -> None:
         refused(s.get(f"/Binary/{made.json()['id']}"), 403, "HT-0103")
     with region.client("docB") as d:
         refused(d.get(f"/Binary/{made.json()['id']}"), 403, "HT-0103")
+
+
+def test_refused_looks_show_in_the_residents_access_log(region: Region) -> None:
+    ids = region.ids
+    audit = region.server.app.state.audit
+    with region.client("docB") as b:
+        refused(b.get(f"/Observation/{ids['obsA']}"), 403, "HT-0103")
+        refused(b.get("/Observation", params={"patient": ids["pA"]}), 403, "HT-0103")
+    with region.client("S") as s:
+        refused(s.get("/Observation", params={"patient": ids["pA"]}), 403, "HT-0103")
+    log = audit.access_log([ids["R"]], limit=20)
+    refusals = [e for e in log if e.outcome == REFUSED]
+    assert len(refusals) == 3, log
