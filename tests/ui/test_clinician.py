@@ -460,3 +460,13 @@ def test_record_assembly_flags_trends_and_elsewhere() -> None:
     assert [p.number for p in s.points] == [3.1, 7.2, 5.0]  # oldest first
     (eq,) = rec.equivalents  # own institution's result is not "elsewhere"; the 2026-09 one is too old
     assert eq.source.name == "乙医院" and eq.value == "7.2 mmol/L" and eq.age_days == 10
+
+    def cond(i: int, org: str, onset: str) -> dict[str, Any]:
+        return {"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/p-{org}"},
+                "clinicalStatus": {"coding": [{"code": "active"}]}, "onsetDateTime": onset,
+                "category": [{"coding": [{"code": "problem-list-item"}]}],
+                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10", "display": "高血压"}]}}
+
+    rec = build_record("mpi-x", [*rows, cond(1, "a", "2020-01-01"), cond(2, "b", "2018-05-01")], own_org="a")
+    (g,) = rec.problem_list  # one problem, known at two institutions, since the earliest onset
+    assert g.code == "I10" and g.onset == "2018-05-01" and {s.name for s in g.sources} == {"甲医院", "乙医院"}

@@ -86,6 +86,17 @@ class Problem:
 
 
 @dataclass(slots=True)
+class ProblemGroup:
+    """One active problem as the region knows it: the same code recorded by
+    several institutions is one line, with each institution as a source."""
+
+    code: str
+    display: str
+    onset: str           # the earliest onset any institution recorded
+    sources: list[Source]
+
+
+@dataclass(slots=True)
 class Medication:
     id: str
     name: str
@@ -206,6 +217,23 @@ class Record:
     def active_problems(self) -> list[Problem]:
         return [p for p in self.problems if p.active and p.category != "encounter-diagnosis"] or \
             [p for p in self.problems if p.active]
+
+    @property
+    def problem_list(self) -> list[ProblemGroup]:
+        """Active problems merged by code across institutions (newest first)."""
+        groups: dict[str, ProblemGroup] = {}
+        for p in self.active_problems:
+            key = p.code or p.display
+            g = groups.get(key)
+            onset = p.onset or p.recorded
+            if g is None:
+                groups[key] = ProblemGroup(p.code, p.display, onset, [p.source])
+                continue
+            if onset and (not g.onset or onset < g.onset):
+                g.onset = onset
+            if p.source not in g.sources:
+                g.sources.append(p.source)
+        return list(groups.values())
 
     @property
     def current_medications(self) -> list[Medication]:
