@@ -475,6 +475,9 @@ class FhirService:
                 if len(parts) == 2 and parts[0] in SHARED_TYPES and (parts[0], parts[1]) not in have:
                     refs.add((parts[0], parts[1]))
         extra = self.repo.fetch(refs) if refs else []
+        # The next page starts after the last row read, even when the policy
+        # hides every row of this one.
+        last_pk = rows[-1].pk if rows else after
         if self.access is not None:
             rows = self.access.admit([s for s in rows if self.access.may("read", s.type)])
             extra = self.access.admit(extra)
@@ -483,7 +486,7 @@ class FhirService:
         links = [{"relation": "self", "url": self._url(path, items)}]
         if more:
             links.append({"relation": "next", "url": self._url(
-                path, [*base_items, ("_cursor", fsearch.encode_cursor(Cursor((), rows[-1].pk)))])})
+                path, [*base_items, ("_cursor", fsearch.encode_cursor(Cursor((), last_pk)))])})
         entries = [self._entry(s, "match", None) for s in rows] + [self._entry(s, "include", None) for s in extra]
         return FhirResponse.json(200, {"resourceType": "Bundle", "type": "searchset", "link": links,
                                        "entry": entries})
