@@ -37,6 +37,7 @@ from test_sharing import body as sharing_body
 
 from hutong.security.events import FAILED, REFUSED, SUCCESS
 from hutong.web.gate import is_public
+from hutong.web.ui import session
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,47 @@ SHOWS_OWN_RECORDS = {("GET", "/fhir/{type}"), ("POST", "/fhir/{type}/_search"), 
                      ("POST", "/fhir/Patient/{id}/$everything"), ("POST", "/fhir"), ("POST", "/fhir/")}
 
 
-def app_routes(app: Any) -> set[tuple[str, str]]:
+# The portals (hutong.web.ui): pages signed in by session cookie (or a bearer
+# token).  ``resident``: what resident R's GET gets (POSTs without the page's
+# CSRF token are always refused); public pages need no session.
+@dataclass(frozen=True)
+class Page:
+    public: bool = False
+    resident: int | None = None  # status of R's GET (None: a POST route)
+
+
+PAGES: dict[tuple[str, str], Page] = {
+    ("GET", "/"): Page(public=True, resident=200),
+    ("POST", "/signin/staff"): Page(public=True), ("POST", "/signin/resident/code"): Page(public=True),
+    ("POST", "/signin/resident"): Page(public=True), ("POST", "/signout"): Page(public=True),
+    # clinician workspace: clinicians only
+    ("GET", "/clinician"): Page(resident=403), ("POST", "/clinician/search"): Page(),
+    ("GET", "/clinician/patient/{person}"): Page(resident=403),
+    ("POST", "/clinician/patient/{person}/break-glass"): Page(),
+    ("GET", "/clinician/patient/{person}/record"): Page(resident=403),
+    ("GET", "/clinician/document/{doc_id}"): Page(resident=403),
+    # commission console: commission, auditors, operators
+    ("GET", "/console"): Page(resident=403), ("GET", "/console/identity"): Page(resident=403),
+    ("POST", "/console/identity/{review_id}/link"): Page(), ("POST", "/console/identity/{review_id}/reject"): Page(),
+    ("POST", "/console/identity/unlink"): Page(), ("GET", "/console/audit"): Page(resident=403),
+    ("GET", "/console/break-glass"): Page(resident=403), ("POST", "/console/break-glass/{seq}/review"): Page(),
+    ("GET", "/console/users"): Page(resident=403), ("POST", "/console/users/add"): Page(),
+    ("POST", "/console/users/{account_id}/status"): Page(), ("POST", "/console/users/{account_id}/unlock"): Page(),
+    # resident portal: residents and delegates
+    ("GET", "/resident"): Page(resident=200), ("GET", "/resident/labs"): Page(resident=200),
+    ("GET", "/resident/consents"): Page(resident=200), ("POST", "/resident/consents"): Page(),
+    ("POST", "/resident/consents/{consent_id}/revoke"): Page(), ("GET", "/resident/delegates"): Page(resident=200),
+    ("GET", "/resident/access-log"): Page(resident=200), ("GET", "/resident/corrections"): Page(resident=200),
+    ("POST", "/resident/corrections"): Page(),
+}
+
+
+def app_routes(app: Any, *, pages: bool = False) -> set[tuple[str, str]]:
+    """The API routes (pages=False) or the portal pages (pages=True)."""
     out: set[tuple[str, str]] = set()
     for r in app.routes:
+        if session.is_page(r.path) != pages:
+            continue
         for m in getattr(r, "methods", None) or ():
             out.add((m, r.path))
     return out
@@ -244,9 +283,65 @@ def test_route_table_is_complete(server: Server) -> None:
         concrete = fill(path, {k: "x" for k in re.findall(r"\{(\w+)\}", path)})
         assert is_public(concrete) == isinstance(kind, Public), (method, path)
     # Only APIRoutes and FastAPI's documentation routes: no mounted sub-apps
-    # or websocket routes that would bypass the table.
+    # or websocket routes that would bypass the table; the one mount is the
+    # portals' static files (CSS, JS, Chart.js: no data).
     for r in server.app.routes:
-        assert isinstance(r, APIRoute) or r.path in ("/openapi.json", "/docs", "/docs/oauth2-redirect"), r
+        assert isinstance(r, APIRoute) or r.path in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/static"), r
+    served_pages = app_routes(server.app, pages=True)
+    assert served_pages == PAGES.keys(), (sorted(served_pages - PAGES.keys()), sorted(PAGES.keys() - served_pages))
+    for (method, path), page in PAGES.items():
+        concrete = fill(path, {k: "x" for k in re.findall(r"\{(\w+)\}", path)})
+        assert session.is_public_page(concrete) == page.public, (method, path)
+
+
+def test_every_page_without_a_session_is_sent_to_sign_in(region: Region) -> None:
+    server = region.server
+    http = httpx.Client(base_url=server.root, timeout=30, follow_redirects=False)
+    try:
+        for (method, template), page in sorted(PAGES.items()):
+            if page.public:
+                continue
+            path = fill(template, {k: "x" for k in re.findall(r"\{(\w+)\}", template)})
+            before = newest_seq(server)
+            r = http.request(method, path, data={"csrf": "forged"} if method == "POST" else None)
+            assert r.status_code == 303 and r.headers["location"].startswith("/?next="), (method, template)
+            rows = new_rows(server, before)
+            assert [(x.action, x.outcome, x.code) for x in rows] == [("refuse", REFUSED, "HT-0100")], template
+        # a static asset needs no session and carries no data
+        assert http.get("/static/app.css").status_code == 200
+    finally:
+        http.close()
+
+
+def test_every_page_as_a_resident(region: Region) -> None:
+    """R's browser: its own portal answers, the others refuse with a page (not
+    data); a POST without the page's CSRF token is refused; all audited."""
+    server = region.server
+    with region.client("R") as client:
+        http = httpx.Client(base_url=server.root, timeout=30, follow_redirects=False,
+                            headers={"authorization": client.headers["authorization"]})
+        try:
+            for (method, template), page in sorted(PAGES.items()):
+                if page.public:
+                    continue
+                vals = {"person": region.ids["S"], "doc_id": region.ids["obsS"], "review_id": "1", "seq": "1",
+                        "account_id": "acct-x", "consent_id": "x"}
+                path = fill(template, vals)
+                before = newest_seq(server)
+                r = http.request(method, path, data={"csrf": "forged"} if method == "POST" else None)
+                what = f"{method} {template}"
+                expected = page.resident if method == "GET" else 403
+                assert r.status_code == expected, (what, r.status_code, r.text[:300])
+                assert r.headers["content-type"].startswith("text/html"), what
+                # The page echoes its own URL (language switch); nothing else of S may appear.
+                text = r.text.replace(path, "")
+                for m in s_markers(region):
+                    assert m not in text, f"{what}: S's {m!r} in the page"
+                rows = new_rows(server, before)
+                assert len(rows) == 1 and rows[0].account_id == region.accounts["R"].id, (what, rows)
+        finally:
+            http.close()
+    assert server.app.state.audit.verify().ok
 
 
 # ---------------------------------------------------------------- no token
