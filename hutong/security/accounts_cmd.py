@@ -39,11 +39,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from hutong.cmdline import print_json as _print
+from hutong.cmdline import repository
 from hutong.errors import InvalidRequest, NotFound
 from hutong.fhir import search as fsearch
-from hutong.fhir.assembly import open_repository
 from hutong.security.accounts import USER_ROLES, Account, Accounts, Delegation, create_tables, parse_jwks
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
@@ -125,18 +124,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = open_repository(args.database)
-    try:
+    with repository(args.database) as repo:
         create_tables(repo.db)
         rc: int = args.action(args, Accounts(repo, SecuritySettings.from_env()))
         return rc
-    finally:
-        repo.db.close()
-
-
-def _print(data: Any) -> int:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0
 
 
 def organization_id(repo: SqlRepository, code: str) -> str:

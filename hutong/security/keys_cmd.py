@@ -16,13 +16,12 @@ by it.  A running server picks up the new data key within a minute.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from hutong.cmdline import print_json as _print
+from hutong.cmdline import repository
 from hutong.security.crypto import AesCodec, key_id_of, ring_of
 from hutong.security.keys import DATA, KeyRing
 from hutong.store.codec import ENCRYPTED, Codec
@@ -167,20 +166,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from hutong.fhir.assembly import open_repository
 
-    repo = open_repository(args.database)
-    try:
-        ring = ring_of(repo)
-        rc: int = args.action(args, repo, ring)
+    with repository(args.database) as repo:
+        rc: int = args.action(args, repo, ring_of(repo))
         return rc
-    finally:
-        repo.db.close()
-
-
-def _print(data: Any) -> int:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0
 
 
 def _status(args: argparse.Namespace, repo: SqlRepository, ring: KeyRing) -> int:

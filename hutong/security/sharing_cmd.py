@@ -28,14 +28,13 @@ every step is written to the audit log.  Output is JSON on stdout.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Any
 
 import orjson
 
+from hutong.cmdline import print_json as _print
+from hutong.cmdline import repository
 from hutong.errors import InvalidRequest
-from hutong.fhir.assembly import open_repository
 from hutong.security.audit import AuditLog
 from hutong.security.principal import LOCAL_OPERATOR, Principal, Role
 from hutong.security.settings import SecuritySettings
@@ -104,17 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = open_repository(args.database)
-    try:
+    with repository(args.database) as repo:
         rc: int = args.action(args, repo)
         return rc
-    finally:
-        repo.db.close()
-
-
-def _print(data: Any) -> int:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0
 
 
 def _register(repo: SqlRepository) -> SharingRequests:

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
-import orjson
-
-from hutong.fhir.assembly import open_repository
+from hutong.cmdline import print_json as _print
+from hutong.cmdline import repository
 from hutong.fhir.service import mpi_of
 from hutong.mpi.service import Mpi
 
@@ -68,17 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     """Open the database, run the action on its MPI, close it (connection pools included)."""
-    repo = open_repository(args.database)
-    try:
+    with repository(args.database) as repo:
         rc: int = args.action(args, mpi_of(repo))
         return rc
-    finally:
-        repo.db.close()
-
-
-def _print(data: Any) -> int:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0
 
 
 def _stats(args: argparse.Namespace, mpi: Mpi) -> int:
