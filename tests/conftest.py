@@ -11,16 +11,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from harness import Server
-from pgcluster import free_port, temporary_cluster
+from harness import Server, serving
+from pgcluster import temporary_cluster
 
 from hutong.config import Settings
 from hutong.fhir.assembly import open_repository
@@ -79,17 +77,8 @@ def server(db_url: str) -> Iterator[Server]:
 def _serve(db_url: str, **settings: object) -> Iterator[Server]:
     repo = open_repository(db_url)
     app = create_app(Settings(database_url=db_url, **settings), repo=repo)  # type: ignore[arg-type]
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        access_log=False, lifespan="off"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        if time.monotonic() > deadline or not th.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.01)
-    root = f"http://127.0.0.1:{port}"
+    stack = ExitStack()
+    root = stack.enter_context(serving(app))
     # The suite's default caller is the region's integration engine (a platform
     # client with system/*.cruds): it passes the gate, policy and audit like
     # everyone else.  Security tests make their own callers (Server.as_).
@@ -103,8 +92,7 @@ def _serve(db_url: str, **settings: object) -> Iterator[Server]:
         yield Server(root + "/fhir", root, client, repo, app)
     finally:
         client.close()
-        srv.should_exit = True
-        th.join(10)
+        stack.close()
         repo.db.close()
 
 

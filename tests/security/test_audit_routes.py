@@ -7,16 +7,13 @@ header, so each role's view can be checked without the token machinery.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
-from pgcluster import free_port
+from harness import serving
 from starlette.responses import Response
 from test_audit import AUDITOR, DELEGATE, DOCTOR, DOCTOR2, RESIDENT_A, clear_audit, read, sql
 
@@ -71,22 +68,10 @@ def api(db_url: str) -> Iterator[Api]:
     repo = open_repository(db_url)
     audit = AuditLog(repo)
     clear_audit(repo)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app_for(audit), host="127.0.0.1", port=port, log_level="warning",
-                                        access_log=False, lifespan="off"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline and th.is_alive(), "test server did not start"
-        time.sleep(0.01)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
-        yield Api(client, audit)
+        with serving(app_for(audit)) as root, httpx.Client(base_url=root, timeout=30) as client:
+            yield Api(client, audit)
     finally:
-        client.close()
-        srv.should_exit = True
-        th.join(10)
         repo.db.close()
 
 

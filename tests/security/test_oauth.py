@@ -6,7 +6,6 @@ and the SMART v2 scope grammar."""
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,11 +17,10 @@ import httpx
 import orjson
 import pyotp
 import pytest
-import uvicorn
 from fastapi import FastAPI
+from harness import serving
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
-from pgcluster import free_port
 
 from hutong.errors import HutongError, InvalidRequest, Unauthorized
 from hutong.fhir.assembly import open_repository
@@ -81,23 +79,10 @@ def auth(db_url: str, tmp_path: Path) -> Iterator[Auth]:
     clock = Clock()
     authn = register(app, repo, SecuritySettings(), tmp_path / "keys", records.append, persons.get,
                      sms=outbox, clock=clock)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        access_log=False, lifespan="off"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline and th.is_alive(), "auth test server did not start"
-        time.sleep(0.01)
-    root = f"http://127.0.0.1:{port}"
-    http = httpx.Client(base_url=root, timeout=30)
     try:
-        yield Auth(root, http, repo, authn, app.state.auth_service.accounts, records, persons, outbox, clock)
+        with serving(app) as root, httpx.Client(base_url=root, timeout=30) as http:
+            yield Auth(root, http, repo, authn, app.state.auth_service.accounts, records, persons, outbox, clock)
     finally:
-        http.close()
-        srv.should_exit = True
-        th.join(10)
         repo.db.close()
 
 

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
-from pgcluster import free_port
+from harness import serving
 from starlette.responses import Response
 
 from hutong.cli import main as cli_main
@@ -441,20 +439,10 @@ def sharing_api(sqlite_url: str) -> Iterator[tuple[str, list[AuditRecord]]]:
         return Response(orjson.dumps(operation_outcome(e)), status_code=e.status, media_type="application/json")
 
     register(app, repo, CN, audits.append)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        access_log=False, lifespan="off"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline and th.is_alive(), "test server did not start"
-        time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}", audits
+        with serving(app) as root:
+            yield root, audits
     finally:
-        srv.should_exit = True
-        th.join(10)
         repo.db.close()
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,8 +25,7 @@ from typing import Any
 import orjson
 import pyotp
 import pytest
-import uvicorn
-from pgcluster import free_port
+from harness import serving
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from hutong.config import Settings
@@ -158,21 +155,10 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiRegion]:
     result = import_ndjson(repo, d / "region", workers=1)
     assert not result.errors, result.errors[:3]
     app = create_app(Settings(database_url=url), repo=repo)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                                        lifespan="off"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        if time.monotonic() > deadline or not th.is_alive():
-            raise RuntimeError("portal test server did not start")
-        time.sleep(0.02)
     try:
-        yield UiRegion(f"http://127.0.0.1:{port}", app, repo, app.state.sms.path)
+        with serving(app) as root:
+            yield UiRegion(root, app, repo, app.state.sms.path)
     finally:
-        srv.should_exit = True
-        th.join(10)
         repo.db.close()
 
 
