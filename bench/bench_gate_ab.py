@@ -53,7 +53,10 @@ log = stderr_log
 
 
 def export(rev: str) -> Path:
-    """The tree of ``rev`` under the cache (``git archive``), made once."""
+    """The tree of ``rev`` under the cache (``git archive``), made once (a run from an export has no git)."""
+    cached = (CACHE / f"tree-{rev}").resolve()
+    if (cached / "hutong" / "cli.py").exists():
+        return cached
     sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout.strip()
     d = (CACHE / f"tree-{sha}").resolve()
