@@ -31,6 +31,7 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from hutong.config import Settings
 from hutong.fhir import search as fsearch
 from hutong.fhir.assembly import open_repository
+from hutong.fhir.service import FhirService
 from hutong.ingest.bulk import import_ndjson
 from hutong.security.accounts import Account
 from hutong.security.principal import Role
@@ -96,6 +97,13 @@ class UiRegion:
         code = next(i["value"] for i in org["identifier"] if i["system"] == ORGANIZATION)
         roles = self.search("PractitionerRole", [("organization", f"Organization/{organization_id}"),
                                                  ("_count", "1")])
+        if not roles:  # an institution another test registered without staff: give it a post
+            svc = FhirService(self.repo)
+            pr = orjson.loads(svc.create("Practitioner", orjson.dumps(
+                {"resourceType": "Practitioner", "name": [{"text": name}]}), {}).body or b"{}")
+            roles = [orjson.loads(svc.create("PractitionerRole", orjson.dumps(
+                {"resourceType": "PractitionerRole", "practitioner": {"reference": f"Practitioner/{pr['id']}"},
+                 "organization": {"reference": f"Organization/{organization_id}"}}), {}).body or b"{}")]
         practitioner = roles[0]["practitioner"]["reference"].split("/")[1]
         return self.staff(Role.CLINICIAN, name=name, organization=code, organization_id=organization_id,
                           practitioner_id=practitioner, practitioner_role_id=roles[0]["id"])

@@ -136,9 +136,20 @@ def test_record_counts_are_numbers_per_institution(repo: SqlRepository) -> None:
 
 def test_institutions_dashboard_shows_status_volumes_and_timeliness(ui: UiRegion,
                                                                     new_page: Callable[..., Page]) -> None:
+    # Institutions of this test's own (others in the session send documents too),
+    # and the bulk-loaded region's as the silent ones.
+    svc = FhirService(ui.repo)
+    for oid, name, code in (("console-live", "控制台在线医院", "CONSOLE-LIVE"),
+                            ("console-quiet", "控制台安静医院", "CONSOLE-QUIET")):
+        svc.update("Organization", oid, orjson.dumps({"resourceType": "Organization", "id": oid, "name": name,
+                                                      "identifier": [{"system": ORGANIZATION, "value": code}]}), {})
     orgs = organizations(ui)
-    assert len(orgs) >= 3
-    live, quiet, silent = orgs[0], orgs[1], orgs[2:]
+    live = next(o for o in orgs if o["id"] == "console-live")
+    quiet = next(o for o in orgs if o["id"] == "console-quiet")
+    counts = record_counts(ui.repo)
+    silent = [o for o in orgs if counts.get(o["id"], (0, 0, None))[1] > 0 and o["id"] not in ("console-live",
+                                                                                               "console-quiet")]
+    assert silent
     now = int(time.time() * 1000)
     midnight = datetime.now(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
     now = max(now, int(midnight.timestamp() * 1000) + 5 * 60_000)  # each day's messages stay on that day

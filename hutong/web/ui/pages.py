@@ -97,11 +97,11 @@ async def form_of(request: Request) -> dict[str, str]:
     return data
 
 
-def register(app: FastAPI, auth: AuthService) -> Pages:
+def register(app: FastAPI, auth: AuthService, pages: Pages | None = None) -> Pages:
     """Landing page, sign-in and sign-out; the sign-in checks are the token
     endpoint's own (hutong.security.oauth.AuthService: lockout, TOTP, SMS codes,
     audit)."""
-    pages = Pages()
+    pages = pages or Pages()
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", response_class=HTMLResponse)
