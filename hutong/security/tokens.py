@@ -55,6 +55,9 @@ DEFAULT_ISSUER = "urn:hutong"
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+VERIFIED_CACHE = 20_000  # tokens whose signature is remembered (about 15 minutes of a busy region)
+
+
 def load_signing_key(key_dir: Path) -> ECKey:
     """The platform's token-signing key, generated on first use (mode 0600)."""
     path = key_dir / KEY_FILE
@@ -112,6 +115,7 @@ class TokenService:
         self._lock = threading.Lock()
         self._loaded_at = float("-inf")
         self._revoked: set[str] = set()
+        self._verified: dict[str, dict[str, Any]] = {}  # token -> claims whose signature checked out
         self._blocked: set[str] = set()
 
     # ------------------------------------------------------------ keys
@@ -195,6 +199,9 @@ class TokenService:
         parts = token.split(".")
         if len(parts) != 3 or not all(_B64URL.match(p) for p in parts):
             raise Unauthorized("HT-0121", "access token malformed: not a JWT (three base64url parts)")
+        known = self._verified.get(token)
+        if known is not None:
+            return self._check_time(dict(known), check_time)
         try:
             header = _b64json(parts[0])
         except (ValueError, orjson.JSONDecodeError):
@@ -214,6 +221,17 @@ class TokenService:
         for c in ("sub", "jti", "exp", "iat"):
             if c not in claims:
                 raise Unauthorized("HT-0121", f"access token lacks the {c} claim")
+        # The signature check (ES256) was the largest cost of an authenticated
+        # request; a token's signature and issuer do not change, so they are
+        # checked once per process.  Time, revocation and account state are
+        # checked on every use (verify).
+        with self._lock:
+            if len(self._verified) >= VERIFIED_CACHE:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[token] = dict(claims)
+        return self._check_time(claims, check_time)
+
+    def _check_time(self, claims: dict[str, Any], check_time: bool) -> dict[str, Any]:
         if check_time:
             now_s = self.clock() / 1000
             exp, iat = claims["exp"], claims["iat"]
