@@ -14,13 +14,13 @@ refuses a request without a token.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hutong.errors import HutongError, operation_outcome
 from hutong.fhir.response import FHIR_JSON, FhirResponse
@@ -103,22 +103,33 @@ def _page_principal(authn: Authenticator, request: Request, peer: str | None) ->
         return authn.authenticate(f"Bearer {fresh['access_token']}", peer), fresh
 
 
-def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authn: Authenticator,
-            audit: AuditLog) -> None:
-    @app.middleware("http")
-    async def gate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        path = request.url.path
+class Gate:
+    """Plain ASGI middleware (Starlette's BaseHTTPMiddleware cost ~0.5 ms a
+    request, public ones included).  The answer is held until its audit row
+    is committed: an unaudited answer never leaves (503 instead)."""
+
+    def __init__(self, app: ASGIApp, repo: SqlRepository, settings: SecuritySettings, authn: Authenticator,
+                 audit: AuditLog) -> None:
+        self.app = app
+        self.repo = repo
+        self.settings = settings
+        self.authn = authn
+        self.audit = audit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
         page = session.is_page(path)
         if is_public(path) or (page and session.is_public_page(path)):
-            if page and path == "/" and request.cookies.get(session.ACCESS_COOKIE):
-                # The landing page says who is signed in (nothing else: no Access, no data).
-                try:
-                    request.state.principal = authn.authenticate(
-                        f"Bearer {request.cookies[session.ACCESS_COOKIE]}", None)
-                except HutongError:
-                    pass
-            return await call_next(request)
+            if page and path == "/":
+                self._landing_principal(Request(scope, receive))
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
         peer = request.client.host if request.client else None
+        authn = self.authn
         fresh: dict[str, Any] = {}
         try:
             if page:
@@ -128,24 +139,20 @@ def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authn
         except HutongError as e:
             rec = AuditRecord(action="refuse", outcome=REFUSED, interaction=f"{request.method} {path[:200]}",
                               code=e.code, peer=peer)
-            await run_in_threadpool(audit.record, rec)
-            if page:
-                # A browser is sent to sign in again (its session ended), not shown JSON.
-                resp: Response = RedirectResponse(f"/?next={quote(path)}&expired=1", status_code=303)
-                session.clear(resp)
-                return resp
-            resp = Response(content=FhirResponse.json(e.status, operation_outcome(e)).body, status_code=e.status,
-                            media_type=FHIR_JSON)
-            if e.status == 401:
-                # RFC 6750 section 3: say which scheme, and why, without echoing the token.
-                resp.headers["WWW-Authenticate"] = 'Bearer realm="hutong", error="invalid_token"'
-            return resp
-        access = Access(repo, principal, settings)
+            await run_in_threadpool(self.audit.record, rec)
+            await _refusal(e, page, path)(scope, receive, send)
+            return
+        access = Access(self.repo, principal, self.settings)
         request.state.principal = principal
         request.state.access = access
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            held.append(message)
+
         with acting(access):
             try:
-                response = await call_next(request)
+                await self.app(scope, receive, hold)
             except Exception as e:
                 # Handled here, not by Starlette's ServerErrorMiddleware: that one
                 # answers outside this gate (so the request went unaudited) and
@@ -154,28 +161,67 @@ def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authn
                 log.error("internal error: %s", type(e).__name__)
                 err = HutongError("HT-0099", "internal error", status=500, issue_code="exception")
                 remember_error(request, err)
-                response = Response(content=FhirResponse.json(500, operation_outcome(err)).body, status_code=500,
-                                    media_type=FHIR_JSON)
+                held = []
+                await _fhir_error(err)(scope, receive, hold)
+        status = next((int(m["status"]) for m in held if m["type"] == "http.response.start"), 500)
         access.settle()
-        route = getattr(request.scope.get("route"), "path", path[:200])
+        route = getattr(scope.get("route"), "path", path[:200])
         code = getattr(request.state, "error_code", None)
         rec = AuditRecord(
-            action=action_of(request.method, route), outcome=_outcome(response.status_code), principal=principal,
+            action=action_of(request.method, route), outcome=_outcome(status), principal=principal,
             on_behalf_of=principal.persons[0] if principal.role.value == "delegate" and principal.persons else None,
             persons=tuple(sorted(access.persons)), entities=tuple(access.entities[:200]),
             interaction=f"{request.method} {route}", query=request.url.query or None,
             purpose=primary_purpose(access.purposes), reason=access.reason, code=code, peer=peer)
         try:
-            await run_in_threadpool(audit.record, rec)
+            await run_in_threadpool(self.audit.record, rec)
         except Exception as e:  # an unaudited answer must not leave: refuse instead
             log.error("audit write failed: %s", type(e).__name__)
             err = HutongError("HT-0099", "the request could not be audited; nothing was returned",
                               status=503, issue_code="transient")
-            return Response(content=FhirResponse.json(503, operation_outcome(err)).body, status_code=503,
-                            media_type=FHIR_JSON)
+            await _fhir_error(err)(scope, receive, send)
+            return
         if fresh:
-            session.set_tokens(request, response, fresh)
-        return response
+            cookies = Response()
+            session.set_tokens(request, cookies, fresh)
+            extra = [(k, v) for k, v in cookies.raw_headers if k == b"set-cookie"]
+            for m in held:
+                if m["type"] == "http.response.start":
+                    m["headers"] = [*m.get("headers", []), *extra]
+        for m in held:
+            await send(m)
+
+    def _landing_principal(self, request: Request) -> None:
+        """The landing page says who is signed in (nothing else: no Access, no data)."""
+        token = request.cookies.get(session.ACCESS_COOKIE)
+        if token:
+            try:
+                request.state.principal = self.authn.authenticate(f"Bearer {token}", None)
+            except HutongError:
+                pass
+
+
+def _fhir_error(e: HutongError) -> Response:
+    return Response(content=FhirResponse.json(e.status, operation_outcome(e)).body, status_code=e.status,
+                    media_type=FHIR_JSON)
+
+
+def _refusal(e: HutongError, page: bool, path: str) -> Response:
+    if page:
+        # A browser is sent to sign in again (its session ended), not shown JSON.
+        resp: Response = RedirectResponse(f"/?next={quote(path)}&expired=1", status_code=303)
+        session.clear(resp)
+        return resp
+    resp = _fhir_error(e)
+    if e.status == 401:
+        # RFC 6750 section 3: say which scheme, and why, without echoing the token.
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="hutong", error="invalid_token"'
+    return resp
+
+
+def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authn: Authenticator,
+            audit: AuditLog) -> None:
+    app.add_middleware(Gate, repo=repo, settings=settings, authn=authn, audit=audit)
 
 
 def remember_error(request: Request, e: HutongError) -> None:
