@@ -83,6 +83,24 @@ class FhirIndexer:
     def params(self) -> list[tuple[str, str, str]]:
         return [(t, p.name, p.type) for t, ps in sorted(self.by_type.items()) for p in ps.values()]
 
+    def compartment(self, type: str, resource: dict[str, Any]) -> set[str]:
+        """Only the patient compartments of ``resource`` (what index() returns
+        second), from its compartment parameters alone: the access policy needs
+        this before every write, and full indexing cost twice as much."""
+        patients: set[str] = set()
+        if type == "Patient":
+            if isinstance(resource.get("id"), str):
+                patients.add(resource["id"])
+            if is_golden(resource):
+                return patients
+        for p, first, in_compartment in self.plan.get(type, ()):
+            if not in_compartment or not any(k in resource for k in first):
+                continue
+            for row in extract(p, resource):
+                if row[0] == "Patient" and row[1]:
+                    patients.add(row[1])
+        return patients
+
     def index(self, type: str, resource: dict[str, Any]) -> tuple[list[tuple[str, str, tuple[Any, ...]]], set[str]]:
         rows: list[tuple[str, str, tuple[Any, ...]]] = []
         patients: set[str] = set()

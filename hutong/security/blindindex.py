@@ -45,7 +45,7 @@ from hutong.mpi.blocking import keys_of
 from hutong.mpi.service import Mpi
 from hutong.mpi.state import decode_features
 from hutong.store.query import StringMatch, TokenMatch
-from hutong.store.sql import Indexer, IndexRow, Prepared, SqlRepository
+from hutong.store.sql import Indexer, IndexRow, Prepared, SqlRepository, compartment_of
 
 PREFIX_MAX = 16
 # Addresses are long and searched by their start (province, city, district):
@@ -183,6 +183,10 @@ class BlindIndexer:
     def index(self, type: str, resource: dict[str, Any]) -> Prepared:
         rows, patients = self.inner.index(type, resource)
         return self.blind.seal(type, rows), patients
+
+    def compartment(self, type: str, resource: dict[str, Any]) -> set[str]:
+        # Patient references are not protected values: the inner indexer's answer stands.
+        return compartment_of(self.inner, type, resource)
 
     def seal_prepared(self, type: str, prepared: Prepared) -> Prepared:
         """Seal rows extracted elsewhere (bulk import workers hold no keys)."""

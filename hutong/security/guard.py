@@ -22,7 +22,7 @@ from typing import Any
 from hutong.security.policy import Access
 from hutong.security.sensitivity import SensitivityLabeler
 from hutong.store.repository import Stored
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.sql import SqlRepository, SqlWriter, compartment_of
 
 _acting: ContextVar[Access | None] = ContextVar("hutong_acting", default=None)
 
@@ -62,7 +62,7 @@ class PolicyGuard:
         interaction = "delete" if resource is None else \
             "create" if current is None or current.deleted else "update"
         access.require_scope(type, interaction)
-        patients = self.repo.indexer.index(type, resource)[1] if resource is not None else set()
+        patients = compartment_of(self.repo.indexer, type, resource) if resource is not None else set()
         stamped = access.check_write(w, type, id, resource, current, patients)
         if len(access.entities) < 200:
             access.entities.append(f"{type}/{id}")

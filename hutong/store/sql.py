@@ -46,6 +46,16 @@ class Indexer(Protocol):
         ...
 
 
+def compartment_of(indexer: Indexer, type: str, resource: dict[str, Any]) -> set[str]:
+    """The patient compartments of a resource: the indexer's cheap path when it
+    has one (``compartment``), else from full indexing."""
+    fast = getattr(indexer, "compartment", None)
+    if fast is not None:
+        found: set[str] = fast(type, resource)
+        return found
+    return indexer.index(type, resource)[1]
+
+
 class WriteHook(Protocol):
     """Code that must run inside the same transaction as a write of some type.
 
