@@ -562,6 +562,21 @@ class Accounts:
         self.repo.transact(lambda w: w.execute("UPDATE refresh_token SET revoked = 1 WHERE account_id = ?",
                                                (account_id,)))
 
+    def end_delegation(self, account_id: str, person_id: str) -> bool:
+        """The resident (or an operator) ends a family member's or guardian's
+        delegation for ``person_id``.  The delegate's sessions end too; the
+        policy checks live delegations on every request, so access tokens
+        already issued stop working for that person at once."""
+        def tx(w: SqlWriter) -> int:
+            cur = w.execute("DELETE FROM account_person WHERE account_id = ? AND person_id = ?",
+                            (account_id, person_id))
+            return int(cur.rowcount or 0)
+
+        ended = self.repo.transact(tx) > 0
+        if ended:
+            self.end_sessions(account_id)
+        return ended
+
     def unlock(self, account_id: str) -> Account:
         return self._update(account_id, "failed_count = 0, locked_until = 0", ())
 

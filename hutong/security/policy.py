@@ -107,6 +107,7 @@ class Access:
     _managed: dict[str, str | None] = field(default_factory=dict)
     _person_of: dict[str, str | None] = field(default_factory=dict)
     _bases: dict[str, Basis] = field(default_factory=dict)
+    _live: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.mpi is None:
@@ -196,7 +197,16 @@ class Access:
         return out
 
     def my_persons(self) -> tuple[str, ...]:
-        return self.principal.persons
+        """A resident's own person; a delegate's are those still delegated now
+        (the token's list, less any delegation ended or expired since it was issued)."""
+        if self.role is not Role.DELEGATE:
+            return self.principal.persons
+        if self._live is None:
+            rows = self.repo.query("SELECT person_id FROM account_person WHERE account_id = ? "
+                                   "AND (expires IS NULL OR expires > ?)", (self.principal.account_id, self.clock()))
+            live = {str(r[0]) for r in rows}
+            self._live = tuple(p for p in self.principal.persons if p in live)
+        return self._live
 
     def my_patients(self) -> list[str]:
         out: list[str] = []

@@ -92,7 +92,7 @@ def basis(svc: FhirService, access: Access, patient_id: str) -> FhirResponse:
         purpose: str | None = "platform"
         detail = ""
     elif access.role.value in ("resident", "delegate"):
-        if person not in access.principal.persons:
+        if person not in access.my_persons():
             raise Forbidden("HT-0103", "you may only see your own record (or the records of those you act for)")
         purpose, detail = access.role.value, ""
     elif access.role.value in ("institution", "clinician"):

@@ -42,6 +42,9 @@ class Region:
     def client(self, who: str, scopes: str | None = None) -> httpx.Client:
         return self.server.as_(self.accounts[who], scopes)
 
+    def client_for(self, account: Any, scopes: str | None = None) -> httpx.Client:
+        return self.server.as_(account, scopes)
+
 
 def build(server: Server) -> Region:
     c = server.client

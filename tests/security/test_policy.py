@@ -319,3 +319,28 @@ def test_refused_looks_show_in_the_residents_access_log(region: Region) -> None:
     log = audit.access_log([ids["R"]], limit=20)
     refusals = [e for e in log if e.outcome == REFUSED]
     assert len(refusals) == 3, log
+
+
+def test_a_delegate_sees_the_record_masked_until_the_resident_ends_the_delegation(region: Region) -> None:
+    from hutong.security.accounts import Delegation
+
+    ids = region.ids
+    accounts = region.server.accounts
+    # R's daughter, with a record (and so a golden person) of her own, acts for R.
+    c = region.server.client
+    daughter_id = "110105197501010026"  # valid GB 11643 (female: 2)
+    assert c.post("/Patient", json={"resourceType": "Patient", "identifier": [
+        {"system": "urn:oid:2.16.156.10011.1.3", "value": daughter_id}], "name": [{"family": "王", "given": ["女儿"]}],
+        "birthDate": "1975-01-01", "gender": "female",
+        "managingOrganization": {"reference": f"Organization/{ids['orgA']}"}}).status_code == 201
+    golden = c.get("/Patient", params={"identifier": f"urn:oid:2.16.156.10011.1.3|{daughter_id}",
+                                       "_tag": "https://fhir.hutong.dev/CodeSystem/mpi|golden"}).json()
+    delegate = accounts.add_delegate(golden["entry"][0]["resource"]["id"],
+                                     acts_for=[Delegation(ids["R"], "family", None)], phone="13800000001", name="家属")
+    with region.client_for(delegate) as d:
+        assert d.get(f"/Observation/{ids['obsA']}").status_code == 200
+        refused(d.get(f"/Observation/{ids['hivB']}"), 403, "HT-0103")   # sensitive: masked for delegates
+        assert accounts.end_delegation(delegate.id, ids["R"]) is True
+        # the token issued before still names R, but the delegation is gone: refused at once
+        refused(d.get(f"/Observation/{ids['obsA']}"), 403, "HT-0103")
+    assert accounts.end_delegation(delegate.id, ids["R"]) is False

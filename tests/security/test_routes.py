@@ -142,6 +142,7 @@ PAGES: dict[tuple[str, str], Page] = {
     ("GET", "/resident"): Page(resident=200), ("GET", "/resident/labs"): Page(resident=200),
     ("GET", "/resident/consents"): Page(resident=200), ("POST", "/resident/consents"): Page(),
     ("POST", "/resident/consents/{consent_id}/revoke"): Page(), ("GET", "/resident/delegates"): Page(resident=200),
+    ("POST", "/resident/delegates/{account_id}/end"): Page(),
     ("GET", "/resident/access-log"): Page(resident=200), ("GET", "/resident/corrections"): Page(resident=200),
     ("POST", "/resident/corrections"): Page(),
 }

@@ -257,6 +257,13 @@ def test_delegate_sees_the_record_of_the_person_they_act_for(ui: UiRegion, new_p
     expect(page2.locator("main table")).to_contain_text("王小明")
     expect(page2.locator("main table")).to_contain_text("家人")
     shot(page2, "resident-delegates-phone")
+    # the elder ends the delegation: the carer's open session loses the record at once
+    page2.once("dialog", lambda d: d.accept())
+    page2.get_by_role("button", name="结束代办").click()
+    expect(page2.get_by_role("status")).to_contain_text("已结束代办")
+    expect(page2.locator("main")).not_to_contain_text("王小明")
+    resp = page.goto(f"/resident?person={elder['id']}")
+    assert resp is not None and resp.status == 403
 
 
 def test_every_resident_portal_text_has_english() -> None:

@@ -39,7 +39,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from hutong.errors import Forbidden, HutongError, InvalidRequest
+from hutong.errors import Forbidden, HutongError, InvalidRequest, NotFound
 from hutong.fhir.service import FhirService
 from hutong.fhir.validation import check_id
 from hutong.security.accounts import Account
@@ -173,9 +173,13 @@ i18n.add({
     "del.family": ("家人", "Family member"),
     "del.guardian": ("监护人（14 岁以下）", "Guardian (child under 14)"),
     "del.no_end": ("长期（直至撤销）", "Until ended"),
+    "del.end": ("结束代办", "End this delegation"),
+    "del.end_confirm": ("确定结束此人的代办权限吗？", "End this person's delegation?"),
+    "del.ended": ("已结束代办，对方将无法再查看您的档案。", "Delegation ended: they can no longer see your record."),
     "del.open": ("查看档案", "Open record"),
-    "del.end_note": ("如需结束代办关系，请联系平台服务台办理。",
-                     "To end a delegation, contact the platform's service desk."),
+    "del.end_note": ("结束代办后，对方立即不能再查看您的档案；如需新增代办人，请联系平台服务台办理。",
+                     "Once ended, they can no longer see your record at once; to add a delegate, contact the "
+                     "platform's service desk."),
     # access log
     "log.title": ("谁看了我的档案", "Who looked at my record"),
     "log.help": ("每一次查看都会被记录，包括时间、医院、人员和理由。", "Every look is recorded: when, where, who and why."),
@@ -661,6 +665,7 @@ class DelegateRow:
     relationship: str
     until: str
     person: str
+    account_id: str = ""  # the delegate's account (for the resident's "end" button)
 
 
 def _until(ms: int | None) -> str:
@@ -675,7 +680,7 @@ def delegates_for(accounts: list[Account], person: str, now: int) -> list[Delega
             continue
         for d in a.delegations:
             if d.person_id == person and (d.expires is None or d.expires > now):
-                out.append(DelegateRow(a.display or "—", d.relationship, _until(d.expires), person))
+                out.append(DelegateRow(a.display or "—", d.relationship, _until(d.expires), person, a.id))
     return out
 
 
@@ -882,7 +887,21 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
 
         data = await run(load)
         return await run(lambda: render(request, "resident/delegates.html", access, person, svc, tab="delegates",
-                                        **data))
+                                        done=request.query_params.get("done"), **data))
+
+    @app.post("/resident/delegates/{account_id}/end")
+    async def end_delegation(account_id: str, request: Request) -> Response:
+        """The resident ends a family member's or guardian's delegation for them."""
+        await form_of(request)
+        access, person = me(request)
+        if access.role is not Role.RESIDENT:
+            raise Forbidden("HT-0104", "only the resident can end a delegation for their record")
+        tokens = app.state.authenticator.tokens
+        ended = await run(lambda: tokens.accounts.end_delegation(account_id[:64], person))
+        if not ended:
+            raise NotFound("HT-0135", "no such delegation for your record")
+        access.persons.add(person)
+        return RedirectResponse("/resident/delegates?done=ended", status_code=303)
 
     # ------------------------------------------------------------ access log
     @app.get("/resident/access-log", response_class=HTMLResponse)
