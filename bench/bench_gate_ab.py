@@ -156,13 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         with CpuMeter() as cpu:
             for _ in range(rounds):
                 for k in order:
-                    r = slice_of(k, SLICE_S)
-                    a = acc[k]
-                    a.requests += r.requests
-                    a.seconds += r.seconds
-                    a.latencies += r.latencies
-                    a.statuses.update(r.statuses)
-                    a.errors += r.errors
+                    acc[k].add(slice_of(k, SLICE_S))
                 order = order[1:] + order[:1]
     doc["cpu"] = cpu.result
     doc["phases"] = {k: a.summary() for k, a in acc.items()}

@@ -320,13 +320,7 @@ class Phases:
         with profiled(self.pid, out_file), CpuMeter(self.pg_port) as cpu:
             for _ in range(rounds):
                 for k in order:
-                    r = slice_of(k, GATE_SLICE_S)
-                    a = acc[k]
-                    a.requests += r.requests
-                    a.seconds += r.seconds
-                    a.latencies += r.latencies
-                    a.statuses.update(r.statuses)
-                    a.errors += r.errors
+                    acc[k].add(slice_of(k, GATE_SLICE_S))
                 order = order[1:] + order[:1]
         if out_file is not None:
             sm = summarize(out_file)

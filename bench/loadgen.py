@@ -103,6 +103,14 @@ class LoadResult:
     loadavg: float | None = None  # 1-minute load average at the end (other work on the machine shows here)
     cpu: dict[str, Any] = field(default_factory=dict)  # bench.cpuload: cores used by us and by others
 
+    def add(self, other: LoadResult) -> None:
+        """Fold one slice of an interleaved measurement into this phase's totals."""
+        self.requests += other.requests
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+        self.statuses.update(other.statuses)
+        self.errors += other.errors
+
     def summary(self, per_request: int = 1) -> dict[str, Any]:
         ok = len(self.latencies)
         out: dict[str, Any] = {

@@ -40,3 +40,18 @@ def issue_code(r: httpx.Response) -> str:
 
 def ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
     return [e["resource"]["id"] for e in bundle.get("entry", []) if e.get("search", {}).get("mode") == mode]
+
+
+def resource_ids(data: Any) -> set[str]:
+    """Ids of every resource anywhere in a JSON document (entries, contained, parameters, nested bundles)."""
+    out: set[str] = set()
+    stack = [data]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            if isinstance(x.get("resourceType"), str) and isinstance(x.get("id"), str):
+                out.add(x["id"])
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return out

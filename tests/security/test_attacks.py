@@ -36,7 +36,7 @@ import orjson
 import pyotp
 import pytest
 import sqlalchemy
-from fhirapi import issue_code
+from fhirapi import issue_code, resource_ids
 from harness import Server
 from joserfc import jwt
 from joserfc.jwk import ECKey
@@ -66,21 +66,6 @@ A_RECORDS = ("pA", "encA", "obsA", "psyA")    # hospital A's records (closed to 
 
 def idset(region: Region, keys: tuple[str, ...]) -> set[str]:
     return {region.ids[k] for k in keys}
-
-
-def resource_ids(data: Any) -> set[str]:
-    """Ids of every resource anywhere in a JSON document (entries, contained, nested bundles)."""
-    out: set[str] = set()
-    stack = [data]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, dict):
-            if isinstance(x.get("resourceType"), str) and isinstance(x.get("id"), str):
-                out.add(x["id"])
-            stack.extend(x.values())
-        elif isinstance(x, list):
-            stack.extend(x)
-    return out
 
 
 def without_links(data: Any) -> Any:

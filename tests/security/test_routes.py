@@ -30,7 +30,7 @@ import httpx
 import orjson
 import pytest
 from fastapi.routing import APIRoute
-from fhirapi import issue_code
+from fhirapi import issue_code, resource_ids
 from harness import Server
 from region import S_ID, Region, build
 from test_sharing import body as sharing_body
@@ -234,30 +234,15 @@ def s_markers(region: Region) -> tuple[str, ...]:
     ids = region.ids
     # S's golden id, S's own records, ID number and family name.  S's source
     # Patient id (pS) is left out: R's "trap" Observation names it as a
-    # performer, which is R's data; found_ids() checks it is never a resource.
+    # performer, which is R's data; resource_ids() checks it is never a resource.
     return (ids["S"], ids["obsS"], ids["encS"], S_ID, "李")
-
-
-def found_ids(data: Any) -> set[str]:
-    """Ids of every resource anywhere in a JSON document (bundles, contained, parameters)."""
-    out: set[str] = set()
-    stack = [data]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, dict):
-            if isinstance(x.get("resourceType"), str) and isinstance(x.get("id"), str):
-                out.add(x["id"])
-            stack.extend(x.values())
-        elif isinstance(x, list):
-            stack.extend(x)
-    return out
 
 
 def assert_nothing_of_s(region: Region, r: httpx.Response, what: str) -> None:
     for m in s_markers(region):
         assert m not in r.text, f"{what}: S's {m!r} in the response"
     if r.headers.get("content-type", "").split(";")[0].endswith("json") and r.content:
-        got = found_ids(r.json())
+        got = resource_ids(r.json())
         s_records = {region.ids[k] for k in ("pS", "S", "obsS", "encS")}
         assert not got & s_records, f"{what}: S's records {got & s_records}"
 
