@@ -8,11 +8,11 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from fhirapi import NOT_GOLDEN
+from hl7build import adt_from_patient
 
 from hutong.fhir import search as fsearch
 from hutong.fhir.assembly import open_repository
@@ -20,29 +20,7 @@ from hutong.fhir.service import FhirService
 from hutong.ingest.bulk import import_ndjson
 from hutong.ingest.pipeline import Ingestor
 from hutong.synth import SynthConfig, generate
-from hutong.systems import ID_CARD, MRN_PREFIX
-
-
-def hl7_adt(patient: dict[str, Any], n: int, charset: str) -> bytes:
-    mrn = next(i for i in patient["identifier"] if i["system"].startswith(MRN_PREFIX))
-    institution = mrn["system"][len(MRN_PREFIX):]
-    ids = f"{mrn['value']}^^^{institution}^MR"
-    idno = next((i["value"] for i in patient["identifier"] if i["system"] == ID_CARD), None)
-    if idno:
-        ids += f"~{idno}^^^2.16.156.10011.1.3^NNCHN"
-    name = patient["name"][0]
-    xpn = f"{name.get('family', '')}^{''.join(name.get('given', []))}" if name.get("family") else name["text"]
-    phone = next((t["value"] for t in patient.get("telecom", [])), "")
-    addr = patient.get("address", [{}])[0].get("text", "")
-    sex = {"male": "M", "female": "F"}.get(patient.get("gender", ""), "U")
-    birth = patient.get("birthDate", "").replace("-", "")
-    segs = [f"MSH|^~\\&|HIS|{institution}|HUTONG|REGION|20261101090000||ADT^A04^ADT_A01|SYN{n}|P|2.4|||||CHN|"
-            f"{charset}",
-            "EVN|A04|20261101090000",
-            f"PID|1||{ids}||{xpn}||{birth}|{sex}|||{addr}||{phone}",
-            "PV1|1|O"]
-    encoding = "gb18030" if charset.startswith("GB") else "utf-8"
-    return "\r".join(segs).encode(encoding)
+from hutong.systems import MRN_PREFIX
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +42,7 @@ def test_registrations_from_the_region_link_like_the_truth(region: Path, tmp_pat
     mrn_of: dict[str, tuple[str, str]] = {}
     for n, p in enumerate(patients):
         charset = "GB 18030-2000" if n % 2 else "UNICODE UTF-8"
-        ack = ing.hl7(hl7_adt(p, n, charset)).decode("gb18030" if n % 2 else "utf-8")
+        ack = ing.hl7(adt_from_patient(p, n, charset=charset)).decode("gb18030" if n % 2 else "utf-8")
         assert "MSA|AA|" in ack, ack
         mrn = next(i for i in p["identifier"] if i["system"].startswith(MRN_PREFIX))
         mrn_of[p["id"]] = (mrn["system"], mrn["value"])

@@ -16,6 +16,7 @@ import orjson
 import psycopg
 import pytest
 from harness import Server
+from hl7build import adt_from_patient
 
 from hutong.fhir.assembly import open_repository
 from hutong.fhir.service import FhirService
@@ -64,24 +65,6 @@ def rest_patient(family: str, given: str, idno: str, phone: str, line: str) -> d
             "gender": "female", "birthDate": "1949-12-31"}
 
 
-def hl7_adt(patient: dict[str, Any], n: int) -> bytes:
-    mrn = next(i for i in patient["identifier"] if i["system"].startswith(MRN_PREFIX))
-    institution = mrn["system"][len(MRN_PREFIX):]
-    ids = f"{mrn['value']}-v2^^^{institution}^MR"
-    idno = next((i["value"] for i in patient["identifier"] if i["system"] == ID_CARD), None)
-    if idno:
-        ids += f"~{idno}^^^2.16.156.10011.1.3^NNCHN"
-    name = patient["name"][0]
-    xpn = f"{name.get('family', '')}^{''.join(name.get('given', []))}" if name.get("family") else name["text"]
-    phone = next((t["value"] for t in patient.get("telecom", [])), "")
-    addr = patient.get("address", [{}])[0].get("text", "")
-    birth = patient.get("birthDate", "").replace("-", "")
-    segs = [f"MSH|^~\\&|HIS|{institution}|HUTONG|REGION|20261101090000||ADT^A04^ADT_A01|SCAN{n}|P|2.4|||||CHN|"
-            "UNICODE UTF-8", "EVN|A04|20261101090000",
-            f"PID|1||{ids}||{xpn}||{birth}|F|||{addr}||{phone}", "PV1|1|O"]
-    return "\r".join(segs).encode()
-
-
 def load(repo: SqlRepository, region: Path, post: Any) -> None:
     """The same records through every path: REST (or the service), bulk import, HL7."""
     for k in KNOWN:
@@ -90,7 +73,7 @@ def load(repo: SqlRepository, region: Path, post: Any) -> None:
     assert import_ndjson(repo, region / "Patient.ndjson", workers=2).errors == []
     ing = Ingestor(FhirService(repo))
     for n, p in enumerate(_patients(region)[:6]):
-        ack = ing.hl7(hl7_adt(p, n)).decode()
+        ack = ing.hl7(adt_from_patient(p, n, control="SCAN", mrn_suffix="-v2")).decode()
         assert "MSA|AA|" in ack, ack
 
 
