@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from hutong.errors import HutongError, InvalidRequest, operation_outcome
+from hutong.fhir.service import parse_json
 from hutong.security.authn import Authenticator
 from hutong.security.events import AuditRecord
 from hutong.security.oauth import AuthService, OAuthError
@@ -94,10 +95,7 @@ async def _json_body(request: Request) -> Any:
     if ctype != "application/json":
         raise InvalidRequest("HT-0002", "send application/json")
     raw = await _body(request)
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("HT-0001", "request body is not valid JSON") from None
+    data = parse_json(raw)  # the API's one JSON body parser (HT-0001)
     if not isinstance(data, dict):
         raise InvalidRequest("HT-0001", "request body must be a JSON object")
     return data

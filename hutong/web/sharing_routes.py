@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from hutong.errors import Forbidden, InvalidRequest
+from hutong.fhir.service import parse_json
 from hutong.security.principal import Principal
 from hutong.security.settings import SecuritySettings
 from hutong.security.sharing import OVERSIGHT_ROLES, REQUESTER_ROLES, Audit, SharingRequest, SharingRequests
@@ -44,10 +45,7 @@ async def _body(request: Request, *, required: bool) -> dict[str, Any]:
         if required:
             raise InvalidRequest("HT-0163", "send a JSON object")
         return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("HT-0001", "request body is not valid JSON") from None
+    data = parse_json(raw)  # the API's one JSON body parser (HT-0001)
     if not isinstance(data, dict):
         raise InvalidRequest("HT-0163", "send a JSON object")
     return data
