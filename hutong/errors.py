@@ -106,6 +106,8 @@ CODES: dict[str, str] = {
     "HT-0137": "client assertion (private_key_jwt) not acceptable",
     "HT-0138": "token request malformed or grant type not supported",
     "HT-0139": "second factor (TOTP) code replayed",
+    "HT-0140": "sign-in held back: repeated failures of this username from this address (audit only; "
+               "the caller is answered HT-0127)",
 }
 
 

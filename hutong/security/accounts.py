@@ -11,15 +11,28 @@ sign-in through the golden person their ID number resolves to (an injected
 ``find_person``), so the ID number is not stored here at all.
 
 Sign-in rules (GB/T 22239-2019 level 3, 8.1.4.1 a-d, with issue 6's numbers,
-all in :class:`~hutong.security.settings.SecuritySettings`): lockout after
-``lockout_failures`` consecutive failures for ``lockout_minutes``; optional
+all in :class:`~hutong.security.settings.SecuritySettings`): optional
 password expiry; a second factor (TOTP, RFC 6238) for clinicians, commission
 staff, auditors and operators; residents and delegates sign in with an SMS
 one-time code instead of a password.
+
+Repeated failures (GB/T 22239-2019 8.1.4.1 b "登录失败处理"; OWASP
+Authentication Cheat Sheet, "Account lockout" and "Protect against automated
+attacks") hold back the pair (username, client address), never the account:
+after ``lockout_failures`` consecutive failures from one address, each
+further one doubles the wait before that address may try that username
+again (1 s, 2 s, 4 s ... up to ``lockout_minutes``).  A hard account lock let
+anyone who knew a username keep its owner out and end their sessions (issue
+12, finding 13); under back-off the owner signs in from their own address and
+their live sessions are untouched.  Wrong password, unknown username and a
+held-back address get one answer (HT-0127, same text, one argon2id
+verification each), so neither the answer nor its timing tells whether an
+account exists; the audit trail tells them apart (HT-0140 for held back).
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,7 +150,33 @@ used_assertion = Table(
     Column("expires", BigInteger, nullable=False),
 )
 
-TABLES = (account, account_person, refresh_token, revoked_token, otp_challenge, otp_sent, used_assertion)
+# Failed sign-ins per (username, client address): the back-off state (see the module docstring).
+signin_throttle = Table(
+    "signin_throttle",
+    metadata,
+    Column("throttle_key", String(64), primary_key=True),   # SHA-256 hex of username + address
+    Column("username", String(100), nullable=False),        # as typed (also names nobody has)
+    Column("peer", String(100), nullable=False),
+    Column("failures", Integer, nullable=False),            # consecutive, from this address
+    Column("blocked_until", BigInteger, nullable=False),    # epoch ms
+    Column("last_failure", BigInteger, nullable=False),
+    Index("ix_signin_throttle_username", "username"),
+    Index("ix_signin_throttle_last", "last_failure"),
+)
+
+# Access tokens of an account whose iat is at or before ``not_before`` (epoch
+# seconds, the unit of a JWT's iat) are void: disabling an account or changing
+# its password ends every access token already out, also after the account is
+# enabled again.  Tokens issued later get a later iat (TokenService.issue).
+token_cutoff = Table(
+    "token_cutoff",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("not_before", BigInteger, nullable=False),
+)
+
+TABLES = (account, account_person, refresh_token, revoked_token, otp_challenge, otp_sent, used_assertion,
+          signin_throttle, token_cutoff)
 
 
 def create_tables(db: Database) -> None:
@@ -178,6 +217,9 @@ ROLE_CONTEXTS: dict[Role, frozenset[str]] = {
 }
 
 OTP_LIFETIME_MS = 5 * 60_000
+THROTTLE_FORGET_MS = 86_400_000     # failure rows of an address silent for a day are dropped
+SIGN_IN_FAILED = ("sign-in failed: username, password or code wrong (after repeated failures, wait a "
+                  "little before trying again)")
 OTP_MAX_ATTEMPTS = 5
 OTP_MIN_INTERVAL_MS = 60_000
 OTP_MAX_PER_HOUR = 10
@@ -188,6 +230,29 @@ COLS = ("id, role, display, username, client_id, organization, organization_id, 
         "created, updated, secret_hash IS NOT NULL, totp_secret IS NOT NULL, phone IS NOT NULL, "
         "jwks IS NOT NULL")
 SELECT_ACCOUNT = "SELECT " + COLS + " FROM account "  # noqa: S608  (constant column list, no value)
+
+
+class SignInRefused(Unauthorized):
+    """One answer for every failed password sign-in (HT-0127, one text); the
+    audit trail gets the real cause in ``audit_code`` (HT-0140: held back)."""
+
+    def __init__(self, audit_code: str = "HT-0127") -> None:
+        super().__init__("HT-0127", SIGN_IN_FAILED)
+        self.audit_code = audit_code
+
+
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    """What a bearer token's use is checked against, read fresh on every use."""
+
+    active: bool                       # the account exists and is enabled
+    revoked: bool                      # this token's jti was revoked (RFC 7009)
+    not_before: int                    # epoch s: tokens with iat <= this are void (0: none)
+    persons: tuple[str, ...] | None    # a delegate's live delegations; None for other roles
+
+
+def throttle_key(username: str, peer: str | None) -> str:
+    return hashlib.sha256(f"{username}\n{peer or ''}".encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +460,29 @@ class Accounts:
             return None
         return self.repo.codec.decode(bytes(rows[0][0])).decode()
 
+    def token_state(self, account_id: str, jti: str, now: int) -> TokenState:
+        """The account's state for one use of its access token: one primary-key
+        query (two for a delegate).  Never cached, so a revocation, a disable or
+        an ended delegation holds on every worker at once (issue 12, finding 16)."""
+        rows = self.repo.query(
+            "SELECT a.status, a.role, (SELECT 1 FROM revoked_token r WHERE r.jti = ?), "
+            "(SELECT c.not_before FROM token_cutoff c WHERE c.account_id = a.id) FROM account a WHERE a.id = ?",
+            (jti, account_id))
+        if not rows:
+            return TokenState(False, False, 0, None)
+        status, role, revoked, not_before = rows[0]
+        persons: tuple[str, ...] | None = None
+        if role == Role.DELEGATE:
+            live = self.repo.query("SELECT person_id FROM account_person WHERE account_id = ? "
+                                   "AND (expires IS NULL OR expires > ?) ORDER BY person_id", (account_id, now))
+            persons = tuple(str(r[0]) for r in live)
+        return TokenState(status == "active", revoked is not None, int(not_before or 0), persons)
+
+    def tokens_not_before(self, account_id: str) -> int:
+        """The account's token cutoff (epoch s; 0: none), see :meth:`void_tokens`."""
+        rows = self.repo.query("SELECT not_before FROM token_cutoff WHERE account_id = ?", (account_id,))
+        return int(rows[0][0]) if rows else 0
+
     def blocked(self, now: int) -> set[str]:
         """Ids of accounts that are disabled or locked now (token verification refuses them)."""
         rows = self.repo.query("SELECT id FROM account WHERE status <> 'active' OR locked_until > ?", (now,))
@@ -554,7 +642,25 @@ class Accounts:
         a = self._update(account_id, "status = ?", ("active" if active else "disabled",))
         if not active:
             self.end_sessions(account_id)
+            self.void_tokens(account_id)
         return a
+
+    def void_tokens(self, account_id: str) -> None:
+        """Every access token of the account issued up to now stops working, for
+        good: enabling the account again does not bring them back."""
+        # iat has whole seconds: tokens of this very second are void too, and
+        # TokenService.issue gives the next ones a later iat.
+        cutoff = self.clock() // 1000
+
+        def tx(w: SqlWriter) -> None:
+            w.lock_key("cutoff:" + account_id)
+            if w.execute("SELECT 1 FROM token_cutoff WHERE account_id = ?", (account_id,)).fetchone():
+                w.execute("UPDATE token_cutoff SET not_before = ? WHERE account_id = ? AND not_before < ?",
+                          (cutoff, account_id, cutoff))
+            else:
+                w.execute("INSERT INTO token_cutoff (account_id, not_before) VALUES (?, ?)", (account_id, cutoff))
+
+        self.repo.transact(tx)
 
     def end_sessions(self, account_id: str) -> None:
         """Revoke every refresh token of the account (its access tokens lapse within
@@ -578,7 +684,12 @@ class Accounts:
         return ended
 
     def unlock(self, account_id: str) -> Account:
-        return self._update(account_id, "failed_count = 0, locked_until = 0", ())
+        """Clear the back-off of every address for this account's username (an operator's call)."""
+        a = self._update(account_id, "failed_count = 0, locked_until = 0", ())
+        if a.username is not None:
+            name = a.username
+            self.repo.transact(lambda w: w.execute("DELETE FROM signin_throttle WHERE username = ?", (name,)))
+        return a
 
     def set_scopes(self, account_id: str, scopes_text: str) -> Account:
         a = self.require(account_id)
@@ -599,6 +710,7 @@ class Accounts:
         a = self._update(account_id, "secret_hash = ?, password_changed_at = ?, failed_count = 0, "
                                      "locked_until = 0", (passwords.hash_secret(plain), self.clock()))
         self.end_sessions(account_id)
+        self.void_tokens(account_id)
         return a, plain
 
     def rotate_secret(self, account_id: str) -> tuple[Account, str]:
@@ -620,43 +732,58 @@ class Accounts:
         r = rows[0]
         return r[0], bytes(r[1]) if r[1] is not None else None, int(r[2]) if r[2] is not None else None
 
-    def _fail(self, a: Account) -> Unauthorized:
-        """Count one failed sign-in; lock the account when the count reaches the limit."""
+    def _held_back(self, key: str, now: int) -> bool:
+        rows = self.repo.query("SELECT blocked_until FROM signin_throttle WHERE throttle_key = ?", (key,))
+        return bool(rows) and int(rows[0][0]) > now
+
+    def _fail(self, key: str, username: str, peer: str | None) -> SignInRefused:
+        """Count one failure of (username, address); from the ``lockout_failures``-th
+        on, the address waits 1 s, 2 s, 4 s ... (at most ``lockout_minutes``)."""
         now = self.clock()
-        limit = self.settings.lockout_failures
-        until = now + self.settings.lockout_minutes * 60_000
+        limit = max(1, self.settings.lockout_failures)
+        cap_ms = max(1, self.settings.lockout_minutes) * 60_000
 
-        def tx(w: SqlWriter) -> bool:
-            w.execute("UPDATE account SET failed_count = failed_count + 1, updated = ? WHERE id = ?", (now, a.id))
-            n = w.execute("SELECT failed_count FROM account WHERE id = ?", (a.id,)).fetchone()[0]
-            if limit > 0 and int(n) >= limit:
-                w.execute("UPDATE account SET failed_count = 0, locked_until = ? WHERE id = ?", (until, a.id))
-                return True
-            return False
+        def tx(w: SqlWriter) -> None:
+            w.lock_key("signin:" + key)
+            row = w.execute("SELECT failures FROM signin_throttle WHERE throttle_key = ?", (key,)).fetchone()
+            n = (int(row[0]) if row else 0) + 1
+            wait = min(cap_ms, 1000 << min(n - limit, 40)) if n >= limit else 0
+            if row:
+                w.execute("UPDATE signin_throttle SET failures = ?, blocked_until = ?, last_failure = ? "
+                          "WHERE throttle_key = ?", (n, now + wait, now, key))
+            else:
+                w.execute("DELETE FROM signin_throttle WHERE last_failure < ?", (now - THROTTLE_FORGET_MS,))
+                w.execute("INSERT INTO signin_throttle (throttle_key, username, peer, failures, blocked_until, "
+                          "last_failure) VALUES (?, ?, ?, ?, ?, ?)",
+                          (key, username[:100], (peer or "")[:100], n, now + wait, now))
 
-        if self.repo.transact(tx):
-            return Unauthorized("HT-0128", f"too many failed sign-ins: account locked for "
-                                           f"{self.settings.lockout_minutes} minutes")
-        return Unauthorized("HT-0127", "sign-in failed: username, password or code wrong")
+        self.repo.transact(tx)
+        return SignInRefused()
 
     def check_password(self, username: str, password: str, totp_code: str | None, *,
-                       allow_expired: bool = False) -> Account:
-        """The account of a person signing in with password (+ TOTP for staff roles).
+                       allow_expired: bool = False, peer: str | None = None) -> Account:
+        """The account of a person signing in with password (+ TOTP for staff roles)
+        from address ``peer``.
 
-        Unknown username and wrong password give the same error (HT-0127) at the
-        same cost; a locked account is refused even with the right password
-        (HT-0128); an expired password gives HT-0129 unless ``allow_expired``."""
+        Unknown username, wrong password or code, and an address held back
+        after repeated failures all raise :class:`SignInRefused` (HT-0127, one
+        text) after one argon2id verification; a disabled account gives
+        HT-0126 and an expired password HT-0129 (unless ``allow_expired``),
+        both only to someone who gave the right password and code."""
+        now = self.clock()
+        key = throttle_key(username, peer)
+        if self._held_back(key, now):
+            # Refused unseen, at the price of a real check (timing tells nothing),
+            # and not counted: waiting out the back-off is all it takes.
+            passwords.verify_secret(None, password)
+            raise SignInRefused("HT-0140")
         a = self.by_username(username) if 0 < len(username) <= 100 else None
         if a is None or a.role not in USER_ROLES:
             passwords.verify_secret(None, password)
-            raise Unauthorized("HT-0127", "sign-in failed: username, password or code wrong")
-        now = self.clock()
-        if a.locked(now):
-            raise Unauthorized("HT-0128", "account locked after repeated failed sign-ins; try again later "
-                                          "or ask an operator")
+            raise self._fail(key, username, peer)
         stored, enc_secret, last_step = self._secrets_of(a.id)
         if not passwords.verify_secret(stored, password):
-            raise self._fail(a)
+            raise self._fail(key, username, peer)
         step: int | None = None
         if a.role in TOTP_ROLES:
             if enc_secret is None:
@@ -665,11 +792,11 @@ class Accounts:
             try:
                 step = totp.verify(secret, totp_code or "", now, last_step)
             except totp.Replayed:
-                self._fail(a)
+                self._fail(key, username, peer)
                 raise Unauthorized("HT-0139", "this authenticator code was already used; wait for the next one")\
                     from None
             if step is None:
-                raise self._fail(a)
+                raise self._fail(key, username, peer)
         if a.status != "active":
             raise Unauthorized("HT-0126", "account disabled")
         max_age = self.settings.password_max_age_days
@@ -677,6 +804,7 @@ class Accounts:
                 and now - (a.password_changed_at or 0) > max_age * 86_400_000):
             raise Unauthorized("HT-0129", "password expired: change it (POST /auth/password)")
         self._succeed(a, step, stored)
+        self.repo.transact(lambda w: w.execute("DELETE FROM signin_throttle WHERE throttle_key = ?", (key,)))
         return self.require(a.id)
 
     def _succeed(self, a: Account, step: int | None, stored: str | None) -> None:
@@ -695,14 +823,18 @@ class Accounts:
         if self.repo.transact(tx) != 1:
             raise Unauthorized("HT-0139", "this authenticator code was already used; wait for the next one")
 
-    def change_password(self, username: str, old: str, new: str, totp_code: str | None) -> Account:
-        """Change a password (also when expired): the old one and the second factor are checked."""
+    def change_password(self, username: str, old: str, new: str, totp_code: str | None, *,
+                        peer: str | None = None) -> Account:
+        """Change a password (also when expired): the old one and the second factor
+        are checked; access tokens issued before are void afterwards."""
         if new == old:
             raise InvalidRequest("HT-0120", "the new password must differ from the old one")
         passwords.check_policy(new, self.settings)
-        a = self.check_password(username, old, totp_code, allow_expired=True)
-        return self._update(a.id, "secret_hash = ?, password_changed_at = ?",
-                            (passwords.hash_secret(new), self.clock()))
+        a = self.check_password(username, old, totp_code, allow_expired=True, peer=peer)
+        a = self._update(a.id, "secret_hash = ?, password_changed_at = ?",
+                         (passwords.hash_secret(new), self.clock()))
+        self.void_tokens(a.id)
+        return a
 
     def check_client_secret(self, client_id: str, secret: str) -> Account:
         """The client with this id and secret (RFC 6749 section 2.3.1), else HT-0130."""
@@ -770,3 +902,12 @@ class Accounts:
         if a.status != "active":
             raise Unauthorized("HT-0126", "account disabled")
         return a
+
+
+def person_has_account(w: SqlWriter, person_id: str) -> bool:
+    """Whether anyone signs in as, or acts for, this golden person (a resident's
+    own account, or a live or past delegation): retiring the person would cut
+    them off, so identity merges that would do it wait for review (issue 12)."""
+    if w.execute("SELECT 1 FROM account WHERE person_id = ?", (person_id,)).fetchone():
+        return True
+    return w.execute("SELECT 1 FROM account_person WHERE person_id = ?", (person_id,)).fetchone() is not None

@@ -276,10 +276,11 @@ class AuthService:
         try:
             password = _str_field(body, "password") or ""
             code = _str_field(body, "totp", required=False, limit=16)
-            a = self.accounts.check_password(username, password, code)
+            a = self.accounts.check_password(username, password, code, peer=peer)
             scope = scopes.narrow(_str_field(body, "scope", required=False, limit=2000), a.scopes)
         except HutongError as e:
-            self._refused("login", e.code, claimed=username, peer=peer)
+            # The audit trail keeps the real cause (HT-0140: held back) of a one-answer refusal.
+            self._refused("login", getattr(e, "audit_code", e.code), claimed=username, peer=peer)
             raise
         response = self.tokens.issue(a, scope)
         response["account"] = a.to_json()
@@ -294,9 +295,10 @@ class AuthService:
             old = _str_field(body, "old") or ""
             new = _str_field(body, "new") or ""
             a = self.accounts.change_password(username, old, new, _str_field(body, "totp", required=False,
-                                                                             limit=16))
+                                                                             limit=16), peer=peer)
         except HutongError as e:
-            self._refused("login", e.code, claimed=username, peer=peer)
+            # The audit trail keeps the real cause (HT-0140: held back) of a one-answer refusal.
+            self._refused("login", getattr(e, "audit_code", e.code), claimed=username, peer=peer)
             raise
         self.tokens.revoke_account(a.id)
         self.audit(AuditRecord(action="login", outcome=SUCCESS, principal=principal_of_account(

@@ -10,9 +10,14 @@
   8 KB, not three base64url parts, any algorithm but ES256 (so ``none`` and
   HS256-with-the-public-key confusion are out, RFC 8725 section 3.1), a bad
   signature, another issuer or audience (RFC 8725 section 3.8/3.9), expiry
-  (30 s clock skew allowed), a revoked jti, an account disabled or locked
-  since issue.  Revocations and blocked accounts are read into memory at most
-  every ``cache_seconds`` (2 s), so verification costs no query per request.
+  (30 s clock skew allowed), a revoked jti, an account disabled since issue
+  or whose tokens were voided after issue (disabled, password changed: a
+  per-account cutoff, so enabling it again brings no old token back).  A
+  token's signature is checked once per process (it cannot change); its
+  revocation and its account's state are read on every use (one primary-key
+  query), never cached, so a revocation holds on every worker at once
+  (issue 12, finding 16).  A delegate's token names the persons delegated at
+  issue; each use keeps only those still delegated now.
 - Refresh tokens (RFC 6749 section 6) are opaque random strings; only their
   SHA-256 is stored.  Each use rotates them (the old one is revoked); using a
   revoked one again revokes its whole family (OAuth 2.0 Security BCP, RFC
@@ -99,8 +104,7 @@ class TokenService:
     """Issues and checks the platform's tokens; one per process (it caches)."""
 
     def __init__(self, repo: SqlRepository, settings: SecuritySettings, key_dir: Path, *,
-                 accounts: Accounts | None = None, clock: Callable[[], int] | None = None,
-                 cache_seconds: float = 2.0) -> None:
+                 accounts: Accounts | None = None, clock: Callable[[], int] | None = None) -> None:
         self.repo = repo
         self.settings = settings
         self.clock: Callable[[], int] = clock or system_clock
@@ -111,12 +115,8 @@ class TokenService:
         self.issuer = (settings.issuer or DEFAULT_ISSUER).rstrip("/")
         # The FHIR API these tokens are for (RFC 8707 resource / JWT aud).
         self.audience = self.issuer + "/fhir"
-        self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
-        self._loaded_at = float("-inf")
-        self._revoked: set[str] = set()
         self._verified: dict[str, dict[str, Any]] = {}  # token -> claims whose signature checked out
-        self._blocked: set[str] = set()
 
     # ------------------------------------------------------------ keys
     def jwks(self) -> dict[str, Any]:
@@ -137,7 +137,9 @@ class TokenService:
         now = self.clock()
         scope = scopemod.normalize(scopes)
         lifetime_s = self.settings.access_token_minutes * 60
-        iat = now // 1000
+        # After a cutoff in this very second (void_tokens), the new token must
+        # fall after it: iat at most a second ahead, within the clock skew allowed.
+        iat = max(now // 1000, self.accounts.tokens_not_before(a.id) + 1)
         claims: dict[str, Any] = {
             "iss": self.issuer, "sub": a.id, "aud": self.audience, "iat": iat, "exp": iat + lifetime_s,
             "jti": secrets.token_hex(16), "scope": scope, "role": str(a.role),
@@ -176,21 +178,8 @@ class TokenService:
         return token
 
     # ------------------------------------------------------------ verify
-    def _state(self) -> tuple[set[str], set[str]]:
-        with self._lock:
-            if time.monotonic() - self._loaded_at >= self.cache_seconds:
-                now = self.clock()
-                rows = self.repo.query("SELECT jti FROM revoked_token WHERE expires > ?",
-                                       (now - CLOCK_SKEW_S * 1000,))
-                self._revoked = {r[0] for r in rows}
-                self._blocked = self.accounts.blocked(now)
-                self._loaded_at = time.monotonic()
-            return self._revoked, self._blocked
-
     def invalidate(self) -> None:
-        """Forget the cached revocations and blocked accounts (reloaded on next use)."""
-        with self._lock:
-            self._loaded_at = float("-inf")
+        """Nothing to forget: revocations and account state are read on every use."""
 
     def decode(self, token: str, *, check_time: bool = True) -> dict[str, Any]:
         """The claims of a token this platform signed, else Unauthorized."""
@@ -244,13 +233,22 @@ class TokenService:
         return claims
 
     def verify(self, token: str) -> dict[str, Any]:
-        """Claims of a valid, unexpired, unrevoked access token of an active account."""
+        """Claims of a valid, unexpired, unrevoked access token of an active account
+        (a delegate's ``persons`` narrowed to the delegations live now)."""
         claims = self.decode(token)
-        revoked, blocked = self._state()
-        if claims["jti"] in revoked:
+        state = self.accounts.token_state(str(claims["sub"]), str(claims["jti"]), self.clock())
+        if state.revoked:
             raise Unauthorized("HT-0124", "access token revoked")
-        if claims["sub"] in blocked:
-            raise Unauthorized("HT-0126", "account disabled or locked")
+        if not state.active:
+            raise Unauthorized("HT-0126", "account disabled")
+        if claims["iat"] <= state.not_before:
+            raise Unauthorized("HT-0124", "access token revoked: the account was disabled or its password "
+                                          "changed since it was issued")
+        if state.persons is not None:
+            # Authority from the platform's facts, not the token's: an ended or
+            # expired delegation ends here, on every request.
+            live = set(state.persons)
+            claims["persons"] = [p for p in claims.get("persons") or [] if p in live]
         return claims
 
     # ------------------------------------------------------------ refresh
@@ -277,8 +275,8 @@ class TokenService:
         if int(expires) <= now:
             raise refused
         a = self.accounts.get(account_id)
-        if a is None or a.status != "active" or a.locked(now):
-            raise Unauthorized("HT-0126", "account disabled or locked")
+        if a is None or a.status != "active":
+            raise Unauthorized("HT-0126", "account disabled")
         if a.is_person and now - int(last_used) > self.settings.idle_timeout_minutes * 60_000:
             self.revoke_family(family)
             raise Unauthorized("HT-0133", f"signed out after {self.settings.idle_timeout_minutes} minutes "
@@ -307,7 +305,6 @@ class TokenService:
     def revoke_account(self, account_id: str) -> None:
         """End every refresh token of an account (disable, password reset)."""
         self.accounts.end_sessions(account_id)
-        self.invalidate()
 
     # ------------------------------------------------------------ revocation
     def revoke_access(self, jti: str, exp_s: int | float) -> None:
@@ -321,8 +318,6 @@ class TokenService:
             w.execute("DELETE FROM revoked_token WHERE expires < ?", (self.clock() - 86_400_000,))
 
         self.repo.transact(tx)
-        with self._lock:
-            self._revoked.add(jti)
 
     def revoke(self, token: str, hint: str | None = None) -> str | None:
         """RFC 7009 section 2.1: revoke an access or refresh token.  Returns the

@@ -159,6 +159,10 @@ def register(app: FastAPI, audit: AuditLog) -> None:
         _require(p, Role.RESIDENT, Role.DELEGATE)
         count, after, since, until = _page_args(request)
         asked = request.query_params.getlist("person")
+        # p.persons are the delegations live now (hutong.security.tokens verify),
+        # not those the token was issued with: an ex-delegate sees nothing.
+        if not p.persons:
+            raise Forbidden("HT-0146", "this account acts for nobody at the moment (the delegation may have ended)")
         for pid in asked:
             if pid not in p.persons:
                 raise Forbidden("HT-0146", "you may see the access log of your own record and of the "

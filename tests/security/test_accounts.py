@@ -159,24 +159,50 @@ def test_totp_code_is_accepted_once(accounts: Accounts, clock: Clock) -> None:
     accounts.check_password("staff.li", PW, code(secret, clock))
 
 
-def test_lockout_after_five_failures_for_thirty_minutes(accounts: Accounts, clock: Clock) -> None:
+def test_back_off_after_five_failures_per_address_never_locks_the_account(accounts: Accounts,
+                                                                         clock: Clock) -> None:
+    """Issue 12, finding 13: failures hold back (username, address) with a
+    doubling wait (1 s, 2 s, 4 s ... at most lockout_minutes), never the
+    account: its owner signs in from another address at once."""
     a, secret = staff(accounts)
+    guess = "192.0.2.66"
     for _ in range(4):
-        fails("HT-0127", accounts.check_password, "staff.li", "Guess-0000", None)
-    fails("HT-0128", accounts.check_password, "staff.li", "Guess-0000", None)   # the 5th locks
-    # Locked: the right password and code are refused too.
-    fails("HT-0128", accounts.check_password, "staff.li", PW, code(secret, clock))
-    assert accounts.require(a.id).locked(clock.now)
-    assert a.id in accounts.blocked(clock.now)
+        fails("HT-0127", accounts.check_password, "staff.li", "Guess-0000", None, peer=guess)
+    wrong = fails("HT-0127", accounts.check_password, "staff.li", "Guess-0000", None, peer=guess)  # 5th: 1 s
+    # Held back: the right password and code from that address get the same answer.
+    held = fails("HT-0127", accounts.check_password, "staff.li", PW, code(secret, clock), peer=guess)
+    assert held.message == wrong.message and getattr(held, "audit_code", None) == "HT-0140"
+    # The owner, from its own address, is not held back; the account is not locked.
+    assert accounts.check_password("staff.li", PW, code(secret, clock), peer="198.51.100.1").id == a.id
+    assert accounts.require(a.id).status == "active" and a.id not in accounts.blocked(clock.now)
+    clock.advance(1_001)
+    fails("HT-0127", accounts.check_password, "staff.li", "Guess-0000", None, peer=guess)    # 6th: 2 s
+    clock.advance(1_500)
+    assert getattr(fails("HT-0127", accounts.check_password, "staff.li", PW, None, peer=guess),
+                   "audit_code", None) == "HT-0140"
+    # The waits double up to lockout_minutes (30) and no further.
+    for _ in range(7, 30):
+        clock.advance(31 * MIN)
+        fails("HT-0127", accounts.check_password, "staff.li", "Guess-0000", None, peer=guess)
     clock.advance(29 * MIN)
-    fails("HT-0128", accounts.check_password, "staff.li", PW, code(secret, clock))
+    fails("HT-0127", accounts.check_password, "staff.li", "Guess-0000", None, peer=guess)   # still held
     clock.advance(MIN + 1)
-    assert accounts.check_password("staff.li", PW, code(secret, clock)).id == a.id
-    # A success resets the count: four more failures do not lock.
-    for _ in range(4):
-        fails("HT-0127", accounts.check_password, "staff.li", "Guess-0000", None)
     clock.advance(30_000)
-    accounts.check_password("staff.li", PW, code(secret, clock))
+    assert accounts.check_password("staff.li", PW, code(secret, clock), peer=guess).id == a.id
+    # A success clears that address's count: four more failures are not held back.
+    for _ in range(4):
+        fails("HT-0127", accounts.check_password, "staff.li", "Guess-0000", None, peer=guess)
+    clock.advance(30_000)
+    accounts.check_password("staff.li", PW, code(secret, clock), peer=guess)
+
+
+def test_unknown_usernames_are_held_back_alike(accounts: Accounts, clock: Clock) -> None:
+    """No enumeration through the back-off either: names nobody has behave the same."""
+    staff(accounts)
+    for _ in range(5):
+        fails("HT-0127", accounts.check_password, "nobody.here", "Guess-0000", None, peer="192.0.2.1")
+    e = fails("HT-0127", accounts.check_password, "nobody.here", "Guess-0000", None, peer="192.0.2.1")
+    assert getattr(e, "audit_code", None) == "HT-0140"
 
 
 def test_operator_unlocks(accounts: Accounts, clock: Clock) -> None:
@@ -184,7 +210,9 @@ def test_operator_unlocks(accounts: Accounts, clock: Clock) -> None:
     s = SecuritySettings(lockout_failures=2, lockout_minutes=60)
     strict = Accounts(accounts.repo, s, clock=clock)
     fails("HT-0127", strict.check_password, "staff.li", "x", None)
-    fails("HT-0128", strict.check_password, "staff.li", "x", None)
+    fails("HT-0127", strict.check_password, "staff.li", "x", None)      # held back from here on
+    assert getattr(fails("HT-0127", strict.check_password, "staff.li", PW, code(secret, clock)),
+                   "audit_code", None) == "HT-0140"
     strict.unlock(a.id)
     assert strict.check_password("staff.li", PW, code(secret, clock)).id == a.id
 
