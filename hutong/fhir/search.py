@@ -39,6 +39,9 @@ from hutong.store.query import (
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
+# Values one search may carry, comma-separated ORs and repeated parameters
+# together (issue 12, finding 17); more is a 400 (HT-0021), never a 500.
+MAX_SEARCH_VALUES = 1000
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # Result parameters handled by the layer above (rendering), not the query.
 RENDER_PARAMS = frozenset({"_summary", "_elements", "_format", "_pretty"})
@@ -270,6 +273,11 @@ def parse(type: str, params: list[tuple[str, str]], *, base_url: str = "", stric
     q = Query(type=type, count=DEFAULT_COUNT)
     out = ParsedSearch(q)
     ids: set[str] | None = None
+    if sum(raw.count(",") + 1 for _key, raw in params) > MAX_SEARCH_VALUES:
+        # Commas counted, escaped ones too: an upper bound, cheap before any parsing.
+        raise InvalidRequest("HT-0021", f"a search may carry at most {MAX_SEARCH_VALUES} values (comma-separated "
+                                        "alternatives and repeated parameters together); split it into "
+                                        "several searches")
     for key, raw in params:
         if "\x00" in key or "\x00" in raw:
             # FHIR strings exclude control characters (datatypes.html#string); PostgreSQL

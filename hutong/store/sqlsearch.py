@@ -114,6 +114,17 @@ class Protector(Protocol):
     def refuse_sort(self, name: str) -> None: ...
 
 
+def _tree(op: str, parts: list[str]) -> str:
+    """``parts`` joined by ``op`` as a balanced tree: SQLite refuses an expression
+    nested deeper than 1000 ("Expression tree is too large"), which a flat
+    ``a OR b OR ...`` of a few hundred search values reached (issue 12, finding
+    17).  Placeholders keep their order, so the bound arguments still match."""
+    if len(parts) == 1:
+        return parts[0]
+    mid = len(parts) // 2
+    return f"({_tree(op, parts[:mid])} {op} {_tree(op, parts[mid:])})"
+
+
 def _match_sql(ptype: str, m: Any, args: list[Any], protected: tuple[Protector, str] | None = None) -> str:
     """``protected``: (protector, parameter name) when the parameter's index rows are digests."""
     if ptype == "token":
@@ -227,7 +238,7 @@ class Compiler:
             return self._chain(pid, c.chain, alias, args)
         args.append(pid)
         prot = self._protected(p.type, p.name)
-        alts = " OR ".join(_match_sql(p.ptype, m, args, prot) for m in c.matches)
+        alts = _tree("OR", [_match_sql(p.ptype, m, args, prot) for m in c.matches])
         op = "NOT IN" if c.negate else "IN"
         return f"{alias}.pk {op} (SELECT res_pk FROM {table} WHERE param_id = ? AND ({alts}))"
 
@@ -271,8 +282,9 @@ class Compiler:
             args.append(q.compartment_patient)
         if q.scope is not None:
             parts.append(self.scope_sql(q.type, q.scope, alias, args))
-        for c in q.clauses:
-            parts.append(self.clause(c, alias, args))
+        clauses = [self.clause(c, alias, args) for c in q.clauses]
+        if clauses:
+            parts.append(_tree("AND", clauses))
         return " AND ".join(parts)
 
     def scope_sql(self, type: str, scope: AccessScope, alias: str, args: list[Any]) -> str:

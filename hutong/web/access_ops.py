@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -30,6 +31,8 @@ from hutong.store.sql import SqlRepository
 from hutong.systems import ID_CARD
 
 Notify = Callable[[str, str], None]
+# Residents read times in Beijing time whatever the server's own zone (issue 12, finding 18).
+BEIJING = ZoneInfo("Asia/Shanghai")
 
 
 def find_person(repo: SqlRepository, id_number: str) -> str | None:
@@ -73,11 +76,11 @@ def break_glass(svc: FhirService, access: Access, patient_id: str, body: bytes, 
         raise InvalidRequest("HT-0106", "the reason is limited to 2000 characters")
     person = _person(svc, access, patient_id)
     grant = svc.repo.transact(lambda w: access.break_glass(w, person, reason))
-    when = datetime.fromtimestamp(grant.created_ms / 1000, UTC).astimezone().strftime("%Y-%m-%d %H:%M")
+    when = datetime.fromtimestamp(grant.created_ms / 1000, BEIJING).strftime("%Y-%m-%d %H:%M")
     who = access.principal.display or "a clinician"
     # The resident is told at once; the text names who and when, never the reason
     # (an SMS is not a private channel).
-    notify(person, f"【互通】{when}，{who} 以紧急授权方式查看了您的健康档案。如有疑问，请在“谁看了我的档案”中查看或联系卫生健康委。")
+    notify(person, f"【互通】北京时间{when}，{who} 以紧急授权方式查看了您的健康档案。如有疑问，请在“谁看了我的档案”中查看或联系卫生健康委。")
     return FhirResponse.json(200, {"resourceType": "Parameters", "parameter": [
         {"name": "grant", "valueString": grant.id},
         {"name": "person", "valueReference": {"reference": f"Patient/{person}"}},

@@ -167,8 +167,12 @@ class Gate:
         access.settle()
         route = getattr(scope.get("route"), "path", path[:200])
         code = getattr(request.state, "error_code", None)
+        # A break-glass claim is one action whichever door it came through (the API's
+        # $break-glass or the clinician portal's form): the auditors' review queue
+        # lists claims by it (issue 12, finding 18).  Access.reason is set by the claim only.
+        action = "break-glass" if access.reason is not None else action_of(request.method, route)
         rec = AuditRecord(
-            action=action_of(request.method, route), outcome=_outcome(status), principal=principal,
+            action=action, outcome=_outcome(status), principal=principal,
             on_behalf_of=principal.persons[0] if principal.role.value == "delegate" and principal.persons else None,
             persons=tuple(sorted(access.persons)), entities=tuple(access.entities[:200]),
             interaction=f"{request.method} {route}", query=request.url.query or None,
