@@ -86,6 +86,13 @@ CODES: dict[str, str] = {
     "HT-0167": "export refused: no approved, unexpired, unused sharing request",
     "HT-0168": "export destination is not the approved destination",
     "HT-0169": "export destination scheme not supported",
+    # 0170-0179: who may make a Consent (hutong.security.consent_authors; issue 12)
+    "HT-0170": "a delegate may not open categories masked from delegates",
+    "HT-0171": "an institution's Consent needs the resident's documented instruction (sourceAttachment/Reference)",
+    "HT-0172": "an institution's Consent may only be about that institution itself",
+    "HT-0173": "an institution's Consent may not open sensitive categories",
+    "HT-0174": "the resident could not be told of an institution's Consent: nothing saved",
+    "HT-0175": "a Consent the resident or their delegate made is changed only by them",
     "HT-0120": "password does not meet the password policy",
     "HT-0121": "access token malformed or oversized",
     "HT-0122": "access token signature or algorithm not acceptable",

@@ -18,14 +18,26 @@ from ``provision`` and its nested ``provision`` elements:
 FHIR's nesting means "exceptions to the base rule"; flattening every
 provision into one rule list and letting deny win is the conservative
 reading a resident expects ("I said no").  Only Consents with status
-``active`` count.
+``active`` count, and only those about privacy (``scope`` patient-privacy, or
+no scope given): a treatment or research consent form an institution files
+is a record, not an access rule.
+
+Which Consents reach :func:`evaluate` at all is decided by who wrote them
+(:mod:`hutong.security.consent_authors`, issue 12): the resident, a delegate
+within what delegates may see, or an institution on the resident's documented
+instruction about itself.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+SCOPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/consentscope"
+# Consent.scope codes (R4 valueset-consent-scope) that are not about who may see the record.
+NOT_PRIVACY = frozenset({"treatment", "research", "adr"})
 
 
 @dataclass
@@ -79,12 +91,55 @@ def _rules(provision: dict[str, Any], period: dict[str, Any] | None,
             yield from _rules(nested, own_period, own_actors)
 
 
+@dataclass(frozen=True)
+class Rule:
+    kind: str                            # permit | deny
+    period: dict[str, Any] | None
+    actors: set[str] | None              # "Type/id" references; None = anyone
+    labels: set[str]                     # upper-case security label codes
+
+
+def rules(consent: dict[str, Any]) -> list[Rule]:
+    """Every permit/deny rule of a Consent, nested provisions flattened (period and
+    actors inherited), as :func:`evaluate` reads them."""
+    prov = consent.get("provision")
+    if not isinstance(prov, dict):
+        return []
+    return [Rule(k, p, a, lab) for k, p, a, lab in _rules(prov, None, None)]
+
+
+def privacy_scoped(consent: dict[str, Any]) -> bool:
+    """Is this Consent about who may see the record (scope patient-privacy, or none given)?"""
+    codes = {c.get("code") for c in ((consent.get("scope") or {}).get("coding") or []) if isinstance(c, dict)}
+    return "patient-privacy" in codes or not (codes & NOT_PRIVACY)
+
+
+def without_permitted(consent: dict[str, Any], labels: Iterable[str]) -> dict[str, Any]:
+    """A copy of a Consent whose permits no longer name ``labels`` (upper-case): what
+    is left when its author may not open those categories (denies are kept: a
+    restriction is never more than the author could grant)."""
+    drop = {x.upper() for x in labels}
+    out = copy.deepcopy(consent)
+
+    def walk(p: Any) -> None:
+        if not isinstance(p, dict):
+            return
+        if p.get("type") == "permit" and isinstance(p.get("securityLabel"), list):
+            p["securityLabel"] = [c for c in p["securityLabel"] if not (
+                isinstance(c, dict) and isinstance(c.get("code"), str) and c["code"].upper() in drop)]
+        for nested in p.get("provision") or []:
+            walk(nested)
+
+    walk(out.get("provision"))
+    return out
+
+
 def evaluate(consents: Iterable[dict[str, Any]], actor_refs: set[str], now_iso: str) -> ConsentDecision:
     """What the active consents say about an actor known by ``actor_refs``
     (e.g. {"Organization/o1", "Practitioner/p1", "PractitionerRole/r1"}) now."""
     d = ConsentDecision()
     for c in consents:
-        if c.get("status") != "active" or not isinstance(c.get("provision"), dict):
+        if c.get("status") != "active" or not isinstance(c.get("provision"), dict) or not privacy_scoped(c):
             continue
         applied = False
         for kind, period, actors, labels in _rules(c["provision"], None, None):

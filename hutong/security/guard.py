@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from hutong.security import consent_authors
 from hutong.security.policy import Access
 from hutong.security.sensitivity import SensitivityLabeler
 from hutong.store.repository import Stored
@@ -64,6 +65,7 @@ class PolicyGuard:
         access.require_scope(type, interaction)
         patients = compartment_of(self.repo.indexer, type, resource) if resource is not None else set()
         stamped = access.check_write(w, type, id, resource, current, patients)
+        consent_authors.record(w, access, type, id, resource, current)  # issue 12 F2/F6: who wrote each Consent
         if len(access.entities) < 200:
             access.entities.append(f"{type}/{id}")
         return stamped

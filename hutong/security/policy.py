@@ -46,7 +46,7 @@ from hutong.errors import Forbidden
 from hutong.mpi.golden import PERSON_PREFIX
 from hutong.mpi.service import Mpi
 from hutong.security import consent as consent_rules
-from hutong.security import grants
+from hutong.security import consent_authors, grants
 from hutong.security.principal import Principal, Role
 from hutong.security.settings import SecuritySettings
 from hutong.store.query import AccessScope, Grant
@@ -244,9 +244,12 @@ class Access:
         patients = self.patients_of(person_id)
         rows = self.repo.everything(patients, types=("Consent", "Encounter", "ServiceRequest"), since=None,
                                     after_pk=0, count=5000)[0]
-        bodies = [(s.type, orjson.loads(s.body)) for s in rows if s.body is not None]
-        decision = consent_rules.evaluate([b for t, b in bodies if t == "Consent"], self._actor_refs(),
-                                          self.now_iso())
+        loaded = [(s, orjson.loads(s.body)) for s in rows if s.body is not None]
+        bodies = [(s.type, b) for s, b in loaded]
+        # A Consent counts only as its current version's author may make it: the
+        # resident, a delegate, an institution on documented instruction (issue 12).
+        counted = consent_authors.in_force(self.repo, [(s, b) for s, b in loaded if s.type == "Consent"], labels)
+        decision = consent_rules.evaluate(counted, self._actor_refs(), self.now_iso())
         hide = tuple(x for x in labels if x not in decision.unmasked) + tuple(
             x for x in decision.masked if x not in labels)
         if decision.deny:

@@ -38,7 +38,7 @@ from hutong.fhir.response import FHIR_JSON, FhirResponse
 from hutong.fhir.service import FhirService
 from hutong.ingest import inbox
 from hutong.ingest.pipeline import Ingestor
-from hutong.security import grants
+from hutong.security import consent_authors, grants
 from hutong.security.audit import AuditLog
 from hutong.security.guard import install as install_guard
 from hutong.security.keys import default_key_dir
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
     app.state.authenticator = authn
     app.state.sms = sms
     notify = access_ops.sms_notifier(repository, sms.send)
+    consent_authors.install(repository, sms.send)  # residents are told of Consents others record (issue 12)
     gate.install(app, repository, security, authn, audit)
     # The portals' pages (issue 7); their routes are added after the API's (below),
     # so the hot FHIR paths match first.

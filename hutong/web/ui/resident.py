@@ -42,6 +42,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from hutong.errors import Forbidden, HutongError, InvalidRequest, NotFound
 from hutong.fhir.service import FhirService
 from hutong.fhir.validation import check_id
+from hutong.security import consent_authors
 from hutong.security.accounts import Account
 from hutong.security.audit import AccessEntry, AuditLog
 from hutong.security.policy import Access
@@ -158,6 +159,32 @@ i18n.add({
     "con.save": ("保存", "Save"),
     "con.until": ("至", "until"),
     "con.open_ended": ("长期", "no end date"),
+    # who set a permission, and whether it is in force (issue 12: hutong.security.consent_authors)
+    "conauth.by": ("设置人", "Set by"),
+    "conauth.resident": ("本人", "you"),
+    "conauth.delegate": ("家人/监护人代办", "a family member or guardian, for you"),
+    "conauth.institution_doc": ("{org}（凭您签署的书面授权登记）", "{org}, on your signed written instruction"),
+    "conauth.institution": ("{org}代为登记", "{org}, on your behalf"),
+    "conauth.platform": ("区域平台导入", "the regional platform (imported)"),
+    "conauth.unknown": ("来源不明", "unknown"),
+    "conauth.not_in_force": ("未生效", "Not in force"),
+    "conauth.why.unknown-author": ("无法确认这项授权是您本人或您的代办人设置的，因此不起作用。如您不认识它，请撤销；"
+                                   "如确有需要，请在本页自己设置。",
+                                   "Nobody can confirm that you or your delegate set this, so it has no effect. "
+                                   "Revoke it if you do not recognise it; set your own below if you want it."),
+    "conauth.why.undocumented": ("没有附上您签署的书面授权，因此不起作用。如您不认识它，请撤销。",
+                                 "Your signed written instruction is not attached, so it has no effect. Revoke it "
+                                 "if you do not recognise it."),
+    "conauth.why.not-notified": ("还没有短信通知到您，因此不起作用。如您不认识它，请撤销。",
+                                 "You have not been told of it by SMS yet, so it has no effect. Revoke it if you "
+                                 "do not recognise it."),
+    "conauth.why.other-actor": ("医院/机构只能为其自身登记授权，这项授权涉及其他医院/机构，因此不起作用。"
+                                "请撤销，或在本页自己设置。",
+                                "A hospital may only record permissions about itself; this one is about others, so "
+                                "it has no effect. Revoke it, or set your own below."),
+    "conauth.narrowed": ("其中的敏感类别（如精神心理、艾滋病、生殖健康）只有您本人才能授权，这一部分不起作用。",
+                         "Sensitive categories (mental health, HIV, reproductive health) can only be opened by you; "
+                         "that part has no effect."),
     # delegates
     "del.title": ("家人代办", "Family and guardians"),
     "del.help": ("家人或监护人可以代您查看档案（14 岁以下儿童由监护人代办）。代办人看不到精神心理、传染病、生殖健康等敏感记录。",
@@ -568,9 +595,20 @@ class ConsentRow:
     end: str
     categories: list[str]
     status: str                 # active | inactive | expired | ...
+    # who set it and whether it counts (hutong.security.consent_authors; issue 12)
+    author: str = "unknown"     # resident | delegate | institution | institution_doc | platform | unknown
+    author_org: str = ""
+    in_force: bool = False
+    why: str = ""               # consent_authors reason when an active one counts for nothing
+    narrowed: bool = False      # categories its author may not open were left out
 
 
-def consent_rows(consents: list[dict[str, Any]], today: str) -> list[ConsentRow]:
+def consent_rows(consents: list[dict[str, Any]], today: str,
+                 standings: dict[str, consent_authors.Standing] | None = None,
+                 org_names: dict[str, str] | None = None) -> list[ConsentRow]:
+    """Rows of the 授权管理 page; ``standings`` (by Consent id) says who set each
+    one and whether it counts, so that forged or unconfirmed ones are shown as
+    not in force, with a revoke button, instead of being hidden."""
     out = []
     for c in consents:
         prov = c.get("provision") if isinstance(c.get("provision"), dict) else {}
@@ -584,8 +622,19 @@ def consent_rows(consents: list[dict[str, Any]], today: str) -> list[ConsentRow]
         if status == "active" and end and end < today:
             status = "expired"
         cats = [str(x.get("code")).upper() for x in prov.get("securityLabel") or [] if isinstance(x, dict)]
-        out.append(ConsentRow(str(c.get("id")), str(prov.get("type") or ""), who, who_type,
-                              _day(period.get("start")), end, cats, status))
+        row = ConsentRow(str(c.get("id")), str(prov.get("type") or ""), who, who_type,
+                         _day(period.get("start")), end, cats, status)
+        st = (standings or {}).get(row.id)
+        if st is not None:
+            a = st.author
+            row.author = "unknown" if a is None else \
+                ("institution_doc" if a.documented else "institution") if a.kind == consent_authors.INSTITUTION \
+                else a.kind
+            row.author_org = (org_names or {}).get(a.organization_id or "", "") if a is not None else ""
+            row.in_force = st.rule is not None
+            row.why = st.why or ""
+            row.narrowed = st.narrowed
+        out.append(row)
     out.sort(key=lambda r: (r.status != "active", r.start), reverse=False)
     return out
 
@@ -778,8 +827,17 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
         org_id = request.query_params.get("org") or ""
 
         def load() -> dict[str, Any]:
-            cons = _search(svc, "Consent", [("patient", f"Patient/{person}"), ("_count", "200")])
+            # Every Consent about any of the person's registrations, not only those naming
+            # the golden person: one an institution filed on its own registration of
+            # them must be seen here to be revoked (issue 12, finding 2).
+            mine = ",".join(f"Patient/{p}" for p in access.patients_of(person))
+            cons = _search(svc, "Consent", [("patient", mine), ("_count", "200")])
             orgs = organizations(svc)
+            authors = consent_authors.authors_of(repo, {
+                str(c.get("id")): int((c.get("meta") or {}).get("versionId") or 0) for c in cons})
+            sensitive = app.state.security.sensitive_labels
+            standings = {str(c.get("id")): consent_authors.standing(c, authors.get(str(c.get("id"))), sensitive)
+                         for c in cons}
             doctors: list[tuple[str, str]] = []
             org_name = ""
             if org_id:
@@ -801,7 +859,8 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
                     doctors.append((pref.split("/")[1], " · ".join(x for x in (name, spec, title) if x)))
                 doctors.sort(key=lambda d: d[1])
             today = datetime.now(BEIJING).date().isoformat()
-            return {"rows": consent_rows(cons, today), "orgs": [(o["id"], o.get("name", "")) for o in orgs],
+            return {"rows": consent_rows(cons, today, standings, {str(o.get("id")): str(o.get("name") or "")
+                                                                  for o in orgs}), "orgs": [(o["id"], o.get("name", "")) for o in orgs],
                     "org_id": org_id, "org_name": org_name, "doctors": doctors}
 
         data = await run(load)
