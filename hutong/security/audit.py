@@ -7,8 +7,20 @@ from where, why and the outcome; kept at least 180 days; residents list who
 accessed their record; auditors review break-glass accesses.  GB/T 22239-2019
 level 3 (8.1.4.3 security audit) asks that audit records be protected from
 unexpected deletion, modification or overwriting: here each row carries
-``hash = SHA-256(prev_hash || canonical row bytes)``, so changing, deleting or
-reordering any row breaks :meth:`AuditLog.verify`.
+``hash = HMAC-SHA256(chain key, prev_hash || canonical row bytes)``, so
+changing, deleting or reordering any row breaks :meth:`AuditLog.verify`, and
+nobody without the chain key -- which is not in the database or its
+directory -- can re-hash the rows after a change (issue 12, finding 7).
+Signed heads published outside the database (:mod:`hutong.security.auditheads`)
+make cutting rows off the end, rebuilding the chain and planting an anchor
+detectable without a hand-kept checkpoint.
+
+Chains written before the chain key existed (plain SHA-256, "legacy") stay
+readable: the first process of this release that opens such a database
+appends one keyed ``audit-chain-keyed`` record naming the legacy head and
+records the switch point in ``audit_chain``.  Rows before it verify as
+legacy; the keyed switch record pins them (its prev_hash is the legacy head,
+under the key), so they cannot be rewritten afterwards either.
 
 Tables (own MetaData, created by :func:`create_tables`):
 
@@ -20,7 +32,9 @@ Tables (own MetaData, created by :func:`create_tables`):
 - ``audit_person``: (person_id, seq) for every golden person a record
   touched: the residents' access log ("谁看了我的档案") is an index range scan.
 - ``audit_anchor``: after a retention purge, the last purged seq and its hash;
-  verification starts from it.
+  verification starts from it, and it must be the one the newest
+  ``audit-purge`` record (keyed, in the chain) names.
+- ``audit_chain``: the seq from which rows are keyed, and the chain key's id.
 - ``break_glass_review``: an auditor's verdict on a break-glass record.
 
 Appends are serialised (SQLite: the write transaction; PostgreSQL: a
@@ -33,11 +47,14 @@ committed.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -54,7 +71,16 @@ from sqlalchemy import (
     Table,
 )
 
-from hutong.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from hutong.errors import ConfigError, Conflict, Forbidden, InvalidRequest, NotFound
+from hutong.security.auditheads import (
+    AuditKeys,
+    Head,
+    chain_mac,
+    heads_path_of,
+    key_dir_of,
+    read_heads,
+    signature_ok,
+)
 from hutong.security.events import AuditRecord
 from hutong.security.principal import LOCAL_OPERATOR, Principal, Role
 from hutong.security.settings import SecuritySettings
@@ -63,6 +89,7 @@ from hutong.store.schema import PK
 from hutong.store.sql import SqlRepository, SqlWriter
 
 metadata = MetaData()
+log = logging.getLogger("hutong.audit")
 
 GENESIS = "0" * 64          # prev_hash of seq 1
 FLAG_BREAK_GLASS = 1
@@ -115,6 +142,15 @@ audit_anchor = Table(
     Column("time_ms", BigInteger, nullable=False),
 )
 
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("keyed_from", BigInteger, nullable=False),               # first seq hashed with the chain key
+    Column("key_id", String(32), nullable=False),                   # auditheads.fingerprint of that key
+    Column("time_ms", BigInteger, nullable=False),
+)
+
 break_glass_review = Table(
     "break_glass_review",
     metadata,
@@ -126,7 +162,8 @@ break_glass_review = Table(
     Column("review_seq", BigInteger, nullable=False),           # the audit record of the review itself
 )
 
-TABLES = (audit_event, audit_person, audit_anchor, break_glass_review)
+TABLES = (audit_event, audit_person, audit_anchor, audit_chain, break_glass_review)
+SWITCH_ACTION = "audit-chain-keyed"    # the first keyed record of a chain begun unkeyed
 EVENT_COLS = ("seq, time_ms, action, outcome, account_id, role, organization, on_behalf_of, code, peer, "
               "purpose, flags, body, prev_hash, hash")
 
@@ -229,13 +266,15 @@ class VerifyResult:
     reason: str | None = None        # "hash mismatch at seq N", "gap between N and M", "anchor mismatch at seq N"
     first_seq: int | None = None
     head_seq: int | None = None      # last seq checked
-    head_hash: str | None = None     # note it down elsewhere to detect truncation of the tail later
+    head_hash: str | None = None     # the signed heads (auditheads) carry it elsewhere
     anchor_seq: int | None = None
+    keyed_from: int | None = None    # rows before this seq are legacy (unkeyed SHA-256)
+    heads: int = 0                   # published heads checked
 
     def to_json(self) -> dict[str, Any]:
         d = {"ok": self.ok, "rows": self.rows, "bad_seq": self.bad_seq, "reason": self.reason,
              "first_seq": self.first_seq, "head_seq": self.head_seq, "head_hash": self.head_hash,
-             "anchor_seq": self.anchor_seq}
+             "anchor_seq": self.anchor_seq, "keyed_from": self.keyed_from, "heads": self.heads}
         return {k: v for k, v in d.items() if v is not None}
 
 
@@ -287,19 +326,30 @@ def _field(v: str | int | bytes | None) -> bytes:
 
 def row_hash(prev_hash: str, seq: int, time_ms: int, action: str, outcome: str, account_id: str | None,
              role: str | None, organization: str | None, on_behalf_of: str | None, code: str | None,
-             peer: str | None, purpose: str | None, flags: int, body: bytes) -> str:
-    """SHA-256 over prev_hash ‖ the canonical bytes of every stored column (body as stored, i.e. encrypted)."""
-    h = hashlib.sha256(bytes.fromhex(prev_hash))
-    h.update(b"hutong-audit-v1")
+             peer: str | None, purpose: str | None, flags: int, body: bytes, *, key: bytes | None = None) -> str:
+    """HMAC-SHA256 under the chain key (``key``) over prev_hash ‖ the canonical
+    bytes of every stored column (body as stored, i.e. encrypted).
+
+    ``key=None``: the legacy unkeyed SHA-256 of chains written before the
+    chain key (verification of their rows up to the switch point only).
+    """
+    h: Any
+    if key is None:
+        h = hashlib.sha256(bytes.fromhex(prev_hash))
+        h.update(b"hutong-audit-v1")
+    else:
+        h = chain_mac(key)
+        h.update(bytes.fromhex(prev_hash))
+        h.update(b"hutong-audit-v2")
     for v in (seq, time_ms, action, outcome, account_id, role, organization, on_behalf_of, code, peer, purpose,
               flags, body):
         h.update(_field(v))
-    return h.hexdigest()
+    return str(h.hexdigest())
 
 
-def _hash_of_row(r: Sequence[Any]) -> str:
+def _hash_of_row(r: Sequence[Any], key: bytes | None) -> str:
     return row_hash(str(r[13]), int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
-                    int(r[11]), bytes(r[12]))
+                    int(r[11]), bytes(r[12]), key=key)
 
 
 def _body_of(rec: AuditRecord) -> dict[str, Any]:
@@ -384,12 +434,79 @@ class AuditLog:
     """Append, verify, purge and query the audit trail of one database."""
 
     def __init__(self, repo: SqlRepository, clock: Callable[[], int] | None = None,
-                 settings: SecuritySettings | None = None) -> None:
+                 settings: SecuritySettings | None = None, keys: AuditKeys | None = None) -> None:
         self.repo = repo
         self.clock = clock or repo.clock
-        self.settings = settings or SecuritySettings()
+        self.settings = settings or SecuritySettings.from_env()
+        # The chain key and head-signing key: the one seam to the key directory
+        # (outside the database directory: hutong.security.keys.default_key_dir).
+        if keys is None:
+            kd = key_dir_of(repo, settings)
+            keys = AuditKeys(kd, heads_path_of(kd, settings))
+        self.keys = keys
         create_tables(repo.db)
         self._batcher = _Batcher(self._commit_batch)
+        self._published_at = time.monotonic()   # the first head after one interval (not on every CLI command)
+        self._publish_lock = threading.Lock()
+        self._ensure_keyed()
+
+    # ------------------------------------------------------------- the chain key
+    def _chain_row(self, cur: Any) -> tuple[int, str] | None:
+        cur.execute(self.repo.db.sql("SELECT keyed_from, key_id FROM audit_chain WHERE id = 1"))
+        r = cur.fetchone()
+        return (int(r[0]), str(r[1])) if r is not None else None
+
+    def _ensure_keyed(self) -> None:
+        """Record where the keyed chain starts, once per database.
+
+        An empty chain is keyed from seq 1.  A chain whose newest row verifies
+        as legacy (unkeyed SHA-256) gets a keyed ``audit-chain-keyed`` record
+        naming the legacy head, and the switch point is that record's seq --
+        but only while no head has been published from this key directory:
+        once one has, the chain was keyed, and a chain that looks legacy now
+        was rewritten (``audit_chain`` deleted and every row re-hashed without
+        the key); it is left as it is and :meth:`verify` reports it.  Either
+        way a head is published at once, so the switch point is on record
+        outside the database from the start.
+        """
+        with self.repo.db.connection() as conn:
+            if self._chain_row(conn.cursor()) is not None:
+                return
+        try:
+            published = any(h is not None for _n, h in read_heads(self.keys.heads))
+        except ConfigError:
+            published = True
+        made: list[tuple[int, str, int]] = []
+
+        def go(w: SqlWriter) -> None:
+            w.lock_key(LOCK_KEY)
+            if self._chain_row(w.cur) is not None:
+                return
+            now = self.clock()
+            r = w.execute(f"SELECT {EVENT_COLS} FROM audit_event ORDER BY seq DESC LIMIT 1").fetchone()  # noqa: S608
+            anchored = w.execute("SELECT 1 FROM audit_anchor WHERE id = 1").fetchone() is not None
+            if r is None and not anchored:
+                w.execute("INSERT INTO audit_chain (id, keyed_from, key_id, time_ms) VALUES (1, 1, ?, ?)",
+                          (self.keys.chain_key_id, now))
+                made.append((0, GENESIS, 1))
+                return
+            if r is None or _hash_of_row(r, None) != str(r[14]) or published:
+                log.error("the audit_chain row is missing from a keyed audit chain; hutong audit verify reports it")
+                return
+            switch = int(r[0]) + 1
+            w.execute("INSERT INTO audit_chain (id, keyed_from, key_id, time_ms) VALUES (1, ?, ?, ?)",
+                      (switch, self.keys.chain_key_id, now))
+            done = self._append(w, [AuditRecord(action=SWITCH_ACTION, principal=LOCAL_OPERATOR, purpose="audit",
+                                                time_ms=now, extra={"legacy_through": str(switch - 1),
+                                                                    "legacy_head": str(r[14])})])
+            made.append((*done[0], switch))
+
+        self.repo.transact(go)
+        for seq, h, keyed_from in made:
+            try:
+                self.keys.publish(self.keys.sign(seq, h, keyed_from, self.clock()))
+            except OSError as e:
+                log.error("audit head not published: %s", type(e).__name__)
 
     # ------------------------------------------------------------- append
     def record(self, rec: AuditRecord) -> int:
@@ -401,7 +518,43 @@ class AuditLog:
 
     def _commit_batch(self, recs: list[AuditRecord]) -> list[int]:
         with self.repo.write() as w:
-            return self.append_in(w, recs)
+            done = self._append(w, recs)
+        # Committed: a head may now name the last of them.
+        if time.monotonic() - self._published_at >= self.settings.audit_head_seconds:
+            self._publish_after_commit(*done[-1])
+        return [seq for seq, _h in done]
+
+    # ------------------------------------------------------------- heads
+    def _publish_after_commit(self, seq: int, hash: str) -> None:
+        if not self._publish_lock.acquire(blocking=False):
+            return  # another thread is publishing
+        try:
+            self._published_at = time.monotonic()
+            self.keys.publish(self.keys.sign(seq, hash, self._keyed_from(), self.clock()))
+        except Exception as e:  # the records are committed; a missed head only widens the window
+            log.error("audit head not published: %s", type(e).__name__)
+        finally:
+            self._publish_lock.release()
+
+    def _keyed_from(self) -> int:
+        with self.repo.db.connection() as conn:
+            row = self._chain_row(conn.cursor())
+        return row[0] if row is not None else 1
+
+    def publish_head(self) -> Head:
+        """Sign the current head (newest committed row) and append it to the heads file."""
+        rows = self.repo.query("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1")
+        if not rows:
+            rows = self.repo.query("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+        seq, h = (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
+        head = self.keys.sign(seq, h, self._keyed_from(), self.clock())
+        self.keys.publish(head)
+        self._published_at = time.monotonic()
+        return head
+
+    def heads(self, path: Path | None = None) -> list[Head | None]:
+        """The published heads (None for a malformed line), oldest first."""
+        return [h for _n, h in read_heads(path or self.keys.heads)]
 
     def record_in(self, w: SqlWriter, rec: AuditRecord) -> int:
         """Append ``rec`` inside the open write transaction ``w`` (it commits or
@@ -410,6 +563,9 @@ class AuditLog:
 
     def append_in(self, w: SqlWriter, recs: Sequence[AuditRecord]) -> list[int]:
         """Append ``recs`` in order inside ``w``; their seqs."""
+        return [seq for seq, _h in self._append(w, recs)]
+
+    def _append(self, w: SqlWriter, recs: Sequence[AuditRecord]) -> list[tuple[int, str]]:
         if not recs:
             return []
         w.lock_key(LOCK_KEY)
@@ -430,13 +586,13 @@ class AuditLog:
             cols = (seq, time_ms, rec.action[:32], rec.outcome, p.account_id if p else None,
                     str(p.role) if p else None, p.organization if p else None, rec.on_behalf_of, rec.code,
                     peer[:100] if peer else None, rec.purpose, flags)
-            h = row_hash(prev, *cols, body)
+            h = row_hash(prev, *cols, body, key=self.keys.chain_key)
             events.append((*cols, body, prev, h))
             people += [(pid, seq) for pid in sorted(set(rec.persons))]
             prev = h
         self._insert(w, "audit_event", EVENT_COLS, 15, events)
         self._insert(w, "audit_person", "person_id, seq", 2, people)
-        return [int(e[0]) for e in events]
+        return [(int(e[0]), str(e[14])) for e in events]
 
     @staticmethod
     def _insert(w: SqlWriter, table: str, cols: str, width: int, rows: list[tuple[Any, ...]]) -> None:
@@ -454,25 +610,39 @@ class AuditLog:
         return (int(r[0]), str(r[1])) if r is not None else (0, GENESIS)
 
     # ------------------------------------------------------------- verify
-    def verify(self, checkpoint: tuple[int, str] | None = None, *, from_checkpoint: bool = False) -> VerifyResult:
-        """Recompute the chain from the anchor (or seq 1) to the head, in one snapshot.
+    def verify(self, checkpoint: tuple[int, str] | None = None, *, from_checkpoint: bool = False,
+               heads: Path | None = None) -> VerifyResult:
+        """Recompute the chain from the anchor (or seq 1) to the head, in one snapshot,
+        and check it against every published head.
 
-        ``checkpoint``: a (seq, hash) noted earlier (e.g. a previous head); it
-        must still be in the chain unless purged since.  Without one, removing
-        rows at the very end cannot be told from their never having existed.
+        Detected without anything kept by hand: an edited, inserted, reordered
+        or deleted row (keyed hashes: nobody without the chain key can re-hash);
+        rows cut off the end or a chain rebuilt from scratch (a signed head names
+        a seq the chain no longer has, or a different hash there); the oldest
+        rows deleted and an anchor planted (the anchor must be the one the
+        newest ``audit-purge`` record names); a moved legacy switch point.
+
+        ``heads``: a heads file to check against instead of the configured one
+        (e.g. the copy shipped elsewhere).  ``checkpoint``: a (seq, hash) noted
+        earlier; it must still be in the chain unless purged since.
         ``from_checkpoint``: check only the rows after it (a daily run then
         costs the day's records, not the whole retention period's).
         """
         db = self.repo.db
+        try:
+            published = list(read_heads(heads or self.keys.heads))
+        except ConfigError as e:
+            return VerifyResult(False, 0, None, e.message)
         with db.connection() as conn:
             cur = conn.cursor()
             cur.execute("BEGIN" if db.dialect == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
-                return self._verify(cur, checkpoint, from_checkpoint)
+                return self._verify(cur, checkpoint, from_checkpoint, published)
             finally:
                 cur.execute("ROLLBACK")
 
-    def _verify(self, cur: Any, checkpoint: tuple[int, str] | None, from_checkpoint: bool) -> VerifyResult:
+    def _verify(self, cur: Any, checkpoint: tuple[int, str] | None, from_checkpoint: bool,
+                published: list[tuple[int, Head | None]]) -> VerifyResult:
         db = self.repo.db
 
         def q(sql: str, args: Sequence[Any] = ()) -> list[Any]:
@@ -482,14 +652,43 @@ class AuditLog:
 
         a = q("SELECT seq, hash FROM audit_anchor WHERE id = 1")
         anchor_seq, prev_hash = (int(a[0][0]), str(a[0][1])) if a else (0, GENESIS)
+        anchor_hash = prev_hash
+        meta = self._chain_row(cur)
+        keyed_from = meta[0] if meta is not None else 1
         prev_seq = anchor_seq
         rows = 0
         first: int | None = None
         seen_checkpoint = checkpoint is None or checkpoint[0] <= anchor_seq
+        last_purge: dict[str, Any] | None = None
+        n_heads = 0
 
         def bad(seq: int, why: str) -> VerifyResult:
             return VerifyResult(False, rows, seq, why, first, prev_seq if rows else None,
-                                prev_hash if rows else None, anchor_seq or None)
+                                prev_hash if rows else None, anchor_seq or None, keyed_from, n_heads)
+
+        if meta is not None and meta[1] != self.keys.chain_key_id:
+            return bad(keyed_from, f"the chain key in {self.keys.dir} (id {self.keys.chain_key_id}) is not the key "
+                                   f"the chain was written with (id {meta[1]}): wrong HUTONG_KEY_DIR?")
+        # The published heads: each must carry a good signature by this key directory's signing key.
+        want: dict[int, str] = {}
+        top: Head | None = None
+        for line, head in published:
+            if head is None:
+                return bad(0, f"published head on line {line} is malformed")
+            if head.key != self.keys.signing_key_id or not signature_ok(self.keys.public, head):
+                return bad(head.seq, f"published head on line {line} (seq {head.seq}) has no valid signature "
+                                     "by this key directory's signing key")
+            if head.keyed_from != keyed_from:
+                return bad(head.seq, f"published head seq {head.seq} says the chain is keyed from seq "
+                                     f"{head.keyed_from}, the database says {keyed_from}")
+            n_heads += 1
+            if want.get(head.seq, head.hash) != head.hash:
+                return bad(head.seq, f"two published heads disagree about seq {head.seq}")
+            want[head.seq] = head.hash
+            if top is None or head.seq > top.seq:
+                top = head
+        if want.get(anchor_seq, anchor_hash) != anchor_hash and anchor_seq:
+            return bad(anchor_seq, f"anchor mismatch at seq {anchor_seq}: a published head says otherwise")
 
         if checkpoint is not None and checkpoint[0] == anchor_seq and anchor_seq and checkpoint[1] != prev_hash:
             return bad(anchor_seq, f"checkpoint mismatch at seq {anchor_seq}")
@@ -524,14 +723,24 @@ class AuditLog:
                     if rows == 0 and anchor_seq and start_seq == anchor_seq:
                         return bad(seq, f"anchor mismatch at seq {seq}")
                     return bad(seq, f"prev_hash mismatch at seq {seq}")
-                if _hash_of_row(r) != str(r[14]):
+                if _hash_of_row(r, None if seq < keyed_from else self.keys.chain_key) != str(r[14]):
                     return bad(seq, f"hash mismatch at seq {seq}")
+                if want.get(seq, str(r[14])) != str(r[14]):
+                    return bad(seq, f"published head mismatch at seq {seq}: the chain was rewritten or rebuilt "
+                                    "after that head was signed")
                 try:
                     body = orjson.loads(self.repo.codec.decode(bytes(r[12])))
                 except Exception:  # wrong key or corrupt bytes; the hash matched, so the key is wrong
                     return bad(seq, f"undecodable body at seq {seq}")
                 if set(body.get("persons", ())) != people.pop(seq, set()):
                     return bad(seq, f"person index mismatch at seq {seq}")
+                extra = body.get("extra", {})
+                if seq == keyed_from and keyed_from > 1 and (
+                        r[2] != SWITCH_ACTION or extra.get("legacy_through") != str(seq - 1)):
+                    return bad(seq, f"seq {seq} is not the record where the chain became keyed "
+                                    "(the switch point was moved)")
+                if r[2] == "audit-purge":
+                    last_purge = extra
                 if checkpoint is not None and checkpoint[0] == seq:
                     if checkpoint[1] != str(r[14]):
                         return bad(seq, f"checkpoint mismatch at seq {seq}")
@@ -547,8 +756,21 @@ class AuditLog:
         if not seen_checkpoint:
             assert checkpoint is not None
             return bad(checkpoint[0], f"checkpoint seq {checkpoint[0]} is missing (head is seq {prev_seq})")
+        if meta is None and (rows or anchor_seq):
+            return bad(first or anchor_seq, "the audit_chain row is missing (chain metadata deleted)")
+        if keyed_from > max(prev_seq, anchor_seq) + 1:
+            return bad(keyed_from, f"the chain is keyed from seq {keyed_from}, which it does not have")
+        if start_seq == anchor_seq and anchor_seq:
+            # Only `hutong audit purge` moves the anchor, and it records where in a keyed row.
+            named = None if last_purge is None else (last_purge.get("through_seq"), last_purge.get("through_hash"))
+            if named is None or named[0] != str(anchor_seq) or named[1] not in (None, anchor_hash):
+                return bad(anchor_seq, f"the anchor at seq {anchor_seq} is not the one the newest audit-purge record "
+                                       "made (the oldest rows were deleted and an anchor planted?)")
+        if top is not None and top.seq > prev_seq and top.seq > anchor_seq:
+            return bad(prev_seq + 1, f"a published head (signed {top.time_ms} ms) names seq {top.seq}, but the chain "
+                                     f"ends at seq {prev_seq}: rows were cut off the end or the chain was rebuilt")
         return VerifyResult(True, rows, None, None, first, prev_seq if rows else None,
-                            prev_hash if rows else None, anchor_seq or None)
+                            prev_hash if rows else None, anchor_seq or None, keyed_from, n_heads)
 
     # ------------------------------------------------------------- retention
     def retention_cutoff(self, now: int | None = None) -> int:
@@ -593,7 +815,7 @@ class AuditLog:
             w.execute("DELETE FROM audit_anchor WHERE id = 1")
             w.execute("INSERT INTO audit_anchor (id, seq, hash, time_ms) VALUES (1, ?, ?, ?)", (last, h, now))
             self.record_in(w, AuditRecord(action="audit-purge", principal=by, purpose="audit", time_ms=now,
-                                          extra={"through_seq": str(last), "rows": str(n),
+                                          extra={"through_seq": str(last), "through_hash": h, "rows": str(n),
                                                  "cutoff_ms": str(cutoff)}))
             return PurgeResult(n, last, cutoff, False)
 

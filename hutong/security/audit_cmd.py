@@ -1,7 +1,11 @@
 """``hutong audit ...``: check and read the audit trail from the command line.
 
-    hutong audit verify [--checkpoint SEQ:HASH [--from-checkpoint]]
-                                                  recompute the hash chain; exit 0 if intact, 1 if not
+    hutong audit verify [--heads FILE] [--checkpoint SEQ:HASH [--from-checkpoint]]
+                                                  recompute the keyed hash chain and check it against
+                                                  every published head; exit 0 if intact, 1 if not
+    hutong audit heads [--publish] [--public-key]
+                                                  the published signed heads (JSON lines); --publish
+                                                  signs the current head and appends it first
     hutong audit list [--person mpi-..] [--account ID] [--action A] [--since T] [--until T] [--limit N]
                                                   records, newest first, one JSON object per line
     hutong audit purge [--dry-run]                delete records older than the retention
@@ -9,16 +13,22 @@
                                                   stays verifiable from an anchor
     hutong audit break-glass [--unreviewed]       break-glass accesses and their reviews (JSON lines)
 
-``verify`` prints ``{"ok": true, "rows": N, "head_seq": .., "head_hash": ..}``;
-note the head somewhere else and pass it later as ``--checkpoint`` to detect
-records cut off the end.  ``list`` leaves out search criteria (they may name a
-resident) unless ``--with-query``.
+``verify`` prints ``{"ok": true, "rows": N, "head_seq": .., "head_hash": .., "heads": N}``.
+Each row is hashed with HMAC-SHA256 under the chain key (``audit-chain.key`` in
+the key directory, HUTONG_KEY_DIR), and the server signs the current head
+with ``audit-signing.key`` (Ed25519) every HUTONG_AUDIT_HEAD_SECONDS (300) into
+``<key dir>/audit-heads.ndjson`` (or HUTONG_AUDIT_HEADS).  Ship that file
+elsewhere as it grows (it is append-only; syslog or WORM storage): ``verify``
+then detects edited rows, rows cut off the end, a rebuilt chain and a planted
+anchor on its own; ``--heads`` checks against the shipped copy.  ``list``
+leaves out search criteria (they may name a resident) unless ``--with-query``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -38,10 +48,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ops = p.add_subparsers(dest="audit_command", metavar="ACTION")
     ops.required = True
     v = ops.add_parser("verify", help="recompute the hash chain (exit 1 at the first bad record)")
+    v.add_argument("--heads", metavar="FILE", help="published heads to check against (default: the configured "
+                                                   "file, <key dir>/audit-heads.ndjson or $HUTONG_AUDIT_HEADS)")
     v.add_argument("--checkpoint", metavar="SEQ:HASH", help="a head noted earlier that must still be in the chain")
     v.add_argument("--from-checkpoint", action="store_true",
                    help="check only the records after --checkpoint (e.g. a daily run from the last head)")
     v.set_defaults(func=run, action=_verify)
+    hd = ops.add_parser("heads", help="published signed heads of the chain (JSON lines)")
+    hd.add_argument("--publish", action="store_true", help="sign the current head and append it first")
+    hd.add_argument("--public-key", action="store_true",
+                    help="print the PEM public key that verifies the heads (ship it with them)")
+    hd.set_defaults(func=run, action=_heads)
     ls = ops.add_parser("list", help="records, newest first (JSON lines)")
     ls.add_argument("--person", help="golden person id (mpi-...)")
     ls.add_argument("--account", help="account id")
@@ -97,9 +114,21 @@ def _verify(args: argparse.Namespace, audit: AuditLog) -> int:
         checkpoint = (int(seq), h.lower())
     if args.from_checkpoint and checkpoint is None:
         raise InvalidRequest("HT-0145", "--from-checkpoint needs --checkpoint SEQ:HASH")
-    res = audit.verify(checkpoint, from_checkpoint=args.from_checkpoint)
+    res = audit.verify(checkpoint, from_checkpoint=args.from_checkpoint,
+                       heads=Path(args.heads) if args.heads else None)
     _line(res.to_json())
     return 0 if res.ok else 1
+
+
+def _heads(args: argparse.Namespace, audit: AuditLog) -> int:
+    if args.public_key:
+        sys.stdout.write(audit.keys.public_pem.decode())
+        return 0
+    if args.publish:
+        audit.publish_head()
+    for h in audit.heads():
+        _line(h.to_json() if h is not None else {"malformed": True})
+    return 0
 
 
 def _list(args: argparse.Namespace, audit: AuditLog) -> int:

@@ -113,7 +113,7 @@ class FileKeySource:
         return out
 
     def new_master_key(self) -> str:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.dir)
         existing = list(self.master_keys())
         while True:
             ns = time.time_ns()
@@ -176,15 +176,52 @@ class EnvKeySource:
 def default_key_dir(database_url: str) -> Path:
     """Where a database's key files live unless HUTONG_KEY_DIR says otherwise.
 
-    SQLite: ``<file>.keys/`` beside the database file (a copy of the directory
-    of both is a complete backup; keep them on separate media in production).
-    PostgreSQL: ``~/.hutong/keys/<host>-<port>-<dbname>/``.
+    Never inside the database's directory (issue 12, finding 11): whoever
+    copies that directory -- a backup, a volume snapshot, a stolen disk image
+    of the data volume -- must not get the keys with it.
+
+    - SQLite ``<dir>/<file>``: ``<dir>-keys/<file>/``, a sibling of the
+      database directory.  A deployment from before this rule that has
+      ``<dir>/<file>.keys/`` keeps using it (:func:`legacy_key_dir`; ``hutong
+      keys status`` warns) until the operator moves it.
+    - PostgreSQL: ``~/.hutong/keys/<host>-<port>-<dbname>/``.
+
+    Production sets HUTONG_KEY_DIR to a directory on other media and backs it
+    up separately from the database (README, "Keys").
     """
     u = make_url(database_url)
     if u.get_backend_name() == "sqlite":
-        return Path(str(u.database) + ".keys")
+        db = Path(str(u.database)).absolute()
+        legacy = legacy_key_dir(database_url)
+        if legacy is not None and legacy.is_dir():
+            return legacy
+        return db.parent.with_name(db.parent.name + "-keys") / db.name
     name = f"{u.host or 'localhost'}-{u.port or 5432}-{u.database or 'postgres'}"
     return Path.home() / ".hutong" / "keys" / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def legacy_key_dir(database_url: str) -> Path | None:
+    """The key directory of earlier releases, ``<file>.keys/`` beside a SQLite database."""
+    u = make_url(database_url)
+    if u.get_backend_name() != "sqlite":
+        return None
+    return Path(str(Path(str(u.database)).absolute()) + ".keys")
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) for key material, mode 0700.
+
+    An existing directory is narrowed to 0700 when we own it: key files are
+    0600 each, but a listable directory still tells who may read which.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.stat().st_uid == os.geteuid() and path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as e:
+        raise ConfigError("HT-0156", f"key directory {path} cannot be created or secured: "
+                                     f"{type(e).__name__}; set HUTONG_KEY_DIR") from e
+    return path
 
 
 def key_source_for(database_url: str, settings: SecuritySettings | None = None) -> KeySource:

@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hutong.cmdline import print_json as _print
 from hutong.cmdline import repository
 from hutong.security.crypto import AesCodec, key_id_of, ring_of
-from hutong.security.keys import DATA, KeyRing
+from hutong.security.keys import DATA, FileKeySource, KeyRing, legacy_key_dir
 from hutong.store.codec import ENCRYPTED, Codec
 from hutong.store.sql import SqlRepository
 
@@ -84,6 +85,17 @@ def rows_per_key(repo: SqlRepository) -> dict[str, dict[str, int]]:
 def status(repo: SqlRepository, ring: KeyRing) -> dict[str, Any]:
     current, _ = ring.current()
     masters = list(ring.source.master_keys())
+    warnings = []
+    src = ring.source
+    if isinstance(src, FileKeySource):
+        db_dir = Path(repo.db.url.split("///", 1)[-1]).absolute().parent if repo.db.dialect == "sqlite" else None
+        if src.dir.absolute() == legacy_key_dir(repo.db.url) or (
+                db_dir is not None and (db_dir == src.dir.absolute() or db_dir in src.dir.absolute().parents)):
+            # Issue 12, finding 11: whoever copies the database directory gets the keys too.
+            warnings.append(f"the key directory {src.dir} is inside the database's directory: move it elsewhere "
+                            "(HUTONG_KEY_DIR) and back it up separately from the database")
+        if src.dir.is_dir() and src.dir.stat().st_mode & 0o077:
+            warnings.append(f"the key directory {src.dir} is accessible to other users: chmod 700 it")
     return {
         "key_source": ring.source.describe(),
         "master_keys": masters,
@@ -91,6 +103,7 @@ def status(repo: SqlRepository, ring: KeyRing) -> dict[str, Any]:
         "data_keys": [{"id": k.id, "purpose": k.purpose, "wrapped_by": k.master_id, "created_ms": k.created,
                        "retired_ms": k.retired, "current": k.id == current} for k in ring.info()],
         "rows": rows_per_key(repo),
+        "warnings": warnings,
     }
 
 

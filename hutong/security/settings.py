@@ -42,8 +42,10 @@ class SecuritySettings:
     sensitive_labels: tuple[str, ...] = ("PSY", "HIV", "SEX", "ETH", "SUD", "STD")
     # --- audit
     audit_retention_days: int = 180
+    audit_heads: Path | None = None          # published signed heads; None = <key_dir>/audit-heads.ndjson
+    audit_head_seconds: int = 300            # a signed head at most this often (tail-cut window)
     # --- keys, residency
-    key_dir: Path | None = None              # file key source; None = beside the database
+    key_dir: Path | None = None              # keys (0700); None = keys.default_key_dir, outside the db dir
     allowed_regions: tuple[str, ...] = ("CN",)
     storage_region: str = "CN"
     mllp_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
@@ -68,6 +70,8 @@ class SecuritySettings:
             break_glass_hours=_int("HUTONG_BREAK_GLASS_HOURS", 24),
             sensitive_labels=_list("HUTONG_SENSITIVE_LABELS", ("PSY", "HIV", "SEX", "ETH", "SUD", "STD")),
             audit_retention_days=_int("HUTONG_AUDIT_RETENTION_DAYS", 180),
+            audit_heads=Path(os.environ["HUTONG_AUDIT_HEADS"]) if os.environ.get("HUTONG_AUDIT_HEADS") else None,
+            audit_head_seconds=_int("HUTONG_AUDIT_HEAD_SECONDS", 300),
             key_dir=Path(kd) if kd else None,
             allowed_regions=_list("HUTONG_ALLOWED_REGIONS", ("CN",)),
             storage_region=os.environ.get("HUTONG_STORAGE_REGION", "CN"),

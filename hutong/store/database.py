@@ -36,6 +36,12 @@ def resolve_url(url: str | None) -> str:
 
 CHECKPOINT_INTERVAL_S = 0.2
 CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's automatic threshold: 1,000 pages of 4 KiB
+# Issue 12, finding 15: the WAL is reused, not shrunk, after a checkpoint, so one
+# bulk import left 2.1 GB behind for good.  journal_size_limit truncates it to
+# this size whenever SQLite restarts the log (sqlite.org/pragma.html#pragma_journal_size_limit),
+# and the checkpointer truncates it to zero once it is idle and above this size.
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
+SQLITE_FILE_MODE = 0o600  # the database, its -wal and -shm (SQLite gives them the database file's mode)
 
 @dataclass
 class Database:
@@ -165,17 +171,37 @@ class Database:
         try:
             while not self._stop.wait(CHECKPOINT_INTERVAL_S):
                 try:
-                    if os.path.getsize(wal) < CHECKPOINT_BYTES:
+                    size = os.path.getsize(wal)
+                    if size < CHECKPOINT_BYTES:
                         continue
                     if conn is None:
                         conn = sqlite3.connect(db_path, timeout=30, check_same_thread=False, isolation_level=None)
                         conn.execute("PRAGMA busy_timeout=30000")
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+                    busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if size > WAL_LIMIT_BYTES and busy == 0 and frames == done:
+                        # Everything is in the database file: truncate the WAL to zero.
+                        # TRUNCATE briefly takes the write lock; a short timeout so a busy
+                        # writer is never held up for long (the next round tries again).
+                        conn.execute("PRAGMA busy_timeout=50")
+                        try:
+                            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                        finally:
+                            conn.execute("PRAGMA busy_timeout=30000")
                 except (OSError, sqlite3.Error):
                     continue  # no WAL yet, or busy: next round
         finally:
             if conn is not None:
                 conn.close()
+
+    def shrink_wal(self) -> None:
+        """Checkpoint and truncate the SQLite WAL now (after a bulk import: the
+        import's WAL should not outlive it).  Waits for readers and writers up to
+        the busy timeout; a no-op on PostgreSQL."""
+        if self.dialect != "sqlite":
+            return
+        with self.write_lock(), self.connection() as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def begin_sql(self) -> str:
         # SQLite: take the write lock up front so concurrent writers queue on
@@ -200,15 +226,65 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     for pragma in (
         "PRAGMA journal_mode=WAL",
-        "PRAGMA synchronous=NORMAL",  # durable at checkpoints; safe with WAL
+        # Issue 12, finding 12: every acknowledgement (HTTP 2xx, HL7 AA) follows a
+        # durable commit, so each COMMIT syncs the WAL (NORMAL syncs only at
+        # checkpoints: a power cut lost acknowledged writes).  sqlite.org/pragma.html#pragma_synchronous
+        "PRAGMA synchronous=FULL",
         "PRAGMA busy_timeout=30000",
         "PRAGMA cache_size=-65536",
         "PRAGMA temp_store=MEMORY",
         "PRAGMA mmap_size=268435456",
         "PRAGMA wal_autocheckpoint=0",  # Database._start_checkpointer does it off the request path
+        f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}",
     ):
         cur.execute(pragma)
     cur.close()
+
+
+# SQLite result codes that mean the storage, not the statement, failed
+# (sqlite.org/rescode.html): SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY, SQLITE_CANTOPEN,
+# SQLITE_BUSY/LOCKED past the busy timeout.  PostgreSQL: class 53 (insufficient
+# resources: disk full, out of memory) and class 08 (connection exceptions).
+_SQLITE_STORAGE_WORDS = ("full", "disk i/o", "readonly", "unable to open", "locked", "busy")
+
+
+def storage_failure(e: BaseException) -> StorageError | None:
+    """``e`` as a StorageError (503) when it means "the database cannot take this
+    now" -- a full disk above all (issue 12, finding 15) -- else None.
+
+    For the edges that must answer a clear 503 instead of a 500 with a
+    traceback (the token endpoint); the message names the kind of failure only.
+    """
+    if isinstance(e, StorageError):
+        return e
+    if isinstance(e, sqlite3.OperationalError | sqlite3.DatabaseError):
+        text = str(e).lower()
+        if any(w in text for w in _SQLITE_STORAGE_WORDS):
+            full = "full" in text
+            return StorageError("HT-0159", "storage is full: nothing was changed; try again later" if full
+                                else "storage is failing or busy: nothing was changed; try again later")
+        return None
+    state = getattr(e, "sqlstate", None)
+    if isinstance(state, str) and state[:2] in ("53", "08"):
+        return StorageError("HT-0159", "storage is full or unavailable: nothing was changed; try again later")
+    return None
+
+
+def _private_files(path: str) -> None:
+    """Issue 12, finding 11: database files were 0644 (readable by every local
+    account).  Create the database file 0600 before SQLite does -- SQLite gives
+    the -wal and -shm files the database file's mode -- and narrow existing
+    files of an older deployment."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, SQLITE_FILE_MODE)
+        os.close(fd)
+        for p in (path, path + "-wal", path + "-shm", path + ".lock"):
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(p)
+                if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+                    os.chmod(p, SQLITE_FILE_MODE)
+    except OSError as e:
+        raise StorageError("HT-0050", f"cannot open database file: {type(e).__name__}") from e
 
 
 def _pg_on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -226,6 +302,7 @@ def open_database(url: str | None = None, *, create: bool = True, pool_size: int
     if backend == "sqlite":
         if u.database and u.database != ":memory:":
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_files(u.database)
         elif not u.database or u.database == ":memory:":
             raise ConfigError("HT-0070", "in-memory SQLite is not supported: give a file path (sqlite:///path)")
         engine = create_engine(

@@ -19,6 +19,7 @@ pool, not on the event loop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,15 @@ from hutong.security.events import AuditRecord
 from hutong.security.oauth import AuthService, OAuthError
 from hutong.security.settings import SecuritySettings
 from hutong.security.sms import OutboxGateway, SmsGateway
+from hutong.store.database import storage_failure
 from hutong.store.sql import SqlRepository
 
 MAX_AUTH_BODY = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
 # RFC 6749 section 5.1: token responses "MUST" not be cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+RETRY_AFTER_S = "30"
+log = logging.getLogger("hutong.auth")
 
 
 def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Response:
@@ -52,6 +56,26 @@ def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Resp
 def _outcome(e: HutongError) -> Response:
     headers = {"WWW-Authenticate": 'Bearer realm="hutong"'} if e.status == 401 else None
     return _json(e.status, operation_outcome(e), headers)
+
+
+def _unavailable(e: Exception, *, oauth: bool) -> Response:
+    """503 for a full or failing store (issue 12, finding 15), or re-raise ``e``.
+
+    The token endpoint answered 500 with a traceback in the log on a full
+    disk.  Nothing was issued or changed (the transaction rolled back), so the
+    client may retry: RFC 6749 has no token-endpoint error for this, and
+    ``temporarily_unavailable`` (section 4.1.2.1) is what clients know.  The
+    log gets one line with the error code, no traceback, no request data.
+    """
+    failure = storage_failure(e)
+    if failure is None:
+        raise e
+    log.error("auth request refused: %s %s", failure.code, failure.message)
+    headers = {"Retry-After": RETRY_AFTER_S}
+    if oauth:
+        return _json(503, {"error": "temporarily_unavailable",
+                           "error_description": f"{failure.code}: {failure.message}"}, headers)
+    return _json(503, operation_outcome(failure), headers)
 
 
 def _peer(request: Request) -> str | None:
@@ -126,6 +150,8 @@ def register(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, key_
             basic = (request.headers.get("authorization") or "")[:6].lower() == "basic "
             headers = {"WWW-Authenticate": 'Basic realm="hutong"'} if e.status == 401 and basic else None
             return _json(e.status, e.body(), headers)
+        except Exception as e:  # noqa: BLE001 - only storage failures are answered; others re-raised
+            return _unavailable(e, oauth=True)
         return _json(200, data)
 
     @app.post("/auth/revoke", summary="token revocation (RFC 7009)")
@@ -135,6 +161,8 @@ def register(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, key_
             await run_in_threadpool(service.revoke, form, _peer(request))
         except OAuthError as e:
             return _json(e.status, e.body())
+        except Exception as e:  # noqa: BLE001 - only storage failures are answered; others re-raised
+            return _unavailable(e, oauth=True)
         return _json(200, {})
 
     @app.get("/auth/jwks", summary="public key of access tokens (JWK Set)")
@@ -148,6 +176,8 @@ def register(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, key_
                 data = await run_in_threadpool(action, body, _peer(request))
             except HutongError as e:
                 return _outcome(e)
+            except Exception as e:  # noqa: BLE001 - only storage failures are answered; others re-raised
+                return _unavailable(e, oauth=False)
             return _json(status, data)
         return route
 

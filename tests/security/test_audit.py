@@ -131,8 +131,15 @@ def test_edited_row_with_recomputed_hash_breaks_the_next_link(audit: AuditLog, r
     fill(audit, 5)
     r = repo.query("SELECT seq, time_ms, action, outcome, account_id, role, organization, on_behalf_of, code, "
                    "peer, purpose, flags, body, prev_hash FROM audit_event WHERE seq = 3")[0]
+    # Without the chain key (issue 12, finding 7) the forger cannot even make the edited row's own hash.
     forged = row_hash(r[13], r[0], r[1], "read", "0", "acc-someone-else", *r[5:11], r[11], bytes(r[12]))
     sql(repo, "UPDATE audit_event SET account_id = 'acc-someone-else', hash = ? WHERE seq = 3", (forged,))
+    v = audit.verify()
+    assert not v.ok and v.bad_seq == 3 and v.reason == "hash mismatch at seq 3"
+    # With it (a thief of the key directory too), the next link still breaks.
+    forged = row_hash(r[13], r[0], r[1], "read", "0", "acc-someone-else", *r[5:11], r[11], bytes(r[12]),
+                      key=audit.keys.chain_key)
+    sql(repo, "UPDATE audit_event SET hash = ? WHERE seq = 3", (forged,))
     v = audit.verify()
     assert not v.ok and v.bad_seq == 4 and v.reason == "prev_hash mismatch at seq 4"
 

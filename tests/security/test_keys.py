@@ -70,8 +70,12 @@ def test_env_source() -> None:
     assert e.value.code == "HT-0154"
 
 
-def test_default_key_dir() -> None:
-    assert default_key_dir("sqlite:////data/region/hutong.db") == Path("/data/region/hutong.db.keys")
+def test_default_key_dir(tmp_path: Path) -> None:
+    # Issue 12, finding 11: never inside the database's directory (a copy of it must not carry the keys) ...
+    assert default_key_dir("sqlite:////data/region/hutong.db") == Path("/data/region-keys/hutong.db")
+    # ... except an earlier release's <db>.keys, kept while it exists (the operator moves it).
+    (tmp_path / "hutong.db.keys").mkdir()
+    assert default_key_dir(f"sqlite:///{tmp_path}/hutong.db") == tmp_path / "hutong.db.keys"
     assert default_key_dir("postgresql://u@db.example:6543/hutong") == (
         Path.home() / ".hutong" / "keys" / "db.example-6543-hutong")
 
@@ -196,9 +200,10 @@ def test_cli_rotate_and_status_print_no_key_material(sqlite_url: str, key_dir: P
     res = orjson.loads(out.getvalue())
     assert res["reencrypted"]["resource.body"] == 6
     assert res["status"]["rows"]["resource.body"] == {f"key {res['data_key']}": 6}
-    files = sorted(key_dir.iterdir())
+    files = sorted(key_dir.glob("master-*.key"))
     assert len(files) == 2
-    for f in files:  # neither the base64 nor the hex of any master key
+    # the audit trail's chain key lives here too (hutong.security.auditheads, issue 12)
+    for f in [*files, key_dir / "audit-chain.key"]:  # neither the base64 nor the hex of any key
         key = base64.b64decode(f.read_bytes().strip())
         assert f.read_bytes().strip().decode() not in out.getvalue() and key.hex() not in out.getvalue()
     out = io.StringIO()
