@@ -47,8 +47,9 @@ from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
 from hutong.security.sms import OutboxGateway
 from hutong.store.sql import SqlRepository
-from hutong.web import access_ops, audit_routes, auth_routes, gate, sharing_routes
+from hutong.web import access_ops, audit_routes, auth_routes, gate, public_assets, sharing_routes
 from hutong.web.access_ops import find_person
+from hutong.web.headers import SecurityHeaders
 from hutong.web.ui import clinician as clinician_portal
 from hutong.web.ui import console as console_portal
 from hutong.web.ui import pages as ui_pages
@@ -78,7 +79,8 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
     settings = settings or Settings.from_env()
     security = security or SecuritySettings.from_env()
     repository = repo or open_repository(settings.database_url)
-    app = FastAPI(title="Hutong FHIR R4", version=__version__, docs_url="/docs", redoc_url=None)
+    # /docs is self-hosted (hutong.web.public_assets), never FastAPI's CDN page.
+    app = FastAPI(title="Hutong FHIR R4", version=__version__, docs_url=None, redoc_url=None)
     app.state.repo = repository
     app.state.settings = settings
     app.state.security = security
@@ -98,6 +100,9 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
     notify = access_ops.sms_notifier(repository, sms.send)
     consent_authors.install(repository, sms.send)  # residents are told of Consents others record (issue 12)
     gate.install(app, repository, security, authn, audit)
+    # Outermost: every answer, the gate's refusals included (issue 12, finding 20).
+    app.add_middleware(SecurityHeaders, https=(settings.base_url or "").startswith("https:"))
+    public_assets.register(app, app.title)
     # The portals' pages (issue 7); their routes are added after the API's (below),
     # so the hot FHIR paths match first.
     ui = ui_pages.Pages()

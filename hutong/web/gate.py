@@ -32,15 +32,18 @@ from hutong.security.policy import Access
 from hutong.security.principal import Principal
 from hutong.security.settings import SecuritySettings
 from hutong.store.sql import SqlRepository
+from hutong.web import public_assets
 from hutong.web.ui import session
 
 log = logging.getLogger("hutong.web")
 
 # Exact paths and prefixes reachable without a token: getting a token, and
 # describing the server (no resident data behind any of them).
+# The favicon and the API docs' assets (hutong.web.public_assets) are neither
+# authenticated nor audited: a browser fetches the favicon with every page.
 PUBLIC_PATHS = frozenset({"/healthz", "/fhir/metadata", "/.well-known/smart-configuration",
-                          "/fhir/.well-known/smart-configuration", "/openapi.json", "/docs",
-                          "/docs/oauth2-redirect"})
+                          "/fhir/.well-known/smart-configuration", "/openapi.json",
+                          *public_assets.PUBLIC_PATHS})
 PUBLIC_PREFIXES = ("/auth/",)
 
 def is_public(path: str) -> bool:
@@ -187,7 +190,7 @@ class Gate:
             return
         if fresh:
             cookies = Response()
-            session.set_tokens(request, cookies, fresh)
+            session.set_tokens(request, cookies, fresh, sign_in=False)
             extra = [(k, v) for k, v in cookies.raw_headers if k == b"set-cookie"]
             for m in held:
                 if m["type"] == "http.response.start":

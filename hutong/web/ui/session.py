@@ -4,7 +4,10 @@ A signed-in page holds the same access and refresh tokens an API client
 would get (hutong.security.tokens), in HttpOnly, SameSite=Strict cookies
 (Secure when served over HTTPS), so JavaScript never sees them and another
 site cannot send them.  Forms also carry a CSRF token (double submit: a
-cookie and a hidden field must agree).  The gate (hutong.web.gate) reads the
+cookie and a hidden field must agree); signing in gives the browser a new one
+(OWASP CSRF Prevention Cheat Sheet: a token known before sign-in -- planted,
+or read by someone at the same browser -- must not survive it; issue 12,
+finding 20), and signing out drops it.  The gate (hutong.web.gate) reads the
 cookie only for page paths, never for /fhir or /auth, which need the
 Authorization header.
 """
@@ -39,8 +42,15 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
-def set_tokens(request: Request, response: Response, tokens: dict[str, object]) -> None:
+def set_tokens(request: Request, response: Response, tokens: dict[str, object], *,
+               sign_in: bool = True) -> None:
+    """Put the tokens in the session cookies; at a sign-in (not a silent refresh
+    of the session, whose open forms hold the current token) the CSRF token
+    is replaced too."""
     secure = _secure(request)
+    if sign_in:
+        response.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(24), httponly=True, samesite="strict",
+                            secure=secure, path="/")
     response.set_cookie(ACCESS_COOKIE, str(tokens["access_token"]), httponly=True, samesite="strict",
                         secure=secure, path="/")
     if tokens.get("refresh_token"):
@@ -49,7 +59,7 @@ def set_tokens(request: Request, response: Response, tokens: dict[str, object]) 
 
 
 def clear(response: Response) -> None:
-    for name in (ACCESS_COOKIE, REFRESH_COOKIE):
+    for name in (ACCESS_COOKIE, REFRESH_COOKIE, CSRF_COOKIE):
         response.delete_cookie(name, path="/")
 
 
