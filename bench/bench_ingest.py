@@ -46,6 +46,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import dataclasses
 import os
 import pstats
 import random
@@ -309,7 +310,10 @@ def serve(url: str, log_file: Path) -> Iterator[tuple[int, subprocess.Popen[byte
            "--workers", "1", "--mllp-port", str(mllp)]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as lf:
-        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+        # Plain-TCP loopback sender: development mode (TLS client certificates in production).
+        env = {**os.environ, "HUTONG_MLLP_DEV_LOOPBACK": "1"}
+        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+                                env=env)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -454,7 +458,8 @@ def in_process(url: str, name: str, args: argparse.Namespace, pool: list[Person]
         # the message written under its institution's policy, one audit row per message.
         # (audit looked up per call, so timed_phases can time AuditLog.record)
         audit = AuditLog(repo)
-        ing = Ingestor(FhirService(repo), authorise=mllp_authoriser(repo, SecuritySettings.from_env()),
+        dev = dataclasses.replace(SecuritySettings.from_env(), mllp_dev_loopback=True)  # loopback, unauthenticated
+        ing = Ingestor(FhirService(repo), authorise=mllp_authoriser(repo, dev),
                        audit=lambda rec: audit.record(rec))
         log(f"[{name}] in-process Ingestor.hl7, {n} messages plain, {n} timed by phase, {n} under cProfile")
         t0 = time.perf_counter()

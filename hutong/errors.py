@@ -119,6 +119,16 @@ CODES: dict[str, str] = {
     "HT-0139": "second factor (TOTP) code replayed",
     "HT-0140": "sign-in held back: repeated failures of this username from this address (audit only; "
                "the caller is answered HT-0127)",
+    # 0190-0199: trust in HL7 senders and identity merges (hutong.security.senders, ingest, mpi)
+    "HT-0190": "HL7 sender: MSH-4 does not name the institution the connection authenticated as",
+    "HT-0191": "HL7 sender not authenticated (no client certificate or configured sender address)",
+    "HT-0192": "HL7 sender's client certificate names no institution, or more than one",
+    "HT-0193": "MLLP sender authentication settings invalid or missing",
+    "HT-0194": "merge names a registration another institution manages",
+    "HT-0195": "merge queued for MPI review (it would retire a person with other institutions' "
+               "registrations or a resident account)",
+    "HT-0196": "identity stewardship (link, unlink, merge, review) is for the platform and MPI stewards",
+    "HT-0197": "a message refused for its sender's authentication cannot be retried",
 }
 
 

@@ -19,15 +19,21 @@ from typing import Any
 
 import orjson
 
-from hutong.errors import InvalidRequest, NotFound
+from hutong.errors import Forbidden, InvalidRequest, NotFound
 from hutong.fhir import search as fsearch
 from hutong.fhir.response import FhirResponse
 from hutong.fhir.service import FhirService, parse_json
 from hutong.fhir.validation import validate
 from hutong.mpi.golden import PERSON_PREFIX
 from hutong.mpi.service import Mpi
+from hutong.security.principal import Role
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
+# Who may decide that two records are (not) one person: the region's integration
+# engine and the MPI stewards.  An institution merges only its own registrations,
+# over its authenticated HL7 channel (ADT^A40), where a merge that would retire a
+# person others depend on waits in the review queue (issue 12, finding 4).
+STEWARDS = frozenset({Role.PLATFORM, Role.COMMISSION})
 # Until sign-in exists (security issue) decisions are attributed to this actor.
 LOCAL = "local"  # trusted internal callers (no acting principal)
 
@@ -76,6 +82,14 @@ class IdentityOperations:
     def __init__(self, svc: FhirService) -> None:
         self.svc = svc
         self.mpi: Mpi = svc.mpi
+
+    def _steward(self) -> None:
+        """The route admits stewards only (hutong.web.app); checked here again so
+        that no other entry point can reach a link, unlink or merge without it."""
+        access = self.svc.access
+        if access is not None and access.principal.role not in STEWARDS:
+            raise Forbidden("HT-0196", "linking, unlinking and merging persons is for the platform and MPI "
+                                       "stewards; an institution merges its own registrations with ADT^A40")
 
     def _actor(self) -> str:
         """Who made an identity decision: the signed-in account (kept on the MPI event)."""
@@ -159,23 +173,27 @@ class IdentityOperations:
         return FhirResponse.json(200, {"resourceType": "Parameters", "parameter": params})
 
     def link(self, body: bytes) -> FhirResponse:
+        self._steward()
         p = _params(body)
         ev = self.mpi.link(_patient_ref(p, "source-patient"), _patient_ref(p, "target-person"), actor=self._actor(),
                            reason=_reason(p))
         return _event(ev, "linked")
 
     def unlink(self, body: bytes) -> FhirResponse:
+        self._steward()
         p = _params(body)
         ev = self.mpi.unlink(_patient_ref(p, "source-patient"), actor=self._actor(), reason=_reason(p))
         return _event(ev, "unlinked")
 
     def merge(self, body: bytes) -> FhirResponse:
+        self._steward()
         p = _params(body)
         ev = self.mpi.merge(_patient_ref(p, "source-person"), _patient_ref(p, "target-person"), actor=self._actor(),
                             reason=_reason(p))
         return _event(ev, "merged")
 
     def unmerge(self, body: bytes) -> FhirResponse:
+        self._steward()
         p = _params(body)
         event = _one(p, "event", "valueInteger")
         if not isinstance(event, int):
@@ -185,6 +203,7 @@ class IdentityOperations:
 
     # ------------------------------------------------------------ review queue (admin JSON)
     def review(self, items: list[tuple[str, str]]) -> FhirResponse:
+        self._steward()
         q = dict(items)
         status = q.get("status", "open")
         if status not in ("open", "linked", "rejected", "obsolete"):
@@ -197,6 +216,7 @@ class IdentityOperations:
         return FhirResponse.json(200, {"items": self.mpi.review_items(status=status, limit=limit, after=after)})
 
     def reject(self, review_id: str, body: bytes) -> FhirResponse:
+        self._steward()
         if not review_id.isdigit():
             raise InvalidRequest("HT-0041", "review id must be an integer")
         p = _params(body) if body else {}

@@ -171,7 +171,9 @@ def relink(mpi: Mpi, *, dry_run: bool = False, actor: str = "mpi-relink",
             moves.append((pid, n))
     review_new = {(pid, member_person) for pid, items in reviews.items()
                   for member_person in (name_of.get(p, p) for p, _w, _r in items)}
-    open_rows = repo.query("SELECT patient_id, person_id FROM mpi_review WHERE status = 'open'", ())
+    # Merge requests a sender made wait for a steward: a replay neither opens nor closes them.
+    open_rows = repo.query("SELECT patient_id, person_id FROM mpi_review WHERE status = 'open' AND reason NOT LIKE ?",
+                           (st.MERGE_REQUEST + "%",))
     review_old = {(r[0], r[1]) for r in open_rows}
     rep.reviews_opened = len(review_new - review_old)
     rep.reviews_closed = len(review_old - review_new)

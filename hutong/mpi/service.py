@@ -15,7 +15,7 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,22 @@ SYSTEM_ACTOR = "mpi"
 
 def new_person_id() -> str:
     return PERSON_PREFIX + uuid.uuid4().hex[:20]
+
+
+@dataclass(frozen=True, slots=True)
+class MergeOutcome:
+    """What a sender's merge of two of its registrations did to the persons."""
+
+    status: str            # merged | queued | unchanged (already one person, or a registration not indexed)
+    event: int | None = None
+    note: str = ""         # queued: why a steward has to decide
+
+
+def managing_org(body: dict[str, Any]) -> str | None:
+    """The Organization id a source Patient names as its manager (its owner: the
+    policy stamps it on every institution write and keeps it fixed)."""
+    ref = (body.get("managingOrganization") or {}).get("reference")
+    return ref[len("Organization/"):] if isinstance(ref, str) and ref.startswith("Organization/") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +134,7 @@ class Mpi:
         row = st.SourceRow(id, person, "review" if d.review and d.person_id is None else "auto", d.rule, d.weight,
                            existing.seq if existing else self._seq(w), w.now, f)
         st.put_source(w, row, blocks=blocks, exists=existing is not None)
-        st.close_reviews(w, id, "obsolete", None)
+        st.close_reviews(w, id, "obsolete", None, requests=False)
         for pid, weight, why in d.review:
             st.open_review(w, id, pid, weight, why)
         with_person_link(resource, person)
@@ -326,6 +342,38 @@ class Mpi:
                  reason: str | None = None) -> int:
         """merge inside an open write transaction (HL7 ADT^A40 with its message)."""
         return self._merge(w, source_person, target_person, actor, reason)
+
+    def merge_registrations_in(self, w: SqlWriter, prior: str, survivor: str, *, institution: str,
+                               protected: Callable[[str], bool], actor: str, reason: str) -> MergeOutcome:
+        """An institution says two of its registrations are one person (HL7 v2.5.1
+        ch. 3.3.40 ADT^A40: ``prior`` from MRG-1 merges into ``survivor`` from
+        PID-3; the caller has checked both are the institution's).
+
+        The persons merge at once only when nothing but the institution's own
+        registrations would move and nobody depends on the retired person: the
+        person the prior registration belongs to is retired by a merge, so when
+        it also holds another institution's registration, or a resident or
+        delegate signs in as it, one institution's say-so would take over
+        someone's identity (issue 12, finding 4).  Then the request becomes a
+        review item (the prior registration, the survivor's person) a steward
+        decides with $mpi-link / $mpi-merge, or rejects."""
+        p, s = self.person_of_in(w, prior), self.person_of_in(w, survivor)
+        if p is None or s is None or p == s:
+            return MergeOutcome("unchanged")
+        moving = st.sources_of(self.repo, st.writer_reader(w), [p])
+        bodies = self._bodies(w, [m.patient_id for m in moving])
+        foreign = [m.patient_id for m in moving if managing_org(bodies.get(m.patient_id) or {}) != institution]
+        why = []
+        if foreign:
+            why.append(f"{len(foreign)} registration(s) another institution manages")
+        if protected(p):
+            why.append("a resident's or delegate's account")
+        if not why:
+            return MergeOutcome("merged", self._merge(w, p, s, actor, reason))
+        note = (f"{st.MERGE_REQUEST} by {actor} ({reason}): Patient/{prior} into Patient/{survivor} would retire "
+                f"{p}, which has " + " and ".join(why))
+        st.open_review(w, prior, s, None, note[:500])
+        return MergeOutcome("queued", note=note)
 
     def _merge(self, w: SqlWriter, source_person: str, target_person: str, actor: str, reason: str | None) -> int:
         read = st.writer_reader(w)

@@ -51,6 +51,10 @@ class SourceRow:
 SOURCE_COLS = "patient_id, person_id, state, rule, score, seq, updated, features"
 
 
+# Review items a sender's merge request opened (ADT^A40 that would retire a
+# person other parties depend on) start with this; relinking keeps them.
+MERGE_REQUEST = "merge request"
+
 # Purposes bound into the ciphertexts (hutong.store.codec.Codec.with_purpose).
 FEATURES, EVENT = "mpi-features", "mpi-event"
 
@@ -154,9 +158,15 @@ def drop_source(w: SqlWriter, patient_id: str) -> None:
 
 
 def close_reviews(w: SqlWriter, patient_id: str, status: str, actor: str | None,
-                  person_id: str | None = None) -> None:
+                  person_id: str | None = None, *, requests: bool = True) -> None:
+    """Close the open review items of a source (of one candidate person).
+    ``requests=False`` keeps merge requests a sender made (MERGE_REQUEST):
+    those wait for a steward, whatever relinking does meanwhile."""
     sql = "UPDATE mpi_review SET status = ?, decided = ?, actor = ? WHERE patient_id = ? AND status = 'open'"
     args: list[Any] = [status, w.now, actor, patient_id]
+    if not requests:
+        sql += " AND reason NOT LIKE ?"
+        args.append(MERGE_REQUEST + "%")
     if person_id is not None:
         sql += " AND person_id = ?"
         args.append(person_id)
@@ -164,6 +174,10 @@ def close_reviews(w: SqlWriter, patient_id: str, status: str, actor: str | None,
 
 
 def open_review(w: SqlWriter, patient_id: str, person_id: str, score: float | None, reason: str) -> None:
+    if reason.startswith(MERGE_REQUEST) and w.execute(
+            "SELECT 1 FROM mpi_review WHERE patient_id = ? AND person_id = ? AND status = 'open' AND reason LIKE ?",
+            (patient_id, person_id, MERGE_REQUEST + "%")).fetchone():
+        return  # the same request again (a resent or repeated merge): one item
     w.execute("INSERT INTO mpi_review (patient_id, person_id, score, reason, status, created) "
               "VALUES (?, ?, ?, ?, 'open', ?)", (patient_id, person_id, score, reason, w.now))
 

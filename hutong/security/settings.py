@@ -23,6 +23,11 @@ def _list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(x.strip() for x in v.split(",") if x.strip())
 
 
+def _path(name: str) -> Path | None:
+    v = os.environ.get(name)
+    return Path(v) if v else None
+
+
 @dataclass(frozen=True)
 class SecuritySettings:
     # --- passwords and sessions (accounts)
@@ -48,7 +53,15 @@ class SecuritySettings:
     key_dir: Path | None = None              # keys (0700); None = keys.default_key_dir, outside the db dir
     allowed_regions: tuple[str, ...] = ("CN",)
     storage_region: str = "CN"
-    mllp_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    mllp_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # network filter only; never says who sends
+    # MLLP sender authentication (hutong.security.senders): TLS client certificates,
+    # or (transition) peer addresses an operator maps to one institution each.
+    mllp_tls_cert: Path | None = None        # the listener's certificate chain (PEM)
+    mllp_tls_key: Path | None = None         # its private key (PEM)
+    mllp_tls_ca: Path | None = None          # CA bundle that issued the institutions' client certificates
+    mllp_certs: tuple[str, ...] = ()         # "sha256-fingerprint=institution code" pins
+    mllp_senders: tuple[str, ...] = ()       # "network=institution code" (transition, plain TCP)
+    mllp_dev_loopback: bool = False          # development/tests: unauthenticated loopback senders, MSH-4 trusted
     sms_outbox: Path | None = None           # development SMS gateway file; None = beside the database
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -76,5 +89,11 @@ class SecuritySettings:
             allowed_regions=_list("HUTONG_ALLOWED_REGIONS", ("CN",)),
             storage_region=os.environ.get("HUTONG_STORAGE_REGION", "CN"),
             mllp_allow=_list("HUTONG_MLLP_ALLOW", ("127.0.0.1/32", "::1/128")),
+            mllp_tls_cert=_path("HUTONG_MLLP_TLS_CERT"),
+            mllp_tls_key=_path("HUTONG_MLLP_TLS_KEY"),
+            mllp_tls_ca=_path("HUTONG_MLLP_TLS_CA"),
+            mllp_certs=_list("HUTONG_MLLP_CERTS", ()),
+            mllp_senders=_list("HUTONG_MLLP_SENDERS", ()),
+            mllp_dev_loopback=os.environ.get("HUTONG_MLLP_DEV_LOOPBACK", "") in ("1", "true", "yes"),
             sms_outbox=Path(ob) if ob else None,
         )

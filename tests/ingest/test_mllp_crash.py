@@ -30,7 +30,8 @@ def test_sigkill_mid_burst_loses_no_acknowledged_message(tmp_path: Path) -> None
     assert FhirService(repo).create("Organization", json.dumps(org).encode(), {}).status == 201
     repo.db.close()
     port, mllp_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Development mode: unauthenticated loopback senders (TLS: tests/security/test_trust_hl7.py).
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HUTONG_MLLP_DEV_LOOPBACK": "1"}
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "hutong.cli", "serve", "--database", db, "--port", str(port),
                              "--mllp-port", str(mllp_port), "--workers", "1"], env=env,

@@ -54,8 +54,11 @@ def mllp(server: Server) -> Iterator[Mllp]:
            "identifier": [{"system": ORGANIZATION, "value": HOSPITAL}]}
     assert server.client.post("/Organization", content=json.dumps(org)).status_code == 201
     # As `hutong serve --mllp-port` wires it: each message under its sender's
-    # policy (hutong.security.senders) and audited.
-    ingestor = Ingestor(FhirService(server.repo), authorise=mllp_authoriser(server.repo, SecuritySettings()),
+    # policy (hutong.security.senders) and audited.  Development mode: loopback
+    # senders unauthenticated, taken at their MSH-4 (the default refuses them;
+    # authenticated senders: tests/security/test_trust_hl7.py).
+    dev = SecuritySettings(mllp_dev_loopback=True)
+    ingestor = Ingestor(FhirService(server.repo), authorise=mllp_authoriser(server.repo, dev),
                         audit=server.app.state.audit.record)
     port = free_port()
     listener = start_in_thread(ingestor, "127.0.0.1", port)
@@ -321,7 +324,7 @@ def test_senders_outside_the_allowed_networks_are_refused_and_audited(server: Se
     org = {"resourceType": "Organization", "name": "北京市测试医院",
            "identifier": [{"system": ORGANIZATION, "value": HOSPITAL}]}
     assert server.client.post("/Organization", content=json.dumps(org)).status_code == 201
-    only_vpn = SecuritySettings(mllp_allow=("10.8.0.0/16",))
+    only_vpn = SecuritySettings(mllp_allow=("10.8.0.0/16",), mllp_dev_loopback=True)
     ingestor = Ingestor(FhirService(server.repo), authorise=mllp_authoriser(server.repo, only_vpn),
                         audit=server.app.state.audit.record)
     port = free_port()

@@ -97,11 +97,14 @@ def _salvage(raw: bytes) -> tuple[_Header, str]:
 
 
 def build_ack(msg: Hl7Message | None, raw: bytes, code: str, error: Hl7Error | None = None, *,
-              now: datetime | None = None) -> bytes:
+              now: datetime | None = None, severity: str = "E") -> bytes:
     """The ACK payload (unframed, encoded in the incoming charset) for ``code`` AA/AE/AR.
 
     ``error`` fills ERR (and MSA-3 for v2.3/2.4); ``msg`` None means the message
-    did not parse: MSH fields are salvaged from ``raw``.
+    did not parse: MSH fields are salvaged from ``raw``.  ``severity`` is ERR-4
+    (HL7 table 0516): E with AE/AR; W or I lets an AA carry a note (ch. 2.15.5.4:
+    "transaction successful, but there may be issues"), e.g. a merge that was
+    accepted but waits for review.
     """
     now = now or datetime.now(BEIJING_TZ)
     if now.tzinfo is None:
@@ -132,7 +135,7 @@ def build_ack(msg: Hl7Message | None, raw: bytes, code: str, error: Hl7Error | N
     old = version.split(comp)[0] in _OLD_ERR
     msa = ["MSA", code, h.get(10)]
     text = _escape(error.text, seps, esc) if error is not None else ""
-    if error is not None and code not in ("AA", "CA"):
+    if error is not None and (code not in ("AA", "CA") or severity != "E"):
         if old:
             msa.append(text)
         segments.append(f.join(msa))
@@ -149,7 +152,7 @@ def build_ack(msg: Hl7Message | None, raw: bytes, code: str, error: Hl7Error | N
                 "",  # ERR-1 (ELD) is for v2.4 and before
                 comp.join(where).rstrip(comp),
                 comp.join((error.code, label, "HL70357")),
-                "E",
+                severity,
                 "", "", "",
                 text,  # ERR-8 user message
             )))

@@ -8,33 +8,58 @@ store) runs in a thread pool; on SQLite concurrent connections share commits
 (group commit).  A frame error gets a NAK and its bytes are kept as a dead
 letter; an exception never reaches the event loop (the listener keeps
 serving).
+
+Sender authentication happens per connection, before any message is read:
+with a TLS context the handshake demands a client certificate the
+operator's CA issued (a peer speaking plain TCP, or presenting no or another
+CA's certificate, is dropped by the handshake), and ``identify`` (from
+hutong.security.senders) turns the certificate or the peer address into a
+:class:`~hutong.ingest.hl7v2.connection.Connection` that every message on
+that connection is checked against.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from hutong.ingest.hl7v2.connection import Connection
 from hutong.ingest.hl7v2.framing import Frame, FrameDecoder, frame
 from hutong.ingest.pipeline import Ingestor
 
 log = logging.getLogger("hutong.mllp")
 READ_CHUNK = 65536
+TLS_HANDSHAKE_TIMEOUT = 30.0
+
+# The peer address ("host:port") and, over TLS, the verified session -> who the connection is.
+Identify = Callable[[str, "ssl.SSLObject | None"], Connection]
+
+
+def unauthenticated(peer: str, _tls: ssl.SSLObject | None) -> Connection:
+    return Connection(peer)
 
 
 class MllpListener:
     def __init__(self, ingestor: Ingestor, *, max_frame: int = 1_048_576, idle_timeout: float = 600.0,
-                 threads: int = 8) -> None:
+                 threads: int = 8, tls: ssl.SSLContext | None = None, identify: Identify = unauthenticated) -> None:
         self.ingestor = ingestor
+        self.tls = tls
+        self.identify = identify
         self.max_frame = max_frame
         self.idle_timeout = idle_timeout
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mllp")
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> asyncio.Server:
-        self.server = await asyncio.start_server(self._serve, host, port, limit=READ_CHUNK * 4)
+        if self.tls is not None:
+            self.server = await asyncio.start_server(self._serve, host, port, limit=READ_CHUNK * 4, ssl=self.tls,
+                                                     ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        else:
+            self.server = await asyncio.start_server(self._serve, host, port, limit=READ_CHUNK * 4)
         return self.server
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -43,6 +68,7 @@ class MllpListener:
         loop = asyncio.get_running_loop()
         decoder = FrameDecoder(self.max_frame)
         try:
+            conn = self.identify(peer, writer.get_extra_info("ssl_object"))
             while True:
                 try:
                     data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=self.idle_timeout)
@@ -52,7 +78,7 @@ class MllpListener:
                     break
                 for item in decoder.feed(data):
                     if isinstance(item, Frame):
-                        reply = await loop.run_in_executor(self.pool, self.ingestor.hl7, item.payload, peer)
+                        reply = await loop.run_in_executor(self.pool, self._hl7, item.payload, conn)
                     else:
                         reply = await loop.run_in_executor(self.pool, self.ingestor.frame_error, item.raw,
                                                            item.reason, peer)
@@ -73,6 +99,9 @@ class MllpListener:
                 await writer.wait_closed()
             except (ConnectionError, OSError):
                 pass
+
+    def _hl7(self, payload: bytes, conn: Connection) -> bytes:
+        return self.ingestor.hl7(payload, conn.peer, conn=conn)
 
     async def close(self) -> None:
         if self.server is not None:
