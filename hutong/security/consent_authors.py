@@ -45,6 +45,14 @@ its *current* version.  The rules:
   not in force, so they can revoke it or make their own.
 
 A withdrawn or deleted Consent needs no author: it opens nothing.
+
+The SMS leaves inside the write's transaction, so that "told" is recorded in
+the same commit as the Consent (there is no after-commit outbox to hang it
+on): if a later entry of the same transaction bundle fails, the resident was
+told of a Consent that was never saved, and finds nothing in the portal.
+That is the lesser error than a Consent in force the resident was never told
+of.  A slow gateway holds the write lock that long; institution-recorded
+Consents are rare (a desk form), so this is not on a hot path.
 """
 
 from __future__ import annotations

@@ -185,6 +185,16 @@ def test_f2_institution_consent_on_the_residents_documented_instruction_counts_f
         assert status(b, f"/Condition/{ids['psyA']}") == 403
         # nobody else gained anything from it
         assert status(a, f"/Condition/{ids['psyB']}") == 403
+        # a resident who cannot be told (no phone on record) gets no institution-recorded Consent
+        quiet = sb.post("/Patient", json={
+            "resourceType": "Patient", "managingOrganization": {"reference": f"Organization/{ids['orgB']}"},
+            "identifier": [{"system": ID_CARD, "value": "110105198001010038"},
+                           {"system": mrn_system(ids["orgB_code"]), "value": "B-3"}],
+            "name": [{"family": "赵", "given": ["六"]}], "birthDate": "1980-01-01", "gender": "male"})
+        assert quiet.status_code == 201, quiet.text
+        r = sb.post("/Consent", json=consent(quiet.json()["id"], f"Organization/{ids['orgB']}", documented=True))
+        assert r.status_code == 422 and issue_code(r) == "HT-0174", r.text
+        assert len(sms.messages()) == before + 1
     # and the resident sees it in her portal, marked as registered by B on her written instruction
     c, html = portal(region, "R")
     c.close()
@@ -252,6 +262,15 @@ def test_f6_delegate_cannot_permit_a_category_hidden_from_delegates(region: Regi
         assert made.status_code == 201, made.text
         assert status(b, f"/Observation/{ids['obsA']}") == 200
         assert status(b, f"/Condition/{ids['psyA']}") == 403
+    # her portal does not offer the categories at all; the resident's does
+    for who, offered in (("daughter", False), ("R", True)):
+        c, _ = portal(region, who)
+        try:
+            page = c.get("/resident/consents", params={"person": ids["R"], "org": ids["orgA"]})
+            assert page.status_code == 200, page.text
+            assert ('name="cat_HIV"' in page.text) is offered
+        finally:
+            c.close()
 
 
 def _item(html: str, consent_id: str) -> str:
