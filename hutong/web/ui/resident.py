@@ -182,6 +182,9 @@ i18n.add({
                                 "请撤销，或在本页自己设置。",
                                 "A hospital may only record permissions about itself; this one is about others, so "
                                 "it has no effect. Revoke it, or set your own below."),
+    "conauth.delegate_no_cats": ("敏感类别（如精神心理、艾滋病、生殖健康）对代办人不显示，也只有本人才能授权。",
+                                 "Sensitive categories (mental health, HIV, reproductive health) are hidden from "
+                                 "delegates and can only be opened by the resident."),
     "conauth.narrowed": ("其中的敏感类别（如精神心理、艾滋病、生殖健康）只有您本人才能授权，这一部分不起作用。",
                          "Sensitive categories (mental health, HIV, reproductive health) can only be opened by you; "
                          "that part has no effect."),
