@@ -47,7 +47,15 @@ from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
 from hutong.security.sms import OutboxGateway
 from hutong.store.sql import SqlRepository
-from hutong.web import access_ops, audit_routes, auth_routes, gate, public_assets, sharing_routes
+from hutong.web import (
+    access_ops,
+    audit_routes,
+    auth_routes,
+    gate,
+    public_assets,
+    sharing_routes,
+    transfer_ops,
+)
 from hutong.web.access_ops import find_person
 from hutong.web.headers import SecurityHeaders
 from hutong.web.ui import clinician as clinician_portal
@@ -360,6 +368,8 @@ def create_app(settings: Settings | None = None, repo: SqlRepository | None = No
         """What basis this caller has for a resident's record, before opening it."""
         access = gate.access_of(request)
         return await run(lambda: access_ops.basis(service(request), access, id))
+
+    transfer_ops.register(app, repository, audit)  # POST Patient/[id]/$transfer: the audited ownership move
 
     @app.get("/fhir/Patient/{id}/$everything")
     @app.post("/fhir/Patient/{id}/$everything")

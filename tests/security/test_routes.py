@@ -94,6 +94,7 @@ ROUTES: dict[tuple[str, str], Public | Auth] = {
     ("POST", "/fhir/Patient/$match"): Auth(403), ("GET", "/fhir/Patient/$ihe-pix"): Auth(403),
     ("POST", "/fhir/Patient/{op}"): Auth(403),
     ("POST", "/fhir/Patient/{id}/$break-glass"): Auth(403, 403),
+    ("POST", "/fhir/Patient/{id}/$transfer"): Auth(403, 403),  # the owner institution's system, the platform
     ("GET", "/fhir/Patient/{id}/$access-basis"): Auth(200, 403),
     ("GET", "/fhir/Patient/{id}/$everything"): Auth(200, 403),
     ("POST", "/fhir/Patient/{id}/$everything"): Auth(200, 403),
