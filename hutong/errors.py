@@ -62,9 +62,6 @@ CODES: dict[str, str] = {
     "HT-0105": "search must be scoped to a patient",
     "HT-0106": "break-glass request invalid",
     "HT-0107": "access reason invalid",
-    # issue 12 (ownership of registrations; 0160-0169 were already residency and sharing)
-    "HT-0108": "a registration's managing organization is fixed at creation (moved only by $transfer)",
-    "HT-0109": "registration transfer request invalid (organization, reason or registration)",
     "HT-0141": "audit record not found",
     "HT-0142": "audit record is not a break-glass access",
     "HT-0143": "break-glass review verdict invalid",
@@ -122,6 +119,10 @@ CODES: dict[str, str] = {
     "HT-0139": "second factor (TOTP) code replayed",
     "HT-0140": "sign-in held back: repeated failures of this username from this address (audit only; "
                "the caller is answered HT-0127)",
+    # 0180-0189: the identity index (hutong.fhir.identity, hutong.web.access_ops; issue 12)
+    "HT-0180": "commission staff do not look up individual residents ($match, $ihe-pix): aggregates only",
+    "HT-0181": "$match needs strong identifying input: an identity document number, or name and full birth date",
+    "HT-0182": "another institution's registration: find the resident by an exact identifier first",
     # 0190-0199: trust in HL7 senders and identity merges (hutong.security.senders, ingest, mpi)
     "HT-0190": "HL7 sender: MSH-4 does not name the institution the connection authenticated as",
     "HT-0191": "HL7 sender not authenticated (no client certificate or configured sender address)",

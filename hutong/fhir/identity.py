@@ -7,6 +7,25 @@
 - ``GET Patient/$ihe-pix?sourceIdentifier=system|value[&targetSystem=...]``
   -- IHE PIXm ITI-83: every identifier of that person across domains
   (``targetIdentifier``) and every Patient resource of it (``targetId``).
+
+Both are lookups in the platform's identity index, so they answer only what
+the caller has a basis to see (DESIGN.md trust model; issue 12, finding 3):
+
+- ``$match`` needs strong identifying input (an identity document number, or
+  a name with a full birth date); for institutions and clinicians it scores
+  only on those fields (person identifiers, name, birth date, sex), never on a
+  phone or an address, so it is no reverse directory; it returns only the
+  persons the input describes (the same identity document number, or the
+  same name and birth date: never a namesake the score merely found close),
+  each golden record cut to its index card unless the caller has a basis
+  (hutong.security.policy.Access.present).
+- ``$ihe-pix`` answers other domains' identifiers only with a basis for the
+  person; without one, the caller's own domain (its registrations) and the
+  golden id, and only when it asked by its own MRN or by a person identifier;
+  another institution's MRN is answered as unknown.
+- The commission looks up no individual (HT-0180): its work is aggregates.
+- Every lookup names the persons it touched on its audit row (purpose
+  ``identity``, 核对身份 in the resident's access log), refused ones too.
 - ``POST Patient/$mpi-link`` (source-patient, target-person), ``$mpi-unlink``
   (source-patient), ``$mpi-merge`` (source-person, target-person),
   ``$mpi-unmerge`` (event): human decisions, each recorded as an MPI event
@@ -24,8 +43,10 @@ from hutong.fhir import search as fsearch
 from hutong.fhir.response import FhirResponse
 from hutong.fhir.service import FhirService, parse_json
 from hutong.fhir.validation import validate
-from hutong.mpi.golden import PERSON_PREFIX
+from hutong.mpi.features import extract
+from hutong.mpi.golden import PERSON_IDENTIFIERS, PERSON_PREFIX
 from hutong.mpi.service import Mpi
+from hutong.security.policy import Access
 from hutong.security.principal import Role
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
@@ -73,6 +94,72 @@ def _reason(params: dict[str, list[dict[str, Any]]]) -> str | None:
     return str(r)[:500] if r else None
 
 
+def _identifying(patient: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a $match query that identify a person (identity documents,
+    name, birth date, sex): a phone number or an address is not a lookup key."""
+    out: dict[str, Any] = {"resourceType": "Patient"}
+    idents = [i for i in patient.get("identifier") or () if isinstance(i, dict)
+              and i.get("system") in PERSON_IDENTIFIERS and i.get("value")]
+    if idents:
+        out["identifier"] = idents
+    for key in ("name", "birthDate", "gender"):
+        if key in patient:
+            out[key] = patient[key]
+    return out
+
+
+def _strong(patient: dict[str, Any]) -> bool:
+    """An identity document number the index holds (a valid, self-consistent ID
+    number, a health card, a passport), or a name with a full birth date."""
+    f = extract(patient)
+    if f.ids or f.health_cards or f.passports:
+        return True
+    birth = patient.get("birthDate")
+    return bool(f.names) and isinstance(birth, str) and len(birth) == 10
+
+
+def _described(golden: bytes | None, query: dict[str, Any]) -> bool:
+    """Is this golden person the one the query describes: the same identity
+    document number, or the same name and the same full birth date?"""
+    if golden is None:
+        return False
+    g, q = extract(orjson.loads(golden)), extract(query)
+    if set(g.ids) & set(q.ids) or set(g.health_cards) & set(q.health_cards) or set(g.passports) & set(q.passports):
+        return True
+    return bool(set(g.names) & set(q.names)) and bool(set(g.birth_dates) & set(q.birth_dates) - {None})
+
+
+def _lookup_role(access: Access | None, what: str) -> None:
+    """Lookups of individuals are for those who care for residents, and the platform."""
+    if access is not None and access.role not in (Role.INSTITUTION, Role.CLINICIAN, Role.PLATFORM):
+        raise Forbidden("HT-0180", f"a {access.role.value} account does not look up individual residents ({what}); "
+                                   "the commission's work is aggregate reports")
+
+
+def _visible_cross_reference(access: Access, hits: list[Any], system: str) -> set[str]:
+    """The Patients a PIX answer may name for a caller bound by the policy: with a
+    basis for the person, all of them; else its own registrations and the golden
+    id, when it asked by its own MRN or by a person identifier."""
+    org = access.principal.organization_id
+    out: set[str] = set()
+    for s in hits:
+        golden = s.id.startswith(PERSON_PREFIX)
+        own = not golden and bool(org) and access.managing_org(s.id) == org
+        person = access.person_of(s.id)
+        if person is None:
+            if own:
+                out.add(s.id)
+            continue
+        access.attempted(person)  # on the audit row whether or not it is answered
+        full = access.basis(person).purpose is not None
+        if not (full or own or (golden and system in PERSON_IDENTIFIERS)):
+            continue
+        patients = access.patients_of(person)
+        out.update(patients if full else [person, *(p for p in patients
+                                                    if p != person and access.managing_org(p) == org)])
+    return out
+
+
 def _event(event_id: int, text: str) -> FhirResponse:
     return FhirResponse.json(200, {"resourceType": "Parameters", "parameter": [
         {"name": "event", "valueInteger": event_id}, {"name": "outcome", "valueString": text}]})
@@ -106,6 +193,9 @@ class IdentityOperations:
             access.purposes.add("identity")
 
     def match(self, body: bytes) -> FhirResponse:
+        access = self.svc.access
+        _lookup_role(access, "$match")
+        trusted = access is None or access.unrestricted
         params = _params(body)
         resource = _one(params, "resource", "resource")
         patient = validate(resource, "Patient")
@@ -113,12 +203,25 @@ class IdentityOperations:
         if not isinstance(count, int) or count < 1:
             raise InvalidRequest("HT-0041", "count must be a positive integer")
         only_certain = bool(_one(params, "onlyCertainMatches", "valueBoolean", required=False))
-        results = self.mpi.match(patient, count=min(count, 100))
+        query = patient if trusted else _identifying(patient)
+        if not _strong(query):
+            raise InvalidRequest("HT-0181", "$match needs an identity document number (ID number, health card, "
+                                            "passport) or a name with a full birth date (YYYY-MM-DD); a phone "
+                                            "number or an address does not look anyone up")
+        results = self.mpi.match(query, count=min(count, 100))
         if only_certain:
             results = [r for r in results if r.grade == "certain"]
         else:
             results = [r for r in results if r.grade != "certainly-not"]
         found = {s.id: s for s in self.svc.repo.fetch([("Patient", r.person_id) for r in results])}
+        if not trusted:
+            # Someone the score found close but the input does not describe is a
+            # namesake: not a person to show a clinic.
+            found = {k: s for k, s in found.items() if _described(s.body, query)}
+        if access is not None:
+            for ident in query.get("identifier") or ():
+                access.supplied(str(ident.get("system")), str(ident.get("value")))
+            found = {s.id: s for s in access.present(list(found.values()))}
         self._looked_up(found)
         entries = []
         for r in results:
@@ -133,6 +236,8 @@ class IdentityOperations:
                                        "entry": entries})
 
     def pix(self, items: list[tuple[str, str]]) -> FhirResponse:
+        access = self.svc.access
+        _lookup_role(access, "$ihe-pix")
         source = [v for k, v in items if k == "sourceIdentifier"]
         targets = {v for k, v in items if k == "targetSystem"}
         unknown = [k for k, _ in items if k not in ("sourceIdentifier", "targetSystem", "_format")]
@@ -144,23 +249,28 @@ class IdentityOperations:
         parsed = fsearch.parse("Patient", [("identifier", source[0]), ("_count", "50")],
                                base_url=self.svc.base_url, strict=True)
         hits = self.svc.repo.search(parsed.query).matches
-        if not hits:
-            raise NotFound("HT-0056", "no patient has this sourceIdentifier (ITI-83: 404)")
+        trusted = access is None or access.unrestricted
         patients: set[str] = set()
-        for s in hits:
-            person = s.id if s.id.startswith(PERSON_PREFIX) else self.mpi.person_of(s.id)
-            if person is None:
-                patients.add(s.id)
-            else:
-                patients.update([person, *self.mpi.sources(person)])
+        if access is not None and not trusted:
+            patients = _visible_cross_reference(access, hits, source[0].split("|", 1)[0])
+        else:
+            for s in hits:
+                person = s.id if s.id.startswith(PERSON_PREFIX) else self.mpi.person_of(s.id)
+                if person is None:
+                    patients.add(s.id)
+                else:
+                    patients.update([person, *self.mpi.sources(person)])
+        if not patients:
+            # Unknown and not the caller's to know get the same answer (no oracle).
+            raise NotFound("HT-0056", "no patient has this sourceIdentifier (ITI-83: 404)")
         stored = sorted(self.svc.repo.fetch([("Patient", p) for p in patients]), key=lambda s: s.id)
         self._looked_up({s.id: s for s in stored})
         idents: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = {tuple(source[0].split("|", 1))}  # type: ignore[arg-type]
         params: list[dict[str, Any]] = []
         for s in stored:
-            if s.body is None:
-                continue
+            if s.body is None or (not trusted and s.id.startswith(PERSON_PREFIX)):
+                continue  # a golden record holds every domain's identifiers: the caller's come from its sources
             body = orjson.loads(s.body)
             for ident in body.get("identifier") or ():
                 key = (ident.get("system"), ident.get("value"))

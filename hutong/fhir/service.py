@@ -199,6 +199,7 @@ class FhirService:
             raise Gone("HT-0010", f"{type}/{id} was deleted", )
         if self.access is not None:
             self.access.check_read(s)
+            s = self.access.present([s])[0]  # a golden record: its index card without a basis
         h = {"ETag": etag(s.version), "Last-Modified": http_date(s.last_updated)}
         if headers and headers.get("if-none-match") == h["ETag"]:
             return FhirResponse(304, None, h)
@@ -215,6 +216,8 @@ class FhirService:
             raise NotFound("HT-0011", f"version {version} of {type}/{id} not found")
         if s.deleted:
             raise Gone("HT-0010", f"version {version} of {type}/{id} is a deletion")
+        if self.access is not None:
+            s = self.access.present([s])[0]
         return FhirResponse(200, s.body, {"ETag": etag(s.version), "Last-Modified": http_date(s.last_updated)})
 
     # ------------------------------------------------------------------ update
@@ -337,6 +340,8 @@ class FhirService:
             raise NotFound("HT-0009", f"{type}/{id} not found")
         more = len(rows) > count
         rows = rows[:count]
+        if self.access is not None:
+            rows = self.access.present(rows)
         path = "/".join(p for p in (type, id) if p) + ("/_history" if type else "_history")
         links = [{"relation": "self", "url": self._url(path, [(k, v) for k, v in items if k != "_cursor"])}]
         if more:
@@ -398,10 +403,12 @@ class FhirService:
                     "link": [{"relation": "self", "url": self._url(path, parsed.canonical)}]}
         page = self.repo.search(q)
         included = self.repo.include(page.matches, q.includes) if q.includes else []
+        matches = page.matches
         if self.access is not None:
             # Matches are already scoped in SQL; included resources pass the same rule here.
-            self.access.touched(page.matches)
-            included = self.access.admit(included)
+            self.access.touched(matches)
+            matches = self.access.present(matches)
+            included = self.access.present(self.access.admit(included))
         links = [{"relation": "self", "url": self._url(path, parsed.canonical)}]
         if page.next_cursor is not None:
             links.append({"relation": "next", "url": self._url(
@@ -409,7 +416,7 @@ class FhirService:
         if page.prev_cursor is not None:
             links.append({"relation": "previous", "url": self._url(
                 path, [*parsed.canonical, ("_cursor", fsearch.encode_cursor(page.prev_cursor))])})
-        entries = [self._entry(s, "match", parsed) for s in page.matches]
+        entries = [self._entry(s, "match", parsed) for s in matches]
         entries += [self._entry(s, "include", parsed) for s in included]
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
         if page.total is not None:
@@ -466,6 +473,14 @@ class FhirService:
                 raise InvalidRequest("HT-0041", f"unknown $everything parameter {k!r}")
         rows, more = self.repo.everything(self.patient_ids(id), types=types, since=since, after_pk=after,
                                           count=count)
+        # The next page starts after the last row read, even when the policy
+        # hides every row of this one.
+        last_pk = rows[-1].pk if rows else after
+        if self.access is not None:
+            rows = self.access.present(self.access.admit([s for s in rows if self.access.may("read", s.type)]))
+        # Directory entries come along only for the rows the caller was given: a
+        # masked psychiatric visit must not bring its hospital and psychiatrist
+        # (issue 12, finding 10).
         have = {(s.type, s.id) for s in rows}
         refs: set[tuple[str, str]] = set()
         for s in rows:
@@ -475,11 +490,7 @@ class FhirService:
                 if len(parts) == 2 and parts[0] in SHARED_TYPES and (parts[0], parts[1]) not in have:
                     refs.add((parts[0], parts[1]))
         extra = self.repo.fetch(refs) if refs else []
-        # The next page starts after the last row read, even when the policy
-        # hides every row of this one.
-        last_pk = rows[-1].pk if rows else after
         if self.access is not None:
-            rows = self.access.admit([s for s in rows if self.access.may("read", s.type)])
             extra = self.access.admit(extra)
         base_items = [(k, v) for k, v in items if k != "_cursor"]
         path = f"Patient/{id}/$everything"

@@ -7,7 +7,15 @@ record for ``break_glass_hours``; the grant is stored with its reason
 the resident is told by SMS.  ``GET Patient/[id]/$access-basis`` answers what
 basis the caller has (own institution, treatment relationship, consent,
 break-glass, or none) without opening the record, so a user interface can ask
-for the reason first.
+for the reason first.  It is an identity lookup too (issue 12, finding 3): on
+another institution's registration it answers only a caller with a basis for
+that person, so it cannot turn a source id into the golden id; every answer
+and refusal names the person on the audit row (the resident's 谁看了我的档案).
+
+The resident is told by SMS at the phone of their own resident account (which
+only they and the platform set), never at a phone an institution registered
+(issue 12, finding 9); a person without an account falls back to the golden
+record's phone, chosen by the stable survivorship of hutong.mpi.golden.
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ from hutong.fhir.service import FhirService, parse_json
 from hutong.fhir.validation import check_id
 from hutong.mpi.golden import PERSON_PREFIX
 from hutong.mpi.idnumber import parse_id_number
-from hutong.security.policy import OWN_INSTITUTION, Access
+from hutong.security.accounts import Accounts
+from hutong.security.policy import IDENTITY, OWN_INSTITUTION, Access
+from hutong.security.principal import Role
+from hutong.security.settings import SecuritySettings
 from hutong.store.sql import SqlRepository
 from hutong.systems import ID_CARD
 
@@ -89,8 +100,11 @@ def break_glass(svc: FhirService, access: Access, patient_id: str, body: bytes, 
 
 
 def basis(svc: FhirService, access: Access, patient_id: str) -> FhirResponse:
+    if access.role not in (Role.PLATFORM, Role.RESIDENT, Role.DELEGATE, Role.INSTITUTION, Role.CLINICIAN):
+        raise Forbidden("HT-0104", f"a {access.role.value} account does not read residents' records")
     person = _person(svc, access, patient_id)
     org = access.principal.organization_id
+    access.purposes.add(IDENTITY)
     if access.unrestricted:
         purpose: str | None = "platform"
         detail = ""
@@ -100,6 +114,13 @@ def basis(svc: FhirService, access: Access, patient_id: str) -> FhirResponse:
         purpose, detail = access.role.value, ""
     elif access.role.value in ("institution", "clinician"):
         b = access.basis(person)
+        if b.purpose is None and patient_id != person and access.managing_org(patient_id) != org:
+            # Another institution's registration, and no basis: answering would map
+            # its id to the golden person (a lookup the caller may not make).
+            access.attempted(person)
+            raise Forbidden("HT-0182", f"Patient/{patient_id} is another institution's registration and you have "
+                                       "no basis for it; find the resident by an exact identifier "
+                                       "(Patient?identifier=system|value) to ask about their record")
         purpose, detail = b.purpose, b.detail
         if purpose is None and org and any(access.managing_org(p) == org for p in access.patients_of(person)):
             purpose, detail = OWN_INSTITUTION, "only your institution's own records"
@@ -116,10 +137,19 @@ def basis(svc: FhirService, access: Access, patient_id: str) -> FhirResponse:
     return FhirResponse(200, orjson.dumps(out))
 
 
-def sms_notifier(repo: SqlRepository, send: Callable[[str, str], Any]) -> Notify:
-    """Tell a resident something by SMS, at the phone on their golden record."""
+def sms_notifier(repo: SqlRepository, send: Callable[[str, str], Any], accounts: Accounts | None = None) -> Notify:
+    """Tell a resident something by SMS: at the phone of their resident account
+    (a fact the platform holds for them), else at their golden record's phone."""
+    held: list[Accounts] = [accounts] if accounts is not None else []
 
     def notify(person_id: str, text: str) -> None:
+        if not held:
+            held.append(Accounts(repo, SecuritySettings()))
+        account = held[0].by_person(person_id)
+        phone = held[0].phone_of(account.id) if account is not None else None
+        if phone:
+            send(phone, text)
+            return
         s = repo.read("Patient", person_id)
         if s is None or s.body is None:
             return
