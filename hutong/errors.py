@@ -62,6 +62,9 @@ CODES: dict[str, str] = {
     "HT-0105": "search must be scoped to a patient",
     "HT-0106": "break-glass request invalid",
     "HT-0107": "access reason invalid",
+    # issue 12 (ownership of registrations; 0160-0169 were already residency and sharing)
+    "HT-0108": "a registration's managing organization is fixed at creation (moved only by $transfer)",
+    "HT-0109": "registration transfer request invalid (organization, reason or registration)",
     "HT-0141": "audit record not found",
     "HT-0142": "audit record is not a break-glass access",
     "HT-0143": "break-glass review verdict invalid",

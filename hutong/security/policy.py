@@ -52,7 +52,7 @@ from hutong.security.principal import Principal, Role
 from hutong.security.settings import SecuritySettings
 from hutong.store.query import AccessScope, Grant
 from hutong.store.repository import Stored
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.sql import SqlRepository, SqlWriter, compartment_of
 from hutong.systems import ID_CARD
 
 # Shared directory data every signed-in caller may read (no resident's record).
@@ -69,6 +69,15 @@ ORG_ROLES = (Role.INSTITUTION, Role.CLINICIAN)
 # Residents' correction requests (纠偏权, PIPL Art. 46): a Task they may create
 # about their own record, which the owner institution answers.
 CORRECTION = ("https://fhir.hutong.dev/CodeSystem/task", "correction-request")
+# Marks the write hook puts on what it accepts (issue 12, findings 8 and 14):
+# an Encounter a clinician entered (no treatment basis), and the institution
+# that registered a Practitioner (only it changes it).  Whatever a writer puts
+# in these systems is replaced on every write an institution or clinician makes.
+ENTERED_BY = ("https://fhir.hutong.dev/CodeSystem/entered-by", "clinician")
+REGISTRAR = "https://fhir.hutong.dev/CodeSystem/registrar"
+# Per-transaction state (SqlWriter.scratch): owners of registrations being
+# created, and transfers the owner made (Access.transfer).
+PENDING_OWNERS, TRANSFERS = "policy-managed", "policy-transfer"
 # Search parameters whose value names the patient a search is about.
 PATIENT_PARAMS = frozenset({"patient", "subject", "beneficiary", "_id", "link", "individual"})
 
@@ -270,31 +279,70 @@ class Access:
         return Basis(None, hide)
 
     def _treated_here(self, bodies: list[tuple[str, dict[str, Any]]], patients: list[str]) -> bool:
+        """A treatment relationship at the caller's institution, from events the
+        platform can trust (DESIGN.md trust model; issue 12 finding 8), never from
+        what the caller declared about itself:
+
+        - **A referral by someone else**: a ServiceRequest, ``active`` or
+          ``completed``, authored within ``treatment_window_days`` (and not in the
+          future), naming the caller's institution (or the calling clinician, or
+          their PractitionerRole) as performer, and filed in a registration the
+          caller's institution does not manage: since only a registration's owner
+          (or the platform engine) writes into it, that means another institution
+          (or the region's referral system) sent it.  A ServiceRequest in the
+          caller's own registration is the caller's own order and never counts.
+        - **A visit the institution reported on its own channel**: an Encounter in
+          a registration the caller's institution manages, at that institution
+          (``serviceProvider`` absent or the institution itself), that happened:
+          ``finished`` within the window and not in the future, or still under
+          way (``arrived``/``triaged``/``in-progress``/``onleave``, started by now).
+          It counts only when the institution's system (HIS over REST, MLLP or a
+          CDA post) or the platform engine reported it: an Encounter a clinician
+          entered through the API carries the ``entered-by|clinician`` tag the
+          write hook puts on it (:meth:`check_write`) and is no basis.  An
+          Encounter another institution files naming the caller as
+          ``serviceProvider`` is that institution's statement, not the caller's
+          visit (a referral is how one institution sends a patient to another).
+          Planned, cancelled, erroneous and unknown encounters never count.
+
+        What remains trusted is the institution's own system: a hospital's HIS can
+        register a resident and report a visit.  That is the accountable channel
+        the region relies on (the system is authenticated, the write is audited,
+        the resident sees every look the basis allows in 谁看了我的档案 with the
+        purpose "treatment", and a resident's deny overrides it).
+        """
         org = self.principal.organization_id
         if not org:
             return False
-        org_ref = f"Organization/{org}"
-        cutoff = (datetime.fromtimestamp(self.clock() / 1000, UTC)
-                  - timedelta(days=self.settings.treatment_window_days)).date().isoformat()
+        me = self._actor_refs()
+        now = datetime.fromtimestamp(self.clock() / 1000, UTC)
+        cutoff = (now - timedelta(days=self.settings.treatment_window_days)).date().isoformat()
+        latest = (now + timedelta(days=1)).date().isoformat()  # a day's grace for time zones, no later
         mine = {p for p in patients if self.managing_org(p) == org}
         for t, b in bodies:
+            subject = _ref(b.get("subject"))
+            in_mine = subject.startswith("Patient/") and subject.split("/", 1)[1] in mine
             if t == "Encounter":
-                at_org = consent_rules.ref_key(((b.get("serviceProvider") or {}).get("reference")) or "") == org_ref
-                subj = consent_rules.ref_key(((b.get("subject") or {}).get("reference")) or "")
-                if not (at_org or subj.split("/")[-1] in mine):
+                if not in_mine or _has_tag(b, ENTERED_BY):
                     continue
-                period = b.get("period") or {}
-                last = period.get("end") or period.get("start") or ""
-                if b.get("status") in ("in-progress", "arrived", "triaged", "onleave") or \
-                        (isinstance(last, str) and last[:10] >= cutoff):
+                provider = _ref(b.get("serviceProvider"))
+                if provider and provider != f"Organization/{org}":
+                    continue
+                period = b.get("period")
+                period = period if isinstance(period, dict) else {}
+                start, end = _day(period.get("start")), _day(period.get("end"))
+                status = b.get("status")
+                if status in ("arrived", "triaged", "in-progress", "onleave") and (start or cutoff) <= latest:
+                    return True
+                day = end or start
+                if status == "finished" and day and cutoff <= day <= latest:
                     return True
             elif t == "ServiceRequest":
-                performers = {consent_rules.ref_key(p.get("reference") or "") for p in b.get("performer") or []
-                              if isinstance(p, dict)}
-                if org_ref not in performers or b.get("status") in ("revoked", "entered-in-error"):
+                if in_mine or b.get("status") not in ("active", "completed"):
                     continue
-                authored = b.get("authoredOn") or ""
-                if isinstance(authored, str) and authored[:10] >= cutoff:
+                performers = {_ref(p) for p in b.get("performer") or []}
+                authored = _day(b.get("authoredOn"))
+                if performers & me and authored and cutoff <= authored <= latest:
                     return True
         return False
 
@@ -590,11 +638,26 @@ class Access:
                     current: Stored | None, patients: set[str]) -> bool:
         """Called by the store's write hook inside the transaction; returns True
         when it stamped the resource (an institution's Patient without
-        managingOrganization gets its own)."""
+        managingOrganization gets its owner, a clinician's Encounter its
+        ``entered-by`` tag, an institution's Practitioner its registrar).
+
+        Ownership (issue 12 finding 1): which institution manages a source Patient
+        is fixed by its first version; what a write claims never moves it.  The
+        owner of an existing registration is read from what is stored (a deleted
+        one: its last version before deletion, so re-creating a deleted id is the
+        last owner's alone); the pending owner of a registration this transaction
+        creates counts only while no stored one exists (:meth:`expect_patients`).
+        managingOrganization changes only through :meth:`transfer`, for every
+        principal, the platform engine included.  The same holds for every other
+        record: re-creating a deleted id is for the institution (or resident) the
+        record belonged to, since its earlier versions become readable through it.
+        """
+        if type == "Patient" and resource is not None and self.unrestricted and current is not None:
+            return self._keep_owner(w, id, resource, self._registration_owner(w, current))
         if self.unrestricted:
             return False
         if type in DIRECTORY_TYPES:
-            return self._check_directory_write(type, resource, current)
+            return self._check_directory_write(w, type, resource, current)
         if type == "Binary":
             # A Binary belongs to the patient its securityContext names (the CDA
             # documents of hutong.ingest.cda), for writes as for reads.
@@ -614,29 +677,28 @@ class Access:
         if self.role not in ORG_ROLES or not self.principal.organization_id:
             raise Forbidden("HT-0104", f"a {self.role.value} account does not write residents' records")
         org = self.principal.organization_id
-        stamped = False
-        if type == "Task" and _owner_of(resource, current) == f"Organization/{org}":
-            # The institution a correction request is addressed to answers it; it
-            # may not readdress it or move it to another resident.
-            if current is None or current.deleted:
-                raise Forbidden("HT-0102", "correction requests are made by residents; institutions answer them")
-            if resource is not None:
-                earlier = _body(current) or {}
-                if resource.get("for") != earlier.get("for") or resource.get("owner") != earlier.get("owner"):
-                    raise Forbidden("HT-0102", "an answer may not change whose request it is or whom it is to")
-            if resource is not None and not _is_correction(resource):
-                raise Forbidden("HT-0102", "only correction requests are answered this way")
+        if type == "Task" and self._check_task_write(org, resource, current):
             return False
+        stamped = False
         if type == "Patient" and resource is not None:
-            ref = consent_rules.ref_key(((resource.get("managingOrganization") or {}).get("reference")) or "")
-            if not ref:
-                resource["managingOrganization"] = {"reference": f"Organization/{org}"}
-                stamped = True
-            elif ref != f"Organization/{org}":
-                raise Forbidden("HT-0102", "a Patient sent by an institution must be managed by that institution "
-                                           f"(managingOrganization Organization/{org})")
-            self._managed[id] = org
-            w.scratch.setdefault("policy-managed", {})[id] = org
+            if current is not None:
+                was = self._registration_owner(w, current)
+                if was != org:
+                    raise Forbidden("HT-0102", f"Patient/{id} is another institution's registration")
+                stamped = self._keep_owner(w, id, resource, was)
+            else:
+                ref = _ref(resource.get("managingOrganization"))
+                if not ref:
+                    resource["managingOrganization"] = {"reference": f"Organization/{org}"}
+                    stamped = True
+                elif ref != f"Organization/{org}":
+                    raise Forbidden("HT-0102", "a Patient sent by an institution must be managed by that "
+                                               f"institution (managingOrganization Organization/{org})")
+            if current is None or current.deleted:
+                # Created (or re-created by its owner) here: records later in this
+                # transaction may be filed under it before its row is visible.
+                w.scratch.setdefault(PENDING_OWNERS, {})[id] = org
+            self._managed[id] = w.scratch.get(TRANSFERS, {}).get(id, org)
         elif resource is not None:
             if not patients:
                 raise Forbidden("HT-0102", f"a {type} must belong to one of your institution's patients")
@@ -644,52 +706,163 @@ class Access:
                 if self._managed_in(w, p) != org:
                     raise Forbidden("HT-0102", f"{type} refers to Patient/{p}, which is not your institution's "
                                                "patient")
-        if current is not None and not current.deleted:
-            # A Patient is its institution's by its own managingOrganization (its
-            # compartment also holds the golden person it links to).
-            before = {current.id} if type == "Patient" else self._stored_patients(w, current)
-            for p in before:
+            if type == "Encounter" and self.role is Role.CLINICIAN:
+                # A visit a clinician types in is no treatment basis (_treated_here);
+                # the mark goes on every version a clinician writes.
+                stamped = _set_tag(resource, ENTERED_BY[0], ENTERED_BY[1])
+        if current is not None and type != "Patient":
+            for p in self._stored_patients(w, current):
                 if self._managed_in(w, p) != org:
                     raise Forbidden("HT-0102", f"{type}/{id} is another institution's record")
+        elif current is not None and resource is None and self._registration_owner(w, current) != org:
+            raise Forbidden("HT-0102", f"Patient/{id} is another institution's registration")
         self.written.update({id} if type == "Patient" else patients)
         return stamped
 
+    def _check_task_write(self, org: str, resource: dict[str, Any] | None, current: Stored | None) -> bool:
+        """Tasks an institution writes (issue 12 finding 14).  Correction requests
+        (纠偏权) are made by residents only; the institution they are addressed to
+        answers them (True: an answer, which needs no registration of its own), and
+        may neither delete, readdress nor re-purpose them.  Any other Task is the
+        institution's own work item: it may not be addressed to another institution
+        (``owner`` Organization: that would put it in their queue) nor be turned
+        into a correction request, and its ``for`` and ``owner`` stay as created."""
+        own = f"Organization/{org}"
+        earlier = _body(current) if current is not None and not current.deleted else None
+        if earlier is not None and _is_correction(earlier) and _owner_of(None, current) == own:
+            if resource is None:
+                raise Forbidden("HT-0102", "a correction request is answered (status, note), not deleted")
+            if resource.get("for") != earlier.get("for") or resource.get("owner") != earlier.get("owner"):
+                raise Forbidden("HT-0102", "an answer may not change whose request it is or whom it is to")
+            if not _is_correction(resource):
+                raise Forbidden("HT-0102", "only correction requests are answered this way")
+            return True
+        if resource is None:
+            return False
+        if _is_correction(resource):
+            raise Forbidden("HT-0102", "correction requests are made by residents; institutions answer them")
+        addressee = _owner_of(resource, None)
+        if addressee and addressee.startswith("Organization/") and addressee != own:
+            raise Forbidden("HT-0102", "a Task may not be addressed to another institution")
+        if earlier is not None and (resource.get("for") != earlier.get("for")
+                                    or resource.get("owner") != earlier.get("owner")):
+            raise Forbidden("HT-0102", "a Task's for and owner stay as created")
+        return False
+
+    def _keep_owner(self, w: SqlWriter, id: str, resource: dict[str, Any], was: str | None) -> bool:
+        """A later version of a registration names its stored owner (stamped when
+        left out); naming another one is refused unless :meth:`transfer` allowed it."""
+        ref = _ref(resource.get("managingOrganization"))
+        moving = w.scratch.get(TRANSFERS, {}).get(id)
+        if not ref:
+            if was is None:
+                return False
+            resource["managingOrganization"] = {"reference": f"Organization/{was}"}
+            return True
+        if ref == f"Organization/{was}" or (moving is not None and ref == f"Organization/{moving}"):
+            return False
+        raise Forbidden("HT-0108", f"Patient/{id} is managed by Organization/{was}: managingOrganization is "
+                                   "fixed when a registration is created; its owner moves it with "
+                                   "POST Patient/[id]/$transfer")
+
+    def transfer(self, w: SqlWriter, current: Stored, to_org: str) -> str | None:
+        """May this caller move the registration ``current`` to Organization ``to_org``?
+        Its owner's institution system (or the platform engine) may; the next
+        write of it in ``w`` may then name the new owner (:meth:`_keep_owner`).
+        Returns the owner it is moved from (hutong.web.transfer_ops writes the
+        version and the audit record)."""
+        self.require_role(Role.INSTITUTION, Role.PLATFORM, what="registration transfers ($transfer)")
+        was = self._registration_owner(w, current)
+        if not self.unrestricted and (was is None or was != self.principal.organization_id):
+            raise Forbidden("HT-0102", f"Patient/{current.id} is not your institution's registration: only its "
+                                       "owner transfers it")
+        w.scratch.setdefault(TRANSFERS, {})[current.id] = to_org
+        self._managed.pop(current.id, None)
+        return was
+
     def expect_patients(self, w: SqlWriter, patients: list[tuple[str, dict[str, Any]]]) -> None:
-        """Patients a transaction is about to write as this institution's own
-        (each is still checked when written: this only orders the checks)."""
+        """Patients a transaction is about to create as this institution's own
+        (each is still checked when written: this only orders the checks).  Only
+        ids with no stored registration, or a deleted one this institution owned,
+        are pending: an existing registration keeps its stored owner whatever
+        the bundle says (issue 12 finding 1)."""
         org = self.principal.organization_id
-        if self.unrestricted or self.role not in ORG_ROLES or not org:
+        if self.unrestricted or self.role not in ORG_ROLES or not org or not patients:
             return
-        pending = w.scratch.setdefault("policy-managed", {})
-        for pid, res in patients:
-            ref = consent_rules.ref_key(((res.get("managingOrganization") or {}).get("reference")) or "")
-            if ref in ("", f"Organization/{org}"):
-                pending[pid] = org
+        pending = w.scratch.setdefault(PENDING_OWNERS, {})
+        wanted = {pid for pid, res in patients
+                  if _ref(res.get("managingOrganization")) in ("", f"Organization/{org}")}
+        existing = self.repo.existing_ids("Patient", sorted(wanted), w)
+        for pid in wanted:
+            if pid in existing:
+                current = w.read_current("Patient", pid)
+                if current is None or not current.deleted or self._registration_owner(w, current) != org:
+                    continue
+            pending[pid] = org
 
     def _managed_in(self, w: SqlWriter, patient_id: str) -> str | None:
-        pending = w.scratch.get("policy-managed", {})
-        if patient_id in pending:
-            return str(pending[patient_id])
+        """Who manages a registration, inside a write: the stored owner of a live
+        one; else the pending owner of one this transaction creates."""
         row = w.execute(
-            "SELECT x.target_id FROM resource p JOIN idx_reference x ON x.res_pk = p.pk AND x.param_id = ? "
-            "WHERE p.type = 'Patient' AND p.fhir_id = ? AND p.deleted = 0 AND x.target_type = 'Organization'",
+            "SELECT p.pk, x.target_id FROM resource p LEFT JOIN idx_reference x ON x.res_pk = p.pk "
+            "AND x.param_id = ? AND x.target_type = 'Organization' "
+            "WHERE p.type = 'Patient' AND p.fhir_id = ? AND p.deleted = 0",
             (self.repo.param_ids[("Patient", "organization")], patient_id)).fetchone()
-        return str(row[0]) if row else None
+        if row is not None:
+            return str(row[1]) if row[1] is not None else None
+        pending = w.scratch.get(PENDING_OWNERS, {})
+        return str(pending[patient_id]) if patient_id in pending else None
+
+    def _registration_owner(self, w: SqlWriter, current: Stored) -> str | None:
+        """The stored owner of an existing registration (a deleted one: of its
+        last version before deletion)."""
+        ref = _ref((self._last_live(w, current) or {}).get("managingOrganization"))
+        return ref.split("/", 1)[1] if ref.startswith("Organization/") else None
+
+    def _last_live(self, w: SqlWriter, current: Stored) -> dict[str, Any] | None:
+        """The body of ``current``, or if it is deleted, of its last version before."""
+        if not current.deleted:
+            return _body(current)
+        row = w.execute("SELECT body FROM resource_version WHERE res_pk = ? AND deleted = 0 AND body IS NOT NULL "
+                        "ORDER BY version DESC LIMIT 1", (current.pk,)).fetchone()
+        if row is None:
+            return None
+        body: dict[str, Any] = orjson.loads(self.repo.codec.decode(bytes(row[0])))
+        return body
 
     def _stored_patients(self, w: SqlWriter, current: Stored | None) -> set[str]:
-        if current is None or current.deleted:
+        """The patients a stored record belongs to; a deleted record's are those of
+        its last version (a write re-creating it must be theirs)."""
+        if current is None:
             return set()
+        if current.deleted:
+            body = self._last_live(w, current)
+            if body is None:
+                return set()
+            if current.type == "Binary":
+                return _security_context(body)
+            return compartment_of(self.repo.indexer, current.type, body)
         return {str(r[0]) for r in w.execute("SELECT patient_id FROM compartment WHERE res_pk = ?",
                                              (current.pk,)).fetchall()}
 
-    def _check_directory_write(self, type: str, resource: dict[str, Any] | None, current: Stored | None) -> bool:
+    def _check_directory_write(self, w: SqlWriter, type: str, resource: dict[str, Any] | None,
+                               current: Stored | None) -> bool:
         if self.role is not Role.INSTITUTION or type not in INSTITUTION_DIRECTORY:
             raise Forbidden("HT-0104", f"a {self.role.value} account may not write {type} (directory data is "
                                        "kept by the platform)")
-        if type == "Practitioner":
-            return False
         org = f"Organization/{self.principal.organization_id}"
-        for res in (resource, _body(current)):
+        if type == "Practitioner":
+            # A Practitioner names no institution, so the platform records which one
+            # registered it (issue 12 finding 14): the registrar tag, set here on
+            # every version an institution writes, whatever the body claimed.  Only
+            # that institution changes or deletes it; the platform's own entries
+            # (no registrar) only the platform.
+            before = self._last_live(w, current) if current is not None else None
+            if before is not None and _tag_code(before, REGISTRAR) != org:
+                raise Forbidden("HT-0102", f"Practitioner/{current.id if current else ''} was registered by "
+                                           "another institution (or the platform): only it may change it")
+            return resource is not None and _set_tag(resource, REGISTRAR, org)
+        for res in (resource, self._last_live(w, current) if current is not None else None):
             if res is None:
                 continue
             key = "managingOrganization" if type == "Location" else \
@@ -736,3 +909,42 @@ def _security_context(resource: dict[str, Any] | None) -> set[str]:
     ref = (((resource or {}).get("securityContext") or {}).get("reference")) or ""
     key = consent_rules.ref_key(ref) if isinstance(ref, str) else ""
     return {key.split("/", 1)[1]} if key.startswith("Patient/") else set()
+
+def _ref(value: Any) -> str:
+    """"Type/id" of a Reference (empty when it is not one)."""
+    ref = value.get("reference") if isinstance(value, dict) else None
+    return consent_rules.ref_key(ref) if isinstance(ref, str) and ref else ""
+
+
+def _day(value: Any) -> str:
+    """The date (YYYY-MM-DD) of a FHIR date or dateTime; empty when there is none."""
+    return value[:10] if isinstance(value, str) and len(value) >= 10 else ""
+
+
+def _tags(resource: dict[str, Any]) -> list[Any]:
+    meta = resource.get("meta")
+    tags = meta.get("tag") if isinstance(meta, dict) else None
+    return tags if isinstance(tags, list) else []
+
+
+def _has_tag(resource: dict[str, Any], tag: tuple[str, str]) -> bool:
+    return any(isinstance(t, dict) and (t.get("system"), t.get("code")) == tag for t in _tags(resource))
+
+
+def _tag_code(resource: dict[str, Any], system: str) -> str | None:
+    codes = [t.get("code") for t in _tags(resource) if isinstance(t, dict) and t.get("system") == system]
+    return str(codes[0]) if len(codes) == 1 and isinstance(codes[0], str) else None
+
+
+def _set_tag(resource: dict[str, Any], system: str, code: str) -> bool:
+    """Leave exactly one tag of ``system``, with ``code``; True when that changed the resource."""
+    tags = _tags(resource)
+    if [t for t in tags if isinstance(t, dict) and t.get("system") == system] == [{"system": system, "code": code}]:
+        return False
+    meta = resource.get("meta")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta["tag"] = [t for t in tags if not (isinstance(t, dict) and t.get("system") == system)] + [
+        {"system": system, "code": code}]
+    resource["meta"] = meta
+    return True
+
