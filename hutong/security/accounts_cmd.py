@@ -20,7 +20,7 @@
     hutong accounts show ACCOUNT                one account
     hutong accounts disable ACCOUNT             refuse sign-in and tokens; ends its sessions
     hutong accounts enable ACCOUNT
-    hutong accounts unlock ACCOUNT              clear a lockout after failed sign-ins
+    hutong accounts unlock ACCOUNT              clear the back-off after failed sign-ins
     hutong accounts reset-password ACCOUNT [--password-stdin]
     hutong accounts rotate-secret ACCOUNT       a new client secret (the old one stops working)
     hutong accounts set-scopes ACCOUNT SCOPES   e.g. "system/Patient.rs system/Observation.cruds"
@@ -104,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for name, action, help_ in (("show", _show, "one account"),
                                 ("disable", _disable, "refuse sign-in and tokens; ends its sessions"),
                                 ("enable", _enable, "allow sign-in again"),
-                                ("unlock", _unlock, "clear a lockout after failed sign-ins"),
+                                ("unlock", _unlock, "clear the back-off after failed sign-ins"),
                                 ("rotate-secret", _rotate, "a new client secret, printed once")):
         q = ops.add_parser(name, help=help_)
         q.add_argument("account", help="account id, username or client_id")
