@@ -25,6 +25,24 @@ master key: ``hutong keys rotate`` re-wraps it but never changes it, so
 exact search keeps working across rotations without re-indexing.  The MPI's
 blocking keys (:mod:`hutong.mpi.blocking`) are keyed by a subkey of it.
 
+Clinical text (issue 12, finding 11): the index also held diagnosis names,
+result texts and document descriptions in clear.  Now
+
+- every token's text (Coding.display, CodeableConcept.text, Identifier.type.text),
+  on every resource type, is stored as a space-separated list of digests:
+  one per prefix (up to TEXT_PREFIX_MAX characters) of the normalised text and
+  of each of its first TEXT_WORDS words, plus one of the whole text.  ``:text``
+  (search.html#token, "a string search against the text") matches the start of
+  the text or of a word in it; a search longer than TEXT_PREFIX_MAX characters
+  matches the whole text only.  (It used to be "contains" in clear.)
+- the string parameters that carry free clinical text (CLINICAL_TEXT below)
+  are blind-indexed like names: start of the value, ``:exact``, no
+  ``:contains``, no ``_sort``.
+
+Codes (ICD-10, LOINC) stay in clear: search by code needs them and they are
+public vocabularies; which rows carry which code is the price of search, as
+with the frequency of names below.
+
 Digests of the same value are equal, so someone holding the database alone
 sees which records share a name (frequency analysis) but not the name; that
 is the price of exact search over encrypted data, and the reason these
@@ -62,8 +80,15 @@ PROTECTED_PARAMS = frozenset({"identifier", "name", "family", "given", "phonetic
                               "address", "address-city", "address-state", "address-postalcode"})
 
 
+# String parameters whose values are clinical free text (FHIR R4 search parameters).
+CLINICAL_TEXT = frozenset({("Condition", "abatement-string"), ("Condition", "onset-info"),
+                           ("Observation", "value-string"), ("DocumentReference", "description")})
+TEXT_PREFIX_MAX = 12
+TEXT_WORDS = 8
+
+
 def is_protected(type: str, name: str) -> bool:
-    return type in PROTECTED_TYPES and name in PROTECTED_PARAMS
+    return (type in PROTECTED_TYPES and name in PROTECTED_PARAMS) or (type, name) in CLINICAL_TEXT
 
 
 def subkey(key: bytes, label: str) -> bytes:
@@ -105,6 +130,28 @@ class BlindIndex:
     def exact(self, raw: str) -> str:
         return self._h(b"se\x00", raw)
 
+    def text(self, norm: str) -> str:
+        """The digest a ``:text`` search for ``norm`` (normalised) looks for."""
+        if len(norm) > TEXT_PREFIX_MAX:
+            return self._h(b"tw\x00", norm)
+        return self._h(b"tp\x00", norm)
+
+    def text_digests(self, norm: str) -> str:
+        """What the ``text`` column of a token row holds: the digests of every
+        prefix of the text and of its first words, and of the whole text."""
+        starts = [0]
+        for i, c in enumerate(norm):
+            if c == " " and len(starts) < TEXT_WORDS:
+                starts.append(i + 1)
+        out: dict[str, None] = {}
+        for st in starts:
+            word = norm[st:]
+            for k in range(1, min(len(word), TEXT_PREFIX_MAX) + 1):
+                out[self._h(b"tp\x00", word[:k])] = None
+        if len(norm) > TEXT_PREFIX_MAX:
+            out[self._h(b"tw\x00", norm)] = None
+        return " ".join(out)
+
     # ---------------------------------------------------------- index rows
     def string_rows(self, norm: str, raw: str, name: str = "") -> list[tuple[str, str]]:
         """(norm, exact) rows of one string value: every prefix (up to the
@@ -123,13 +170,13 @@ class BlindIndex:
                 (system, self.token_any_system(code), text)]
 
     def seal(self, type: str, rows: Iterable[IndexRow]) -> list[IndexRow]:
-        """The index rows of one resource with protected values replaced by digests."""
-        if type not in PROTECTED_TYPES:
-            return list(rows)
+        """The index rows of one resource with protected values, and every token's text, replaced by digests."""
         out: list[IndexRow] = []
         seen: set[tuple[str, tuple[Any, ...]]] = set()
         for ptype, name, row in rows:
-            if name not in PROTECTED_PARAMS:
+            if ptype == "token" and row[2]:
+                row = (row[0], row[1], self.text_digests(row[2]))
+            if not is_protected(type, name):
                 out.append((ptype, name, row))
                 continue
             if ptype == "string":
@@ -244,4 +291,42 @@ def reindex(repo: SqlRepository, mpi: Mpi, *, batch: int = 500) -> int:
                 keys = keys_of(decode_features(repo, blob), mpi.blind_key)
                 w.cur.executemany(w.db.sql("INSERT INTO mpi_block (key, patient_id) VALUES (?, ?)"),
                                   [(k, pid) for k in sorted(keys)])
+    reseal_text(repo, batch=batch)
+    return n
+
+
+def reseal_text(repo: SqlRepository, *, batch: int = 500) -> int:
+    """Replace clinical text left in clear in the index by digests: every token
+    row's text and the CLINICAL_TEXT string rows (issue 12, finding 11).  What a
+    database indexed by an earlier release needs once (``hutong keys reindex``);
+    until then ``:text`` and those string searches do not find its older rows.
+    Resources are re-indexed ``batch`` at a time, each batch one transaction.
+    Returns the number of resources re-indexed."""
+    assert isinstance(repo.indexer, BlindIndexer)
+    text_pids = sorted(i for (t, n), i in repo.param_ids.items() if (t, n) in CLINICAL_TEXT)
+    marks = ",".join("?" * len(text_pids))
+    n = 0
+    after = 0
+    while True:
+        rows = repo.query("SELECT pk, type, body FROM resource WHERE pk > ? AND deleted = 0 ORDER BY pk LIMIT ?",
+                          (after, batch))
+        if not rows:
+            break
+        after = int(rows[-1][0])
+        with repo.write() as w:
+            for pk, type, body in rows:
+                resource = orjson.loads(repo.codec.decode(bytes(body)))
+                sealed, _patients = repo.indexer.index(type, resource)
+                w.execute("DELETE FROM idx_token WHERE res_pk = ?", (pk,))
+                if text_pids:
+                    w.execute(f"DELETE FROM idx_string WHERE res_pk = ? AND param_id IN ({marks})",  # noqa: S608
+                              (pk, *text_pids))
+                for ptype, name, row in sealed:
+                    if ptype == "token":
+                        w.execute("INSERT INTO idx_token (res_pk, param_id, system, code, text) "
+                                  "VALUES (?, ?, ?, ?, ?)", (pk, repo.param_ids[(type, name)], *row))
+                    elif ptype == "string" and (type, name) in CLINICAL_TEXT:
+                        w.execute("INSERT INTO idx_string (res_pk, param_id, norm, exact) VALUES (?, ?, ?, ?)",
+                                  (pk, repo.param_ids[(type, name)], *row))
+                n += 1
     return n

@@ -7,6 +7,9 @@
                                           in small transactions, then retire data keys no row uses
     hutong keys reencrypt                 only the re-encryption (e.g. after an interrupted run, or to
                                           encrypt rows written before encryption at rest)
+    hutong keys reindex                   replace clinical text an earlier release left in clear in the
+                                          search index (codes' display text, result texts, document
+                                          descriptions) by keyed digests; run once after upgrading
 
 Key material is never printed: only ids (hutong.security.keys).  Old master
 key files are kept: remove one only when ``status`` shows no data key wrapped
@@ -23,6 +26,7 @@ from typing import Any
 
 from hutong.cmdline import print_json as _print
 from hutong.cmdline import repository
+from hutong.security.blindindex import reseal_text
 from hutong.security.crypto import AesCodec, key_id_of, ring_of
 from hutong.security.keys import DATA, FileKeySource, KeyRing, legacy_key_dir
 from hutong.store.codec import ENCRYPTED, Codec
@@ -176,6 +180,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e = ops.add_parser("reencrypt", help="re-encrypt rows not under the current data key (plain ones too)")
     e.add_argument("--batch", type=int, default=500)
     e.set_defaults(func=run, action=_reencrypt)
+    x = ops.add_parser("reindex", help="blind-index clinical text an earlier release indexed in clear")
+    x.add_argument("--batch", type=int, default=500)
+    x.set_defaults(func=run, action=_reindex)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -196,6 +203,10 @@ def _rotate(args: argparse.Namespace, repo: SqlRepository, ring: KeyRing) -> int
         out["reencrypted"] = reencrypt(repo, ring, batch=args.batch)
     out["status"] = status(repo, ring)
     return _print(out)
+
+
+def _reindex(args: argparse.Namespace, repo: SqlRepository, ring: KeyRing) -> int:
+    return _print({"reindexed": reseal_text(repo, batch=args.batch)})
 
 
 def _reencrypt(args: argparse.Namespace, repo: SqlRepository, ring: KeyRing) -> int:

@@ -113,6 +113,8 @@ class Protector(Protocol):
 
     def refuse_sort(self, name: str) -> None: ...
 
+    def text(self, norm: str) -> str: ...  # the digest a token :text search looks for in the text column
+
 
 def _tree(op: str, parts: list[str]) -> str:
     """``parts`` joined by ``op`` as a balanced tree: SQLite refuses an expression
@@ -125,14 +127,18 @@ def _tree(op: str, parts: list[str]) -> str:
     return f"({_tree(op, parts[:mid])} {op} {_tree(op, parts[mid:])})"
 
 
-def _match_sql(ptype: str, m: Any, args: list[Any], protected: tuple[Protector, str] | None = None) -> str:
-    """``protected``: (protector, parameter name) when the parameter's index rows are digests."""
+def _match_sql(ptype: str, m: Any, args: list[Any], protected: tuple[Protector, str] | None = None,
+               blind_text: Protector | None = None) -> str:
+    """``protected``: (protector, parameter name) when the parameter's index rows are digests.
+    ``blind_text``: set when every token's text (display, CodeableConcept.text) is
+    stored as a list of digests (issue 12, finding 11): ``:text`` looks for one of them."""
     if ptype == "token":
         assert isinstance(m, TokenMatch)
         if protected is not None:
             m = protected[0].token(m)
         if m.text is not None:
-            args.append("%" + _like_escape(m.text) + "%")
+            # Digests are hex between spaces: a LIKE for one cannot match across two.
+            args.append("%" + (blind_text.text(m.text) if blind_text is not None else _like_escape(m.text)) + "%")
             return "(text LIKE ? ESCAPE '\\')"
         parts = []
         if m.code is not None:
@@ -238,7 +244,7 @@ class Compiler:
             return self._chain(pid, c.chain, alias, args)
         args.append(pid)
         prot = self._protected(p.type, p.name)
-        alts = _tree("OR", [_match_sql(p.ptype, m, args, prot) for m in c.matches])
+        alts = _tree("OR", [_match_sql(p.ptype, m, args, prot, self.protector) for m in c.matches])
         op = "NOT IN" if c.negate else "IN"
         return f"{alias}.pk {op} (SELECT res_pk FROM {table} WHERE param_id = ? AND ({alts}))"
 

@@ -2,7 +2,11 @@
 phone numbers and addresses, loaded through REST, bulk import (worker
 processes) and HL7 v2, appear nowhere in the SQLite file (and its WAL) or in
 a pg_dump of the PostgreSQL database -- and the same scan on a database
-opened with encryption off finds them (so the scan can fail)."""
+opened with encryption off finds them (so the scan can fail).
+
+Issue 12, finding 11: clinical text too -- a diagnosis name, an Observation
+valueString, a DocumentReference description -- which the search index used
+to keep in clear beside the encrypted bodies."""
 
 from __future__ import annotations
 
@@ -156,3 +160,99 @@ def test_the_scan_finds_identifiers_when_encryption_is_off(kind: str, plain_url:
     assert {KNOWN[0][0] + KNOWN[0][1], KNOWN[0][2], KNOWN[0][3]} <= hits
     assert len(hits) > 0.9 * len(wanted)
     assert not key_dir.exists()  # encryption off: no keys were made
+
+
+# --------------------------------------------------------------------------- clinical text (issue 12, finding 11)
+
+DIAGNOSIS = "复发性抑郁障碍重度发作"        # Condition.code display and text
+VALUE_STRING = "梅毒螺旋体抗体阳性待复查"      # Observation.valueString
+DESCRIPTION = "精神专科住院病历摘要第三次入院"  # DocumentReference.description
+CLINICAL = {DIAGNOSIS, VALUE_STRING, DESCRIPTION}
+
+
+def clinical(post: Any) -> str:
+    pid = post({"resourceType": "Patient", "name": [{"family": "测", "given": ["试"]}], "gender": "male"})
+    subject = {"reference": f"Patient/{pid}"}
+    post({"resourceType": "Condition", "subject": subject,
+          "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "F33.2", "display": DIAGNOSIS}],
+                   "text": DIAGNOSIS}})
+    post({"resourceType": "Observation", "status": "final", "subject": subject,
+          "code": {"coding": [{"system": "http://loinc.org", "code": "22461-3"}]}, "valueString": VALUE_STRING})
+    post({"resourceType": "DocumentReference", "status": "current", "subject": subject, "description": DESCRIPTION,
+          "content": [{"attachment": {"contentType": "text/plain", "data": "5pGY6KaB"}}]})
+    return pid
+
+
+def test_f11_no_clinical_text_in_the_database_files(server: Server, db_url: str) -> None:
+    def post(res: dict[str, Any]) -> str:
+        r = server.client.post(f"/{res['resourceType']}", json=res)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    clinical(post)
+
+    def total(type: str, **params: str) -> int:
+        r = server.client.get(f"/{type}", params=params)
+        assert r.status_code == 200, r.text
+        return int(r.json()["total"])
+
+    # still searchable: the start of the text (or of a word in it), the whole text
+    assert total("Condition", **{"code:text": "复发性抑郁"}) == 1
+    assert total("Condition", **{"code:text": DIAGNOSIS}) == 1
+    assert total("Condition", **{"code:text": "复发性焦虑"}) == 0
+    assert total("Observation", **{"value-string": "梅毒螺旋体"}) == 1
+    assert total("Observation", **{"value-string:exact": VALUE_STRING}) == 1
+    assert total("DocumentReference", description="精神专科") == 1
+    assert total("DocumentReference", description="住院病历") == 0  # not the start: no contains on digests
+    r = server.client.get("/DocumentReference", params={"description:contains": "病历"})
+    assert r.status_code == 400 and "HT-0150" in r.text
+    if db_url.startswith("sqlite"):
+        with server.repo.db.connection() as conn:  # the WAL too, and then the main file after a checkpoint
+            before = raw_bytes(db_url)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw = before + raw_bytes(db_url)
+    else:
+        raw = raw_bytes(db_url)
+    assert found(raw, CLINICAL) == set()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_the_scan_finds_clinical_text_when_encryption_is_off(kind: str, plain_url: str, key_dir: Path) -> None:
+    repo = open_repository(plain_url, encrypt=False)
+    try:
+        svc = FhirService(repo)
+        clinical(lambda res: orjson.loads(svc.create(res["resourceType"], orjson.dumps(res), {}).body or b"{}")["id"])
+    finally:
+        repo.db.close()
+    assert found(raw_bytes(plain_url), CLINICAL) == CLINICAL
+
+
+def test_f11_keys_reindex_seals_clear_text_an_earlier_release_left(sqlite_url: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from hutong.cli import main
+
+    repo = open_repository(sqlite_url)
+    try:
+        svc = FhirService(repo)
+        clinical(lambda res: orjson.loads(svc.create(res["resourceType"], orjson.dumps(res), {}).body or b"{}")["id"])
+        # What the index of an earlier release holds: the display text in clear.
+        with repo.db.connection() as conn:
+            conn.execute("UPDATE idx_token SET text = ? WHERE text IS NOT NULL", (DIAGNOSIS,))
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert found(raw_bytes(sqlite_url), {DIAGNOSIS}) == {DIAGNOSIS}
+    finally:
+        repo.db.close()
+    capsys.readouterr()
+    assert main(["keys", "--database", sqlite_url, "reindex"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["reindexed"] >= 4
+    repo = open_repository(sqlite_url)
+    try:
+        with repo.db.connection() as conn:
+            conn.execute("VACUUM")  # freed pages may still hold the old bytes until reused
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert found(raw_bytes(sqlite_url), {DIAGNOSIS}) == set()
+        # and the re-indexed rows are found again
+        res = FhirService(repo).search("Condition", [("code:text", "复发性抑郁")], {})
+        assert orjson.loads(res.body or b"{}")["total"] == 1
+    finally:
+        repo.db.close()
