@@ -93,4 +93,12 @@ def _remove_demo_database(url: str) -> None:
     for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         p.unlink(missing_ok=True)
     shutil.rmtree(db.with_name(db.name + ".keys"), ignore_errors=True)
+    import os
+
+    from hutong.security.keys import default_key_dir
+
+    if not os.environ.get("HUTONG_KEY_DIR"):
+        # The demo's own key directory (outside var/demo since issue 12): its published
+        # audit heads describe the old chain and would make `hutong audit verify` fail.
+        shutil.rmtree(default_key_dir(url), ignore_errors=True)
     (Path("var/demo") / "accounts.json").unlink(missing_ok=True)
