@@ -5,7 +5,14 @@ their work inside :func:`acting`; the :class:`PolicyGuard` write hook then
 checks every insert, replace and delete against that Access *inside the
 transaction*, whatever path produced it: REST, transaction and batch bundles,
 conditional writes, bulk import, HL7 and CDA mapping.  A refused write raises
-and the whole transaction rolls back (all-or-nothing).
+and the whole transaction rolls back (all-or-nothing).  Ownership is judged
+from what is stored, never from what the write claims (issue 12): the owner of
+an existing registration, the patients of the record a write replaces (or of
+its last version, when it re-creates a deleted id), the institution that
+registered a Practitioner.  The policy may also stamp what it accepts (a
+registration's owner when left out, ``entered-by|clinician`` on a clinician's
+Encounter, the registrar of an institution's Practitioner); the hook then
+returns True so index rows computed elsewhere are recomputed.
 
 Without an acting Access the caller is trusted code running with the
 operator's own credentials (the command line, tests of the internals); every

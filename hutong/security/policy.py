@@ -9,10 +9,13 @@ and the web layer.  Rules (issue 6):
 - A record belongs to the institution that manages the source Patient whose
   compartment holds it (Patient.managingOrganization; each institution has its
   own source Patient for a resident, linked to one golden person by the MPI).
+  The owner is fixed when the registration is created and moves only by the
+  owner's audited ``$transfer`` (issue 12; :meth:`Access.check_write`).
 - Institution systems and clinicians see their own institution's records.  A
   record of another institution needs a basis for that resident, evaluated per
-  golden person: a treatment relationship (an encounter or a referral at the
-  caller's institution within ``treatment_window_days``), the resident's
+  golden person: a treatment relationship (a referral from another
+  institution, or a visit the caller's institution reported on its own
+  channel, within ``treatment_window_days``: :meth:`Access._treated_here`), the resident's
   consent (hutong.security.consent), or break-glass (hutong.security.grants).
   A resident's deny overrides a treatment relationship; only break-glass
   overrides a deny.
@@ -909,6 +912,7 @@ def _security_context(resource: dict[str, Any] | None) -> set[str]:
     ref = (((resource or {}).get("securityContext") or {}).get("reference")) or ""
     key = consent_rules.ref_key(ref) if isinstance(ref, str) else ""
     return {key.split("/", 1)[1]} if key.startswith("Patient/") else set()
+
 
 def _ref(value: Any) -> str:
     """"Type/id" of a Reference (empty when it is not one)."""
