@@ -162,6 +162,24 @@ def test_f7_newest_rows_cut_off_are_detected_by_the_published_heads(
     assert v["ok"] is False and "has no valid signature" in v["reason"]
 
 
+@pytest.fixture
+def heads_every_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUTONG_AUDIT_HEAD_SECONDS", "0")
+
+
+def test_f7_the_server_publishes_signed_heads_by_itself(heads_every_commit: None, server: Server, db_url: str,
+                                                        capsys: pytest.CaptureFixture[str], key_dir: Path) -> None:
+    """No operator action: the running server signs heads as it commits records,
+    so cutting the newest rows is detected even if nobody ran `audit heads`."""
+    traffic(server, 4)
+    rc, heads = cli(capsys, db_url, "heads")
+    assert rc == 0 and heads and max(h["seq"] for h in heads) >= 4
+    top = max(h["seq"] for h in heads)
+    delete_seqs(server.repo, "seq > ?", (top - 2,))
+    v = verify(capsys, db_url)
+    assert v["ok"] is False and "rows were cut off the end" in v["reason"], v
+
+
 def test_f7_oldest_rows_deleted_and_anchor_planted_is_detected(
         server: Server, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     traffic(server, 8)
