@@ -31,6 +31,7 @@ from hutong.security.guard import acting
 from hutong.security.policy import Access
 from hutong.security.principal import Principal
 from hutong.security.settings import SecuritySettings
+from hutong.store.database import storage_failure
 from hutong.store.sql import SqlRepository
 from hutong.web import public_assets
 from hutong.web.ui import session
@@ -184,8 +185,14 @@ class Gate:
             await run_in_threadpool(self.audit.record, rec)
         except Exception as e:  # an unaudited answer must not leave: refuse instead
             log.error("audit write failed: %s", type(e).__name__)
-            err = HutongError("HT-0099", "the request could not be audited; nothing was returned",
-                              status=503, issue_code="transient")
+            # Fail closed, also for reads (issue 12, finding 15; README "Audit"): on a
+            # full disk say so, so the caller and support know it is storage, not them.
+            if storage_failure(e) is not None:
+                err = HutongError("HT-0159", "storage is full or failing: the request could not be audited, so "
+                                             "nothing was returned; try again later", status=503, issue_code="transient")
+            else:
+                err = HutongError("HT-0099", "the request could not be audited; nothing was returned", status=503,
+                                  issue_code="transient")
             await _fhir_error(err)(scope, receive, send)
             return
         if fresh:

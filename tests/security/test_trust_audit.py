@@ -389,7 +389,7 @@ def test_f15_reads_that_cannot_be_audited_are_refused_with_a_clear_503(
     monkeypatch.setattr(SqlWriter, "execute", full)
     r = server.client.get(f"/Organization/{oid}")
     assert r.status_code == 503 and r.json()["resourceType"] == "OperationOutcome"
-    assert "audited" in r.text and "医院" not in r.text
+    assert "HT-0159" in r.text and "storage is full" in r.text and "audited" in r.text and "医院" not in r.text
 
 
 def test_f15_wal_shrinks_after_bulk_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
