@@ -71,7 +71,7 @@ NOT_YET_MOVED = {
     "hutong/security/tokens.py": "issue 13 item 1 -> security/tokens_store.py",
     "hutong/security/consent_authors.py": "issue 13 item 1 -> security/consent_store.py",
     "hutong/fhir/bundle.py": "issue 13 item 1 -> store (identifier lookup on the Repository Protocol)",
-    "hutong/web/ui/console.py": "issue 13 items 1, 7 -> quality/quality_store.py",
+    "hutong/web/ui/console.py": "issue 13 items 1, 6: SQL moved to quality/; register(repo: SqlRepository) left",
     "hutong/security/blindindex.py": "issue 13 item 1 -> security/blindindex_store.py",
     "hutong/security/keys.py": "issue 13 item 1 -> security/keys_store.py",
     "hutong/security/keys_cmd.py": "issue 13 item 1 -> security/keys_store.py",
@@ -81,6 +81,7 @@ NOT_YET_MOVED = {
     "hutong/web/mpi_cmd.py": "issue 13 item 1 -> mpi/state.py (the CLI moves under hutong/cli/, item 3)",
     "hutong/ingest/bulk.py": "issue 13 items 1, 5 -> store (bulk insert on the Writer Protocol)",
     "hutong/ingest/pipeline.py": "issue 13 items 1, 5 -> ingest/inbox.py (one ingestion envelope)",
+    "hutong/fhir/assembly.py": "issue 13 item 3: the composition root moves to hutong/platform.py",
     # concrete SqlRepository/SqlWriter/Database in signatures only: to the Protocols
     "hutong/cmdline.py": "issue 13 item 1 (the CLI moves under hutong/cli/, item 3)",
     "hutong/fhir/service.py": "issue 13 items 1, 3",

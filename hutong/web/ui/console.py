@@ -31,14 +31,14 @@ Commission staff may not read residents' records (hutong.security.policy:
 "Commission staff, auditors and operators read the directory, not
 records"), so the per-institution record counts are a read of counts only
 (:func:`record_counts`: numbers per Organization id, no resource body, no
-resident identifier) -- the one store read of this module outside the
-FHIR service, and it returns aggregates only.
+resident identifier).  Status, timeliness and counts come from
+hutong.quality (its store reads in hutong.quality.quality_store); this
+module renders them.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -51,20 +51,26 @@ from starlette.responses import RedirectResponse, Response
 from hutong.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from hutong.fhir.service import FhirService
 from hutong.ingest import inbox
+from hutong.quality.connection import DOWN, ONLINE, ONLINE_HOURS, SILENT, SILENT_HOURS, status_of
+from hutong.quality.institutions import (
+    InstitutionRow,
+    RecordCounts,
+    institution_rows,
+    record_counts,
+    timeliness,
+)
 from hutong.security.accounts import USER_ROLES, Account, Accounts
 from hutong.security.audit import VERDICTS, AuditEntry, AuditLog
 from hutong.security.events import ERROR, FAILED, REFUSED, SUCCESS, AuditRecord
 from hutong.security.policy import Access
 from hutong.security.principal import Role
 from hutong.store.sql import SqlRepository
-from hutong.systems import ORGANIZATION
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 
-# Connection status thresholds (hours since the institution's last message).
-ONLINE_HOURS = 24
-SILENT_HOURS = 72
-ONLINE, SILENT, DOWN = "online", "silent", "down"
+__all__ = ["DOWN", "ONLINE", "ONLINE_HOURS", "SILENT", "SILENT_HOURS", "InstitutionRow", "charts",
+           "institution_rows", "mask_id_number", "mask_phone", "record_counts", "register", "status_of"]
+
 STATUS_ICON = {ONLINE: "✔", SILENT: "⚠", DOWN: "✖"}
 PERIODS = (7, 30)
 COUNTS_TTL_S = 60.0  # record counts change slowly; the dashboard need not rescan on every load
@@ -261,18 +267,6 @@ i18n.add({
 # --------------------------------------------------------------------------- pure helpers
 
 
-def status_of(last_ms: int | None, now_ms: int) -> str:
-    """Connection status from the last message time (thresholds: module docstring)."""
-    if last_ms is None:
-        return DOWN
-    hours = (now_ms - last_ms) / 3_600_000
-    if hours <= ONLINE_HOURS:
-        return ONLINE
-    if hours <= SILENT_HOURS:
-        return SILENT
-    return DOWN
-
-
 def mask_id_number(v: str) -> str:
     """An ID number as review screens show it: the region (6) and the last 4 characters."""
     return v[:6] + "*" * max(0, len(v) - 10) + v[-4:] if len(v) > 10 else "*" * len(v)
@@ -295,88 +289,6 @@ def beijing(ms: int | None) -> str:
     if ms is None:
         return ""
     return datetime.fromtimestamp(ms / 1000, inbox.BEIJING).strftime("%Y-%m-%d %H:%M")
-
-
-def _parse_iso_ms(iso: str) -> int:
-    return int(datetime.fromisoformat(iso).timestamp() * 1000)
-
-
-@dataclass
-class InstitutionRow:
-    id: str
-    name: str
-    code: str
-    status: str
-    last_ms: int | None
-    last_kind: str
-    messages: int
-    dead: int
-    timely: float | None
-    patients: int
-    records: int
-    stored_ms: int | None
-
-
-def record_counts(repo: SqlRepository) -> dict[str, tuple[int, int, int | None]]:
-    """Organization id -> (source patients, records, last stored epoch ms).
-
-    A read of counts only, for commission staff who may not read records
-    (policy module: "read the directory, not records"): no body and no
-    resident identifier leaves this function, only numbers per institution.
-    Records are the resources in the compartments of the Patients an
-    institution manages (Patient.managingOrganization: the policy's own
-    rule of whose record is whose).  It scans the compartment index: fine for
-    a region's dashboard refresh, and a candidate for a rollup table (like
-    ``ingest_daily``) at full regional scale.
-    """
-    param = repo.param_ids[("Patient", "organization")]
-    out: dict[str, tuple[int, int, int | None]] = {}
-    for org, n in repo.query(
-            "SELECT x.target_id, COUNT(*) FROM resource p JOIN idx_reference x ON x.res_pk = p.pk "
-            "AND x.param_id = ? WHERE p.type = 'Patient' AND p.deleted = 0 AND x.target_type = 'Organization' "
-            "GROUP BY x.target_id", (param,)):
-        out[str(org)] = (int(n), 0, None)
-    for org, n, last in repo.query(
-            "SELECT x.target_id, COUNT(DISTINCT r.pk), MAX(r.last_updated) FROM resource p "
-            "JOIN idx_reference x ON x.res_pk = p.pk AND x.param_id = ? AND x.target_type = 'Organization' "
-            "JOIN compartment c ON c.patient_id = p.fhir_id JOIN resource r ON r.pk = c.res_pk AND r.deleted = 0 "
-            "WHERE p.type = 'Patient' AND p.deleted = 0 GROUP BY x.target_id", (param,)):
-        patients = out.get(str(org), (0, 0, None))[0]
-        out[str(org)] = (patients, int(n), int(last) if last is not None else None)
-    return out
-
-
-def institution_rows(orgs: list[dict[str, Any]], report: dict[str, Any],
-                     counts: dict[str, tuple[int, int, int | None]], now_ms: int) -> list[InstitutionRow]:
-    """One row per registered Organization: inbox figures joined by its code
-    (the HL7 sender / CDA custodian is the institution identifier)."""
-    per: dict[str, dict[str, Any]] = {}
-    for d in report["days"]:
-        p = per.setdefault(d["institution"], {"messages": 0, "dead": 0, "within": 0.0, "known": 0})
-        p["messages"] += d["messages"]
-        p["dead"] += d["dead_letters"]
-        hist = d["delay_hours"]
-        known = sum(v for k, v in hist.items() if k != "unknown")
-        p["known"] += known
-        p["within"] += hist["lt1h"] + hist["lt6h"] + hist["lt24h"]
-    rows = []
-    for o in orgs:
-        code = next((i.get("value", "") for i in o.get("identifier") or () if i.get("system") == ORGANIZATION), "")
-        last_ms: int | None = None
-        last_kind = ""
-        for ch in (report["last_seen"].get(code) or {}).values():
-            t = _parse_iso_ms(ch["received"])
-            if last_ms is None or t > last_ms:
-                last_ms, last_kind = t, ch["kind"]
-        p = per.get(code, {"messages": 0, "dead": 0, "within": 0.0, "known": 0})
-        patients, records, stored = counts.get(o["id"], (0, 0, None))
-        rows.append(InstitutionRow(
-            id=o["id"], name=o.get("name") or code or o["id"], code=code, status=status_of(last_ms, now_ms),
-            last_ms=last_ms, last_kind=last_kind, messages=p["messages"], dead=p["dead"],
-            timely=round(100 * p["within"] / p["known"], 1) if p["known"] else None,
-            patients=patients, records=records, stored_ms=stored))
-    rows.sort(key=lambda r: ({DOWN: 0, SILENT: 1, ONLINE: 2}[r.status], r.name))
-    return rows
 
 
 def charts(rows: list[InstitutionRow], report: dict[str, Any], start: date, end: date) -> dict[str, Any]:
@@ -493,9 +405,9 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
         bundle = orjson.loads(service(request).search("Organization", [("_count", "1000")], {}).body or b"{}")
         return [e["resource"] for e in bundle.get("entry") or () if "resource" in e]
 
-    counts_cache: list[tuple[float, dict[str, tuple[int, int, int | None]]]] = []
+    counts_cache: list[tuple[float, RecordCounts]] = []
 
-    def cached_counts() -> dict[str, tuple[int, int, int | None]]:
+    def cached_counts() -> RecordCounts:
         """:func:`record_counts`, recomputed at most every :data:`COUNTS_TTL_S`
         (about 0.6 s on the 110k-resource demo region, SQLite)."""
         now = time.monotonic()
@@ -519,7 +431,7 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
 
         def load() -> tuple[list[InstitutionRow], dict[str, Any], bool]:
             orgs = organizations(request)
-            report = inbox.timeliness(repo, start=start, end=end)
+            report = timeliness(repo, start=start, end=end)
             rows = institution_rows(orgs, report, cached_counts(), now_ms)
             return rows, charts(rows, report, start, end), bool(report["days"])
 
