@@ -23,7 +23,6 @@ from hutong.fhir.validation import check_id, check_type, validate
 from hutong.mpi.golden import GOLDEN_SYSTEM
 from hutong.store.repository import Stored
 from hutong.store.sql import SqlWriter, instant
-from hutong.store.sql import _row as stored_row
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
@@ -96,34 +95,6 @@ def _rewrite(node: Any, mapping: dict[str, str], unresolved: list[str]) -> list[
                 elif isinstance(v, dict | list):
                     stack.append(v)
     return conditional
-
-
-# Current resources of a type holding identifier system|value for any of a list
-# of values (FhirService._conditional's search, for many values at once); from
-# the token index first (CROSS JOIN fixes SQLite's join order), Patients without
-# the MPI's golden records.  Constant statements: no SQL is assembled here.
-_BY_IDENTIFIER_SQLITE = (
-    "SELECT t.code, r.pk, r.type, r.fhir_id, r.version, r.last_updated, r.deleted, r.method, r.body "
-    "FROM idx_token t CROSS JOIN resource r ON r.pk = t.res_pk "
-    "WHERE t.param_id = ? AND t.system = ? AND t.code IN (SELECT value FROM json_each(?)) "
-    "AND r.type = ? AND r.deleted = 0")
-_BY_IDENTIFIER_PG = (
-    "SELECT t.code, r.pk, r.type, r.fhir_id, r.version, r.last_updated, r.deleted, r.method, r.body "
-    "FROM idx_token t JOIN resource r ON r.pk = t.res_pk "
-    "WHERE t.param_id = ? AND t.system = ? AND t.code = ANY(?) AND r.type = ? AND r.deleted = 0")
-_BY_IDENTIFIER_PATIENT_SQLITE = (
-    "SELECT t.code, r.pk, r.type, r.fhir_id, r.version, r.last_updated, r.deleted, r.method, r.body "
-    "FROM idx_token t CROSS JOIN resource r ON r.pk = t.res_pk "
-    "WHERE t.param_id = ? AND t.system = ? AND t.code IN (SELECT value FROM json_each(?)) "
-    "AND r.type = ? AND r.deleted = 0 AND NOT EXISTS (SELECT 1 FROM idx_token g INDEXED BY ix_idx_token_r "
-    "WHERE g.res_pk = r.pk "
-    "AND g.param_id = ? AND g.code = 'golden' AND g.system = ?)")
-_BY_IDENTIFIER_PATIENT_PG = (
-    "SELECT t.code, r.pk, r.type, r.fhir_id, r.version, r.last_updated, r.deleted, r.method, r.body "
-    "FROM idx_token t JOIN resource r ON r.pk = t.res_pk "
-    "WHERE t.param_id = ? AND t.system = ? AND t.code = ANY(?) AND r.type = ? AND r.deleted = 0 "
-    "AND NOT EXISTS (SELECT 1 FROM idx_token g WHERE g.res_pk = r.pk "
-    "AND g.param_id = ? AND g.code = 'golden' AND g.system = ?)")
 
 
 def _identifier_criteria(type: str, query: str) -> tuple[list[tuple[str, str]], str, str] | None:
@@ -224,9 +195,8 @@ class BundleProcessor:
         system instead of one search per entry; the same result as
         FhirService._conditional (same locks, in entry order; current
         resources of the type holding that identifier; Patients without the
-        MPI's golden records), ordered by pk.  The join starts from the token
-        index whatever the planner's statistics say: a database never
-        ANALYZEd would otherwise scan every resource of the type."""
+        MPI's golden records), ordered by pk; the statement is the store's
+        (Writer.current_by_identifier, hutong.store.identifiers)."""
         groups: dict[tuple[str, str], dict[str, list[int]]] = {}
         for e in entries:
             crit = e.if_none_exist if e.method == "POST" else (e.query if e.method == "PUT" and len(e.path) < 2
@@ -240,26 +210,12 @@ class BundleProcessor:
             w.lock_key(e.type + "?" + urlencode(sorted(items)))
             groups.setdefault((e.type, system), {}).setdefault(value, []).append(e.index)
         out: dict[int, list[Stored]] = {}
-        repo = self.service.repo
-        pg = repo.db.dialect == "postgresql"
         for (rtype, system), by_value in groups.items():
-            pid = repo.param_ids.get((rtype, "identifier"), -1)
-            # Protected identifiers are stored as blind-index digests (hutong.security.blindindex).
-            stored = {repo.compiler.token_code(rtype, "identifier", system, v): v for v in by_value}
-            values = list(by_value)
-            codes = list(stored)
-            args: tuple[Any, ...] = (pid, system, codes if pg else orjson.dumps(codes).decode(), rtype)
-            if rtype == "Patient":
-                sql = _BY_IDENTIFIER_PATIENT_PG if pg else _BY_IDENTIFIER_PATIENT_SQLITE
-                args += (repo.param_ids.get(("Patient", "_tag"), -1), GOLDEN_SYSTEM)
-            else:
-                sql = _BY_IDENTIFIER_PG if pg else _BY_IDENTIFIER_SQLITE
-            found: dict[str, dict[int, Stored]] = {v: {} for v in values}
-            for r in w.execute(sql, args).fetchall():
-                found[stored[r[0]]].setdefault(r[1], stored_row(r[1:], repo.codec))
-            for v in values:
-                matches = [found[v][pk] for pk in sorted(found[v])]
-                access = self.service.access
+            # Patients without the MPI's golden records (as the search path does).
+            by_id = w.current_by_identifier(rtype, system, list(by_value),
+                                            without_tag=(GOLDEN_SYSTEM, "golden") if rtype == "Patient" else None)
+            for v, matches in by_id.items():
+                access = self.service.access_in(w)
                 if access is not None:
                     matches = access.write_visible(matches)
                 for i in by_value[v]:
@@ -333,7 +289,7 @@ class BundleProcessor:
                     raise e.error("HT-0032", f"conditional reference {ref['reference'][:100]!r} matched "
                                              f"{len(found)} resources (exactly one is required)")
                 ref["reference"] = f"{rtype}/{found[0].id}"
-        access = svc.access
+        access = svc.access_in(w)
         if access is not None:
             # The policy checks each write against the patient it belongs to; the
             # spec's order may write an Encounter before its Patient (both PUT),
@@ -394,7 +350,7 @@ class BundleProcessor:
             e.resource["id"] = e.path[1]
             e.result, e.status = svc.update_in(w, e.type, e.path[1], e.resource, parse_if_match(e.if_match))
         else:
-            e.response = self._read(e, FhirService(svc.repo.view(w), svc.base_url, svc.access))
+            e.response = self._read(e, FhirService(svc.repo.view(w), svc.base_url, svc.access_in(w)))
 
     def _read(self, e: _Entry, svc: FhirService | None = None) -> FhirResponse:
         svc = svc or self.service

@@ -53,6 +53,14 @@ class Writer(Protocol):
 
     def lock_key(self, key: str) -> None: ...
 
+    def current_by_identifier(self, type: str, system: str, values: list[str], *,
+                              without_tag: tuple[str, str] | None = None) -> dict[str, list[Stored]]:
+        """Identifier lookup for conditional writes (``identifier=system|value``
+        for many values in one statement): value -> current resources of
+        ``type`` holding it, ordered by pk; those tagged ``without_tag``
+        (system, code) left out.  Take :meth:`lock_key` first, as a search would."""
+        ...
+
 
 class Repository(Protocol):
     """What the FHIR layer needs from storage; hutong.store.sql.SqlRepository implements it

@@ -135,6 +135,13 @@ class SqlWriter:
             h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
             self.execute("SELECT pg_advisory_xact_lock(?)", (h,))
 
+    def current_by_identifier(self, type: str, system: str, values: list[str], *,
+                              without_tag: tuple[str, str] | None = None) -> dict[str, list[Stored]]:
+        """See Writer.current_by_identifier (hutong.store.identifiers)."""
+        from hutong.store.identifiers import current_by_identifier
+
+        return current_by_identifier(self, type, system, values, without_tag=without_tag)
+
     def _finish_body(self, resource: dict[str, Any], id: str, version: int, now: int) -> bytes:
         resource["id"] = id
         meta = dict(resource.get("meta") or {})
