@@ -68,7 +68,7 @@ NOT_YET_MOVED = {
     "hutong/security/accounts.py": "issue 13 item 1 -> security/accounts_store.py",
     "hutong/security/audit.py": "issue 13 item 1 -> security/audit_store.py",
     "hutong/security/sharing.py": "issue 13 item 1 -> security/sharing_store.py",
-    "hutong/security/tokens.py": "issue 13 item 1 -> security/tokens_store.py",
+    "hutong/security/tokens.py": "issue 13 items 1, 3: SQL moved to tokens_store.py; TokenService(repo: SqlRepository) left",
     "hutong/security/consent_authors.py": "issue 13 item 1 -> security/consent_store.py",
     "hutong/fhir/bundle.py": "issue 13 items 1, 3: SQL moved to store/identifiers.py; w: SqlWriter as FhirService takes it",
     "hutong/web/ui/console.py": "issue 13 items 1, 6: SQL moved to quality/; register(repo: SqlRepository) left",
@@ -80,7 +80,6 @@ NOT_YET_MOVED = {
     "hutong/mpi/relink.py": "issue 13 item 1 -> mpi/state.py",
     "hutong/web/mpi_cmd.py": "issue 13 item 1 -> mpi/state.py (the CLI moves under hutong/cli/, item 3)",
     "hutong/ingest/bulk.py": "issue 13 items 1, 5 -> store (bulk insert on the Writer Protocol)",
-    "hutong/ingest/pipeline.py": "issue 13 items 1, 5 -> ingest/inbox.py (one ingestion envelope)",
     "hutong/fhir/assembly.py": "issue 13 item 3: the composition root moves to hutong/platform.py",
     # concrete SqlRepository/SqlWriter/Database in signatures only: to the Protocols
     "hutong/cmdline.py": "issue 13 item 1 (the CLI moves under hutong/cli/, item 3)",

@@ -50,7 +50,8 @@ from hutong.security import scopes as scopemod
 from hutong.security.accounts import Account, Accounts
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.security.tokens_store import TokenStore
+from hutong.store.sql import SqlRepository
 
 KEY_FILE = "token-signing.pem"
 ALGORITHM = "ES256"
@@ -106,6 +107,7 @@ class TokenService:
     def __init__(self, repo: SqlRepository, settings: SecuritySettings, key_dir: Path, *,
                  accounts: Accounts | None = None, clock: Callable[[], int] | None = None) -> None:
         self.repo = repo
+        self.store = TokenStore(repo)
         self.settings = settings
         self.clock: Callable[[], int] = clock or system_clock
         self.accounts = accounts or Accounts(repo, settings, clock=self.clock)
@@ -171,10 +173,7 @@ class TokenService:
         token = secrets.token_urlsafe(32)
         exp = expires if expires is not None else now + self.settings.refresh_token_hours * 3_600_000
         fam = family or secrets.token_hex(16)
-        self.repo.transact(lambda w: w.execute(
-            "INSERT INTO refresh_token (token_hash, family, account_id, client_id, scopes, expires, revoked, "
-            "last_used, created) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            (hash_token(token), fam, a.id, client_id, scope, exp, now, now)))
+        self.store.add_refresh(hash_token(token), fam, a.id, client_id, scope, exp, now)
         return token
 
     # ------------------------------------------------------------ verify
@@ -259,11 +258,11 @@ class TokenService:
         if not token or len(token) > 512:
             raise refused
         h = hash_token(token)
-        rows = self.repo.query("SELECT family, account_id, client_id, scopes, expires, revoked, last_used "
-                               "FROM refresh_token WHERE token_hash = ?", (h,))
-        if not rows:
+        row = self.store.refresh_row(h)
+        if row is None:
             raise refused
-        family, account_id, bound_client, granted, expires, revoked, last_used = rows[0]
+        family, account_id, bound_client, granted = row.family, row.account_id, row.client_id, row.scopes
+        expires, revoked, last_used = row.expires, row.revoked, row.last_used
         now = self.clock()
         if revoked:
             # A rotated-away token came back: whoever holds the family's live token
@@ -288,19 +287,14 @@ class TokenService:
         kept = [s for s in wanted if not scopemod.covered([s], current)]
         if wanted and not kept:
             raise InvalidRequest("HT-0131", "the account no longer holds the scopes of this sign-in")
-
-        def rotate(w: SqlWriter) -> int:
-            return int(w.execute("UPDATE refresh_token SET revoked = 1, last_used = ? "
-                                 "WHERE token_hash = ? AND revoked = 0", (now, h)).rowcount)
-
-        if self.repo.transact(rotate) != 1:  # a concurrent use rotated it first
+        if not self.store.rotate(h, now):  # a concurrent use rotated it first
             self.revoke_family(family)
             raise refused
         return a, self.issue(a, " ".join(str(s) for s in kept), client_id=bound_client, refresh=True, family=family,
                              refresh_expires=int(expires))
 
     def revoke_family(self, family: str) -> None:
-        self.repo.transact(lambda w: w.execute("UPDATE refresh_token SET revoked = 1 WHERE family = ?", (family,)))
+        self.store.revoke_family(family)
 
     def revoke_account(self, account_id: str) -> None:
         """End every refresh token of an account (disable, password reset)."""
@@ -308,16 +302,8 @@ class TokenService:
 
     # ------------------------------------------------------------ revocation
     def revoke_access(self, jti: str, exp_s: int | float) -> None:
-        exp_ms = int(exp_s * 1000)
-
-        def tx(w: SqlWriter) -> None:
-            w.lock_key("revoke:" + jti)
-            if w.execute("SELECT 1 FROM revoked_token WHERE jti = ?", (jti,)).fetchone() is None:
-                w.execute("INSERT INTO revoked_token (jti, expires) VALUES (?, ?)", (jti, exp_ms))
-            # Rows of tokens long expired are kept no longer than needed.
-            w.execute("DELETE FROM revoked_token WHERE expires < ?", (self.clock() - 86_400_000,))
-
-        self.repo.transact(tx)
+        # Rows of tokens long expired are kept no longer than needed.
+        self.store.revoke_jti(jti, int(exp_s * 1000), forget_before=self.clock() - 86_400_000)
 
     def revoke(self, token: str, hint: str | None = None) -> str | None:
         """RFC 7009 section 2.1: revoke an access or refresh token.  Returns the
@@ -333,25 +319,15 @@ class TokenService:
             self.revoke_access(str(claims["jti"]), claims["exp"])
             return str(claims["sub"])
         h = hash_token(token)
-        rows = self.repo.query("SELECT family, account_id FROM refresh_token WHERE token_hash = ?", (h,))
-        if not rows:
+        row = self.store.refresh_row(h)
+        if row is None:
             return None
-        self.revoke_family(rows[0][0])
-        return str(rows[0][1])
+        self.revoke_family(row.family)
+        return row.account_id
 
     # ------------------------------------------------------------ client assertions
     def remember_assertion(self, client_id: str, jti: str, exp_ms: int) -> bool:
         """Record a private_key_jwt assertion's jti; False when it was used before
         (RFC 7523 section 3, item 7)."""
         key = f"{client_id} {jti}"[:300]
-        now = self.clock()
-
-        def tx(w: SqlWriter) -> bool:
-            w.lock_key("assertion:" + key)
-            w.execute("DELETE FROM used_assertion WHERE expires < ?", (now - 600_000,))
-            if w.execute("SELECT 1 FROM used_assertion WHERE assertion_key = ?", (key,)).fetchone() is not None:
-                return False
-            w.execute("INSERT INTO used_assertion (assertion_key, expires) VALUES (?, ?)", (key, exp_ms))
-            return True
-
-        return self.repo.transact(tx)
+        return self.store.remember_assertion(key, exp_ms, forget_before=self.clock() - 600_000)
