@@ -69,7 +69,7 @@ NOT_YET_MOVED = {
     "hutong/security/audit.py": "issue 13 item 1 -> security/audit_store.py",
     "hutong/security/sharing.py": "issue 13 item 1 -> security/sharing_store.py",
     "hutong/security/tokens.py": "issue 13 items 1, 3: SQL moved to tokens_store.py; TokenService(repo: SqlRepository) left",
-    "hutong/security/consent_authors.py": "issue 13 item 1 -> security/consent_store.py",
+    "hutong/security/consent_authors.py": "issue 13 items 1, 3: SQL moved to consent_store.py; the hook takes SqlWriter",
     "hutong/fhir/bundle.py": "issue 13 items 1, 3: SQL moved to store/identifiers.py; w: SqlWriter as FhirService takes it",
     "hutong/web/ui/console.py": "issue 13 items 1, 6: SQL moved to quality/; register(repo: SqlRepository) left",
     "hutong/security/blindindex.py": "issue 13 item 1 -> security/blindindex_store.py",

@@ -58,7 +58,7 @@ Consents are rare (a desk form), so this is not on a hot path.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -77,6 +77,9 @@ from sqlalchemy import (
 
 from hutong.errors import Forbidden, HutongError, Unprocessable
 from hutong.security import consent as consent_rules
+from hutong.security import consent_store
+from hutong.security.consent_store import Author as Author
+from hutong.security.consent_store import authors_of as authors_of
 from hutong.security.principal import Role
 from hutong.store.database import Database
 from hutong.store.repository import Stored
@@ -126,17 +129,6 @@ def install(repo: SqlRepository, send: Send) -> None:
 
 
 @dataclass(frozen=True)
-class Author:
-    kind: str
-    account_id: str
-    organization_id: str | None
-    own_refs: frozenset[str]
-    acting_for: tuple[str, ...]
-    documented: bool
-    notified_ms: int | None
-
-
-@dataclass(frozen=True)
 class Standing:
     """What one stored Consent counts for: ``rule`` is the Consent as the policy
     reads it (None: nothing), ``why`` the reason when it counts for nothing,
@@ -158,7 +150,7 @@ def record(w: SqlWriter, access: Access, type: str, id: str, resource: dict[str,
         return
     author = _author_of(access, resource)
     if author.kind == INSTITUTION and current is not None and not current.deleted:
-        earlier = _row(w, current.id, current.version)
+        earlier = consent_store.author_in(w, current.id, current.version)
         if earlier is not None and earlier.kind in (RESIDENT, DELEGATE):
             raise Forbidden("HT-0175", "this Consent was made by the resident (or their delegate); only they "
                                        "may change or withdraw it")
@@ -177,12 +169,7 @@ def record(w: SqlWriter, access: Access, type: str, id: str, resource: dict[str,
                 raise
             # the platform's Consent is kept, counting for nothing until the resident is told
     version = current.version + 1 if current is not None else 1
-    w.execute("DELETE FROM consent_author WHERE consent_id = ? AND version = ?", (id, version))
-    w.execute("INSERT INTO consent_author (consent_id, version, kind, account_id, organization_id, own_refs, "
-              "acting_for, documented, notified_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-              (id, version, author.kind, author.account_id, author.organization_id,
-               " ".join(sorted(author.own_refs)), ",".join(author.acting_for) or None, int(author.documented),
-               notified, access.clock()))
+    consent_store.save(w, id, version, author, notified, access.clock())
 
 
 def _author_of(access: Access, resource: dict[str, Any] | None) -> Author:
@@ -270,37 +257,7 @@ def _org_name(w: SqlWriter, org_id: str | None) -> str:
     return str(name) if isinstance(name, str) and name else "一家医疗机构"
 
 
-def _row(w: SqlWriter, consent_id: str, version: int) -> Author | None:
-    r = w.execute(f"SELECT {_COLS} FROM consent_author WHERE consent_id = ? AND version = ?",  # noqa: S608
-                  (consent_id, version)).fetchone()
-    return _author(r) if r else None
-
-
 # ---------------------------------------------------------------- reading
-_COLS = "consent_id, version, kind, account_id, organization_id, own_refs, acting_for, documented, notified_ms"
-
-
-def _author(r: Sequence[Any]) -> Author:
-    return Author(str(r[2]), str(r[3]), str(r[4]) if r[4] is not None else None,
-                  frozenset(str(r[5]).split()), tuple(str(r[6]).split(",")) if r[6] else (), bool(r[7]),
-                  int(r[8]) if r[8] is not None else None)
-
-
-def authors_of(repo: SqlRepository, versions: Mapping[str, int]) -> dict[str, Author]:
-    """The author of each Consent's given (current) version, by Consent id
-    (absent: no known author)."""
-    want = dict(versions)
-    out: dict[str, Author] = {}
-    ids = sorted(want)
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        for r in repo.query(f"SELECT {_COLS} FROM consent_author WHERE consent_id IN ("  # noqa: S608
-                            + ",".join("?" * len(chunk)) + ")", chunk):
-            if want.get(str(r[0])) == int(r[1]):
-                out[str(r[0])] = _author(r)
-    return out
-
-
 def standing(consent: dict[str, Any], author: Author | None, sensitive: Iterable[str]) -> Standing:
     """What a Consent written by ``author`` counts for (the rules in the module docstring)."""
     hidden = {x.upper() for x in sensitive}
