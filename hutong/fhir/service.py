@@ -29,9 +29,9 @@ from hutong.fhir.render import subset
 from hutong.fhir.response import FhirResponse, etag, http_date, version_headers
 from hutong.fhir.validation import check_id, check_type, validate
 from hutong.mpi.golden import GOLDEN_SYSTEM
-from hutong.mpi.service import Mpi
 from hutong.security.guard import current as acting_access
 from hutong.security.policy import Access
+from hutong.security.policy_store import mpi_of
 from hutong.security.principal import Role
 from hutong.store.query import Cursor, Query
 from hutong.store.repository import Stored
@@ -44,14 +44,6 @@ EVERYTHING_DEFAULT_COUNT = 1000
 # along: shared directory data, never another patient's records.
 SHARED_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "Medication",
                           "Substance", "HealthcareService", "Endpoint"})
-
-
-def mpi_of(repo: SqlRepository) -> Mpi:
-    """The MPI hooked into this repository (one model cache per process)."""
-    for h in repo.hooks:
-        if isinstance(h, Mpi):
-            return h
-    return Mpi(repo)
 
 
 def new_id() -> str:

@@ -107,8 +107,7 @@ class Mpi:
                 self._refresh(w, [existing.person_id])
             return False
         f = extract(resource)
-        pending: dict[str, dict[str, Any]] = w.scratch.setdefault("mpi.pending", {})
-        pending[id] = resource
+        w.ctx.unlinked[id] = resource
         blocks = f.blocking_keys(self.blind_key)
         # PostgreSQL: writers that could match each other queue (advisory locks,
         # sorted so two writers never wait on each other crosswise); otherwise two
@@ -142,8 +141,8 @@ class Mpi:
         return True
 
     def _seq(self, w: SqlWriter) -> int:
-        n: int = w.scratch.get("mpi.seq", 0)
-        w.scratch["mpi.seq"] = n + 1
+        n = w.ctx.link_seq
+        w.ctx.link_seq = n + 1
         return w.now * 1000 + n
 
     def _decide(self, w: SqlWriter, read: st.Reader, id: str, f: Features, blocks: set[str]) -> Decision:
@@ -155,7 +154,7 @@ class Mpi:
 
     # ------------------------------------------------------------ golden records
     def _bodies(self, w: SqlWriter, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        pending: dict[str, dict[str, Any]] = w.scratch.get("mpi.pending", {})
+        pending = w.ctx.unlinked
         out = {i: pending[i] for i in ids if i in pending}
         for i in ids:
             if i not in out:
@@ -192,7 +191,7 @@ class Mpi:
         cur = w.read_current("Patient", patient_id)
         if cur is None or cur.body is None:
             # Not written yet: a body a batch insert is about to write.
-            pending: dict[str, dict[str, Any]] = w.scratch.get("mpi.pending", {})
+            pending = w.ctx.unlinked
             if patient_id in pending:
                 with_person_link(pending[patient_id], person_id)
             return

@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -51,24 +51,45 @@ from hutong.mpi.idnumber import parse_id_number
 from hutong.mpi.service import Mpi
 from hutong.security import consent as consent_rules
 from hutong.security import consent_authors, grants
+from hutong.security.decision import (  # noqa: F401  (re-exported: the policy's vocabulary)
+    BREAK_GLASS,
+    CONSENT,
+    DELEGATE,
+    DIRECTORY,
+    DIRECTORY_TYPES,
+    ENTERED_BY,
+    IDENTITY,
+    ORG_ROLES,
+    OWN_INSTITUTION,
+    OWN_RECORD,
+    PERSON_ROLES,
+    PLATFORM,
+    TREATMENT,
+    Basis,
+    PatientFacts,
+    RowFacts,
+    basis_of,
+    decide_org_write,
+    decide_person_write,
+    decide_row,
+    decide_scope,
+    decide_write_role,
+    golden_shown_whole,
+    no_basis_message,
+    scope_letter,
+    treated_here,
+)
+from hutong.security.policy_store import PolicyFacts, body_of, mpi_of, security_context
 from hutong.security.principal import Principal, Role
 from hutong.security.settings import SecuritySettings
+from hutong.security.trace import Trace
 from hutong.store.query import AccessScope, Grant
 from hutong.store.repository import Stored
-from hutong.store.sql import SqlRepository, SqlWriter, compartment_of
+from hutong.store.sql import SqlRepository, SqlWriter
 from hutong.systems import ID_CARD
 
-# Shared directory data every signed-in caller may read (no resident's record).
-DIRECTORY_TYPES = frozenset({
-    "Organization", "Practitioner", "PractitionerRole", "Location", "HealthcareService", "Endpoint",
-    "Medication", "Substance", "ValueSet", "CodeSystem", "ConceptMap", "NamingSystem", "StructureDefinition",
-    "SearchParameter", "CapabilityStatement", "OperationDefinition", "Questionnaire", "PlanDefinition",
-    "ActivityDefinition", "Library",
-})
 # Directory types an institution may write, when the resource names it as organization.
 INSTITUTION_DIRECTORY = frozenset({"PractitionerRole", "Location", "HealthcareService", "Endpoint", "Practitioner"})
-PERSON_ROLES = (Role.RESIDENT, Role.DELEGATE)
-ORG_ROLES = (Role.INSTITUTION, Role.CLINICIAN)
 # Residents' correction requests (纠偏权, PIPL Art. 46): a Task they may create
 # about their own record, which the owner institution answers.
 CORRECTION = ("https://fhir.hutong.dev/CodeSystem/task", "correction-request")
@@ -76,38 +97,14 @@ CORRECTION = ("https://fhir.hutong.dev/CodeSystem/task", "correction-request")
 # an Encounter a clinician entered (no treatment basis), and the institution
 # that registered a Practitioner (only it changes it).  Whatever a writer puts
 # in these systems is replaced on every write an institution or clinician makes.
-ENTERED_BY = ("https://fhir.hutong.dev/CodeSystem/entered-by", "clinician")
 REGISTRAR = "https://fhir.hutong.dev/CodeSystem/registrar"
-# Per-transaction state (SqlWriter.scratch): owners of registrations being
-# created, and transfers the owner made (Access.transfer).
-PENDING_OWNERS, TRANSFERS = "policy-managed", "policy-transfer"
 # Search parameters whose value names the patient a search is about.
 PATIENT_PARAMS = frozenset({"patient", "subject", "beneficiary", "_id", "link", "individual"})
 
-# Purposes, as recorded in the audit trail.
-OWN_RECORD, DELEGATE, OWN_INSTITUTION = "own-record", "delegate", "own-institution"
-TREATMENT, CONSENT, BREAK_GLASS, PLATFORM, DIRECTORY = "treatment", "consent", "break-glass", "platform", "directory"
-IDENTITY = "identity"  # a lookup in the identity index (residents see it as 核对身份)
 # What may accompany an exact identifier in a lookup that finds the index card:
 # paging and presentation only (no _has, _include, chains or other criteria).
 LOOKUP_PARAMS = frozenset({"identifier", "_count", "_summary", "_elements", "_total", "_format", "_tag", "_cursor",
                            "_pretty"})
-
-
-@dataclass(frozen=True)
-class Basis:
-    """Why (and how far) an institution's caller may see one person's record."""
-
-    purpose: str | None                 # treatment | consent | break-glass | None (no basis)
-    hide: tuple[str, ...]               # labels (upper-case ActCodes) masked on other institutions' records
-    denied: bool = False                # the resident refused this caller (consent deny)
-    detail: str = ""
-
-
-def scope_letter(interaction: str) -> str:
-    """SMART v2 permission letter of a FHIR interaction (scopes-and-launch-context.html)."""
-    return {"create": "c", "read": "r", "vread": "r", "history-instance": "r", "update": "u", "patch": "u",
-            "delete": "d", "search": "s", "history-type": "s", "history-system": "s", "operation": "r"}[interaction]
 
 
 @dataclass
@@ -116,25 +113,45 @@ class Access:
     principal: Principal
     settings: SecuritySettings = field(default_factory=SecuritySettings)
     clock: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    # The MPI (identity: person of a patient, patients of a person), injected by
+    # whoever builds the Access; the repository's own when left out.
     mpi: Mpi | None = None
-    # what this request touched, for its audit record
-    persons: set[str] = field(default_factory=set)
-    entities: list[str] = field(default_factory=list)
-    purposes: set[str] = field(default_factory=set)
-    reason: str | None = None
-    written: set[str] = field(default_factory=set)  # patients whose records this request wrote
-    _managed: dict[str, str | None] = field(default_factory=dict)
-    _person_of: dict[str, str | None] = field(default_factory=dict)
+    # what this request touched, for its audit record (hutong.security.trace)
+    trace: Trace = field(default_factory=Trace)
     _bases: dict[str, Basis] = field(default_factory=dict)
-    _live: tuple[str, ...] | None = None
     _supplied: set[tuple[str, str]] = field(default_factory=set)  # person identifiers this request looked up by
     _lookup: bool = False  # a Patient search by identifier: the persons found are named on the audit row
+    facts: PolicyFacts = field(init=False)
 
     def __post_init__(self) -> None:
         if self.mpi is None:
-            from hutong.fhir.service import mpi_of
-
             self.mpi = mpi_of(self.repo)
+        self.facts = PolicyFacts(self.repo, self.mpi, self.clock)
+
+    # ------------------------------------------------------------ the trace (what was touched)
+    @property
+    def persons(self) -> set[str]:
+        return self.trace.persons
+
+    @property
+    def entities(self) -> list[str]:
+        return self.trace.entities
+
+    @property
+    def purposes(self) -> set[str]:
+        return self.trace.purposes
+
+    @property
+    def reason(self) -> str | None:
+        return self.trace.reason
+
+    @reason.setter
+    def reason(self, value: str | None) -> None:
+        self.trace.reason = value
+
+    @property
+    def written(self) -> set[str]:
+        return self.trace.written
 
     # ------------------------------------------------------------ basics
     @property
@@ -150,20 +167,15 @@ class Access:
             raise Forbidden("HT-0104", f"a {self.role.value} account may not do {what}")
 
     def require_scope(self, type: str, interaction: str) -> None:
-        from hutong.security.scopes import allows
-
-        letter = scope_letter(interaction)
-        if not allows(self.principal.scopes, type, letter):
-            raise Forbidden("HT-0101", f"the token's scopes do not allow {interaction} on {type} "
-                                       f"(needs {type}.{letter} or *.{letter})")
+        d = decide_scope(self.principal.scopes, type, interaction)
+        if not d.allowed:
+            raise d.refusal()
 
     def settle(self) -> None:
         """After the request: the persons of the patients it wrote (known only once
         the MPI has linked them, in the same transaction)."""
         assert self.mpi is not None
-        for p in self.written:
-            self.persons.add(p if p.startswith(PERSON_PREFIX) else (self.mpi.person_of(p) or p))
-        self.written.clear()
+        self.trace.settle(self.mpi.person_of)
 
     def attempted(self, patient_id: str) -> None:
         """A refused look at someone's record still names them on the audit row:
@@ -173,11 +185,7 @@ class Access:
             self.persons.add(person)
 
     def touched(self, stored: Iterable[Stored], purpose: str | None = None) -> None:
-        for s in stored:
-            if len(self.entities) < 200:
-                self.entities.append(f"{s.type}/{s.id}")
-        if purpose:
-            self.purposes.add(purpose)
+        self.trace.touched(stored, purpose)
 
     # ------------------------------------------------------------ lookups
     def now_iso(self) -> str:
@@ -185,49 +193,25 @@ class Access:
 
     def managing_org(self, patient_id: str) -> str | None:
         """Organization id managing a source Patient (None: golden, unknown, or unmanaged)."""
-        if patient_id not in self._managed:
-            rows = self.repo.query(
-                "SELECT x.target_id FROM resource p JOIN idx_reference x ON x.res_pk = p.pk AND x.param_id = ? "
-                "WHERE p.type = 'Patient' AND p.fhir_id = ? AND p.deleted = 0 AND x.target_type = 'Organization'",
-                (self.repo.param_ids[("Patient", "organization")], patient_id))
-            self._managed[patient_id] = str(rows[0][0]) if rows else None
-        return self._managed[patient_id]
+        return self.facts.managing_org(patient_id)
 
     def person_of(self, patient_id: str) -> str | None:
-        if patient_id.startswith(PERSON_PREFIX):
-            return patient_id
-        if patient_id not in self._person_of:
-            assert self.mpi is not None
-            self._person_of[patient_id] = self.mpi.person_of(patient_id)
-        return self._person_of[patient_id]
+        return self.facts.person_of(patient_id)
 
     def patients_of(self, person_id: str) -> list[str]:
         """The golden person and every linked source Patient."""
-        assert self.mpi is not None
-        return self.mpi.patient_ids(person_id)
+        return self.facts.patients_of(person_id)
 
     def compartments(self, pks: Sequence[int]) -> dict[int, set[str]]:
-        out: dict[int, set[str]] = {pk: set() for pk in pks}
-        for i in range(0, len(pks), 500):
-            chunk = list(pks[i:i + 500])
-            for pk, pid in self.repo.query(
-                    "SELECT res_pk, patient_id FROM compartment WHERE res_pk IN ("  # noqa: S608 (placeholders only)
-                    + ",".join("?" * len(chunk)) + ")",
-                    chunk):
-                out[int(pk)].add(str(pid))
-        return out
+        return self.facts.compartments(pks)
 
     def my_persons(self) -> tuple[str, ...]:
         """A resident's own person; a delegate's are those still delegated now
         (the token's list, less any delegation ended or expired since it was issued)."""
         if self.role is not Role.DELEGATE:
             return self.principal.persons
-        if self._live is None:
-            rows = self.repo.query("SELECT person_id FROM account_person WHERE account_id = ? "
-                                   "AND (expires IS NULL OR expires > ?)", (self.principal.account_id, self.clock()))
-            live = {str(r[0]) for r in rows}
-            self._live = tuple(p for p in self.principal.persons if p in live)
-        return self._live
+        live = self.facts.live_delegations(self.principal.account_id)
+        return tuple(p for p in self.principal.persons if p in live)
 
     def my_patients(self) -> list[str]:
         out: list[str] = []
@@ -261,25 +245,18 @@ class Access:
         glass = grants.active(self.repo, self.principal.account_id, person_id, now) \
             if self.role is Role.CLINICIAN else None
         if glass is not None:
-            return Basis(BREAK_GLASS, (), detail=glass.id)
+            return basis_of(glass=glass.id, consent=consent_rules.ConsentDecision(), treated=False,
+                            sensitive_labels=labels)
         patients = self.patients_of(person_id)
-        rows = self.repo.everything(patients, types=("Consent", "Encounter", "ServiceRequest"), since=None,
-                                    after_pk=0, count=5000)[0]
+        rows = self.facts.basis_records(patients)
         loaded = [(s, orjson.loads(s.body)) for s in rows if s.body is not None]
         bodies = [(s.type, b) for s, b in loaded]
         # A Consent counts only as its current version's author may make it: the
         # resident, a delegate, an institution on documented instruction (issue 12).
         counted = consent_authors.in_force(self.repo, [(s, b) for s, b in loaded if s.type == "Consent"], labels)
         decision = consent_rules.evaluate(counted, self._actor_refs(), self.now_iso())
-        hide = tuple(x for x in labels if x not in decision.unmasked) + tuple(
-            x for x in decision.masked if x not in labels)
-        if decision.deny:
-            return Basis(None, hide, denied=True, detail="the resident has refused access (Consent)")
-        if decision.permit:
-            return Basis(CONSENT, hide, detail=",".join(decision.consent_ids))
-        if self._treated_here(bodies, patients):
-            return Basis(TREATMENT, hide)
-        return Basis(None, hide)
+        treated = not decision.deny and not decision.permit and self._treated_here(bodies, patients)
+        return basis_of(glass=None, consent=decision, treated=treated, sensitive_labels=labels)
 
     def _treated_here(self, bodies: list[tuple[str, dict[str, Any]]], patients: list[str]) -> bool:
         """A treatment relationship at the caller's institution, from events the
@@ -317,37 +294,10 @@ class Access:
         org = self.principal.organization_id
         if not org:
             return False
-        me = self._actor_refs()
-        now = datetime.fromtimestamp(self.clock() / 1000, UTC)
-        cutoff = (now - timedelta(days=self.settings.treatment_window_days)).date().isoformat()
-        latest = (now + timedelta(days=1)).date().isoformat()  # a day's grace for time zones, no later
         mine = {p for p in patients if self.managing_org(p) == org}
-        for t, b in bodies:
-            subject = _ref(b.get("subject"))
-            in_mine = subject.startswith("Patient/") and subject.split("/", 1)[1] in mine
-            if t == "Encounter":
-                if not in_mine or _has_tag(b, ENTERED_BY):
-                    continue
-                provider = _ref(b.get("serviceProvider"))
-                if provider and provider != f"Organization/{org}":
-                    continue
-                period = b.get("period")
-                period = period if isinstance(period, dict) else {}
-                start, end = _day(period.get("start")), _day(period.get("end"))
-                status = b.get("status")
-                if status in ("arrived", "triaged", "in-progress", "onleave") and (start or cutoff) <= latest:
-                    return True
-                day = end or start
-                if status == "finished" and day and cutoff <= day <= latest:
-                    return True
-            elif t == "ServiceRequest":
-                if in_mine or b.get("status") not in ("active", "completed"):
-                    continue
-                performers = {_ref(p) for p in b.get("performer") or []}
-                authored = _day(b.get("authoredOn"))
-                if performers & me and authored and cutoff <= authored <= latest:
-                    return True
-        return False
+        return treated_here(bodies, mine=mine, org=org, actor_refs=self._actor_refs(),
+                            now=datetime.fromtimestamp(self.clock() / 1000, UTC),
+                            window_days=self.settings.treatment_window_days)
 
     def break_glass(self, w: SqlWriter, person_id: str, reason: str) -> grants.AccessGrant:
         """Claim emergency access to one person's record (clinicians only; reason required)."""
@@ -438,11 +388,7 @@ class Access:
         return ()
 
     def _no_basis_message(self, b: Basis) -> str:
-        if b.denied:
-            return "the resident has refused your access to their record (Consent); only break-glass overrides"
-        return ("no access basis for this resident: no treatment relationship at your institution in the last "
-                f"{self.settings.treatment_window_days} days and no consent; in an emergency use "
-                "POST Patient/[id]/$break-glass with a reason")
+        return no_basis_message(b, self.settings.treatment_window_days)
 
     def _targets(self, type: str, items: Sequence[tuple[str, str]], compartment: str | None) -> list[str]:
         """Patient ids a search names (patient=, subject=, Patient?_id=, the compartment)."""
@@ -490,45 +436,49 @@ class Access:
         return out
 
     def _row_purpose(self, s: Stored, patients: set[str]) -> str | Forbidden:
-        labels = _labels(s)
+        """The facts of one row, judged by :func:`hutong.security.decision.decide_row`;
+        the persons it allowed go on the trace."""
+        d = decide_row(self._row_facts(s, patients))
+        if not d.allowed:
+            return d.refusal()
+        assert d.purpose is not None
         if self.role in PERSON_ROLES:
             mine = set(self.my_patients())
-            if patients & mine:
-                hide = set(self._delegate_hide())
-                if labels & hide:
-                    return Forbidden("HT-0103", "this record is in a sensitive category the resident keeps private")
-                self.persons.update(self.person_of(p) or p for p in patients & mine)
-                return OWN_RECORD if self.role is Role.RESIDENT else DELEGATE
-            return Forbidden("HT-0103", "you may only see your own record (or the records of those you act for)")
+            self.persons.update(self.person_of(p) or p for p in patients & mine)
+        elif d.patient is not None:
+            self.persons.add(d.patient if d.purpose == IDENTITY else (self.person_of(d.patient) or d.patient))
+        return d.purpose
+
+    def _row_facts(self, s: Stored, patients: set[str]) -> RowFacts:
+        labels = frozenset(_labels(s))
+        common = {"role": self.role, "type": s.type, "labels": labels, "ref": f"{s.type}/{s.id}",
+                  "window_days": self.settings.treatment_window_days}
+        if self.unrestricted or s.type in DIRECTORY_TYPES:
+            return RowFacts(**common)  # type: ignore[arg-type]
+        if self.role in PERSON_ROLES:
+            return RowFacts(**common, in_own_record=bool(patients & set(self.my_patients())),  # type: ignore[arg-type]
+                            delegate_hide=frozenset(self._delegate_hide()))
         if self.role not in ORG_ROLES:
-            return Forbidden("HT-0104", f"a {self.role.value} account does not read residents' records")
+            return RowFacts(**common)  # type: ignore[arg-type]
         org = self.principal.organization_id
         if s.type == "Task" and org and _owner(s) == f"Organization/{org}":
-            return OWN_INSTITUTION
-        if not patients:
-            return Forbidden("HT-0102", f"{s.type}/{s.id} belongs to no patient record you may see")
-        refusal: Forbidden | None = None
+            return RowFacts(**common, task_to_caller=True)  # type: ignore[arg-type]
+        # Facts are gathered lazily, in the order decide_row reads them, so a row
+        # of the caller's own institution costs one ownership lookup, as before.
+        facts: list[PatientFacts] = []
         for p in sorted(patients):
             if org and self.managing_org(p) == org:
-                self.persons.add(self.person_of(p) or p)
-                return OWN_INSTITUTION
+                facts.append(PatientFacts(p, own_institution=True))
+                break
             if s.type == "Patient" and p == s.id and p.startswith(PERSON_PREFIX) and self._golden_lookup_ok():
-                self.persons.add(p)
-                return "identity"
+                facts.append(PatientFacts(p, golden_self=True))
+                break
             person = self.person_of(p)
-            if person is None:
-                continue
-            b = self.basis(person)
-            if b.purpose is None:
-                refusal = Forbidden("HT-0103", self._no_basis_message(b))
-                continue
-            if labels & set(b.hide):
-                refusal = Forbidden("HT-0103", "this record is in a sensitive category the resident has not "
-                                               "consented to share with you")
-                continue
-            self.persons.add(person)
-            return b.purpose
-        return refusal or Forbidden("HT-0103", f"no access basis for {s.type}/{s.id}")
+            b = self.basis(person) if person is not None else None
+            facts.append(PatientFacts(p, basis=b))
+            if b is not None and b.purpose is not None and not labels & set(b.hide):
+                break
+        return RowFacts(**common, patients=tuple(facts))  # type: ignore[arg-type]
 
     def _golden_lookup_ok(self) -> bool:
         """Who may see a golden record at all (as its index card, see :meth:`present`)."""
@@ -565,12 +515,12 @@ class Access:
                 continue
             self.persons.add(s.id)
             self.purposes.add(IDENTITY)
-            if self.basis(s.id).purpose is not None:
+            if golden_shown_whole(self.role, self.basis(s.id)):
                 out.append(s)
                 continue
             own = [p for p in self.patients_of(s.id) if p != s.id and org and self.managing_org(p) == org]
             known = set(self._supplied)
-            for src in self.repo.fetch([("Patient", p) for p in own]):
+            for src in self.facts.fetch_patients(own):
                 for ident in (_body(src) or {}).get("identifier") or ():
                     if isinstance(ident, dict) and ident.get("system") in PERSON_IDENTIFIERS:
                         known.add((str(ident["system"]), str(ident.get("value"))))
@@ -665,21 +615,18 @@ class Access:
             # A Binary belongs to the patient its securityContext names (the CDA
             # documents of hutong.ingest.cda), for writes as for reads.
             patients = patients or _security_context(resource) | _security_context(_body(current))
+        gate = decide_write_role(self.role, type, correction=resource is None or _is_correction(resource),
+                                 has_org=bool(self.principal.organization_id))
+        if not gate.allowed:
+            raise gate.refusal()
         if self.role in PERSON_ROLES:
-            if type == "Task" and resource is not None and not _is_correction(resource):
-                raise Forbidden("HT-0104", "residents and delegates write only Consents and correction requests")
-            if type not in ("Consent", "Task"):
-                raise Forbidden("HT-0104", "residents and delegates write only Consents and correction requests "
-                                           "about themselves")
-            mine = set(self.my_patients())
-            before = self._stored_patients(w, current)
-            if not patients or not patients <= mine or not before <= mine:
-                raise Forbidden("HT-0103", "a Consent may only be about your own record (or those you act for)")
+            d = decide_person_write(patients, self._stored_patients(w, current), set(self.my_patients()))
+            if not d.allowed:
+                raise d.refusal()
             self.persons.update(self.my_persons())
             return False
-        if self.role not in ORG_ROLES or not self.principal.organization_id:
-            raise Forbidden("HT-0104", f"a {self.role.value} account does not write residents' records")
         org = self.principal.organization_id
+        assert org is not None
         if type == "Task" and self._check_task_write(org, resource, current):
             return False
         stamped = False
@@ -700,15 +647,12 @@ class Access:
             if current is None or current.deleted:
                 # Created (or re-created by its owner) here: records later in this
                 # transaction may be filed under it before its row is visible.
-                w.scratch.setdefault(PENDING_OWNERS, {})[id] = org
-            self._managed[id] = w.scratch.get(TRANSFERS, {}).get(id, org)
+                w.ctx.pending_owners[id] = org
+            self.facts.know_owner(id, w.ctx.transfers.get(id, org))
         elif resource is not None:
-            if not patients:
-                raise Forbidden("HT-0102", f"a {type} must belong to one of your institution's patients")
-            for p in patients:
-                if self._managed_in(w, p) != org:
-                    raise Forbidden("HT-0102", f"{type} refers to Patient/{p}, which is not your institution's "
-                                               "patient")
+            d = decide_org_write(type, {p: self._managed_in(w, p) for p in patients}, org)
+            if not d.allowed:
+                raise d.refusal()
             if type == "Encounter" and self.role is Role.CLINICIAN:
                 # A visit a clinician types in is no treatment basis (_treated_here);
                 # the mark goes on every version a clinician writes.
@@ -756,7 +700,7 @@ class Access:
         """A later version of a registration names its stored owner (stamped when
         left out); naming another one is refused unless :meth:`transfer` allowed it."""
         ref = _ref(resource.get("managingOrganization"))
-        moving = w.scratch.get(TRANSFERS, {}).get(id)
+        moving = w.ctx.transfers.get(id)
         if not ref:
             if was is None:
                 return False
@@ -779,8 +723,8 @@ class Access:
         if not self.unrestricted and (was is None or was != self.principal.organization_id):
             raise Forbidden("HT-0102", f"Patient/{current.id} is not your institution's registration: only its "
                                        "owner transfers it")
-        w.scratch.setdefault(TRANSFERS, {})[current.id] = to_org
-        self._managed.pop(current.id, None)
+        w.ctx.transfers[current.id] = to_org
+        self.facts.forget_owner(current.id)
         return was
 
     def expect_patients(self, w: SqlWriter, patients: list[tuple[str, dict[str, Any]]]) -> None:
@@ -792,10 +736,10 @@ class Access:
         org = self.principal.organization_id
         if self.unrestricted or self.role not in ORG_ROLES or not org or not patients:
             return
-        pending = w.scratch.setdefault(PENDING_OWNERS, {})
+        pending = w.ctx.pending_owners
         wanted = {pid for pid, res in patients
                   if _ref(res.get("managingOrganization")) in ("", f"Organization/{org}")}
-        existing = self.repo.existing_ids("Patient", sorted(wanted), w)
+        existing = self.facts.existing_patients(w, sorted(wanted))
         for pid in wanted:
             if pid in existing:
                 current = w.read_current("Patient", pid)
@@ -804,17 +748,7 @@ class Access:
             pending[pid] = org
 
     def _managed_in(self, w: SqlWriter, patient_id: str) -> str | None:
-        """Who manages a registration, inside a write: the stored owner of a live
-        one; else the pending owner of one this transaction creates."""
-        row = w.execute(
-            "SELECT p.pk, x.target_id FROM resource p LEFT JOIN idx_reference x ON x.res_pk = p.pk "
-            "AND x.param_id = ? AND x.target_type = 'Organization' "
-            "WHERE p.type = 'Patient' AND p.fhir_id = ? AND p.deleted = 0",
-            (self.repo.param_ids[("Patient", "organization")], patient_id)).fetchone()
-        if row is not None:
-            return str(row[1]) if row[1] is not None else None
-        pending = w.scratch.get(PENDING_OWNERS, {})
-        return str(pending[patient_id]) if patient_id in pending else None
+        return self.facts.managed_in(w, patient_id)
 
     def _registration_owner(self, w: SqlWriter, current: Stored) -> str | None:
         """The stored owner of an existing registration (a deleted one: of its
@@ -823,30 +757,10 @@ class Access:
         return ref.split("/", 1)[1] if ref.startswith("Organization/") else None
 
     def _last_live(self, w: SqlWriter, current: Stored) -> dict[str, Any] | None:
-        """The body of ``current``, or if it is deleted, of its last version before."""
-        if not current.deleted:
-            return _body(current)
-        row = w.execute("SELECT body FROM resource_version WHERE res_pk = ? AND deleted = 0 AND body IS NOT NULL "
-                        "ORDER BY version DESC LIMIT 1", (current.pk,)).fetchone()
-        if row is None:
-            return None
-        body: dict[str, Any] = orjson.loads(self.repo.codec.decode(bytes(row[0])))
-        return body
+        return self.facts.last_live(w, current)
 
     def _stored_patients(self, w: SqlWriter, current: Stored | None) -> set[str]:
-        """The patients a stored record belongs to; a deleted record's are those of
-        its last version (a write re-creating it must be theirs)."""
-        if current is None:
-            return set()
-        if current.deleted:
-            body = self._last_live(w, current)
-            if body is None:
-                return set()
-            if current.type == "Binary":
-                return _security_context(body)
-            return compartment_of(self.repo.indexer, current.type, body)
-        return {str(r[0]) for r in w.execute("SELECT patient_id FROM compartment WHERE res_pk = ?",
-                                             (current.pk,)).fetchall()}
+        return self.facts.stored_patients(w, current)
 
     def _check_directory_write(self, w: SqlWriter, type: str, resource: dict[str, Any] | None,
                                current: Stored | None) -> bool:
@@ -876,11 +790,8 @@ class Access:
         return False
 
 
-def _body(s: Stored | None) -> dict[str, Any] | None:
-    if s is None or s.body is None:
-        return None
-    body: dict[str, Any] = orjson.loads(s.body)
-    return body
+_body = body_of
+_security_context = security_context
 
 
 def _labels(s: Stored) -> set[str]:
@@ -908,31 +819,16 @@ def _is_correction(resource: dict[str, Any]) -> bool:
     return any(isinstance(c, dict) and (c.get("system"), c.get("code")) == CORRECTION for c in codings)
 
 
-def _security_context(resource: dict[str, Any] | None) -> set[str]:
-    ref = (((resource or {}).get("securityContext") or {}).get("reference")) or ""
-    key = consent_rules.ref_key(ref) if isinstance(ref, str) else ""
-    return {key.split("/", 1)[1]} if key.startswith("Patient/") else set()
-
-
 def _ref(value: Any) -> str:
     """"Type/id" of a Reference (empty when it is not one)."""
     ref = value.get("reference") if isinstance(value, dict) else None
     return consent_rules.ref_key(ref) if isinstance(ref, str) and ref else ""
 
 
-def _day(value: Any) -> str:
-    """The date (YYYY-MM-DD) of a FHIR date or dateTime; empty when there is none."""
-    return value[:10] if isinstance(value, str) and len(value) >= 10 else ""
-
-
 def _tags(resource: dict[str, Any]) -> list[Any]:
     meta = resource.get("meta")
     tags = meta.get("tag") if isinstance(meta, dict) else None
     return tags if isinstance(tags, list) else []
-
-
-def _has_tag(resource: dict[str, Any], tag: tuple[str, str]) -> bool:
-    return any(isinstance(t, dict) and (t.get("system"), t.get("code")) == tag for t in _tags(resource))
 
 
 def _tag_code(resource: dict[str, Any], system: str) -> str | None:

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -72,6 +73,34 @@ class WriteHook(Protocol):
                  current: Stored | None) -> bool: ...
 
 
+@dataclass
+class WriteContext:
+    """The typed state one write transaction shares between its write stages
+    (hooks run in order: authorise -> label -> link identity -> index), instead
+    of untyped scratch keys.  A fresh one per transaction: each call of
+    :meth:`SqlRepository.transact` (also inside a group commit's shared
+    transaction, where each call is its own savepoint) and each
+    :meth:`SqlRepository.write`.
+
+    ``actor`` is the caller the transaction acts for, bound with
+    :meth:`SqlRepository.acting_as` (a :class:`hutong.security.policy.Access`;
+    the store only carries it).  None means nobody: the policy stage refuses
+    every resource write then (issue 13: no "unset means trusted").
+    """
+
+    actor: object | None = None
+    # authorise (hutong.security.policy): registrations this transaction creates
+    # (Patient id -> owner Organization id), and owners moved by $transfer.
+    pending_owners: dict[str, str] = field(default_factory=dict)
+    transfers: dict[str, str] = field(default_factory=dict)
+    # link identity (hutong.mpi.service): Patients written in this transaction
+    # whose rows are not visible yet (id -> body), and a counter for new ids.
+    unlinked: dict[str, dict[str, Any]] = field(default_factory=dict)
+    link_seq: int = 0
+    # Patients whose records this transaction wrote (their persons go on the audit row).
+    written_patients: set[str] = field(default_factory=set)
+
+
 def system_clock() -> int:
     return time.time_ns() // 1_000_000
 
@@ -105,8 +134,8 @@ class SqlWriter:
         self.cur = conn.cursor()
         self._next_pk: int | None = None
         self.now = repo.clock()
-        # Per-transaction state of write hooks (e.g. bodies not inserted yet).
-        self.scratch: dict[str, Any] = {}
+        # Per-transaction state of the write stages (the policy, the MPI linker).
+        self.ctx = WriteContext(actor=repo.actor)
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         self.cur.execute(self.db.sql(sql), args)
@@ -292,6 +321,9 @@ class SqlRepository:
         self.clock = clock
         self.param_ids: dict[tuple[str, str], int] = {}
         self.hooks: list[WriteHook] = []
+        # Whom this handle's writes act for (acting_as); None: writes of resources
+        # are refused by the policy stage when one is installed.
+        self.actor: object | None = None
         self._fixed_conn: Any = None
         self._group: GroupCommit[SqlWriter] | None = (
             GroupCommit(self.write, self._savepoint) if db.dialect == "sqlite" else None)
@@ -337,11 +369,31 @@ class SqlRepository:
         On SQLite concurrent callers share one COMMIT (group commit), each in its
         own savepoint; on PostgreSQL each call is its own transaction.
         """
+        actor = self.actor
+
+        def run(w: SqlWriter) -> T:
+            # A fresh context per call: a group commit shares one transaction
+            # between callers, each in its own savepoint, acting for itself (and
+            # a rolled-back caller's pending state does not leak into the next).
+            # Arrival order stays unique within the shared transaction.
+            w.ctx = WriteContext(actor=actor, link_seq=w.ctx.link_seq)
+            return fn(w)
+
         if self._group is not None:
-            result: T = self._group.submit(fn)
+            result: T = self._group.submit(run)
             return result
         with self.write() as w:
-            return fn(w)
+            return run(w)
+
+    def acting_as(self, actor: object) -> SqlRepository:
+        """This repository, its writes acting for ``actor`` (the caller's policy,
+        hutong.security.policy.Access) for the life of one request or job:
+        every transaction it opens carries the actor in its :class:`WriteContext`,
+        where the policy stage finds it (never from ambient state)."""
+        v = copy.copy(self)
+        v.actor = actor
+        return v
+
 
     @contextmanager
     def _savepoint(self, w: SqlWriter, name: str) -> Iterator[None]:
