@@ -80,6 +80,7 @@ NOT_YET_MOVED = {
     "hutong/mpi/relink.py": "issue 13 item 1 -> mpi/state.py",
     "hutong/web/mpi_cmd.py": "issue 13 item 1 -> mpi/state.py (the CLI moves under hutong/cli/, item 3)",
     "hutong/ingest/bulk.py": "issue 13 items 1, 5 -> store (bulk insert on the Writer Protocol)",
+    "hutong/ingest/pipeline.py": "issue 13 items 1, 5 -> ingest/inbox.py (one ingestion envelope)",
     "hutong/fhir/assembly.py": "issue 13 item 3: the composition root moves to hutong/platform.py",
     # concrete SqlRepository/SqlWriter/Database in signatures only: to the Protocols
     "hutong/cmdline.py": "issue 13 item 1 (the CLI moves under hutong/cli/, item 3)",
