@@ -1,5 +1,5 @@
-"""The clinician workspace in a real browser (issue 7), plus its two pure pieces
-(the CDA renderer and the record assembly) without one.
+"""The clinician workspace in a real browser (issue 7), plus its pure CDA
+renderer without one (the record model's own tests: tests/record/).
 
 - a clinician finds a patient seen at three institutions and sees all three;
 - without a basis the record cannot be opened by URL (403), only through
@@ -27,10 +27,10 @@ from hutong.fhir.bundle import BundleProcessor
 from hutong.fhir.service import FhirService
 from hutong.ingest.cda.parse import CdaError
 from hutong.ingest.pipeline import Ingestor
+from hutong.record import mask_id
 from hutong.security.principal import Role
 from hutong.systems import HEALTH_CARD, ID_CARD, ORGANIZATION
 from hutong.web.ui import cda_render
-from hutong.web.ui.record import build_record, mask_id
 
 CDA_FIXTURE = "C0002_outpatient_record.xml"
 CDA_CUSTODIAN = "121101050000000781"  # the fixtures' invented institution (tests/ingest/fixtures/cda/README.md)
@@ -426,47 +426,3 @@ def test_cda_with_a_doctype_is_refused() -> None:
            b'<ClinicalDocument xmlns="urn:hl7-org:v3"><title>&e;</title></ClinicalDocument>'
     with pytest.raises(CdaError):
         cda_render.render(evil)
-
-
-def test_record_assembly_flags_trends_and_elsewhere() -> None:
-    now = datetime(2026, 11, 20, tzinfo=UTC)
-
-    def obs(i: int, org: str, day: str, value: float, interp: str | None = None) -> dict[str, Any]:
-        o: dict[str, Any] = {"resourceType": "Observation", "id": f"o{i}", "subject": {"reference": f"Patient/p-{org}"},
-                             "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7", "display": "葡萄糖"}]},
-                             "effectiveDateTime": day + "T08:00:00+08:00", "valueQuantity": {"value": value,
-                                                                                             "unit": "mmol/L"},
-                             "referenceRange": [{"low": {"value": 3.9}, "high": {"value": 6.1}}]}
-        if interp:
-            o["interpretation"] = [{"coding": [{"code": interp}]}]
-        return o
-
-    rows = [
-        {"resourceType": "Patient", "id": "mpi-x", "name": [{"text": "测试"}], "gender": "female",
-         "identifier": [{"system": ID_CARD, "value": "11010519900101002X"}], "link": [
-             {"type": "seealso", "other": {"reference": "Patient/p-a"}},
-             {"type": "seealso", "other": {"reference": "Patient/p-b"}}]},
-        {"resourceType": "Patient", "id": "p-a", "managingOrganization": {"reference": "Organization/a"}},
-        {"resourceType": "Patient", "id": "p-b", "managingOrganization": {"reference": "Organization/b"}},
-        {"resourceType": "Organization", "id": "a", "name": "甲医院"},
-        {"resourceType": "Organization", "id": "b", "name": "乙医院"},
-        obs(1, "a", "2026-11-18", 5.0), obs(2, "b", "2026-11-10", 7.2), obs(3, "b", "2026-09-01", 3.1, "L"),
-    ]
-    rec = build_record("mpi-x", rows, own_org="a", now=now)
-    assert rec.demographics is not None and rec.demographics.id_number_masked == "110105********002X"
-    assert [x.flag for x in rec.labs] == ["", "H", "L"]  # by range when uncoded, by interpretation when coded
-    assert [x.source.name for x in rec.labs] == ["甲医院", "乙医院", "乙医院"]
-    (s,) = rec.series
-    assert [p.number for p in s.points] == [3.1, 7.2, 5.0]  # oldest first
-    (eq,) = rec.equivalents  # own institution's result is not "elsewhere"; the 2026-09 one is too old
-    assert eq.source.name == "乙医院" and eq.value == "7.2 mmol/L" and eq.age_days == 10
-
-    def cond(i: int, org: str, onset: str) -> dict[str, Any]:
-        return {"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/p-{org}"},
-                "clinicalStatus": {"coding": [{"code": "active"}]}, "onsetDateTime": onset,
-                "category": [{"coding": [{"code": "problem-list-item"}]}],
-                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10", "display": "高血压"}]}}
-
-    rec = build_record("mpi-x", [*rows, cond(1, "a", "2020-01-01"), cond(2, "b", "2018-05-01")], own_org="a")
-    (g,) = rec.problem_list  # one problem, known at two institutions, since the earliest onset
-    assert g.code == "I10" and g.onset == "2018-05-01" and {s.name for s in g.sources} == {"甲医院", "乙医院"}

@@ -18,7 +18,6 @@ from playwright.sync_api import Page, expect
 from hutong.security.accounts import Delegation
 from hutong.security.principal import Role
 from hutong.systems import ID_CARD, ORGANIZATION
-from hutong.web.ui.resident import lab_flag
 
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
 
@@ -57,15 +56,6 @@ def _person_with_high_lab(ui: UiRegion) -> tuple[dict[str, Any], dict[str, Any]]
             used.add(p["id"])
             return p, obs
     pytest.fail("no person with a lab value above its range")
-
-
-def test_lab_flag_words() -> None:
-    high = {"valueQuantity": {"value": 9.0}, "referenceRange": [{"low": {"value": 3.9}, "high": {"value": 6.1}}]}
-    low = {"valueQuantity": {"value": 2.0}, "referenceRange": [{"low": {"value": 3.9}, "high": {"value": 6.1}}]}
-    normal = {"valueQuantity": {"value": 5.0}, "referenceRange": [{"low": {"value": 3.9}, "high": {"value": 6.1}}],
-              "interpretation": [{"coding": [{"code": "H"}]}]}  # the range decides, not a stale flag
-    sender = {"valueString": "阳性", "interpretation": [{"coding": [{"code": "POS"}]}]}
-    assert [lab_flag(x) for x in (high, low, normal, sender, {})] == ["high", "low", None, "abnormal", None]
 
 
 def test_timeline_shows_every_institution(ui: UiRegion, new_page: Callable[..., Page]) -> None:

@@ -14,9 +14,11 @@ Pages (all under the gate: signed in, the request's Access, one audit row each):
   (``POST /clinician/patient/{person}/break-glass``: at least 10 characters;
   flagged in the audit trail, the resident is told by SMS, auditors review).
 - ``GET /clinician/patient/{person}/record?reason=...&tab=...``: the
-  longitudinal record (hutong.web.ui.record).  It opens only with a ``reason``
-  equal to the basis the server finds again at that moment, so a URL without
-  the access step is refused (HT-0107) and one without any basis too (HT-0103).
+  longitudinal record (hutong.record, the model both portals render; the
+  "recent equivalent results elsewhere" panel is hutong.cds.equivalents).
+  It opens only with a ``reason`` equal to the basis the server finds again
+  at that moment, so a URL without the access step is refused (HT-0107) and
+  one without any basis too (HT-0103).
 - ``GET /clinician/document/{id}?reason=...``: one DocumentReference, its WS/T
   500 CDA rendered as HTML (hutong.web.ui.cda_render) or its plain text.
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -37,11 +39,13 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from hutong.cds.equivalents import IMAGING_WINDOW_DAYS, LAB_WINDOW_DAYS, recent_equivalents
 from hutong.errors import Forbidden, InvalidRequest, NotFound
 from hutong.fhir.identity import MATCH_GRADE, IdentityOperations
 from hutong.fhir.service import FhirService
 from hutong.mpi.golden import PERSON_PREFIX
 from hutong.mpi.idnumber import parse_id_number
+from hutong.record import Demographics, Record, demographics_of, load_record
 from hutong.security.policy import Access
 from hutong.security.principal import Role
 from hutong.store.sql import SqlRepository
@@ -49,14 +53,7 @@ from hutong.systems import HEALTH_CARD, ID_CARD
 from hutong.web import access_ops
 from hutong.web.ui import cda_render, i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
-from hutong.web.ui.record import (
-    IMAGING_WINDOW_DAYS,
-    LAB_WINDOW_DAYS,
-    Demographics,
-    Record,
-    demographics_of,
-    load_record,
-)
+from hutong.web.ui.record import trend_chart
 
 # Bases under which the record opens (the reason the clinician states must be the one found).
 OPENABLE = ("own-institution", "treatment", "consent", "break-glass")
@@ -169,10 +166,6 @@ i18n.add({
     "clin.unit": ("单位", "Unit"),
     "clin.range": ("参考范围", "Reference range"),
     "clin.flag": ("提示", "Flag"),
-    "clin.flag.H": ("↑ 偏高", "↑ high"),
-    "clin.flag.L": ("↓ 偏低", "↓ low"),
-    "clin.flag.A": ("! 异常", "! abnormal"),
-    "clin.flag.N": ("正常", "normal"),
     "clin.panel": ("检验组合", "Panel"),
     "clin.department": ("科室", "Department"),
     "clin.institution": ("机构", "Institution"),
@@ -190,8 +183,6 @@ i18n.add({
     "clin.criticality": ("严重程度", "Criticality"),
     "clin.trends": ("趋势图", "Trends"),
     "clin.trend_of": ("{name} 趋势（{n} 次）", "{name} trend ({n} values)"),
-    "clin.upper": ("参考上限", "Upper limit"),
-    "clin.lower": ("参考下限", "Lower limit"),
     "clin.newest_of": ("显示最新 {shown} 条，共 {total} 条。", "Showing the newest {shown} of {total}."),
     "clin.modality": ("检查方式", "Modality"),
     "clin.description": ("检查项目", "Study"),
@@ -397,8 +388,11 @@ class ClinicianPortal:
         return base64.b64decode(data, validate=True) if isinstance(data, str) else None
 
 
-def _record_context(rec: Record, tab: str, inst: str | None, t: i18n.Translator) -> dict[str, Any]:
+def _record_context(rec: Record, tab: str, inst: str | None, t: i18n.Translator,
+                    own_org: str | None) -> dict[str, Any]:
     ctx: dict[str, Any] = {"rec": rec, "tab": tab, "lab_days": LAB_WINDOW_DAYS, "img_days": IMAGING_WINDOW_DAYS}
+    if tab == "summary":
+        ctx["equivalents"] = recent_equivalents(rec.labs, rec.imaging, own_org, datetime.now(UTC))
     if tab == "timeline":
         visits: dict[tuple[str, str], int] = {}
         for e in rec.encounters:
@@ -408,24 +402,8 @@ def _record_context(rec: Record, tab: str, inst: str | None, t: i18n.Translator)
         ctx["inst"] = inst or ""
     elif tab == "labs":
         ctx["lab_rows"] = rec.labs[:MAX_LAB_ROWS]
-        charts = []
-        for i, s in enumerate(rec.series[:MAX_CHARTS]):
-            n = len(s.points)
-            datasets: list[dict[str, Any]] = [{
-                "label": f"{s.name} ({s.unit})" if s.unit else s.name, "data": [p.number for p in s.points],
-                "borderColor": "#0b5cad", "backgroundColor": "#0b5cad", "tension": 0, "pointRadius": 3}]
-            if s.high is not None:
-                datasets.append({"label": t("clin.upper"), "data": [s.high] * n, "borderColor": "#a40e26",
-                                 "borderDash": [6, 4], "pointRadius": 0, "borderWidth": 1})
-            if s.low is not None:
-                datasets.append({"label": t("clin.lower"), "data": [s.low] * n, "borderColor": "#8a4b00",
-                                 "borderDash": [2, 3], "pointRadius": 0, "borderWidth": 1})
-            charts.append({"id": f"trend-{i}", "series": s, "config": {
-                "type": "line",
-                "data": {"labels": [p.date[:10] for p in s.points], "datasets": datasets},
-                "options": {"animation": False, "maintainAspectRatio": False, "responsive": True,
-                            "plugins": {"legend": {"display": True}}}}})
-        ctx["charts"] = charts
+        ctx["charts"] = [{"id": f"trend-{i}", "series": s, "config": trend_chart(s.points, t)}
+                         for i, s in enumerate(rec.series[:MAX_CHARTS])]
     return ctx
 
 
@@ -478,7 +456,8 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> ClinicianPortal
             rec = load_record(svc, person)
             t = i18n.Translator(pages.lang(request))
             return {"person": person, "reason": purpose,
-                    **_record_context(rec, tab, request.query_params.get("inst"), t)}
+                    **_record_context(rec, tab, request.query_params.get("inst"), t,
+                                      access.principal.organization_id)}
 
         ctx = await run_in_threadpool(work)
         return pages.render(request, "clinician/record.html", tabs=TABS, **ctx)

@@ -8,6 +8,9 @@ may see it, sees who looked, and asks for corrections:
   department, diagnoses, medicines, lab reports, allergies).
 - ``GET /resident/labs``: lab reports; a value outside its reference range
   says so in words and with an arrow (偏高 ↑ / 偏低 ↓), never by colour alone.
+
+Both record pages render :mod:`hutong.record`, the model the clinician
+workspace renders too (one flag rule, one Encounter–Condition resolution).
 - ``GET /resident/consents``; ``POST /resident/consents`` (grant to an
   institution or one doctor, or deny an institution) and
   ``POST /resident/consents/{id}/revoke``: FHIR Consent resources read by the
@@ -30,7 +33,7 @@ audited by the gate like any other.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -42,6 +45,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from hutong.errors import Forbidden, HutongError, InvalidRequest, NotFound
 from hutong.fhir.service import FhirService
 from hutong.fhir.validation import check_id
+from hutong.record import LabReport, load_record
+from hutong.record.build import entry_label
+from hutong.record.readers import clinical_date as _when
+from hutong.record.readers import text as _text
 from hutong.security import consent_authors
 from hutong.security.accounts import Account
 from hutong.security.audit import AccessEntry, AuditLog
@@ -50,7 +57,7 @@ from hutong.security.principal import Role
 from hutong.store.sql import SqlRepository
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
-from hutong.web.ui.record import everything_rows
+from hutong.web.ui.record import trend_chart
 
 T = TypeVar("T")
 
@@ -105,11 +112,6 @@ i18n.add({
     "labs.result": ("结果", "Result"),
     "labs.range": ("参考范围", "Normal range"),
     "labs.verdict": ("判断", "Reading"),
-    "labs.high": ("偏高", "High"),
-    "labs.low": ("偏低", "Low"),
-    "labs.abnormal": ("异常", "Abnormal"),
-    "labs.normal": ("正常", "Normal"),
-    "labs.unknown": ("—", "—"),
     "labs.only_abnormal": ("只看异常项目", "Only out-of-range results"),
     "labs.help": ("结果超出参考范围时，会标出“偏高 ↑”或“偏低 ↓”。如有疑问请咨询医生。",
                   "Results outside the normal range are marked “High ↑” or “Low ↓”. Ask your doctor "
@@ -285,21 +287,7 @@ i18n.add({
 
 
 # --------------------------------------------------------------------------- small readers
-def _text(cc: Any) -> str:
-    """Plain words of a CodeableConcept: its text, else the first coding's display."""
-    if not isinstance(cc, dict):
-        return ""
-    if isinstance(cc.get("text"), str) and cc["text"]:
-        return str(cc["text"])
-    for c in cc.get("coding") or []:
-        if isinstance(c, dict) and c.get("display"):
-            return str(c["display"])
-    for c in cc.get("coding") or []:
-        if isinstance(c, dict) and c.get("code"):
-            return str(c["code"])
-    return ""
-
-
+# (CodeableConcept words and clinical dates: hutong.record.readers, imported as _text and _when)
 def _code(cc: Any) -> str:
     if isinstance(cc, dict):
         for c in cc.get("coding") or []:
@@ -325,260 +313,8 @@ def _minute(v: Any) -> str:
     return v[:16].replace("T", " ") if isinstance(v, str) else ""
 
 
-def _when(res: dict[str, Any]) -> str:
-    """The clinically relevant date of a resource (for ordering and display)."""
-    for k in ("effectiveDateTime", "issued", "authoredOn", "recordedDate", "onsetDateTime", "occurrenceDateTime",
-              "performedDateTime", "started", "date"):
-        if isinstance(res.get(k), str):
-            return str(res[k])
-    for k in ("period", "effectivePeriod", "performedPeriod"):
-        p = res.get(k)
-        if isinstance(p, dict) and isinstance(p.get("start"), str):
-            return str(p["start"])
-    return ""
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-
-
-def _fmt(v: float) -> str:
-    return f"{v:g}"
-
-
 def _ms_local(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, BEIJING).strftime("%Y-%m-%d %H:%M")
-
-
-# --------------------------------------------------------------------------- the record
-@dataclass
-class LabResult:
-    id: str
-    name: str
-    value: str
-    unit: str
-    range: str
-    flag: str | None            # high | low | abnormal | None (in range or unknown)
-    when: str
-    code: str
-    number: float | None
-    low: float | None
-    high: float | None
-
-
-@dataclass
-class LabReport:
-    id: str
-    name: str
-    when: str
-    institution: str
-    results: list[LabResult]
-
-    @property
-    def abnormal(self) -> int:
-        return sum(1 for r in self.results if r.flag)
-
-
-@dataclass
-class Visit:
-    id: str
-    when: str
-    institution: str
-    department: str
-    kind: str
-    diagnoses: list[str] = field(default_factory=list)
-    medicines: list[str] = field(default_factory=list)
-    reports: list[LabReport] = field(default_factory=list)
-
-
-@dataclass
-class Item:
-    """Something in the record a correction may be asked for."""
-
-    ref: str                    # "Type/id"
-    type: str
-    label: str
-    when: str
-    institution: str
-
-
-@dataclass
-class Record:
-    """A person's record as the resident portal shows it (assembled from
-    $everything: the rows the caller's policy admitted)."""
-
-    resources: list[dict[str, Any]]
-    by_ref: dict[str, dict[str, Any]]
-    org_of_patient: dict[str, str]
-    org_names: dict[str, str]
-    visits: list[Visit]
-    labs: list[LabReport]
-    allergies: list[tuple[str, str, str]]   # (substance, reaction, institution)
-
-    def institution_of(self, res: dict[str, Any]) -> str:
-        """Name of the institution holding a resource (its source Patient's managing Organization)."""
-        return self.org_names.get(self.org_id_of(res) or "", "")
-
-    def org_id_of(self, res: dict[str, Any]) -> str | None:
-        if res.get("resourceType") == "Patient":
-            return _ref(res.get("managingOrganization")).split("/")[-1] or None
-        for k in ("subject", "patient", "for"):
-            pid = _ref(res.get(k))
-            if pid.startswith("Patient/") and pid.split("/")[1] in self.org_of_patient:
-                return self.org_of_patient[pid.split("/")[1]]
-        for k in ("serviceProvider", "performer"):
-            v = res.get(k)
-            ref = _ref(v[0] if isinstance(v, list) and v else v)
-            if ref.startswith("Organization/"):
-                return ref.split("/")[1]
-        return None
-
-    def items(self) -> list[Item]:
-        out = []
-        for res in self.resources:
-            t = res.get("resourceType")
-            if t not in CORRECTABLE or not isinstance(res.get("id"), str):
-                continue
-            if t == "Observation" and not _is_lab(res):
-                continue
-            name = _text(res.get("code") or res.get("medicationCodeableConcept") or res.get("vaccineCode")
-                         or res.get("serviceType") or (res.get("type") or [None])[0])
-            out.append(Item(f"{t}/{res['id']}", str(t), name, _day(_when(res)), self.institution_of(res)))
-        order = {t: i for i, t in enumerate(CORRECTABLE)}
-        out.sort(key=lambda i: i.when, reverse=True)
-        out.sort(key=lambda i: order[i.type])
-        return out
-
-
-def _is_lab(obs: dict[str, Any]) -> bool:
-    return any(_code(c).endswith("|laboratory") for c in obs.get("category") or [])
-
-
-def lab_flag(obs: dict[str, Any]) -> str | None:
-    """high | low | abnormal | None: from the value against the reference range,
-    else from the sender's interpretation (v3 ObservationInterpretation H/L/A)."""
-    q = obs.get("valueQuantity")
-    v = _num(q.get("value")) if isinstance(q, dict) else None
-    rr = (obs.get("referenceRange") or [None])[0]
-    if v is not None and isinstance(rr, dict):
-        lo = _num((rr.get("low") or {}).get("value"))
-        hi = _num((rr.get("high") or {}).get("value"))
-        if hi is not None and v > hi:
-            return "high"
-        if lo is not None and v < lo:
-            return "low"
-        if lo is not None or hi is not None:
-            return None
-    codes = {(c.get("code") or "").upper() for i in obs.get("interpretation") or [] if isinstance(i, dict)
-             for c in i.get("coding") or [] if isinstance(c, dict)}
-    if codes & {"H", "HH", "HU", ">"}:
-        return "high"
-    if codes & {"L", "LL", "LU", "<"}:
-        return "low"
-    if codes & {"A", "AA", "POS", "DET", "R"}:
-        return "abnormal"
-    return None
-
-
-def _lab_result(obs: dict[str, Any]) -> LabResult:
-    q = obs.get("valueQuantity")
-    value, unit, number = "", "", None
-    if isinstance(q, dict):
-        number = _num(q.get("value"))
-        value = _fmt(number) if number is not None else ""
-        unit = str(q.get("unit") or q.get("code") or "")
-    elif isinstance(obs.get("valueString"), str):
-        value = str(obs["valueString"])
-    elif isinstance(obs.get("valueCodeableConcept"), dict):
-        value = _text(obs["valueCodeableConcept"])
-    elif obs.get("component"):
-        parts = []
-        for c in obs["component"]:
-            cq = c.get("valueQuantity") if isinstance(c, dict) else None
-            if isinstance(cq, dict) and _num(cq.get("value")) is not None:
-                parts.append(_fmt(_num(cq.get("value")) or 0.0))
-                unit = str(cq.get("unit") or "")
-        value = "/".join(parts)
-    rr = (obs.get("referenceRange") or [None])[0]
-    lo = hi = None
-    text = ""
-    if isinstance(rr, dict):
-        lo = _num((rr.get("low") or {}).get("value"))
-        hi = _num((rr.get("high") or {}).get("value"))
-        if isinstance(rr.get("text"), str):
-            text = str(rr["text"])
-        elif lo is not None or hi is not None:
-            text = f"{_fmt(lo) if lo is not None else ''}–{_fmt(hi) if hi is not None else ''} {unit}".strip()
-    return LabResult(str(obs.get("id")), _text(obs.get("code")), value, unit, text, lab_flag(obs),
-                     _when(obs), _code(obs.get("code")), number, lo, hi)
-
-
-def assemble(resources: list[dict[str, Any]]) -> Record:
-    """The portal's view of a person's record (visits, labs, allergies)."""
-    by_ref = {f"{r.get('resourceType')}/{r.get('id')}": r for r in resources}
-    org_names = {str(r["id"]): str(r.get("name") or "") for r in resources
-                 if r.get("resourceType") == "Organization" and isinstance(r.get("id"), str)}
-    org_of_patient = {}
-    for r in resources:
-        if r.get("resourceType") == "Patient":
-            org = _ref(r.get("managingOrganization"))
-            if org.startswith("Organization/"):
-                org_of_patient[str(r.get("id"))] = org.split("/")[1]
-                disp = (r.get("managingOrganization") or {}).get("display")
-                if isinstance(disp, str):
-                    org_names.setdefault(org.split("/")[1], disp)
-    # Names the senders put on references fill the gaps (an institution's Organization may not be included).
-    for r in resources:
-        for k in ("serviceProvider", "performer"):
-            v = r.get(k)
-            one = v[0] if isinstance(v, list) and v else v
-            ref = _ref(one)
-            if ref.startswith("Organization/") and isinstance(one, dict) and isinstance(one.get("display"), str):
-                org_names.setdefault(ref.split("/")[1], one["display"])
-    rec = Record(resources, by_ref, org_of_patient, org_names, [], [], [])
-    visits: dict[str, Visit] = {}
-    for r in resources:
-        if r.get("resourceType") == "Encounter":
-            sp = r.get("serviceProvider") or {}
-            inst = rec.institution_of(r) or (sp.get("display") if isinstance(sp, dict) else "") or ""
-            visits[f"Encounter/{r.get('id')}"] = Visit(
-                str(r.get("id")), _when(r), str(inst), _text(r.get("serviceType")),
-                _text((r.get("type") or [None])[0]) or _text(r.get("class")))
-    reports = []
-    for r in resources:
-        t = r.get("resourceType")
-        enc = visits.get(_ref(r.get("encounter")))
-        if t == "Condition" and enc is not None:
-            name = _text(r.get("code"))
-            if name and name not in enc.diagnoses:
-                enc.diagnoses.append(name)
-        elif t == "MedicationRequest" and enc is not None:
-            name = _text(r.get("medicationCodeableConcept")) or _text(
-                rec.by_ref.get(_ref(r.get("medicationReference")), {}).get("code"))
-            if name and name not in enc.medicines:
-                enc.medicines.append(name)
-        elif t == "DiagnosticReport":
-            results = [_lab_result(rec.by_ref[_ref(x)]) for x in r.get("result") or []
-                       if _ref(x) in rec.by_ref]
-            rep = LabReport(str(r.get("id")), _text(r.get("code")), _when(r), rec.institution_of(r), results)
-            if results:
-                reports.append(rep)
-                if enc is not None:
-                    enc.reports.append(rep)
-        elif t == "AllergyIntolerance":
-            reaction = ", ".join(_text(m) for x in r.get("reaction") or [] if isinstance(x, dict)
-                                 for m in x.get("manifestation") or [])
-            rec.allergies.append((_text(r.get("code")), reaction, rec.institution_of(r)))
-    rec.visits = sorted(visits.values(), key=lambda v: v.when, reverse=True)
-    rec.labs = sorted(reports, key=lambda x: x.when, reverse=True)
-    return rec
-
-
-def load_resources(svc: FhirService, person: str) -> list[dict[str, Any]]:
-    """Every row of ``Patient/{person}/$everything`` the caller may see (all
-    pages), read the same way as the clinician workspace's record
-    (hutong.web.ui.record.everything_rows)."""
-    return everything_rows(svc, person)[0]
 
 
 def _search(svc: FhirService, type: str, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -792,32 +528,32 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
         access, person = me(request)
         svc = service(request)
         page = _int(request.query_params.get("page"), 0)
-        rec = await run(lambda: assemble(load_resources(svc, person)))
+        rec = await run(lambda: load_record(svc, person))
         start = page * VISIT_PAGE
         return await run(lambda: render(
             request, "resident/timeline.html", access, person, svc, rec=rec,
-            visits=rec.visits[start:start + VISIT_PAGE], page=page,
-            more=len(rec.visits) > start + VISIT_PAGE,
-            institutions=len({v.institution for v in rec.visits if v.institution}), tab="timeline"))
+            visits=rec.encounters[start:start + VISIT_PAGE], page=page,
+            more=len(rec.encounters) > start + VISIT_PAGE,
+            institutions=len({e.source.org_id for e in rec.encounters if e.source.org_id}), tab="timeline"))
 
     # ------------------------------------------------------------ labs
     @app.get("/resident/labs", response_class=HTMLResponse)
     async def labs(request: Request) -> Response:
         access, person = me(request)
         svc = service(request)
-        rec = await run(lambda: assemble(load_resources(svc, person)))
+        rec = await run(lambda: load_record(svc, person))
         only = request.query_params.get("abnormal") == "1"
         trend_code = request.query_params.get("trend")
         trend = None
         chart = None
         if trend_code:
-            points = sorted({r.id: (r, rep) for rep in rec.labs for r in rep.results
-                             if r.code == trend_code}.values(), key=lambda x: x[0].when)
+            points = sorted((x for x in rec.labs if x.code == trend_code and x.number is not None),
+                            key=lambda x: x.date)
             if points:
                 trend = points
-                chart = _trend_chart(points)
-        reports = [LabReport(r.id, r.name, r.when, r.institution, [x for x in r.results if x.flag])
-                   for r in rec.labs] if only else rec.labs
+                chart = trend_chart(points, i18n.Translator(pages.lang(request)))
+        reports = [LabReport(r.id, r.name, r.date, r.source, [x for x in r.results if x.flag.abnormal],
+                             r.encounter_id) for r in rec.reports] if only else rec.reports
         reports = [r for r in reports if r.results]
         return await run(lambda: render(request, "resident/labs.html", access, person, svc, reports=reports,
                                         only=only, trend=trend, chart=chart, tab="labs"))
@@ -1019,16 +755,18 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
         svc = service(request)
 
         def load() -> dict[str, Any]:
-            rec = assemble(load_resources(svc, person))
+            rec = load_record(svc, person)
             rows: list[CorrectionRow] = []
             unavailable = None
             try:
                 tasks = _search(svc, "Task", [("patient", f"Patient/{person}"),
                                               ("code", f"{TASK_SYSTEM}|{CORRECTION}"), ("_count", "200")])
-                rows = correction_rows(tasks, rec.org_names)
+                rows = correction_rows(tasks, rec.organizations)
             except HutongError as e:
                 unavailable = e.message
-            return {"items": rec.items(), "rows": rows, "unavailable": unavailable}
+            order = {t: i for i, t in enumerate(CORRECTABLE)}
+            items = sorted((e for e in rec.entries if e.type in order), key=lambda e: order[e.type])
+            return {"items": items, "rows": rows, "unavailable": unavailable}
 
         data = await run(load)
         return await run(lambda: render(request, "resident/corrections.html", access, person, svc, tab="corrections",
@@ -1059,9 +797,7 @@ def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
             if not owner.startswith("Organization/"):
                 raise InvalidRequest("HT-0041", "the institution holding this item is not known")
             org = orjson.loads(svc.read("Organization", owner.split("/")[1]).body or b"{}")
-            label = _text(res.get("code") or res.get("medicationCodeableConcept") or res.get("vaccineCode")
-                          or res.get("serviceType") or (res.get("type") or [None])[0])
-            label = f"{i18n.MESSAGES['type.' + kind][0]} · {label} · {_day(_when(res))}".strip(" ·")
+            label = f"{i18n.MESSAGES['type.' + kind][0]} · {entry_label(res)} · {_day(_when(res))}".strip(" ·")
             task = correction_task(person, f"{kind}/{rid}", label, owner, str(org.get("name") or ""), text)
             svc.create("Task", orjson.dumps(task), {})
 
@@ -1082,22 +818,3 @@ def _back(request: Request, access: Access, person: str, path: str, extra: str) 
     if access.role is Role.DELEGATE:
         q.append(f"person={person}")
     return path + "?" + "&".join(q)
-
-
-def _trend_chart(points: list[tuple[LabResult, LabReport]]) -> dict[str, Any]:
-    """A Chart.js line chart (Chart.js 4 config) of one test over time, with the
-    reference range as two dashed lines."""
-    labels = [p[0].when[:10] for p in points]
-    values = [p[0].number for p in points]
-    datasets: list[dict[str, Any]] = [{"label": points[-1][0].name + (f" ({points[-1][0].unit})"
-                                                                      if points[-1][0].unit else ""),
-                                       "data": values, "borderColor": "#0b5cad", "backgroundColor": "#0b5cad",
-                                       "pointStyle": "circle", "pointRadius": 4, "tension": 0}]
-    lo, hi = points[-1][0].low, points[-1][0].high
-    for bound, label in ((hi, "上限 / upper"), (lo, "下限 / lower")):
-        if bound is not None:
-            datasets.append({"label": label, "data": [bound] * len(points), "borderColor": "#8a4b00",
-                             "borderDash": [6, 4], "pointRadius": 0, "fill": False})
-    return {"type": "line", "data": {"labels": labels, "datasets": datasets},
-            "options": {"responsive": True, "maintainAspectRatio": False, "animation": False,
-                        "plugins": {"legend": {"position": "bottom"}}}}
