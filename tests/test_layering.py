@@ -67,7 +67,7 @@ NOT_YET_MOVED = {
     # issue 13 item 1 (the storage seam), still to move, in this order:
     "hutong/security/accounts.py": "issue 13 item 1 -> security/accounts_store.py",
     "hutong/security/audit.py": "issue 13 item 1 -> security/audit_store.py",
-    "hutong/security/sharing.py": "issue 13 item 1 -> security/sharing_store.py",
+    "hutong/security/sharing.py": "issue 13 items 1, 2: SQL moved to sharing_store.py; SqlRepository/SqlWriter in signatures, create_tables(Database)",
     "hutong/security/tokens.py": "issue 13 items 1, 3: SQL moved to tokens_store.py; TokenService(repo: SqlRepository) left",
     "hutong/security/consent_authors.py": "issue 13 items 1, 3: SQL moved to consent_store.py; the hook takes SqlWriter",
     "hutong/fhir/bundle.py": "issue 13 items 1, 3: SQL moved to store/identifiers.py; w: SqlWriter as FhirService takes it",

@@ -29,6 +29,7 @@ from hutong.fhir.render import subset
 from hutong.fhir.response import FhirResponse, etag, http_date, version_headers
 from hutong.fhir.validation import check_id, check_type, validate
 from hutong.mpi.golden import GOLDEN_SYSTEM
+from hutong.security.guard import access_in
 from hutong.security.guard import current as acting_access
 from hutong.security.policy import Access
 from hutong.security.policy_store import mpi_of
@@ -102,12 +103,18 @@ def prefer_strict(headers: dict[str, str]) -> bool:
 
 class FhirService:
     """``access`` is the caller's policy (hutong.security.policy): every read,
-    search, include and $everything row passes it, and writes are checked by
-    its store hook.  None means trusted internal code (the command line, the
-    MPI, tests of the internals); every network entry point passes one."""
+    search, include and $everything row passes it, and every write acts for it
+    (the service writes through ``repo.acting_as(access)``; the store's policy
+    stage checks each write against it and refuses writes for nobody, HT-0350).
+    Given a repository already bound to an Access
+    (hutong.security.guard.as_operator), the service uses that one.  Without
+    any, reads are unfiltered (internal code: the MPI, tests of the internals)
+    and writes are refused."""
 
     def __init__(self, repo: SqlRepository, base_url: str = "", access: Access | None = None) -> None:
-        self.repo = repo
+        if access is None and isinstance(repo.actor, Access):
+            access = repo.actor
+        self.repo = repo.acting_as(access) if access is not None and repo.actor is not access else repo
         self.base_url = base_url.rstrip("/")
         self.mpi = mpi_of(repo)
         self._access = access
@@ -116,6 +123,12 @@ class FhirService:
     def access(self) -> Access | None:
         """The given policy, else the one the entry point acts under (MLLP, CDA)."""
         return self._access or acting_access()
+
+    def access_in(self, w: SqlWriter) -> Access | None:
+        """The policy a write in ``w`` acts under: this service's, else the one
+        the transaction was opened for (a service shared by an entry point that
+        binds each message's sender, hutong.ingest)."""
+        return self._access or access_in(w)
 
     # ------------------------------------------------------------------ helpers
     def _retry(self, fn: Callable[[], T]) -> T:
@@ -150,10 +163,11 @@ class FhirService:
             # own records, never the MPI's golden person that shares the number.
             items = [*items, ("_tag:not", f"{GOLDEN_SYSTEM}|golden")]
         parsed = fsearch.parse(type, items, base_url=self.base_url, strict=True)
-        if self.access is not None:
+        access = self.access_in(w)
+        if access is not None:
             # Criteria match only what the caller may write: an institution's
             # "my patient with this ID number" never finds another's record.
-            parsed.query.scope = self.access.write_scope(type)
+            parsed.query.scope = access.write_scope(type)
         return w.search_ids(parsed.query, limit)
 
     # ------------------------------------------------------------------ create

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from hutong.fhir.assembly import open_repository
 from hutong.ingest.bulk import import_ndjson, ndjson_files
+from hutong.security.guard import as_operator
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             total_lines += sum(1 for _ in fh)
     repo = open_repository(args.database)
     bar = tqdm(total=total_lines, unit="res", disable=args.quiet, file=sys.stderr)
-    report = import_ndjson(repo, path, workers=args.workers, strict=args.strict, progress=bar.update)
+    report = import_ndjson(as_operator(repo), path, workers=args.workers, strict=args.strict, progress=bar.update)
     bar.close()
     rate = report.loaded / report.seconds if report.seconds else 0.0
     for t, n in sorted(report.by_type.items()):

@@ -1,22 +1,27 @@
-"""The policy on the store's write path, and the request's acting Access.
+"""The policy on the store's write path, bound to each request's caller.
 
-Entry points (the HTTP middleware, the MLLP listener, the CDA route) run
-their work inside :func:`acting`; the :class:`PolicyGuard` write hook then
-checks every insert, replace and delete against that Access *inside the
-transaction*, whatever path produced it: REST, transaction and batch bundles,
-conditional writes, bulk import, HL7 and CDA mapping.  A refused write raises
-and the whole transaction rolls back (all-or-nothing).  Ownership is judged
-from what is stored, never from what the write claims (issue 12): the owner of
-an existing registration, the patients of the record a write replaces (or of
-its last version, when it re-creates a deleted id), the institution that
-registered a Practitioner.  The policy may also stamp what it accepts (a
-registration's owner when left out, ``entered-by|clinician`` on a clinician's
-Encounter, the registrar of an institution's Practitioner); the hook then
-returns True so index rows computed elsewhere are recomputed.
+Every entry point acts as an explicit principal (DESIGN.md trust model; issue
+13): the HTTP gate builds the request's :class:`Access` and the FHIR service
+writes through ``repo.acting_as(access)`` (:func:`bind`); an MLLP or CDA message
+is written as its authenticated sender; the command line, bulk import, the demo
+loader and background jobs as the local operator or the platform engine
+(:func:`as_principal`, :func:`as_operator`).  The Access travels in the
+transaction's typed context (:class:`~hutong.store.sql.WriteContext`), never in
+ambient state, and a resource write with no principal is refused (HT-0350):
+nothing is trusted for being unset.
 
-Without an acting Access the caller is trusted code running with the
-operator's own credentials (the command line, tests of the internals); every
-network entry point sets one, which the route enumeration test checks.
+The :class:`PolicyGuard` write hook then checks every insert, replace and
+delete against that Access *inside the transaction*, whatever path produced
+it: REST, transaction and batch bundles, conditional writes, bulk import, HL7
+and CDA mapping.  A refused write raises and the whole transaction rolls back
+(all-or-nothing).  Ownership is judged from what is stored, never from what
+the write claims (issue 12): the owner of an existing registration, the
+patients of the record a write replaces (or of its last version, when it
+re-creates a deleted id), the institution that registered a Practitioner.
+The policy may also stamp what it accepts (a registration's owner when left
+out, ``entered-by|clinician`` on a clinician's Encounter, the registrar of an
+institution's Practitioner); the hook then returns True so index rows
+computed elsewhere are recomputed.
 """
 
 from __future__ import annotations
@@ -26,26 +31,69 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from hutong.errors import Forbidden
 from hutong.security import consent_authors
 from hutong.security.policy import Access
+from hutong.security.policy_store import mpi_of
+from hutong.security.principal import LOCAL_OPERATOR, Principal
 from hutong.security.sensitivity import SensitivityLabeler
+from hutong.security.settings import SecuritySettings
 from hutong.store.repository import Stored
 from hutong.store.sql import SqlRepository, SqlWriter, compartment_of
 
+# TRANSITIONAL (issue 13 item 3): the ambient Access of the entry points not yet
+# moved to a bound repository (the ingest pipeline's _commit).  Read only when
+# the transaction carries no actor; removed with acting() once they are moved.
 _acting: ContextVar[Access | None] = ContextVar("hutong_acting", default=None)
-
-
-def current() -> Access | None:
-    return _acting.get()
 
 
 @contextmanager
 def acting(access: Access) -> Iterator[Access]:
+    """Deprecated: write through ``repo.acting_as(access)`` (:func:`bind`) instead."""
     token = _acting.set(access)
     try:
         yield access
     finally:
         _acting.reset(token)
+
+
+def current() -> Access | None:
+    """Deprecated: the FHIR service's own Access, or :func:`access_in` of the writer."""
+    return _acting.get()
+
+
+def access_in(w: SqlWriter) -> Access | None:
+    """The Access a write transaction acts for (None: nobody)."""
+    actor = w.ctx.actor
+    if isinstance(actor, Access):
+        return actor
+    return _acting.get()
+
+
+def bind(repo: SqlRepository, access: Access) -> SqlRepository:
+    """``repo``, every write through it acting as ``access``'s caller."""
+    return repo.acting_as(access)
+
+
+def as_principal(repo: SqlRepository, principal: Principal,
+                 settings: SecuritySettings | None = None) -> SqlRepository:
+    """``repo`` acting as ``principal`` for a whole job (a command, a loader, a
+    retry): its own Access, so the policy applies to the job as to a request."""
+    return bind(repo, Access(repo, principal, settings or SecuritySettings(), mpi=mpi_of(repo)))
+
+
+def as_operator(repo: SqlRepository) -> SqlRepository:
+    """``repo`` acting as the operator at the machine's own command line
+    (:data:`~hutong.security.principal.LOCAL_OPERATOR`: the platform's
+    authority, every write audited under ``local-cli``).  For the CLI, the
+    demo loader and tests that set up data directly."""
+    return as_principal(repo, LOCAL_OPERATOR)
+
+
+def no_principal() -> Forbidden:
+    return Forbidden("HT-0350", "a write without a principal is refused: the entry point must act as someone "
+                                "(a request's caller, a message's sender, or the operator: "
+                                "hutong.security.guard.as_operator)")
 
 
 class _EveryType(frozenset[str]):
@@ -64,17 +112,19 @@ class PolicyGuard:
 
     def on_write(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any] | None,
                  current: Stored | None) -> bool:
-        access = _acting.get()
+        access = access_in(w)
         if access is None:
-            return False
+            return False  # TRANSITIONAL: refused (no_principal) once every entry point binds one
         interaction = "delete" if resource is None else \
             "create" if current is None or current.deleted else "update"
         access.require_scope(type, interaction)
-        patients = compartment_of(self.repo.indexer, type, resource) if resource is not None else set()
+        # The platform's writes are bound by scopes only: no compartment to compute
+        # (bulk import writes millions of rows through here).
+        patients = compartment_of(self.repo.indexer, type, resource) \
+            if resource is not None and not access.unrestricted else set()
         stamped = access.check_write(w, type, id, resource, current, patients)
         consent_authors.record(w, access, type, id, resource, current)  # issue 12 F2/F6: who wrote each Consent
-        if len(access.entities) < 200:
-            access.entities.append(f"{type}/{id}")
+        access.trace.entity(f"{type}/{id}")
         return stamped
 
 

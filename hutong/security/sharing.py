@@ -34,6 +34,7 @@ import orjson
 from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text
 
 from hutong.errors import ConfigError, Conflict, Forbidden, InvalidRequest, NotFound
+from hutong.security import sharing_store
 from hutong.security.events import REFUSED, SUCCESS, AuditRecord
 from hutong.security.principal import Principal, Role
 from hutong.security.residency import check_target
@@ -271,28 +272,6 @@ class SharingRequest:
                 "expires": self.expires, "used": self.used, "exports": [e.to_json() for e in self.exports]}
 
 
-# SQL statements are whole literals (no assembled SQL outside the store modules).
-SELECT_ONE = ("SELECT id, status, requester, organisation, basis, scope, body, approver, created, submitted, "
-              "decided, expires, used FROM sharing_request WHERE id = ?")
-SELECT_BY_STATUS = ("SELECT id, status, requester, organisation, basis, scope, body, approver, created, submitted, "
-                    "decided, expires, used FROM sharing_request WHERE status = COALESCE(?, status) "
-                    "AND requester = COALESCE(?, requester) ORDER BY created DESC, id DESC LIMIT ?")
-SELECT_EXPIRED = ("SELECT id, status, requester, organisation, basis, scope, body, approver, created, submitted, "
-                  "decided, expires, used FROM sharing_request WHERE (status = 'expired' OR "
-                  "(status = 'approved' AND expires <= ?)) AND requester = COALESCE(?, requester) "
-                  "ORDER BY created DESC, id DESC LIMIT ?")
-SELECT_APPROVED = ("SELECT id, status, requester, organisation, basis, scope, body, approver, created, submitted, "
-                   "decided, expires, used FROM sharing_request WHERE status = 'approved' AND expires > ? "
-                   "AND requester = COALESCE(?, requester) ORDER BY created DESC, id DESC LIMIT ?")
-INSERT = ("INSERT INTO sharing_request (id, status, requester, organisation, basis, scope, body, created) "
-          "VALUES (?, 'draft', ?, ?, ?, ?, ?, ?)")
-SUBMIT = "UPDATE sharing_request SET status = 'submitted', submitted = ? WHERE id = ? AND status = 'draft'"
-APPROVE = ("UPDATE sharing_request SET status = 'approved', approver = ?, decided = ?, expires = ?, body = ? "
-           "WHERE id = ? AND status = 'submitted'")
-REJECT = ("UPDATE sharing_request SET status = 'rejected', approver = ?, decided = ?, body = ? "
-          "WHERE id = ? AND status = 'submitted'")
-
-
 # ------------------------------------------------------------------ service
 class SharingRequests:
     """The sharing-request register over one repository (tables created on first use)."""
@@ -319,16 +298,13 @@ class SharingRequests:
             submitted=_int(r[9]), decided=_int(r[10]), expires=_int(r[11]), used=_int(r[12]), exports=exports)
 
     def get(self, request_id: str, w: SqlWriter | None = None) -> SharingRequest:
-        sql = SELECT_ONE
-        rows = w.execute(sql, (request_id,)).fetchall() if w is not None else self.repo.query(sql, (request_id,))
-        if not rows:
+        row = sharing_store.request_row(self.repo, request_id, w)
+        if row is None:
             raise NotFound("HT-0164", f"no sharing request {request_id[:40]!r}")
-        return self._row(rows[0], self.exports_of(request_id, w))
+        return self._row(row, self.exports_of(request_id, w))
 
     def exports_of(self, request_id: str, w: SqlWriter | None = None) -> tuple[ExportRow, ...]:
-        sql = ("SELECT id, actor, started, finished, outcome, region, deidentified, counts FROM sharing_export "
-               "WHERE request_id = ? ORDER BY id")
-        rows = w.execute(sql, (request_id,)).fetchall() if w is not None else self.repo.query(sql, (request_id,))
+        rows = sharing_store.export_rows(self.repo, request_id, w)
         return tuple(ExportRow(int(r[0]), r[1], int(r[2]), _int(r[3]), r[4], r[5], bool(r[6]),
                                orjson.loads(r[7]) if r[7] else {}) for r in rows)
 
@@ -336,14 +312,9 @@ class SharingRequests:
              limit: int = 100) -> list[SharingRequest]:
         """Newest first.  ``status="expired"`` finds approved requests past their expiry."""
         n = max(1, min(limit, 1000))
-        if status == "expired":
-            rows = self.repo.query(SELECT_EXPIRED, (self.clock(), requester, n))
-        elif status == "approved":
-            rows = self.repo.query(SELECT_APPROVED, (self.clock(), requester, n))
-        else:
-            if status is not None and status not in STATUSES:
-                raise InvalidRequest("HT-0163", f"status must be one of {', '.join(STATUSES)}")
-            rows = self.repo.query(SELECT_BY_STATUS, (status, requester, n))
+        if status is not None and status not in STATUSES:
+            raise InvalidRequest("HT-0163", f"status must be one of {', '.join(STATUSES)}")
+        rows = sharing_store.list_rows(self.repo, status, requester, n, self.clock())
         return [self._row(r) for r in rows]
 
     # -------------------------------------------------------------- changes
@@ -383,8 +354,8 @@ class SharingRequests:
         rid = "sr-" + secrets.token_hex(8)
         now = self.clock()
         with self.repo.write() as w:
-            w.execute(INSERT, (rid, actor.account_id, organisation, basis, orjson.dumps(scope.to_json()).decode(),
-                               self.repo.codec.encode(orjson.dumps(body)), now))
+            sharing_store.insert(w, rid, actor.account_id, organisation, str(basis),
+                                 orjson.dumps(scope.to_json()).decode(), self.repo.codec.encode(orjson.dumps(body)), now)
             req = self.get(rid, w)
         self._done("sharing-request", actor, req)
         return req
@@ -396,7 +367,7 @@ class SharingRequests:
             e = Forbidden("HT-0104", "only the requester may submit a sharing request")
             self._refuse("sharing-request", actor, request_id, e.code)
             raise e
-        return self._transition(request_id, actor, "sharing-request", "draft", "submitted", SUBMIT,
+        return self._transition(request_id, actor, "sharing-request", "draft", "submitted",
                                 (self.clock(),))
 
     def approve(self, request_id: str, actor: Principal, note: str | None = None) -> SharingRequest:
@@ -412,7 +383,7 @@ class SharingRequests:
             self._refuse("sharing-approve", actor, request_id, e.code)
             raise e from None
         now = self.clock()
-        return self._transition(request_id, actor, "sharing-approve", "submitted", "approved", APPROVE,
+        return self._transition(request_id, actor, "sharing-approve", "submitted", "approved",
                                 (actor.account_id, now, now + self.valid_days * DAY_MS), note=note, with_body=True)
 
     def reject(self, request_id: str, actor: Principal, note: str) -> SharingRequest:
@@ -420,7 +391,7 @@ class SharingRequests:
         if not note or not note.strip():
             raise InvalidRequest("HT-0163", "a rejection needs a note saying why")
         self._decider_check(request_id, actor)
-        return self._transition(request_id, actor, "sharing-approve", "submitted", "rejected", REJECT,
+        return self._transition(request_id, actor, "sharing-approve", "submitted", "rejected",
                                 (actor.account_id, self.clock()), note=note, with_body=True)
 
     def _decider_check(self, request_id: str, actor: Principal) -> SharingRequest:
@@ -436,7 +407,7 @@ class SharingRequests:
             raise e
         return req
 
-    def _transition(self, request_id: str, actor: Principal, action: str, frm: str, to: str, statement: str,
+    def _transition(self, request_id: str, actor: Principal, action: str, frm: str, to: str,
                     args: tuple[Any, ...], *, note: str | None = None, with_body: bool = False) -> SharingRequest:
         e: Conflict | None = None
         with self.repo.write() as w:
@@ -446,12 +417,11 @@ class SharingRequests:
                                         f"not {frm}: cannot make it {to}")
             else:
                 if with_body:
-                    body = orjson.loads(self.repo.codec.decode(_body_of(w, request_id)))
+                    body = orjson.loads(self.repo.codec.decode(sharing_store.body_of(w, request_id)))
                     body["note"] = (note or "").strip()[:2000] or None
                     args = (*args, self.repo.codec.encode(orjson.dumps(body)))
                 # The status guard makes concurrent decisions safe: one wins, the other sees 0 rows.
-                cur = w.execute(statement, (*args, request_id))
-                if cur.rowcount != 1:
+                if not sharing_store.transition(w, to, args, request_id):
                     e = Conflict("HT-0165", f"sharing request changed meanwhile: cannot make it {to}")
             req = self.get(request_id, w)
         if e is not None:
@@ -470,16 +440,10 @@ class SharingRequests:
             req = self.get(request_id, w)
             status = req.effective_status(now)
             if status == "approved":
-                cur = w.execute("UPDATE sharing_request SET status = 'used', used = ? WHERE id = ? "
-                                "AND status = 'approved'", (now, request_id))
-                if cur.rowcount != 1:
+                export_id = sharing_store.claim(w, request_id, actor.account_id, now, region,
+                                                req.scope.deidentified)
+                if export_id is None:
                     status = "changed meanwhile"
-                else:
-                    w.execute("INSERT INTO sharing_export (request_id, actor, started, finished, outcome, region, "
-                              "deidentified, counts) VALUES (?, ?, ?, NULL, 'running', ?, ?, NULL)",
-                              (request_id, actor.account_id, now, region, int(req.scope.deidentified)))
-                    export_id = int(w.execute("SELECT MAX(id) FROM sharing_export WHERE request_id = ?",
-                                              (request_id,)).fetchall()[0][0])
             # Refusals leave the block normally: raising inside it would roll back.
         if export_id is None:
             if status == "expired":
@@ -491,31 +455,19 @@ class SharingRequests:
         """Record that an approved request has passed its expiry (listings and
         ``effective_status`` already say so; this makes the row say it too)."""
         with self.repo.write() as w:
-            w.execute("UPDATE sharing_request SET status = 'expired' WHERE id = ? AND status = 'approved' "
-                      "AND expires <= ?", (request_id, self.clock()))
+            sharing_store.mark_expired(w, request_id, self.clock())
 
     def finish_export(self, request_id: str, export_id: int, counts: Mapping[str, int] | None) -> None:
         """Close the export row: ``counts`` on success; None = failed, and the request
         becomes usable again (nothing left the platform)."""
-        now = self.clock()
         with self.repo.write() as w:
-            if counts is None:
-                w.execute("UPDATE sharing_export SET outcome = 'failed', finished = ? WHERE id = ?", (now, export_id))
-                w.execute("UPDATE sharing_request SET status = 'approved', used = NULL WHERE id = ? "
-                          "AND status = 'used'", (request_id,))
-            else:
-                w.execute("UPDATE sharing_export SET outcome = 'ok', finished = ?, counts = ? WHERE id = ?",
-                          (now, orjson.dumps(dict(counts)).decode(), export_id))
+            sharing_store.finish_export(w, request_id, export_id, counts, self.clock())
 
 
 class _NotUsable(Exception):
     def __init__(self, status: str) -> None:
         super().__init__(status)
         self.status = status
-
-
-def _body_of(w: SqlWriter, request_id: str) -> bytes:
-    return bytes(w.execute("SELECT body FROM sharing_request WHERE id = ?", (request_id,)).fetchall()[0][0])
 
 
 def _scope(d: dict[str, Any]) -> Scope:

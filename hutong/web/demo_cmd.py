@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from hutong.fhir.assembly import open_repository
     from hutong.ingest.bulk import import_ndjson
+    from hutong.security.guard import as_operator
     from hutong.synth import SynthConfig, generate
 
     if args.residents < 1 or args.institutions < 1:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                                         years=args.years))
         print(f"  {rep.total} resources in {rep.seconds:.1f}s", flush=True)
         print("importing ...", flush=True)
-        imp = import_ndjson(repo, out)
+        imp = import_ndjson(as_operator(repo), out)  # the operator's own loader (issue 13: an explicit principal)
         print(f"  loaded {imp.loaded} resources in {imp.seconds:.1f}s ({len(imp.errors)} errors)", flush=True)
         if imp.errors:
             for e in imp.errors[:10]:

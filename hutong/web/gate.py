@@ -31,6 +31,7 @@ from hutong.security.guard import acting
 from hutong.security.policy import Access
 from hutong.security.principal import Principal
 from hutong.security.settings import SecuritySettings
+from hutong.security.trace import PURPOSE_ORDER, primary_purpose, to_audit_record  # noqa: F401  (re-exported)
 from hutong.store.database import storage_failure
 from hutong.store.sql import SqlRepository
 from hutong.web import public_assets
@@ -67,19 +68,6 @@ def action_of(method: str, route: str) -> str:
     if route.startswith("/ingest/cda"):
         return "cda"
     return "read" if method == "GET" else "operation"
-
-
-# When one request used several bases, the audit row names the strongest (the
-# one that needed the most justification): what residents and auditors look for.
-PURPOSE_ORDER = ("break-glass", "consent", "treatment", "delegate", "own-record", "own-institution", "identity",
-                 "platform", "directory")
-
-
-def primary_purpose(purposes: set[str]) -> str | None:
-    for p in PURPOSE_ORDER:
-        if p in purposes:
-            return p
-    return None
 
 
 def _outcome(status: int) -> str:
@@ -175,12 +163,11 @@ class Gate:
         # $break-glass or the clinician portal's form): the auditors' review queue
         # lists claims by it (issue 12, finding 18).  Access.reason is set by the claim only.
         action = "break-glass" if access.reason is not None else action_of(request.method, route)
-        rec = AuditRecord(
-            action=action, outcome=_outcome(status), principal=principal,
-            on_behalf_of=principal.persons[0] if principal.role.value == "delegate" and principal.persons else None,
-            persons=tuple(sorted(access.persons)), entities=tuple(access.entities[:200]),
-            interaction=f"{request.method} {route}", query=request.url.query or None,
-            purpose=primary_purpose(access.purposes), reason=access.reason, code=code, peer=peer)
+        # One function turns what a request, message or command touched into its
+        # audit row, whichever door it came through (hutong.security.trace).
+        rec = to_audit_record(access.trace, action=action, outcome=_outcome(status), principal=principal,
+                              interaction=f"{request.method} {route}", query=request.url.query or None,
+                              code=code, peer=peer)
         try:
             await run_in_threadpool(self.audit.record, rec)
         except Exception as e:  # an unaudited answer must not leave: refuse instead
