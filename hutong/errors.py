@@ -136,6 +136,9 @@ CODES: dict[str, str] = {
                "registrations or a resident account)",
     "HT-0196": "identity stewardship (link, unlink, merge, review) is for the platform and MPI stewards",
     "HT-0197": "a message refused for its sender's authentication cannot be retried",
+    # 0340-0349: settings and assembly (hutong.config, hutong.platform; issue 13)
+    "HT-0340": "a HUTONG_* setting read that is not registered in hutong.config.VARIABLES",
+    "HT-0341": "a HUTONG_* setting that must be a whole number is not one",
 }
 
 

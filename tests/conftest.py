@@ -82,9 +82,10 @@ def _serve(db_url: str, **settings: object) -> Iterator[Server]:
     # The suite's default caller is the region's integration engine (a platform
     # client with system/*.cruds): it passes the gate, policy and audit like
     # everyone else.  Security tests make their own callers (Server.as_).
-    platform, _secret = app.state.authenticator.tokens.accounts.add_client(
+    tokens = app.platform.authenticator.tokens
+    engine, _secret = tokens.accounts.add_client(
         "test harness", organization=None, organization_id=None, scopes_text="system/*.cruds", platform=True)
-    token = app.state.authenticator.tokens.issue(platform, "system/*.cruds")["access_token"]
+    token = tokens.issue(engine, "system/*.cruds")["access_token"]
     client = httpx.Client(base_url=root + "/fhir", timeout=30,
                           headers={"content-type": "application/fhir+json", "accept": "application/fhir+json",
                                    "authorization": f"Bearer {token}"})

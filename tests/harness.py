@@ -28,12 +28,12 @@ class Server:
     root: str
     client: httpx.Client  # signed in as the platform's integration engine (system/*.cruds)
     repo: SqlRepository
-    app: Any = None  # the FastAPI app (its state holds the authenticator and the audit log)
+    app: Any = None  # the HutongApp (app.platform: its authenticator, audit log, SMS outbox, ...)
 
     def token(self, account: Any, scopes: str | None = None) -> str:
         """A real access token for an account (hutong.security.tokens), as the
         token endpoint would issue it after sign-in."""
-        tokens = self.app.state.authenticator.tokens
+        tokens = self.app.platform.authenticator.tokens
         return str(tokens.issue(account, scopes if scopes is not None else account.scopes)["access_token"])
 
     def as_(self, account: Any, scopes: str | None = None) -> httpx.Client:
@@ -44,7 +44,7 @@ class Server:
 
     @property
     def accounts(self) -> Any:
-        return self.app.state.authenticator.tokens.accounts
+        return self.app.platform.auth.accounts
 
 
 @contextmanager

@@ -6,25 +6,22 @@ GB/T 22239-2019 level 3 practice as issue 6 states them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def _int(name: str, default: int) -> int:
-    v = os.environ.get(name)
-    return int(v) if v not in (None, "") else default
+from hutong.config import env, env_flag
+from hutong.config import env_int as _int
 
 
 def _list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    v = os.environ.get(name)
+    v = env(name)
     if v is None:
         return default
     return tuple(x.strip() for x in v.split(",") if x.strip())
 
 
 def _path(name: str) -> Path | None:
-    v = os.environ.get(name)
+    v = env(name)
     return Path(v) if v else None
 
 
@@ -67,8 +64,7 @@ class SecuritySettings:
 
     @classmethod
     def from_env(cls) -> SecuritySettings:
-        kd = os.environ.get("HUTONG_KEY_DIR")
-        ob = os.environ.get("HUTONG_SMS_OUTBOX")
+        """Every variable is registered and documented in hutong.config.VARIABLES."""
         return cls(
             password_min_length=_int("HUTONG_PASSWORD_MIN_LENGTH", 8),
             password_min_classes=_int("HUTONG_PASSWORD_MIN_CLASSES", 3),
@@ -78,22 +74,22 @@ class SecuritySettings:
             idle_timeout_minutes=_int("HUTONG_IDLE_TIMEOUT_MINUTES", 30),
             access_token_minutes=_int("HUTONG_ACCESS_TOKEN_MINUTES", 15),
             refresh_token_hours=_int("HUTONG_REFRESH_TOKEN_HOURS", 12),
-            issuer=os.environ.get("HUTONG_ISSUER") or None,
+            issuer=env("HUTONG_ISSUER") or None,
             treatment_window_days=_int("HUTONG_TREATMENT_WINDOW_DAYS", 90),
             break_glass_hours=_int("HUTONG_BREAK_GLASS_HOURS", 24),
             sensitive_labels=_list("HUTONG_SENSITIVE_LABELS", ("PSY", "HIV", "SEX", "ETH", "SUD", "STD")),
             audit_retention_days=_int("HUTONG_AUDIT_RETENTION_DAYS", 180),
-            audit_heads=Path(os.environ["HUTONG_AUDIT_HEADS"]) if os.environ.get("HUTONG_AUDIT_HEADS") else None,
+            audit_heads=_path("HUTONG_AUDIT_HEADS"),
             audit_head_seconds=_int("HUTONG_AUDIT_HEAD_SECONDS", 300),
-            key_dir=Path(kd) if kd else None,
+            key_dir=_path("HUTONG_KEY_DIR"),
             allowed_regions=_list("HUTONG_ALLOWED_REGIONS", ("CN",)),
-            storage_region=os.environ.get("HUTONG_STORAGE_REGION", "CN"),
+            storage_region=env("HUTONG_STORAGE_REGION") or "CN",
             mllp_allow=_list("HUTONG_MLLP_ALLOW", ("127.0.0.1/32", "::1/128")),
             mllp_tls_cert=_path("HUTONG_MLLP_TLS_CERT"),
             mllp_tls_key=_path("HUTONG_MLLP_TLS_KEY"),
             mllp_tls_ca=_path("HUTONG_MLLP_TLS_CA"),
             mllp_certs=_list("HUTONG_MLLP_CERTS", ()),
             mllp_senders=_list("HUTONG_MLLP_SENDERS", ()),
-            mllp_dev_loopback=os.environ.get("HUTONG_MLLP_DEV_LOOPBACK", "") in ("1", "true", "yes"),
-            sms_outbox=Path(ob) if ob else None,
+            mllp_dev_loopback=env_flag("HUTONG_MLLP_DEV_LOOPBACK", False),
+            sms_outbox=_path("HUTONG_SMS_OUTBOX"),
         )

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -81,7 +81,12 @@ def _base(request: Request) -> str:
 
 
 def register(app: FastAPI, audit: AuditLog) -> None:
-    """Add the audit routes to ``app`` (the caller comes from :func:`principal_of`)."""
+    app.include_router(router(audit))
+
+
+def router(audit: AuditLog) -> APIRouter:
+    """The audit routes (the caller comes from :func:`principal_of`)."""
+    app = APIRouter(tags=["audit"])
 
     @app.get("/audit/events")
     def audit_events(request: Request) -> Response:
@@ -173,3 +178,5 @@ def register(app: FastAPI, audit: AuditLog) -> None:
         if len(entries) == count:
             out["next"] = _next_url(request, entries[-1].seq)
         return _json(out)
+
+    return app

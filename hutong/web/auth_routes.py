@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -134,6 +134,13 @@ def register(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, key_
                           clock=clock)
     authenticator = Authenticator(repo, settings, key_dir, tokens=service.tokens)
     app.state.auth_service = service
+    app.include_router(router(service, settings))
+    return authenticator
+
+
+def router(service: AuthService, settings: SecuritySettings) -> APIRouter:
+    """The sign-in routes (public: they are how a token is obtained)."""
+    app = APIRouter(tags=["sign-in"])
     issuer_base = settings.issuer.rstrip("/") if settings.issuer and settings.issuer.startswith("http") else None
 
     def base_of(request: Request) -> str:
@@ -197,4 +204,4 @@ def register(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, key_
     for path in ("/.well-known/smart-configuration", "/fhir/.well-known/smart-configuration"):
         app.add_api_route(path, smart_configuration, methods=["GET"],
                           summary="SMART App Launch v2 configuration")
-    return authenticator
+    return app

@@ -22,8 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hutong.errors import HutongError, operation_outcome
-from hutong.fhir.response import FHIR_JSON, FhirResponse
+from hutong.errors import HutongError
 from hutong.security.audit import AuditLog
 from hutong.security.authn import Authenticator
 from hutong.security.events import ERROR, FAILED, REFUSED, SUCCESS, AuditRecord
@@ -34,7 +33,8 @@ from hutong.security.settings import SecuritySettings
 from hutong.security.trace import PURPOSE_ORDER, primary_purpose, to_audit_record  # noqa: F401  (re-exported)
 from hutong.store.database import storage_failure
 from hutong.store.sql import SqlRepository
-from hutong.web import public_assets
+from hutong.web import outcomes, public_assets
+from hutong.web.outcomes import remember_error
 from hutong.web.ui import session
 
 log = logging.getLogger("hutong.web")
@@ -117,7 +117,7 @@ class Gate:
         if is_public(path) or (page and session.is_public_page(path)):
             if page and path == "/":
                 self._landing_principal(Request(scope, receive))
-            await self.app(scope, receive, send)
+            await _public(self.app, scope, receive, send)
             return
         request = Request(scope, receive)
         peer = request.client.host if request.client else None
@@ -149,12 +149,10 @@ class Gate:
                 # Handled here, not by Starlette's ServerErrorMiddleware: that one
                 # answers outside this gate (so the request went unaudited) and
                 # re-raises (so uvicorn drops the keep-alive connection).
-                # The exception type only: messages may carry resident data.
-                log.error("internal error: %s", type(e).__name__)
-                err = HutongError("HT-0099", "internal error", status=500, issue_code="exception")
+                err = outcomes.internal_error(e)
                 remember_error(request, err)
                 held = []
-                await _fhir_error(err)(scope, receive, hold)
+                await outcomes.error_response(err)(scope, receive, hold)
         status = next((int(m["status"]) for m in held if m["type"] == "http.response.start"), 500)
         access.settle()
         route = getattr(scope.get("route"), "path", path[:200])
@@ -180,7 +178,7 @@ class Gate:
             else:
                 err = HutongError("HT-0099", "the request could not be audited; nothing was returned", status=503,
                                   issue_code="transient")
-            await _fhir_error(err)(scope, receive, send)
+            await outcomes.error_response(err)(scope, receive, send)
             return
         if fresh:
             cookies = Response()
@@ -202,9 +200,23 @@ class Gate:
                 pass
 
 
-def _fhir_error(e: HutongError) -> Response:
-    return Response(content=FhirResponse.json(e.status, operation_outcome(e)).body, status_code=e.status,
-                    media_type=FHIR_JSON)
+async def _public(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """A public request (no principal, nothing to audit): an unexpected failure
+    gets the same OperationOutcome (HT-0099) as a gated one, and the connection
+    stays open, unless the answer had already begun (then only re-raising is left)."""
+    started = False
+
+    async def watch(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, watch)
+    except Exception as e:
+        if started:
+            raise
+        await outcomes.error_response(outcomes.internal_error(e))(scope, receive, send)
 
 
 def _refusal(e: HutongError, page: bool, path: str) -> Response:
@@ -213,21 +225,13 @@ def _refusal(e: HutongError, page: bool, path: str) -> Response:
         resp: Response = RedirectResponse(f"/?next={quote(path)}&expired=1", status_code=303)
         session.clear(resp)
         return resp
-    resp = _fhir_error(e)
-    if e.status == 401:
-        # RFC 6750 section 3: say which scheme, and why, without echoing the token.
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="hutong", error="invalid_token"'
-    return resp
+    # RFC 6750 section 3: say which scheme, and why, without echoing the token.
+    return outcomes.error_response(e, challenge='Bearer realm="hutong", error="invalid_token"')
 
 
 def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authn: Authenticator,
             audit: AuditLog) -> None:
     app.add_middleware(Gate, repo=repo, settings=settings, authn=authn, audit=audit)
-
-
-def remember_error(request: Request, e: HutongError) -> None:
-    """Exception handlers call this so the audit record carries the HT code."""
-    request.state.error_code = e.code
 
 
 def access_of(request: Request) -> Access:

