@@ -105,7 +105,7 @@ def transfer(repo: SqlRepository, audit: AuditLog, access: Access, patient_id: s
             reason=reason, extra={"from": came_from, "to": f"Organization/{to_org}"}))
         return moved, was
 
-    result: tuple[Stored, str | None] = repo.transact(run)
+    result: tuple[Stored, str | None] = repo.acting_as(access).transact(run)
     access.purposes.add(PLATFORM if access.unrestricted else OWN_INSTITUTION)
     access.reason = reason
     return result
