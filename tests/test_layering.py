@@ -65,7 +65,7 @@ NOT_YET_MOVED = {
     # and it goes when every table is on one MetaData (TABLES_ONLY: no SQL may come back here).
     "hutong/security/grants.py": "issue 13 item 2",
     # issue 13 item 1 (the storage seam), still to move, in this order:
-    "hutong/security/accounts.py": "issue 13 item 1 -> security/accounts_store.py",
+    "hutong/security/accounts.py": "issue 13 items 1, 2: SQL moved to accounts_store.py; SqlRepository/SqlWriter in signatures, create_tables(Database)",
     "hutong/security/audit.py": "issue 13 item 1 -> security/audit_store.py",
     "hutong/security/sharing.py": "issue 13 items 1, 2: SQL moved to sharing_store.py; SqlRepository/SqlWriter in signatures, create_tables(Database)",
     "hutong/security/tokens.py": "issue 13 items 1, 3: SQL moved to tokens_store.py; TokenService(repo: SqlRepository) left",

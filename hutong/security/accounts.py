@@ -55,6 +55,8 @@ from sqlalchemy import (
 
 from hutong.errors import InvalidRequest, NotFound, Unauthorized
 from hutong.security import passwords, scopes, totp
+from hutong.security.accounts_store import AccountStore
+from hutong.security.accounts_store import person_has_account as person_has_account
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
 from hutong.store.database import Database
@@ -225,11 +227,6 @@ OTP_MIN_INTERVAL_MS = 60_000
 OTP_MAX_PER_HOUR = 10
 GUARDIAN_UNTIL_AGE = 14
 
-COLS = ("id, role, display, username, client_id, organization, organization_id, practitioner_id, "
-        "practitioner_role_id, person_id, scopes, status, failed_count, locked_until, password_changed_at, "
-        "created, updated, secret_hash IS NOT NULL, totp_secret IS NOT NULL, phone IS NOT NULL, "
-        "jwks IS NOT NULL")
-SELECT_ACCOUNT = "SELECT " + COLS + " FROM account "  # noqa: S608  (constant column list, no value)
 
 
 class SignInRefused(Unauthorized):
@@ -404,25 +401,25 @@ class Accounts:
     def __init__(self, repo: SqlRepository, settings: SecuritySettings,
                  clock: Callable[[], int] | None = None) -> None:
         self.repo = repo
+        self.store = AccountStore(repo)
         self.settings = settings
         self.clock: Callable[[], int] = clock or repo.clock
         create_tables(repo.db)
 
     # ------------------------------------------------------------ reading
     def _delegations(self, account_id: str) -> tuple[Delegation, ...]:
-        rows = self.repo.query("SELECT person_id, relationship, expires FROM account_person "
-                               "WHERE account_id = ? ORDER BY person_id", (account_id,))
+        rows = self.store.delegation_rows(account_id)
         return tuple(Delegation(r[0], r[1], int(r[2]) if r[2] is not None else None) for r in rows)
 
-    def _one(self, where: str, arg: str) -> Account | None:
-        rows = self.repo.query(SELECT_ACCOUNT + where, (arg,))
-        if not rows:
+    def _one(self, key: str, arg: str) -> Account | None:
+        row = self.store.account_row(key, arg)
+        if row is None:
             return None
-        dl = self._delegations(rows[0][0]) if rows[0][1] == Role.DELEGATE else ()
-        return _account(rows[0], dl)
+        dl = self._delegations(row[0]) if row[1] == Role.DELEGATE else ()
+        return _account(row, dl)
 
     def get(self, account_id: str) -> Account | None:
-        return self._one("WHERE id = ?", account_id)
+        return self._one("id", account_id)
 
     def require(self, account_id: str) -> Account:
         a = self.get(account_id)
@@ -431,62 +428,52 @@ class Accounts:
         return a
 
     def by_username(self, username: str) -> Account | None:
-        return self._one("WHERE username = ?", username)
+        return self._one("username", username)
 
     def by_client_id(self, client_id: str) -> Account | None:
-        return self._one("WHERE client_id = ?", client_id)
+        return self._one("client_id", client_id)
 
     def by_person(self, person_id: str) -> Account | None:
         """The resident or delegate account whose own golden person is ``person_id``."""
-        return self._one("WHERE person_id = ?", person_id)
+        return self._one("person_id", person_id)
 
     def list_accounts(self, role: Role | None = None) -> list[Account]:
-        if role is None:
-            rows = self.repo.query(SELECT_ACCOUNT + "ORDER BY created, id")
-        else:
-            rows = self.repo.query(SELECT_ACCOUNT + "WHERE role = ? ORDER BY created, id", (str(role),))
+        rows = self.store.account_rows(None if role is None else str(role))
         return [_account(r, self._delegations(r[0]) if r[1] == Role.DELEGATE else ()) for r in rows]
 
     def jwks_of(self, account_id: str) -> dict[str, Any] | None:
-        rows = self.repo.query("SELECT jwks FROM account WHERE id = ?", (account_id,))
-        if not rows or rows[0][0] is None:
+        text = self.store.jwks(account_id)
+        if text is None:
             return None
-        data: dict[str, Any] = orjson.loads(rows[0][0])
+        data: dict[str, Any] = orjson.loads(text)
         return data
 
     def phone_of(self, account_id: str) -> str | None:
-        rows = self.repo.query("SELECT phone FROM account WHERE id = ?", (account_id,))
-        if not rows or rows[0][0] is None:
+        enc = self.store.phone(account_id)
+        if enc is None:
             return None
-        return self.repo.codec.decode(bytes(rows[0][0])).decode()
+        return self.repo.codec.decode(enc).decode()
 
     def token_state(self, account_id: str, jti: str, now: int) -> TokenState:
         """The account's state for one use of its access token: one primary-key
         query (two for a delegate).  Never cached, so a revocation, a disable or
         an ended delegation holds on every worker at once (issue 12, finding 16)."""
-        rows = self.repo.query(
-            "SELECT a.status, a.role, (SELECT 1 FROM revoked_token r WHERE r.jti = ?), "
-            "(SELECT c.not_before FROM token_cutoff c WHERE c.account_id = a.id) FROM account a WHERE a.id = ?",
-            (jti, account_id))
-        if not rows:
+        row = self.store.token_state_row(account_id, jti)
+        if row is None:
             return TokenState(False, False, 0, None)
-        status, role, revoked, not_before = rows[0]
+        status, role, revoked, not_before = row
         persons: tuple[str, ...] | None = None
         if role == Role.DELEGATE:
-            live = self.repo.query("SELECT person_id FROM account_person WHERE account_id = ? "
-                                   "AND (expires IS NULL OR expires > ?) ORDER BY person_id", (account_id, now))
-            persons = tuple(str(r[0]) for r in live)
+            persons = self.store.live_delegations(account_id, now)
         return TokenState(status == "active", revoked is not None, int(not_before or 0), persons)
 
     def tokens_not_before(self, account_id: str) -> int:
         """The account's token cutoff (epoch s; 0: none), see :meth:`void_tokens`."""
-        rows = self.repo.query("SELECT not_before FROM token_cutoff WHERE account_id = ?", (account_id,))
-        return int(rows[0][0]) if rows else 0
+        return self.store.tokens_not_before(account_id)
 
     def blocked(self, now: int) -> set[str]:
         """Ids of accounts that are disabled or locked now (token verification refuses them)."""
-        rows = self.repo.query("SELECT id FROM account WHERE status <> 'active' OR locked_until > ?", (now,))
-        return {r[0] for r in rows}
+        return self.store.blocked_ids(now)
 
     # ------------------------------------------------------------ creation
     def _insert(self, w: SqlWriter, values: dict[str, Any]) -> None:
@@ -499,11 +486,8 @@ class Accounts:
             "created": now, "updated": now,
         }
         row.update(values)
-        cols = list(row)
-        # Column names are this module's own keys; every value is bound.
-        sql = "INSERT INTO account (" + ", ".join(cols) + ") VALUES (" + ", ".join("?" * len(cols)) + ")"  # noqa: S608
         try:
-            w.execute(sql, [row[c] for c in cols])
+            self.store.insert(w, row)
         except Exception as e:
             if "UNIQUE" in str(e) or type(e).__name__ in ("IntegrityError", "UniqueViolation"):
                 raise InvalidRequest("HT-0135", "an account with this username, client id or person exists") from e
@@ -592,8 +576,7 @@ class Accounts:
         def tx(w: SqlWriter) -> None:
             self._insert(w, values)
             for d in dl:
-                w.execute("INSERT INTO account_person (account_id, person_id, relationship, expires) "
-                          "VALUES (?, ?, ?, ?)", (values["id"], d.person_id, d.relationship, d.expires))
+                self.store.add_delegation(w, values["id"], d.person_id, d.relationship, d.expires)
 
         self.repo.transact(tx)
         return self.require(values["id"])
@@ -626,20 +609,13 @@ class Accounts:
             return None
 
     # ------------------------------------------------------------ management
-    def _update(self, account_id: str, sets: str, args: tuple[Any, ...]) -> Account:
-        now = self.clock()
-
-        def tx(w: SqlWriter) -> int:
-            cur = w.execute("UPDATE account SET " + sets + ", updated = ? WHERE id = ?",  # noqa: S608
-                            (*args, now, account_id))
-            return int(cur.rowcount)
-
-        if self.repo.transact(tx) != 1:
+    def _update(self, account_id: str, values: dict[str, Any]) -> Account:
+        if not self.store.update(account_id, values, self.clock()):
             raise NotFound("HT-0135", "no such account")
         return self.require(account_id)
 
     def set_status(self, account_id: str, active: bool) -> Account:
-        a = self._update(account_id, "status = ?", ("active" if active else "disabled",))
+        a = self._update(account_id, {"status": "active" if active else "disabled"})
         if not active:
             self.end_sessions(account_id)
             self.void_tokens(account_id)
@@ -650,56 +626,39 @@ class Accounts:
         good: enabling the account again does not bring them back."""
         # iat has whole seconds: tokens of this very second are void too, and
         # TokenService.issue gives the next ones a later iat.
-        cutoff = self.clock() // 1000
-
-        def tx(w: SqlWriter) -> None:
-            w.lock_key("cutoff:" + account_id)
-            if w.execute("SELECT 1 FROM token_cutoff WHERE account_id = ?", (account_id,)).fetchone():
-                w.execute("UPDATE token_cutoff SET not_before = ? WHERE account_id = ? AND not_before < ?",
-                          (cutoff, account_id, cutoff))
-            else:
-                w.execute("INSERT INTO token_cutoff (account_id, not_before) VALUES (?, ?)", (account_id, cutoff))
-
-        self.repo.transact(tx)
+        self.store.void_tokens(account_id, self.clock() // 1000)
 
     def end_sessions(self, account_id: str) -> None:
         """Revoke every refresh token of the account (its access tokens lapse within
         minutes, and token verification refuses a disabled account at once)."""
-        self.repo.transact(lambda w: w.execute("UPDATE refresh_token SET revoked = 1 WHERE account_id = ?",
-                                               (account_id,)))
+        self.store.end_sessions(account_id)
 
     def end_delegation(self, account_id: str, person_id: str) -> bool:
         """The resident (or an operator) ends a family member's or guardian's
         delegation for ``person_id``.  The delegate's sessions end too; the
         policy checks live delegations on every request, so access tokens
         already issued stop working for that person at once."""
-        def tx(w: SqlWriter) -> int:
-            cur = w.execute("DELETE FROM account_person WHERE account_id = ? AND person_id = ?",
-                            (account_id, person_id))
-            return int(cur.rowcount or 0)
-
-        ended = self.repo.transact(tx) > 0
+        ended = self.store.end_delegation(account_id, person_id)
         if ended:
             self.end_sessions(account_id)
         return ended
 
     def unlock(self, account_id: str) -> Account:
         """Clear the back-off of every address for this account's username (an operator's call)."""
-        a = self._update(account_id, "failed_count = 0, locked_until = 0", ())
+        a = self._update(account_id, {"failed_count": 0, "locked_until": 0})
         if a.username is not None:
-            name = a.username
-            self.repo.transact(lambda w: w.execute("DELETE FROM signin_throttle WHERE username = ?", (name,)))
+            self.store.clear_throttle_of(a.username)
         return a
 
     def set_scopes(self, account_id: str, scopes_text: str) -> Account:
         a = self.require(account_id)
-        return self._update(account_id, "scopes = ?", (check_scopes(a.role, scopes_text),))
+        return self._update(account_id, {"scopes": check_scopes(a.role, scopes_text)})
 
     def set_jwks(self, account_id: str, jwks: dict[str, Any]) -> Account:
         a = self.require(account_id)
         if a.role not in CLIENT_ROLES:
             raise InvalidRequest("HT-0135", "only clients have a JWKS")
-        return self._update(account_id, "jwks = ?", (orjson.dumps(parse_jwks(jwks)).decode(),))
+        return self._update(account_id, {"jwks": orjson.dumps(parse_jwks(jwks)).decode()})
 
     def reset_password(self, account_id: str, password: str | None = None) -> tuple[Account, str]:
         a = self.require(account_id)
@@ -707,8 +666,8 @@ class Accounts:
             raise InvalidRequest("HT-0135", "only people who sign in with a password have one")
         plain = password if password is not None else passwords.generate_password(self.settings)
         passwords.check_policy(plain, self.settings)
-        a = self._update(account_id, "secret_hash = ?, password_changed_at = ?, failed_count = 0, "
-                                     "locked_until = 0", (passwords.hash_secret(plain), self.clock()))
+        a = self._update(account_id, {"secret_hash": passwords.hash_secret(plain), "password_changed_at": self.clock(),
+                                      "failed_count": 0, "locked_until": 0})
         self.end_sessions(account_id)
         self.void_tokens(account_id)
         return a, plain
@@ -718,23 +677,18 @@ class Accounts:
         if a.role not in CLIENT_ROLES:
             raise InvalidRequest("HT-0135", "only clients have a client secret")
         plain = passwords.generate_secret()
-        return self._update(account_id, "secret_hash = ?", (passwords.hash_secret(plain),)), plain
+        return self._update(account_id, {"secret_hash": passwords.hash_secret(plain)}), plain
 
     def set_phone(self, account_id: str, phone: str) -> Account:
-        return self._update(account_id, "phone = ?", (self.repo.codec.encode(_phone(phone).encode()),))
+        return self._update(account_id, {"phone": self.repo.codec.encode(_phone(phone).encode())})
 
     # ------------------------------------------------------------ sign-in
     def _secrets_of(self, account_id: str) -> tuple[str | None, bytes | None, int | None]:
-        rows = self.repo.query("SELECT secret_hash, totp_secret, totp_last_step FROM account WHERE id = ?",
-                               (account_id,))
-        if not rows:
-            return None, None, None
-        r = rows[0]
-        return r[0], bytes(r[1]) if r[1] is not None else None, int(r[2]) if r[2] is not None else None
+        return self.store.secrets_of(account_id)
 
     def _held_back(self, key: str, now: int) -> bool:
-        rows = self.repo.query("SELECT blocked_until FROM signin_throttle WHERE throttle_key = ?", (key,))
-        return bool(rows) and int(rows[0][0]) > now
+        until = self.store.held_until(key)
+        return until is not None and until > now
 
     def _fail(self, key: str, username: str, peer: str | None) -> SignInRefused:
         """Count one failure of (username, address); from the ``lockout_failures``-th
@@ -743,21 +697,10 @@ class Accounts:
         limit = max(1, self.settings.lockout_failures)
         cap_ms = max(1, self.settings.lockout_minutes) * 60_000
 
-        def tx(w: SqlWriter) -> None:
-            w.lock_key("signin:" + key)
-            row = w.execute("SELECT failures FROM signin_throttle WHERE throttle_key = ?", (key,)).fetchone()
-            n = (int(row[0]) if row else 0) + 1
-            wait = min(cap_ms, 1000 << min(n - limit, 40)) if n >= limit else 0
-            if row:
-                w.execute("UPDATE signin_throttle SET failures = ?, blocked_until = ?, last_failure = ? "
-                          "WHERE throttle_key = ?", (n, now + wait, now, key))
-            else:
-                w.execute("DELETE FROM signin_throttle WHERE last_failure < ?", (now - THROTTLE_FORGET_MS,))
-                w.execute("INSERT INTO signin_throttle (throttle_key, username, peer, failures, blocked_until, "
-                          "last_failure) VALUES (?, ?, ?, ?, ?, ?)",
-                          (key, username[:100], (peer or "")[:100], n, now + wait, now))
+        def wait_ms(n: int) -> int:
+            return min(cap_ms, 1000 << min(n - limit, 40)) if n >= limit else 0
 
-        self.repo.transact(tx)
+        self.store.record_failure(key, username, peer, now, wait_ms, forget_before=now - THROTTLE_FORGET_MS)
         return SignInRefused()
 
     def check_password(self, username: str, password: str, totp_code: str | None, *,
@@ -804,23 +747,12 @@ class Accounts:
                 and now - (a.password_changed_at or 0) > max_age * 86_400_000):
             raise Unauthorized("HT-0129", "password expired: change it (POST /auth/password)")
         self._succeed(a, step, stored)
-        self.repo.transact(lambda w: w.execute("DELETE FROM signin_throttle WHERE throttle_key = ?", (key,)))
+        self.store.clear_throttle(key)
         return self.require(a.id)
 
     def _succeed(self, a: Account, step: int | None, stored: str | None) -> None:
-        now = self.clock()
-
-        def tx(w: SqlWriter) -> int:
-            if step is not None:
-                # Conditional update: two concurrent sign-ins with one code, only one wins.
-                cur = w.execute("UPDATE account SET totp_last_step = ?, failed_count = 0, updated = ? "
-                                "WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
-                                (step, now, a.id, step))
-                return int(cur.rowcount)
-            w.execute("UPDATE account SET failed_count = 0, updated = ? WHERE id = ?", (now, a.id))
-            return 1
-
-        if self.repo.transact(tx) != 1:
+        # Conditional update: two concurrent sign-ins with one code, only one wins.
+        if not self.store.signed_in(a.id, step, self.clock()):
             raise Unauthorized("HT-0139", "this authenticator code was already used; wait for the next one")
 
     def change_password(self, username: str, old: str, new: str, totp_code: str | None, *,
@@ -831,8 +763,7 @@ class Accounts:
             raise InvalidRequest("HT-0120", "the new password must differ from the old one")
         passwords.check_policy(new, self.settings)
         a = self.check_password(username, old, totp_code, allow_expired=True, peer=peer)
-        a = self._update(a.id, "secret_hash = ?, password_changed_at = ?",
-                         (passwords.hash_secret(new), self.clock()))
+        a = self._update(a.id, {"secret_hash": passwords.hash_secret(new), "password_changed_at": self.clock()})
         self.void_tokens(a.id)
         return a
 
@@ -855,20 +786,10 @@ class Accounts:
         code = f"{secrets.randbelow(1_000_000):06d}"
         h = passwords.hash_secret(code)
 
-        def tx(w: SqlWriter) -> bool:
-            w.lock_key("otp:" + a.id)
-            w.execute("DELETE FROM otp_sent WHERE account_id = ? AND sent_at <= ?", (a.id, now - 3_600_000))
-            n, last = w.execute("SELECT COUNT(*), MAX(sent_at) FROM otp_sent WHERE account_id = ?",
-                                (a.id,)).fetchone()
-            if int(n) >= OTP_MAX_PER_HOUR or (last is not None and now - int(last) < OTP_MIN_INTERVAL_MS):
-                return False
-            w.execute("INSERT INTO otp_sent (account_id, sent_at) VALUES (?, ?)", (a.id, now))
-            w.execute("DELETE FROM otp_challenge WHERE account_id = ?", (a.id,))
-            w.execute("INSERT INTO otp_challenge (account_id, code_hash, expires, attempts) VALUES (?, ?, ?, 0)",
-                      (a.id, h, now + OTP_LIFETIME_MS))
-            return True
+        def may_send(sent_last_hour: int, last: int | None) -> bool:
+            return sent_last_hour < OTP_MAX_PER_HOUR and (last is None or now - last >= OTP_MIN_INTERVAL_MS)
 
-        return code if self.repo.transact(tx) else None
+        return code if self.store.start_otp(a.id, h, now, now + OTP_LIFETIME_MS, may_send) else None
 
     def check_otp(self, a: Account | None, code: str) -> Account:
         """Consume ``a``'s live challenge when ``code`` matches; HT-0134 otherwise
@@ -879,35 +800,15 @@ class Accounts:
             passwords.verify_secret(None, code)
             raise wrong
         now = self.clock()
-        rows = self.repo.query("SELECT code_hash, expires, attempts FROM otp_challenge WHERE account_id = ?",
-                               (a.id,))
-        if not rows or int(rows[0][1]) <= now or int(rows[0][2]) >= OTP_MAX_ATTEMPTS:
+        challenge = self.store.otp_challenge(a.id)
+        if challenge is None or challenge[1] <= now or challenge[2] >= OTP_MAX_ATTEMPTS:
             passwords.verify_secret(None, code)
             raise wrong
-        stored = rows[0][0]
+        stored = challenge[0]
         good = len(code) == 6 and code.isdigit() and passwords.verify_secret(stored, code)
-
-        def tx(w: SqlWriter) -> int:
-            if good:
-                # Deleting the very row we checked: a second use of the code finds nothing.
-                return int(w.execute("DELETE FROM otp_challenge WHERE account_id = ? AND code_hash = ?",
-                                     (a.id, stored)).rowcount)
-            w.execute("UPDATE otp_challenge SET attempts = attempts + 1 WHERE account_id = ? AND code_hash = ?",
-                      (a.id, stored))
-            w.execute("DELETE FROM otp_challenge WHERE account_id = ? AND attempts >= ?", (a.id, OTP_MAX_ATTEMPTS))
-            return 0
-
-        if self.repo.transact(tx) != 1:
+        # A good code deletes the very row checked: a second use of it finds nothing.
+        if not self.store.settle_otp(a.id, stored, good, OTP_MAX_ATTEMPTS):
             raise wrong
         if a.status != "active":
             raise Unauthorized("HT-0126", "account disabled")
         return a
-
-
-def person_has_account(w: SqlWriter, person_id: str) -> bool:
-    """Whether anyone signs in as, or acts for, this golden person (a resident's
-    own account, or a live or past delegation): retiring the person would cut
-    them off, so identity merges that would do it wait for review (issue 12)."""
-    if w.execute("SELECT 1 FROM account WHERE person_id = ?", (person_id,)).fetchone():
-        return True
-    return w.execute("SELECT 1 FROM account_person WHERE person_id = ?", (person_id,)).fetchone() is not None
