@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.security.accounts_cmd",
     "hutong.security.sharing_cmd",
     "hutong.security.keys_cmd",
+    "hutong.store.db_cmd",
 )
 
 

@@ -136,6 +136,11 @@ CODES: dict[str, str] = {
                "registrations or a resident account)",
     "HT-0196": "identity stewardship (link, unlink, merge, review) is for the platform and MPI stewards",
     "HT-0197": "a message refused for its sender's authentication cannot be retried",
+    # 0320-0329: the schema version and migrations (hutong.store.migrations, `hutong db`; issue 13)
+    "HT-0320": "the database schema is newer than this release of hutong (both versions named)",
+    "HT-0321": "the database schema is older than this release: run `hutong db upgrade`",
+    "HT-0322": "schema upgrade failed (nothing was changed)",
+    "HT-0323": "the database's schema version table holds several versions (not a Hutong schema)",
     # 0340-0349: settings and assembly (hutong.config, hutong.platform; issue 13)
     "HT-0340": "a HUTONG_* setting read that is not registered in hutong.config.VARIABLES",
     "HT-0341": "a HUTONG_* setting that must be a whole number is not one",

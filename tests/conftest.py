@@ -39,10 +39,12 @@ def _truncate(url: str) -> None:
     import psycopg
 
     with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
-        # Every table in the schema, not only the store's MetaData: the security
-        # and ingestion layers create tables of their own.
+        # Every table in the schema, except the ids of search parameters and the
+        # schema version (hutong.store.migrations: emptied, the next open would
+        # take the tables for a database from before schema versions).
         tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'search_param'")]
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename NOT IN ('search_param', 'alembic_version')")]
         if tables:
             conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY")
 

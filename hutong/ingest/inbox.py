@@ -96,10 +96,8 @@ ingest_sender = Table(
 
 
 def create_tables(db: Database) -> None:
-    """The inbox tables share the store's MetaData (so test harnesses and
-    dumps see them) but are created when the ingestion layer first opens."""
-    with db.engine.begin() as conn:
-        metadata.create_all(conn, tables=[ingest_message, ingest_daily, ingest_sender], checkfirst=True)
+    """Kept for callers still calling it: the tables are created and changed by
+    the migrations when the database is opened (hutong.store.migrations)."""
 
 
 def beijing_day(ms: int) -> int:

@@ -46,7 +46,6 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -60,9 +59,8 @@ from hutong.security.accounts_store import person_has_account as person_has_acco
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
 from hutong.store.database import Database
+from hutong.store.schema import metadata
 from hutong.store.sql import SqlRepository, SqlWriter
-
-metadata = MetaData()
 
 account = Table(
     "account",
@@ -182,9 +180,8 @@ TABLES = (account, account_person, refresh_token, revoked_token, otp_challenge, 
 
 
 def create_tables(db: Database) -> None:
-    """Create the account tables when missing (like hutong.ingest.inbox)."""
-    with db.engine.begin() as conn:
-        metadata.create_all(conn, checkfirst=True)
+    """Kept for callers still calling it: the tables are created and changed by
+    the migrations when the database is opened (hutong.store.migrations)."""
 
 
 # Roles whose people must present a TOTP code at sign-in.
@@ -404,7 +401,6 @@ class Accounts:
         self.store = AccountStore(repo)
         self.settings = settings
         self.clock: Callable[[], int] = clock or repo.clock
-        create_tables(repo.db)
 
     # ------------------------------------------------------------ reading
     def _delegations(self, account_id: str) -> tuple[Delegation, ...]:

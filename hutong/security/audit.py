@@ -22,7 +22,7 @@ records the switch point in ``audit_chain``.  Rows before it verify as
 legacy; the keyed switch record pins them (its prev_hash is the legacy head,
 under the key), so they cannot be rewritten afterwards either.
 
-Tables (own MetaData, created by :func:`create_tables`):
+Tables (on hutong.store.schema's MetaData, created by the migrations):
 
 - ``audit_event``: one row per record, ``seq`` 1, 2, 3 ... is the chain order.
   Columns an auditor filters on are plain; everything else (display names,
@@ -64,7 +64,6 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
     String,
@@ -85,10 +84,9 @@ from hutong.security.events import AuditRecord
 from hutong.security.principal import LOCAL_OPERATOR, Principal, Role
 from hutong.security.settings import SecuritySettings
 from hutong.store.database import Database
-from hutong.store.schema import PK
+from hutong.store.schema import PK, metadata
 from hutong.store.sql import SqlRepository, SqlWriter
 
-metadata = MetaData()
 log = logging.getLogger("hutong.audit")
 
 GENESIS = "0" * 64          # prev_hash of seq 1
@@ -169,14 +167,8 @@ EVENT_COLS = ("seq, time_ms, action, outcome, account_id, role, organization, on
 
 
 def create_tables(db: Database) -> None:
-    """Create the audit tables if missing (idempotent; any process may call it)."""
-    with db.engine.begin() as conn:
-        if db.dialect == "postgresql":
-            from sqlalchemy import text
-
-            # Two processes starting together must not both issue CREATE TABLE.
-            conn.execute(text("SELECT pg_advisory_xact_lock(7238140)"))
-        metadata.create_all(conn, checkfirst=True)
+    """Kept for callers still calling it: the tables are created and changed by
+    the migrations when the database is opened (hutong.store.migrations)."""
 
 
 # SQL text below interpolates only these column names and "?" markers (the
@@ -444,7 +436,6 @@ class AuditLog:
             kd = key_dir_of(repo, settings)
             keys = AuditKeys(kd, heads_path_of(kd, settings))
         self.keys = keys
-        create_tables(repo.db)
         self._batcher = _Batcher(self._commit_batch)
         self._published_at = time.monotonic()   # the first head after one interval (not on every CLI command)
         self._publish_lock = threading.Lock()

@@ -68,7 +68,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Integer,
-    MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
     String,
@@ -83,12 +82,12 @@ from hutong.security.consent_store import authors_of as authors_of
 from hutong.security.principal import Role
 from hutong.store.database import Database
 from hutong.store.repository import Stored
+from hutong.store.schema import metadata
 from hutong.store.sql import SqlRepository, SqlWriter
 
 if TYPE_CHECKING:
     from hutong.security.policy import Access
 
-metadata = MetaData()
 
 consent_author = Table(
     "consent_author",
@@ -118,13 +117,13 @@ _gateways: weakref.WeakKeyDictionary[SqlRepository, Send] = weakref.WeakKeyDicti
 
 
 def create_tables(db: Database) -> None:
-    metadata.create_all(db.engine, checkfirst=True)
+    """Kept for callers still calling it: the tables are created and changed by
+    the migrations when the database is opened (hutong.store.migrations)."""
 
 
 def install(repo: SqlRepository, send: Send) -> None:
-    """Create the table and give this repository's writes the SMS gateway that
-    tells residents of Consents an institution records for them."""
-    create_tables(repo.db)
+    """Give this repository's writes the SMS gateway that tells residents of
+    Consents an institution records for them."""
     _gateways[repo] = send
 
 

@@ -10,14 +10,14 @@ through the store codec.  Its queries live in hutong.security.grants_store.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, String, Table
 
 from hutong.security.grants_store import AccessGrant, active, add
 from hutong.store.database import Database
+from hutong.store.schema import metadata
 
 __all__ = ["AccessGrant", "access_grant", "active", "add", "create_tables", "metadata"]
 
-metadata = MetaData()
 
 access_grant = Table(
     "access_grant",
@@ -34,4 +34,5 @@ access_grant = Table(
 
 
 def create_tables(db: Database) -> None:
-    metadata.create_all(db.engine, checkfirst=True)
+    """Kept for callers still calling it: the tables are created and changed by
+    the migrations when the database is opened (hutong.store.migrations)."""

@@ -63,8 +63,8 @@ data_key = Table(
 
 
 def create_tables(db: Database) -> None:
-    with db.engine.begin() as conn:
-        metadata.create_all(conn, tables=[data_key], checkfirst=True)
+    """Kept for callers still calling it: the tables are created and changed by
+    the migrations when the database is opened (hutong.store.migrations)."""
 
 
 # ------------------------------------------------------------------ key sources
@@ -273,7 +273,6 @@ class KeyRing:
         self._current: int | None = None
         self._blind: bytes | None = None
         self._loaded_at = 0.0
-        create_tables(db)
         # True when this call made the database's first keys: a database that already
         # held data then still has clear index rows (hutong.security.blindindex.reindex).
         self.created = self._ensure()

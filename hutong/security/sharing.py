@@ -31,7 +31,7 @@ from datetime import date
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table, Text
 
 from hutong.errors import ConfigError, Conflict, Forbidden, InvalidRequest, NotFound
 from hutong.security import sharing_store
@@ -40,7 +40,7 @@ from hutong.security.principal import Principal, Role
 from hutong.security.residency import check_target
 from hutong.security.settings import SecuritySettings
 from hutong.store.database import Database
-from hutong.store.schema import PK
+from hutong.store.schema import PK, metadata
 from hutong.store.sql import SqlRepository, SqlWriter
 
 # What the audit log accepts (AuditLog(repo).record returns the seq: any result is ignored).
@@ -59,7 +59,7 @@ APPROVER_ROLES = (Role.COMMISSION,)
 # Who may read every request (the register of sharing is itself audited data).
 OVERSIGHT_ROLES = (Role.COMMISSION, Role.AUDITOR, Role.PLATFORM)
 
-sharing_metadata = MetaData()
+sharing_metadata = metadata  # the one MetaData of every table (hutong.store.schema)
 
 sharing_request = Table(
     "sharing_request",
@@ -99,9 +99,8 @@ sharing_export = Table(
 
 
 def create_tables(db: Database) -> None:
-    """Create the sharing tables if missing (own MetaData: the FHIR store never needs them)."""
-    with db.engine.begin() as conn:
-        sharing_metadata.create_all(conn, checkfirst=True)
+    """Kept for callers still calling it: the tables are created and changed by
+    the migrations when the database is opened (hutong.store.migrations)."""
 
 
 # ------------------------------------------------------------------ values
@@ -285,7 +284,6 @@ class SharingRequests:
         self.region_map = region_map  # None: HUTONG_REGION_MAP (see hutong.security.residency)
         self.clock = clock or repo.clock
         self.valid_days = valid_days
-        create_tables(repo.db)
 
     # -------------------------------------------------------------- reads
     def _row(self, r: Sequence[Any], exports: tuple[ExportRow, ...] = ()) -> SharingRequest:

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import QueuePool
 
-from hutong.errors import ConfigError, StorageError
-from hutong.store.schema import metadata
+from hutong.errors import ConfigError, HutongError, StorageError
 
 DEFAULT_URL = "sqlite:///var/hutong.db"
 
@@ -292,7 +291,8 @@ def _pg_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def open_database(url: str | None = None, *, create: bool = True, pool_size: int = 8) -> Database:
-    """Open (and by default create the schema of) the database at ``url``."""
+    """Open the database at ``url``; with ``create`` (the default) check its schema
+    version and create the schema of an empty database (hutong.store.migrations)."""
     url = resolve_url(url)
     try:
         u = make_url(url)
@@ -322,14 +322,17 @@ def open_database(url: str | None = None, *, create: bool = True, pool_size: int
     if dialect == "sqlite" and u.database:
         db._lock_path = u.database + ".lock"
     if create:
+        # The schema comes from the migrations, never from a constructor: an empty
+        # database is created at the head revision, an older or newer one refused
+        # (hutong.store.migrations explains the rules; `hutong db upgrade`).
+        from hutong.store import migrations
+
         try:
-            with engine.begin() as conn:
-                if dialect == "postgresql":
-                    # Serialise schema creation between processes starting together.
-                    conn.execute(text("SELECT pg_advisory_xact_lock(7238001)"))
-                metadata.create_all(conn, checkfirst=True)
-        except ConfigError:
+            migrations.check(db)
+        except HutongError:
+            db.close()
             raise
         except Exception as e:
+            db.close()
             raise StorageError("HT-0050", f"cannot open database: {type(e).__name__}: {e}") from e
     return db
