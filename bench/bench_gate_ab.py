@@ -128,18 +128,24 @@ def main(argv: list[str] | None = None) -> int:
         url_b = stack.enter_context(sqlite_database("ab-before.db"))
         url_a = stack.enter_context(sqlite_database("ab-after.db"))
         client = register_client(url_a)
-        port_b = stack.enter_context(serve(before_tree, url_b, logs / "ab-before.log", {}))
-        port_a = stack.enter_context(serve(ROOT, url_a, logs / "ab-after.log",
-                                           {"HUTONG_ACCESS_TOKEN_MINUTES": "240"}))
+        # A commit from after issue 6 has the gate too: it gets a platform client of its own,
+        # registered with its own code, and both sides are measured with a token.
+        gated_before = (before_tree / "hutong" / "security" / "accounts.py").exists()
+        client_b = register_client(url_b, tree=before_tree) if gated_before else None
+        token_env = {"HUTONG_ACCESS_TOKEN_MINUTES": "240"}
+        port_b = stack.enter_context(serve(before_tree, url_b, logs / "ab-before.log",
+                                           token_env if gated_before else {}))
+        port_a = stack.enter_context(serve(ROOT, url_a, logs / "ab-after.log", token_env))
         auth = bearer(fetch_token(port_a, client))
+        auth_b = bearer(fetch_token(port_b, client_b)) if client_b else None
         anonymous = httpx.get(f"http://{HOST}:{port_a}/fhir/Organization", timeout=30).status_code
         if anonymous != 401:
             raise RuntimeError(f"this tree's server answered {anonymous} without a token: is the gate on?")
-        org_b, org_a = create_organization(port_b, None), create_organization(port_a, auth)
+        org_b, org_a = create_organization(port_b, auth_b), create_organization(port_a, auth)
         kinds: dict[str, tuple[int, str, Headers | None]] = {
             "before.healthz": (port_b, "/healthz", None),
             "after.healthz": (port_a, "/healthz", None),
-            "before.read": (port_b, f"/fhir/Organization/{org_b}", None),
+            "before.read": (port_b, f"/fhir/Organization/{org_b}", auth_b),
             "after.read": (port_a, f"/fhir/Organization/{org_a}", auth),
         }
         acc = {k: LoadResult(concurrency=16) for k in kinds}
@@ -177,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         "Both servers run at once, one worker each, on fresh SQLite files holding one Organization; the load "
         "generator alternates between them every 0.5 s, so other work on the machine falls on both alike.",
         "after.read carries a bearer token (platform client, client credentials) and is authorised, decrypted "
-        "and audited (one audit_event row); before.read is the same request to the earlier commit, which had "
-        "no gate, no encryption and no audit.",
+        "and audited (one audit_event row); before.read is the same request to the earlier commit (with a "
+        "token of its own when that commit has the gate: " + ("yes" if gated_before else "no") + ").",
     ]
     emit(doc, args.out)
     return 0

@@ -119,14 +119,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 # ---------------------------------------------------------------- credentials
-def register_client(url: str, name: str = "bench") -> tuple[str, str]:
+def register_client(url: str, name: str = "bench", tree: Path | None = None) -> tuple[str, str]:
     """``hutong accounts add-client NAME --platform`` on ``url``; returns (client_id, client_secret).
 
     The operator's way of registering the region's integration engine; the
-    secret is printed once, as JSON.
+    secret is printed once, as JSON.  ``tree``: run another checkout's code
+    (an earlier commit's export, for A/B runs).
     """
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree is not None else None
     r = subprocess.run([sys.executable, "-m", "hutong.cli", "accounts", "--database", url, "add-client", name,
-                        "--platform"], capture_output=True, text=True)
+                        "--platform"], capture_output=True, text=True, cwd=tree, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"hutong accounts add-client failed ({r.returncode}): {r.stderr.strip()[-500:]}")
     client = json.loads(r.stdout)
