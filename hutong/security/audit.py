@@ -71,6 +71,8 @@ from sqlalchemy import (
 )
 
 from hutong.errors import ConfigError, Conflict, Forbidden, InvalidRequest, NotFound
+from hutong.security import audit_store
+from hutong.security.audit_store import EVENT_COLS as EVENT_COLS
 from hutong.security.auditheads import (
     AuditKeys,
     Head,
@@ -97,7 +99,6 @@ VERIFY_PAGE = 2000
 VERDICTS = ("justified", "unjustified")
 LOCK_KEY = "audit-chain"
 MAX_BATCH = 256     # records per group transaction
-INSERT_CHUNK = 64   # rows per multi-row INSERT (15 columns: well under SQLite's 32,766 variables)
 
 audit_event = Table(
     "audit_event",
@@ -162,8 +163,6 @@ break_glass_review = Table(
 
 TABLES = (audit_event, audit_person, audit_anchor, audit_chain, break_glass_review)
 SWITCH_ACTION = "audit-chain-keyed"    # the first keyed record of a chain begun unkeyed
-EVENT_COLS = ("seq, time_ms, action, outcome, account_id, role, organization, on_behalf_of, code, peer, "
-              "purpose, flags, body, prev_hash, hash")
 
 
 def create_tables(db: Database) -> None:
@@ -171,8 +170,8 @@ def create_tables(db: Database) -> None:
     the migrations when the database is opened (hutong.store.migrations)."""
 
 
-# SQL text below interpolates only these column names and "?" markers (the
-# "noqa: S608" lines); every value is bound.
+# The rows are read and written by hutong.security.audit_store (the one
+# data-access module of the audit trail); this module keeps the chain's rules.
 
 # --------------------------------------------------------------------------- values
 
@@ -443,9 +442,7 @@ class AuditLog:
 
     # ------------------------------------------------------------- the chain key
     def _chain_row(self, cur: Any) -> tuple[int, str] | None:
-        cur.execute(self.repo.db.sql("SELECT keyed_from, key_id FROM audit_chain WHERE id = 1"))
-        r = cur.fetchone()
-        return (int(r[0]), str(r[1])) if r is not None else None
+        return audit_store.chain_row(self.repo, cur)
 
     def _ensure_keyed(self) -> None:
         """Record where the keyed chain starts, once per database.
@@ -460,9 +457,8 @@ class AuditLog:
         way a head is published at once, so the switch point is on record
         outside the database from the start.
         """
-        with self.repo.db.connection() as conn:
-            if self._chain_row(conn.cursor()) is not None:
-                return
+        if audit_store.chain_row_now(self.repo) is not None:
+            return
         try:
             published = any(h is not None for _n, h in read_heads(self.keys.heads))
         except ConfigError:
@@ -474,19 +470,16 @@ class AuditLog:
             if self._chain_row(w.cur) is not None:
                 return
             now = self.clock()
-            r = w.execute(f"SELECT {EVENT_COLS} FROM audit_event ORDER BY seq DESC LIMIT 1").fetchone()  # noqa: S608
-            anchored = w.execute("SELECT 1 FROM audit_anchor WHERE id = 1").fetchone() is not None
-            if r is None and not anchored:
-                w.execute("INSERT INTO audit_chain (id, keyed_from, key_id, time_ms) VALUES (1, 1, ?, ?)",
-                          (self.keys.chain_key_id, now))
+            r = audit_store.newest_event(w)
+            if r is None and not audit_store.anchored(w):
+                audit_store.set_chain(w, 1, self.keys.chain_key_id, now)
                 made.append((0, GENESIS, 1))
                 return
             if r is None or _hash_of_row(r, None) != str(r[14]) or published:
                 log.error("the audit_chain row is missing from a keyed audit chain; hutong audit verify reports it")
                 return
             switch = int(r[0]) + 1
-            w.execute("INSERT INTO audit_chain (id, keyed_from, key_id, time_ms) VALUES (1, ?, ?, ?)",
-                      (switch, self.keys.chain_key_id, now))
+            audit_store.set_chain(w, switch, self.keys.chain_key_id, now)
             done = self._append(w, [AuditRecord(action=SWITCH_ACTION, principal=LOCAL_OPERATOR, purpose="audit",
                                                 time_ms=now, extra={"legacy_through": str(switch - 1),
                                                                     "legacy_head": str(r[14])})])
@@ -528,16 +521,12 @@ class AuditLog:
             self._publish_lock.release()
 
     def _keyed_from(self) -> int:
-        with self.repo.db.connection() as conn:
-            row = self._chain_row(conn.cursor())
+        row = audit_store.chain_row_now(self.repo)
         return row[0] if row is not None else 1
 
     def publish_head(self) -> Head:
         """Sign the current head (newest committed row) and append it to the heads file."""
-        rows = self.repo.query("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1")
-        if not rows:
-            rows = self.repo.query("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-        seq, h = (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
+        seq, h = audit_store.head(self.repo) or (0, GENESIS)
         head = self.keys.sign(seq, h, self._keyed_from(), self.clock())
         self.keys.publish(head)
         self._published_at = time.monotonic()
@@ -581,24 +570,11 @@ class AuditLog:
             events.append((*cols, body, prev, h))
             people += [(pid, seq) for pid in sorted(set(rec.persons))]
             prev = h
-        self._insert(w, "audit_event", EVENT_COLS, 15, events)
-        self._insert(w, "audit_person", "person_id, seq", 2, people)
+        audit_store.append(w, events, people)
         return [(int(e[0]), str(e[14])) for e in events]
 
-    @staticmethod
-    def _insert(w: SqlWriter, table: str, cols: str, width: int, rows: list[tuple[Any, ...]]) -> None:
-        """Multi-row INSERTs: one round trip per chunk instead of one per row."""
-        one = "(" + ", ".join("?" * width) + ")"
-        for k in range(0, len(rows), INSERT_CHUNK):
-            chunk = rows[k:k + INSERT_CHUNK]
-            w.execute(f"INSERT INTO {table} ({cols}) VALUES {', '.join([one] * len(chunk))}",  # noqa: S608
-                      [v for row in chunk for v in row])
-
     def _head(self, w: SqlWriter) -> tuple[int, str]:
-        r = w.execute("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1").fetchone()
-        if r is None:
-            r = w.execute("SELECT seq, hash FROM audit_anchor WHERE id = 1").fetchone()
-        return (int(r[0]), str(r[1])) if r is not None else (0, GENESIS)
+        return audit_store.head_in(w) or (0, GENESIS)
 
     # ------------------------------------------------------------- verify
     def verify(self, checkpoint: tuple[int, str] | None = None, *, from_checkpoint: bool = False,
@@ -619,32 +595,18 @@ class AuditLog:
         ``from_checkpoint``: check only the rows after it (a daily run then
         costs the day's records, not the whole retention period's).
         """
-        db = self.repo.db
         try:
             published = list(read_heads(heads or self.keys.heads))
         except ConfigError as e:
             return VerifyResult(False, 0, None, e.message)
-        with db.connection() as conn:
-            cur = conn.cursor()
-            cur.execute("BEGIN" if db.dialect == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                return self._verify(cur, checkpoint, from_checkpoint, published)
-            finally:
-                cur.execute("ROLLBACK")
+        with audit_store.snapshot(self.repo) as snap:
+            return self._verify(snap, checkpoint, from_checkpoint, published)
 
-    def _verify(self, cur: Any, checkpoint: tuple[int, str] | None, from_checkpoint: bool,
+    def _verify(self, snap: audit_store.Snapshot, checkpoint: tuple[int, str] | None, from_checkpoint: bool,
                 published: list[tuple[int, Head | None]]) -> VerifyResult:
-        db = self.repo.db
-
-        def q(sql: str, args: Sequence[Any] = ()) -> list[Any]:
-            cur.execute(db.sql(sql), args)
-            rows: list[Any] = cur.fetchall()
-            return rows
-
-        a = q("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-        anchor_seq, prev_hash = (int(a[0][0]), str(a[0][1])) if a else (0, GENESIS)
+        anchor_seq, prev_hash = snap.anchor() or (0, GENESIS)
         anchor_hash = prev_hash
-        meta = self._chain_row(cur)
+        meta = snap.chain()
         keyed_from = meta[0] if meta is not None else 1
         prev_seq = anchor_seq
         rows = 0
@@ -685,22 +647,21 @@ class AuditLog:
             return bad(anchor_seq, f"checkpoint mismatch at seq {anchor_seq}")
         start_seq = anchor_seq
         if from_checkpoint and checkpoint is not None and checkpoint[0] > anchor_seq:
-            c = q("SELECT hash FROM audit_event WHERE seq = ?", (checkpoint[0],))
-            if not c:
+            c = snap.hash_at(checkpoint[0])
+            if c is None:
                 return bad(checkpoint[0], f"checkpoint seq {checkpoint[0]} is missing")
-            if str(c[0][0]) != checkpoint[1]:
+            if c != checkpoint[1]:
                 return bad(checkpoint[0], f"checkpoint mismatch at seq {checkpoint[0]}")
             start_seq = prev_seq = checkpoint[0]
             prev_hash = checkpoint[1]
             seen_checkpoint = True
         while True:
-            page = q(f"SELECT {EVENT_COLS} FROM audit_event WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
-                     (prev_seq, VERIFY_PAGE))
+            page = snap.events_after(prev_seq, VERIFY_PAGE)
             if not page:
                 break
             hi = int(page[-1][0])
             people: dict[int, set[str]] = {}
-            for pid, s in q("SELECT person_id, seq FROM audit_person WHERE seq > ? AND seq <= ?", (prev_seq, hi)):
+            for pid, s in snap.persons_between(prev_seq, hi):
                 people.setdefault(int(s), set()).add(str(pid))
             for r in page:
                 seq = int(r[0])
@@ -741,9 +702,9 @@ class AuditLog:
             if people:  # person rows pointing at seqs that are not in the chain
                 s = min(people)
                 return bad(s, f"person index mismatch at seq {s}")
-        stray = q("SELECT MIN(seq) FROM audit_person WHERE seq > ? OR seq <= ?", (prev_seq, anchor_seq))
-        if stray and stray[0][0] is not None:
-            return bad(int(stray[0][0]), f"person index mismatch at seq {int(stray[0][0])}")
+        stray = snap.stray_person(prev_seq, anchor_seq)
+        if stray is not None:
+            return bad(stray, f"person index mismatch at seq {stray}")
         if not seen_checkpoint:
             assert checkpoint is not None
             return bad(checkpoint[0], f"checkpoint seq {checkpoint[0]} is missing (head is seq {prev_seq})")
@@ -789,22 +750,11 @@ class AuditLog:
 
         def go(w: SqlWriter) -> PurgeResult:
             w.lock_key(LOCK_KEY)
-            r = w.execute("SELECT MIN(seq) FROM audit_event WHERE time_ms >= ?", (cutoff,)).fetchone()
-            if r[0] is not None:
-                last = int(r[0]) - 1
-            else:
-                m = w.execute("SELECT MAX(seq) FROM audit_event").fetchone()
-                last = int(m[0]) if m[0] is not None else 0
-            n = int(w.execute("SELECT COUNT(*) FROM audit_event WHERE seq <= ?", (last,)).fetchone()[0])
+            last, n = audit_store.prefix_before(w, cutoff)
             if n == 0 or dry_run:
                 return PurgeResult(n, last if n else None, cutoff, dry_run)
-            h = str(w.execute("SELECT hash FROM audit_event WHERE seq = ?", (last,)).fetchone()[0])
             now = self.clock()
-            w.execute("DELETE FROM audit_person WHERE seq <= ?", (last,))
-            w.execute("DELETE FROM break_glass_review WHERE seq <= ?", (last,))
-            w.execute("DELETE FROM audit_event WHERE seq <= ?", (last,))
-            w.execute("DELETE FROM audit_anchor WHERE id = 1")
-            w.execute("INSERT INTO audit_anchor (id, seq, hash, time_ms) VALUES (1, ?, ?, ?)", (last, h, now))
+            h = audit_store.cut_prefix(w, last, now)
             self.record_in(w, AuditRecord(action="audit-purge", principal=by, purpose="audit", time_ms=now,
                                           extra={"through_seq": str(last), "through_hash": h, "rows": str(n),
                                                  "cutoff_ms": str(cutoff)}))
@@ -827,43 +777,19 @@ class AuditLog:
         )
 
     def get(self, seq: int) -> AuditEntry | None:
-        rows = self.repo.query(f"SELECT {EVENT_COLS} FROM audit_event WHERE seq = ?", (seq,))  # noqa: S608
-        return self._entry(rows[0]) if rows else None
+        row = audit_store.event(self.repo, seq)
+        return self._entry(row) if row is not None else None
 
     def search(self, *, account: str | None = None, person: str | None = None, action: str | None = None,
                outcome: str | None = None, since: int | None = None, until: int | None = None,
                purpose: str | None = None, limit: int = 50, after_seq: int | None = None) -> list[AuditEntry]:
         """Auditors' search, newest first.  ``after_seq``: the last seq of the
         previous page (the next page holds older records); ``until`` is exclusive."""
-        where: list[str] = []
-        args: list[Any] = []
-        for col, val in (("account_id", account), ("action", action), ("outcome", outcome),
-                         ("purpose", purpose)):
-            if val is not None:
-                where.append(f"{col} = ?")
-                args.append(val)
-        if person is not None:
-            where.append("seq IN (SELECT seq FROM audit_person WHERE person_id = ?)")
-            args.append(person)
-        return self._page(where, args, since, until, limit, after_seq)
-
-    def _page(self, where: list[str], args: list[Any], since: int | None, until: int | None, limit: int,
-              after_seq: int | None) -> list[AuditEntry]:
-        if since is not None:
-            where.append("time_ms >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("time_ms < ?")
-            args.append(until)
-        if after_seq is not None:
-            where.append("seq < ?")
-            args.append(after_seq)
-        sql = f"SELECT {EVENT_COLS} FROM audit_event"  # noqa: S608
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(max(0, limit))
-        return [self._entry(r) for r in self.repo.query(sql, args)]
+        equals = {col: val for col, val in (("account_id", account), ("action", action), ("outcome", outcome),
+                                            ("purpose", purpose)) if val is not None}
+        rows = audit_store.events(self.repo, equals=equals, persons=None if person is None else [person],
+                                  since=since, until=until, after_seq=after_seq, limit=limit)
+        return [self._entry(r) for r in rows]
 
     def access_log(self, person_ids: Sequence[str], since: int | None = None, until: int | None = None,
                    limit: int = 50, after_seq: int | None = None) -> list[AccessEntry]:
@@ -873,10 +799,9 @@ class AuditLog:
         ids = sorted(set(person_ids))
         if not ids:
             return []
-        marks = ", ".join("?" * len(ids))
-        where = [f"seq IN (SELECT seq FROM audit_person WHERE person_id IN ({marks}))"]  # noqa: S608
         out = []
-        for e in self._page(where, list(ids), since, until, limit, after_seq):
+        rows = audit_store.events(self.repo, persons=ids, since=since, until=until, after_seq=after_seq, limit=limit)
+        for e in (self._entry(r) for r in rows):
             relation = None
             if e.role == Role.RESIDENT and set(e.actor_persons) & set(e.persons):
                 relation = "self"
@@ -898,23 +823,8 @@ class AuditLog:
                          after_seq: int | None = None) -> list[BreakGlassItem]:
         """Break-glass records with their review, newest first (``reviewed``:
         True only reviewed, False only awaiting review, None both)."""
-        # flags > 0 lets the (flags, seq) index skip the ordinary records.
-        cols = ", ".join("e." + c.strip() for c in EVENT_COLS.split(","))
-        sql = (f"SELECT {cols}, r.seq, r.reviewer, "  # noqa: S608
-               "r.verdict, r.note, r.time_ms, r.review_seq FROM audit_event e "
-               "LEFT JOIN break_glass_review r ON r.seq = e.seq WHERE e.flags > 0 AND (e.flags & 1) <> 0")
-        args: list[Any] = []
-        if reviewed is True:
-            sql += " AND r.seq IS NOT NULL"
-        elif reviewed is False:
-            sql += " AND r.seq IS NULL"
-        if after_seq is not None:
-            sql += " AND e.seq < ?"
-            args.append(after_seq)
-        sql += " ORDER BY e.seq DESC LIMIT ?"
-        args.append(max(0, limit))
         return [BreakGlassItem(self._entry(r[:15]), self._review(r[15:]) if r[15] is not None else None)
-                for r in self.repo.query(sql, args)]
+                for r in audit_store.break_glass_rows(self.repo, reviewed, after_seq, limit)]
 
     def review_break_glass(self, seq: int, reviewer: Principal | str, verdict: str, note: str = "") -> Review:
         """An auditor's verdict on break-glass record ``seq``; the review is itself
@@ -927,21 +837,19 @@ class AuditLog:
         note = note[:2000]
 
         def go(w: SqlWriter) -> Review:
-            r = w.execute("SELECT flags FROM audit_event WHERE seq = ?", (seq,)).fetchone()
-            if r is None:
+            flags = audit_store.flags_of(w, seq)
+            if flags is None:
                 raise NotFound("HT-0141", f"no audit record {seq}")
-            if not int(r[0]) & FLAG_BREAK_GLASS:
+            if not flags & FLAG_BREAK_GLASS:
                 raise InvalidRequest("HT-0142", f"audit record {seq} is not a break-glass access")
-            if w.execute("SELECT seq FROM break_glass_review WHERE seq = ?", (seq,)).fetchone():
+            if audit_store.is_reviewed(w, seq):
                 raise Conflict("HT-0144", f"audit record {seq} has been reviewed already")
             now = self.clock()
             rseq = self.record_in(w, AuditRecord(
                 action="break-glass-review", principal=who, purpose="audit", entities=(f"AuditEvent/{seq}",),
                 reason=note or None, time_ms=now, extra={"verdict": verdict, "reviewed_seq": str(seq)}))
-            w.execute("INSERT INTO break_glass_review (seq, reviewer, verdict, note, time_ms, review_seq) "
-                      "VALUES (?, ?, ?, ?, ?, ?)",
-                      (seq, who.account_id, verdict, self.repo.codec.encode(note.encode()) if note else None, now,
-                       rseq))
+            audit_store.add_review(w, seq, who.account_id, verdict,
+                                   self.repo.codec.encode(note.encode()) if note else None, now, rseq)
             return Review(seq, who.account_id, verdict, note or None, now, rseq)
 
         return self.repo.transact(go)
