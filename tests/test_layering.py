@@ -72,7 +72,7 @@ NOT_YET_MOVED = {
     "hutong/security/consent_authors.py": "issue 13 items 1, 3: SQL moved to consent_store.py; the hook takes SqlWriter",
     "hutong/fhir/bundle.py": "issue 13 items 1, 3: SQL moved to store/identifiers.py; w: SqlWriter as FhirService takes it",
     "hutong/web/ui/console.py": "issue 13 items 1, 6: SQL moved to quality/; register(repo: SqlRepository) left",
-    "hutong/security/blindindex.py": "issue 13 item 1 -> security/blindindex_store.py",
+    "hutong/security/blindindex.py": "issue 13 item 1: SQL moved to store/reindex.py and mpi/state.py; reindex(repo: SqlRepository) left",
     "hutong/security/keys.py": "issue 13 item 1 -> security/keys_store.py",
     "hutong/cli/keys.py": "issue 13 item 1 -> security/keys_store.py",
     "hutong/security/keys_cmd.py": "issue 13 item 1 -> security/keys_store.py (moving to cli/keys.py)",

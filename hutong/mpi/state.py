@@ -213,3 +213,16 @@ def get_event(repo: SqlRepository, read: Reader, event_id: int) -> tuple[str, in
         return None
     kind, undone, blob = rows[0]
     return kind, int(undone), orjson.loads(repo.codec.with_purpose(EVENT).decode(bytes(blob)))
+
+
+def sources_after(read: Reader, patient_id: str, limit: int) -> list[tuple[str, Any]]:
+    """(patient_id, encoded features) of source patients after ``patient_id``, in order."""
+    return [(str(r[0]), r[1]) for r in read("SELECT patient_id, features FROM mpi_source WHERE patient_id > ? "
+                                            "ORDER BY patient_id LIMIT ?", (patient_id, limit))]
+
+
+def replace_blocks(w: SqlWriter, patient_id: str, keys: Iterable[str]) -> None:
+    """A source patient's blocking keys, replaced (e.g. made with another key)."""
+    w.execute("DELETE FROM mpi_block WHERE patient_id = ?", (patient_id,))
+    w.cur.executemany(w.db.sql("INSERT INTO mpi_block (key, patient_id) VALUES (?, ?)"),
+                      [(k, patient_id) for k in sorted(keys)])

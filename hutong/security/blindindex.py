@@ -59,9 +59,10 @@ from typing import Any
 import orjson
 
 from hutong.errors import NotSupported
+from hutong.mpi import state as mpi_state
 from hutong.mpi.blocking import keys_of
 from hutong.mpi.service import Mpi
-from hutong.mpi.state import decode_features
+from hutong.store import reindex as store_reindex
 from hutong.store.query import StringMatch, TokenMatch
 from hutong.store.sql import Indexer, IndexRow, Prepared, SqlRepository, compartment_of
 
@@ -246,51 +247,37 @@ def reindex(repo: SqlRepository, mpi: Mpi, *, batch: int = 500) -> int:
     encryption at rest needs once (``open_repository`` runs it when it makes a
     database's first keys and finds resources already there).  Bodies stay
     readable as they are (``J``); ``hutong keys reencrypt`` encrypts them.
-    Returns the number of resources re-indexed."""
+    Returns the number of resources re-indexed.  The rows are rewritten by the
+    store (hutong.store.reindex) and the MPI's data access (hutong.mpi.state)."""
     assert isinstance(repo.indexer, BlindIndexer)
     types = sorted(PROTECTED_TYPES)
     pids = {(t, n): i for (t, n), i in repo.param_ids.items() if is_protected(t, n)}
     id_list = sorted(pids.values())
-    marks = ",".join("?" * len(id_list))
     n = 0
     after = 0
     while True:
-        rows = repo.query(
-            f"SELECT pk, type, body FROM resource WHERE pk > ? AND deleted = 0 AND type IN ({','.join('?' * len(types))}) "  # noqa: S608
-            "ORDER BY pk LIMIT ?", (after, *types, batch))
+        rows = store_reindex.resources_after(repo, after, batch, types)
         if not rows:
             break
-        after = int(rows[-1][0])
+        after = rows[-1][0]
         with repo.write() as w:
             for pk, type, body in rows:
-                resource = orjson.loads(repo.codec.decode(bytes(body)))
-                for table in ("idx_string", "idx_token"):
-                    w.execute(f"DELETE FROM {table} WHERE res_pk = ? AND param_id IN ({marks})",  # noqa: S608
-                              (pk, *id_list))
+                resource = orjson.loads(repo.codec.decode(body))
                 sealed, _patients = repo.indexer.index(type, resource)
-                for ptype, name, row in sealed:
-                    if (type, name) not in pids:
-                        continue
-                    if ptype == "string":
-                        w.execute("INSERT INTO idx_string (res_pk, param_id, norm, exact) VALUES (?, ?, ?, ?)",
-                                  (pk, pids[(type, name)], *row))
-                    elif ptype == "token":
-                        w.execute("INSERT INTO idx_token (res_pk, param_id, system, code, text) "
-                                  "VALUES (?, ?, ?, ?, ?)", (pk, pids[(type, name)], *row))
+                store_reindex.replace_index_rows(
+                    w, pk, [(ptype, pids[(type, name)], row) for ptype, name, row in sealed
+                            if (type, name) in pids and ptype in ("string", "token")],
+                    string_params=id_list, token_params=id_list)
                 n += 1
     last = ""
     while True:
-        srcs = repo.query("SELECT patient_id, features FROM mpi_source WHERE patient_id > ? ORDER BY patient_id "
-                          "LIMIT ?", (last, batch))
+        srcs = mpi_state.sources_after(mpi_state.repo_reader(repo), last, batch)
         if not srcs:
             break
         last = srcs[-1][0]
         with repo.write() as w:
             for pid, blob in srcs:
-                w.execute("DELETE FROM mpi_block WHERE patient_id = ?", (pid,))
-                keys = keys_of(decode_features(repo, blob), mpi.blind_key)
-                w.cur.executemany(w.db.sql("INSERT INTO mpi_block (key, patient_id) VALUES (?, ?)"),
-                                  [(k, pid) for k in sorted(keys)])
+                mpi_state.replace_blocks(w, pid, keys_of(mpi_state.decode_features(repo, blob), mpi.blind_key))
     reseal_text(repo, batch=batch)
     return n
 
@@ -304,29 +291,20 @@ def reseal_text(repo: SqlRepository, *, batch: int = 500) -> int:
     Returns the number of resources re-indexed."""
     assert isinstance(repo.indexer, BlindIndexer)
     text_pids = sorted(i for (t, n), i in repo.param_ids.items() if (t, n) in CLINICAL_TEXT)
-    marks = ",".join("?" * len(text_pids))
     n = 0
     after = 0
     while True:
-        rows = repo.query("SELECT pk, type, body FROM resource WHERE pk > ? AND deleted = 0 ORDER BY pk LIMIT ?",
-                          (after, batch))
+        rows = store_reindex.resources_after(repo, after, batch)
         if not rows:
             break
-        after = int(rows[-1][0])
+        after = rows[-1][0]
         with repo.write() as w:
             for pk, type, body in rows:
-                resource = orjson.loads(repo.codec.decode(bytes(body)))
+                resource = orjson.loads(repo.codec.decode(body))
                 sealed, _patients = repo.indexer.index(type, resource)
-                w.execute("DELETE FROM idx_token WHERE res_pk = ?", (pk,))
-                if text_pids:
-                    w.execute(f"DELETE FROM idx_string WHERE res_pk = ? AND param_id IN ({marks})",  # noqa: S608
-                              (pk, *text_pids))
-                for ptype, name, row in sealed:
-                    if ptype == "token":
-                        w.execute("INSERT INTO idx_token (res_pk, param_id, system, code, text) "
-                                  "VALUES (?, ?, ?, ?, ?)", (pk, repo.param_ids[(type, name)], *row))
-                    elif ptype == "string" and (type, name) in CLINICAL_TEXT:
-                        w.execute("INSERT INTO idx_string (res_pk, param_id, norm, exact) VALUES (?, ?, ?, ?)",
-                                  (pk, repo.param_ids[(type, name)], *row))
+                store_reindex.replace_index_rows(
+                    w, pk, [(ptype, repo.param_ids[(type, name)], row) for ptype, name, row in sealed
+                            if ptype == "token" or (ptype == "string" and (type, name) in CLINICAL_TEXT)],
+                    string_params=text_pids, token_params=None)
                 n += 1
     return n
