@@ -1,31 +1,6 @@
-"""What every ``hutong`` sub-command shares: its database, opened and closed
-once, and JSON on standard output (the CLI's machine-readable answer)."""
+"""Moved to :mod:`hutong.cli.context` (issue 13, item 3: the sub-commands live in
+one ``hutong/cli/`` package).  Re-exported here until no caller imports this path."""
 
-from __future__ import annotations
+from hutong.cli.context import print_json, repository
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
-import orjson
-
-from hutong.store.sql import SqlRepository
-
-
-def print_json(data: Any) -> int:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0
-
-
-@contextmanager
-def repository(database: str | None) -> Iterator[SqlRepository]:
-    """The command's repository (encryption, policy hooks, residency check:
-    hutong.fhir.assembly), closed with its connection pools afterwards."""
-    from hutong.fhir.assembly import open_repository
-
-    repo = open_repository(database)
-    try:
-        yield repo
-    finally:
-        repo.db.close()
+__all__ = ['print_json', 'repository']

@@ -1,0 +1,105 @@
+"""``hutong demo``: generate a small synthetic city, load it, serve it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="build a small synthetic region, load it and serve it",
+                       description="Generate a synthetic Chinese city (hutong synth), import it into the "
+                                   "database and serve http://HOST:PORT. Re-running reuses the loaded data.")
+    p.add_argument("--residents", type=int, default=2000, help="residents (default 2000)")
+    p.add_argument("--institutions", type=int, default=20, help="institutions (default 20)")
+    p.add_argument("--seed", type=int, default=20261121, help="random seed (default 20261121)")
+    p.add_argument("--years", type=int, default=1,
+                   help="years of history (default 1: ~108k resources, loads in well under a minute)")
+    p.add_argument("--database", metavar="URL", default="sqlite:///var/demo/hutong.db",
+                   help="database URL (default sqlite:///var/demo/hutong.db)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-serve", action="store_true", help="load only, do not serve")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hutong.ingest.bulk import import_ndjson
+    from hutong.platform import open_repository
+    from hutong.security.guard import as_operator
+    from hutong.synth import SynthConfig, generate
+
+    if args.residents < 1 or args.institutions < 1:
+        print("hutong demo: --residents and --institutions must be positive", file=sys.stderr)
+        return 2
+    # "format" changes when stored data from an earlier version cannot be reused
+    # (2: bodies encrypted and identifiers blind-indexed, issue 6).
+    stamp = (f"residents={args.residents} institutions={args.institutions} seed={args.seed} years={args.years} "
+             "format=2")
+    marker = Path("var/demo") / "loaded.txt"
+    fresh = not (marker.exists() and marker.read_text() == stamp + " " + args.database)
+    if fresh:
+        _remove_demo_database(args.database)
+    repo = open_repository(args.database)
+    if not fresh:
+        print(f"demo region already loaded ({stamp})")
+    else:
+        out = Path("var/demo/region")
+        print(f"generating synthetic region ({stamp}) ...", flush=True)
+        rep = generate(out, SynthConfig(residents=args.residents, institutions=args.institutions, seed=args.seed,
+                                        years=args.years))
+        print(f"  {rep.total} resources in {rep.seconds:.1f}s", flush=True)
+        print("importing ...", flush=True)
+        imp = import_ndjson(as_operator(repo), out)  # the operator's own loader (issue 13: an explicit principal)
+        print(f"  loaded {imp.loaded} resources in {imp.seconds:.1f}s ({len(imp.errors)} errors)", flush=True)
+        if imp.errors:
+            for e in imp.errors[:10]:
+                print("  " + e, file=sys.stderr)
+            return 1
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(stamp + " " + args.database)
+    # A demo database from before the identity layer: link its Patients now.
+    from hutong.fhir.service import mpi_of
+    linked = mpi_of(repo).backfill()
+    if linked:
+        print(f"  linked {linked} earlier Patients to persons", flush=True)
+    from hutong.web import demo_accounts
+
+    accounts = demo_accounts.ensure(repo, Path("var/demo") / "accounts.json")
+    repo.db.close()
+    print("demo accounts (var/demo/accounts.json): platform client "
+          f"{accounts['platform_client']['client_id']}, clinician {accounts['clinician']['username']}, "
+          f"resident ID number {accounts['resident']['id_number']}; get a token with\n"
+          "  curl -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials "
+          f"http://{args.host}:{args.port}/auth/token", flush=True)
+    if args.no_serve:
+        return 0
+    from hutong.cli import serve
+
+    return serve.run(argparse.Namespace(host=args.host, port=args.port, database=args.database, workers=1))
+
+
+def _remove_demo_database(url: str) -> None:
+    """A demo database of another stamp is rebuilt from scratch (SQLite files
+    under var/demo only; anything else is left alone)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return
+    db = Path(url[len(prefix):])
+    if Path("var/demo").resolve() not in db.resolve().parents:
+        return
+    import shutil
+
+    for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(db.with_name(db.name + ".keys"), ignore_errors=True)
+    import os
+
+    from hutong.security.keys import default_key_dir
+
+    if not os.environ.get("HUTONG_KEY_DIR"):
+        # The demo's own key directory (outside var/demo since issue 12): its published
+        # audit heads describe the old chain and would make `hutong audit verify` fail.
+        shutil.rmtree(default_key_dir(url), ignore_errors=True)
+    (Path("var/demo") / "accounts.json").unlink(missing_ok=True)

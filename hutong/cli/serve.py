@@ -1,0 +1,94 @@
+"""``hutong serve``: the HTTP API (FHIR at /fhir)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import uvicorn
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="serve the FHIR API over HTTP",
+                       description="Serve Hutong: FHIR R4 at http://HOST:PORT/fhir.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--database", metavar="URL", help="sqlite:///path or postgresql://...")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="worker processes (default: number of cores, at most 2)")
+    p.add_argument("--mllp-port", type=int, default=None,
+                   help="also listen for HL7 v2 messages over MLLP on this port; senders are authenticated per "
+                        "connection: TLS client certificates (--mllp-tls-*), addresses in HUTONG_MLLP_SENDERS, "
+                        "or, for development only, loopback with HUTONG_MLLP_DEV_LOOPBACK=1")
+    p.add_argument("--mllp-host", default=None, help="address of the MLLP listener (default: --host)")
+    p.add_argument("--mllp-tls-cert", metavar="PEM", default=None,
+                   help="MLLP over TLS: the listener's certificate chain (or HUTONG_MLLP_TLS_CERT)")
+    p.add_argument("--mllp-tls-key", metavar="PEM", default=None,
+                   help="its private key (or HUTONG_MLLP_TLS_KEY)")
+    p.add_argument("--mllp-tls-ca", metavar="PEM", default=None,
+                   help="CA that issued the institutions' client certificates (or HUTONG_MLLP_TLS_CA); "
+                        "senders are then known by their certificate and MSH-4 must name that institution")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise SystemExit(f"hutong serve: invalid port {args.port}")
+    if args.database:
+        os.environ["HUTONG_DATABASE_URL"] = args.database
+    from hutong.config import Settings
+    from hutong.security.residency import check_target
+    from hutong.security.settings import SecuritySettings
+    from hutong.store.database import open_database
+
+    security = SecuritySettings.from_env()
+    # Data stays in the allowed regions (issue 6; 数据安全法): refuse to start on
+    # a database outside them before anything is written there.
+    check_target(Settings.from_env().database_url, security, "storage")
+    open_database(Settings.from_env().database_url).close()  # fail fast on a bad URL, create schema once
+    mllp_port = getattr(args, "mllp_port", None)
+    if mllp_port is not None:
+        if not 0 < mllp_port < 65536 or mllp_port == args.port:
+            raise SystemExit(f"hutong serve: invalid --mllp-port {mllp_port}")
+        from dataclasses import replace
+        from pathlib import Path
+
+        from hutong.errors import ConfigError
+        from hutong.fhir.service import FhirService
+        from hutong.ingest.hl7v2.listener import start_in_thread
+        from hutong.ingest.pipeline import Ingestor
+        from hutong.platform import open_repository
+        from hutong.security.audit import AuditLog
+        from hutong.security.senders import (
+            connection_identifier,
+            mllp_authoriser,
+            require_sender_authentication,
+            server_tls,
+        )
+
+        def given(name: str, default: Path | None) -> Path | None:
+            value = getattr(args, name, None)
+            return Path(value) if value else default
+
+        security = replace(security, mllp_tls_cert=given("mllp_tls_cert", security.mllp_tls_cert),
+                           mllp_tls_key=given("mllp_tls_key", security.mllp_tls_key),
+                           mllp_tls_ca=given("mllp_tls_ca", security.mllp_tls_ca))
+        try:
+            # Senders are authenticated per connection (hutong.security.senders):
+            # with nothing configured every message would be refused, so say so now.
+            how = require_sender_authentication(security)
+            tls, identify = server_tls(security), connection_identifier(security)
+        except ConfigError as e:
+            raise SystemExit(f"hutong serve: {e.message}") from None
+        # One listener in this (supervisor) process; uvicorn's workers serve HTTP.
+        # Each message is written under its sending institution's policy and audited.
+        mllp_host = getattr(args, "mllp_host", None) or args.host
+        repo = open_repository(Settings.from_env().database_url)
+        ingestor = Ingestor(FhirService(repo), authorise=mllp_authoriser(repo, security),
+                            audit=AuditLog(repo).record)
+        start_in_thread(ingestor, mllp_host, mllp_port, tls=tls, identify=identify)
+        print(f"Hutong receiving HL7 v2 over MLLP at {mllp_host}:{mllp_port} ({how})", flush=True)
+    print(f"Hutong serving FHIR R4 at http://{args.host}:{args.port}/fhir", flush=True)
+    uvicorn.run("hutong.web.app:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="warning", access_log=False)
+    return 0
