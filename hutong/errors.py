@@ -136,6 +136,14 @@ CODES: dict[str, str] = {
                "registrations or a resident account)",
     "HT-0196": "identity stewardship (link, unlink, merge, review) is for the platform and MPI stewards",
     "HT-0197": "a message refused for its sender's authentication cannot be retried",
+    # 0310-0319: one ingestion envelope (hutong.ingest: Receipt codes; issue 13, item 5)
+    "HT-0310": "received message unreadable (HL7 v2 does not parse; CDA header unreadable); kept as a dead letter",
+    "HT-0311": "received message names no registered institution (MSH-4, CDA custodian); kept as a dead letter",
+    "HT-0312": "received message content cannot be mapped to FHIR; kept as a dead letter",
+    "HT-0314": "received message not stored (application or database failure); resend later",
+    "HT-0315": "MLLP framing error (bytes outside a frame, truncated or oversize frame); kept as a dead letter",
+    "HT-0316": "this account may not re-process dead letters",
+    "HT-0317": "a dead letter with no authenticated sender on record cannot be retried; the sender sends it again",
     # 0320-0329: the schema version and migrations (hutong.store.migrations, `hutong db`; issue 13)
     "HT-0320": "the database schema is newer than this release of hutong (both versions named)",
     "HT-0321": "the database schema is older than this release: run `hutong db upgrade`",

@@ -82,7 +82,6 @@ NOT_YET_MOVED = {
     "hutong/cli/mpi.py": "issue 13 item 1 -> mpi/state.py",
     "hutong/web/mpi_cmd.py": "issue 13 item 1 -> mpi/state.py (moving to cli/mpi.py)",
     "hutong/ingest/bulk.py": "issue 13 items 1, 5 -> store (bulk insert on the Writer Protocol)",
-    "hutong/ingest/pipeline.py": "issue 13 items 1, 5 -> ingest/inbox.py (one ingestion envelope)",
     "hutong/fhir/assembly.py": "issue 13 item 3: the composition root moves to hutong/platform.py",
     # concrete SqlRepository/SqlWriter/Database in signatures only: to the Protocols
     "hutong/cli/context.py": "issue 13 item 1",

@@ -60,7 +60,10 @@ ingest_message = Table(
     Column("peer", String(100), nullable=True),
     Column("attempts", Integer, nullable=False, default=1),
     Column("raw", LargeBinary, nullable=False),
-    Column("ack", LargeBinary, nullable=True),
+    Column("ack", LargeBinary, nullable=True),             # the ACK sent (rows before issue 13; now None)
+    # Who sent it, as authenticated (hutong.ingest.acting.OnRecord, JSON): a
+    # retry acts as this sender, never as trusted code (issue 13, item 5).
+    Column("principal", String(1000), nullable=True),
     Index("ix_ingest_message_key", "channel", "sender", "control_id"),
     Index("ix_ingest_message_status", "status", "id"),
     Index("ix_ingest_message_sender", "sender", "received"),
@@ -150,6 +153,8 @@ class Row:
     attempts: int
     raw: bytes
     ack: bytes | None
+    principal: str | None = None  # the sender on record (JSON, hutong.ingest.acting.OnRecord)
+    peer: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """What a dead-letter listing shows (no message content: it holds resident data)."""
@@ -158,12 +163,14 @@ class Row:
                 "reason": self.reason, "attempts": self.attempts, "bytes": len(self.raw)}
 
 
-COLS = "id, channel, sender, control_id, kind, received, event_time, status, ack_code, reason, attempts, raw, ack"
+COLS = ("id, channel, sender, control_id, kind, received, event_time, status, ack_code, reason, attempts, raw, ack, "
+        "principal, peer")
 
 
 def _row(repo: SqlRepository, r: Sequence[Any]) -> Row:
     return Row(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7], r[8], r[9], int(r[10]),
-               repo.codec.with_purpose(RAW).decode(bytes(r[11])), bytes(r[12]) if r[12] is not None else None)
+               repo.codec.with_purpose(RAW).decode(bytes(r[11])), bytes(r[12]) if r[12] is not None else None,
+               r[13], r[14])
 
 
 def find(repo: SqlRepository, w: SqlWriter | None, channel: str, sender: str, control_id: str) -> Row | None:
@@ -180,12 +187,17 @@ def get(repo: SqlRepository, message_id: int) -> Row | None:
 
 def record(w: SqlWriter, *, channel: str, sender: str, control_id: str, kind: str, received: int,
            event_time: int | None, status: str, ack_code: str, reason: str | None, peer: str | None,
-           raw: bytes, ack: bytes | None, attempts: int = 1) -> None:
-    w.execute("INSERT INTO ingest_message (channel, sender, control_id, kind, received, event_time, status, "
-              "ack_code, reason, peer, attempts, raw, ack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-              (channel, sender, control_id, kind[:40], received, event_time, status, ack_code,
-               (reason or None) and reason[:1000], peer, attempts, w.repo.codec.with_purpose(RAW).encode(raw), ack))
+           raw: bytes, ack: bytes | None = None, attempts: int = 1, principal: str | None = None) -> int:
+    """Insert one message row (and its timeliness roll-up); returns its id."""
+    cur = w.execute("INSERT INTO ingest_message (channel, sender, control_id, kind, received, event_time, status, "
+                    "ack_code, reason, peer, attempts, raw, ack, principal) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (channel, sender, control_id[:200], kind[:40], received, event_time, status, ack_code,
+                     (reason or None) and reason[:1000], (peer or None) and peer[:100], attempts,
+                     w.repo.codec.with_purpose(RAW).encode(raw), ack, (principal or None) and principal[:1000]))
+    message_id = int(cur.fetchone()[0])
     _rollup(w, channel, sender, kind, received, event_time, status)
+    return message_id
 
 
 def _rollup(w: SqlWriter, channel: str, sender: str, kind: str, received: int, event_time: int | None,
@@ -213,6 +225,19 @@ def _rollup(w: SqlWriter, channel: str, sender: str, kind: str, received: int, e
               "last_received = excluded.last_received, last_kind = excluded.last_kind, "
               "last_status = excluded.last_status WHERE ingest_sender.last_received <= excluded.last_received",
               (sender, channel, received, kind[:40], status))
+
+
+def failed_again(w: SqlWriter, message_id: int, reason: str, ack_code: str) -> None:
+    """A retry that failed too: the dead letter stays, with the new reason."""
+    w.execute("UPDATE ingest_message SET attempts = attempts + 1, reason = ?, ack_code = ? WHERE id = ?",
+              (reason[:1000], ack_code, message_id))
+
+
+def retried(w: SqlWriter, message_id: int) -> int:
+    """A dead letter re-processed and stored: marked ``retried``; returns its attempts so far."""
+    w.execute("UPDATE ingest_message SET status = 'retried' WHERE id = ?", (message_id,))
+    rows = w.execute("SELECT attempts FROM ingest_message WHERE id = ?", (message_id,)).fetchall()
+    return int(rows[0][0]) if rows else 0
 
 
 def mark(w: SqlWriter, message_id: int, status: str) -> None:

@@ -52,9 +52,17 @@ def _ingestor(args: argparse.Namespace) -> Iterator[Any]:
     from hutong.fhir.assembly import open_repository
     from hutong.fhir.service import FhirService
     from hutong.ingest.pipeline import Ingestor
+    from hutong.security.audit import AuditLog
+    from hutong.security.senders import mllp_authoriser
+    from hutong.security.settings import SecuritySettings
     repo = open_repository(args.database)
     try:
-        yield Ingestor(FhirService(repo))
+        # The command acts as the local operator (LOCAL_OPERATOR): a folder import
+        # is written as the platform engine for each document's institution, a
+        # retry as the message's sender on record; every message is audited.
+        security = SecuritySettings.from_env()
+        yield Ingestor(FhirService(repo), authorise=mllp_authoriser(repo, security), audit=AuditLog(repo).record,
+                       settings=security)
     finally:
         repo.db.close()
 
@@ -104,7 +112,7 @@ def _retry(args: argparse.Namespace) -> int:
             return 2
         for i in ids:
             try:
-                row = ing.retry(i)
+                row, _receipt = ing.retry(i)
             except HutongError as e:
                 out.append({"id": i, "error": f"{e.code}: {e.message}"})
                 failed += 1

@@ -1,11 +1,18 @@
-"""From a received message to stored FHIR resources and an acknowledgement.
+"""From a received envelope to stored FHIR resources and a receipt.
 
 One path for every channel (HL7 v2 over MLLP, CDA over HTTP or from a
-folder): identify the sender -> parse -> map to a FHIR transaction Bundle ->
-validate -> one store transaction holding the raw message row, the resources
-(each Patient linked to its person by the MPI hook, inside the same
-transaction) and the timeliness roll-up -> only then the acknowledgement.
-Anything that cannot be mapped is kept raw as a dead letter with the reason.
+folder): the adapter wraps what arrived in an envelope
+(hutong.ingest.envelope) -> identify the sending institution from the
+message -> the entry point's authority says who the writes run as
+(hutong.ingest.acting: no "unset means trusted") -> parse -> map to a FHIR
+transaction Bundle -> validate -> one store transaction holding the raw
+message row, the resources (each Patient linked to its person by the MPI
+hook, inside the same transaction) and the timeliness roll-up -> a
+:class:`~hutong.ingest.envelope.Receipt`, audited by the one function every
+channel uses (hutong.ingest.audit).  Anything that cannot be stored is kept
+raw as a dead letter with the reason.  The acknowledgement is the channel's:
+hutong.ingest.hl7v2.ack turns the receipt into an ACK, hutong.web into an
+HTTP answer; both leave only after the commit (DESIGN "Trust model").
 
 Framing (hutong.ingest.hl7v2.framing), parsing (message) and mapping
 (mapping) are separate modules; this one only orchestrates.
@@ -17,19 +24,31 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from hutong.errors import Conflict, Forbidden, HutongError, operation_outcome
+from hutong.errors import Conflict, Forbidden, HutongError
 from hutong.fhir import search as fsearch
 from hutong.fhir.bundle import BundleProcessor
-from hutong.fhir.response import FhirResponse
-from hutong.fhir.service import FhirService, mpi_of
+from hutong.fhir.service import FhirService
 from hutong.ingest import inbox
+from hutong.ingest.acting import (
+    RETRY_ANY,
+    Authorise,
+    Authority,
+    ByConnection,
+    ByPrincipal,
+    ByRetry,
+    Institution,
+    OnRecord,
+    credential_of,
+)
+from hutong.ingest.audit import record_of
 from hutong.ingest.cda import mapping as cdamap
 from hutong.ingest.cda import parse as cdaparse
+from hutong.ingest.envelope import CDA, HL7V2, Credential, Envelope, Location, Outcome, Receipt
 from hutong.ingest.hl7v2 import ack as hl7ack
 from hutong.ingest.hl7v2 import mapping as hl7map
 from hutong.ingest.hl7v2 import message as hl7msg
@@ -37,13 +56,14 @@ from hutong.ingest.hl7v2.connection import Connection
 from hutong.mpi.golden import GOLDEN_SYSTEM
 from hutong.mpi.service import managing_org
 from hutong.security import accounts
-from hutong.security.events import FAILED, REFUSED, SUCCESS, AuditRecord
-from hutong.security.guard import acting
-from hutong.security.guard import current as current_access
+from hutong.security.events import AuditRecord
+from hutong.security.guard import acting as acting_as
 from hutong.security.policy import Access
-from hutong.security.principal import Role
-from hutong.store.sql import SqlWriter
+from hutong.security.principal import LOCAL_OPERATOR, Principal
+from hutong.security.settings import SecuritySettings
 from hutong.systems import ORGANIZATION
+
+__all__ = ["NOT_AUTHORISED", "Authorise", "Ingestor", "Institution"]  # Authorise, Institution: hutong.ingest.acting
 
 SENDER_TTL_S = 60.0
 # Dead letters of messages refused for who sent them start with this: never retried.
@@ -51,42 +71,49 @@ NOT_AUTHORISED = "sender not authorised"
 log = logging.getLogger("hutong.ingest")
 
 
-def _salvage_msh(raw: bytes) -> tuple[list[str], str]:
-    """MSH-4 components and MSH-10 of a message that did not parse (wrong
+def _salvage_msh(raw: bytes) -> tuple[list[str], str, str]:
+    """MSH-4 components, MSH-10 and MSH-9 of a message that did not parse (wrong
     charset, broken segments), read from the ASCII-compatible MSH bytes, so
     its dead letter can still be found by sender and control id."""
     line = raw.split(b"\r", 1)[0].split(b"\n", 1)[0]
     if not line.startswith(b"MSH") or len(line) < 8:
-        return [], ""
+        return [], "", ""
     fields = line.split(line[3:4])
     def text(i: int) -> str:
         return fields[i].decode("ascii", "replace")[:200] if len(fields) > i else ""
     comp = line[4:5].decode("ascii", "replace") or "^"
-    return [c for c in text(3).split(comp) if c], text(9)
+    return [c for c in text(3).split(comp) if c], text(9), "^".join(text(8).split(comp)[:2])
 
 
-@dataclass(frozen=True, slots=True)
-class Institution:
-    code: str             # registered identifier value (统一社会信用代码)
-    organization_id: str  # Organization resource id
+class _Dead(Exception):
+    """Internal: ends one message's processing with this receipt (dead or refused)."""
+
+    def __init__(self, receipt: Receipt) -> None:
+        super().__init__(receipt.reason)
+        self.receipt = receipt
 
 
-# Who an MLLP sender is: the network entry point (hutong.security.senders, wired
-# by hutong.web.serve_cmd) turns a registered institution and the connection it
-# came on into that institution's Access, or refuses.
-Authorise = Callable[[Institution, Connection], Access]
+def _from_hl7(env: Envelope, e: hl7msg.Hl7Error, code: str, outcome: Outcome = Outcome.DEAD, *,
+              forbidden: bool = False) -> Receipt:
+    return Receipt(outcome, env, code=code, reason=e.text, condition=e.code,
+                   location=Location(e.segment, e.field, e.sequence) if e.segment else None,
+                   resend=e.ack != "AR", forbidden=forbidden)
 
 
 class Ingestor:
-    """``authorise`` and ``audit`` come from the network entry point: every
-    message is then written under its institution's policy (it may only write
-    its own patients' records) and leaves one audit record.  Without them the
-    caller is trusted local code (tests of the mapping, the CLI retry)."""
+    """Receives envelopes (:meth:`receive`) from every channel.
+
+    ``authorise`` (hutong.security.senders) authenticates MLLP senders: the
+    listener's messages and retries of MLLP dead letters whose sender was
+    never authorised are written under what it returns.  ``audit`` receives
+    one AuditRecord per envelope (hutong.ingest.audit)."""
 
     def __init__(self, svc: FhirService, clock: Callable[[], int] | None = None, *,
-                 authorise: Authorise | None = None, audit: Callable[[AuditRecord], Any] | None = None) -> None:
+                 authorise: Authorise | None = None, audit: Callable[[AuditRecord], Any] | None = None,
+                 settings: SecuritySettings | None = None) -> None:
         self.authorise = authorise
         self.audit = audit
+        self.settings = settings or SecuritySettings()
         self.svc = svc
         self.repo = svc.repo
         self.bundles = BundleProcessor(svc)
@@ -128,155 +155,158 @@ class Ingestor:
         claimed = [c.strip() for c in components if c.strip()]
         return code in claimed and all(c == code or self.institution(c) is None for c in claimed)
 
+    # ------------------------------------------------------------ the envelope
+    def receive(self, envelope: Envelope, authority: Authority) -> Receipt:
+        """Store one message as ``authority`` says; never raises for bad input or
+        a refused sender: every problem is a dead or refused receipt, kept raw."""
+        state: dict[str, Access] = {}
+        try:
+            if envelope.channel == HL7V2:
+                receipt = self._hl7(envelope, authority, state)
+            elif envelope.channel == CDA:
+                receipt = self._cda(envelope, authority, state)
+            else:
+                raise ValueError(f"unknown channel {envelope.channel!r}")
+        except _Dead as d:
+            receipt = self._dead(d.receipt, authority, state.get("access"))
+        access = state.get("access")
+        self._audit(authority, access, receipt)
+        return receipt
+
+    def _authorised(self, env: Envelope, authority: Authority, inst: Institution,
+                    state: dict[str, Access]) -> Access:
+        try:
+            access = authority.access(inst)
+        except HutongError as e:
+            raise _Dead(Receipt(Outcome.REFUSED, env, code=e.code, reason=f"{NOT_AUTHORISED} ({e.code}): "
+                                f"{e.message}", condition="207", location=Location("MSH", 4), resend=False,
+                                forbidden=True)) from None
+        state["access"] = access
+        return access
+
+    def _audit(self, authority: Authority, access: Access | None, receipt: Receipt) -> None:
+        if self.audit is None:
+            return
+        if access is not None:
+            access.settle()
+        principal = access.principal if access is not None else authority.principal
+        self.audit(record_of(principal, receipt.envelope, receipt, access))
+
     # ------------------------------------------------------------ HL7 v2
-    def hl7(self, raw: bytes, peer: str | None = None, *, retry_of: inbox.Row | None = None,
-            conn: Connection | None = None) -> bytes:
-        """Handle one HL7 v2 message; returns the ACK payload (unframed).
-        Never raises for bad input: every problem becomes an AE/AR ACK and a dead letter.
-
-        ``conn`` is who the listener authenticated the connection as: its
-        institution, when known, is the sender, and MSH-4 must name it."""
-        received = retry_of.received if retry_of else self.clock()
-        conn = conn if conn is not None else Connection(peer)
-
-        def refuse(err: hl7msg.Hl7Error, msg: hl7msg.Hl7Message | None, sender: str, control_id: str, kind: str,
-                   reason: str, event: int | None = None) -> bytes:
-            nak = hl7ack.build_ack(msg, raw, err.ack, err)
-            self._dead("hl7v2", sender, control_id, kind, received, event, reason, err.ack, peer, raw, nak,
-                       retry_of)
-            return nak
-
+    def _hl7(self, env: Envelope, authority: Authority, state: dict[str, Access]) -> Receipt:
+        raw = env.raw
+        cred = env.credential
         try:
             msg = hl7msg.parse(raw)
         except hl7msg.Hl7Error as e:
-            facility, control = _salvage_msh(raw)
+            facility, control, kind = _salvage_msh(raw)
             inst = self.sender_of(facility)
-            sender = conn.institution or (inst.code if inst else "")
-            return refuse(e, None, sender, control, "unparsed", f"{e.code} {e.text}")
-        kind = f"{msg.message_type}^{msg.trigger}"
-        if conn.institution is not None:
+            env = replace(env, sender=cred.institution or (inst.code if inst else ""), control_id=control,
+                          kind="unparsed")
+            raise _Dead(_from_hl7(env, e, "HT-0310")) from None
+        env = replace(env, control_id=msg.control_id, kind=f"{msg.message_type}^{msg.trigger}")
+        if cred.institution is not None:
             # The connection says who sends (TLS client certificate or an address
             # the operator mapped); MSH-4 is the message's claim and must agree
             # (issue 12, finding 5).  Refused with AR (HL7 v2.5.1 ch. 2.9.2.1:
             # the sender is not accepted) and audited with what it claimed.
-            if not self._claims_only(msg.sending_facility, conn.institution):
+            env = replace(env, sender=cred.institution)
+            if not self._claims_only(msg.sending_facility, cred.institution):
                 claimed = "^".join(c.strip() for c in msg.sending_facility)[:120]
-                mismatch = Forbidden("HT-0190", f"MSH-4 ({claimed}) does not name {conn.institution}, the "
-                                                f"institution this connection authenticated as ({conn.method})")
-                self._audit("hl7", None, REFUSED, mismatch.code, peer, kind, claimed=claimed, conn=conn)
-                denied = hl7msg.Hl7Error("207", f"{NOT_AUTHORISED} ({mismatch.code}): {mismatch.message}",
-                                         segment="MSH", field=4, ack="AR")
-                return refuse(denied, msg, conn.institution, msg.control_id, kind, denied.text)
-            inst = self.institution(conn.institution)
+                mismatch = Forbidden("HT-0190", f"MSH-4 ({claimed}) does not name {cred.institution}, the "
+                                                f"institution this connection authenticated as ({cred.method})")
+                raise _Dead(Receipt(Outcome.REFUSED, replace(env, claimed=claimed), code=mismatch.code,
+                                    reason=f"{NOT_AUTHORISED} ({mismatch.code}): {mismatch.message}",
+                                    condition="207", location=Location("MSH", 4), resend=False, forbidden=True))
+            inst = self.institution(cred.institution)
         else:
             inst = self.sender_of(msg.sending_facility)
         if inst is None:
             unknown = hl7msg.Hl7Error("204", "unknown sending facility (MSH-4): no registered institution has "
                                              "this identifier", segment="MSH", field=4, ack="AR")
-            return refuse(unknown, msg, "", msg.control_id, kind, unknown.text)
-        access = None
-        if self.authorise is not None and retry_of is None:
-            try:
-                access = self.authorise(inst, conn)
-            except HutongError as e:
-                denied = hl7msg.Hl7Error("207", f"{NOT_AUTHORISED} ({e.code}): {e.message}", segment="MSH",
-                                         field=4, ack="AR")
-                self._audit("hl7", None, REFUSED, e.code, peer, kind, claimed=inst.code, conn=conn)
-                return refuse(denied, msg, inst.code, msg.control_id, kind, denied.text)
-        if retry_of is None:
-            done = inbox.find(self.repo, None, "hl7v2", inst.code, msg.control_id)
-            if done is not None and done.ack is not None:
-                return done.ack  # a resend: acknowledged again, nothing else changes
+            raise _Dead(_from_hl7(env, unknown, "HT-0311"))
+        env = replace(env, sender=inst.code)
+        if cred.institution is None:
+            env = replace(env, claimed=inst.code)
+        access = self._authorised(env, authority, inst, state)
+        if env.claimed is not None and cred.institution is None:
+            env = replace(env, claimed=None)  # accepted: the claim is the sender
+        if env.retry_of is None:
+            done = inbox.find(self.repo, None, HL7V2, inst.code, msg.control_id)
+            if done is not None:
+                # A resend: acknowledged again (with the note its first ACK carried), nothing else changes.
+                return _duplicate(env, done)
         try:
             mapped = hl7map.to_bundle(msg, hl7map.Sender(inst.code, inst.organization_id))
             entries = self.bundles.prepare(mapped.bundle.get("entry") or [])
         except hl7msg.Hl7Error as e:
-            return refuse(e, msg, inst.code, msg.control_id, kind, f"{e.code} {e.text}")
+            raise _Dead(_from_hl7(env, e, "HT-0312")) from None
         except HutongError as e:
             err = hl7msg.Hl7Error("207", f"mapped resource rejected: {e.code} {e.message}", ack="AE")
-            return refuse(err, msg, inst.code, msg.control_id, kind, err.text)
-        ok = hl7ack.build_ack(msg, raw, "AA")
-        event = inbox.to_ms(mapped.event_time)
-        queued: list[str] = []
+            raise _Dead(_from_hl7(env, err, e.code)) from None
+        env = replace(env, event_time=inbox.to_ms(mapped.event_time))
+        kind = env.kind
 
-        def run(w: SqlWriter) -> bytes:
+        def run(w: Any) -> Receipt:
             # Two connections delivering the same message at once: one waits.
             w.lock_key(f"ingest:hl7v2:{inst.code}:{msg.control_id}")
-            again = inbox.find(self.repo, w, "hl7v2", inst.code, msg.control_id)
-            if again is not None and again.ack is not None:
-                return again.ack
-            self.bundles.run_in(w, entries)
-            ack, note = ok, None
+            again = inbox.find(self.repo, w, HL7V2, inst.code, msg.control_id)
+            if again is not None and env.retry_of is None:
+                return _duplicate(env, again)
+            done = self.bundles.run_in(w, entries)
+            note = None
             if mapped.merge is not None:
                 note = self._merge(w, inst, mapped.merge, kind, msg.control_id)
+            message_id = self._stored(w, env, access, note)
+            refs = tuple(f"{t}/{i}" for t, i, _s in done)
             if note is not None:
                 # Accepted, the merge waiting for a steward: AA with an ERR of
                 # severity W (HL7 v2.5.1 ch. 2.15.5.4, table 0516), so the sender
                 # neither resends nor believes the persons were merged.
-                queued[:] = [note]
-                ack = hl7ack.build_ack(msg, raw, "AA", hl7msg.Hl7Error("0", note, segment="MRG", field=1, ack="AA"),
-                                       severity="W")
-            self._stored(w, "hl7v2", inst, msg.control_id, kind, received, event, peer, raw, ack, retry_of, note)
-            return ack
+                return Receipt(Outcome.STORED, env, code="HT-0195", reason=note, references=refs,
+                               message_id=message_id, condition="0", location=Location("MRG", 1))
+            return Receipt(Outcome.STORED, env, references=refs, message_id=message_id)
 
+        return self._commit(env, access, run)
+
+    def _commit(self, env: Envelope, access: Access, run: Callable[[Any], Receipt]) -> Receipt:
         try:
-            if access is None:
-                result: bytes = self.svc._retry(lambda: self.repo.transact(run))
-                return result
-            with acting(access):
-                result = self.svc._retry(lambda: self.repo.transact(run))
-            self._audit("hl7", access, SUCCESS, None, peer, kind, conn=conn, note=queued[0] if queued else None)
+            with acting_as(access):
+                result: Receipt = self.svc._retry(lambda: self.repo.transact(run))
             return result
         except HutongError as e:
-            err = hl7msg.Hl7Error("207", f"{e.code} {e.message}", ack="AE")
-            if access is not None:
-                self._audit("hl7", access, REFUSED if e.status == 403 else FAILED, e.code, peer, kind, conn=conn)
-            return refuse(err, msg, inst.code, msg.control_id, kind, err.text, event)
+            raise _Dead(Receipt(Outcome.DEAD, env, code=e.code, reason=f"{e.code} {e.message}", condition="207",
+                                forbidden=e.status == 403)) from None
         except Exception as e:
-            # A database failure (connection lost, disk full): the sender gets AE and
-            # will resend; nothing was acknowledged.  The type only is logged (the
+            # A database failure (connection lost, disk full): the sender is told to
+            # resend; nothing was acknowledged.  The type only is logged (the
             # message may carry resident data).
-            log.error("HL7 message %s not stored: %s", msg.control_id[:40], type(e).__name__)
-            err = hl7msg.Hl7Error("207", "application internal error: message not stored, resend later", ack="AE")
-            try:
-                return refuse(err, msg, inst.code, msg.control_id, kind, err.text, event)
-            except Exception as e2:
-                log.error("dead letter not stored either: %s", type(e2).__name__)
-                return hl7ack.build_ack(msg, raw, "AE", err)
+            log.error("%s message %s not stored: %s", env.channel, env.control_id[:40], type(e).__name__)
+            raise _Dead(Receipt(Outcome.DEAD, env, code="HT-0314", reason="application internal error: message "
+                                "not stored, resend later", condition="207")) from None
 
-    def _audit(self, action: str, access: Access | None, outcome: str, code: str | None, peer: str | None,
-               kind: str, *, claimed: str | None = None, conn: Connection | None = None,
-               note: str | None = None) -> None:
-        """``claimed``: the sender MSH-4 named, on a refusal; ``conn``: how the
-        connection was authenticated (method, certificate or mapped network)."""
-        if self.audit is None:
-            return
-        if access is not None:
-            access.settle()
-        extra: dict[str, str] = {}
-        if conn is not None:
-            extra["sender_auth"] = conn.method
-            if conn.institution is not None:
-                extra["authenticated_as"] = conn.institution
-            if conn.credential is not None:
-                extra["credential"] = conn.credential[:300]
-        if note is not None:
-            extra["note"] = note[:300]
-        self.audit(AuditRecord(
-            action=action, outcome=outcome, principal=access.principal if access else None, claimed=claimed,
-            persons=tuple(sorted(access.persons)) if access else (),
-            entities=tuple(access.entities[:200]) if access else (), interaction=f"{action} {kind}",
-            purpose="own-institution" if access else None, code=code, peer=peer, extra=extra))
+    def connection_authority(self, conn: Connection) -> Authority:
+        """Who the messages of an MLLP connection are written as: the connection's
+        authentication (``authorise``); without that seam, the local operator
+        (tests and tools that call the ingestor directly)."""
+        if self.authorise is not None:
+            return ByConnection(self.authorise, conn)
+        return ByPrincipal(self.repo, LOCAL_OPERATOR, self.settings)
 
-    def frame_error(self, raw: bytes, reason: str, peer: str | None) -> bytes:
+    def frame_error(self, raw: bytes, reason: str, peer: str | None,
+                    conn: Connection | None = None) -> Receipt:
         """A framing problem (bytes outside a frame, truncated or oversize frame):
-        NAK (AR) with the reason, the bytes kept as a dead letter."""
+        a dead letter with the reason (the listener NAKs it with AR)."""
+        conn = conn if conn is not None else Connection(peer)
+        cred = conn.as_credential()
+        env = Envelope(HL7V2, raw, self.clock(), peer, cred, sender=cred.institution or "", kind="frame")
         e = hl7msg.Hl7Error("100", f"MLLP framing: {reason}", ack="AR")
-        nak = hl7ack.build_ack(None, raw, "AR", e)
-        self._dead("hl7v2", "", "", "frame", self.clock(), None, e.text, "AR", peer, raw, nak, None)
-        return nak
+        authority = self.connection_authority(conn)
+        receipt = self._dead(_from_hl7(env, e, "HT-0315"), authority, None)
+        self._audit(authority, None, receipt)
+        return receipt
 
-    def _merge(self, w: SqlWriter, inst: Institution, merge: tuple[dict[str, str], dict[str, str]], kind: str,
+    def _merge(self, w: Any, inst: Institution, merge: tuple[dict[str, str], dict[str, str]], kind: str,
                control_id: str) -> str | None:
         """ADT^A40 (HL7 v2.5.1 ch. 3.3.40): the sender says its prior patient
         record (MRG-1) is the surviving one (PID-3).  Both must be registrations
@@ -318,7 +348,7 @@ class Ingestor:
             links.append({"other": {"reference": f"Patient/{survivor}"}, "type": "replaced-by"})
             body["link"] = links
             w.replace(cur, body)
-        outcome = mpi_of(self.repo).merge_registrations_in(
+        outcome = self.svc.mpi.merge_registrations_in(
             w, prior, survivor, institution=inst.organization_id,
             protected=lambda person: accounts.person_has_account(w, person), actor=f"hl7v2:{inst.code}",
             reason=f"{kind} {control_id}: prior record merged by the sender")
@@ -327,33 +357,43 @@ class Ingestor:
         return ("HT-0195 the persons were not merged: the prior patient's person has other institutions' "
                 "registrations or a resident account; the merge waits for review by an MPI steward")
 
-    def _stored(self, w: SqlWriter, channel: str, inst: Institution, control_id: str, kind: str, received: int,
-                event: int | None, peer: str | None, raw: bytes, ack: bytes | None,
-                retry_of: inbox.Row | None, note: str | None = None) -> None:
+    def _stored(self, w: Any, env: Envelope, access: Access, note: str | None = None) -> int:
         """The inbox row of a message whose resources this transaction wrote
-        (and, for a retry, the dead letter it replaces); ``note``: what its AA warned of."""
-        inbox.record(w, channel=channel, sender=inst.code, control_id=control_id, kind=kind, received=received,
-                     event_time=event, status="ok", ack_code="AA", reason=note, peer=peer, raw=raw, ack=ack,
-                     attempts=(retry_of.attempts + 1) if retry_of else 1)
-        if retry_of is not None:
-            inbox.mark(w, retry_of.id, "retried")
+        (and, for a retry, the dead letter it replaces); ``note``: what its acceptance warned of."""
+        attempts = inbox.retried(w, env.retry_of) + 1 if env.retry_of is not None else 1
+        return inbox.record(w, channel=env.channel, sender=env.sender, control_id=env.control_id, kind=env.kind,
+                            received=env.received, event_time=env.event_time, status="ok", ack_code="AA",
+                            reason=note, peer=env.peer, raw=env.raw, attempts=attempts,
+                            principal=OnRecord(access.principal, env.credential).dumps())
 
     # ------------------------------------------------------------ dead letters
-    def _dead(self, channel: str, sender: str, control_id: str, kind: str, received: int, event: int | None,
-              reason: str, ack_code: str, peer: str | None, raw: bytes, ack: bytes | None,
-              retry_of: inbox.Row | None) -> None:
-        def run(w: SqlWriter) -> None:
-            if retry_of is not None:
-                w.execute("UPDATE ingest_message SET attempts = attempts + 1, reason = ?, ack_code = ?, ack = ? "
-                          "WHERE id = ?", (reason[:1000], ack_code, ack, retry_of.id))
-                return
-            inbox.record(w, channel=channel, sender=sender, control_id=control_id, kind=kind, received=received,
-                         event_time=event, status="dead", ack_code=ack_code, reason=reason, peer=peer, raw=raw,
-                         ack=ack)
-        self.repo.transact(run)
+    def _dead(self, receipt: Receipt, authority: Authority, access: Access | None) -> Receipt:
+        """Keep the message raw with the reason (a failed retry updates its dead
+        letter); returns the receipt with the row's id.  When even that fails,
+        the receipt still goes back (the sender resends)."""
+        env = receipt.envelope
+        ack_code = "AE" if receipt.resend and receipt.outcome is not Outcome.REFUSED else "AR"
+        reason = receipt.reason or receipt.code or "not stored"
+        principal = access.principal if access is not None else authority.principal
 
-    def retry(self, message_id: int) -> inbox.Row:
-        """Re-process a dead letter (after the cause was fixed); returns its row as it is now."""
+        def run(w: Any) -> int:
+            if env.retry_of is not None:
+                inbox.failed_again(w, env.retry_of, reason, ack_code)
+                return env.retry_of
+            return inbox.record(w, channel=env.channel, sender=env.sender, control_id=env.control_id,
+                                kind=env.kind or env.channel, received=env.received, event_time=env.event_time,
+                                status="dead", ack_code=ack_code, reason=reason, peer=env.peer, raw=env.raw,
+                                principal=OnRecord(principal, env.credential).dumps())
+        try:
+            return replace(receipt, message_id=self.repo.transact(run))
+        except Exception as e:
+            log.error("dead letter not stored either: %s", type(e).__name__)
+            return receipt
+
+    def retry(self, message_id: int, operator: Principal = LOCAL_OPERATOR) -> tuple[inbox.Row, Receipt]:
+        """Re-process a dead letter (after the cause was fixed) as the sender on
+        record, narrowed by ``operator``'s authority (hutong.ingest.acting.ByRetry);
+        returns its row as it is now and the receipt."""
         row = inbox.get(self.repo, message_id)
         if row is None:
             raise HutongError("HT-0056", f"no inbox message {message_id}", status=404, issue_code="not-found")
@@ -365,68 +405,85 @@ class Ingestor:
             # who sent it (spoofed MSH-4, unauthenticated) must never get in this way.
             raise Conflict("HT-0197", f"inbox message {message_id} was refused for its sender's authentication; "
                                       "the sender must send it again over its authenticated connection")
+        if operator.role not in RETRY_ANY:
+            # Checked first: an operator without the authority must not change the dead letter.
+            raise Forbidden("HT-0316", f"a {operator.role.value} account may not re-process dead letters")
         with self._lock:
             self._senders.clear()  # the fix may have been registering the institution
-        if row.channel == "hl7v2":
-            self.hl7(row.raw, None, retry_of=row)
-        else:
-            self.cda(row.raw, None, retry_of=row)
+        record = OnRecord.loads(row.principal)
+        cred = record.credential if record is not None else Credential()
+        env = Envelope(row.channel, row.raw, row.received, row.peer, cred, retry_of=row.id,
+                       retried_by=operator.account_id)
+        authority = ByRetry(self.repo, operator, record, self.authorise if row.channel == HL7V2 else None,
+                            row.peer, self.settings)
+        receipt = self.receive(env, authority)
         after = inbox.get(self.repo, message_id)
         assert after is not None
-        return after
+        return after, receipt
 
     # ------------------------------------------------------------ CDA
-    def cda(self, xml: bytes, peer: str | None, *, retry_of: inbox.Row | None = None) -> dict[str, Any]:
-        """Store one WS/T 500 document.  Returns {"status": "ok", "documentReference",
-        "type", "resources"} or {"status": "dead", "reason", "code"}; never raises for bad input."""
-        received = retry_of.received if retry_of else self.clock()
+    def _cda(self, env: Envelope, authority: Authority, state: dict[str, Access]) -> Receipt:
+        """One WS/T 500 document; never raises for bad input."""
+        xml = env.raw
 
-        def dead(code: str, reason: str, sender: str = "", doc_id: str = "", kind: str = "cda") -> dict[str, Any]:
-            self._dead("cda", sender, doc_id, kind, received, None, f"{code}: {reason}", "AE", peer, xml, None,
-                       retry_of)
-            return {"status": "dead", "code": code, "reason": reason}
+        def dead(code: str, problem: str, reason: str, at: Envelope) -> _Dead:
+            return _Dead(Receipt(Outcome.DEAD, at, code=code, reason=f"{problem}: {reason}"))
 
+        env = replace(env, kind="cda")
         try:
             header = cdaparse.read_header(cdaparse.parse_xml(xml))
         except cdaparse.CdaError as e:
-            return dead(e.code, "; ".join(e.problems))
+            raise dead("HT-0310", e.code, "; ".join(e.problems), env) from None
         inst = self.institution(header.custodian_id)
         if inst is None:
-            return dead("cda-sender", f"the custodian {header.custodian_id[:64]!r} is not a registered institution")
-        acting_now = current_access()
-        if acting_now is not None and acting_now.principal.role is Role.INSTITUTION \
-                and acting_now.principal.organization != inst.code:
-            # Checked before anything is stored: a system sends its own institution's documents.
-            raise Forbidden("HT-0102", "the document's custodian is not your institution")
+            raise dead("HT-0311", "cda-sender", f"the custodian {header.custodian_id[:64]!r} is not a registered "
+                                                "institution", env)
+        env = replace(env, sender=inst.code)
+        # Checked before anything is stored: a system sends its own institution's documents.
+        access = self._authorised(env, authority, inst, state)
         try:
             mapped = cdamap.to_bundle(xml, cdamap.Sender(inst.code, inst.organization_id))
             entries = self.bundles.prepare(mapped.bundle.get("entry") or [])
         except cdaparse.CdaError as e:
-            return dead(e.code, "; ".join(e.problems), inst.code)
+            raise dead("HT-0312", e.code, "; ".join(e.problems), env) from None
         except HutongError as e:
-            return dead(e.code, f"mapped resource rejected: {e.message}", inst.code)
-        kind = mapped.doc_type.code
-        event = inbox.to_ms(mapped.event_time)
+            raise dead(e.code, e.code, f"mapped resource rejected: {e.message}", env) from None
+        env = replace(env, control_id=mapped.document_id, kind=mapped.doc_type.code,
+                      event_time=inbox.to_ms(mapped.event_time))
 
-        def run(w: SqlWriter) -> list[tuple[str, str, int]]:
+        def run(w: Any) -> Receipt:
             w.lock_key(f"ingest:cda:{inst.code}:{mapped.document_id}")
             done = self.bundles.run_in(w, entries)
-            self._stored(w, "cda", inst, mapped.document_id, kind, received, event, peer, xml, None, retry_of)
-            return done
+            message_id = self._stored(w, env, access)
+            return Receipt(Outcome.STORED, env, references=tuple(f"{t}/{i}" for t, i, _s in done),
+                           message_id=message_id)
 
-        try:
-            done = self.svc._retry(lambda: self.repo.transact(run))
-        except HutongError as e:
-            return dead(e.code, e.message, inst.code, mapped.document_id, kind)
-        refs = [f"{t}/{i}" for t, i, _s in done]
-        doc = next((r for r in refs if r.startswith("DocumentReference/")), None)
-        return {"status": "ok", "type": kind, "title": mapped.doc_type.title, "documentReference": doc,
-                "resources": refs}
+        return self._commit(env, access, run)
 
-    def cda_response(self, xml: bytes, peer: str | None) -> FhirResponse:
-        out = self.cda(xml, peer)
-        if out["status"] == "ok":
-            return FhirResponse.json(201, out)
-        return FhirResponse.json(422, operation_outcome(HutongError(
-            "HT-0062", f"CDA document not stored ({out['code']}): {out['reason']}; kept as a dead letter",
-            status=422, issue_code="invalid")))
+    # ------------------------------------------------------------ entry points kept for callers
+    def hl7(self, raw: bytes, peer: str | None = None, *, conn: Connection | None = None) -> bytes:
+        """One HL7 v2 message from ``conn`` (the listener's authenticated
+        connection) -> its ACK payload (unframed).  Without an ``authorise`` seam
+        the message is written as the local operator (tests, tools)."""
+        conn = conn if conn is not None else Connection(peer)
+        env = Envelope(HL7V2, raw, self.clock(), peer, conn.as_credential())
+        return hl7ack.for_receipt(self.receive(env, self.connection_authority(conn)))
+
+    def cda(self, xml: bytes, peer: str | None, principal: Principal = LOCAL_OPERATOR) -> dict[str, Any]:
+        """One CDA document sent by ``principal`` -> the receipt's summary."""
+        env = Envelope(CDA, xml, self.clock(), peer, credential_of(principal))
+        return self.receive(env, ByPrincipal(self.repo, principal, self.settings)).summary()
+
+
+def _duplicate(env: Envelope, first: inbox.Row) -> Receipt:
+    """A resend of a stored message: answered as the first time (its receipt
+    time, its note: e.g. a merge still waiting for review)."""
+    note = first.reason
+    return Receipt(Outcome.DUPLICATE, replace(env, received=first.received, event_time=first.event_time),
+                   code=_note_code(note), reason=note, message_id=first.id, condition="0" if note else None,
+                   location=Location("MRG", 1) if note else None)
+
+
+def _note_code(note: str | None) -> str | None:
+    """The HT code an accepted message's note starts with (e.g. HT-0195)."""
+    return note.split(" ", 1)[0] if note and note.startswith("HT-") else None

@@ -16,7 +16,7 @@ from hutong.ingest import inbox
 from hutong.ingest.pipeline import Ingestor
 from hutong.platform import Platform
 from hutong.security.principal import Role
-from hutong.web import gate
+from hutong.web import gate, receipts
 from hutong.web.fhir_http import base_url, raw_body, require, run
 
 OVERSIGHT = (Role.COMMISSION, Role.OPERATOR, Role.PLATFORM)
@@ -30,7 +30,8 @@ def router(platform: Platform) -> APIRouter:
 
     def ingestor(request: Request) -> Ingestor:
         if not ingestors:
-            ingestors.append(Ingestor(FhirService(platform.repo, base_url(platform, request))))
+            svc = FhirService(platform.repo, base_url(platform, request))
+            ingestors.append(receipts.ingestor(platform.repo, svc, platform.security, platform.audit.record))
         return ingestors[0]
 
     @r.get("/ingest/timeliness", summary="next-day timeliness (次日归集) per institution and day")
@@ -71,16 +72,16 @@ def router(platform: Platform) -> APIRouter:
     @r.post("/ingest/dead-letters/{message_id}/retry", summary="retry a dead letter")
     async def retry_dead_letter(message_id: Annotated[str, Path(description="message id (integer)")],
                                 request: Request) -> Response:
-        require(request, Role.COMMISSION, Role.PLATFORM, what="retrying dead letters")
+        operator = require(request, Role.COMMISSION, Role.PLATFORM, what="retrying dead letters").principal
         if not message_id.isdigit():
             raise InvalidRequest("HT-0041", "message id must be an integer")
         ing = ingestor(request)
-        return await run(lambda: FhirResponse.json(200, ing.retry(int(message_id)).summary()))
+        return await run(lambda: receipts.retry(ing, operator, int(message_id)))
 
     @r.post("/ingest/cda", summary="a WS/T 500 shared document (CDA R2)", openapi_extra={"requestBody": {
         "required": True, "content": {"application/hl7-cda+xml": {"schema": {"type": "string"}}}}})
     async def post_cda(request: Request) -> Response:
-        require(request, Role.INSTITUTION, Role.PLATFORM, what="sending CDA documents")
+        sender = require(request, Role.INSTITUTION, Role.PLATFORM, what="sending CDA documents").principal
         gate.access_of(request).require_scope("DocumentReference", "create")
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("application/xml", "text/xml", "application/hl7-cda+xml"):
@@ -89,6 +90,6 @@ def router(platform: Platform) -> APIRouter:
         ing = ingestor(request)
         client = request.client
         peer = f"{client.host}:{client.port}" if client else None
-        return await run(lambda: ing.cda_response(body, peer))
+        return await run(lambda: receipts.post_cda(ing, sender, body, peer))
 
     return r

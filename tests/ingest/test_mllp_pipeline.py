@@ -49,7 +49,15 @@ class Mllp:
 
 
 @pytest.fixture
-def mllp(server: Server) -> Iterator[Mllp]:
+def dev_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole server in development mode, as ``HUTONG_MLLP_DEV_LOOPBACK=1 hutong
+    serve --mllp-port`` runs it: the web workers retry MLLP dead letters with the
+    same sender rules as the listener (the retry re-authorises the connection)."""
+    monkeypatch.setenv("HUTONG_MLLP_DEV_LOOPBACK", "1")
+
+
+@pytest.fixture
+def mllp(dev_loopback: None, server: Server) -> Iterator[Mllp]:
     org = {"resourceType": "Organization", "name": "北京市测试医院",
            "identifier": [{"system": ORGANIZATION, "value": HOSPITAL}]}
     assert server.client.post("/Organization", content=json.dumps(org)).status_code == 201

@@ -12,9 +12,11 @@ raw bytes is echoed (control id first of all), else a minimal ACK is sent.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import datetime, timedelta, timezone
 
+from hutong.ingest.envelope import Outcome, Receipt
 from hutong.ingest.hl7v2.message import (
     CHARSETS,
     ERROR_TEXT,
@@ -97,7 +99,7 @@ def _salvage(raw: bytes) -> tuple[_Header, str]:
 
 
 def build_ack(msg: Hl7Message | None, raw: bytes, code: str, error: Hl7Error | None = None, *,
-              now: datetime | None = None, severity: str = "E") -> bytes:
+              now: datetime | None = None, severity: str = "E", control_id: str | None = None) -> bytes:
     """The ACK payload (unframed, encoded in the incoming charset) for ``code`` AA/AE/AR.
 
     ``error`` fills ERR (and MSA-3 for v2.3/2.4); ``msg`` None means the message
@@ -125,7 +127,7 @@ def build_ack(msg: Hl7Message | None, raw: bytes, code: str, error: Hl7Error | N
         h.get(3), h.get(4),
         now.strftime("%Y%m%d%H%M%S%z"), "",
         f"ACK{comp}{trigger}{comp}ACK" if trigger else "ACK",
-        _control_id(now),
+        control_id or _control_id(now),
         h.get(11) or "P",
         version,
     ]
@@ -161,3 +163,39 @@ def build_ack(msg: Hl7Message | None, raw: bytes, code: str, error: Hl7Error | N
     body = "\r".join(segments) + "\r"
     return body.encode(codec, "replace")
 
+
+
+def ack_code(receipt: Receipt) -> str:
+    """MSA-1 of a receipt (HL7 v2.5.1 ch. 2.9.2.1, original mode): AA when the
+    message was stored (or was already); AR when the sender is not accepted
+    or the message must not be resent unchanged (type, version, charset,
+    unknown sender, framing); AE otherwise (content or application errors)."""
+    if receipt.accepted:
+        return "AA"
+    if receipt.outcome is Outcome.REFUSED or not receipt.resend:
+        return "AR"
+    return "AE"
+
+
+def for_receipt(receipt: Receipt, *, now: datetime | None = None) -> bytes:
+    """The ACK payload (unframed) answering ``receipt``'s envelope.
+
+    An accepted message with a note (e.g. HT-0195, a merge waiting for review)
+    gets AA with an ERR of severity W (table 0516, ch. 2.15.5.4); a refusal
+    or dead letter an ERR with the condition (table 0357), where it is and the
+    reason (ERR-8)."""
+    code = ack_code(receipt)
+    env = receipt.envelope
+    # Dated when the message was received and numbered from it, so a resend
+    # (whose receipt carries the first receipt's envelope) gets the same bytes.
+    at = now or datetime.fromtimestamp(env.received / 1000, BEIJING_TZ)
+    seed = f"{env.channel}|{env.sender}|{env.control_id}|{env.received}|{receipt.message_id}".encode()
+    control = f"HT{at:%y%m%d%H%M%S}{hashlib.sha256(seed).hexdigest()[:6].upper()}"
+    error = None
+    if receipt.reason is not None and (not receipt.accepted or receipt.warning is not None):
+        where = receipt.location
+        error = Hl7Error(receipt.condition or ("0" if receipt.accepted else "207"), receipt.reason,
+                         segment=where.segment if where else None, field=where.field if where else None,
+                         sequence=where.sequence if where else 1, ack=code)
+    return build_ack(None, env.raw, code, error, now=at, severity="W" if receipt.accepted else "E",
+                     control_id=control)

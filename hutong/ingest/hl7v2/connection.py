@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TLS_CERTIFICATE = "tls-certificate"
-CONFIGURED_ADDRESS = "configured-address"
-UNAUTHENTICATED = "none"
+from hutong.ingest.envelope import CONFIGURED_ADDRESS, TLS_CERTIFICATE, UNAUTHENTICATED, Credential
+
+__all__ = ["CONFIGURED_ADDRESS", "TLS_CERTIFICATE", "UNAUTHENTICATED", "Connection"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +26,7 @@ class Connection:
     @property
     def authenticated(self) -> bool:
         return self.institution is not None
+
+    def as_credential(self) -> Credential:
+        """What the envelopes of this connection's messages carry."""
+        return Credential(self.method, self.institution, self.credential)

@@ -27,6 +27,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from hutong.ingest.envelope import HL7V2, Envelope
+from hutong.ingest.hl7v2.ack import for_receipt
 from hutong.ingest.hl7v2.connection import Connection
 from hutong.ingest.hl7v2.framing import Frame, FrameDecoder, frame
 from hutong.ingest.pipeline import Ingestor
@@ -80,15 +82,15 @@ class MllpListener:
                     if isinstance(item, Frame):
                         reply = await loop.run_in_executor(self.pool, self._hl7, item.payload, conn)
                     else:
-                        reply = await loop.run_in_executor(self.pool, self.ingestor.frame_error, item.raw,
-                                                           item.reason, peer)
+                        reply = await loop.run_in_executor(self.pool, self._frame_error, item.raw,
+                                                           item.reason, conn)
                     writer.write(frame(reply))
                     await writer.drain()
             tail = decoder.pending()
             if tail:
                 # The peer hung up mid-frame: nobody to NAK, but the bytes are kept.
-                await loop.run_in_executor(self.pool, self.ingestor.frame_error, tail,
-                                           "truncated frame: connection closed before the end block", peer)
+                await loop.run_in_executor(self.pool, self._frame_error, tail,
+                                           "truncated frame: connection closed before the end block", conn)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except Exception as e:  # never let one connection take the listener down
@@ -101,7 +103,13 @@ class MllpListener:
                 pass
 
     def _hl7(self, payload: bytes, conn: Connection) -> bytes:
-        return self.ingestor.hl7(payload, conn.peer, conn=conn)
+        """One frame's message -> envelope -> receipt -> ACK (after the commit)."""
+        ing = self.ingestor
+        envelope = Envelope(HL7V2, payload, ing.clock(), conn.peer, conn.as_credential())
+        return for_receipt(ing.receive(envelope, ing.connection_authority(conn)))
+
+    def _frame_error(self, raw: bytes, reason: str, conn: Connection) -> bytes:
+        return for_receipt(self.ingestor.frame_error(raw, reason, conn.peer, conn))
 
     async def close(self) -> None:
         if self.server is not None:
