@@ -63,8 +63,7 @@ def relink(mpi: Mpi, *, dry_run: bool = False, actor: str = "mpi-relink",
     rep = RelinkReport(model_version=model.version, dry_run=dry_run)
     if not dry_run:
         rep.backfilled = mpi.backfill()
-    rows = repo.query("SELECT patient_id, person_id, state, rule, score, features FROM mpi_source ORDER BY seq, "
-                      "patient_id")
+    rows = st.all_sources(st.repo_reader(repo))
     ids: list[str] = []
     old: dict[str, _Assign] = {}
     feats: dict[str, Features] = {}
@@ -73,7 +72,7 @@ def relink(mpi: Mpi, *, dry_run: bool = False, actor: str = "mpi-relink",
         old[pid] = _Assign(person, state, rule, score)
         feats[pid] = st.decode_features(repo, blob)
     refused: dict[str, set[str]] = defaultdict(set)
-    for a, b in repo.query("SELECT a, b FROM mpi_nolink", ()):
+    for a, b in st.nolinks(st.repo_reader(repo)):
         refused[a].add(b)
         refused[b].add(a)
     rep.sources = len(ids)
@@ -172,8 +171,7 @@ def relink(mpi: Mpi, *, dry_run: bool = False, actor: str = "mpi-relink",
     review_new = {(pid, member_person) for pid, items in reviews.items()
                   for member_person in (name_of.get(p, p) for p, _w, _r in items)}
     # Merge requests a sender made wait for a steward: a replay neither opens nor closes them.
-    open_rows = repo.query("SELECT patient_id, person_id FROM mpi_review WHERE status = 'open' AND reason NOT LIKE ?",
-                           (st.MERGE_REQUEST + "%",))
+    open_rows = st.open_review_pairs(st.repo_reader(repo), st.MERGE_REQUEST + "%")
     review_old = {(r[0], r[1]) for r in open_rows}
     rep.reviews_opened = len(review_new - review_old)
     rep.reviews_closed = len(review_old - review_new)

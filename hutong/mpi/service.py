@@ -82,9 +82,8 @@ class Mpi:
         with self._lock:
             if self._model is not None and now - self._model_at < MODEL_TTL_S:
                 return self._model
-        rows = (read or st.repo_reader(self.repo))(
-            "SELECT version, params FROM mpi_model WHERE active = 1 ORDER BY version DESC LIMIT 1", ())
-        m = MpiModel.from_json(orjson.loads(bytes(rows[0][1])), int(rows[0][0])) if rows else default_model()
+        row = st.active_model(read or st.repo_reader(self.repo))
+        m = MpiModel.from_json(orjson.loads(row[1]), row[0]) if row is not None else default_model()
         with self._lock:
             self._model, self._model_at = m, now
         return m
@@ -203,17 +202,14 @@ class Mpi:
 
     # ------------------------------------------------------------ reads
     def person_of(self, patient_id: str) -> str | None:
-        rows = self.repo.query("SELECT person_id FROM mpi_source WHERE patient_id = ?", (patient_id,))
-        return str(rows[0][0]) if rows else None
+        return st.person_of(st.repo_reader(self.repo), patient_id)
 
     def person_of_in(self, w: SqlWriter, patient_id: str) -> str | None:
         """person_of inside an open write transaction (sees its own links)."""
-        row = w.execute("SELECT person_id FROM mpi_source WHERE patient_id = ?", (patient_id,)).fetchone()
-        return str(row[0]) if row else None
+        return st.person_of(st.writer_reader(w), patient_id)
 
     def sources(self, person_id: str) -> list[str]:
-        rows = self.repo.query("SELECT patient_id FROM mpi_source WHERE person_id = ? ORDER BY seq", (person_id,))
-        return [str(r[0]) for r in rows]
+        return st.source_ids(st.repo_reader(self.repo), person_id)
 
     def patient_ids(self, id: str) -> list[str]:
         """$everything: a golden person's record is the records of all its sources."""
@@ -268,8 +264,7 @@ class Mpi:
                 "probability": model.fs.probability(w), "fields": fields, "notes": list(src.features.notes)}
 
     def review_items(self, *, status: str = "open", limit: int = 50, after: int = 0) -> list[dict[str, Any]]:
-        rows = self.repo.query("SELECT id, patient_id, person_id, score, reason, status, created FROM mpi_review "
-                               "WHERE status = ? AND id > ? ORDER BY id LIMIT ?", (status, after, limit))
+        rows = st.review_rows(st.repo_reader(self.repo), status, after, limit)
         out = []
         for rid, pat, per, sc, reason, stt, created in rows:
             item = {"id": int(rid), "patient": pat, "person": per, "score": sc, "reason": reason, "status": stt,
@@ -434,7 +429,7 @@ class Mpi:
         for a, b in detail["nolink_removed"]:
             st.add_nolink(w, a, b, actor, f"restored by undoing event {event_id}")
         self._refresh(w, touched)
-        w.execute("UPDATE mpi_event SET undone = 1 WHERE id = ?", (event_id,))
+        st.mark_undone(w, event_id)
         return st.add_event(w, UNDO_KIND[kind], actor, reason, {"undoes": event_id, "before": detail["after"],
                                                            "after": detail["before"], "nolink_added": [],
                                                            "nolink_removed": []})
@@ -442,8 +437,7 @@ class Mpi:
     def reject(self, review_id: int, *, actor: str, reason: str | None = None) -> None:
         """A reviewer says the pair is not the same person (remembered: no relink will pair them)."""
         def run(w: SqlWriter) -> None:
-            row = w.execute("SELECT patient_id, person_id, status FROM mpi_review WHERE id = ?",
-                            (review_id,)).fetchone()
+            row = st.review_row(st.writer_reader(w), review_id)
             if row is None:
                 raise NotFound("HT-0056", f"review item {review_id} not found")
             patient_id, person_id, status = row
@@ -469,15 +463,11 @@ class Mpi:
         done = 0
         after = 0
         while True:
-            rows = self.repo.query(
-                "SELECT r.pk, r.fhir_id FROM resource r LEFT JOIN mpi_source s ON s.patient_id = r.fhir_id "
-                "WHERE r.type = 'Patient' AND r.deleted = 0 AND r.pk > ? AND s.patient_id IS NULL "
-                "AND r.fhir_id NOT LIKE 'mpi-%' "
-                "ORDER BY r.pk LIMIT ?", (after, batch))
+            rows = st.unlinked_patients(st.repo_reader(self.repo), after, batch)
             if not rows:
                 return done
-            after = int(rows[-1][0])
-            ids = [str(r[1]) for r in rows]
+            after = rows[-1][0]
+            ids = [r[1] for r in rows]
             done += self.repo.transact(functools.partial(self._backfill_batch, ids=ids))
 
     def _backfill_batch(self, w: SqlWriter, ids: list[str]) -> int:

@@ -226,3 +226,79 @@ def replace_blocks(w: SqlWriter, patient_id: str, keys: Iterable[str]) -> None:
     w.execute("DELETE FROM mpi_block WHERE patient_id = ?", (patient_id,))
     w.cur.executemany(w.db.sql("INSERT INTO mpi_block (key, patient_id) VALUES (?, ?)"),
                       [(k, patient_id) for k in sorted(keys)])
+
+
+# ---------------------------------------------------------------- model, reviews, events (service, train, relink)
+def active_model(read: Reader) -> tuple[int, bytes] | None:
+    """(version, params JSON) of the active matching model."""
+    rows = read("SELECT version, params FROM mpi_model WHERE active = 1 ORDER BY version DESC LIMIT 1", ())
+    return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+
+def save_model(w: SqlWriter, created: int, params: bytes) -> int:
+    """Store a new model version and make it the active one; its version."""
+    row = w.execute("SELECT COALESCE(MAX(version), 0) FROM mpi_model").fetchone()
+    version = int(row[0]) + 1
+    w.execute("UPDATE mpi_model SET active = 0 WHERE active = 1")
+    w.execute("INSERT INTO mpi_model (version, created, active, params) VALUES (?, ?, 1, ?)",
+              (version, created, params))
+    return version
+
+
+def all_features(read: Reader) -> list[Any]:
+    """Every source patient's encoded features, in link order."""
+    return [r[0] for r in read("SELECT features FROM mpi_source ORDER BY seq, patient_id", ())]
+
+
+def person_of(read: Reader, patient_id: str) -> str | None:
+    rows = read("SELECT person_id FROM mpi_source WHERE patient_id = ?", (patient_id,))
+    return str(rows[0][0]) if rows else None
+
+
+def source_ids(read: Reader, person_id: str) -> list[str]:
+    """The source patients linked to a person, in link order."""
+    return [str(r[0]) for r in read("SELECT patient_id FROM mpi_source WHERE person_id = ? ORDER BY seq",
+                                    (person_id,))]
+
+
+def review_rows(read: Reader, status: str, after: int, limit: int) -> list[Any]:
+    """(id, patient_id, person_id, score, reason, status, created) of review items."""
+    return read("SELECT id, patient_id, person_id, score, reason, status, created FROM mpi_review "
+                "WHERE status = ? AND id > ? ORDER BY id LIMIT ?", (status, after, limit))
+
+
+def review_row(read: Reader, review_id: int) -> tuple[str, str, str] | None:
+    """(patient_id, person_id, status) of one review item."""
+    rows = read("SELECT patient_id, person_id, status FROM mpi_review WHERE id = ?", (review_id,))
+    return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
+
+
+def open_review_pairs(read: Reader, reason_not_like: str) -> list[Any]:
+    """(patient_id, person_id) of open review items whose reason is not like the pattern."""
+    return read("SELECT patient_id, person_id FROM mpi_review WHERE status = 'open' AND reason NOT LIKE ?",
+                (reason_not_like,))
+
+
+def mark_undone(w: SqlWriter, event_id: int) -> None:
+    w.execute("UPDATE mpi_event SET undone = 1 WHERE id = ?", (event_id,))
+
+
+def all_sources(read: Reader) -> list[Any]:
+    """(patient_id, person_id, state, rule, score, features) of every source, in link order."""
+    return read("SELECT patient_id, person_id, state, rule, score, features FROM mpi_source ORDER BY seq, "
+                "patient_id", ())
+
+
+def nolinks(read: Reader) -> list[Any]:
+    """(a, b) of every pair reviewers said are not the same person."""
+    return read("SELECT a, b FROM mpi_nolink", ())
+
+
+def unlinked_patients(read: Reader, after_pk: int, limit: int) -> list[tuple[int, str]]:
+    """(pk, id) of current Patients that are not source patients yet (stored before
+    the MPI existed), golden records excluded, in pk order."""
+    rows = read("SELECT r.pk, r.fhir_id FROM resource r LEFT JOIN mpi_source s ON s.patient_id = r.fhir_id "
+                "WHERE r.type = 'Patient' AND r.deleted = 0 AND r.pk > ? AND s.patient_id IS NULL "
+                "AND r.fhir_id NOT LIKE 'mpi-%' "
+                "ORDER BY r.pk LIMIT ?", (after_pk, limit))
+    return [(int(r[0]), str(r[1])) for r in rows]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from hutong.mpi import state as st
 from hutong.mpi.blocking import MAX_BLOCK, raw_keys
 from hutong.mpi.comparisons import COMPARISONS, gamma
 from hutong.mpi.features import Features
@@ -78,8 +79,7 @@ def fit(feats: list[Features], *, random_pairs: int = 200_000, max_blocked_pairs
 
 
 def load_features(mpi: Mpi) -> list[Features]:
-    rows = mpi.repo.query("SELECT features FROM mpi_source ORDER BY seq, patient_id", ())
-    return [decode_features(mpi.repo, r[0]) for r in rows]
+    return [decode_features(mpi.repo, blob) for blob in st.all_features(st.repo_reader(mpi.repo))]
 
 
 def train(mpi: Mpi, *, seed: int = 1, random_pairs: int = 200_000) -> TrainReport:
@@ -93,12 +93,7 @@ def train(mpi: Mpi, *, seed: int = 1, random_pairs: int = 200_000) -> TrainRepor
 
 def store(mpi: Mpi, model: MpiModel) -> int:
     def run(w: SqlWriter) -> int:
-        row = w.execute("SELECT COALESCE(MAX(version), 0) FROM mpi_model").fetchone()
-        version = int(row[0]) + 1
-        w.execute("UPDATE mpi_model SET active = 0 WHERE active = 1")
-        w.execute("INSERT INTO mpi_model (version, created, active, params) VALUES (?, ?, 1, ?)",
-                  (version, w.now, orjson.dumps(model.to_json())))
-        return version
+        return st.save_model(w, w.now, orjson.dumps(model.to_json()))
     version = mpi.repo.transact(run)
     mpi.forget_model()
     return version
