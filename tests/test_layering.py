@@ -73,7 +73,7 @@ NOT_YET_MOVED = {
     "hutong/fhir/bundle.py": "issue 13 items 1, 3: SQL moved to store/identifiers.py; w: SqlWriter as FhirService takes it",
     "hutong/web/ui/console.py": "issue 13 items 1, 6: SQL moved to quality/; register(repo: SqlRepository) left",
     "hutong/security/blindindex.py": "issue 13 item 1: SQL moved to store/reindex.py and mpi/state.py; reindex(repo: SqlRepository) left",
-    "hutong/security/keys.py": "issue 13 item 1 -> security/keys_store.py",
+    "hutong/security/keys.py": "issue 13 items 1, 2: SQL moved to keys_store.py; KeyRing(db: Database), create_tables(Database)",
     "hutong/cli/keys.py": "issue 13 item 1 -> security/keys_store.py",
     "hutong/security/keys_cmd.py": "issue 13 item 1 -> security/keys_store.py (moving to cli/keys.py)",
     "hutong/mpi/service.py": "issue 13 item 1: SQL moved to mpi/state.py; SqlRepository/SqlWriter in signatures",

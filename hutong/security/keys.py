@@ -28,8 +28,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +39,7 @@ from sqlalchemy import BigInteger, Column, Integer, LargeBinary, String, Table
 from sqlalchemy.engine import make_url
 
 from hutong.errors import ConfigError
+from hutong.security import keys_store
 from hutong.security.settings import SecuritySettings
 from hutong.store.database import Database
 from hutong.store.schema import metadata
@@ -280,14 +280,7 @@ class KeyRing:
 
     # ---------------------------------------------------------- reading
     def _rows(self, cur: Any | None = None) -> list[tuple[Any, ...]]:
-        sql = "SELECT id, purpose, wrapped, master_id, created, retired FROM data_key ORDER BY id"
-        if cur is not None:
-            cur.execute(sql)
-            return list(cur.fetchall())
-        with self.db.connection() as conn:
-            c = conn.cursor()
-            c.execute(sql)
-            return list(c.fetchall())
+        return keys_store.key_rows(self.db, cur)
 
     def reload(self) -> None:
         rows = self._rows()
@@ -345,7 +338,7 @@ class KeyRing:
         when the key source is empty, a first master key).  True if it made them."""
         if self._rows():
             return False
-        with _key_transaction(self.db) as cur:
+        with keys_store.key_transaction(self.db) as cur:
             if self._rows(cur):  # another process got there first
                 return False
             masters = self.source.master_keys()
@@ -358,10 +351,8 @@ class KeyRing:
         return True
 
     def _insert(self, cur: Any, kid: int, purpose: str, master: bytes, master_id: str) -> None:
-        cur.execute(self.db.sql("INSERT INTO data_key (id, purpose, wrapped, master_id, created, retired) "
-                                "VALUES (?, ?, ?, ?, ?, NULL)"),
-                    (kid, purpose, wrap(master, kid, purpose, os.urandom(KEY_BYTES)), master_id,
-                     time.time_ns() // 1_000_000))
+        keys_store.insert_key(self.db, cur, kid, purpose, wrap(master, kid, purpose, os.urandom(KEY_BYTES)),
+                              master_id, time.time_ns() // 1_000_000)
 
     def rotate(self, *, new_master: bool = True) -> tuple[str, int]:
         """Re-wrap every key under a new current master key and start a new data key.
@@ -374,7 +365,7 @@ class KeyRing:
         mid = self.source.new_master_key() if new_master else list(self.source.master_keys())[-1]
         masters = self.source.master_keys()
         master = masters[mid]
-        with _key_transaction(self.db) as cur:
+        with keys_store.key_transaction(self.db) as cur:
             rows = self._rows(cur)
             for kid, purpose, wrapped, old_mid, _c, _r in rows:
                 old = masters.get(old_mid)
@@ -382,8 +373,7 @@ class KeyRing:
                     raise ConfigError("HT-0152", f"data key {kid} is wrapped by master key {old_mid!r}, which "
                                                  f"the key source ({self.source.describe()}) does not have")
                 key = unwrap(old, int(kid), purpose, bytes(wrapped))
-                cur.execute(self.db.sql("UPDATE data_key SET wrapped = ?, master_id = ? WHERE id = ?"),
-                            (wrap(master, int(kid), purpose, key), mid, kid))
+                keys_store.rewrap_key(self.db, cur, int(kid), wrap(master, int(kid), purpose, key), mid)
             new_id = max(int(r[0]) for r in rows) + 1
             self._insert(cur, new_id, DATA, master, mid)
         self.reload()
@@ -393,26 +383,7 @@ class KeyRing:
         """Mark data keys as no longer used by any row (after re-encryption).
         Retired keys stay in the table: a process that has not yet reloaded may
         still write one value under an old key, which then still decrypts."""
-        with _key_transaction(self.db) as cur:
+        with keys_store.key_transaction(self.db) as cur:
             for kid in kids:
-                cur.execute(self.db.sql("UPDATE data_key SET retired = ? WHERE id = ? AND purpose = ? "
-                                        "AND retired IS NULL"), (time.time_ns() // 1_000_000, kid, DATA))
+                keys_store.retire_key(self.db, cur, kid, DATA, time.time_ns() // 1_000_000)
         self.reload()
-
-
-@contextmanager
-def _key_transaction(db: Database) -> Iterator[Any]:
-    """A write transaction on ``data_key``, serialised with every other writer
-    (SQLite: the store's writer queue and BEGIN IMMEDIATE; PostgreSQL: an
-    advisory lock, so two processes opening a fresh database make one key)."""
-    with db.write_lock(), db.connection() as conn:
-        cur = conn.cursor()
-        cur.execute(db.begin_sql())
-        try:
-            if db.dialect == "postgresql":
-                cur.execute("SELECT pg_advisory_xact_lock(7238003)")
-            yield cur
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
