@@ -64,7 +64,8 @@ NOT_YET_MOVED = {
     # issue 13 item 2 (schema migrations; another engineer): only create_tables(db: Database) is left,
     # and it goes when every table is on one MetaData (TABLES_ONLY: no SQL may come back here).
     "hutong/security/grants.py": "issue 13 item 2",
-    # issue 13 item 1 (the storage seam), still to move, in this order:
+    # issue 13 item 1 (the storage seam): their SQL has moved to the data-access modules; what is left
+    # is SqlRepository/SqlWriter/Database in signatures, until the callers take the store Protocols.
     "hutong/security/accounts.py": "issue 13 items 1, 2: SQL moved to accounts_store.py; SqlRepository/SqlWriter in signatures, create_tables(Database)",
     "hutong/security/audit.py": "issue 13 items 1, 2: SQL moved to audit_store.py; SqlRepository/SqlWriter in signatures, create_tables(Database)",
     "hutong/security/sharing.py": "issue 13 items 1, 2: SQL moved to sharing_store.py; SqlRepository/SqlWriter in signatures, create_tables(Database)",
@@ -74,29 +75,21 @@ NOT_YET_MOVED = {
     "hutong/web/ui/console.py": "issue 13 items 1, 6: SQL moved to quality/; register(repo: SqlRepository) left",
     "hutong/security/blindindex.py": "issue 13 item 1: SQL moved to store/reindex.py and mpi/state.py; reindex(repo: SqlRepository) left",
     "hutong/security/keys.py": "issue 13 items 1, 2: SQL moved to keys_store.py; KeyRing(db: Database), create_tables(Database)",
-    "hutong/cli/keys.py": "issue 13 item 1 -> security/keys_store.py",
-    "hutong/security/keys_cmd.py": "issue 13 item 1 -> security/keys_store.py (moving to cli/keys.py)",
+    "hutong/cli/keys.py": "issue 13 item 1: SQL moved to keys_store.py; SqlRepository in signatures",
     "hutong/mpi/service.py": "issue 13 item 1: SQL moved to mpi/state.py; SqlRepository/SqlWriter in signatures",
     "hutong/mpi/train.py": "issue 13 item 1: SQL moved to mpi/state.py; SqlRepository/SqlWriter in signatures",
     "hutong/mpi/relink.py": "issue 13 item 1: SQL moved to mpi/state.py; SqlRepository/SqlWriter in signatures",
-    "hutong/cli/mpi.py": "issue 13 item 1 -> mpi/state.py",
-    "hutong/web/mpi_cmd.py": "issue 13 item 1 -> mpi/state.py (moving to cli/mpi.py)",
-    "hutong/ingest/bulk.py": "issue 13 items 1, 5 -> store (bulk insert on the Writer Protocol)",
-    "hutong/ingest/pipeline.py": "issue 13 items 1, 5 -> ingest/inbox.py (one ingestion envelope)",
-    "hutong/fhir/assembly.py": "issue 13 item 3: the composition root moves to hutong/platform.py",
-    # concrete SqlRepository/SqlWriter/Database in signatures only: to the Protocols
+    "hutong/ingest/bulk.py": "issue 13 items 1, 5: SQL moved to store/bulkload.py; SqlRepository, Prepared in signatures",
+    # never had SQL: concrete SqlRepository/SqlWriter/Database in signatures only, to the Protocols
     "hutong/cli/context.py": "issue 13 item 1",
-    "hutong/cmdline.py": "issue 13 item 1 (moving to cli/context.py)",
     "hutong/fhir/service.py": "issue 13 items 1, 3",
     "hutong/cli/accounts.py": "issue 13 item 1",
-    "hutong/security/accounts_cmd.py": "issue 13 item 1 (moving to cli/accounts.py)",
     "hutong/security/authn.py": "issue 13 item 1",
     "hutong/security/crypto.py": "issue 13 item 1",
     "hutong/security/export.py": "issue 13 item 1",
     "hutong/security/senders.py": "issue 13 item 1",
     "hutong/security/sensitivity.py": "issue 13 item 1",
     "hutong/cli/sharing.py": "issue 13 item 1",
-    "hutong/security/sharing_cmd.py": "issue 13 item 1 (moving to cli/sharing.py)",
     "hutong/web/access_ops.py": "issue 13 items 1, 6",
     "hutong/web/app.py": "issue 13 items 1, 6",
     "hutong/web/auth_routes.py": "issue 13 items 1, 6",

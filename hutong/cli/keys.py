@@ -26,6 +26,7 @@ from typing import Any
 
 from hutong.cli.context import print_json as _print
 from hutong.cli.context import repository
+from hutong.security import keys_store
 from hutong.security.blindindex import reseal_text
 from hutong.security.crypto import AesCodec, key_id_of, ring_of
 from hutong.security.keys import DATA, FileKeySource, KeyRing, legacy_key_dir
@@ -62,24 +63,14 @@ def register_encrypted_column(table: str, keys: tuple[str, ...], column: str, pu
         ENCRYPTED_COLUMNS.append(col)
 
 
-def _table_exists(repo: SqlRepository, table: str) -> bool:
-    if repo.db.dialect == "postgresql":
-        return bool(repo.query("SELECT to_regclass(?) IS NOT NULL", (table,))[0][0])
-    return bool(repo.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
-
-
 def rows_per_key(repo: SqlRepository) -> dict[str, dict[str, int]]:
     """Per column: how many values are plain (``plain``) or under each data key (``key <id>``)."""
     out: dict[str, dict[str, int]] = {}
     for c in ENCRYPTED_COLUMNS:
-        if not _table_exists(repo, c.table):
+        if not keys_store.table_exists(repo, c.table):
             continue
         counts: dict[str, int] = {}
-        sql = (f"SELECT CASE WHEN substr({c.column}, 1, 1) = ? THEN substr({c.column}, 2, 4) "  # noqa: S608
-               f"ELSE substr({c.column}, 1, 1) END AS k, COUNT(*) FROM {c.table} "
-               f"WHERE {c.column} IS NOT NULL GROUP BY 1")
-        for k, n in repo.query(sql, (ENCRYPTED,)):
-            b = bytes(k)
+        for b, n in keys_store.values_per_prefix(repo, c.table, c.column, ENCRYPTED):
             name = f"key {int.from_bytes(b, 'big')}" if len(b) == 4 else "plain"
             counts[name] = counts.get(name, 0) + int(n)
         out[f"{c.table}.{c.column}"] = counts
@@ -125,21 +116,13 @@ def reencrypt(repo: SqlRepository, ring: KeyRing, *, batch: int = 500,
     current, _ = ring.current()
     done: dict[str, int] = {}
     for c in ENCRYPTED_COLUMNS:
-        if not _table_exists(repo, c.table):
+        if not keys_store.table_exists(repo, c.table):
             continue
         codec: Codec = AesCodec(ring, c.purpose)
-        keys = ", ".join(c.keys)
-        marks = ", ".join("?" * len(c.keys))
         after: tuple[Any, ...] | None = None
         n = 0
         while True:
-            where = f"{c.column} IS NOT NULL"
-            args: list[Any] = []
-            if after is not None:
-                where += f" AND ({keys}) > ({marks})"
-                args += list(after)
-            rows = repo.query(f"SELECT {keys}, {c.column} FROM {c.table} WHERE {where} ORDER BY {keys} LIMIT ?",  # noqa: S608
-                              [*args, batch])
+            rows = keys_store.column_page(repo, c.table, c.keys, c.column, after, batch)
             if not rows:
                 break
             after = tuple(rows[-1][:len(c.keys)])
@@ -149,9 +132,7 @@ def reencrypt(repo: SqlRepository, ring: KeyRing, *, batch: int = 500,
                     for r in stale:
                         old = bytes(r[-1])
                         new = codec.encode(codec.decode(old))
-                        cond = " AND ".join(f"{k} = ?" for k in c.keys)
-                        w.execute(f"UPDATE {c.table} SET {c.column} = ? WHERE {cond} AND {c.column} = ?",  # noqa: S608
-                                  (new, *r[:len(c.keys)], old))
+                        keys_store.replace_value(w, c.table, c.keys, c.column, r[:len(c.keys)], old, new)
                 n += len(stale)
                 if progress:
                     progress(f"{c.table}.{c.column}", n)

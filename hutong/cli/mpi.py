@@ -21,6 +21,7 @@ import sys
 from hutong.cli.context import print_json as _print
 from hutong.cli.context import repository
 from hutong.fhir.service import mpi_of
+from hutong.mpi import state as st
 from hutong.mpi.service import Mpi
 
 
@@ -72,14 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace, mpi: Mpi) -> int:
-    q = mpi.repo.query
-    return _print({
-        "sources": q("SELECT COUNT(*) FROM mpi_source", ())[0][0],
-        "persons": q("SELECT COUNT(DISTINCT person_id) FROM mpi_source", ())[0][0],
-        "by_rule": {r: n for r, n in q("SELECT rule, COUNT(*) FROM mpi_source GROUP BY rule", ())},
-        "open_reviews": q("SELECT COUNT(*) FROM mpi_review WHERE status = 'open'", ())[0][0],
-        "model_version": mpi.model().version,
-    })
+    return _print({**st.index_counts(st.repo_reader(mpi.repo)), "model_version": mpi.model().version})
 
 
 def _train(args: argparse.Namespace, mpi: Mpi) -> int:

@@ -13,6 +13,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from hutong.errors import HutongError, InvalidRequest
 from hutong.fhir.registry import FhirIndexer
 from hutong.fhir.service import new_id, parse_json
 from hutong.fhir.validation import validate
+from hutong.store.bulkload import bulk_load
 from hutong.store.sql import Prepared, SqlRepository
 
 BATCH = 1000
@@ -106,6 +108,15 @@ def _bounded_map(pool: ProcessPoolExecutor, batches: Iterator[tuple[str, int, li
         yield pending.popleft().result()
 
 
+@contextmanager
+def _pool_closed(pool: ProcessPoolExecutor | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+
 def import_ndjson(repo: SqlRepository, path: Path, *, workers: int | None = None, strict: bool = False,
                   progress: Callable[[int], None] | None = None) -> ImportReport:
     import time
@@ -115,13 +126,8 @@ def import_ndjson(repo: SqlRepository, path: Path, *, workers: int | None = None
     report = ImportReport()
     n_workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     pool = ProcessPoolExecutor(n_workers) if n_workers > 1 else None
-    if repo.db.dialect == "sqlite":
-        # Index B-trees of millions of rows take random inserts: with the default
-        # 64 MB page cache the writer thrashes.  The import's own connection (the
-        # pool hands this thread the same one back) gets 1 GB while it runs.
-        with repo.db.connection() as conn:
-            conn.execute("PRAGMA cache_size=-1048576")
-    try:
+    # A larger page cache while the index B-trees take random inserts (hutong.store.bulkload).
+    with bulk_load(repo), _pool_closed(pool):
         results = _bounded_map(pool, _batches(files), 2 * n_workers + 1) if pool else map(_check_batch,
                                                                                           _batches(files))
         for ok, errs in results:
@@ -135,12 +141,6 @@ def import_ndjson(repo: SqlRepository, path: Path, *, workers: int | None = None
                     report.by_type[t] = report.by_type.get(t, 0) + 1
                 if progress:
                     progress(len(ok))
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
-    if repo.db.dialect == "sqlite":
-        with repo.db.connection() as conn:
-            conn.execute("PRAGMA cache_size=-65536")
     repo.analyze()
     report.seconds = time.perf_counter() - t0
     return report

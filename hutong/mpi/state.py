@@ -302,3 +302,13 @@ def unlinked_patients(read: Reader, after_pk: int, limit: int) -> list[tuple[int
                 "AND r.fhir_id NOT LIKE 'mpi-%' "
                 "ORDER BY r.pk LIMIT ?", (after_pk, limit))
     return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def index_counts(read: Reader) -> dict[str, Any]:
+    """Figures of the identity index: sources, persons, sources per link rule, open reviews."""
+    return {
+        "sources": read("SELECT COUNT(*) FROM mpi_source", ())[0][0],
+        "persons": read("SELECT COUNT(DISTINCT person_id) FROM mpi_source", ())[0][0],
+        "by_rule": {r: n for r, n in read("SELECT rule, COUNT(*) FROM mpi_source GROUP BY rule", ())},
+        "open_reviews": read("SELECT COUNT(*) FROM mpi_review WHERE status = 'open'", ())[0][0],
+    }

@@ -9,11 +9,12 @@ exists (the codec needs them), so this works on the Database directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from hutong.store.database import Database
+from hutong.store.sql import SqlRepository, SqlWriter
 
 KEY_LOCK = 7238003  # PostgreSQL advisory lock id of data_key writers
 
@@ -63,3 +64,42 @@ def retire_key(db: Database, cur: Any, kid: int, purpose: str, now: int) -> None
     """Mark a live key of ``purpose`` retired (a retired one keeps its time)."""
     cur.execute(db.sql("UPDATE data_key SET retired = ? WHERE id = ? AND purpose = ? AND retired IS NULL"),
                 (now, kid, purpose))
+
+
+# ---------------------------------------------------------------- encrypted columns (hutong keys status | reencrypt)
+# Table and column names below come from the registry of encrypted columns
+# (hutong.cli.keys.ENCRYPTED_COLUMNS: code, never input); every value is bound.
+def table_exists(repo: SqlRepository, table: str) -> bool:
+    if repo.db.dialect == "postgresql":
+        return bool(repo.query("SELECT to_regclass(?) IS NOT NULL", (table,))[0][0])
+    return bool(repo.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
+
+
+def values_per_prefix(repo: SqlRepository, table: str, column: str, marker: bytes) -> list[tuple[bytes, int]]:
+    """(the 4-byte data key id of values starting with ``marker``, else their
+    first byte; number of values) over the non-null values of one column."""
+    sql = (f"SELECT CASE WHEN substr({column}, 1, 1) = ? THEN substr({column}, 2, 4) "  # noqa: S608
+           f"ELSE substr({column}, 1, 1) END AS k, COUNT(*) FROM {table} "
+           f"WHERE {column} IS NOT NULL GROUP BY 1")
+    return [(bytes(k), int(n)) for k, n in repo.query(sql, (marker,))]
+
+
+def column_page(repo: SqlRepository, table: str, keys: tuple[str, ...], column: str,
+                after: tuple[Any, ...] | None, limit: int) -> list[Any]:
+    """(key columns..., value) of the next ``limit`` non-null values after the key ``after``, in key order."""
+    cols = ", ".join(keys)
+    where = f"{column} IS NOT NULL"
+    args: list[Any] = []
+    if after is not None:
+        where += f" AND ({cols}) > ({', '.join('?' * len(keys))})"
+        args += list(after)
+    return list(repo.query(f"SELECT {cols}, {column} FROM {table} WHERE {where} ORDER BY {cols} LIMIT ?",  # noqa: S608
+                           [*args, limit]))
+
+
+def replace_value(w: SqlWriter, table: str, keys: tuple[str, ...], column: str, key_values: Sequence[Any],
+                  old: bytes, new: bytes) -> None:
+    """Set one row's value, unless someone changed it since it was read (then theirs stays)."""
+    cond = " AND ".join(f"{k} = ?" for k in keys)
+    w.execute(f"UPDATE {table} SET {column} = ? WHERE {cond} AND {column} = ?",  # noqa: S608
+              (new, *key_values, old))
