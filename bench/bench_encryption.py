@@ -47,6 +47,7 @@ from bench.report import emit
 from hutong.fhir.assembly import open_repository
 from hutong.fhir.bundle import BundleProcessor
 from hutong.fhir.service import FhirService
+from hutong.security.guard import as_operator
 from hutong.synth import SynthConfig, generate
 
 TARGET = 1.15
@@ -103,7 +104,7 @@ class Side:
 
     def __init__(self, url: str, encrypt: bool, orgs: list[dict[str, Any]], pats: list[dict[str, Any]]) -> None:
         self.repo = open_repository(url, encrypt=encrypt)
-        self.svc = FhirService(self.repo)
+        self.svc = FhirService(as_operator(self.repo))  # the loader acts as the operator
         self.bp = BundleProcessor(self.svc)
         for o in orgs:
             self.svc.update("Organization", o["id"], orjson.dumps(o), {})

@@ -287,11 +287,12 @@ def register_sender(url: str) -> None:
     from hutong.fhir.assembly import open_repository
     from hutong.fhir.service import FhirService
     from hutong.ingest.pipeline import Ingestor
+    from hutong.security.guard import as_operator
     from hutong.systems import ORGANIZATION
 
     repo = open_repository(url)
     try:
-        svc = FhirService(repo)
+        svc = FhirService(as_operator(repo))
         org = {"resourceType": "Organization", "name": "北京市基准测试医院",
                "identifier": [{"system": ORGANIZATION, "value": HOSPITAL}]}
         svc.create("Organization", orjson.dumps(org), {})

@@ -83,6 +83,7 @@ from hutong.mpi.model import MpiModel, default_model
 from hutong.mpi.relink import relink
 from hutong.mpi.service import Mpi
 from hutong.mpi.train import fit, load_features, store
+from hutong.security.guard import as_operator
 from hutong.store.sql import SqlRepository
 from hutong.synth import SynthConfig, generate
 from hutong.synth.pipeline import iter_chunk_outputs
@@ -425,7 +426,7 @@ def load_inline(repo: SqlRepository, patients: list[dict[str, Any]], log: Log) -
         for n, p in enumerate(patients, 1):
             body = p
             s = time.perf_counter()
-            repo.transact(lambda w, body=body: w.insert("Patient", body["id"], body))
+            as_operator(repo).transact(lambda w, body=body: w.insert("Patient", body["id"], body))
             times.append(time.perf_counter() - s)
             if n % 10_000 == 0:
                 log(f"  {n:,} / {len(patients):,} sources, {n / (time.perf_counter() - t0):.0f}/s")
@@ -777,7 +778,7 @@ def latency(index: Index, probes: int, seed: int, log: Log) -> tuple[dict[str, A
                 t = time.perf_counter()
                 w.insert("Patient", body["id"], body, hooks=kind == "hooked")
                 inside[kind].append(time.perf_counter() - t)
-            repo.transact(fn)
+            as_operator(repo).transact(fn)
 
         with CpuMeter() as cpu:
             for n, p in enumerate(write_set):
@@ -824,7 +825,7 @@ def latency(index: Index, probes: int, seed: int, log: Log) -> tuple[dict[str, A
                     w.execute("PRAGMA wal_autocheckpoint=0")
                     w.insert("Patient", body["id"], body)
                 t0 = time.perf_counter()
-                repo.transact(fn_off)
+                as_operator(repo).transact(fn_off)
                 off.append(time.perf_counter() - t0)
         out["inline_create_without_wal_autocheckpoint"] = {**percentiles(off), "cpu": cpu.result}
         ids = [p["body"]["id"] for p in write_set]

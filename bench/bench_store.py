@@ -22,6 +22,7 @@ from bench.cpuload import CpuMeter
 from bench.data import Dataset, Log, stderr_log
 from hutong.fhir.assembly import open_repository
 from hutong.ingest.bulk import import_ndjson, ndjson_files
+from hutong.security.guard import as_operator
 from hutong.store.codec import PLAIN
 from hutong.store.database import Database, open_database
 
@@ -47,7 +48,7 @@ def bulk_import(url: str, ds: Dataset, *, workers: int = 2, pg_port: int | None 
 
     try:
         with CpuMeter(pg_port) as cpu:
-            r = import_ndjson(repo, ds.dir, workers=workers, progress=progress)
+            r = import_ndjson(as_operator(repo), ds.dir, workers=workers, progress=progress)
     finally:
         repo.db.close()
     out = {

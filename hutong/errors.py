@@ -136,6 +136,8 @@ CODES: dict[str, str] = {
                "registrations or a resident account)",
     "HT-0196": "identity stewardship (link, unlink, merge, review) is for the platform and MPI stewards",
     "HT-0197": "a message refused for its sender's authentication cannot be retried",
+    # 0350-0359: authorisation bound to each request and job (hutong.security.guard; issue 13 item 3)
+    "HT-0350": "a write without a principal (no caller's Access bound to the transaction) is refused",
     # 0310-0319: one ingestion envelope (hutong.ingest: Receipt codes; issue 13, item 5)
     "HT-0310": "received message unreadable (HL7 v2 does not parse; CDA header unreadable); kept as a dead letter",
     "HT-0311": "received message names no registered institution (MSH-4, CDA custodian); kept as a dead letter",

@@ -8,7 +8,14 @@ import pytest
 from fhirapi import patient
 
 from hutong.errors import PreconditionFailed
+from hutong.security.guard import as_operator
 from hutong.store.sql import SqlRepository, SqlWriter
+
+
+@pytest.fixture
+def repo(repo: SqlRepository) -> SqlRepository:
+    """The suite's repository, its writes acting as the local operator (an explicit principal)."""
+    return as_operator(repo)
 
 
 def test_concurrent_batches_commit_exactly_the_successful_requests(repo: SqlRepository) -> None:

@@ -13,12 +13,13 @@ from fhirapi import observation, patient
 from hutong.fhir.assembly import open_repository
 from hutong.fhir.registry import FhirIndexer
 from hutong.fhir.service import FhirService
+from hutong.security.guard import as_operator
 
 
 def _svc(sqlite_url: str) -> FhirService:
     repo = open_repository(sqlite_url)
     repo.db.max_idle = 1  # one pooled connection, so the trace sees every statement
-    return FhirService(repo, "http://h/fhir")
+    return FhirService(as_operator(repo), "http://h/fhir")
 
 
 def _body(res: dict[str, Any]) -> bytes:

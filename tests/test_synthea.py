@@ -15,6 +15,7 @@ from fhirapi import NOT_GOLDEN
 from harness import SYNTHEA, Server
 
 from hutong.ingest.bulk import import_ndjson
+from hutong.security.guard import as_operator
 
 
 def _refs(node: object, out: set[str]) -> None:
@@ -52,7 +53,7 @@ def expected() -> tuple[Counter[str], dict[str, set[tuple[str, str]]]]:
 
 def test_synthea_loads_whole_and_everything_returns_each_compartment(server: Server) -> None:
     counts, comp = expected()
-    rep = import_ndjson(server.repo, SYNTHEA, workers=1)
+    rep = import_ndjson(as_operator(server.repo), SYNTHEA, workers=1)
     assert rep.errors == []
     assert rep.loaded == sum(counts.values()) == 7160
     for t, n in counts.items():
@@ -89,8 +90,8 @@ def test_synthea_loads_whole_and_everything_returns_each_compartment(server: Ser
 
 def test_reimport_is_idempotent_versions(server: Server) -> None:
     f = Path(SYNTHEA) / "Patient.000.ndjson"
-    import_ndjson(server.repo, f, workers=1)
-    import_ndjson(server.repo, f, workers=1)
+    import_ndjson(as_operator(server.repo), f, workers=1)
+    import_ndjson(as_operator(server.repo), f, workers=1)
     with f.open("rb") as fh:
         first = orjson.loads(fh.readline())
     r = server.client.get(f"/Patient/{first['id']}")

@@ -30,7 +30,6 @@ from hutong.fhir.response import FhirResponse, etag, http_date, version_headers
 from hutong.fhir.validation import check_id, check_type, validate
 from hutong.mpi.golden import GOLDEN_SYSTEM
 from hutong.security.guard import access_in
-from hutong.security.guard import current as acting_access
 from hutong.security.policy import Access
 from hutong.security.policy_store import mpi_of
 from hutong.security.principal import Role
@@ -121,14 +120,14 @@ class FhirService:
 
     @property
     def access(self) -> Access | None:
-        """The given policy, else the one the entry point acts under (MLLP, CDA)."""
-        return self._access or acting_access()
+        """The caller's policy (None: internal code reading unfiltered; its writes are refused)."""
+        return self._access
 
     def access_in(self, w: SqlWriter) -> Access | None:
-        """The policy a write in ``w`` acts under: this service's, else the one
-        the transaction was opened for (a service shared by an entry point that
-        binds each message's sender, hutong.ingest)."""
-        return self._access or access_in(w)
+        """The policy a write in ``w`` acts under: the one the transaction was
+        opened for (an entry point sharing one service binds each message's
+        sender, hutong.ingest), else this service's."""
+        return access_in(w) or self._access
 
     # ------------------------------------------------------------------ helpers
     def _retry(self, fn: Callable[[], T]) -> T:

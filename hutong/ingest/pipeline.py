@@ -57,7 +57,6 @@ from hutong.mpi.golden import GOLDEN_SYSTEM
 from hutong.mpi.service import managing_org
 from hutong.security import accounts
 from hutong.security.events import AuditRecord
-from hutong.security.guard import acting as acting_as
 from hutong.security.policy import Access
 from hutong.security.principal import LOCAL_OPERATOR, Principal
 from hutong.security.settings import SecuritySettings
@@ -271,8 +270,10 @@ class Ingestor:
 
     def _commit(self, env: Envelope, access: Access, run: Callable[[Any], Receipt]) -> Receipt:
         try:
-            with acting_as(access):
-                result: Receipt = self.svc._retry(lambda: self.repo.transact(run))
+            # The message's writes act as its sender: the Access travels with the
+            # transaction (hutong.store.sql.WriteContext), never in ambient state.
+            bound = self.repo.acting_as(access)
+            result: Receipt = self.svc._retry(lambda: bound.transact(run))
             return result
         except HutongError as e:
             raise _Dead(Receipt(Outcome.DEAD, env, code=e.code, reason=f"{e.code} {e.message}", condition="207",

@@ -26,9 +26,6 @@ computed elsewhere are recomputed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 from hutong.errors import Forbidden
@@ -41,33 +38,12 @@ from hutong.security.settings import SecuritySettings
 from hutong.store.repository import Stored
 from hutong.store.sql import SqlRepository, SqlWriter, compartment_of
 
-# TRANSITIONAL (issue 13 item 3): the ambient Access of the entry points not yet
-# moved to a bound repository (the ingest pipeline's _commit).  Read only when
-# the transaction carries no actor; removed with acting() once they are moved.
-_acting: ContextVar[Access | None] = ContextVar("hutong_acting", default=None)
-
-
-@contextmanager
-def acting(access: Access) -> Iterator[Access]:
-    """Deprecated: write through ``repo.acting_as(access)`` (:func:`bind`) instead."""
-    token = _acting.set(access)
-    try:
-        yield access
-    finally:
-        _acting.reset(token)
-
-
-def current() -> Access | None:
-    """Deprecated: the FHIR service's own Access, or :func:`access_in` of the writer."""
-    return _acting.get()
-
 
 def access_in(w: SqlWriter) -> Access | None:
-    """The Access a write transaction acts for (None: nobody)."""
+    """The Access a write transaction acts for (None: nobody): the one its
+    repository handle was bound to when the transaction opened."""
     actor = w.ctx.actor
-    if isinstance(actor, Access):
-        return actor
-    return _acting.get()
+    return actor if isinstance(actor, Access) else None
 
 
 def bind(repo: SqlRepository, access: Access) -> SqlRepository:
@@ -114,7 +90,7 @@ class PolicyGuard:
                  current: Stored | None) -> bool:
         access = access_in(w)
         if access is None:
-            return False  # TRANSITIONAL: refused (no_principal) once every entry point binds one
+            raise no_principal()
         interaction = "delete" if resource is None else \
             "create" if current is None or current.deleted else "update"
         access.require_scope(type, interaction)

@@ -2,9 +2,9 @@
 
 One ASGI middleware in front of every route: it resolves the bearer token to
 a :class:`~hutong.security.principal.Principal` (hutong.security.authn),
-builds the request's :class:`~hutong.security.policy.Access`, runs the route
-inside :func:`hutong.security.guard.acting` (so the store's write hook sees
-it), and appends one AuditEvent per request -- success, refusal (401/403) or
+builds the request's :class:`~hutong.security.policy.Access` (the routes
+write through a repository bound to it, never through ambient state:
+hutong.security.guard), and appends one AuditEvent per request -- success, refusal (401/403) or
 failure -- before the response leaves (hutong.security.audit).  Only the
 routes that hand out tokens or describe the server are public
 (:data:`PUBLIC_PATHS`); the route enumeration test checks every other route
@@ -26,7 +26,6 @@ from hutong.errors import HutongError
 from hutong.security.audit import AuditLog
 from hutong.security.authn import Authenticator
 from hutong.security.events import ERROR, FAILED, REFUSED, SUCCESS, AuditRecord
-from hutong.security.guard import acting
 from hutong.security.policy import Access
 from hutong.security.principal import Principal
 from hutong.security.settings import SecuritySettings
@@ -142,17 +141,16 @@ class Gate:
         async def hold(message: Message) -> None:
             held.append(message)
 
-        with acting(access):
-            try:
-                await self.app(scope, receive, hold)
-            except Exception as e:
-                # Handled here, not by Starlette's ServerErrorMiddleware: that one
-                # answers outside this gate (so the request went unaudited) and
-                # re-raises (so uvicorn drops the keep-alive connection).
-                err = outcomes.internal_error(e)
-                remember_error(request, err)
-                held = []
-                await outcomes.error_response(err)(scope, receive, hold)
+        try:
+            await self.app(scope, receive, hold)
+        except Exception as e:
+            # Handled here, not by Starlette's ServerErrorMiddleware: that one
+            # answers outside this gate (so the request went unaudited) and
+            # re-raises (so uvicorn drops the keep-alive connection).
+            err = outcomes.internal_error(e)
+            remember_error(request, err)
+            held = []
+            await outcomes.error_response(err)(scope, receive, hold)
         status = next((int(m["status"]) for m in held if m["type"] == "http.response.start"), 500)
         access.settle()
         route = getattr(scope.get("route"), "path", path[:200])

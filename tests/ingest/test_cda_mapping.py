@@ -28,6 +28,7 @@ from hutong.fhir.service import FhirService
 from hutong.ingest.cda.doctypes import DOCTYPES, DocType
 from hutong.ingest.cda.mapping import CDA_CONTENT_TYPE, Sender, staff_system, to_bundle
 from hutong.ingest.cda.parse import CdaError
+from hutong.security.guard import as_operator
 from hutong.store.sql import SqlRepository
 from hutong.systems import AUTHOR, ID_CARD, WST500_DOCTYPE, document_system, mrn_system, visit_system
 
@@ -201,7 +202,7 @@ def service(sqlite_url: str) -> Iterator[FhirService]:
     from hutong.fhir.assembly import open_repository
 
     repo: SqlRepository = open_repository(sqlite_url)
-    yield FhirService(repo)
+    yield FhirService(as_operator(repo))
     repo.db.close()
 
 

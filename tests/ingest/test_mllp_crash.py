@@ -19,6 +19,7 @@ from test_mllp_pipeline import HOSPITAL, msa, oru
 from hutong.fhir.assembly import open_repository
 from hutong.fhir.service import FhirService
 from hutong.ingest.hl7v2.framing import END, START
+from hutong.security.guard import as_operator
 from hutong.systems import ORGANIZATION
 
 
@@ -27,7 +28,7 @@ def test_sigkill_mid_burst_loses_no_acknowledged_message(tmp_path: Path) -> None
     repo = open_repository(db)
     org = {"resourceType": "Organization", "name": "测试医院", "identifier": [{"system": ORGANIZATION,
                                                                             "value": HOSPITAL}]}
-    assert FhirService(repo).create("Organization", json.dumps(org).encode(), {}).status == 201
+    assert FhirService(as_operator(repo)).create("Organization", json.dumps(org).encode(), {}).status == 201
     repo.db.close()
     port, mllp_port = free_port(), free_port()
     # Development mode: unauthenticated loopback senders (TLS: tests/security/test_trust_hl7.py).

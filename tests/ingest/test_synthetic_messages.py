@@ -19,6 +19,7 @@ from hutong.fhir.assembly import open_repository
 from hutong.fhir.service import FhirService
 from hutong.ingest.bulk import import_ndjson
 from hutong.ingest.pipeline import Ingestor
+from hutong.security.guard import as_operator
 from hutong.synth import SynthConfig, generate
 from hutong.systems import MRN_PREFIX
 
@@ -32,8 +33,8 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_registrations_from_the_region_link_like_the_truth(region: Path, tmp_path: Path) -> None:
     repo = open_repository(f"sqlite:///{tmp_path}/syn.db")
-    assert import_ndjson(repo, region / "Organization.ndjson", workers=1).errors == []
-    ing = Ingestor(FhirService(repo))
+    assert import_ndjson(as_operator(repo), region / "Organization.ndjson", workers=1).errors == []
+    ing = Ingestor(FhirService(as_operator(repo)))
     truth: dict[str, str] = {}
     for line in (region / "ground_truth.ndjson").read_bytes().splitlines():
         g = orjson.loads(line)

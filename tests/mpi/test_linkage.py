@@ -18,6 +18,7 @@ from hutong.fhir.service import mpi_of
 from hutong.ingest.bulk import import_ndjson
 from hutong.mpi.idnumber import check_char
 from hutong.mpi.relink import relink
+from hutong.security.guard import as_operator
 from hutong.systems import ID_CARD, mrn_system
 
 GOLDEN_TAG = "https://fhir.hutong.dev/CodeSystem/mpi|golden"
@@ -311,7 +312,7 @@ def test_transaction_and_bulk_import_link_inline(server: Server, tmp_path: Path)
     lines = [person("吴磊", "2001-04-04", org="B1", mrn="1") | {"id": "bulk-1"},
              person("吴磊", "2001-04-04", org="B2", mrn="2", idno=None) | {"id": "bulk-2"}]
     (tmp_path / "Patient.ndjson").write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
-    rep = import_ndjson(server.repo, tmp_path, workers=1)
+    rep = import_ndjson(as_operator(server.repo), tmp_path, workers=1)
     assert rep.errors == []
     p1, p2 = current_person(server, "bulk-1"), current_person(server, "bulk-2")
     assert p1 == p2 and p1 != person_of(server, pats[0])

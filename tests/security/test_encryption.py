@@ -14,6 +14,7 @@ from hutong.fhir.assembly import open_repository
 from hutong.fhir.service import FhirService
 from hutong.ingest.pipeline import Ingestor
 from hutong.security.crypto import AesCodec, key_id_of, ring_of
+from hutong.security.guard import as_operator
 from hutong.security.keys_cmd import reencrypt, rows_per_key
 from hutong.store.query import Clause, ParamRef, Query, StringMatch, TokenMatch
 from hutong.store.sql import SqlRepository
@@ -34,7 +35,7 @@ def patient(family: str, given: str, idno: str) -> dict[str, Any]:
 
 
 def create(repo: SqlRepository, res: dict[str, Any]) -> str:
-    out: str = orjson.loads(FhirService(repo).create(res["resourceType"], orjson.dumps(res), {}).body)["id"]
+    out: str = orjson.loads(FhirService(as_operator(repo)).create(res["resourceType"], orjson.dumps(res), {}).body)["id"]
     return out
 
 
@@ -67,7 +68,7 @@ def test_inbound_message_is_encrypted(sqlite_url: str) -> None:
         msg = ("MSH|^~\\&|HIS|UNKNOWN|HUTONG|REGION|20261101090000||ADT^A04^ADT_A01|ENC1|P|2.4|||||CHN|"
                "UNICODE UTF-8\rEVN|A04|20261101090000\rPID|1||1^^^UNKNOWN^MR~11010519491231002X^^^"
                "2.16.156.10011.1.3^NNCHN||司马^相如||19491231|F\rPV1|1|O").encode()
-        Ingestor(FhirService(repo)).hl7(msg)  # unknown sender: a dead letter, kept raw
+        Ingestor(FhirService(as_operator(repo))).hl7(msg)  # unknown sender: a dead letter, kept raw
         raw = bytes(repo.query("SELECT raw FROM ingest_message", ())[0][0])
         assert raw[:1] == b"E" and b"11010519491231002X" not in raw
     finally:

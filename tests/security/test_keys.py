@@ -20,6 +20,7 @@ from hutong.errors import ConfigError
 from hutong.fhir.assembly import open_repository
 from hutong.fhir.service import FhirService
 from hutong.security.crypto import ring_of
+from hutong.security.guard import as_operator
 from hutong.security.keys import EnvKeySource, FileKeySource, default_key_dir
 from hutong.security.keys_cmd import reencrypt, rows_per_key, status
 from hutong.store.query import Clause, ParamRef, Query, TokenMatch
@@ -39,7 +40,7 @@ def _patient(n: int) -> dict[str, Any]:
 
 
 def _load(repo: SqlRepository, n: int, first: int = 0) -> list[str]:
-    svc = FhirService(repo)
+    svc = FhirService(as_operator(repo))
     return [orjson.loads(svc.create("Patient", orjson.dumps(_patient(i)), {}).body)["id"]
             for i in range(first, first + n)]
 

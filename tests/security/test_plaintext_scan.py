@@ -26,6 +26,7 @@ from hutong.fhir.assembly import open_repository
 from hutong.fhir.service import FhirService
 from hutong.ingest.bulk import import_ndjson
 from hutong.ingest.pipeline import Ingestor
+from hutong.security.guard import as_operator
 from hutong.store.sql import SqlRepository
 from hutong.synth import SynthConfig, generate
 from hutong.systems import ID_CARD, MRN_PREFIX
@@ -73,9 +74,9 @@ def load(repo: SqlRepository, region: Path, post: Any) -> None:
     """The same records through every path: REST (or the service), bulk import, HL7."""
     for k in KNOWN:
         post(rest_patient(*k))
-    assert import_ndjson(repo, region / "Organization.ndjson", workers=1).errors == []
-    assert import_ndjson(repo, region / "Patient.ndjson", workers=2).errors == []
-    ing = Ingestor(FhirService(repo))
+    assert import_ndjson(as_operator(repo), region / "Organization.ndjson", workers=1).errors == []
+    assert import_ndjson(as_operator(repo), region / "Patient.ndjson", workers=2).errors == []
+    ing = Ingestor(FhirService(as_operator(repo)))
     for n, p in enumerate(_patients(region)[:6]):
         ack = ing.hl7(adt_from_patient(p, n, control="SCAN", mrn_suffix="-v2")).decode()
         assert "MSA|AA|" in ack, ack
@@ -149,7 +150,7 @@ def test_the_scan_finds_identifiers_when_encryption_is_off(kind: str, plain_url:
                                                            key_dir: Path) -> None:
     repo = open_repository(plain_url, encrypt=False)
     try:
-        svc = FhirService(repo)
+        svc = FhirService(as_operator(repo))
         load(repo, region, lambda res: svc.create("Patient", orjson.dumps(res), {}))
     finally:
         repo.db.close()
@@ -220,7 +221,7 @@ def test_f11_no_clinical_text_in_the_database_files(server: Server, db_url: str)
 def test_the_scan_finds_clinical_text_when_encryption_is_off(kind: str, plain_url: str, key_dir: Path) -> None:
     repo = open_repository(plain_url, encrypt=False)
     try:
-        svc = FhirService(repo)
+        svc = FhirService(as_operator(repo))
         clinical(lambda res: orjson.loads(svc.create(res["resourceType"], orjson.dumps(res), {}).body or b"{}")["id"])
     finally:
         repo.db.close()
@@ -233,7 +234,7 @@ def test_f11_keys_reindex_seals_clear_text_an_earlier_release_left(sqlite_url: s
 
     repo = open_repository(sqlite_url)
     try:
-        svc = FhirService(repo)
+        svc = FhirService(as_operator(repo))
         clinical(lambda res: orjson.loads(svc.create(res["resourceType"], orjson.dumps(res), {}).body or b"{}")["id"])
         # What the index of an earlier release holds: the display text in clear.
         with repo.db.connection() as conn:
@@ -252,7 +253,7 @@ def test_f11_keys_reindex_seals_clear_text_an_earlier_release_left(sqlite_url: s
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         assert found(raw_bytes(sqlite_url), {DIAGNOSIS}) == set()
         # and the re-indexed rows are found again
-        res = FhirService(repo).search("Condition", [("code:text", "复发性抑郁")], {})
+        res = FhirService(as_operator(repo)).search("Condition", [("code:text", "复发性抑郁")], {})
         assert orjson.loads(res.body or b"{}")["total"] == 1
     finally:
         repo.db.close()

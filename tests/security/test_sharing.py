@@ -24,6 +24,7 @@ from hutong.fhir.assembly import open_repository
 from hutong.fhir.service import FhirService
 from hutong.security.events import REFUSED, SUCCESS, AuditRecord
 from hutong.security.export import export
+from hutong.security.guard import as_operator
 from hutong.security.principal import Principal, Role
 from hutong.security.settings import SecuritySettings
 from hutong.security.sharing import DAY_MS, SharingRequests
@@ -75,7 +76,7 @@ class Clock:
 
 def seed(repo: SqlRepository) -> dict[str, Any]:
     """Two institutions, three residents, their observations (one old) and conditions."""
-    svc = FhirService(repo)
+    svc = FhirService(as_operator(repo))
 
     def create(res: dict[str, Any]) -> str:
         r = svc.create(res["resourceType"], orjson.dumps(res), {})

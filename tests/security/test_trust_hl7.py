@@ -45,6 +45,7 @@ from hutong.ingest.hl7v2.framing import END, START
 from hutong.ingest.hl7v2.listener import start_in_thread
 from hutong.ingest.pipeline import Ingestor
 from hutong.mpi.relink import relink
+from hutong.security.guard import as_operator
 from hutong.security.senders import connection_identifier, mllp_authoriser, server_tls
 from hutong.security.settings import SecuritySettings
 from hutong.systems import ORGANIZATION
@@ -370,7 +371,7 @@ def test_f5_serve_over_tls_and_refuses_to_start_unauthenticated(tmp_path: Path, 
     repo = open_repository(db)
     for code in (CODE_A, CODE_B):
         org = {"resourceType": "Organization", "name": code, "identifier": [{"system": ORGANIZATION, "value": code}]}
-        assert FhirService(repo).create("Organization", json.dumps(org).encode(), {}).status == 201
+        assert FhirService(as_operator(repo)).create("Organization", json.dumps(org).encode(), {}).status == 201
     repo.db.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUTONG_MLLP")}
     env["PYTHONUNBUFFERED"] = "1"

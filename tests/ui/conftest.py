@@ -34,6 +34,7 @@ from hutong.fhir.assembly import open_repository
 from hutong.fhir.service import FhirService
 from hutong.ingest.bulk import import_ndjson
 from hutong.security.accounts import Account
+from hutong.security.guard import as_operator
 from hutong.security.principal import Role
 from hutong.store.sql import SqlRepository
 from hutong.synth import SynthConfig, generate
@@ -98,7 +99,7 @@ class UiRegion:
         roles = self.search("PractitionerRole", [("organization", f"Organization/{organization_id}"),
                                                  ("_count", "1")])
         if not roles:  # an institution another test registered without staff: give it a post
-            svc = FhirService(self.repo)
+            svc = FhirService(as_operator(self.repo))
             pr = orjson.loads(svc.create("Practitioner", orjson.dumps(
                 {"resourceType": "Practitioner", "name": [{"text": name}]}), {}).body or b"{}")
             roles = [orjson.loads(svc.create("PractitionerRole", orjson.dumps(
@@ -160,7 +161,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiRegion]:
     generate(d / "region", SynthConfig(residents=300, institutions=6, seed=11, years=2))
     url = f"sqlite:///{d}/ui.db"
     repo = open_repository(url)
-    result = import_ndjson(repo, d / "region", workers=1)
+    result = import_ndjson(as_operator(repo), d / "region", workers=1)
     assert not result.errors, result.errors[:3]
     app = create_app(Settings(database_url=url), repo=repo)
     try:

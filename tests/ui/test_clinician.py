@@ -28,6 +28,7 @@ from hutong.fhir.service import FhirService
 from hutong.ingest.cda.parse import CdaError
 from hutong.ingest.pipeline import Ingestor
 from hutong.record import mask_id
+from hutong.security.guard import as_operator
 from hutong.security.principal import Role
 from hutong.systems import HEALTH_CARD, ID_CARD, ORGANIZATION
 from hutong.web.ui import cda_render
@@ -113,8 +114,8 @@ def _treated(ui: UiRegion, min_institutions: int,
 
 
 def _platform(ui: UiRegion) -> FhirService:
-    """Trusted setup writes (the platform's own loader; no acting Access)."""
-    return FhirService(ui.repo, ui.url + "/fhir")
+    """Setup writes, as the local operator (an explicit principal, like the platform's own loader)."""
+    return FhirService(as_operator(ui.repo), ui.url + "/fhir")
 
 
 def _signed_in(ui: UiRegion, new_page: Callable[..., Page], who: Staff, phone: bool = False) -> Page:

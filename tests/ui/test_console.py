@@ -20,6 +20,7 @@ from hutong.fhir.service import FhirService, mpi_of
 from hutong.ingest import inbox
 from hutong.ingest.pipeline import Ingestor
 from hutong.mpi.idnumber import check_char
+from hutong.security.guard import as_operator
 from hutong.security.principal import Role
 from hutong.store.sql import SqlRepository
 from hutong.systems import ID_CARD, ORGANIZATION, mrn_system
@@ -61,7 +62,7 @@ def adt(code: str, control: str, who: str, event_ms: int) -> bytes:
 
 def send(ui: UiRegion, code: str, control: str, who: str, received_ms: int, delay_h: float) -> None:
     """One HL7 message through the ingestion pipeline, as if received at ``received_ms``."""
-    ing = Ingestor(FhirService(ui.repo), clock=lambda: received_ms)
+    ing = Ingestor(FhirService(as_operator(ui.repo)), clock=lambda: received_ms)
     ack = ing.hl7(adt(code, control, who, received_ms - int(delay_h * HOUR_MS)), "127.0.0.1").decode()
     assert "MSA|AA" in ack, ack
 
@@ -106,7 +107,7 @@ def test_status_thresholds_and_masks() -> None:
 
 def test_record_counts_are_numbers_per_institution(repo: SqlRepository) -> None:
     """The dashboard's counts-only read, on SQLite and PostgreSQL."""
-    svc = FhirService(repo)
+    svc = FhirService(as_operator(repo))
     for org, code in (("org-a", "A0001"), ("org-b", "B0002")):
         svc.update("Organization", org, orjson.dumps({"resourceType": "Organization", "id": org, "name": org,
                                                       "identifier": [{"system": ORGANIZATION, "value": code}]}),
@@ -139,7 +140,7 @@ def test_institutions_dashboard_shows_status_volumes_and_timeliness(ui: UiRegion
                                                                     new_page: Callable[..., Page]) -> None:
     # Institutions of this test's own (others in the session send documents too),
     # and the bulk-loaded region's as the silent ones.
-    svc = FhirService(ui.repo)
+    svc = FhirService(as_operator(ui.repo))
     for oid, name, code in (("console-live", "控制台在线医院", "CONSOLE-LIVE"),
                             ("console-quiet", "控制台安静医院", "CONSOLE-QUIET")):
         svc.update("Organization", oid, orjson.dumps({"resourceType": "Organization", "id": oid, "name": name,
@@ -282,7 +283,7 @@ def auditor_account(ui: UiRegion, name: str) -> str:
 
 def test_identity_review_side_by_side_link_then_unlink(ui: UiRegion, new_page: Callable[..., Page]) -> None:
     orgs = organizations(ui)
-    svc = FhirService(ui.repo)
+    svc = FhirService(as_operator(ui.repo))
     idno = id_number("19770309", "046")
 
     def patient(org: dict[str, Any], mrn: str, **kw: Any) -> str:
@@ -343,7 +344,7 @@ def test_identity_review_side_by_side_link_then_unlink(ui: UiRegion, new_page: C
 
 def test_identity_reject_remembers_not_the_same(ui: UiRegion, new_page: Callable[..., Page]) -> None:
     orgs = organizations(ui)
-    svc = FhirService(ui.repo)
+    svc = FhirService(as_operator(ui.repo))
     ids = []
     for n, (org, phone) in enumerate(((orgs[2], "13600000001"), (orgs[3], "13600000002"))):
         body = {"resourceType": "Patient", "identifier": [{"system": mrn_system(code_of(org)), "value": f"RJ{n}"}],
