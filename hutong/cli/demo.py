@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(stamp + " " + args.database)
     # A demo database from before the identity layer: link its Patients now.
-    from hutong.fhir.service import mpi_of
+    from hutong.platform import mpi_of
     linked = mpi_of(repo).backfill()
     if linked:
         print(f"  linked {linked} earlier Patients to persons", flush=True)

@@ -20,9 +20,9 @@ import sys
 
 from hutong.cli.context import print_json as _print
 from hutong.cli.context import repository
-from hutong.fhir.service import mpi_of
 from hutong.mpi import state as st
 from hutong.mpi.service import Mpi
+from hutong.platform import mpi_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
