@@ -113,7 +113,11 @@ UNKNOWN_AUTHOR, UNDOCUMENTED, NOT_NOTIFIED, OTHER_ACTOR = "unknown-author", "und
     "other-actor"
 
 Send = Callable[[str, str], Any]  # the SMS gateway's send(phone, text)
-_gateways: weakref.WeakKeyDictionary[SqlRepository, Send] = weakref.WeakKeyDictionary()
+# Keyed by the database, not the repository object: a repository bound to one
+# caller (SqlRepository.acting_as) is a copy of the installed one, and its
+# writes must reach the same gateway.  (Database is an unhashable dataclass:
+# its id, with a weak reference that drops the entry when it goes.)
+_gateways: dict[int, tuple[weakref.ReferenceType[Database], Send]] = {}
 
 
 def create_tables(db: Database) -> None:
@@ -124,7 +128,13 @@ def create_tables(db: Database) -> None:
 def install(repo: SqlRepository, send: Send) -> None:
     """Give this repository's writes the SMS gateway that tells residents of
     Consents an institution records for them."""
-    _gateways[repo] = send
+    key = id(repo.db)
+    _gateways[key] = (weakref.ref(repo.db, lambda _gone: _gateways.pop(key, None)), send)
+
+
+def _gateway(db: Database) -> Send | None:
+    entry = _gateways.get(id(db))
+    return entry[1] if entry is not None and entry[0]() is db else None
 
 
 @dataclass(frozen=True)
@@ -221,7 +231,7 @@ def _tell_resident(w: SqlWriter, access: Access, author: Author, resource: dict[
     """SMS the resident (at the phone on their golden record) that someone other
     than they recorded a Consent for them; the text names who, never carries
     anything from the Consent itself (no writer-chosen words in an SMS)."""
-    send = _gateways.get(w.repo)
+    send = _gateway(w.repo.db)
     ref = consent_rules.ref_key(((resource.get("patient") or {}).get("reference")) or "")
     person = access.person_of(ref.split("/", 1)[1]) if ref.startswith("Patient/") else None
     golden = w.read_current("Patient", person) if person else None
