@@ -11,6 +11,14 @@ The checker reads source, not running code (``ast``), so it also measures an
 old commit: ``python tests/test_layering.py DIR`` prints, per module under
 ``DIR/hutong``, the SQL string literals and the concrete-store imports, and the
 totals inside and outside the allowed modules.
+
+Measured with this checker (SQL string literals / import statements of the
+store's concrete classes or private names, outside the allowed modules):
+bc329d5 130 statements in 18 modules / 40 imports in 35 modules (among them
+fhir/bundle.py's ``_row`` and its SQLite planner hints); after issue 13 item 1,
+no SQL outside them; the concrete imports left are typed signatures
+(``SqlRepository``/``SqlWriter``/``Database`` parameters), listed below with
+their owners until the callers take the store Protocols.
 """
 
 from __future__ import annotations
