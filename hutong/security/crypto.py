@@ -15,13 +15,13 @@ so a ciphertext moved to another column does not authenticate.  ``J`` values
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 
 from hutong.errors import ConfigError
 from hutong.security.keys import KeyRing
 from hutong.store.codec import ENCRYPTED, PLAIN, Codec
-from hutong.store.sql import SqlRepository
 
 HEADER = 1 + 4 + 12
 
@@ -68,7 +68,14 @@ class AesCodec:
                                          f"under data key {kid}") from e
 
 
-def ring_of(repo: SqlRepository) -> KeyRing:
+class _Coded(Protocol):
+    """What :func:`ring_of` needs of a repository: its codec."""
+
+    @property
+    def codec(self) -> Codec: ...
+
+
+def ring_of(repo: _Coded) -> KeyRing:
     """The key ring of a repository opened with encryption (hutong.fhir.assembly)."""
     if not isinstance(repo.codec, AesCodec):
         raise ConfigError("HT-0152", "this repository was opened without encryption at rest")

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hutong.store.repository import Stored
-from hutong.store.sql import SqlWriter
+from hutong.store.repository import Stored, Writer
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 DISPLAY = {"PSY": "psychiatry information sensitivity", "HIV": "HIV/AIDS information sensitivity",
@@ -92,7 +91,7 @@ class SensitivityLabeler:
     types = frozenset(CODE_PATHS)
     batchable = True  # labels each item alone; fine inside insert_many
 
-    def on_write(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any] | None,
+    def on_write(self, w: Writer, type: str, id: str, resource: dict[str, Any] | None,
                  current: Stored | None) -> bool:
         if resource is None:
             return False
