@@ -273,10 +273,17 @@ def _private_files(path: str) -> None:
     """Issue 12, finding 11: database files were 0644 (readable by every local
     account).  Create the database file 0600 before SQLite does -- SQLite gives
     the -wal and -shm files the database file's mode -- and narrow existing
-    files of an older deployment."""
+    files of an older deployment.
+
+    An existing database file is never opened here, only chmod-ed: closing any
+    descriptor of a SQLite file drops every POSIX lock this process holds on it
+    (sqlite.org/howtocorrupt.html section 2.2), so a second open_database in a
+    process that already has the database open (the MLLP listener beside the
+    HTTP worker) let another process's last close delete the live WAL, and
+    acknowledged commits went to an unlinked file."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, SQLITE_FILE_MODE)
-        os.close(fd)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, SQLITE_FILE_MODE))
         for p in (path, path + "-wal", path + "-shm", path + ".lock"):
             with contextlib.suppress(FileNotFoundError):
                 st = os.stat(p)
