@@ -31,8 +31,17 @@ and the web layer.  Rules (issue 6):
 
 Searches get an :class:`~hutong.store.query.AccessScope` compiled into SQL, so
 neither pages nor totals hold a row the caller may not see; reads, includes
-and $everything rows pass :meth:`Access.admit`.  What was touched is kept on
-the Access for the request's audit record.
+and $everything rows pass :meth:`Access.admit`.
+
+:class:`Access` is the facade the FHIR and web layers call, composed of four
+parts (issue 13): the rules themselves, pure and table-tested
+(:mod:`hutong.security.decision`); the facts they need, with all of the
+policy's SQL and per-request caches (:mod:`hutong.security.policy_store`);
+what the request touched, turned into its audit row by one function
+(:mod:`hutong.security.trace`); and the write rules the store's write hook
+runs (:mod:`hutong.security.write_policy`).  One Access serves one caller for
+one request or job: writes reach it only through a repository bound to it
+(``repo.acting_as(access)``, hutong.security.guard), never ambient state.
 """
 
 from __future__ import annotations
@@ -69,11 +78,8 @@ from hutong.security.decision import (  # noqa: F401  (re-exported: the policy's
     PatientFacts,
     RowFacts,
     basis_of,
-    decide_org_write,
-    decide_person_write,
     decide_row,
     decide_scope,
-    decide_write_role,
     golden_shown_whole,
     no_basis_message,
     scope_letter,
@@ -83,21 +89,18 @@ from hutong.security.policy_store import PolicyFacts, body_of, mpi_of, security_
 from hutong.security.principal import Principal, Role
 from hutong.security.settings import SecuritySettings
 from hutong.security.trace import Trace
+from hutong.security.write_policy import (  # noqa: F401  (re-exported: the write rules' vocabulary)
+    CORRECTION,
+    INSTITUTION_DIRECTORY,
+    REGISTRAR,
+    WritePolicy,
+    _owner_of,
+)
 from hutong.store.query import AccessScope, Grant
 from hutong.store.repository import Stored
 from hutong.store.sql import SqlRepository, SqlWriter
 from hutong.systems import ID_CARD
 
-# Directory types an institution may write, when the resource names it as organization.
-INSTITUTION_DIRECTORY = frozenset({"PractitionerRole", "Location", "HealthcareService", "Endpoint", "Practitioner"})
-# Residents' correction requests (纠偏权, PIPL Art. 46): a Task they may create
-# about their own record, which the owner institution answers.
-CORRECTION = ("https://fhir.hutong.dev/CodeSystem/task", "correction-request")
-# Marks the write hook puts on what it accepts (issue 12, findings 8 and 14):
-# an Encounter a clinician entered (no treatment basis), and the institution
-# that registered a Practitioner (only it changes it).  Whatever a writer puts
-# in these systems is replaced on every write an institution or clinician makes.
-REGISTRAR = "https://fhir.hutong.dev/CodeSystem/registrar"
 # Search parameters whose value names the patient a search is about.
 PATIENT_PARAMS = frozenset({"patient", "subject", "beneficiary", "_id", "link", "individual"})
 
@@ -122,11 +125,13 @@ class Access:
     _supplied: set[tuple[str, str]] = field(default_factory=set)  # person identifiers this request looked up by
     _lookup: bool = False  # a Patient search by identifier: the persons found are named on the audit row
     facts: PolicyFacts = field(init=False)
+    writes: WritePolicy = field(init=False)
 
     def __post_init__(self) -> None:
         if self.mpi is None:
             self.mpi = mpi_of(self.repo)
         self.facts = PolicyFacts(self.repo, self.mpi, self.clock)
+        self.writes = WritePolicy(self)
 
     # ------------------------------------------------------------ the trace (what was touched)
     @property
@@ -586,208 +591,20 @@ class Access:
                 out.append(s)
         return out
 
-    # ------------------------------------------------------------ writing
+    # ------------------------------------------------------------ writing (hutong.security.write_policy)
     def check_write(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any] | None,
                     current: Stored | None, patients: set[str]) -> bool:
-        """Called by the store's write hook inside the transaction; returns True
-        when it stamped the resource (an institution's Patient without
-        managingOrganization gets its owner, a clinician's Encounter its
-        ``entered-by`` tag, an institution's Practitioner its registrar).
-
-        Ownership (issue 12 finding 1): which institution manages a source Patient
-        is fixed by its first version; what a write claims never moves it.  The
-        owner of an existing registration is read from what is stored (a deleted
-        one: its last version before deletion, so re-creating a deleted id is the
-        last owner's alone); the pending owner of a registration this transaction
-        creates counts only while no stored one exists (:meth:`expect_patients`).
-        managingOrganization changes only through :meth:`transfer`, for every
-        principal, the platform engine included.  The same holds for every other
-        record: re-creating a deleted id is for the institution (or resident) the
-        record belonged to, since its earlier versions become readable through it.
-        """
-        if type == "Patient" and resource is not None and self.unrestricted and current is not None:
-            return self._keep_owner(w, id, resource, self._registration_owner(w, current))
-        if self.unrestricted:
-            return False
-        if type in DIRECTORY_TYPES:
-            return self._check_directory_write(w, type, resource, current)
-        if type == "Binary":
-            # A Binary belongs to the patient its securityContext names (the CDA
-            # documents of hutong.ingest.cda), for writes as for reads.
-            patients = patients or _security_context(resource) | _security_context(_body(current))
-        gate = decide_write_role(self.role, type, correction=resource is None or _is_correction(resource),
-                                 has_org=bool(self.principal.organization_id))
-        if not gate.allowed:
-            raise gate.refusal()
-        if self.role in PERSON_ROLES:
-            d = decide_person_write(patients, self._stored_patients(w, current), set(self.my_patients()))
-            if not d.allowed:
-                raise d.refusal()
-            self.persons.update(self.my_persons())
-            return False
-        org = self.principal.organization_id
-        assert org is not None
-        if type == "Task" and self._check_task_write(org, resource, current):
-            return False
-        stamped = False
-        if type == "Patient" and resource is not None:
-            if current is not None:
-                was = self._registration_owner(w, current)
-                if was != org:
-                    raise Forbidden("HT-0102", f"Patient/{id} is another institution's registration")
-                stamped = self._keep_owner(w, id, resource, was)
-            else:
-                ref = _ref(resource.get("managingOrganization"))
-                if not ref:
-                    resource["managingOrganization"] = {"reference": f"Organization/{org}"}
-                    stamped = True
-                elif ref != f"Organization/{org}":
-                    raise Forbidden("HT-0102", "a Patient sent by an institution must be managed by that "
-                                               f"institution (managingOrganization Organization/{org})")
-            if current is None or current.deleted:
-                # Created (or re-created by its owner) here: records later in this
-                # transaction may be filed under it before its row is visible.
-                w.ctx.pending_owners[id] = org
-            self.facts.know_owner(id, w.ctx.transfers.get(id, org))
-        elif resource is not None:
-            d = decide_org_write(type, {p: self._managed_in(w, p) for p in patients}, org)
-            if not d.allowed:
-                raise d.refusal()
-            if type == "Encounter" and self.role is Role.CLINICIAN:
-                # A visit a clinician types in is no treatment basis (_treated_here);
-                # the mark goes on every version a clinician writes.
-                stamped = _set_tag(resource, ENTERED_BY[0], ENTERED_BY[1])
-        if current is not None and type != "Patient":
-            for p in self._stored_patients(w, current):
-                if self._managed_in(w, p) != org:
-                    raise Forbidden("HT-0102", f"{type}/{id} is another institution's record")
-        elif current is not None and resource is None and self._registration_owner(w, current) != org:
-            raise Forbidden("HT-0102", f"Patient/{id} is another institution's registration")
-        self.written.update({id} if type == "Patient" else patients)
-        return stamped
-
-    def _check_task_write(self, org: str, resource: dict[str, Any] | None, current: Stored | None) -> bool:
-        """Tasks an institution writes (issue 12 finding 14).  Correction requests
-        (纠偏权) are made by residents only; the institution they are addressed to
-        answers them (True: an answer, which needs no registration of its own), and
-        may neither delete, readdress nor re-purpose them.  Any other Task is the
-        institution's own work item: it may not be addressed to another institution
-        (``owner`` Organization: that would put it in their queue) nor be turned
-        into a correction request, and its ``for`` and ``owner`` stay as created."""
-        own = f"Organization/{org}"
-        earlier = _body(current) if current is not None and not current.deleted else None
-        if earlier is not None and _is_correction(earlier) and _owner_of(None, current) == own:
-            if resource is None:
-                raise Forbidden("HT-0102", "a correction request is answered (status, note), not deleted")
-            if resource.get("for") != earlier.get("for") or resource.get("owner") != earlier.get("owner"):
-                raise Forbidden("HT-0102", "an answer may not change whose request it is or whom it is to")
-            if not _is_correction(resource):
-                raise Forbidden("HT-0102", "only correction requests are answered this way")
-            return True
-        if resource is None:
-            return False
-        if _is_correction(resource):
-            raise Forbidden("HT-0102", "correction requests are made by residents; institutions answer them")
-        addressee = _owner_of(resource, None)
-        if addressee and addressee.startswith("Organization/") and addressee != own:
-            raise Forbidden("HT-0102", "a Task may not be addressed to another institution")
-        if earlier is not None and (resource.get("for") != earlier.get("for")
-                                    or resource.get("owner") != earlier.get("owner")):
-            raise Forbidden("HT-0102", "a Task's for and owner stay as created")
-        return False
-
-    def _keep_owner(self, w: SqlWriter, id: str, resource: dict[str, Any], was: str | None) -> bool:
-        """A later version of a registration names its stored owner (stamped when
-        left out); naming another one is refused unless :meth:`transfer` allowed it."""
-        ref = _ref(resource.get("managingOrganization"))
-        moving = w.ctx.transfers.get(id)
-        if not ref:
-            if was is None:
-                return False
-            resource["managingOrganization"] = {"reference": f"Organization/{was}"}
-            return True
-        if ref == f"Organization/{was}" or (moving is not None and ref == f"Organization/{moving}"):
-            return False
-        raise Forbidden("HT-0108", f"Patient/{id} is managed by Organization/{was}: managingOrganization is "
-                                   "fixed when a registration is created; its owner moves it with "
-                                   "POST Patient/[id]/$transfer")
+        """Called by the store's write hook inside the transaction; True when it
+        stamped the resource (:meth:`WritePolicy.check_write`)."""
+        return self.writes.check_write(w, type, id, resource, current, patients)
 
     def transfer(self, w: SqlWriter, current: Stored, to_org: str) -> str | None:
-        """May this caller move the registration ``current`` to Organization ``to_org``?
-        Its owner's institution system (or the platform engine) may; the next
-        write of it in ``w`` may then name the new owner (:meth:`_keep_owner`).
-        Returns the owner it is moved from (hutong.web.transfer_ops writes the
-        version and the audit record)."""
-        self.require_role(Role.INSTITUTION, Role.PLATFORM, what="registration transfers ($transfer)")
-        was = self._registration_owner(w, current)
-        if not self.unrestricted and (was is None or was != self.principal.organization_id):
-            raise Forbidden("HT-0102", f"Patient/{current.id} is not your institution's registration: only its "
-                                       "owner transfers it")
-        w.ctx.transfers[current.id] = to_org
-        self.facts.forget_owner(current.id)
-        return was
+        """May this caller move the registration ``current`` to ``to_org``? (:meth:`WritePolicy.transfer`)"""
+        return self.writes.transfer(w, current, to_org)
 
     def expect_patients(self, w: SqlWriter, patients: list[tuple[str, dict[str, Any]]]) -> None:
-        """Patients a transaction is about to create as this institution's own
-        (each is still checked when written: this only orders the checks).  Only
-        ids with no stored registration, or a deleted one this institution owned,
-        are pending: an existing registration keeps its stored owner whatever
-        the bundle says (issue 12 finding 1)."""
-        org = self.principal.organization_id
-        if self.unrestricted or self.role not in ORG_ROLES or not org or not patients:
-            return
-        pending = w.ctx.pending_owners
-        wanted = {pid for pid, res in patients
-                  if _ref(res.get("managingOrganization")) in ("", f"Organization/{org}")}
-        existing = self.facts.existing_patients(w, sorted(wanted))
-        for pid in wanted:
-            if pid in existing:
-                current = w.read_current("Patient", pid)
-                if current is None or not current.deleted or self._registration_owner(w, current) != org:
-                    continue
-            pending[pid] = org
-
-    def _managed_in(self, w: SqlWriter, patient_id: str) -> str | None:
-        return self.facts.managed_in(w, patient_id)
-
-    def _registration_owner(self, w: SqlWriter, current: Stored) -> str | None:
-        """The stored owner of an existing registration (a deleted one: of its
-        last version before deletion)."""
-        ref = _ref((self._last_live(w, current) or {}).get("managingOrganization"))
-        return ref.split("/", 1)[1] if ref.startswith("Organization/") else None
-
-    def _last_live(self, w: SqlWriter, current: Stored) -> dict[str, Any] | None:
-        return self.facts.last_live(w, current)
-
-    def _stored_patients(self, w: SqlWriter, current: Stored | None) -> set[str]:
-        return self.facts.stored_patients(w, current)
-
-    def _check_directory_write(self, w: SqlWriter, type: str, resource: dict[str, Any] | None,
-                               current: Stored | None) -> bool:
-        if self.role is not Role.INSTITUTION or type not in INSTITUTION_DIRECTORY:
-            raise Forbidden("HT-0104", f"a {self.role.value} account may not write {type} (directory data is "
-                                       "kept by the platform)")
-        org = f"Organization/{self.principal.organization_id}"
-        if type == "Practitioner":
-            # A Practitioner names no institution, so the platform records which one
-            # registered it (issue 12 finding 14): the registrar tag, set here on
-            # every version an institution writes, whatever the body claimed.  Only
-            # that institution changes or deletes it; the platform's own entries
-            # (no registrar) only the platform.
-            before = self._last_live(w, current) if current is not None else None
-            if before is not None and _tag_code(before, REGISTRAR) != org:
-                raise Forbidden("HT-0102", f"Practitioner/{current.id if current else ''} was registered by "
-                                           "another institution (or the platform): only it may change it")
-            return resource is not None and _set_tag(resource, REGISTRAR, org)
-        for res in (resource, self._last_live(w, current) if current is not None else None):
-            if res is None:
-                continue
-            key = "managingOrganization" if type == "Location" else \
-                "providedBy" if type == "HealthcareService" else \
-                "managingOrganization" if type == "Endpoint" else "organization"
-            if consent_rules.ref_key(((res.get(key) or {}).get("reference")) or "") != org:
-                raise Forbidden("HT-0102", f"a {type} written by an institution must name it as {key}")
-        return False
+        """Patients a transaction is about to create (:meth:`WritePolicy.expect_patients`)."""
+        self.writes.expect_patients(w, patients)
 
 
 _body = body_of
@@ -805,46 +622,4 @@ def _labels(s: Stored) -> set[str]:
 def _owner(s: Stored) -> str | None:
     return _owner_of(None, s)
 
-
-def _owner_of(resource: dict[str, Any] | None, current: Stored | None) -> str | None:
-    for res in (resource, _body(current)):
-        if res is not None:
-            ref = ((res.get("owner") or {}).get("reference")) if isinstance(res.get("owner"), dict) else None
-            return consent_rules.ref_key(ref) if isinstance(ref, str) else None
-    return None
-
-
-def _is_correction(resource: dict[str, Any]) -> bool:
-    codings = ((resource.get("code") or {}).get("coding")) or []
-    return any(isinstance(c, dict) and (c.get("system"), c.get("code")) == CORRECTION for c in codings)
-
-
-def _ref(value: Any) -> str:
-    """"Type/id" of a Reference (empty when it is not one)."""
-    ref = value.get("reference") if isinstance(value, dict) else None
-    return consent_rules.ref_key(ref) if isinstance(ref, str) and ref else ""
-
-
-def _tags(resource: dict[str, Any]) -> list[Any]:
-    meta = resource.get("meta")
-    tags = meta.get("tag") if isinstance(meta, dict) else None
-    return tags if isinstance(tags, list) else []
-
-
-def _tag_code(resource: dict[str, Any], system: str) -> str | None:
-    codes = [t.get("code") for t in _tags(resource) if isinstance(t, dict) and t.get("system") == system]
-    return str(codes[0]) if len(codes) == 1 and isinstance(codes[0], str) else None
-
-
-def _set_tag(resource: dict[str, Any], system: str, code: str) -> bool:
-    """Leave exactly one tag of ``system``, with ``code``; True when that changed the resource."""
-    tags = _tags(resource)
-    if [t for t in tags if isinstance(t, dict) and t.get("system") == system] == [{"system": system, "code": code}]:
-        return False
-    meta = resource.get("meta")
-    meta = dict(meta) if isinstance(meta, dict) else {}
-    meta["tag"] = [t for t in tags if not (isinstance(t, dict) and t.get("system") == system)] + [
-        {"system": system, "code": code}]
-    resource["meta"] = meta
-    return True
 
