@@ -60,7 +60,7 @@ from hutong.mpi.idnumber import parse_id_number
 from hutong.mpi.service import Mpi
 from hutong.security import consent as consent_rules
 from hutong.security import consent_authors, grants
-from hutong.security.decision import (  # noqa: F401  (re-exported: the policy's vocabulary)
+from hutong.security.decision import (
     BREAK_GLASS,
     CONSENT,
     DELEGATE,
@@ -89,7 +89,7 @@ from hutong.security.policy_store import PolicyFacts, body_of, mpi_of, security_
 from hutong.security.principal import Principal, Role
 from hutong.security.settings import SecuritySettings
 from hutong.security.trace import Trace
-from hutong.security.write_policy import (  # noqa: F401  (re-exported: the write rules' vocabulary)
+from hutong.security.write_policy import (
     CORRECTION,
     INSTITUTION_DIRECTORY,
     REGISTRAR,
@@ -100,6 +100,13 @@ from hutong.store.query import AccessScope, Grant
 from hutong.store.repository import Stored
 from hutong.store.sql import SqlRepository, SqlWriter
 from hutong.systems import ID_CARD
+
+# The policy's vocabulary, re-exported for the layers above (purposes as the
+# audit trail records them, roles, the marks the write rules put on records).
+__all__ = ["BREAK_GLASS", "CONSENT", "CORRECTION", "DELEGATE", "DIRECTORY", "DIRECTORY_TYPES", "ENTERED_BY",
+           "IDENTITY", "INSTITUTION_DIRECTORY", "LOOKUP_PARAMS", "ORG_ROLES", "OWN_INSTITUTION", "OWN_RECORD",
+           "PATIENT_PARAMS", "PERSON_ROLES", "PLATFORM", "REGISTRAR", "TREATMENT", "Access", "Basis",
+           "scope_letter"]
 
 # Search parameters whose value names the patient a search is about.
 PATIENT_PARAMS = frozenset({"patient", "subject", "beneficiary", "_id", "link", "individual"})
