@@ -9,7 +9,7 @@ and referrals (the treatment basis), a deleted record's last version.  Reads
 outside a write use per-request caches (one :class:`PolicyFacts` per
 :class:`~hutong.security.policy.Access`); reads inside a write go through the
 open transaction (:class:`~hutong.store.sql.SqlWriter`) and its typed
-:class:`~hutong.store.sql.WriteContext` (registrations this transaction creates).
+:class:`~hutong.store.context.WriteContext` (registrations this transaction creates).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import orjson
 
 from hutong.mpi.golden import PERSON_PREFIX
 from hutong.mpi.service import Mpi
-from hutong.store.repository import Stored
+from hutong.store.repository import Stored, Writer
 from hutong.store.sql import SqlRepository, SqlWriter, compartment_of
 
 # The record types a person's access basis is read from (consents, visits, referrals).
@@ -36,6 +36,12 @@ def mpi_of(repo: SqlRepository) -> Mpi:
         if isinstance(h, Mpi):
             return h
     return Mpi(repo)
+
+
+def _sql(w: Writer) -> SqlWriter:
+    """The SQL writer behind a Writer (this module is the policy's SQL)."""
+    assert isinstance(w, SqlWriter), "the policy's facts read through the SQL store"
+    return w
 
 
 def body_of(s: Stored | None) -> dict[str, Any] | None:
@@ -122,10 +128,10 @@ class PolicyFacts:
         return self.repo.fetch([("Patient", p) for p in ids])
 
     # ------------------------------------------------------------ inside a write
-    def managed_in(self, w: SqlWriter, patient_id: str) -> str | None:
+    def managed_in(self, w: Writer, patient_id: str) -> str | None:
         """Who manages a registration, inside a write: the stored owner of a live
         one; else the pending owner of one this transaction creates."""
-        row = w.execute(
+        row = _sql(w).execute(
             "SELECT p.pk, x.target_id FROM resource p LEFT JOIN idx_reference x ON x.res_pk = p.pk "
             "AND x.param_id = ? AND x.target_type = 'Organization' "
             "WHERE p.type = 'Patient' AND p.fhir_id = ? AND p.deleted = 0",
@@ -134,18 +140,18 @@ class PolicyFacts:
             return str(row[1]) if row[1] is not None else None
         return w.ctx.pending_owners.get(patient_id)
 
-    def last_live(self, w: SqlWriter, current: Stored) -> dict[str, Any] | None:
+    def last_live(self, w: Writer, current: Stored) -> dict[str, Any] | None:
         """The body of ``current``, or if it is deleted, of its last version before."""
         if not current.deleted:
             return body_of(current)
-        row = w.execute("SELECT body FROM resource_version WHERE res_pk = ? AND deleted = 0 AND body IS NOT NULL "
+        row = _sql(w).execute("SELECT body FROM resource_version WHERE res_pk = ? AND deleted = 0 AND body IS NOT NULL "
                         "ORDER BY version DESC LIMIT 1", (current.pk,)).fetchone()
         if row is None:
             return None
         body: dict[str, Any] = orjson.loads(self.repo.codec.decode(bytes(row[0])))
         return body
 
-    def stored_patients(self, w: SqlWriter, current: Stored | None) -> set[str]:
+    def stored_patients(self, w: Writer, current: Stored | None) -> set[str]:
         """The patients a stored record belongs to; a deleted record's are those of
         its last version (a write re-creating it must be theirs)."""
         if current is None:
@@ -157,8 +163,8 @@ class PolicyFacts:
             if current.type == "Binary":
                 return security_context(body)
             return compartment_of(self.repo.indexer, current.type, body)
-        return {str(r[0]) for r in w.execute("SELECT patient_id FROM compartment WHERE res_pk = ?",
+        return {str(r[0]) for r in _sql(w).execute("SELECT patient_id FROM compartment WHERE res_pk = ?",
                                              (current.pk,)).fetchall()}
 
-    def existing_patients(self, w: SqlWriter, ids: list[str]) -> set[str]:
-        return self.repo.existing_ids("Patient", ids, w)
+    def existing_patients(self, w: Writer, ids: list[str]) -> set[str]:
+        return self.repo.existing_ids("Patient", ids, _sql(w))

@@ -33,8 +33,7 @@ from hutong.security.decision import (
 )
 from hutong.security.policy_store import body_of, security_context
 from hutong.security.principal import Role
-from hutong.store.repository import Stored
-from hutong.store.sql import SqlWriter
+from hutong.store.repository import Stored, Writer
 
 if TYPE_CHECKING:
     from hutong.security.policy import Access
@@ -57,7 +56,7 @@ class WritePolicy:
     def __init__(self, access: Access) -> None:
         self.access = access
 
-    def check_write(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any] | None,
+    def check_write(self, w: Writer, type: str, id: str, resource: dict[str, Any] | None,
                     current: Stored | None, patients: set[str]) -> bool:
         """Called by the store's write hook inside the transaction; returns True
         when it stamped the resource (an institution's Patient without
@@ -166,7 +165,7 @@ class WritePolicy:
             raise Forbidden("HT-0102", "a Task's for and owner stay as created")
         return False
 
-    def _keep_owner(self, w: SqlWriter, id: str, resource: dict[str, Any], was: str | None) -> bool:
+    def _keep_owner(self, w: Writer, id: str, resource: dict[str, Any], was: str | None) -> bool:
         """A later version of a registration names its stored owner (stamped when
         left out); naming another one is refused unless :meth:`transfer` allowed it."""
         ref = _ref(resource.get("managingOrganization"))
@@ -182,7 +181,7 @@ class WritePolicy:
                                    "fixed when a registration is created; its owner moves it with "
                                    "POST Patient/[id]/$transfer")
 
-    def transfer(self, w: SqlWriter, current: Stored, to_org: str) -> str | None:
+    def transfer(self, w: Writer, current: Stored, to_org: str) -> str | None:
         """May this caller move the registration ``current`` to Organization ``to_org``?
         Its owner's institution system (or the platform engine) may; the next
         write of it in ``w`` may then name the new owner (:meth:`_keep_owner`).
@@ -197,7 +196,7 @@ class WritePolicy:
         self.access.facts.forget_owner(current.id)
         return was
 
-    def expect_patients(self, w: SqlWriter, patients: list[tuple[str, dict[str, Any]]]) -> None:
+    def expect_patients(self, w: Writer, patients: list[tuple[str, dict[str, Any]]]) -> None:
         """Patients a transaction is about to create as this institution's own
         (each is still checked when written: this only orders the checks).  Only
         ids with no stored registration, or a deleted one this institution owned,
@@ -217,22 +216,22 @@ class WritePolicy:
                     continue
             pending[pid] = org
 
-    def _managed_in(self, w: SqlWriter, patient_id: str) -> str | None:
+    def _managed_in(self, w: Writer, patient_id: str) -> str | None:
         return self.access.facts.managed_in(w, patient_id)
 
-    def _registration_owner(self, w: SqlWriter, current: Stored) -> str | None:
+    def _registration_owner(self, w: Writer, current: Stored) -> str | None:
         """The stored owner of an existing registration (a deleted one: of its
         last version before deletion)."""
         ref = _ref((self._last_live(w, current) or {}).get("managingOrganization"))
         return ref.split("/", 1)[1] if ref.startswith("Organization/") else None
 
-    def _last_live(self, w: SqlWriter, current: Stored) -> dict[str, Any] | None:
+    def _last_live(self, w: Writer, current: Stored) -> dict[str, Any] | None:
         return self.access.facts.last_live(w, current)
 
-    def _stored_patients(self, w: SqlWriter, current: Stored | None) -> set[str]:
+    def _stored_patients(self, w: Writer, current: Stored | None) -> set[str]:
         return self.access.facts.stored_patients(w, current)
 
-    def _check_directory_write(self, w: SqlWriter, type: str, resource: dict[str, Any] | None,
+    def _check_directory_write(self, w: Writer, type: str, resource: dict[str, Any] | None,
                                current: Stored | None) -> bool:
         if self.access.role is not Role.INSTITUTION or type not in INSTITUTION_DIRECTORY:
             raise Forbidden("HT-0104", f"a {self.access.role.value} account may not write {type} (directory data is "

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from hutong.store.context import WriteContext
 from hutong.store.query import Include, Query
 
 T = TypeVar("T")
@@ -37,6 +38,9 @@ class SearchPage:
 
 class Writer(Protocol):
     """Operations inside one all-or-nothing write transaction."""
+
+    # The transaction's typed state (who it acts for, what the write stages note).
+    ctx: WriteContext
 
     def read_current(self, type: str, id: str, *, lock: bool = False) -> Stored | None: ...
 

@@ -13,13 +13,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from hutong.errors import Conflict, StorageError
 from hutong.store.codec import Codec, PlainCodec
+from hutong.store.context import WriteContext
 from hutong.store.database import Database
 from hutong.store.groupcommit import GroupCommit
 from hutong.store.query import Cursor, Include, Query
@@ -71,34 +71,6 @@ class WriteHook(Protocol):
 
     def on_write(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any] | None,
                  current: Stored | None) -> bool: ...
-
-
-@dataclass
-class WriteContext:
-    """The typed state one write transaction shares between its write stages
-    (hooks run in order: authorise -> label -> link identity -> index), instead
-    of untyped scratch keys.  A fresh one per transaction: each call of
-    :meth:`SqlRepository.transact` (also inside a group commit's shared
-    transaction, where each call is its own savepoint) and each
-    :meth:`SqlRepository.write`.
-
-    ``actor`` is the caller the transaction acts for, bound with
-    :meth:`SqlRepository.acting_as` (a :class:`hutong.security.policy.Access`;
-    the store only carries it).  None means nobody: the policy stage refuses
-    every resource write then (issue 13: no "unset means trusted").
-    """
-
-    actor: object | None = None
-    # authorise (hutong.security.policy): registrations this transaction creates
-    # (Patient id -> owner Organization id), and owners moved by $transfer.
-    pending_owners: dict[str, str] = field(default_factory=dict)
-    transfers: dict[str, str] = field(default_factory=dict)
-    # link identity (hutong.mpi.service): Patients written in this transaction
-    # whose rows are not visible yet (id -> body), and a counter for new ids.
-    unlinked: dict[str, dict[str, Any]] = field(default_factory=dict)
-    link_seq: int = 0
-    # Patients whose records this transaction wrote (their persons go on the audit row).
-    written_patients: set[str] = field(default_factory=set)
 
 
 def system_clock() -> int:
