@@ -3,10 +3,13 @@
 Every entry point acts as an explicit principal (DESIGN.md trust model; issue
 13): the HTTP gate builds the request's :class:`Access` and the FHIR service
 writes through ``repo.acting_as(access)`` (:func:`bind`); an MLLP or CDA message
-is written as its authenticated sender; the command line, bulk import, the demo
-loader and background jobs as the local operator or the platform engine
-(:func:`as_principal`, :func:`as_operator`).  The Access travels in the
-transaction's typed context (:class:`~hutong.store.sql.WriteContext`), never in
+is written as its authenticated sender (a dead-letter retry as the sender on
+record, hutong.ingest.acting); the command line, bulk import and the demo
+loader as the local operator (:func:`as_operator`; any other principal a job
+acts as: :func:`as_principal`).  The MPI's own golden-record writes run inside
+an authorised transaction or as checked stewardship, with the write stages
+off (``hooks=False``).  The Access travels in the transaction's typed context
+(:class:`~hutong.store.context.WriteContext`), never in
 ambient state, and a resource write with no principal is refused (HT-0350):
 nothing is trusted for being unset.
 

@@ -59,9 +59,3 @@ class Principal:
 # CLI acts as the platform, but every write is still audited under this id.
 LOCAL_OPERATOR = Principal(account_id="local-cli", role=Role.PLATFORM, display="local command line",
                            scopes=("system/*.cruds",))
-
-# The region's integration engine running work nobody asked for in a request
-# (background jobs: re-linking, scheduled retries of the platform's own
-# messages): the platform's authority under its own audit id.
-PLATFORM_ENGINE = Principal(account_id="platform-engine", role=Role.PLATFORM, display="platform engine",
-                            scopes=("system/*.cruds",))
