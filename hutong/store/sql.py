@@ -366,7 +366,6 @@ class SqlRepository:
         v.actor = actor
         return v
 
-
     @contextmanager
     def _savepoint(self, w: SqlWriter, name: str) -> Iterator[None]:
         w.execute(f"SAVEPOINT {name}")
