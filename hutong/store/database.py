@@ -34,6 +34,9 @@ def resolve_url(url: str | None) -> str:
 
 
 CHECKPOINT_INTERVAL_S = 0.2
+# Commits made under Database.relaxed_durability (synchronous=NORMAL: read
+# requests' audit rows) are fsynced by the checkpointer thread within this bound.
+RELAXED_SYNC_S = 1.0
 CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's automatic threshold: 1,000 pages of 4 KiB
 # Issue 12, finding 15: the WAL is reused, not shrunk, after a checkpoint, so one
 # bulk import left 2.1 GB behind for good.  journal_size_limit truncates it to
@@ -62,6 +65,8 @@ class Database:
     _lock_path: str | None = None
     _checkpointer: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _local: threading.local = field(default_factory=threading.local)
+    _unsynced: bool = False       # a relaxed commit has not been fsynced yet (the checkpointer does it)
     max_idle: int = 64  # >= the server threadpool (40), so connections are reused, not reopened
 
     def sql(self, statement: str) -> str:
@@ -98,12 +103,20 @@ class Database:
         if conn is None:
             conn = self._connect()
         broken = False
+        relaxed = self.dialect == "sqlite" and getattr(self._local, "relaxed", False)
         try:
+            if relaxed:
+                conn.execute("PRAGMA synchronous=NORMAL")
             yield conn
         except BaseException:
             broken = self._is_broken(conn)
             raise
         finally:
+            if relaxed:
+                try:
+                    conn.execute("PRAGMA synchronous=FULL")
+                except Exception:  # never pool a connection left at NORMAL
+                    broken = True
             if broken:
                 with contextlib.suppress(Exception):
                     conn.close()
@@ -114,6 +127,55 @@ class Database:
                         conn = None
                 if conn is not None:
                     conn.close()
+
+    @contextmanager
+    def relaxed_durability(self) -> Iterator[None]:
+        """SQLite commits of this thread inside the block run at ``synchronous=NORMAL``:
+        committed (atomic, visible to every reader, and surviving a crash of the
+        process -- the WAL frames are written before COMMIT returns), but fsynced
+        by the checkpointer thread within RELAXED_SYNC_S instead of in the commit.
+
+        Only for rows whose loss on a power cut within that second acknowledges
+        nothing: the audit rows of read requests (issue 13; README "Durability").
+        Every acknowledged write still commits at synchronous=FULL (issue 12,
+        finding 12): the pragma is per connection (sqlite.org/pragma.html#pragma_synchronous)
+        and is put back to FULL before the connection returns to the pool; a later
+        FULL commit also syncs every earlier WAL frame.  PostgreSQL: unchanged.
+        """
+        if self.dialect != "sqlite":
+            yield
+            return
+        self._local.relaxed = True
+        try:
+            yield
+        finally:
+            self._local.relaxed = False
+            self._unsynced = True
+            if self._checkpointer is None:
+                self._start_checkpointer()
+
+    def sync_relaxed(self) -> None:
+        """fsync relaxed commits now (before something outside the database names
+        them: a signed audit head must not name a row a power cut could take)."""
+        if self._unsynced and self._lock_path is not None:
+            self._sync_wal(self._lock_path[: -len(".lock")] + "-wal")
+
+    def _sync_wal(self, wal: str) -> None:
+        """fsync the WAL (the relaxed commits in it).  The -wal file carries no
+        POSIX locks of SQLite's (they are on the database and -shm files), so
+        opening and closing it here drops none."""
+        self._unsynced = False  # before the sync: a commit after it sets it again
+        try:
+            fd = os.open(wal, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # no WAL: the last connection checkpointed and removed it
+        try:
+            os.fsync(fd)
+        except OSError:
+            self._unsynced = True  # next round tries again
+            raise
+        finally:
+            os.close(fd)
 
     def _is_broken(self, conn: Any) -> bool:
         if self.dialect == "postgresql":
@@ -170,6 +232,8 @@ class Database:
         try:
             while not self._stop.wait(CHECKPOINT_INTERVAL_S):
                 try:
+                    if self._unsynced:  # relaxed commits: synced within one interval (< RELAXED_SYNC_S)
+                        self._sync_wal(wal)
                     size = os.path.getsize(wal)
                     if size < CHECKPOINT_BYTES:
                         continue
@@ -190,6 +254,9 @@ class Database:
                 except (OSError, sqlite3.Error):
                     continue  # no WAL yet, or busy: next round
         finally:
+            if self._unsynced:
+                with contextlib.suppress(OSError):
+                    self._sync_wal(wal)
             if conn is not None:
                 conn.close()
 
