@@ -12,18 +12,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
-from harness import Server, serving
+from harness import Server, serve_app
 from pgcluster import temporary_cluster
 
-from hutong.config import Settings
 from hutong.fhir.assembly import open_repository
 from hutong.store.sql import SqlRepository
-from hutong.web.app import create_app
 
 
 @pytest.fixture(scope="session")
@@ -77,26 +73,7 @@ def server(db_url: str) -> Iterator[Server]:
 
 
 def _serve(db_url: str, **settings: object) -> Iterator[Server]:
-    repo = open_repository(db_url)
-    app = create_app(Settings(database_url=db_url, **settings), repo=repo)  # type: ignore[arg-type]
-    stack = ExitStack()
-    root = stack.enter_context(serving(app))
-    # The suite's default caller is the region's integration engine (a platform
-    # client with system/*.cruds): it passes the gate, policy and audit like
-    # everyone else.  Security tests make their own callers (Server.as_).
-    tokens = app.platform.authenticator.tokens
-    engine, _secret = tokens.accounts.add_client(
-        "test harness", organization=None, organization_id=None, scopes_text="system/*.cruds", platform=True)
-    token = tokens.issue(engine, "system/*.cruds")["access_token"]
-    client = httpx.Client(base_url=root + "/fhir", timeout=30,
-                          headers={"content-type": "application/fhir+json", "accept": "application/fhir+json",
-                                   "authorization": f"Bearer {token}"})
-    try:
-        yield Server(root + "/fhir", root, client, repo, app)
-    finally:
-        client.close()
-        stack.close()
-        repo.db.close()
+    yield from serve_app(db_url, **settings)
 
 
 @pytest.fixture

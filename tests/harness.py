@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,10 @@ import httpx
 import uvicorn
 from pgcluster import free_port
 
+from hutong.config import Settings
+from hutong.fhir.assembly import open_repository
 from hutong.store.sql import SqlRepository
+from hutong.web.app import create_app
 
 # ../shared beside the checkout (as CI lays it out), or HUTONG_SHARED_DIR.
 SHARED = Path(os.environ.get("HUTONG_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
@@ -66,3 +69,28 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         srv.should_exit = True
         th.join(10)
+
+
+def serve_app(db_url: str, **settings: object) -> Iterator[Server]:
+    """The whole app on ``db_url``, served on a loopback port, with a platform client
+    (the ``server`` fixture; test modules with settings of their own call it too)."""
+    repo = open_repository(db_url)
+    app = create_app(Settings(database_url=db_url, **settings), repo=repo)  # type: ignore[arg-type]
+    stack = ExitStack()
+    root = stack.enter_context(serving(app))
+    # The suite's default caller is the region's integration engine (a platform
+    # client with system/*.cruds): it passes the gate, policy and audit like
+    # everyone else.  Security tests make their own callers (Server.as_).
+    tokens = app.platform.authenticator.tokens
+    engine, _secret = tokens.accounts.add_client(
+        "test harness", organization=None, organization_id=None, scopes_text="system/*.cruds", platform=True)
+    token = tokens.issue(engine, "system/*.cruds")["access_token"]
+    client = httpx.Client(base_url=root + "/fhir", timeout=30,
+                          headers={"content-type": "application/fhir+json", "accept": "application/fhir+json",
+                                   "authorization": f"Bearer {token}"})
+    try:
+        yield Server(root + "/fhir", root, client, repo, app)
+    finally:
+        client.close()
+        stack.close()
+        repo.db.close()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from cda_helpers import MINIMAL, make_fixtures
 from fhirapi import issue_code
-from harness import Server
+from harness import Server, serve_app
 from pgcluster import free_port
 
 from hutong.fhir.service import FhirService
@@ -124,9 +124,7 @@ def count(server: Server, type: str) -> int:
 def dev_server(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[Server]:
     """The server as ``HUTONG_MLLP_DEV_LOOPBACK=1 hutong serve`` runs it."""
     monkeypatch.setenv("HUTONG_MLLP_DEV_LOOPBACK", "1")
-    import conftest
-
-    yield from conftest._serve(db_url)
+    yield from serve_app(db_url)
 
 
 def listen(server: Server) -> Any:

@@ -16,6 +16,7 @@ from hutong.cli import main
 from hutong.fhir.assembly import open_repository
 from hutong.security import totp
 from hutong.security.accounts import TABLES, Accounts, create_tables
+from hutong.security.guard import as_operator
 from hutong.security.settings import SecuritySettings
 from hutong.store.sql import SqlRepository
 from hutong.systems import ORGANIZATION
@@ -28,7 +29,7 @@ def db(db_url: str) -> Iterator[tuple[str, SqlRepository]]:
     with repo.db.engine.begin() as conn:
         for t in TABLES:
             conn.execute(t.delete())
-    repo.transact(lambda w: w.insert("Organization", "org-pumch", {
+    as_operator(repo).transact(lambda w: w.insert("Organization", "org-pumch", {
         "resourceType": "Organization", "name": "北京协和医院",
         "identifier": [{"system": ORGANIZATION, "value": "400000001"}]}))
     repo.transact(lambda w: w.insert("Patient", "mpi-child", {

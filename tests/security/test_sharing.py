@@ -76,6 +76,10 @@ class Clock:
 
 def seed(repo: SqlRepository) -> dict[str, Any]:
     """Two institutions, three residents, their observations (one old) and conditions."""
+    saved = repo.clock
+    clock = Clock(T_NOW)
+    repo.clock = clock
+    # Bound after the clock is set: the operator's handle is a copy of the repository.
     svc = FhirService(as_operator(repo))
 
     def create(res: dict[str, Any]) -> str:
@@ -83,9 +87,6 @@ def seed(repo: SqlRepository) -> dict[str, Any]:
         assert r.status == 201 and r.body is not None
         return str(orjson.loads(r.body)["id"])
 
-    saved = repo.clock
-    clock = Clock(T_NOW)
-    repo.clock = clock
     try:
         orgs = {code: create({"resourceType": "Organization", "name": f"医院{code}",
                               "identifier": [{"system": ORG_OID, "value": code}]}) for code in ("H001", "H002")}
