@@ -41,11 +41,14 @@ Appends are serialised (SQLite: the write transaction; PostgreSQL: a
 transaction advisory lock on "audit-chain") so the chain stays linear across
 threads and processes; :meth:`AuditLog.record` batches concurrent callers
 into one transaction (group commit) and returns only once the caller's row is
-committed.
+committed (:meth:`AuditLog.record_async` likewise, for the HTTP gate's event
+loop).  Read requests' rows commit at SQLite ``synchronous=NORMAL``, fsynced
+within a second (:meth:`hutong.store.database.Database.relaxed_durability`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -100,6 +103,7 @@ VERIFY_PAGE = 2000
 VERDICTS = ("justified", "unjustified")
 LOCK_KEY = "audit-chain"
 MAX_BATCH = 256     # records per group transaction
+WRITER_IDLE_S = 30.0  # record_async's writer thread ends after this long without records
 # Read-only requests (hutong.web.gate.action_of): their audit rows may commit at
 # synchronous=NORMAL, fsynced within RELAXED_SYNC_S (README "Durability").
 RELAXED_ACTIONS = frozenset({"read", "vread", "search", "history"})
@@ -449,6 +453,17 @@ class _Batcher:
             f.set_result(seq)
 
 
+def _settle(af: asyncio.Future[int], f: Future[int]) -> None:
+    """Hand a committed (or failed) record's outcome to its waiting coroutine."""
+    if af.cancelled():
+        return
+    e = f.exception()
+    if e is not None:
+        af.set_exception(e)
+    else:
+        af.set_result(f.result())
+
+
 # --------------------------------------------------------------------------- the log
 
 
@@ -467,6 +482,11 @@ class AuditLog:
             keys = AuditKeys(kd, heads_path_of(kd, settings))
         self.keys = keys
         self._batcher = _Batcher(self._commit_batch)
+        # record_async: callers on an event loop (the HTTP gate) queue here for
+        # one writer thread instead of each taking a threadpool thread.
+        self._pending: deque[tuple[AuditRecord, asyncio.AbstractEventLoop, asyncio.Future[int]]] = deque()
+        self._pending_cv = threading.Condition()
+        self._writer: threading.Thread | None = None
         self._published_at = time.monotonic()   # the first head after one interval (not on every CLI command)
         self._publish_lock = threading.Lock()
         self._ensure_keyed()
@@ -530,6 +550,43 @@ class AuditLog:
         Concurrent callers share one transaction (see :class:`_Batcher`).
         """
         return self._batcher.submit(rec)
+
+    async def record_async(self, rec: AuditRecord) -> int:
+        """:meth:`record` for a caller on an event loop: returns once ``rec`` is committed.
+
+        One writer thread per log takes everything queued since its last commit
+        and appends it in one transaction (the same rules as :class:`_Batcher`:
+        a failed batch is retried record by record).  Measured (issue 13): handing
+        each request's record to the threadpool and waking it again was a
+        visible part of an authenticated read's cost.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        with self._pending_cv:
+            self._pending.append((rec, loop, fut))
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
+                self._writer.start()
+            self._pending_cv.notify()
+        return await fut
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._pending_cv:
+                if not self._pending and not self._pending_cv.wait_for(lambda: bool(self._pending), WRITER_IDLE_S):
+                    self._writer = None  # idle: the next record_async starts another
+                    return
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
+            done: list[Future[int]] = [Future() for _ in batch]
+            try:
+                self._batcher._commit([(rec, f) for (rec, _l, _a), f in zip(batch, done, strict=True)])
+            except BaseException as e:  # noqa: BLE001 -- the thread must live on; every caller hears of it
+                for f in done:
+                    if not f.done():
+                        f.set_exception(e if isinstance(e, Exception) else RuntimeError("audit writer interrupted"))
+            for (_r, loop, af), f in zip(batch, done, strict=True):
+                with contextlib.suppress(RuntimeError):  # the caller's loop has closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, af, f)
 
     def _commit_batch(self, recs: list[AuditRecord]) -> list[int]:
         # A batch of read requests' rows only commits at synchronous=NORMAL

@@ -130,7 +130,7 @@ class Gate:
         except HutongError as e:
             rec = AuditRecord(action="refuse", outcome=REFUSED, interaction=f"{request.method} {path[:200]}",
                               code=e.code, peer=peer)
-            await run_in_threadpool(self.audit.record, rec)
+            await self.audit.record_async(rec)
             await _refusal(e, page, path)(scope, receive, send)
             return
         access = Access(self.repo, principal, self.settings)
@@ -165,7 +165,7 @@ class Gate:
                               interaction=f"{request.method} {route}", query=request.url.query or None,
                               code=code, peer=peer)
         try:
-            await run_in_threadpool(self.audit.record, rec)
+            await self.audit.record_async(rec)
         except Exception as e:  # an unaudited answer must not leave: refuse instead
             log.error("audit write failed: %s", type(e).__name__)
             # Fail closed, also for reads (issue 12, finding 15; README "Audit"): on a

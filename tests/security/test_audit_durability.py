@@ -148,3 +148,25 @@ def test_write_acknowledgements_commit_full_after_reads(
     assert sum(any(x.startswith("resource") for x in t) for t in full) >= 4   # three creates and the update
     assert sum("audit_event" in t for t in full) >= 4       # and their audit rows
     assert {lvl for lvl, _t in commits} <= {FULL, NORMAL}
+
+
+def test_concurrent_requests_each_get_their_committed_row(server: Server, db_url: str) -> None:
+    """The gate's audit writer (AuditLog.record_async) under 16 concurrent callers:
+    every answer has its own row in the chain, and the chain verifies."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = server.client.post("/Organization", json={"resourceType": "Organization", "name": "并发医院"})
+    assert r.status_code == 201, r.text
+    org = r.json()["id"]
+    audit = server.app.platform.audit
+    before = audit.verify().rows
+
+    def one(_i: int) -> int:
+        return int(server.client.get(f"/Organization/{org}").status_code)
+
+    with ThreadPoolExecutor(16) as ex:
+        codes = list(ex.map(one, range(160)))
+    assert codes == [200] * 160
+    v = audit.verify()
+    assert v.ok and v.rows == before + 160
+    assert [e.action for e in audit.search(action="read", limit=200)].count("read") == 160
