@@ -41,6 +41,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
 
 
 def add(messages: Mapping[str, tuple[str, str]]) -> None:
+    """Register a page group's messages.  A key another group already gave a
+    different text is refused: one of the two pages would otherwise show the
+    other's words, depending on import order (``con.title`` was both the
+    commission console's name and the resident's consent page heading)."""
+    clash = sorted(k for k, v in messages.items() if k in MESSAGES and MESSAGES[k] != v)
+    if clash:
+        raise ValueError(f"message keys defined twice with different texts: {', '.join(clash)}")
     MESSAGES.update(messages)
 
 

@@ -121,7 +121,7 @@ i18n.add({
     "labs.back": ("返回全部报告", "Back to all reports"),
     "labs.reported": ("报告时间", "Reported"),
     # consents
-    "con.title": ("授权管理", "Who may see my record"),
+    "consent.title": ("授权管理", "Who may see my record"),
     "con.help": ("您看病的医院可以查看您在本院的记录；其他医院的医生在为您诊疗的 90 天内也可查看。"
                  "您可以在这里额外授权某家医院或某位医生查看您的档案，或拒绝某家医院查看。",
                  "The hospital that treats you sees its own records of you; doctors at another hospital "
