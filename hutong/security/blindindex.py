@@ -242,33 +242,14 @@ class BlindIndexer:
 
 
 def reindex(repo: SqlRepository, mpi: Mpi, *, batch: int = 500) -> int:
-    """Replace clear index rows of protected parameters, and MPI blocking keys made
-    with the public LEGACY_KEY, by digests: what a database written before
-    encryption at rest needs once (``open_repository`` runs it when it makes a
-    database's first keys and finds resources already there).  Bodies stay
-    readable as they are (``J``); ``hutong keys reencrypt`` encrypts them.
+    """Replace clear index rows of protected parameters and of clinical text, and
+    MPI blocking keys made with the public LEGACY_KEY, by digests: what a database
+    written before encryption at rest needs once (``open_repository`` runs it when
+    it makes a database's first keys and finds resources already there).  Bodies
+    stay readable as they are (``J``); ``hutong keys reencrypt`` encrypts them.
     Returns the number of resources re-indexed.  The rows are rewritten by the
     store (hutong.store.reindex) and the MPI's data access (hutong.mpi.state)."""
-    assert isinstance(repo.indexer, BlindIndexer)
-    types = sorted(PROTECTED_TYPES)
-    pids = {(t, n): i for (t, n), i in repo.param_ids.items() if is_protected(t, n)}
-    id_list = sorted(pids.values())
-    n = 0
-    after = 0
-    while True:
-        rows = store_reindex.resources_after(repo, after, batch, types)
-        if not rows:
-            break
-        after = rows[-1][0]
-        with repo.write() as w:
-            for pk, type, body in rows:
-                resource = orjson.loads(repo.codec.decode(body))
-                sealed, _patients = repo.indexer.index(type, resource)
-                store_reindex.replace_index_rows(
-                    w, pk, [(ptype, pids[(type, name)], row) for ptype, name, row in sealed
-                            if (type, name) in pids and ptype in ("string", "token")],
-                    string_params=id_list, token_params=id_list)
-                n += 1
+    n = _reseal(repo, {(t, n) for (t, n) in repo.param_ids if is_protected(t, n)}, batch)
     last = ""
     while True:
         srcs = mpi_state.sources_after(mpi_state.repo_reader(repo), last, batch)
@@ -278,7 +259,6 @@ def reindex(repo: SqlRepository, mpi: Mpi, *, batch: int = 500) -> int:
         with repo.write() as w:
             for pid, blob in srcs:
                 mpi_state.replace_blocks(w, pid, keys_of(mpi_state.decode_features(repo, blob), mpi.blind_key))
-    reseal_text(repo, batch=batch)
     return n
 
 
@@ -287,10 +267,16 @@ def reseal_text(repo: SqlRepository, *, batch: int = 500) -> int:
     row's text and the CLINICAL_TEXT string rows (issue 12, finding 11).  What a
     database indexed by an earlier release needs once (``hutong keys reindex``);
     until then ``:text`` and those string searches do not find its older rows.
-    Resources are re-indexed ``batch`` at a time, each batch one transaction.
     Returns the number of resources re-indexed."""
+    return _reseal(repo, set(CLINICAL_TEXT), batch)
+
+
+def _reseal(repo: SqlRepository, strings: set[tuple[str, str]], batch: int) -> int:
+    """Re-index every resource, ``batch`` at a time (each batch one transaction):
+    all its token rows (digested codes' text and protected identifiers), and its
+    string rows of the ``strings`` parameters."""
     assert isinstance(repo.indexer, BlindIndexer)
-    text_pids = sorted(i for (t, n), i in repo.param_ids.items() if (t, n) in CLINICAL_TEXT)
+    string_pids = sorted(i for key, i in repo.param_ids.items() if key in strings)
     n = 0
     after = 0
     while True:
@@ -304,7 +290,7 @@ def reseal_text(repo: SqlRepository, *, batch: int = 500) -> int:
                 sealed, _patients = repo.indexer.index(type, resource)
                 store_reindex.replace_index_rows(
                     w, pk, [(ptype, repo.param_ids[(type, name)], row) for ptype, name, row in sealed
-                            if ptype == "token" or (ptype == "string" and (type, name) in CLINICAL_TEXT)],
-                    string_params=text_pids, token_params=None)
+                            if ptype == "token" or (ptype == "string" and (type, name) in strings)],
+                    string_params=string_pids, token_params=None)
                 n += 1
     return n
