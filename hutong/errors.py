@@ -151,6 +151,15 @@ CODES: dict[str, str] = {
     "HT-0321": "the database schema is older than this release: run `hutong db upgrade`",
     "HT-0322": "schema upgrade failed (nothing was changed)",
     "HT-0323": "the database's schema version table holds several versions (not a Hutong schema)",
+    # 0220-0239: FHIR over HTTP (hutong.web.methods, hutong.fhir.patch, hutong.fhir.bundle; issue 15, item 7)
+    "HT-0220": "method not allowed on this path (the Allow header lists the ones that are)",
+    "HT-0221": "PATCH body is not a JSON Patch document (RFC 6902)",
+    "HT-0222": "JSON Patch cannot be applied to the current resource (path missing, test failed)",
+    "HT-0223": "patch format not supported (send application/json-patch+json)",
+    "HT-0224": "patch of a resource the caller is shown only in part",
+    "HT-0225": "operation ($...) inside a transaction or batch is not supported",
+    "HT-0226": "transaction entry URL names another server",
+    "HT-0227": "conditional criteria name another resource type than the entry",
     # 0340-0349: settings and assembly (hutong.config, hutong.platform; issue 13)
     "HT-0340": "a HUTONG_* setting read that is not registered in hutong.config.VARIABLES",
     "HT-0341": "a HUTONG_* setting that must be a whole number is not one",

@@ -26,6 +26,7 @@ from hutong.web import (
     gate,
     identity_routes,
     ingest_routes,
+    methods,
     outcomes,
     public_assets,
     sharing_routes,
@@ -60,7 +61,10 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     # The gate (authentication, the request's Access, one audit row per request)
     # in front of every route; outermost, the security headers on every answer,
     # the gate's refusals included (issue 12, finding 20).
+    # Inside the gate: a literal FHIR path answers 405 for methods it lacks (hutong.web.methods).
+    app.add_middleware(methods.OwnPaths, routes=app.routes)
     gate.install(app, p.repo, p.security, p.authenticator, p.audit)
+    app.add_middleware(methods.HeadAsGet)  # outside the gate: HEAD is authenticated and audited as GET
     app.add_middleware(SecurityHeaders, https=(p.settings.base_url or "").startswith("https:"))
 
     add_routes(app, auth_routes.router(p.auth, p.security))

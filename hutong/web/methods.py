@@ -1,0 +1,111 @@
+"""HTTP methods on the FHIR API: HEAD, and 405 with the methods a path allows.
+
+- HEAD (RFC 9110 section 9.3.2; FHIR R4 http.html#read: "servers SHOULD
+  support HEAD" wherever they support GET): the request is answered as a GET
+  (same authentication, policy and audit: the audit row says GET) and sent with
+  the GET's status and headers and no body.
+- 405 Method Not Allowed carries an ``Allow`` header (RFC 9110 section
+  15.5.6): the methods of the routes whose template matches the path.
+- A path with a route of its own (``/fhir/metadata``, ``/fhir/_history``,
+  ``/fhir/Patient/$match``) is that route's: another method on it is 405, not
+  taken by ``/fhir/{type}`` as a resource type named "metadata" (which sent
+  ``DELETE /fhir/metadata``, a public path, to the delete route without a
+  caller: a 500).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hutong.errors import HutongError
+from hutong.web import outcomes
+
+FHIR_PREFIX = "/fhir"
+
+
+def under_fhir(path: str) -> bool:
+    return path == FHIR_PREFIX or path.startswith(FHIR_PREFIX + "/")
+
+
+def _routes(routes: Iterable[BaseRoute]) -> list[Route]:
+    return [r for r in routes if isinstance(r, Route)]
+
+
+def literal_methods(routes: Iterable[BaseRoute], path: str) -> set[str] | None:
+    """The methods of the routes whose template is exactly ``path`` (no
+    parameters), or None when no route names that path literally."""
+    own = [r for r in _routes(routes) if r.path == path]
+    if not own:
+        return None
+    return set().union(*(r.methods or set() for r in own))
+
+
+def allowed(routes: Sequence[BaseRoute], path: str) -> list[str]:
+    """What goes in ``Allow`` for ``path`` (RFC 9110 section 10.2.1)."""
+    methods = literal_methods(routes, path)
+    if methods is None:
+        methods = set().union(*(r.methods or set() for r in _routes(routes) if r.path_regex.match(path)))
+    if "GET" in methods and under_fhir(path):
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def not_allowed(routes: Sequence[BaseRoute], path: str, method: str) -> HutongError:
+    allow = ", ".join(allowed(routes, path)) or "none"
+    return HutongError("HT-0220", f"{method} is not allowed on {path[:100]} (allowed: {allow})", status=405,
+                       issue_code="not-supported")
+
+
+def allow_header(routes: Sequence[BaseRoute], path: str) -> dict[str, str]:
+    return {"Allow": ", ".join(allowed(routes, path))}
+
+
+class HeadAsGet:
+    """HEAD on the FHIR API, answered as GET without the body.  Installed
+    outside the gate, so the gate authenticates, authorises and audits the
+    GET it becomes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD" or not under_fhir(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                # RFC 9110 section 9.3.2: the same header fields (Content-Length
+                # included), no content.
+                message = {**message, "body": b""}
+            await send(message)
+
+        # A copy: the HTTP server keeps its own scope saying HEAD.
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
+class OwnPaths:
+    """Inside the gate: a method the routes of a literal FHIR path do not
+    declare is answered 405 with Allow, before ``/fhir/{type}`` can take the
+    path's last segment for a resource type."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and under_fhir(scope["path"]):
+            path: str = scope["path"]
+            methods = literal_methods(self.routes, path)
+            if methods is not None and scope["method"] not in methods:
+                err = not_allowed(self.routes, path, scope["method"])
+                outcomes.remember_error(Request(scope), err)
+                resp = outcomes.error_response(err)
+                resp.headers.update(allow_header(self.routes, path))
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
