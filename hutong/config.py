@@ -37,6 +37,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HUTONG_BASE_URL", "", "public base of the FHIR API, for links and HSTS; unset: from each request"),
     Variable("HUTONG_MAX_BODY_BYTES", "16777216", "largest request body; larger ones get 413 (HT-0003)"),
     Variable("HUTONG_INLINE_READS", "1", "0: serve reads by id from the thread pool (a remote, slow database)"),
+    Variable("HUTONG_TERMINOLOGY_DIR", "", "code systems the operator loaded (`hutong terminology load`); unset: "
+             "terminology/ beside a SQLite database, else var/terminology"),
     Variable("HUTONG_AUTO_MIGRATE", "", "1: upgrade an older database schema when opened (else `hutong db upgrade`)"),
     # --- passwords and sessions
     Variable("HUTONG_PASSWORD_MIN_LENGTH", "8", "shortest staff password"),

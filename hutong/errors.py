@@ -136,6 +136,13 @@ CODES: dict[str, str] = {
                "registrations or a resident account)",
     "HT-0196": "identity stewardship (link, unlink, merge, review) is for the platform and MPI stewards",
     "HT-0197": "a message refused for its sender's authentication cannot be retried",
+    # 0240-0259: conformance to FHIR R4 bindings, invariants and the terminology service (issue 15)
+    "HT-0240": "a code is not in the value set of a required binding (the element and the allowed codes named)",
+    "HT-0241": "a resource breaks a FHIR R4 invariant (its key, e.g. pat-1, and the element named)",
+    "HT-0242": "terminology: unknown code system, value set, concept map or code",
+    "HT-0243": "terminology: value set cannot be expanded here (a code system or filter this server lacks)",
+    "HT-0244": "terminology: operation parameter missing or invalid",
+    "HT-0245": "terminology file cannot be loaded (format, columns or content)",
     # 0350-0359: authorisation bound to each request and job (hutong.security.guard; issue 13 item 3)
     "HT-0350": "a write without a principal (no caller's Access bound to the transaction) is refused",
     # 0310-0319: one ingestion envelope (hutong.ingest: Receipt codes; issue 13, item 5)
