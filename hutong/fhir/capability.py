@@ -9,6 +9,7 @@ from typing import Any
 from hutong import __version__
 from hutong.fhir.registry import RESOURCE_TYPES, params_for
 from hutong.fhir.search import ALLOWED_MODIFIERS
+from hutong.mpi.golden import GOLDEN_SYSTEM, PERSON_PREFIX
 from hutong.systems import CODESYSTEM_BASE
 
 INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"]
@@ -59,6 +60,12 @@ def capability_statement(base_url: str) -> dict[str, Any]:
             ],
         }
         if t == "Patient":
+            # issue 15, item 1 (hutong.fhir.service.asks_for_golden): say how golden records are found.
+            entry["documentation"] = (
+                f"Golden person records (meta.tag {GOLDEN_SYSTEM}|golden, ids {PERSON_PREFIX}...) are the MPI's "
+                "and do not appear in Patient searches by default, so a search finds each registration once. "
+                f"They are found by read, by _id, by _tag={GOLDEN_SYSTEM}|golden (or _tag=golden), and by "
+                "$match, $ihe-pix and $everything.")
             entry["operation"] = [
                 {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
                  "documentation": "on a golden person (meta.tag mpi|golden): the records of every linked source"},

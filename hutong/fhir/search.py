@@ -254,6 +254,17 @@ def _clause(type: str, key: str, raw: str, base_url: str, depth: int = 0) -> Cla
     return Clause(pref, matches, negate=(modifier == "not"))
 
 
+def is_tag(raw: str, system: str, code: str) -> bool:
+    """Whether one token value of a ``_tag`` search is ``system|code`` or the bare ``code``."""
+    s, c = _split_pipe(raw)
+    return c == code and s in (None, system)
+
+
+def without_tag(type: str, system: str, code: str) -> Clause:
+    """The clause ``_tag:not=system|code`` (search.html#token, :not)."""
+    return _clause(type, "_tag:not", f"{system}|{code}", "")
+
+
 def encode_cursor(c: Cursor) -> str:
     return base64.urlsafe_b64encode(orjson.dumps([list(c.keys), c.pk, c.backward])).decode().rstrip("=")
 

@@ -96,6 +96,17 @@ def _prefer_return(headers: dict[str, str]) -> str:
     return "representation"
 
 
+def asks_for_golden(items: list[tuple[str, str]]) -> bool:
+    """A Patient search that names golden records: by ``_id``, or ``_tag`` with the golden code."""
+    for k, v in items:
+        name = k.split(":", 1)[0]
+        if name == "_id":
+            return True
+        if k == "_tag" and any(fsearch.is_tag(x, GOLDEN_SYSTEM, "golden") for x in fsearch.split_values(v)):
+            return True
+    return False
+
+
 def prefer_strict(headers: dict[str, str]) -> bool:
     return "handling=strict" in headers.get("prefer", "").replace(" ", "")
 
@@ -397,6 +408,12 @@ class FhirService:
             path = f"Patient/{cid}/{type}"
         if self.access is not None:
             q.scope = self.access.search_scope(type, items, compartment[1] if compartment else None)
+        if type == "Patient" and not asks_for_golden(items):
+            # Golden person records (hutong.mpi.golden) are the MPI's, not a second copy of
+            # a registration: an ordinary Patient search finds the registrations only, so
+            # ``identifier=<MRN>`` finds one resource (issue 15, item 1).  They stay
+            # reachable by id, _id, _tag=<GOLDEN_SYSTEM>|golden, $match, $ihe-pix, $everything.
+            q.clauses.append(fsearch.without_tag(type, GOLDEN_SYSTEM, "golden"))
         bundle = self.search_bundle(q, parsed, path)
         return FhirResponse.json(200, bundle)
 
