@@ -489,6 +489,8 @@ class FhirService:
                 count = min(int(v), fsearch.MAX_COUNT)
             elif k == "_cursor":
                 after = fsearch.decode_cursor(v).pk
+            elif k in ("_format", "_pretty"):
+                continue  # http.html#parameters: for every interaction (the format is checked by the web layer)
             elif k in ("start", "end", "_elements", "_summary"):
                 raise InvalidRequest("HT-0041", f"$everything parameter {k} is not supported")
             else:

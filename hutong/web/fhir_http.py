@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hutong.errors import HutongError, TooLarge, UnsupportedMediaType
 from hutong.fhir.response import FHIR_JSON, FhirResponse
@@ -15,7 +16,7 @@ from hutong.fhir.service import FhirService
 from hutong.platform import Platform
 from hutong.security.policy import Access
 from hutong.security.principal import Role
-from hutong.web import gate
+from hutong.web import gate, methods, outcomes
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 
@@ -74,8 +75,66 @@ async def body_of(request: Request, limit: int) -> bytes:
     return await raw_body(request, limit)
 
 
-def check_format(fmt: str | None) -> None:
-    """http.html section 3.1.0.1.8: _format; this server speaks JSON only."""
-    if fmt and "json" not in fmt:
-        raise HutongError("HT-0002", f"_format={fmt[:40]} is not supported; this server speaks JSON only",
-                          status=406, issue_code="not-supported")
+# http.html#mime-type: what a client may ask for and get JSON.  XML is answered
+# 406, whichever way it is asked for (Accept or _format): fhir.resources 8 has
+# no XML serialiser (its models' .xml() is gone) and its models are R4B/R5, so
+# XML through them would change R4 content (decimal precision, item 3; R4-only
+# elements, item 5); a hand-written serialiser is a second format to keep
+# exact.  JSON only, said the same way for both (and in the CapabilityStatement).
+FORMAT_ALIASES = frozenset({"json", "application/fhir+json", "application/json", "application/json+fhir",
+                            "text/json"})
+ACCEPTED_RANGES = frozenset({*JSON_TYPES, "application/*", "*/*"})
+
+
+def _not_acceptable(what: str) -> HutongError:
+    return HutongError("HT-0002", f"{what} is not supported: this server answers in FHIR JSON only "
+                                  "(application/fhir+json)", status=406, issue_code="not-supported")
+
+
+def accepts_json(accept: str) -> bool:
+    """Whether an Accept header (RFC 9110 section 12.5.1) admits a JSON answer."""
+    for part in accept.split(","):
+        media, *params = (x.strip() for x in part.split(";"))
+        if media.lower() not in ACCEPTED_RANGES:
+            continue
+        q = 1.0
+        for p in params:
+            k, _, v = p.partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            return True
+    return False
+
+
+def check_format(fmt: str | None, accept: str | None = None) -> None:
+    """http.html#mime-type: ``_format`` overrides Accept; either may ask only for JSON."""
+    if fmt:
+        if fmt.split(";")[0].strip().lower() not in FORMAT_ALIASES:
+            raise _not_acceptable(f"_format={fmt[:40]}")
+        return
+    if accept and accept.strip() and not accepts_json(accept):
+        raise _not_acceptable(f"Accept: {accept[:60]}")
+
+
+class JsonOnly:
+    """Inside the gate (refusals audited with their code): every FHIR request
+    whose ``_format`` or ``Accept`` rules out JSON is answered 406 with a JSON
+    OperationOutcome, on every FHIR route, operations and metadata included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and methods.under_fhir(scope["path"]):
+            request = Request(scope)
+            try:
+                check_format(request.query_params.get("_format"), request.headers.get("accept"))
+            except HutongError as e:
+                outcomes.remember_error(request, e)
+                await outcomes.error_response(e)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
