@@ -302,14 +302,23 @@ class FhirService:
         return w.replace(target, resource), 200
 
     # ------------------------------------------------------------------ delete
-    def delete(self, type: str, id: str) -> FhirResponse:
+    def delete(self, type: str, id: str, headers: dict[str, str] | None = None) -> FhirResponse:
         check_type(type)
         check_id(id)
-        self.repo.transact(lambda w: self.delete_in(w, type, id))
+        if_match = parse_if_match((headers or {}).get("if-match"))
+        self.repo.transact(lambda w: self.delete_in(w, type, id, if_match))
         return FhirResponse(204)
 
-    def delete_in(self, w: SqlWriter, type: str, id: str) -> Stored | None:
+    def delete_in(self, w: SqlWriter, type: str, id: str, if_match: int | None = None) -> Stored | None:
         current = w.read_current(type, id, lock=True)
+        if if_match is not None:
+            # http.html#concurrency: If-Match guards every write, a delete as much as an
+            # update, so a client never deletes a version it has not seen (issue 15, item 4).
+            if current is None or current.deleted:
+                raise PreconditionFailed("HT-0012", f"If-Match on {type}/{id}, which does not exist")
+            if current.version != if_match:
+                raise PreconditionFailed(
+                    "HT-0012", f"{type}/{id} is at version {current.version}, not {if_match} (If-Match)")
         if current is None or current.deleted:
             return None  # http.html#delete: deleting what is not there is not an error
         return w.delete(current)

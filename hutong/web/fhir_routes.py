@@ -155,9 +155,9 @@ def router(platform: Platform, operations: Sequence[APIRouter] = ()) -> APIRoute
         return await run(lambda: svc.update(type, id, body, headers_of(request)))
 
     @r.delete("/fhir/{type}/{id}", summary="delete (http.html#delete)")
-    async def delete(type: Type, id: Id, request: Request) -> Response:
+    async def delete(type: Type, id: Id, request: Request, if_match: IfMatch = None) -> Response:
         svc = service(platform, request)
-        return await run(lambda: svc.delete(type, id))
+        return await run(lambda: svc.delete(type, id, headers_of(request)))
 
     @r.get("/fhir/{type}/{id}/_history", summary="history of a resource (http.html#history)")
     async def instance_history(type: Type, id: Id, request: Request, _count: Count = None,
