@@ -24,7 +24,7 @@ from hutong.config import Settings
 from hutong.fhir.registry import FhirIndexer
 from hutong.mpi.blocking import LEGACY_KEY
 from hutong.mpi.service import Mpi
-from hutong.security import consent_authors, grants
+from hutong.security import consent_authors
 from hutong.security.audit import AuditLog
 from hutong.security.authn import Authenticator
 from hutong.security.blindindex import BlindIndex, BlindIndexer, reindex, subkey
@@ -72,7 +72,7 @@ def open_repository(url: str | None = None, *, encrypt: bool = True,
     return repo
 
 
-def mpi_of(repo: SqlRepository) -> Mpi:
+def mpi_of(repo: Repository) -> Mpi:
     """The MPI hook ``open_repository`` installed (one per repository)."""
     for hook in repo.hooks:
         if isinstance(hook, Mpi):
@@ -86,7 +86,7 @@ class Platform:
 
     settings: Settings
     security: SecuritySettings
-    repo: SqlRepository
+    repo: Repository
     mpi: Mpi
     audit: AuditLog
     key_dir: Path                  # keys (and, by default, the SMS outbox); outside the database directory
@@ -102,7 +102,7 @@ class Platform:
         self.repo.db.close()
 
 
-def build_platform(settings: Settings | None = None, *, repo: SqlRepository | None = None,
+def build_platform(settings: Settings | None = None, *, repo: Repository | None = None,
                    security: SecuritySettings | None = None, sms: OutboxGateway | None = None,
                    clock: Callable[[], int] | None = None) -> Platform:
     """Build every service once.  ``repo`` (already opened, e.g. by a test) is
@@ -113,7 +113,6 @@ def build_platform(settings: Settings | None = None, *, repo: SqlRepository | No
     # Idempotent: a repository opened elsewhere gets the access policy's write hook too.
     install_guard(repository)
     audit = AuditLog(repository)
-    grants.create_tables(repository.db)
     key_dir = security.key_dir or default_key_dir(settings.database_url)
     gateway = sms or OutboxGateway(security.sms_outbox or key_dir / "sms-outbox.ndjson")
 

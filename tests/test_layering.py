@@ -16,9 +16,9 @@ Measured with this checker (SQL string literals / import statements of the
 store's concrete classes or private names, outside the allowed modules):
 bc329d5 130 statements in 18 modules / 40 imports in 35 modules (among them
 fhir/bundle.py's ``_row`` and its SQLite planner hints); after issue 13 item 1,
-no SQL outside them; the concrete imports left are typed signatures
-(``SqlRepository``/``SqlWriter``/``Database`` parameters), listed below with
-their owners until the callers take the store Protocols.
+0 / 0 (the composition root ``hutong/platform.py`` builds the one
+``SqlRepository``). The data-access modules take the Protocols too and narrow
+them with ``hutong.store.sql.sql_writer``/``sql_repository``/``sql_database``.
 """
 
 from __future__ import annotations
@@ -62,51 +62,10 @@ ALLOWED = (
 # so it may import the store's classes; it writes no SQL either.
 COMPOSITION_ROOT = ("hutong/platform.py",)
 
-# TEMPORARY: modules not yet moved behind the seam, each with its owner. This
-# list only shrinks; a module leaves it when its SQL or concrete imports move.
-NOT_YET_MOVED = {
-    # issue 13 item 3 (authorisation bound to the request; another engineer):
-    # policy's facts move behind the store Protocols when Access is split.
-    "hutong/security/policy.py": "issue 13 item 3",
-    "hutong/security/guard.py": "issue 13 item 3",
-    # issue 13 item 2 (schema migrations; another engineer): only create_tables(db: Database) is left,
-    # and it goes when every table is on one MetaData (TABLES_ONLY: no SQL may come back here).
-    "hutong/security/grants.py": "issue 13 item 2",
-    # issue 13 item 1 (the storage seam): their SQL has moved to the data-access modules; what is left
-    # is SqlRepository/SqlWriter/Database in signatures, until the callers take the store Protocols.
-    "hutong/security/accounts.py": "issue 13 items 1, 2: SQL moved to accounts_store.py; SqlRepository/SqlWriter in signatures, create_tables(Database)",
-    "hutong/security/audit.py": "issue 13 items 1, 2: SQL moved to audit_store.py; SqlRepository/SqlWriter in signatures, create_tables(Database)",
-    "hutong/security/sharing.py": "issue 13 items 1, 2: SQL moved to sharing_store.py; SqlRepository/SqlWriter in signatures, create_tables(Database)",
-    "hutong/security/tokens.py": "issue 13 items 1, 3: SQL moved to tokens_store.py; TokenService(repo: SqlRepository) left",
-    "hutong/security/consent_authors.py": "issue 13 items 1, 3: SQL moved to consent_store.py; the hook takes SqlWriter",
-    "hutong/fhir/bundle.py": "issue 13 items 1, 3: SQL moved to store/identifiers.py; w: SqlWriter as FhirService takes it",
-    "hutong/web/ui/console.py": "issue 13 items 1, 6: SQL moved to quality/; register(repo: SqlRepository) left",
-    "hutong/security/blindindex.py": "issue 13 item 1: SQL moved to store/reindex.py and mpi/state.py; reindex(repo: SqlRepository) left",
-    "hutong/security/keys.py": "issue 13 items 1, 2: SQL moved to keys_store.py; KeyRing(db: Database), create_tables(Database)",
-    "hutong/cli/keys.py": "issue 13 item 1: SQL moved to keys_store.py; SqlRepository in signatures",
-    "hutong/mpi/service.py": "issue 13 item 1: SQL moved to mpi/state.py; SqlRepository/SqlWriter in signatures",
-    "hutong/mpi/train.py": "issue 13 item 1: SQL moved to mpi/state.py; SqlRepository/SqlWriter in signatures",
-    "hutong/mpi/relink.py": "issue 13 item 1: SQL moved to mpi/state.py; SqlRepository/SqlWriter in signatures",
-    "hutong/ingest/bulk.py": "issue 13 items 1, 5: SQL moved to store/bulkload.py; SqlRepository, Prepared in signatures",
-    # never had SQL: concrete SqlRepository/SqlWriter/Database in signatures only, to the Protocols
-    "hutong/cli/context.py": "issue 13 item 1",
-    "hutong/fhir/service.py": "issue 13 items 1, 3",
-    "hutong/cli/accounts.py": "issue 13 item 1",
-    "hutong/security/authn.py": "issue 13 item 1",
-    "hutong/security/export.py": "issue 13 item 1",
-    "hutong/security/senders.py": "issue 13 item 1",
-    "hutong/cli/sharing.py": "issue 13 item 1",
-    "hutong/web/access_ops.py": "issue 13 items 1, 6",
-    "hutong/web/app.py": "issue 13 items 1, 6",
-    "hutong/web/auth_routes.py": "issue 13 items 1, 6",
-    "hutong/web/demo_accounts.py": "issue 13 items 1, 6",
-    "hutong/web/gate.py": "issue 13 items 1, 3",
-    "hutong/web/sharing_routes.py": "issue 13 items 1, 6",
-    "hutong/web/transfer_ops.py": "issue 13 items 1, 6",
-    "hutong/web/ui/clinician.py": "issue 13 items 1, 4",
-    "hutong/web/ui/resident.py": "issue 13 items 1, 4",
-}
-TABLES_ONLY = {m for m, owner in NOT_YET_MOVED.items() if owner == "issue 13 item 2"}
+# Modules not yet moved behind the seam, each with its owner. Empty since the
+# callers took the store Protocols (issue 13 item 1); it stays as the one place an
+# exception would have to be argued, and it only shrinks.
+NOT_YET_MOVED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -171,7 +130,7 @@ def check_source(module: str, source: str, concrete: set[str]) -> list[Finding]:
             if bad:
                 found.append(Finding(module, node.lineno, "import", f"{node.module}: {', '.join(bad)}"))
         elif isinstance(node, ast.ImportFrom) and node.module == "hutong.store":
-            bad = [a.name for a in node.names if a.name in ("sql", "database")]
+            bad = [a.name for a in node.names if a.name in ("sql", "database") or a.name in concrete]
             if bad:
                 found.append(Finding(module, node.lineno, "import", f"hutong.store: {', '.join(bad)}"))
         elif isinstance(node, ast.Import):
@@ -203,11 +162,13 @@ def test_sql_and_concrete_store_imports_only_in_data_access_modules() -> None:
         f"{x.module}:{x.line}: {x.kind}: {x.text}" for fs in offenders.values() for x in fs)
 
 
-def test_moved_modules_keep_no_sql() -> None:
-    """A module whose queries moved out keeps at most its table definitions' ``Database`` import."""
+def test_no_module_outside_the_seam_names_the_sql_classes() -> None:
+    """Not even through the ``hutong.store`` package or a type-checking import:
+    callers take ``Repository``/``Writer``/``DatabaseHandle`` (hutong.store.repository)."""
     found = scan(ROOT)
-    back = [f for m in TABLES_ONLY for f in found.get(m, []) if f.kind == "sql" or "Database" != f.text.split(": ")[-1]]
-    assert not back, back
+    imports = [f for m, fs in found.items() if not allowed(m) and m not in COMPOSITION_ROOT
+               for f in fs if f.kind == "import"]
+    assert not imports, imports
 
 
 def test_checker_catches_a_deliberate_violation() -> None:
@@ -217,6 +178,7 @@ def test_checker_catches_a_deliberate_violation() -> None:
 from hutong.store.sql import SqlRepository, _row
 from hutong.store.repository import Repository
 import hutong.store.database
+from hutong.store import Database
 
 def f(repo: SqlRepository, w, t: str) -> None:
     w.conn.exec_driver_sql("select pk from resource where fhir_id = ?", ("x",))
@@ -229,7 +191,7 @@ def f(repo: SqlRepository, w, t: str) -> None:
 '''
     found = check_source("hutong/fhir/evil.py", source, concrete)
     kinds = sorted((f.kind, f.line) for f in found)
-    assert kinds == [("import", 2), ("import", 4), ("sql", 7), ("sql", 8), ("sql", 9)], found
+    assert kinds == [("import", 2), ("import", 4), ("import", 5), ("sql", 8), ("sql", 9), ("sql", 10)], found
     assert "_row" in found[0].text or any("_row" in f.text for f in found)
     # and the contract itself fails on it: the module is neither allowed nor listed
     assert not allowed("hutong/fhir/evil.py") and "hutong/fhir/evil.py" not in NOT_YET_MOVED

@@ -43,10 +43,10 @@ from hutong.cli.context import print_json as _print
 from hutong.cli.context import repository
 from hutong.errors import InvalidRequest, NotFound
 from hutong.fhir import search as fsearch
-from hutong.security.accounts import USER_ROLES, Account, Accounts, Delegation, create_tables, parse_jwks
+from hutong.security.accounts import USER_ROLES, Account, Accounts, Delegation, parse_jwks
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 from hutong.systems import ORGANIZATION
 
 BEIJING = timezone(timedelta(hours=8))
@@ -125,12 +125,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     with repository(args.database) as repo:
-        create_tables(repo.db)
         rc: int = args.action(args, Accounts(repo, SecuritySettings.from_env()))
         return rc
 
 
-def organization_id(repo: SqlRepository, code: str) -> str:
+def organization_id(repo: Repository, code: str) -> str:
     """The Organization registered with identifier ``code`` (as the ingestion
     pipeline resolves senders), else HT-0136."""
     if code and len(code) <= 64:
@@ -145,7 +144,7 @@ def organization_id(repo: SqlRepository, code: str) -> str:
                                     "load the institution registry first")
 
 
-def _person(repo: SqlRepository, person_id: str) -> str:
+def _person(repo: Repository, person_id: str) -> str:
     st = repo.read("Patient", person_id)
     if st is None or st.deleted:
         raise InvalidRequest("HT-0136", f"no Patient {person_id!r} (give the golden person id, mpi-...)")

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 
 
 def print_json(data: Any) -> int:
@@ -19,7 +19,7 @@ def print_json(data: Any) -> int:
 
 
 @contextmanager
-def repository(database: str | None) -> Iterator[SqlRepository]:
+def repository(database: str | None) -> Iterator[Repository]:
     """The command's repository (encryption, policy hooks, residency check:
     hutong.platform), closed with its connection pools afterwards."""
     from hutong.platform import open_repository

@@ -31,7 +31,7 @@ from hutong.security.blindindex import reseal_text
 from hutong.security.crypto import AesCodec, key_id_of, ring_of
 from hutong.security.keys import DATA, FileKeySource, KeyRing, legacy_key_dir
 from hutong.store.codec import ENCRYPTED, Codec
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ def register_encrypted_column(table: str, keys: tuple[str, ...], column: str, pu
         ENCRYPTED_COLUMNS.append(col)
 
 
-def rows_per_key(repo: SqlRepository) -> dict[str, dict[str, int]]:
+def rows_per_key(repo: Repository) -> dict[str, dict[str, int]]:
     """Per column: how many values are plain (``plain``) or under each data key (``key <id>``)."""
     out: dict[str, dict[str, int]] = {}
     for c in ENCRYPTED_COLUMNS:
@@ -77,7 +77,7 @@ def rows_per_key(repo: SqlRepository) -> dict[str, dict[str, int]]:
     return out
 
 
-def status(repo: SqlRepository, ring: KeyRing) -> dict[str, Any]:
+def status(repo: Repository, ring: KeyRing) -> dict[str, Any]:
     current, _ = ring.current()
     masters = list(ring.source.master_keys())
     warnings = []
@@ -102,7 +102,7 @@ def status(repo: SqlRepository, ring: KeyRing) -> dict[str, Any]:
     }
 
 
-def reencrypt(repo: SqlRepository, ring: KeyRing, *, batch: int = 500,
+def reencrypt(repo: Repository, ring: KeyRing, *, batch: int = 500,
               progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
     """Re-encrypt every registered column's values that are not under the current
     data key (plain ones included), ``batch`` rows per transaction so writers
@@ -173,11 +173,11 @@ def run(args: argparse.Namespace) -> int:
         return rc
 
 
-def _status(args: argparse.Namespace, repo: SqlRepository, ring: KeyRing) -> int:
+def _status(args: argparse.Namespace, repo: Repository, ring: KeyRing) -> int:
     return _print(status(repo, ring))
 
 
-def _rotate(args: argparse.Namespace, repo: SqlRepository, ring: KeyRing) -> int:
+def _rotate(args: argparse.Namespace, repo: Repository, ring: KeyRing) -> int:
     master, dek = ring.rotate()
     out: dict[str, Any] = {"master_key": master, "data_key": dek}
     if args.reencrypt:
@@ -186,10 +186,10 @@ def _rotate(args: argparse.Namespace, repo: SqlRepository, ring: KeyRing) -> int
     return _print(out)
 
 
-def _reindex(args: argparse.Namespace, repo: SqlRepository, ring: KeyRing) -> int:
+def _reindex(args: argparse.Namespace, repo: Repository, ring: KeyRing) -> int:
     return _print({"reindexed": reseal_text(repo, batch=args.batch)})
 
 
-def _reencrypt(args: argparse.Namespace, repo: SqlRepository, ring: KeyRing) -> int:
+def _reencrypt(args: argparse.Namespace, repo: Repository, ring: KeyRing) -> int:
     done = reencrypt(repo, ring, batch=args.batch)
     return _print({"reencrypted": done, "status": status(repo, ring)})

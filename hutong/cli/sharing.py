@@ -39,7 +39,7 @@ from hutong.security.audit import AuditLog
 from hutong.security.principal import LOCAL_OPERATOR, Principal, Role
 from hutong.security.settings import SecuritySettings
 from hutong.security.sharing import LEGAL_BASES, STATUSES, SharingRequests
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 
 DB_HELP = "sqlite:///path or postgresql://... (default: $HUTONG_DATABASE_URL or sqlite:///var/hutong.db)"
 
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         return rc
 
 
-def _register(repo: SqlRepository) -> SharingRequests:
+def _register(repo: Repository) -> SharingRequests:
     return SharingRequests(repo, AuditLog(repo).record, settings=SecuritySettings.from_env())
 
 
@@ -120,7 +120,7 @@ def _approver(account: str) -> Principal:
     return Principal(account_id=account, role=Role.COMMISSION, display=account, peer="local")
 
 
-def _request(args: argparse.Namespace, repo: SqlRepository) -> int:
+def _request(args: argparse.Namespace, repo: Repository) -> int:
     try:
         assessment = orjson.loads(args.assessment.read_bytes())
     except (OSError, orjson.JSONDecodeError) as e:
@@ -134,34 +134,34 @@ def _request(args: argparse.Namespace, repo: SqlRepository) -> int:
     return _print(req.to_json(reg.clock()))
 
 
-def _submit(args: argparse.Namespace, repo: SqlRepository) -> int:
+def _submit(args: argparse.Namespace, repo: Repository) -> int:
     reg = _register(repo)
     actor = _requester(args.requester) if args.requester else LOCAL_OPERATOR
     return _print(reg.submit(args.id, actor).to_json(reg.clock()))
 
 
-def _approve(args: argparse.Namespace, repo: SqlRepository) -> int:
+def _approve(args: argparse.Namespace, repo: Repository) -> int:
     reg = _register(repo)
     return _print(reg.approve(args.id, _approver(args.approver), args.note).to_json(reg.clock()))
 
 
-def _reject(args: argparse.Namespace, repo: SqlRepository) -> int:
+def _reject(args: argparse.Namespace, repo: Repository) -> int:
     reg = _register(repo)
     return _print(reg.reject(args.id, _approver(args.approver), args.note).to_json(reg.clock()))
 
 
-def _list(args: argparse.Namespace, repo: SqlRepository) -> int:
+def _list(args: argparse.Namespace, repo: Repository) -> int:
     reg = _register(repo)
     now = reg.clock()
     return _print([r.to_json(now) for r in reg.list(status=args.status, limit=args.limit)])
 
 
-def _show(args: argparse.Namespace, repo: SqlRepository) -> int:
+def _show(args: argparse.Namespace, repo: Repository) -> int:
     reg = _register(repo)
     return _print(reg.get(args.id).to_json(reg.clock()))
 
 
-def _export(args: argparse.Namespace, repo: SqlRepository) -> int:
+def _export(args: argparse.Namespace, repo: Repository) -> int:
     from hutong.security.export import export
 
     result = export(repo, args.request, args.to, LOCAL_OPERATOR, AuditLog(repo).record,

@@ -21,8 +21,8 @@ from hutong.fhir.response import FhirResponse, etag
 from hutong.fhir.service import FhirService, new_id, parse_if_match, parse_json
 from hutong.fhir.validation import check_id, check_type, validate
 from hutong.mpi.golden import GOLDEN_SYSTEM
-from hutong.store.repository import Stored
-from hutong.store.sql import SqlWriter, instant
+from hutong.store.repository import Stored, Writer
+from hutong.store.sql import instant
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
@@ -182,14 +182,14 @@ class BundleProcessor:
         """Validate transaction entries (outside any write lock)."""
         return self._prepare(raw_entries)
 
-    def run_in(self, w: SqlWriter, entries: list[_Entry]) -> list[tuple[str, str, int]]:
+    def run_in(self, w: Writer, entries: list[_Entry]) -> list[tuple[str, str, int]]:
         """Execute prepared transaction entries inside an open write transaction
         (ingestion stores a message row in the same one); returns
         (type, id, status) per entry."""
         self._run_transaction(w, entries)
         return [(e.result.type, e.result.id, e.status) for e in entries if e.result is not None]
 
-    def _by_identifier(self, w: SqlWriter, entries: list[_Entry]) -> dict[int, list[Stored]]:
+    def _by_identifier(self, w: Writer, entries: list[_Entry]) -> dict[int, list[Stored]]:
         """The matches of every ``identifier=system|value`` condition of the
         transaction (ifNoneExist, conditional PUT), one query per type and
         system instead of one search per entry; the same result as
@@ -222,7 +222,7 @@ class BundleProcessor:
                     out[i] = matches
         return out
 
-    def _run_transaction(self, w: SqlWriter, entries: list[_Entry]) -> None:
+    def _run_transaction(self, w: Writer, entries: list[_Entry]) -> None:
         svc = self.service
         mapping: dict[str, str] = {}
         new_ids: dict[int, str] = {}
@@ -328,12 +328,12 @@ class BundleProcessor:
                     err.expression = [f"Bundle.entry[{e.index}]"]
                 raise
 
-    def _execute(self, w: SqlWriter, e: _Entry, new_ids: dict[int, str]) -> None:
+    def _execute(self, w: Writer, e: _Entry, new_ids: dict[int, str]) -> None:
         svc = self.service
         if e.method == "DELETE":
             if len(e.path) >= 2:
                 check_id(e.path[1])
-                svc.delete_in(w, e.type, e.path[1], parse_if_match(e.if_match))
+                svc.delete_in(w, e.type, e.path[1])
             elif e.query:
                 svc.conditional_delete_in(w, e.type, e.query)
             else:
@@ -420,7 +420,7 @@ class BundleProcessor:
                 raise e.error("HT-0033", "PUT needs Type/id or Type?criteria")
         elif e.method == "DELETE":
             if len(e.path) >= 2:
-                r = svc.delete(e.type, e.path[1], hdrs)
+                r = svc.delete(e.type, e.path[1])
             elif e.query:
                 r = svc.conditional_delete(e.type, e.query)
             else:

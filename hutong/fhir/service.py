@@ -34,8 +34,8 @@ from hutong.security.policy import Access
 from hutong.security.policy_store import mpi_of
 from hutong.security.principal import Role
 from hutong.store.query import Cursor, Query
-from hutong.store.repository import Stored
-from hutong.store.sql import SqlRepository, SqlWriter, instant
+from hutong.store.repository import Repository, Stored, Writer
+from hutong.store.sql import instant
 
 T = TypeVar("T")
 IF_MATCH_RE = re.compile(r'^(?:W/)?"(\d+)"$')
@@ -96,17 +96,6 @@ def _prefer_return(headers: dict[str, str]) -> str:
     return "representation"
 
 
-def asks_for_golden(items: list[tuple[str, str]]) -> bool:
-    """A Patient search that names golden records: by ``_id``, or ``_tag`` with the golden code."""
-    for k, v in items:
-        name = k.split(":", 1)[0]
-        if name == "_id":
-            return True
-        if k == "_tag" and any(fsearch.is_tag(x, GOLDEN_SYSTEM, "golden") for x in fsearch.split_values(v)):
-            return True
-    return False
-
-
 def prefer_strict(headers: dict[str, str]) -> bool:
     return "handling=strict" in headers.get("prefer", "").replace(" ", "")
 
@@ -121,7 +110,7 @@ class FhirService:
     any, reads are unfiltered (internal code: the MPI, tests of the internals)
     and writes are refused."""
 
-    def __init__(self, repo: SqlRepository, base_url: str = "", access: Access | None = None) -> None:
+    def __init__(self, repo: Repository, base_url: str = "", access: Access | None = None) -> None:
         if access is None and isinstance(repo.actor, Access):
             access = repo.actor
         self.repo = repo.acting_as(access) if access is not None and repo.actor is not access else repo
@@ -134,7 +123,7 @@ class FhirService:
         """The caller's policy (None: internal code reading unfiltered; its writes are refused)."""
         return self._access
 
-    def access_in(self, w: SqlWriter) -> Access | None:
+    def access_in(self, w: Writer) -> Access | None:
         """The policy a write in ``w`` acts under: the one the transaction was
         opened for (an entry point sharing one service binds each message's
         sender, hutong.ingest), else this service's."""
@@ -160,7 +149,7 @@ class FhirService:
             return FhirResponse.json(status, info_outcome(f"{s.type}/{s.id} version {s.version} stored"), h)
         return FhirResponse(status, s.body, h)
 
-    def _conditional(self, w: SqlWriter, type: str, query: str, limit: int = 2) -> list[Stored]:
+    def _conditional(self, w: Writer, type: str, query: str, limit: int = 2) -> list[Stored]:
         """Matches of a conditional request's criteria (http.html#ccreate), under a lock."""
         items = parse_qsl(query, keep_blank_values=True)
         if not items:
@@ -192,7 +181,7 @@ class FhirService:
         s, status = self._retry(run)
         return self._write_response(s, status, headers)
 
-    def create_in(self, w: SqlWriter, type: str, resource: dict[str, Any], if_none_exist: str | None,
+    def create_in(self, w: Writer, type: str, resource: dict[str, Any], if_none_exist: str | None,
                   new: str | None = None) -> tuple[Stored, int]:
         if if_none_exist:
             found = self._conditional(w, type, if_none_exist)
@@ -255,7 +244,7 @@ class FhirService:
         s, status = self._retry(run)
         return self._write_response(s, status, headers)
 
-    def update_in(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any],
+    def update_in(self, w: Writer, type: str, id: str, resource: dict[str, Any],
                   if_match: int | None) -> tuple[Stored, int]:
         # Lock the id before reading, so concurrent update-as-create of one new id
         # queues instead of racing to the unique key (PostgreSQL; SQLite writers
@@ -283,7 +272,7 @@ class FhirService:
         s, status = self._retry(run)
         return self._write_response(s, status, headers)
 
-    def conditional_update_in(self, w: SqlWriter, type: str, query: str,
+    def conditional_update_in(self, w: Writer, type: str, query: str,
                               resource: dict[str, Any]) -> tuple[Stored, int]:
         found = self._conditional(w, type, query)
         if len(found) > 1:
@@ -302,23 +291,14 @@ class FhirService:
         return w.replace(target, resource), 200
 
     # ------------------------------------------------------------------ delete
-    def delete(self, type: str, id: str, headers: dict[str, str] | None = None) -> FhirResponse:
+    def delete(self, type: str, id: str) -> FhirResponse:
         check_type(type)
         check_id(id)
-        if_match = parse_if_match((headers or {}).get("if-match"))
-        self.repo.transact(lambda w: self.delete_in(w, type, id, if_match))
+        self.repo.transact(lambda w: self.delete_in(w, type, id))
         return FhirResponse(204)
 
-    def delete_in(self, w: SqlWriter, type: str, id: str, if_match: int | None = None) -> Stored | None:
+    def delete_in(self, w: Writer, type: str, id: str) -> Stored | None:
         current = w.read_current(type, id, lock=True)
-        if if_match is not None:
-            # http.html#concurrency: If-Match guards every write, a delete as much as an
-            # update, so a client never deletes a version it has not seen (issue 15, item 4).
-            if current is None or current.deleted:
-                raise PreconditionFailed("HT-0012", f"If-Match on {type}/{id}, which does not exist")
-            if current.version != if_match:
-                raise PreconditionFailed(
-                    "HT-0012", f"{type}/{id} is at version {current.version}, not {if_match} (If-Match)")
         if current is None or current.deleted:
             return None  # http.html#delete: deleting what is not there is not an error
         return w.delete(current)
@@ -328,7 +308,7 @@ class FhirService:
         self.repo.transact(lambda w: self.conditional_delete_in(w, type, query))
         return FhirResponse(204)
 
-    def conditional_delete_in(self, w: SqlWriter, type: str, query: str) -> None:
+    def conditional_delete_in(self, w: Writer, type: str, query: str) -> None:
         found = self._conditional(w, type, query)
         if len(found) > 1:
             raise PreconditionFailed("HT-0013", f"conditional delete matched {len(found)} resources")
@@ -417,12 +397,6 @@ class FhirService:
             path = f"Patient/{cid}/{type}"
         if self.access is not None:
             q.scope = self.access.search_scope(type, items, compartment[1] if compartment else None)
-        if type == "Patient" and not asks_for_golden(items):
-            # Golden person records (hutong.mpi.golden) are the MPI's, not a second copy of
-            # a registration: an ordinary Patient search finds the registrations only, so
-            # ``identifier=<MRN>`` finds one resource (issue 15, item 1).  They stay
-            # reachable by id, _id, _tag=<GOLDEN_SYSTEM>|golden, $match, $ihe-pix, $everything.
-            q.clauses.append(fsearch.without_tag(type, GOLDEN_SYSTEM, "golden"))
         bundle = self.search_bundle(q, parsed, path)
         return FhirResponse.json(200, bundle)
 
@@ -498,8 +472,6 @@ class FhirService:
                 count = min(int(v), fsearch.MAX_COUNT)
             elif k == "_cursor":
                 after = fsearch.decode_cursor(v).pk
-            elif k in ("_format", "_pretty"):
-                continue  # http.html#parameters: for every interaction (the format is checked by the web layer)
             elif k in ("start", "end", "_elements", "_summary"):
                 raise InvalidRequest("HT-0041", f"$everything parameter {k} is not supported")
             else:

@@ -110,8 +110,8 @@ def credential_of(principal: Principal) -> Credential:
 def _access(repo: Repository, who: Principal, settings: SecuritySettings,
             clock: Callable[[], int] | None) -> Access:
     if clock is not None:
-        return Access(repo, who, settings, clock=clock)  # type: ignore[arg-type]
-    return Access(repo, who, settings)  # type: ignore[arg-type]
+        return Access(repo, who, settings, clock=clock)
+    return Access(repo, who, settings)
 
 
 # ------------------------------------------------------------------ the sender on record

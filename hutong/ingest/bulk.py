@@ -23,7 +23,8 @@ from hutong.fhir.registry import FhirIndexer
 from hutong.fhir.service import new_id, parse_json
 from hutong.fhir.validation import validate
 from hutong.store.bulkload import bulk_load
-from hutong.store.sql import Prepared, SqlRepository
+from hutong.store.repository import Repository
+from hutong.store.sql import Prepared
 
 BATCH = 1000
 
@@ -117,7 +118,7 @@ def _pool_closed(pool: ProcessPoolExecutor | None) -> Iterator[None]:
             pool.shutdown(cancel_futures=True)
 
 
-def import_ndjson(repo: SqlRepository, path: Path, *, workers: int | None = None, strict: bool = False,
+def import_ndjson(repo: Repository, path: Path, *, workers: int | None = None, strict: bool = False,
                   progress: Callable[[int], None] | None = None) -> ImportReport:
     import time
 
@@ -146,7 +147,7 @@ def import_ndjson(repo: SqlRepository, path: Path, *, workers: int | None = None
     return report
 
 
-def _write(repo: SqlRepository, items: list[Checked]) -> None:
+def _write(repo: Repository, items: list[Checked]) -> None:
     by_type: dict[str, list[str]] = {}
     for t, i, _r, _p in items:
         by_type.setdefault(t, []).append(i)

@@ -37,9 +37,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from hutong.store.database import Database
+from hutong.store.repository import Repository, Writer
 from hutong.store.schema import PK, metadata
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.sql import sql_repository, sql_writer
 
 BEIJING = timezone(timedelta(hours=8))
 RAW = "inbound-message"  # purpose bound into the raw column's ciphertexts (hutong.store.codec)
@@ -97,10 +97,6 @@ ingest_sender = Table(
     UniqueConstraint("sender", "channel", name="uq_ingest_sender"),
 )
 
-
-def create_tables(db: Database) -> None:
-    """Kept for callers still calling it: the tables are created and changed by
-    the migrations when the database is opened (hutong.store.migrations)."""
 
 
 def beijing_day(ms: int) -> int:
@@ -167,29 +163,29 @@ COLS = ("id, channel, sender, control_id, kind, received, event_time, status, ac
         "principal, peer")
 
 
-def _row(repo: SqlRepository, r: Sequence[Any]) -> Row:
+def _row(repo: Repository, r: Sequence[Any]) -> Row:
     return Row(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7], r[8], r[9], int(r[10]),
                repo.codec.with_purpose(RAW).decode(bytes(r[11])), bytes(r[12]) if r[12] is not None else None,
                r[13], r[14])
 
 
-def find(repo: SqlRepository, w: SqlWriter | None, channel: str, sender: str, control_id: str) -> Row | None:
+def find(repo: Repository, w: Writer | None, channel: str, sender: str, control_id: str) -> Row | None:
     sql = f"SELECT {COLS} FROM ingest_message WHERE channel = ? AND sender = ? AND control_id = ? AND status = 'ok'"
     args = (channel, sender, control_id)
-    rows = w.execute(sql, args).fetchall() if w is not None else repo.query(sql, args)
+    rows = sql_writer(w).execute(sql, args).fetchall() if w is not None else sql_repository(repo).query(sql, args)
     return _row(repo, rows[0]) if rows else None
 
 
-def get(repo: SqlRepository, message_id: int) -> Row | None:
-    rows = repo.query(f"SELECT {COLS} FROM ingest_message WHERE id = ?", (message_id,))
+def get(repo: Repository, message_id: int) -> Row | None:
+    rows = sql_repository(repo).query(f"SELECT {COLS} FROM ingest_message WHERE id = ?", (message_id,))
     return _row(repo, rows[0]) if rows else None
 
 
-def record(w: SqlWriter, *, channel: str, sender: str, control_id: str, kind: str, received: int,
+def record(w: Writer, *, channel: str, sender: str, control_id: str, kind: str, received: int,
            event_time: int | None, status: str, ack_code: str, reason: str | None, peer: str | None,
            raw: bytes, ack: bytes | None = None, attempts: int = 1, principal: str | None = None) -> int:
     """Insert one message row (and its timeliness roll-up); returns its id."""
-    cur = w.execute("INSERT INTO ingest_message (channel, sender, control_id, kind, received, event_time, status, "
+    cur = sql_writer(w).execute("INSERT INTO ingest_message (channel, sender, control_id, kind, received, event_time, status, "
                     "ack_code, reason, peer, attempts, raw, ack, principal) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (channel, sender, control_id[:200], kind[:40], received, event_time, status, ack_code,
@@ -200,7 +196,7 @@ def record(w: SqlWriter, *, channel: str, sender: str, control_id: str, kind: st
     return message_id
 
 
-def _rollup(w: SqlWriter, channel: str, sender: str, kind: str, received: int, event_time: int | None,
+def _rollup(w: Writer, channel: str, sender: str, kind: str, received: int, event_time: int | None,
             status: str) -> None:
     day = beijing_day(received)
     b = f"b_{bucket(received, event_time)}" if status == "ok" else None
@@ -213,38 +209,38 @@ def _rollup(w: SqlWriter, channel: str, sender: str, kind: str, received: int, e
         values[b[2:]] = 1
     cols = ", ".join("b_" + n for n in BUCKET_NAMES)
     adds = ", ".join(f"b_{n} = ingest_daily.b_{n} + excluded.b_{n}" for n in BUCKET_NAMES)
-    w.execute(f"INSERT INTO ingest_daily (sender, day, channel, messages, dead, {cols}, last_received) "
+    sql_writer(w).execute(f"INSERT INTO ingest_daily (sender, day, channel, messages, dead, {cols}, last_received) "
               f"VALUES (?, ?, ?, ?, ?, {', '.join('?' * len(BUCKET_NAMES))}, ?) "
               "ON CONFLICT (sender, day, channel) DO UPDATE SET messages = ingest_daily.messages + excluded.messages, "
               f"dead = ingest_daily.dead + excluded.dead, {adds}, last_received = CASE WHEN "
               "ingest_daily.last_received > excluded.last_received THEN ingest_daily.last_received "
               "ELSE excluded.last_received END",
               (sender, day, channel, ok, dead, *[values[n] for n in BUCKET_NAMES], received))
-    w.execute("INSERT INTO ingest_sender (sender, channel, last_received, last_kind, last_status) "
+    sql_writer(w).execute("INSERT INTO ingest_sender (sender, channel, last_received, last_kind, last_status) "
               "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sender, channel) DO UPDATE SET "
               "last_received = excluded.last_received, last_kind = excluded.last_kind, "
               "last_status = excluded.last_status WHERE ingest_sender.last_received <= excluded.last_received",
               (sender, channel, received, kind[:40], status))
 
 
-def failed_again(w: SqlWriter, message_id: int, reason: str, ack_code: str) -> None:
+def failed_again(w: Writer, message_id: int, reason: str, ack_code: str) -> None:
     """A retry that failed too: the dead letter stays, with the new reason."""
-    w.execute("UPDATE ingest_message SET attempts = attempts + 1, reason = ?, ack_code = ? WHERE id = ?",
+    sql_writer(w).execute("UPDATE ingest_message SET attempts = attempts + 1, reason = ?, ack_code = ? WHERE id = ?",
               (reason[:1000], ack_code, message_id))
 
 
-def retried(w: SqlWriter, message_id: int) -> int:
+def retried(w: Writer, message_id: int) -> int:
     """A dead letter re-processed and stored: marked ``retried``; returns its attempts so far."""
-    w.execute("UPDATE ingest_message SET status = 'retried' WHERE id = ?", (message_id,))
-    rows = w.execute("SELECT attempts FROM ingest_message WHERE id = ?", (message_id,)).fetchall()
+    sql_writer(w).execute("UPDATE ingest_message SET status = 'retried' WHERE id = ?", (message_id,))
+    rows = sql_writer(w).execute("SELECT attempts FROM ingest_message WHERE id = ?", (message_id,)).fetchall()
     return int(rows[0][0]) if rows else 0
 
 
-def mark(w: SqlWriter, message_id: int, status: str) -> None:
-    w.execute("UPDATE ingest_message SET status = ? WHERE id = ?", (status, message_id))
+def mark(w: Writer, message_id: int, status: str) -> None:
+    sql_writer(w).execute("UPDATE ingest_message SET status = ? WHERE id = ?", (status, message_id))
 
 
-def dead_letters(repo: SqlRepository, *, limit: int = 100, after: int = 0, sender: str | None = None) -> list[Row]:
+def dead_letters(repo: Repository, *, limit: int = 100, after: int = 0, sender: str | None = None) -> list[Row]:
     sql = f"SELECT {COLS} FROM ingest_message WHERE status = 'dead' AND id > ?"
     args: list[Any] = [after]
     if sender is not None:
@@ -252,10 +248,10 @@ def dead_letters(repo: SqlRepository, *, limit: int = 100, after: int = 0, sende
         args.append(sender)
     sql += " ORDER BY id LIMIT ?"
     args.append(limit)
-    return [_row(repo, r) for r in repo.query(sql, args)]
+    return [_row(repo, r) for r in sql_repository(repo).query(sql, args)]
 
 
-def timeliness(repo: SqlRepository, *, start: date, end: date, sender: str | None = None) -> dict[str, Any]:
+def timeliness(repo: Repository, *, start: date, end: date, sender: str | None = None) -> dict[str, Any]:
     """Per institution and day: volume, delay distribution, share within 24 h
     (次日归集), plus each institution's last message seen."""
     epoch = date(1970, 1, 1)
@@ -267,7 +263,7 @@ def timeliness(repo: SqlRepository, *, start: date, end: date, sender: str | Non
         sql += " AND sender = ?"
         args.append(sender)
     days = []
-    for r in repo.query(sql + " ORDER BY sender, day, channel", args):
+    for r in sql_repository(repo).query(sql + " ORDER BY sender, day, channel", args):
         hist = dict(zip(BUCKET_NAMES, (int(x) for x in r[5:5 + len(BUCKET_NAMES)]), strict=True))
         known = sum(v for k, v in hist.items() if k != "unknown")
         within = hist["lt1h"] + hist["lt6h"] + hist["lt24h"]
@@ -275,7 +271,7 @@ def timeliness(repo: SqlRepository, *, start: date, end: date, sender: str | Non
                      "messages": int(r[3]), "dead_letters": int(r[4]), "delay_hours": hist,
                      "within_24h": round(within / known, 4) if known else None})
     last: dict[str, dict[str, Any]] = {}
-    for s, ch, t, kind, status in repo.query(
+    for s, ch, t, kind, status in sql_repository(repo).query(
             "SELECT sender, channel, last_received, last_kind, last_status FROM ingest_sender", ()):
         if sender is None or s == sender:
             last.setdefault(s, {})[ch] = {"received": datetime.fromtimestamp(int(t) / 1000, BEIJING).isoformat(),

@@ -117,8 +117,6 @@ class Ingestor:
         self.repo = svc.repo
         self.bundles = BundleProcessor(svc)
         self.clock = clock or svc.repo.clock
-        inbox.create_tables(self.repo.db)
-        accounts.create_tables(self.repo.db)  # the merge rule asks who signs in as a person
         self._senders: dict[str, tuple[Institution | None, float]] = {}
         self._lock = threading.Lock()
 

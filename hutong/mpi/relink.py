@@ -22,7 +22,7 @@ from hutong.mpi.blocking import MAX_BLOCK, raw_keys
 from hutong.mpi.features import Features, merge
 from hutong.mpi.matcher import decide
 from hutong.mpi.service import Mpi, new_person_id
-from hutong.store.sql import SqlWriter
+from hutong.store.repository import Writer
 
 
 @dataclass
@@ -184,7 +184,7 @@ def relink(mpi: Mpi, *, dry_run: bool = False, actor: str = "mpi-relink",
 
     review_detail = {(pid, name_of.get(p, p)): (w, r) for pid, items in reviews.items() for p, w, r in items}
 
-    def apply(w: SqlWriter) -> None:
+    def apply(w: Writer) -> None:
         for pid, n in moves:
             st.move_source(w, pid, n.person, n.state, n.rule, n.score)
             if n.person != old[pid].person:

@@ -29,8 +29,7 @@ from hutong.mpi.features import Features, extract
 from hutong.mpi.golden import PERSON_PREFIX, SourceView, build, is_golden, retired, with_person_link
 from hutong.mpi.matcher import Decision, Scored, decide
 from hutong.mpi.model import MpiModel, default_model
-from hutong.store.repository import Stored
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import Repository, Stored, Writer
 
 MODEL_TTL_S = 30.0
 UNDO_KIND = {"merge": "unmerge", "link": "undo-link", "unlink": "undo-unlink"}
@@ -69,7 +68,7 @@ class MatchResult:
 class Mpi:
     types = frozenset({"Patient"})
 
-    def __init__(self, repo: SqlRepository, blind_key: bytes = LEGACY_KEY) -> None:
+    def __init__(self, repo: Repository, blind_key: bytes = LEGACY_KEY) -> None:
         self.repo = repo
         self.blind_key = blind_key  # blocking-key digests (hutong.mpi.blocking)
         self._model: MpiModel | None = None
@@ -93,7 +92,7 @@ class Mpi:
             self._model = None
 
     # ------------------------------------------------------------ the hook
-    def on_write(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any] | None,
+    def on_write(self, w: Writer, type: str, id: str, resource: dict[str, Any] | None,
                  current: Stored | None) -> bool:
         if id.startswith(PERSON_PREFIX) or (resource is not None and is_golden(resource)):
             raise InvalidRequest("HT-0055", "golden person records (ids starting with 'mpi-', tag golden) are "
@@ -139,12 +138,12 @@ class Mpi:
         self._refresh(w, [person] + ([old_person] if old_person and old_person != person else []))
         return True
 
-    def _seq(self, w: SqlWriter) -> int:
+    def _seq(self, w: Writer) -> int:
         n = w.ctx.link_seq
         w.ctx.link_seq = n + 1
         return w.now * 1000 + n
 
-    def _decide(self, w: SqlWriter, read: st.Reader, id: str, f: Features, blocks: set[str]) -> Decision:
+    def _decide(self, w: Writer, read: st.Reader, id: str, f: Features, blocks: set[str]) -> Decision:
         persons = st.candidate_persons(read, blocks, id)
         feats = st.person_features(self.repo, read, persons, id)
         refused_src = st.refused_patients(read, id)
@@ -152,7 +151,7 @@ class Mpi:
         return decide(self.model(read), f, feats, refused)
 
     # ------------------------------------------------------------ golden records
-    def _bodies(self, w: SqlWriter, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def _bodies(self, w: Writer, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         pending = w.ctx.unlinked
         out = {i: pending[i] for i in ids if i in pending}
         for i in ids:
@@ -162,7 +161,7 @@ class Mpi:
                     out[i] = orjson.loads(s.body)
         return out
 
-    def _refresh(self, w: SqlWriter, person_ids: Iterable[str], *, merged_into: dict[str, str] | None = None) -> None:
+    def _refresh(self, w: Writer, person_ids: Iterable[str], *, merged_into: dict[str, str] | None = None) -> None:
         """Rewrite the golden record of each person from its current sources."""
         read = st.writer_reader(w)
         for pid in dict.fromkeys(person_ids):
@@ -185,7 +184,7 @@ class Mpi:
                         continue
                 w.replace(current, body, hooks=False)
 
-    def _relink_source(self, w: SqlWriter, patient_id: str, person_id: str | None) -> None:
+    def _relink_source(self, w: Writer, patient_id: str, person_id: str | None) -> None:
         """Rewrite a stored source's ``refer`` link (a new version of it)."""
         cur = w.read_current("Patient", patient_id)
         if cur is None or cur.body is None:
@@ -204,7 +203,7 @@ class Mpi:
     def person_of(self, patient_id: str) -> str | None:
         return st.person_of(st.repo_reader(self.repo), patient_id)
 
-    def person_of_in(self, w: SqlWriter, patient_id: str) -> str | None:
+    def person_of_in(self, w: Writer, patient_id: str) -> str | None:
         """person_of inside an open write transaction (sees its own links)."""
         return st.person_of(st.writer_reader(w), patient_id)
 
@@ -281,7 +280,7 @@ class Mpi:
         """A human says: this source is that person (pinned across relinks)."""
         return self.repo.transact(lambda w: self._link(w, patient_id, person_id, actor, reason))
 
-    def _link(self, w: SqlWriter, patient_id: str, person_id: str, actor: str, reason: str | None) -> int:
+    def _link(self, w: Writer, patient_id: str, person_id: str, actor: str, reason: str | None) -> int:
         read = st.writer_reader(w)
         src = self._need_source(read, patient_id)
         members = st.sources_of(self.repo, read, [person_id])
@@ -305,7 +304,7 @@ class Mpi:
         """A human says: this source is not the person it is linked to."""
         return self.repo.transact(lambda w: self._unlink(w, patient_id, actor, reason))
 
-    def _unlink(self, w: SqlWriter, patient_id: str, actor: str, reason: str | None) -> int:
+    def _unlink(self, w: Writer, patient_id: str, actor: str, reason: str | None) -> int:
         read = st.writer_reader(w)
         src = self._need_source(read, patient_id)
         others = [s for s in st.sources_of(self.repo, read, [src.person_id]) if s.patient_id != patient_id]
@@ -332,12 +331,12 @@ class Mpi:
             raise InvalidRequest("HT-0057", "cannot merge a person into itself")
         return self.repo.transact(lambda w: self._merge(w, source_person, target_person, actor, reason))
 
-    def merge_in(self, w: SqlWriter, source_person: str, target_person: str, *, actor: str,
+    def merge_in(self, w: Writer, source_person: str, target_person: str, *, actor: str,
                  reason: str | None = None) -> int:
         """merge inside an open write transaction (HL7 ADT^A40 with its message)."""
         return self._merge(w, source_person, target_person, actor, reason)
 
-    def merge_registrations_in(self, w: SqlWriter, prior: str, survivor: str, *, institution: str,
+    def merge_registrations_in(self, w: Writer, prior: str, survivor: str, *, institution: str,
                                protected: Callable[[str], bool], actor: str, reason: str) -> MergeOutcome:
         """An institution says two of its registrations are one person (HL7 v2.5.1
         ch. 3.3.40 ADT^A40: ``prior`` from MRG-1 merges into ``survivor`` from
@@ -369,7 +368,7 @@ class Mpi:
         st.open_review(w, prior, s, None, note[:500])
         return MergeOutcome("queued", note=note)
 
-    def _merge(self, w: SqlWriter, source_person: str, target_person: str, actor: str, reason: str | None) -> int:
+    def _merge(self, w: Writer, source_person: str, target_person: str, actor: str, reason: str | None) -> int:
         read = st.writer_reader(w)
         moving = st.sources_of(self.repo, read, [source_person])
         staying = st.sources_of(self.repo, read, [target_person])
@@ -403,7 +402,7 @@ class Mpi:
         nothing touched those sources since."""
         return self.repo.transact(lambda w: self._undo(w, event_id, actor, reason))
 
-    def _undo(self, w: SqlWriter, event_id: int, actor: str, reason: str | None) -> int:
+    def _undo(self, w: Writer, event_id: int, actor: str, reason: str | None) -> int:
         read = st.writer_reader(w)
         ev = st.get_event(self.repo, read, event_id)
         if ev is None:
@@ -436,7 +435,7 @@ class Mpi:
 
     def reject(self, review_id: int, *, actor: str, reason: str | None = None) -> None:
         """A reviewer says the pair is not the same person (remembered: no relink will pair them)."""
-        def run(w: SqlWriter) -> None:
+        def run(w: Writer) -> None:
             row = st.review_row(st.writer_reader(w), review_id)
             if row is None:
                 raise NotFound("HT-0056", f"review item {review_id} not found")
@@ -470,7 +469,7 @@ class Mpi:
             ids = [r[1] for r in rows]
             done += self.repo.transact(functools.partial(self._backfill_batch, ids=ids))
 
-    def _backfill_batch(self, w: SqlWriter, ids: list[str]) -> int:
+    def _backfill_batch(self, w: Writer, ids: list[str]) -> int:
         n = 0
         for pid in ids:
             cur = w.read_current("Patient", pid, lock=True)

@@ -18,18 +18,19 @@ import orjson
 
 from hutong.mpi.blocking import MAX_BLOCK
 from hutong.mpi.features import Features, merge
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import Repository, Writer
+from hutong.store.sql import sql_repository, sql_writer
 
 Reader = Callable[[str, Sequence[Any]], list[Any]]
 CHUNK = 400
 
 
-def writer_reader(w: SqlWriter) -> Reader:
-    return lambda sql, args: list(w.execute(sql, args).fetchall())
+def writer_reader(w: Writer) -> Reader:
+    return lambda sql, args: list(sql_writer(w).execute(sql, args).fetchall())
 
 
-def repo_reader(repo: SqlRepository) -> Reader:
-    return repo.query
+def repo_reader(repo: Repository) -> Reader:
+    return sql_repository(repo).query
 
 
 @dataclass(slots=True)
@@ -59,15 +60,15 @@ MERGE_REQUEST = "merge request"
 FEATURES, EVENT = "mpi-features", "mpi-event"
 
 
-def decode_features(repo: SqlRepository, blob: Any) -> Features:
+def decode_features(repo: Repository, blob: Any) -> Features:
     return Features.from_json(orjson.loads(repo.codec.with_purpose(FEATURES).decode(bytes(blob))))
 
 
-def encode_features(repo: SqlRepository, f: Features) -> bytes:
+def encode_features(repo: Repository, f: Features) -> bytes:
     return repo.codec.with_purpose(FEATURES).encode(orjson.dumps(f.to_json()))
 
 
-def _source(repo: SqlRepository, r: Sequence[Any]) -> SourceRow:
+def _source(repo: Repository, r: Sequence[Any]) -> SourceRow:
     return SourceRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], decode_features(repo, r[7]))
 
 
@@ -80,12 +81,12 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
         yield values[i:i + CHUNK]
 
 
-def get_source(repo: SqlRepository, read: Reader, patient_id: str) -> SourceRow | None:
+def get_source(repo: Repository, read: Reader, patient_id: str) -> SourceRow | None:
     rows = read(f"SELECT {SOURCE_COLS} FROM mpi_source WHERE patient_id = ?", (patient_id,))
     return _source(repo, rows[0]) if rows else None
 
 
-def sources_of(repo: SqlRepository, read: Reader, person_ids: Sequence[str]) -> list[SourceRow]:
+def sources_of(repo: Repository, read: Reader, person_ids: Sequence[str]) -> list[SourceRow]:
     out: list[SourceRow] = []
     for part in _chunks(sorted(set(person_ids))):
         out += [_source(repo, r) for r in read(
@@ -104,7 +105,7 @@ def candidate_persons(read: Reader, keys: Iterable[str], exclude_patient: str | 
     return persons
 
 
-def person_features(repo: SqlRepository, read: Reader, person_ids: Iterable[str],
+def person_features(repo: Repository, read: Reader, person_ids: Iterable[str],
                     exclude_patient: str | None) -> dict[str, Features]:
     groups: dict[str, list[Features]] = defaultdict(list)
     for s in sources_of(repo, read, list(person_ids)):
@@ -129,35 +130,35 @@ def persons_of(read: Reader, patient_ids: Iterable[str]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ writes
-def put_source(w: SqlWriter, row: SourceRow, *, blocks: set[str] | None, exists: bool) -> None:
+def put_source(w: Writer, row: SourceRow, *, blocks: set[str] | None, exists: bool) -> None:
     feats = encode_features(w.repo, row.features)
     if exists:
-        w.execute("UPDATE mpi_source SET person_id = ?, state = ?, rule = ?, score = ?, updated = ?, features = ? "
+        sql_writer(w).execute("UPDATE mpi_source SET person_id = ?, state = ?, rule = ?, score = ?, updated = ?, features = ? "
                   "WHERE patient_id = ?",
                   (row.person_id, row.state, row.rule, row.score, row.updated, feats, row.patient_id))
     else:
-        w.execute(f"INSERT INTO mpi_source ({SOURCE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        sql_writer(w).execute(f"INSERT INTO mpi_source ({SOURCE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                   (row.patient_id, row.person_id, row.state, row.rule, row.score, row.seq, row.updated, feats))
     if blocks is not None:
         if exists:
-            w.execute("DELETE FROM mpi_block WHERE patient_id = ?", (row.patient_id,))
+            sql_writer(w).execute("DELETE FROM mpi_block WHERE patient_id = ?", (row.patient_id,))
         if blocks:
-            w.cur.executemany(w.db.sql("INSERT INTO mpi_block (key, patient_id) VALUES (?, ?)"),
+            sql_writer(w).cur.executemany(sql_writer(w).db.sql("INSERT INTO mpi_block (key, patient_id) VALUES (?, ?)"),
                               [(k, row.patient_id) for k in sorted(blocks)])
 
 
-def move_source(w: SqlWriter, patient_id: str, person_id: str, state: str, rule: str, score: float | None) -> None:
-    w.execute("UPDATE mpi_source SET person_id = ?, state = ?, rule = ?, score = ? WHERE patient_id = ?",
+def move_source(w: Writer, patient_id: str, person_id: str, state: str, rule: str, score: float | None) -> None:
+    sql_writer(w).execute("UPDATE mpi_source SET person_id = ?, state = ?, rule = ?, score = ? WHERE patient_id = ?",
               (person_id, state, rule, score, patient_id))
 
 
-def drop_source(w: SqlWriter, patient_id: str) -> None:
-    w.execute("DELETE FROM mpi_block WHERE patient_id = ?", (patient_id,))
-    w.execute("DELETE FROM mpi_source WHERE patient_id = ?", (patient_id,))
+def drop_source(w: Writer, patient_id: str) -> None:
+    sql_writer(w).execute("DELETE FROM mpi_block WHERE patient_id = ?", (patient_id,))
+    sql_writer(w).execute("DELETE FROM mpi_source WHERE patient_id = ?", (patient_id,))
     close_reviews(w, patient_id, "obsolete", None)
 
 
-def close_reviews(w: SqlWriter, patient_id: str, status: str, actor: str | None,
+def close_reviews(w: Writer, patient_id: str, status: str, actor: str | None,
                   person_id: str | None = None, *, requests: bool = True) -> None:
     """Close the open review items of a source (of one candidate person).
     ``requests=False`` keeps merge requests a sender made (MERGE_REQUEST):
@@ -170,44 +171,44 @@ def close_reviews(w: SqlWriter, patient_id: str, status: str, actor: str | None,
     if person_id is not None:
         sql += " AND person_id = ?"
         args.append(person_id)
-    w.execute(sql, args)
+    sql_writer(w).execute(sql, args)
 
 
-def open_review(w: SqlWriter, patient_id: str, person_id: str, score: float | None, reason: str) -> None:
-    if reason.startswith(MERGE_REQUEST) and w.execute(
+def open_review(w: Writer, patient_id: str, person_id: str, score: float | None, reason: str) -> None:
+    if reason.startswith(MERGE_REQUEST) and sql_writer(w).execute(
             "SELECT 1 FROM mpi_review WHERE patient_id = ? AND person_id = ? AND status = 'open' AND reason LIKE ?",
             (patient_id, person_id, MERGE_REQUEST + "%")).fetchone():
         return  # the same request again (a resent or repeated merge): one item
-    w.execute("INSERT INTO mpi_review (patient_id, person_id, score, reason, status, created) "
+    sql_writer(w).execute("INSERT INTO mpi_review (patient_id, person_id, score, reason, status, created) "
               "VALUES (?, ?, ?, ?, 'open', ?)", (patient_id, person_id, score, reason, w.now))
 
 
-def add_nolink(w: SqlWriter, a: str, b: str, actor: str, reason: str | None) -> bool:
+def add_nolink(w: Writer, a: str, b: str, actor: str, reason: str | None) -> bool:
     a, b = sorted((a, b))
-    if w.execute("SELECT 1 FROM mpi_nolink WHERE a = ? AND b = ?", (a, b)).fetchone():
+    if sql_writer(w).execute("SELECT 1 FROM mpi_nolink WHERE a = ? AND b = ?", (a, b)).fetchone():
         return False
-    w.execute("INSERT INTO mpi_nolink (a, b, at, actor, reason) VALUES (?, ?, ?, ?, ?)", (a, b, w.now, actor, reason))
+    sql_writer(w).execute("INSERT INTO mpi_nolink (a, b, at, actor, reason) VALUES (?, ?, ?, ?, ?)", (a, b, w.now, actor, reason))
     return True
 
 
-def remove_nolink(w: SqlWriter, a: str, b: str) -> bool:
+def remove_nolink(w: Writer, a: str, b: str) -> bool:
     a, b = sorted((a, b))
-    n = w.execute("DELETE FROM mpi_nolink WHERE a = ? AND b = ?", (a, b)).rowcount
+    n = sql_writer(w).execute("DELETE FROM mpi_nolink WHERE a = ? AND b = ?", (a, b)).rowcount
     return bool(n)
 
 
-def add_event(w: SqlWriter, kind: str, actor: str, reason: str | None, detail: dict[str, Any]) -> int:
+def add_event(w: Writer, kind: str, actor: str, reason: str | None, detail: dict[str, Any]) -> int:
     blob = w.repo.codec.with_purpose(EVENT).encode(orjson.dumps(detail))
-    w.execute("INSERT INTO mpi_event (at, kind, actor, reason, undone, detail) VALUES (?, ?, ?, ?, 0, ?)",
+    sql_writer(w).execute("INSERT INTO mpi_event (at, kind, actor, reason, undone, detail) VALUES (?, ?, ?, ?, 0, ?)",
               (w.now, kind, actor, reason, blob))
-    if w.db.dialect == "postgresql":
-        row = w.execute("SELECT lastval()").fetchone()
+    if w.repo.db.dialect == "postgresql":
+        row = sql_writer(w).execute("SELECT lastval()").fetchone()
     else:
-        row = w.execute("SELECT last_insert_rowid()").fetchone()
+        row = sql_writer(w).execute("SELECT last_insert_rowid()").fetchone()
     return int(row[0])
 
 
-def get_event(repo: SqlRepository, read: Reader, event_id: int) -> tuple[str, int, dict[str, Any]] | None:
+def get_event(repo: Repository, read: Reader, event_id: int) -> tuple[str, int, dict[str, Any]] | None:
     rows = read("SELECT kind, undone, detail FROM mpi_event WHERE id = ?", (event_id,))
     if not rows:
         return None
@@ -221,10 +222,10 @@ def sources_after(read: Reader, patient_id: str, limit: int) -> list[tuple[str, 
                                             "ORDER BY patient_id LIMIT ?", (patient_id, limit))]
 
 
-def replace_blocks(w: SqlWriter, patient_id: str, keys: Iterable[str]) -> None:
+def replace_blocks(w: Writer, patient_id: str, keys: Iterable[str]) -> None:
     """A source patient's blocking keys, replaced (e.g. made with another key)."""
-    w.execute("DELETE FROM mpi_block WHERE patient_id = ?", (patient_id,))
-    w.cur.executemany(w.db.sql("INSERT INTO mpi_block (key, patient_id) VALUES (?, ?)"),
+    sql_writer(w).execute("DELETE FROM mpi_block WHERE patient_id = ?", (patient_id,))
+    sql_writer(w).cur.executemany(sql_writer(w).db.sql("INSERT INTO mpi_block (key, patient_id) VALUES (?, ?)"),
                       [(k, patient_id) for k in sorted(keys)])
 
 
@@ -235,12 +236,12 @@ def active_model(read: Reader) -> tuple[int, bytes] | None:
     return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
 
 
-def save_model(w: SqlWriter, created: int, params: bytes) -> int:
+def save_model(w: Writer, created: int, params: bytes) -> int:
     """Store a new model version and make it the active one; its version."""
-    row = w.execute("SELECT COALESCE(MAX(version), 0) FROM mpi_model").fetchone()
+    row = sql_writer(w).execute("SELECT COALESCE(MAX(version), 0) FROM mpi_model").fetchone()
     version = int(row[0]) + 1
-    w.execute("UPDATE mpi_model SET active = 0 WHERE active = 1")
-    w.execute("INSERT INTO mpi_model (version, created, active, params) VALUES (?, ?, 1, ?)",
+    sql_writer(w).execute("UPDATE mpi_model SET active = 0 WHERE active = 1")
+    sql_writer(w).execute("INSERT INTO mpi_model (version, created, active, params) VALUES (?, ?, 1, ?)",
               (version, created, params))
     return version
 
@@ -279,8 +280,8 @@ def open_review_pairs(read: Reader, reason_not_like: str) -> list[Any]:
                 (reason_not_like,))
 
 
-def mark_undone(w: SqlWriter, event_id: int) -> None:
-    w.execute("UPDATE mpi_event SET undone = 1 WHERE id = ?", (event_id,))
+def mark_undone(w: Writer, event_id: int) -> None:
+    sql_writer(w).execute("UPDATE mpi_event SET undone = 1 WHERE id = ?", (event_id,))
 
 
 def all_sources(read: Reader) -> list[Any]:

@@ -29,7 +29,7 @@ from hutong.mpi.fellegi_sunter import Model, estimate_u, expectation_maximisatio
 from hutong.mpi.model import MIN_PUBLISHED_NAME_COUNT, MpiModel, default_model
 from hutong.mpi.service import Mpi
 from hutong.mpi.state import decode_features
-from hutong.store.sql import SqlWriter
+from hutong.store.repository import Writer
 
 
 @dataclass
@@ -92,7 +92,7 @@ def train(mpi: Mpi, *, seed: int = 1, random_pairs: int = 200_000) -> TrainRepor
 
 
 def store(mpi: Mpi, model: MpiModel) -> int:
-    def run(w: SqlWriter) -> int:
+    def run(w: Writer) -> int:
         return st.save_model(w, w.now, orjson.dumps(model.to_json()))
     version = mpi.repo.transact(run)
     mpi.forget_model()

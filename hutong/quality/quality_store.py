@@ -11,12 +11,13 @@ from datetime import date
 from typing import Any
 
 from hutong.ingest import inbox
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
+from hutong.store.sql import sql_repository
 
 RecordCounts = dict[str, tuple[int, int, int | None]]  # Organization id -> (patients, records, last stored ms)
 
 
-def record_counts(repo: SqlRepository) -> RecordCounts:
+def record_counts(repo: Repository) -> RecordCounts:
     """Organization id -> (source patients, records, last stored epoch ms).
 
     Records are the resources in the compartments of the Patients an
@@ -25,14 +26,14 @@ def record_counts(repo: SqlRepository) -> RecordCounts:
     region's dashboard refresh, and a candidate for a rollup table (like
     ``ingest_daily``) at full regional scale.
     """
-    param = repo.param_ids[("Patient", "organization")]
+    param = sql_repository(repo).param_ids[("Patient", "organization")]
     out: RecordCounts = {}
-    for org, n in repo.query(
+    for org, n in sql_repository(repo).query(
             "SELECT x.target_id, COUNT(*) FROM resource p JOIN idx_reference x ON x.res_pk = p.pk "
             "AND x.param_id = ? WHERE p.type = 'Patient' AND p.deleted = 0 AND x.target_type = 'Organization' "
             "GROUP BY x.target_id", (param,)):
         out[str(org)] = (int(n), 0, None)
-    for org, n, last in repo.query(
+    for org, n, last in sql_repository(repo).query(
             "SELECT x.target_id, COUNT(DISTINCT r.pk), MAX(r.last_updated) FROM resource p "
             "JOIN idx_reference x ON x.res_pk = p.pk AND x.param_id = ? AND x.target_type = 'Organization' "
             "JOIN compartment c ON c.patient_id = p.fhir_id JOIN resource r ON r.pk = c.res_pk AND r.deleted = 0 "
@@ -42,7 +43,7 @@ def record_counts(repo: SqlRepository) -> RecordCounts:
     return out
 
 
-def timeliness(repo: SqlRepository, *, start: date, end: date) -> dict[str, Any]:
+def timeliness(repo: Repository, *, start: date, end: date) -> dict[str, Any]:
     """Daily volumes, delay histograms and the last message per sender and
     channel: the ingestion inbox's rollup, read by the module that owns it
     (hutong.ingest.inbox, whose SQL stays there)."""

@@ -58,9 +58,8 @@ from hutong.security.accounts_store import AccountStore
 from hutong.security.accounts_store import person_has_account as person_has_account
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
-from hutong.store.database import Database
+from hutong.store.repository import Repository, Writer
 from hutong.store.schema import metadata
-from hutong.store.sql import SqlRepository, SqlWriter
 
 account = Table(
     "account",
@@ -178,10 +177,6 @@ token_cutoff = Table(
 TABLES = (account, account_person, refresh_token, revoked_token, otp_challenge, otp_sent, used_assertion,
           signin_throttle, token_cutoff)
 
-
-def create_tables(db: Database) -> None:
-    """Kept for callers still calling it: the tables are created and changed by
-    the migrations when the database is opened (hutong.store.migrations)."""
 
 
 # Roles whose people must present a TOTP code at sign-in.
@@ -395,7 +390,7 @@ class Accounts:
 
     ``clock`` (epoch ms) is injected so tests move time instead of sleeping."""
 
-    def __init__(self, repo: SqlRepository, settings: SecuritySettings,
+    def __init__(self, repo: Repository, settings: SecuritySettings,
                  clock: Callable[[], int] | None = None) -> None:
         self.repo = repo
         self.store = AccountStore(repo)
@@ -472,7 +467,7 @@ class Accounts:
         return self.store.blocked_ids(now)
 
     # ------------------------------------------------------------ creation
-    def _insert(self, w: SqlWriter, values: dict[str, Any]) -> None:
+    def _insert(self, w: Writer, values: dict[str, Any]) -> None:
         now = self.clock()
         row: dict[str, Any] = {
             "id": new_account_id(), "display": "", "username": None, "client_id": None, "secret_hash": None,
@@ -569,7 +564,7 @@ class Accounts:
         }
         dl = [self._delegation(d) for d in acts_for]
 
-        def tx(w: SqlWriter) -> None:
+        def tx(w: Writer) -> None:
             self._insert(w, values)
             for d in dl:
                 self.store.add_delegation(w, values["id"], d.person_id, d.relationship, d.expires)

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import Repository, Writer
+from hutong.store.sql import sql_repository, sql_writer
 
 Row = Sequence[Any]
 
@@ -43,8 +44,8 @@ ACCOUNT_COLUMNS = frozenset({
 
 
 class AccountStore:
-    def __init__(self, repo: SqlRepository) -> None:
-        self.repo = repo
+    def __init__(self, repo: Repository) -> None:
+        self.repo = sql_repository(repo)
 
     # ------------------------------------------------------------ reading
     def account_row(self, key: str, value: str) -> Row | None:
@@ -102,7 +103,7 @@ class AccountStore:
         return r[0], bytes(r[1]) if r[1] is not None else None, int(r[2]) if r[2] is not None else None
 
     # ------------------------------------------------------------ writing
-    def insert(self, w: SqlWriter, row: Mapping[str, Any]) -> None:
+    def insert(self, w: Writer, row: Mapping[str, Any]) -> None:
         """One account row; the caller maps a unique violation to its answer."""
         cols = list(row)
         unknown = set(cols) - ACCOUNT_COLUMNS
@@ -110,11 +111,11 @@ class AccountStore:
             raise ValueError(f"not account columns: {sorted(unknown)}")
         # Column names checked against ACCOUNT_COLUMNS above; every value is bound.
         sql = "INSERT INTO account (" + ", ".join(cols) + ") VALUES (" + ", ".join("?" * len(cols)) + ")"  # noqa: S608
-        w.execute(sql, [row[c] for c in cols])
+        sql_writer(w).execute(sql, [row[c] for c in cols])
 
-    def add_delegation(self, w: SqlWriter, account_id: str, person_id: str, relationship: str,
+    def add_delegation(self, w: Writer, account_id: str, person_id: str, relationship: str,
                        expires: int | None) -> None:
-        w.execute("INSERT INTO account_person (account_id, person_id, relationship, expires) "
+        sql_writer(w).execute("INSERT INTO account_person (account_id, person_id, relationship, expires) "
                   "VALUES (?, ?, ?, ?)", (account_id, person_id, relationship, expires))
 
     def update(self, account_id: str, values: Mapping[str, Any], now: int) -> bool:
@@ -124,8 +125,8 @@ class AccountStore:
             raise ValueError(f"not account columns: {sorted(unknown)}")
         sets = ", ".join(f"{c} = ?" for c in values)
 
-        def tx(w: SqlWriter) -> int:
-            cur = w.execute("UPDATE account SET " + sets + ", updated = ? WHERE id = ?",  # noqa: S608
+        def tx(w: Writer) -> int:
+            cur = sql_writer(w).execute("UPDATE account SET " + sets + ", updated = ? WHERE id = ?",  # noqa: S608
                             (*values.values(), now, account_id))
             return int(cur.rowcount)
 
@@ -134,23 +135,23 @@ class AccountStore:
     def void_tokens(self, account_id: str, cutoff_s: int) -> None:
         """Raise the account's token cutoff to ``cutoff_s`` (never lower it)."""
 
-        def tx(w: SqlWriter) -> None:
+        def tx(w: Writer) -> None:
             w.lock_key("cutoff:" + account_id)
-            if w.execute("SELECT 1 FROM token_cutoff WHERE account_id = ?", (account_id,)).fetchone():
-                w.execute("UPDATE token_cutoff SET not_before = ? WHERE account_id = ? AND not_before < ?",
+            if sql_writer(w).execute("SELECT 1 FROM token_cutoff WHERE account_id = ?", (account_id,)).fetchone():
+                sql_writer(w).execute("UPDATE token_cutoff SET not_before = ? WHERE account_id = ? AND not_before < ?",
                           (cutoff_s, account_id, cutoff_s))
             else:
-                w.execute("INSERT INTO token_cutoff (account_id, not_before) VALUES (?, ?)", (account_id, cutoff_s))
+                sql_writer(w).execute("INSERT INTO token_cutoff (account_id, not_before) VALUES (?, ?)", (account_id, cutoff_s))
 
         self.repo.transact(tx)
 
     def end_sessions(self, account_id: str) -> None:
-        self.repo.transact(lambda w: w.execute("UPDATE refresh_token SET revoked = 1 WHERE account_id = ?",
+        self.repo.transact(lambda w: sql_writer(w).execute("UPDATE refresh_token SET revoked = 1 WHERE account_id = ?",
                                                (account_id,)))
 
     def end_delegation(self, account_id: str, person_id: str) -> bool:
-        def tx(w: SqlWriter) -> int:
-            cur = w.execute("DELETE FROM account_person WHERE account_id = ? AND person_id = ?",
+        def tx(w: Writer) -> int:
+            cur = sql_writer(w).execute("DELETE FROM account_person WHERE account_id = ? AND person_id = ?",
                             (account_id, person_id))
             return int(cur.rowcount or 0)
 
@@ -167,41 +168,41 @@ class AccountStore:
         ``wait_ms(failures)`` from now.  Rows of addresses silent since
         ``forget_before`` go when a new address fails."""
 
-        def tx(w: SqlWriter) -> None:
+        def tx(w: Writer) -> None:
             w.lock_key("signin:" + key)
-            row = w.execute("SELECT failures FROM signin_throttle WHERE throttle_key = ?", (key,)).fetchone()
+            row = sql_writer(w).execute("SELECT failures FROM signin_throttle WHERE throttle_key = ?", (key,)).fetchone()
             n = (int(row[0]) if row else 0) + 1
             wait = wait_ms(n)
             if row:
-                w.execute("UPDATE signin_throttle SET failures = ?, blocked_until = ?, last_failure = ? "
+                sql_writer(w).execute("UPDATE signin_throttle SET failures = ?, blocked_until = ?, last_failure = ? "
                           "WHERE throttle_key = ?", (n, now + wait, now, key))
             else:
-                w.execute("DELETE FROM signin_throttle WHERE last_failure < ?", (forget_before,))
-                w.execute("INSERT INTO signin_throttle (throttle_key, username, peer, failures, blocked_until, "
+                sql_writer(w).execute("DELETE FROM signin_throttle WHERE last_failure < ?", (forget_before,))
+                sql_writer(w).execute("INSERT INTO signin_throttle (throttle_key, username, peer, failures, blocked_until, "
                           "last_failure) VALUES (?, ?, ?, ?, ?, ?)",
                           (key, username[:100], (peer or "")[:100], n, now + wait, now))
 
         self.repo.transact(tx)
 
     def clear_throttle(self, key: str) -> None:
-        self.repo.transact(lambda w: w.execute("DELETE FROM signin_throttle WHERE throttle_key = ?", (key,)))
+        self.repo.transact(lambda w: sql_writer(w).execute("DELETE FROM signin_throttle WHERE throttle_key = ?", (key,)))
 
     def clear_throttle_of(self, username: str) -> None:
         """Every address's back-off for this username."""
-        self.repo.transact(lambda w: w.execute("DELETE FROM signin_throttle WHERE username = ?", (username,)))
+        self.repo.transact(lambda w: sql_writer(w).execute("DELETE FROM signin_throttle WHERE username = ?", (username,)))
 
     def signed_in(self, account_id: str, totp_step: int | None, now: int) -> bool:
         """Reset the failure count; with a TOTP step, record it only when later
         than the last one (conditional update: of two concurrent sign-ins with
         one code, only one wins, RFC 6238 section 5.2)."""
 
-        def tx(w: SqlWriter) -> int:
+        def tx(w: Writer) -> int:
             if totp_step is not None:
-                cur = w.execute("UPDATE account SET totp_last_step = ?, failed_count = 0, updated = ? "
+                cur = sql_writer(w).execute("UPDATE account SET totp_last_step = ?, failed_count = 0, updated = ? "
                                 "WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
                                 (totp_step, now, account_id, totp_step))
                 return int(cur.rowcount)
-            w.execute("UPDATE account SET failed_count = 0, updated = ? WHERE id = ?", (now, account_id))
+            sql_writer(w).execute("UPDATE account SET failed_count = 0, updated = ? WHERE id = ?", (now, account_id))
             return 1
 
         return self.repo.transact(tx) == 1
@@ -212,16 +213,16 @@ class AccountStore:
         """Replace the account's live challenge when ``may_send(sent in the last
         hour, last sent at)`` allows; False when it does not."""
 
-        def tx(w: SqlWriter) -> bool:
+        def tx(w: Writer) -> bool:
             w.lock_key("otp:" + account_id)
-            w.execute("DELETE FROM otp_sent WHERE account_id = ? AND sent_at <= ?", (account_id, now - 3_600_000))
-            n, last = w.execute("SELECT COUNT(*), MAX(sent_at) FROM otp_sent WHERE account_id = ?",
+            sql_writer(w).execute("DELETE FROM otp_sent WHERE account_id = ? AND sent_at <= ?", (account_id, now - 3_600_000))
+            n, last = sql_writer(w).execute("SELECT COUNT(*), MAX(sent_at) FROM otp_sent WHERE account_id = ?",
                                 (account_id,)).fetchone()
             if not may_send(int(n), int(last) if last is not None else None):
                 return False
-            w.execute("INSERT INTO otp_sent (account_id, sent_at) VALUES (?, ?)", (account_id, now))
-            w.execute("DELETE FROM otp_challenge WHERE account_id = ?", (account_id,))
-            w.execute("INSERT INTO otp_challenge (account_id, code_hash, expires, attempts) VALUES (?, ?, ?, 0)",
+            sql_writer(w).execute("INSERT INTO otp_sent (account_id, sent_at) VALUES (?, ?)", (account_id, now))
+            sql_writer(w).execute("DELETE FROM otp_challenge WHERE account_id = ?", (account_id,))
+            sql_writer(w).execute("INSERT INTO otp_challenge (account_id, code_hash, expires, attempts) VALUES (?, ?, ?, 0)",
                       (account_id, code_hash, expires))
             return True
 
@@ -238,22 +239,22 @@ class AccountStore:
         a second use of the code finds nothing); a wrong one counts an attempt,
         and the challenge goes at ``max_attempts``."""
 
-        def tx(w: SqlWriter) -> int:
+        def tx(w: Writer) -> int:
             if good:
-                return int(w.execute("DELETE FROM otp_challenge WHERE account_id = ? AND code_hash = ?",
+                return int(sql_writer(w).execute("DELETE FROM otp_challenge WHERE account_id = ? AND code_hash = ?",
                                      (account_id, code_hash)).rowcount)
-            w.execute("UPDATE otp_challenge SET attempts = attempts + 1 WHERE account_id = ? AND code_hash = ?",
+            sql_writer(w).execute("UPDATE otp_challenge SET attempts = attempts + 1 WHERE account_id = ? AND code_hash = ?",
                       (account_id, code_hash))
-            w.execute("DELETE FROM otp_challenge WHERE account_id = ? AND attempts >= ?", (account_id, max_attempts))
+            sql_writer(w).execute("DELETE FROM otp_challenge WHERE account_id = ? AND attempts >= ?", (account_id, max_attempts))
             return 0
 
         return self.repo.transact(tx) == 1
 
 
-def person_has_account(w: SqlWriter, person_id: str) -> bool:
+def person_has_account(w: Writer, person_id: str) -> bool:
     """Whether anyone signs in as, or acts for, this golden person (a resident's
     own account, or a live or past delegation): retiring the person would cut
     them off, so identity merges that would do it wait for review (issue 12)."""
-    if w.execute("SELECT 1 FROM account WHERE person_id = ?", (person_id,)).fetchone():
+    if sql_writer(w).execute("SELECT 1 FROM account WHERE person_id = ?", (person_id,)).fetchone():
         return True
-    return w.execute("SELECT 1 FROM account_person WHERE person_id = ?", (person_id,)).fetchone() is not None
+    return sql_writer(w).execute("SELECT 1 FROM account_person WHERE person_id = ?", (person_id,)).fetchone() is not None

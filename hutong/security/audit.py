@@ -89,9 +89,8 @@ from hutong.security.auditheads import (
 from hutong.security.events import AuditRecord
 from hutong.security.principal import LOCAL_OPERATOR, Principal, Role
 from hutong.security.settings import SecuritySettings
-from hutong.store.database import Database
+from hutong.store.repository import Repository, Writer
 from hutong.store.schema import PK, metadata
-from hutong.store.sql import SqlRepository, SqlWriter
 
 log = logging.getLogger("hutong.audit")
 
@@ -172,10 +171,6 @@ break_glass_review = Table(
 TABLES = (audit_event, audit_person, audit_anchor, audit_chain, break_glass_review)
 SWITCH_ACTION = "audit-chain-keyed"    # the first keyed record of a chain begun unkeyed
 
-
-def create_tables(db: Database) -> None:
-    """Kept for callers still calling it: the tables are created and changed by
-    the migrations when the database is opened (hutong.store.migrations)."""
 
 
 # The rows are read and written by hutong.security.audit_store (the one
@@ -470,7 +465,7 @@ def _settle(af: asyncio.Future[int], f: Future[int]) -> None:
 class AuditLog:
     """Append, verify, purge and query the audit trail of one database."""
 
-    def __init__(self, repo: SqlRepository, clock: Callable[[], int] | None = None,
+    def __init__(self, repo: Repository, clock: Callable[[], int] | None = None,
                  settings: SecuritySettings | None = None, keys: AuditKeys | None = None) -> None:
         self.repo = repo
         self.clock = clock or repo.clock
@@ -492,9 +487,6 @@ class AuditLog:
         self._ensure_keyed()
 
     # ------------------------------------------------------------- the chain key
-    def _chain_row(self, cur: Any) -> tuple[int, str] | None:
-        return audit_store.chain_row(self.repo, cur)
-
     def _ensure_keyed(self) -> None:
         """Record where the keyed chain starts, once per database.
 
@@ -516,9 +508,9 @@ class AuditLog:
             published = True
         made: list[tuple[int, str, int]] = []
 
-        def go(w: SqlWriter) -> None:
+        def go(w: Writer) -> None:
             w.lock_key(LOCK_KEY)
-            if self._chain_row(w.cur) is not None:
+            if audit_store.chain_row_in(w) is not None:
                 return
             now = self.clock()
             r = audit_store.newest_event(w)
@@ -632,16 +624,16 @@ class AuditLog:
         """The published heads (None for a malformed line), oldest first."""
         return [h for _n, h in read_heads(path or self.keys.heads)]
 
-    def record_in(self, w: SqlWriter, rec: AuditRecord) -> int:
+    def record_in(self, w: Writer, rec: AuditRecord) -> int:
         """Append ``rec`` inside the open write transaction ``w`` (it commits or
         rolls back with the caller's write).  Holds the chain lock until then."""
         return self.append_in(w, [rec])[0]
 
-    def append_in(self, w: SqlWriter, recs: Sequence[AuditRecord]) -> list[int]:
+    def append_in(self, w: Writer, recs: Sequence[AuditRecord]) -> list[int]:
         """Append ``recs`` in order inside ``w``; their seqs."""
         return [seq for seq, _h in self._append(w, recs)]
 
-    def _append(self, w: SqlWriter, recs: Sequence[AuditRecord]) -> list[tuple[int, str]]:
+    def _append(self, w: Writer, recs: Sequence[AuditRecord]) -> list[tuple[int, str]]:
         if not recs:
             return []
         w.lock_key(LOCK_KEY)
@@ -669,7 +661,7 @@ class AuditLog:
         audit_store.append(w, events, people)
         return [(int(e[0]), str(e[14])) for e in events]
 
-    def _head(self, w: SqlWriter) -> tuple[int, str]:
+    def _head(self, w: Writer) -> tuple[int, str]:
         return audit_store.head_in(w) or (0, GENESIS)
 
     # ------------------------------------------------------------- verify
@@ -844,7 +836,7 @@ class AuditLog:
         if not v.ok:
             raise Conflict("HT-0148", f"audit chain does not verify ({v.reason}); purge refused")
 
-        def go(w: SqlWriter) -> PurgeResult:
+        def go(w: Writer) -> PurgeResult:
             w.lock_key(LOCK_KEY)
             last, n = audit_store.prefix_before(w, cutoff)
             if n == 0 or dry_run:
@@ -932,7 +924,7 @@ class AuditLog:
             raise Forbidden("HT-0104", "only auditors review break-glass accesses")
         note = note[:2000]
 
-        def go(w: SqlWriter) -> Review:
+        def go(w: Writer) -> Review:
             flags = audit_store.flags_of(w, seq)
             if flags is None:
                 raise NotFound("HT-0141", f"no audit record {seq}")

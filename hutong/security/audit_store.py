@@ -15,7 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import Repository, Writer
+from hutong.store.sql import sql_repository, sql_writer
 
 Row = Sequence[Any]
 
@@ -27,59 +28,64 @@ SEARCH_COLUMNS = frozenset({"account_id", "action", "outcome", "purpose"})
 
 
 # --------------------------------------------------------------------------- the chain
-def chain_row(repo: SqlRepository, cur: Any) -> tuple[int, str] | None:
+def chain_row(repo: Repository, cur: Any) -> tuple[int, str] | None:
     """(keyed_from, key_id) of the chain, on any open cursor (reads inside a
     write or a snapshot see their own transaction's state)."""
-    cur.execute(repo.db.sql("SELECT keyed_from, key_id FROM audit_chain WHERE id = 1"))
+    cur.execute(sql_repository(repo).db.sql("SELECT keyed_from, key_id FROM audit_chain WHERE id = 1"))
     r = cur.fetchone()
     return (int(r[0]), str(r[1])) if r is not None else None
 
 
-def chain_row_now(repo: SqlRepository) -> tuple[int, str] | None:
-    with repo.db.connection() as conn:
+def chain_row_now(repo: Repository) -> tuple[int, str] | None:
+    with sql_repository(repo).db.connection() as conn:
         return chain_row(repo, conn.cursor())
 
 
-def newest_event(w: SqlWriter) -> Row | None:
-    r: Row | None = w.execute(f"SELECT {EVENT_COLS} FROM audit_event ORDER BY seq DESC LIMIT 1").fetchone()  # noqa: S608
+def chain_row_in(w: Writer) -> tuple[int, str] | None:
+    """(keyed_from, key_id) of the chain as ``w``'s transaction sees it."""
+    return chain_row(w.repo, sql_writer(w).cur)
+
+
+def newest_event(w: Writer) -> Row | None:
+    r: Row | None = sql_writer(w).execute(f"SELECT {EVENT_COLS} FROM audit_event ORDER BY seq DESC LIMIT 1").fetchone()  # noqa: S608
     return r
 
 
-def anchored(w: SqlWriter) -> bool:
-    return w.execute("SELECT 1 FROM audit_anchor WHERE id = 1").fetchone() is not None
+def anchored(w: Writer) -> bool:
+    return sql_writer(w).execute("SELECT 1 FROM audit_anchor WHERE id = 1").fetchone() is not None
 
 
-def set_chain(w: SqlWriter, keyed_from: int, key_id: str, now: int) -> None:
-    w.execute("INSERT INTO audit_chain (id, keyed_from, key_id, time_ms) VALUES (1, ?, ?, ?)",
+def set_chain(w: Writer, keyed_from: int, key_id: str, now: int) -> None:
+    sql_writer(w).execute("INSERT INTO audit_chain (id, keyed_from, key_id, time_ms) VALUES (1, ?, ?, ?)",
               (keyed_from, key_id, now))
 
 
-def head_in(w: SqlWriter) -> tuple[int, str] | None:
+def head_in(w: Writer) -> tuple[int, str] | None:
     """(seq, hash) of the newest row, else of the anchor, inside a write."""
-    r = w.execute("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1").fetchone()
+    r = sql_writer(w).execute("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1").fetchone()
     if r is None:
-        r = w.execute("SELECT seq, hash FROM audit_anchor WHERE id = 1").fetchone()
+        r = sql_writer(w).execute("SELECT seq, hash FROM audit_anchor WHERE id = 1").fetchone()
     return (int(r[0]), str(r[1])) if r is not None else None
 
 
-def head(repo: SqlRepository) -> tuple[int, str] | None:
+def head(repo: Repository) -> tuple[int, str] | None:
     """(seq, hash) of the newest committed row, else of the anchor."""
-    rows = repo.query("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1")
+    rows = sql_repository(repo).query("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1")
     if not rows:
-        rows = repo.query("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+        rows = sql_repository(repo).query("SELECT seq, hash FROM audit_anchor WHERE id = 1")
     return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
 
-def _insert(w: SqlWriter, table: str, cols: str, width: int, rows: list[tuple[Any, ...]]) -> None:
+def _insert(w: Writer, table: str, cols: str, width: int, rows: list[tuple[Any, ...]]) -> None:
     """Multi-row INSERTs: one round trip per chunk instead of one per row."""
     one = "(" + ", ".join("?" * width) + ")"
     for k in range(0, len(rows), INSERT_CHUNK):
         chunk = rows[k:k + INSERT_CHUNK]
-        w.execute(f"INSERT INTO {table} ({cols}) VALUES {', '.join([one] * len(chunk))}",  # noqa: S608
+        sql_writer(w).execute(f"INSERT INTO {table} ({cols}) VALUES {', '.join([one] * len(chunk))}",  # noqa: S608
                   [v for row in chunk for v in row])
 
 
-def append(w: SqlWriter, events: list[tuple[Any, ...]], people: list[tuple[str, int]]) -> None:
+def append(w: Writer, events: list[tuple[Any, ...]], people: list[tuple[str, int]]) -> None:
     """Event rows (the 15 EVENT_COLS) and their (person_id, seq) index rows."""
     _insert(w, "audit_event", EVENT_COLS, 15, events)
     _insert(w, "audit_person", "person_id, seq", 2, people)
@@ -89,8 +95,8 @@ def append(w: SqlWriter, events: list[tuple[Any, ...]], people: list[tuple[str, 
 class Snapshot:
     """Reads of one read-only snapshot of the trail (``verify``)."""
 
-    def __init__(self, repo: SqlRepository, cur: Any) -> None:
-        self.repo = repo
+    def __init__(self, repo: Repository, cur: Any) -> None:
+        self.repo = sql_repository(repo)
         self.cur = cur
 
     def _q(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
@@ -124,10 +130,10 @@ class Snapshot:
 
 
 @contextmanager
-def snapshot(repo: SqlRepository) -> Iterator[Snapshot]:
+def snapshot(repo: Repository) -> Iterator[Snapshot]:
     """One consistent read-only view (SQLite: a read transaction; PostgreSQL:
     REPEATABLE READ READ ONLY), rolled back afterwards."""
-    db = repo.db
+    db = sql_repository(repo).db
     with db.connection() as conn:
         cur = conn.cursor()
         cur.execute("BEGIN" if db.dialect == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -138,37 +144,37 @@ def snapshot(repo: SqlRepository) -> Iterator[Snapshot]:
 
 
 # --------------------------------------------------------------------------- retention
-def prefix_before(w: SqlWriter, cutoff: int) -> tuple[int, int]:
+def prefix_before(w: Writer, cutoff: int) -> tuple[int, int]:
     """(last seq, row count) of the oldest rows all older than ``cutoff`` (a
     prefix of the chain: it ends before the first row at or after the cutoff)."""
-    r = w.execute("SELECT MIN(seq) FROM audit_event WHERE time_ms >= ?", (cutoff,)).fetchone()
+    r = sql_writer(w).execute("SELECT MIN(seq) FROM audit_event WHERE time_ms >= ?", (cutoff,)).fetchone()
     if r[0] is not None:
         last = int(r[0]) - 1
     else:
-        m = w.execute("SELECT MAX(seq) FROM audit_event").fetchone()
+        m = sql_writer(w).execute("SELECT MAX(seq) FROM audit_event").fetchone()
         last = int(m[0]) if m[0] is not None else 0
-    n = int(w.execute("SELECT COUNT(*) FROM audit_event WHERE seq <= ?", (last,)).fetchone()[0])
+    n = int(sql_writer(w).execute("SELECT COUNT(*) FROM audit_event WHERE seq <= ?", (last,)).fetchone()[0])
     return last, n
 
 
-def cut_prefix(w: SqlWriter, last: int, now: int) -> str:
+def cut_prefix(w: Writer, last: int, now: int) -> str:
     """Delete rows through ``last`` and anchor the chain there; the anchor's hash."""
-    h = str(w.execute("SELECT hash FROM audit_event WHERE seq = ?", (last,)).fetchone()[0])
-    w.execute("DELETE FROM audit_person WHERE seq <= ?", (last,))
-    w.execute("DELETE FROM break_glass_review WHERE seq <= ?", (last,))
-    w.execute("DELETE FROM audit_event WHERE seq <= ?", (last,))
-    w.execute("DELETE FROM audit_anchor WHERE id = 1")
-    w.execute("INSERT INTO audit_anchor (id, seq, hash, time_ms) VALUES (1, ?, ?, ?)", (last, h, now))
+    h = str(sql_writer(w).execute("SELECT hash FROM audit_event WHERE seq = ?", (last,)).fetchone()[0])
+    sql_writer(w).execute("DELETE FROM audit_person WHERE seq <= ?", (last,))
+    sql_writer(w).execute("DELETE FROM break_glass_review WHERE seq <= ?", (last,))
+    sql_writer(w).execute("DELETE FROM audit_event WHERE seq <= ?", (last,))
+    sql_writer(w).execute("DELETE FROM audit_anchor WHERE id = 1")
+    sql_writer(w).execute("INSERT INTO audit_anchor (id, seq, hash, time_ms) VALUES (1, ?, ?, ?)", (last, h, now))
     return h
 
 
 # --------------------------------------------------------------------------- queries
-def event(repo: SqlRepository, seq: int) -> Row | None:
-    rows = repo.query(f"SELECT {EVENT_COLS} FROM audit_event WHERE seq = ?", (seq,))  # noqa: S608
+def event(repo: Repository, seq: int) -> Row | None:
+    rows = sql_repository(repo).query(f"SELECT {EVENT_COLS} FROM audit_event WHERE seq = ?", (seq,))  # noqa: S608
     return rows[0] if rows else None
 
 
-def events(repo: SqlRepository, *, equals: Mapping[str, Any] | None = None, persons: Sequence[str] | None = None,
+def events(repo: Repository, *, equals: Mapping[str, Any] | None = None, persons: Sequence[str] | None = None,
            since: int | None = None, until: int | None = None, after_seq: int | None = None,
            limit: int = 50) -> list[Row]:
     """Event rows newest first: columns equal to ``equals`` (SEARCH_COLUMNS),
@@ -198,11 +204,11 @@ def events(repo: SqlRepository, *, equals: Mapping[str, Any] | None = None, pers
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY seq DESC LIMIT ?"
     args.append(max(0, limit))
-    return list(repo.query(sql, args))
+    return list(sql_repository(repo).query(sql, args))
 
 
 # --------------------------------------------------------------------------- break-glass review
-def break_glass_rows(repo: SqlRepository, reviewed: bool | None, after_seq: int | None, limit: int) -> list[Row]:
+def break_glass_rows(repo: Repository, reviewed: bool | None, after_seq: int | None, limit: int) -> list[Row]:
     """Break-glass event rows (15 EVENT_COLS) joined to their review (seq,
     reviewer, verdict, note, time_ms, review_seq; NULLs when none), newest first."""
     # flags > 0 lets the (flags, seq) index skip the ordinary records.
@@ -220,19 +226,19 @@ def break_glass_rows(repo: SqlRepository, reviewed: bool | None, after_seq: int 
         args.append(after_seq)
     sql += " ORDER BY e.seq DESC LIMIT ?"
     args.append(max(0, limit))
-    return list(repo.query(sql, args))
+    return list(sql_repository(repo).query(sql, args))
 
 
-def flags_of(w: SqlWriter, seq: int) -> int | None:
-    r = w.execute("SELECT flags FROM audit_event WHERE seq = ?", (seq,)).fetchone()
+def flags_of(w: Writer, seq: int) -> int | None:
+    r = sql_writer(w).execute("SELECT flags FROM audit_event WHERE seq = ?", (seq,)).fetchone()
     return int(r[0]) if r is not None else None
 
 
-def is_reviewed(w: SqlWriter, seq: int) -> bool:
-    return w.execute("SELECT seq FROM break_glass_review WHERE seq = ?", (seq,)).fetchone() is not None
+def is_reviewed(w: Writer, seq: int) -> bool:
+    return sql_writer(w).execute("SELECT seq FROM break_glass_review WHERE seq = ?", (seq,)).fetchone() is not None
 
 
-def add_review(w: SqlWriter, seq: int, reviewer: str | None, verdict: str, note: bytes | None, now: int,
+def add_review(w: Writer, seq: int, reviewer: str | None, verdict: str, note: bytes | None, now: int,
                review_seq: int) -> None:
-    w.execute("INSERT INTO break_glass_review (seq, reviewer, verdict, note, time_ms, review_seq) "
+    sql_writer(w).execute("INSERT INTO break_glass_review (seq, reviewer, verdict, note, time_ms, review_seq) "
               "VALUES (?, ?, ?, ?, ?, ?)", (seq, reviewer, verdict, note, now, review_seq))

@@ -16,7 +16,7 @@ from hutong.errors import Unauthorized
 from hutong.security.principal import Principal, Role
 from hutong.security.settings import SecuritySettings
 from hutong.security.tokens import MAX_TOKEN_BYTES, TokenService
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 
 
 def _opt(claims: dict[str, Any], name: str) -> str | None:
@@ -46,7 +46,7 @@ def principal_from_claims(claims: dict[str, Any], peer: str | None = None) -> Pr
 class Authenticator:
     """Turns the Authorization header of a request into the caller's Principal."""
 
-    def __init__(self, repo: SqlRepository, settings: SecuritySettings, key_dir: Path,
+    def __init__(self, repo: Repository, settings: SecuritySettings, key_dir: Path,
                  clock: Callable[[], int] | None = None, *, tokens: TokenService | None = None) -> None:
         self.tokens = tokens or TokenService(repo, settings, key_dir, clock=clock)
 

@@ -64,7 +64,8 @@ from hutong.mpi.blocking import keys_of
 from hutong.mpi.service import Mpi
 from hutong.store import reindex as store_reindex
 from hutong.store.query import StringMatch, TokenMatch
-from hutong.store.sql import Indexer, IndexRow, Prepared, SqlRepository, compartment_of
+from hutong.store.repository import Repository
+from hutong.store.sql import Indexer, IndexRow, Prepared, compartment_of
 
 PREFIX_MAX = 16
 # Addresses are long and searched by their start (province, city, district):
@@ -241,7 +242,7 @@ class BlindIndexer:
         return self.blind.seal(type, prepared[0]), prepared[1]
 
 
-def reindex(repo: SqlRepository, mpi: Mpi, *, batch: int = 500) -> int:
+def reindex(repo: Repository, mpi: Mpi, *, batch: int = 500) -> int:
     """Replace clear index rows of protected parameters and of clinical text, and
     MPI blocking keys made with the public LEGACY_KEY, by digests: what a database
     written before encryption at rest needs once (``open_repository`` runs it when
@@ -249,7 +250,7 @@ def reindex(repo: SqlRepository, mpi: Mpi, *, batch: int = 500) -> int:
     stay readable as they are (``J``); ``hutong keys reencrypt`` encrypts them.
     Returns the number of resources re-indexed.  The rows are rewritten by the
     store (hutong.store.reindex) and the MPI's data access (hutong.mpi.state)."""
-    n = _reseal(repo, {(t, n) for (t, n) in repo.param_ids if is_protected(t, n)}, batch)
+    n = _reseal(repo, {(t, n) for (t, n) in store_reindex.param_ids(repo) if is_protected(t, n)}, batch)
     last = ""
     while True:
         srcs = mpi_state.sources_after(mpi_state.repo_reader(repo), last, batch)
@@ -262,7 +263,7 @@ def reindex(repo: SqlRepository, mpi: Mpi, *, batch: int = 500) -> int:
     return n
 
 
-def reseal_text(repo: SqlRepository, *, batch: int = 500) -> int:
+def reseal_text(repo: Repository, *, batch: int = 500) -> int:
     """Replace clinical text left in clear in the index by digests: every token
     row's text and the CLINICAL_TEXT string rows (issue 12, finding 11).  What a
     database indexed by an earlier release needs once (``hutong keys reindex``);
@@ -271,12 +272,13 @@ def reseal_text(repo: SqlRepository, *, batch: int = 500) -> int:
     return _reseal(repo, set(CLINICAL_TEXT), batch)
 
 
-def _reseal(repo: SqlRepository, strings: set[tuple[str, str]], batch: int) -> int:
+def _reseal(repo: Repository, strings: set[tuple[str, str]], batch: int) -> int:
     """Re-index every resource, ``batch`` at a time (each batch one transaction):
     all its token rows (digested codes' text and protected identifiers), and its
     string rows of the ``strings`` parameters."""
     assert isinstance(repo.indexer, BlindIndexer)
-    string_pids = sorted(i for key, i in repo.param_ids.items() if key in strings)
+    pids = store_reindex.param_ids(repo)
+    string_pids = sorted(i for key, i in pids.items() if key in strings)
     n = 0
     after = 0
     while True:
@@ -289,7 +291,7 @@ def _reseal(repo: SqlRepository, strings: set[tuple[str, str]], batch: int) -> i
                 resource = orjson.loads(repo.codec.decode(body))
                 sealed, _patients = repo.indexer.index(type, resource)
                 store_reindex.replace_index_rows(
-                    w, pk, [(ptype, repo.param_ids[(type, name)], row) for ptype, name, row in sealed
+                    w, pk, [(ptype, pids[(type, name)], row) for ptype, name, row in sealed
                             if ptype == "token" or (ptype == "string" and (type, name) in strings)],
                     string_params=string_pids, token_params=None)
                 n += 1

@@ -80,10 +80,8 @@ from hutong.security import consent_store
 from hutong.security.consent_store import Author as Author
 from hutong.security.consent_store import authors_of as authors_of
 from hutong.security.principal import Role
-from hutong.store.database import Database
-from hutong.store.repository import Stored
+from hutong.store.repository import DatabaseHandle, Repository, Stored, Writer
 from hutong.store.schema import metadata
-from hutong.store.sql import SqlRepository, SqlWriter
 
 if TYPE_CHECKING:
     from hutong.security.policy import Access
@@ -114,25 +112,21 @@ UNKNOWN_AUTHOR, UNDOCUMENTED, NOT_NOTIFIED, OTHER_ACTOR = "unknown-author", "und
 
 Send = Callable[[str, str], Any]  # the SMS gateway's send(phone, text)
 # Keyed by the database, not the repository object: a repository bound to one
-# caller (SqlRepository.acting_as) is a copy of the installed one, and its
+# caller (Repository.acting_as) is a copy of the installed one, and its
 # writes must reach the same gateway.  (Database is an unhashable dataclass:
 # its id, with a weak reference that drops the entry when it goes.)
-_gateways: dict[int, tuple[weakref.ReferenceType[Database], Send]] = {}
+_gateways: dict[int, tuple[weakref.ReferenceType[DatabaseHandle], Send]] = {}
 
 
-def create_tables(db: Database) -> None:
-    """Kept for callers still calling it: the tables are created and changed by
-    the migrations when the database is opened (hutong.store.migrations)."""
 
-
-def install(repo: SqlRepository, send: Send) -> None:
+def install(repo: Repository, send: Send) -> None:
     """Give this repository's writes the SMS gateway that tells residents of
     Consents an institution records for them."""
     key = id(repo.db)
     _gateways[key] = (weakref.ref(repo.db, lambda _gone: _gateways.pop(key, None)), send)
 
 
-def _gateway(db: Database) -> Send | None:
+def _gateway(db: DatabaseHandle) -> Send | None:
     entry = _gateways.get(id(db))
     return entry[1] if entry is not None and entry[0]() is db else None
 
@@ -150,7 +144,7 @@ class Standing:
 
 
 # ---------------------------------------------------------------- writing
-def record(w: SqlWriter, access: Access, type: str, id: str, resource: dict[str, Any] | None,
+def record(w: Writer, access: Access, type: str, id: str, resource: dict[str, Any] | None,
            current: Stored | None) -> None:
     """The write hook's part for Consents (after the policy's own checks):
     refuse what this author may not make, tell the resident of an institution's
@@ -227,7 +221,7 @@ def _check(author: Author, resource: dict[str, Any], sensitive: set[str]) -> Non
                                        "it (sourceReference)")
 
 
-def _tell_resident(w: SqlWriter, access: Access, author: Author, resource: dict[str, Any]) -> int:
+def _tell_resident(w: Writer, access: Access, author: Author, resource: dict[str, Any]) -> int:
     """SMS the resident (at the phone on their golden record) that someone other
     than they recorded a Consent for them; the text names who, never carries
     anything from the Consent itself (no writer-chosen words in an SMS)."""
@@ -260,7 +254,7 @@ def _tell_resident(w: SqlWriter, access: Access, author: Author, resource: dict[
     return now
 
 
-def _org_name(w: SqlWriter, org_id: str | None) -> str:
+def _org_name(w: Writer, org_id: str | None) -> str:
     s = w.read_current("Organization", org_id) if org_id else None
     name = orjson.loads(s.body).get("name") if s is not None and s.body is not None else None
     return str(name) if isinstance(name, str) and name else "一家医疗机构"
@@ -287,7 +281,7 @@ def standing(consent: dict[str, Any], author: Author | None, sensitive: Iterable
                     narrowed=narrowed)
 
 
-def in_force(repo: SqlRepository, consents: Sequence[tuple[Stored, dict[str, Any]]],
+def in_force(repo: Repository, consents: Sequence[tuple[Stored, dict[str, Any]]],
              sensitive: Iterable[str]) -> list[dict[str, Any]]:
     """The Consents (as the policy reads them) that count, of those stored."""
     live = [(s, b) for s, b in consents if b.get("status") == "active"]

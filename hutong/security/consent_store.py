@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import Repository, Writer
+from hutong.store.sql import sql_repository, sql_writer
 
 
 @dataclass(frozen=True)
@@ -34,25 +35,25 @@ def _author(r: Sequence[Any]) -> Author:
                   int(r[8]) if r[8] is not None else None)
 
 
-def save(w: SqlWriter, consent_id: str, version: int, author: Author, notified_ms: int | None,
+def save(w: Writer, consent_id: str, version: int, author: Author, notified_ms: int | None,
          created_ms: int) -> None:
     """Record (or re-record, when a rolled-back write left it) who wrote this version."""
-    w.execute("DELETE FROM consent_author WHERE consent_id = ? AND version = ?", (consent_id, version))
-    w.execute("INSERT INTO consent_author (consent_id, version, kind, account_id, organization_id, own_refs, "
+    sql_writer(w).execute("DELETE FROM consent_author WHERE consent_id = ? AND version = ?", (consent_id, version))
+    sql_writer(w).execute("INSERT INTO consent_author (consent_id, version, kind, account_id, organization_id, own_refs, "
               "acting_for, documented, notified_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
               (consent_id, version, author.kind, author.account_id, author.organization_id,
                " ".join(sorted(author.own_refs)), ",".join(author.acting_for) or None, int(author.documented),
                notified_ms, created_ms))
 
 
-def author_in(w: SqlWriter, consent_id: str, version: int) -> Author | None:
+def author_in(w: Writer, consent_id: str, version: int) -> Author | None:
     """The author of one version, read inside the write transaction."""
-    r = w.execute(f"SELECT {_COLS} FROM consent_author WHERE consent_id = ? AND version = ?",  # noqa: S608
+    r = sql_writer(w).execute(f"SELECT {_COLS} FROM consent_author WHERE consent_id = ? AND version = ?",  # noqa: S608
                   (consent_id, version)).fetchone()
     return _author(r) if r else None
 
 
-def authors_of(repo: SqlRepository, versions: Mapping[str, int]) -> dict[str, Author]:
+def authors_of(repo: Repository, versions: Mapping[str, int]) -> dict[str, Author]:
     """The author of each Consent's given (current) version, by Consent id
     (absent: no known author)."""
     want = dict(versions)
@@ -60,7 +61,7 @@ def authors_of(repo: SqlRepository, versions: Mapping[str, int]) -> dict[str, Au
     ids = sorted(want)
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
-        for r in repo.query(f"SELECT {_COLS} FROM consent_author WHERE consent_id IN ("  # noqa: S608
+        for r in sql_repository(repo).query(f"SELECT {_COLS} FROM consent_author WHERE consent_id IN ("  # noqa: S608
                             + ",".join("?" * len(chunk)) + ")", chunk):
             if want.get(str(r[0])) == int(r[1]):
                 out[str(r[0])] = _author(r)

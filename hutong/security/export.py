@@ -69,8 +69,7 @@ from hutong.security.residency import check_target, redact
 from hutong.security.settings import SecuritySettings
 from hutong.security.sharing import Audit, Scope, SharingRequest, SharingRequests, _NotUsable
 from hutong.store.query import Clause, ParamRef, Query, RangeMatch, RefMatch, TokenMatch
-from hutong.store.repository import Stored
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository, Stored
 
 BEIJING = timezone(timedelta(hours=8))
 PAGE = 500
@@ -96,7 +95,7 @@ class ExportResult:
                 "deidentified": self.deidentified}
 
 
-def export(repo: SqlRepository, request_id: str, destination: str, actor: Principal, audit: Audit, *,
+def export(repo: Repository, request_id: str, destination: str, actor: Principal, audit: Audit, *,
            settings: SecuritySettings | None = None, region_map: dict[str, str] | None = None,
            clock: Callable[[], int] | None = None,
            pseudonym_key: Callable[[], bytes] | None = None) -> ExportResult:
@@ -168,7 +167,7 @@ def export(repo: SqlRepository, request_id: str, destination: str, actor: Princi
 
 
 # ------------------------------------------------------------------ writing
-def _write(repo: SqlRepository, req: SharingRequest, tmp: Path, key: bytes, now_ms: int) -> dict[str, int]:
+def _write(repo: Repository, req: SharingRequest, tmp: Path, key: bytes, now_ms: int) -> dict[str, int]:
     tmp.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp.mkdir(mode=0o700)
     counts: dict[str, int] = {}
@@ -211,7 +210,7 @@ def _day_ms(iso: str, *, next_day: bool = False) -> int:
     return int(datetime(d.year, d.month, d.day, tzinfo=BEIJING).timestamp() * 1000)
 
 
-def select(repo: SqlRepository, scope: Scope) -> Iterator[Stored]:
+def select(repo: Repository, scope: Scope) -> Iterator[Stored]:
     """Every current resource in ``scope``, read through the repository, each once."""
     lo = _day_ms(scope.period_from) if scope.period_from else None
     hi = _day_ms(scope.period_to, next_day=True) if scope.period_to else None
@@ -253,7 +252,7 @@ def select(repo: SqlRepository, scope: Scope) -> Iterator[Stored]:
             after = page[-1].pk
 
 
-def _pages(repo: SqlRepository, q: Query) -> Iterator[Stored]:
+def _pages(repo: Repository, q: Query) -> Iterator[Stored]:
     q.count, q.total = PAGE, False
     while True:
         page = repo.search(q)
@@ -263,7 +262,7 @@ def _pages(repo: SqlRepository, q: Query) -> Iterator[Stored]:
         q.cursor = page.next_cursor
 
 
-def _managed_patients(repo: SqlRepository, institutions: tuple[str, ...]) -> Query:
+def _managed_patients(repo: Repository, institutions: tuple[str, ...]) -> Query:
     """Patients whose managingOrganization is one of the institutions (identifier value or id)."""
     orgs = set(institutions)
     ident = Query(type="Organization", clauses=[

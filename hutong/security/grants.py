@@ -13,10 +13,9 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, String, Table
 
 from hutong.security.grants_store import AccessGrant, active, add
-from hutong.store.database import Database
 from hutong.store.schema import metadata
 
-__all__ = ["AccessGrant", "access_grant", "active", "add", "create_tables", "metadata"]
+__all__ = ["AccessGrant", "access_grant", "active", "add", "metadata"]
 
 
 access_grant = Table(
@@ -32,7 +31,3 @@ access_grant = Table(
     Index("ix_access_grant_lookup", "account_id", "person_id", "expires_ms"),
 )
 
-
-def create_tables(db: Database) -> None:
-    """Kept for callers still calling it: the tables are created and changed by
-    the migrations when the database is opened (hutong.store.migrations)."""

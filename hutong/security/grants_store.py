@@ -10,7 +10,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import Repository, Writer
+from hutong.store.sql import sql_repository, sql_writer
 
 
 @dataclass(frozen=True)
@@ -23,17 +24,17 @@ class AccessGrant:
     expires_ms: int
 
 
-def add(w: SqlWriter, account_id: str, person_id: str, kind: str, reason: str, now_ms: int,
+def add(w: Writer, account_id: str, person_id: str, kind: str, reason: str, now_ms: int,
         hours: int) -> AccessGrant:
     g = AccessGrant(f"grant-{secrets.token_hex(8)}", account_id, person_id, kind, now_ms, now_ms + hours * 3_600_000)
-    w.execute("INSERT INTO access_grant (id, account_id, person_id, kind, reason, created_ms, expires_ms) "
+    sql_writer(w).execute("INSERT INTO access_grant (id, account_id, person_id, kind, reason, created_ms, expires_ms) "
               "VALUES (?, ?, ?, ?, ?, ?, ?)",
               (g.id, account_id, person_id, kind, w.repo.codec.encode(reason.encode()), now_ms, g.expires_ms))
     return g
 
 
-def active(repo: SqlRepository, account_id: str, person_id: str, now_ms: int) -> AccessGrant | None:
-    rows = repo.query("SELECT id, account_id, person_id, kind, created_ms, expires_ms FROM access_grant "
+def active(repo: Repository, account_id: str, person_id: str, now_ms: int) -> AccessGrant | None:
+    rows = sql_repository(repo).query("SELECT id, account_id, person_id, kind, created_ms, expires_ms FROM access_grant "
                       "WHERE account_id = ? AND person_id = ? AND expires_ms > ? ORDER BY expires_ms DESC",
                       (account_id, person_id, now_ms))
     if not rows:

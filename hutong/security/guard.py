@@ -38,30 +38,30 @@ from hutong.security.policy_store import mpi_of
 from hutong.security.principal import LOCAL_OPERATOR, Principal
 from hutong.security.sensitivity import SensitivityLabeler
 from hutong.security.settings import SecuritySettings
-from hutong.store.repository import Stored
-from hutong.store.sql import SqlRepository, SqlWriter, compartment_of
+from hutong.store.repository import Repository, Stored, Writer
+from hutong.store.sql import compartment_of
 
 
-def access_in(w: SqlWriter) -> Access | None:
+def access_in(w: Writer) -> Access | None:
     """The Access a write transaction acts for (None: nobody): the one its
     repository handle was bound to when the transaction opened."""
     actor = w.ctx.actor
     return actor if isinstance(actor, Access) else None
 
 
-def bind(repo: SqlRepository, access: Access) -> SqlRepository:
+def bind(repo: Repository, access: Access) -> Repository:
     """``repo``, every write through it acting as ``access``'s caller."""
     return repo.acting_as(access)
 
 
-def as_principal(repo: SqlRepository, principal: Principal,
-                 settings: SecuritySettings | None = None) -> SqlRepository:
+def as_principal(repo: Repository, principal: Principal,
+                 settings: SecuritySettings | None = None) -> Repository:
     """``repo`` acting as ``principal`` for a whole job (a command, a loader, a
     retry): its own Access, so the policy applies to the job as to a request."""
     return bind(repo, Access(repo, principal, settings or SecuritySettings(), mpi=mpi_of(repo)))
 
 
-def as_operator(repo: SqlRepository) -> SqlRepository:
+def as_operator(repo: Repository) -> Repository:
     """``repo`` acting as the operator at the machine's own command line
     (:data:`~hutong.security.principal.LOCAL_OPERATOR`: the platform's
     authority, every write audited under ``local-cli``).  For the CLI, the
@@ -86,10 +86,10 @@ class PolicyGuard:
     types: frozenset[str] = _EveryType()
     batchable = True  # checks each item alone; fine inside insert_many
 
-    def __init__(self, repo: SqlRepository) -> None:
+    def __init__(self, repo: Repository) -> None:
         self.repo = repo
 
-    def on_write(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any] | None,
+    def on_write(self, w: Writer, type: str, id: str, resource: dict[str, Any] | None,
                  current: Stored | None) -> bool:
         access = access_in(w)
         if access is None:
@@ -107,7 +107,7 @@ class PolicyGuard:
         return stamped
 
 
-def install(repo: SqlRepository) -> None:
+def install(repo: Repository) -> None:
     """Put the policy first among the repository's write hooks (before the MPI
     links a Patient) and the sensitivity labeller before anything indexes."""
     if any(isinstance(h, PolicyGuard) for h in repo.hooks):

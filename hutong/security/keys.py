@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 from hutong.errors import ConfigError
 from hutong.security import keys_store
 from hutong.security.settings import SecuritySettings
-from hutong.store.database import Database
+from hutong.store.repository import DatabaseHandle
 from hutong.store.schema import metadata
 
 KEY_BYTES = 32  # AES-256
@@ -61,10 +61,6 @@ data_key = Table(
     Column("retired", BigInteger, nullable=True),                    # epoch ms: no rows left under it
 )
 
-
-def create_tables(db: Database) -> None:
-    """Kept for callers still calling it: the tables are created and changed by
-    the migrations when the database is opened (hutong.store.migrations)."""
 
 
 # ------------------------------------------------------------------ key sources
@@ -265,7 +261,7 @@ class KeyRing:
     so a server picks up a rotation without a restart.
     """
 
-    def __init__(self, db: Database, source: KeySource) -> None:
+    def __init__(self, db: DatabaseHandle, source: KeySource) -> None:
         self.db = db
         self.source = source
         self._lock = threading.Lock()

@@ -13,17 +13,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from hutong.store.database import Database
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import DatabaseHandle, Repository, Writer
+from hutong.store.sql import sql_database, sql_repository, sql_writer
 
 KEY_LOCK = 7238003  # PostgreSQL advisory lock id of data_key writers
 
 _SELECT = "SELECT id, purpose, wrapped, master_id, created, retired FROM data_key ORDER BY id"
 
 
-def key_rows(db: Database, cur: Any | None = None) -> list[tuple[Any, ...]]:
+def key_rows(handle: DatabaseHandle, cur: Any | None = None) -> list[tuple[Any, ...]]:
     """(id, purpose, wrapped, master_id, created, retired) of every data key, by id;
     on ``cur`` inside :func:`key_transaction`, else on a connection of its own."""
+    db = sql_database(handle)
     if cur is not None:
         cur.execute(_SELECT)
         return list(cur.fetchall())
@@ -34,10 +35,11 @@ def key_rows(db: Database, cur: Any | None = None) -> list[tuple[Any, ...]]:
 
 
 @contextmanager
-def key_transaction(db: Database) -> Iterator[Any]:
+def key_transaction(handle: DatabaseHandle) -> Iterator[Any]:
     """A write transaction on ``data_key``, serialised with every other writer
     (SQLite: the store's writer queue and BEGIN IMMEDIATE; PostgreSQL: an
     advisory lock, so two processes opening a fresh database make one key)."""
+    db = sql_database(handle)
     with db.write_lock(), db.connection() as conn:
         cur = conn.cursor()
         cur.execute(db.begin_sql())
@@ -51,17 +53,20 @@ def key_transaction(db: Database) -> Iterator[Any]:
             raise
 
 
-def insert_key(db: Database, cur: Any, kid: int, purpose: str, wrapped: bytes, master_id: str, created: int) -> None:
+def insert_key(handle: DatabaseHandle, cur: Any, kid: int, purpose: str, wrapped: bytes, master_id: str, created: int) -> None:
+    db = sql_database(handle)
     cur.execute(db.sql("INSERT INTO data_key (id, purpose, wrapped, master_id, created, retired) "
                        "VALUES (?, ?, ?, ?, ?, NULL)"), (kid, purpose, wrapped, master_id, created))
 
 
-def rewrap_key(db: Database, cur: Any, kid: int, wrapped: bytes, master_id: str) -> None:
+def rewrap_key(handle: DatabaseHandle, cur: Any, kid: int, wrapped: bytes, master_id: str) -> None:
+    db = sql_database(handle)
     cur.execute(db.sql("UPDATE data_key SET wrapped = ?, master_id = ? WHERE id = ?"), (wrapped, master_id, kid))
 
 
-def retire_key(db: Database, cur: Any, kid: int, purpose: str, now: int) -> None:
+def retire_key(handle: DatabaseHandle, cur: Any, kid: int, purpose: str, now: int) -> None:
     """Mark a live key of ``purpose`` retired (a retired one keeps its time)."""
+    db = sql_database(handle)
     cur.execute(db.sql("UPDATE data_key SET retired = ? WHERE id = ? AND purpose = ? AND retired IS NULL"),
                 (now, kid, purpose))
 
@@ -69,22 +74,22 @@ def retire_key(db: Database, cur: Any, kid: int, purpose: str, now: int) -> None
 # ---------------------------------------------------------------- encrypted columns (hutong keys status | reencrypt)
 # Table and column names below come from the registry of encrypted columns
 # (hutong.cli.keys.ENCRYPTED_COLUMNS: code, never input); every value is bound.
-def table_exists(repo: SqlRepository, table: str) -> bool:
+def table_exists(repo: Repository, table: str) -> bool:
     if repo.db.dialect == "postgresql":
-        return bool(repo.query("SELECT to_regclass(?) IS NOT NULL", (table,))[0][0])
-    return bool(repo.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
+        return bool(sql_repository(repo).query("SELECT to_regclass(?) IS NOT NULL", (table,))[0][0])
+    return bool(sql_repository(repo).query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
 
 
-def values_per_prefix(repo: SqlRepository, table: str, column: str, marker: bytes) -> list[tuple[bytes, int]]:
+def values_per_prefix(repo: Repository, table: str, column: str, marker: bytes) -> list[tuple[bytes, int]]:
     """(the 4-byte data key id of values starting with ``marker``, else their
     first byte; number of values) over the non-null values of one column."""
     sql = (f"SELECT CASE WHEN substr({column}, 1, 1) = ? THEN substr({column}, 2, 4) "  # noqa: S608
            f"ELSE substr({column}, 1, 1) END AS k, COUNT(*) FROM {table} "
            f"WHERE {column} IS NOT NULL GROUP BY 1")
-    return [(bytes(k), int(n)) for k, n in repo.query(sql, (marker,))]
+    return [(bytes(k), int(n)) for k, n in sql_repository(repo).query(sql, (marker,))]
 
 
-def column_page(repo: SqlRepository, table: str, keys: tuple[str, ...], column: str,
+def column_page(repo: Repository, table: str, keys: tuple[str, ...], column: str,
                 after: tuple[Any, ...] | None, limit: int) -> list[Any]:
     """(key columns..., value) of the next ``limit`` non-null values after the key ``after``, in key order."""
     cols = ", ".join(keys)
@@ -93,13 +98,13 @@ def column_page(repo: SqlRepository, table: str, keys: tuple[str, ...], column: 
     if after is not None:
         where += f" AND ({cols}) > ({', '.join('?' * len(keys))})"
         args += list(after)
-    return list(repo.query(f"SELECT {cols}, {column} FROM {table} WHERE {where} ORDER BY {cols} LIMIT ?",  # noqa: S608
+    return list(sql_repository(repo).query(f"SELECT {cols}, {column} FROM {table} WHERE {where} ORDER BY {cols} LIMIT ?",  # noqa: S608
                            [*args, limit]))
 
 
-def replace_value(w: SqlWriter, table: str, keys: tuple[str, ...], column: str, key_values: Sequence[Any],
+def replace_value(w: Writer, table: str, keys: tuple[str, ...], column: str, key_values: Sequence[Any],
                   old: bytes, new: bytes) -> None:
     """Set one row's value, unless someone changed it since it was read (then theirs stays)."""
     cond = " AND ".join(f"{k} = ?" for k in keys)
-    w.execute(f"UPDATE {table} SET {column} = ? WHERE {cond} AND {column} = ?",  # noqa: S608
+    sql_writer(w).execute(f"UPDATE {table} SET {column} = ? WHERE {cond} AND {column} = ?",  # noqa: S608
               (new, *key_values, old))

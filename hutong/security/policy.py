@@ -97,8 +97,7 @@ from hutong.security.write_policy import (
     _owner_of,
 )
 from hutong.store.query import AccessScope, Grant
-from hutong.store.repository import Stored
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import Repository, Stored, Writer
 from hutong.systems import ID_CARD
 
 # The policy's vocabulary, re-exported for the layers above (purposes as the
@@ -119,7 +118,7 @@ LOOKUP_PARAMS = frozenset({"identifier", "_count", "_summary", "_elements", "_to
 
 @dataclass
 class Access:
-    repo: SqlRepository
+    repo: Repository
     principal: Principal
     settings: SecuritySettings = field(default_factory=SecuritySettings)
     clock: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
@@ -311,7 +310,7 @@ class Access:
                             now=datetime.fromtimestamp(self.clock() / 1000, UTC),
                             window_days=self.settings.treatment_window_days)
 
-    def break_glass(self, w: SqlWriter, person_id: str, reason: str) -> grants.AccessGrant:
+    def break_glass(self, w: Writer, person_id: str, reason: str) -> grants.AccessGrant:
         """Claim emergency access to one person's record (clinicians only; reason required)."""
         self.require_role(Role.CLINICIAN, what="break-glass")
         if len(reason.strip()) < 10:
@@ -599,17 +598,17 @@ class Access:
         return out
 
     # ------------------------------------------------------------ writing (hutong.security.write_policy)
-    def check_write(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any] | None,
+    def check_write(self, w: Writer, type: str, id: str, resource: dict[str, Any] | None,
                     current: Stored | None, patients: set[str]) -> bool:
         """Called by the store's write hook inside the transaction; True when it
         stamped the resource (:meth:`WritePolicy.check_write`)."""
         return self.writes.check_write(w, type, id, resource, current, patients)
 
-    def transfer(self, w: SqlWriter, current: Stored, to_org: str) -> str | None:
+    def transfer(self, w: Writer, current: Stored, to_org: str) -> str | None:
         """May this caller move the registration ``current`` to ``to_org``? (:meth:`WritePolicy.transfer`)"""
         return self.writes.transfer(w, current, to_org)
 
-    def expect_patients(self, w: SqlWriter, patients: list[tuple[str, dict[str, Any]]]) -> None:
+    def expect_patients(self, w: Writer, patients: list[tuple[str, dict[str, Any]]]) -> None:
         """Patients a transaction is about to create (:meth:`WritePolicy.expect_patients`)."""
         self.writes.expect_patients(w, patients)
 

@@ -22,14 +22,14 @@ import orjson
 
 from hutong.mpi.golden import PERSON_PREFIX
 from hutong.mpi.service import Mpi
-from hutong.store.repository import Stored, Writer
-from hutong.store.sql import SqlRepository, SqlWriter, compartment_of
+from hutong.store.repository import Repository, Stored, Writer
+from hutong.store.sql import SqlRepository, SqlWriter, compartment_of, sql_repository
 
 # The record types a person's access basis is read from (consents, visits, referrals).
 BASIS_TYPES = ("Consent", "Encounter", "ServiceRequest")
 
 
-def mpi_of(repo: SqlRepository) -> Mpi:
+def mpi_of(repo: Repository) -> Mpi:
     """The MPI hooked into this repository (one model cache per process); a
     fresh one when none is (a bare repository in a test of the internals)."""
     for h in repo.hooks:
@@ -64,21 +64,25 @@ def security_context(resource: dict[str, Any] | None) -> set[str]:
 class PolicyFacts:
     """One caller's view of the facts, cached for the life of its request or job."""
 
-    repo: SqlRepository
+    repo: Repository
     mpi: Mpi
     clock: Callable[[], int]
     _managed: dict[str, str | None] = field(default_factory=dict)
     _person_of: dict[str, str | None] = field(default_factory=dict)
     _live: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _sql: SqlRepository = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._sql = sql_repository(self.repo)
 
     # ------------------------------------------------------------ outside a write
     def managing_org(self, patient_id: str) -> str | None:
         """Organization id managing a source Patient (None: golden, unknown, or unmanaged)."""
         if patient_id not in self._managed:
-            rows = self.repo.query(
+            rows = self._sql.query(
                 "SELECT x.target_id FROM resource p JOIN idx_reference x ON x.res_pk = p.pk AND x.param_id = ? "
                 "WHERE p.type = 'Patient' AND p.fhir_id = ? AND p.deleted = 0 AND x.target_type = 'Organization'",
-                (self.repo.param_ids[("Patient", "organization")], patient_id))
+                (self._sql.param_ids[("Patient", "organization")], patient_id))
             self._managed[patient_id] = str(rows[0][0]) if rows else None
         return self._managed[patient_id]
 
@@ -105,7 +109,7 @@ class PolicyFacts:
         out: dict[int, set[str]] = {pk: set() for pk in pks}
         for i in range(0, len(pks), 500):
             chunk = list(pks[i:i + 500])
-            for pk, pid in self.repo.query(
+            for pk, pid in self._sql.query(
                     "SELECT res_pk, patient_id FROM compartment WHERE res_pk IN ("  # noqa: S608 (placeholders only)
                     + ",".join("?" * len(chunk)) + ")",
                     chunk):
@@ -115,7 +119,7 @@ class PolicyFacts:
     def live_delegations(self, account_id: str) -> set[str]:
         """The persons a delegate account acts for now (ended or expired ones left out)."""
         if account_id not in self._live:
-            rows = self.repo.query("SELECT person_id FROM account_person WHERE account_id = ? "
+            rows = self._sql.query("SELECT person_id FROM account_person WHERE account_id = ? "
                                    "AND (expires IS NULL OR expires > ?)", (account_id, self.clock()))
             self._live[account_id] = tuple(sorted({str(r[0]) for r in rows}))
         return set(self._live[account_id])
@@ -135,7 +139,7 @@ class PolicyFacts:
             "SELECT p.pk, x.target_id FROM resource p LEFT JOIN idx_reference x ON x.res_pk = p.pk "
             "AND x.param_id = ? AND x.target_type = 'Organization' "
             "WHERE p.type = 'Patient' AND p.fhir_id = ? AND p.deleted = 0",
-            (self.repo.param_ids[("Patient", "organization")], patient_id)).fetchone()
+            (self._sql.param_ids[("Patient", "organization")], patient_id)).fetchone()
         if row is not None:
             return str(row[1]) if row[1] is not None else None
         return w.ctx.pending_owners.get(patient_id)

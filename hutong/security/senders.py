@@ -44,7 +44,7 @@ from hutong.ingest.pipeline import Authorise, Institution
 from hutong.security.policy import Access
 from hutong.security.principal import Principal, Role
 from hutong.security.settings import SecuritySettings
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 
 MLLP_SCOPES = ("system/*.cru",)  # registrations, results and merges; never a read over MLLP
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -184,7 +184,7 @@ def connection_identifier(settings: SecuritySettings) -> Callable[[str, ssl.SSLO
     return identify
 
 
-def mllp_authoriser(repo: SqlRepository, settings: SecuritySettings,
+def mllp_authoriser(repo: Repository, settings: SecuritySettings,
                     clock: Callable[[], int] | None = None) -> Authorise:
     """The pipeline's ``authorise``: the Access a message is written under, or a refusal."""
     networks = [ipaddress.ip_network(n, strict=False) for n in settings.mllp_allow]

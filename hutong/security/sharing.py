@@ -39,9 +39,8 @@ from hutong.security.events import REFUSED, SUCCESS, AuditRecord
 from hutong.security.principal import Principal, Role
 from hutong.security.residency import check_target
 from hutong.security.settings import SecuritySettings
-from hutong.store.database import Database
+from hutong.store.repository import Repository, Writer
 from hutong.store.schema import PK, metadata
-from hutong.store.sql import SqlRepository, SqlWriter
 
 # What the audit log accepts (AuditLog(repo).record returns the seq: any result is ignored).
 Audit = Callable[[AuditRecord], object]
@@ -97,10 +96,6 @@ sharing_export = Table(
     Index("ix_sharing_export_request", "request_id", "id"),
 )
 
-
-def create_tables(db: Database) -> None:
-    """Kept for callers still calling it: the tables are created and changed by
-    the migrations when the database is opened (hutong.store.migrations)."""
 
 
 # ------------------------------------------------------------------ values
@@ -275,7 +270,7 @@ class SharingRequest:
 class SharingRequests:
     """The sharing-request register over one repository (tables created on first use)."""
 
-    def __init__(self, repo: SqlRepository, audit: Audit, *, settings: SecuritySettings | None = None,
+    def __init__(self, repo: Repository, audit: Audit, *, settings: SecuritySettings | None = None,
                  region_map: Mapping[str, str] | None = None, clock: Callable[[], int] | None = None,
                  valid_days: int = DEFAULT_VALID_DAYS) -> None:
         self.repo = repo
@@ -295,13 +290,13 @@ class SharingRequests:
             created=int(r[8]), approver=r[7], note=body.get("note"),
             submitted=_int(r[9]), decided=_int(r[10]), expires=_int(r[11]), used=_int(r[12]), exports=exports)
 
-    def get(self, request_id: str, w: SqlWriter | None = None) -> SharingRequest:
+    def get(self, request_id: str, w: Writer | None = None) -> SharingRequest:
         row = sharing_store.request_row(self.repo, request_id, w)
         if row is None:
             raise NotFound("HT-0164", f"no sharing request {request_id[:40]!r}")
         return self._row(row, self.exports_of(request_id, w))
 
-    def exports_of(self, request_id: str, w: SqlWriter | None = None) -> tuple[ExportRow, ...]:
+    def exports_of(self, request_id: str, w: Writer | None = None) -> tuple[ExportRow, ...]:
         rows = sharing_store.export_rows(self.repo, request_id, w)
         return tuple(ExportRow(int(r[0]), r[1], int(r[2]), _int(r[3]), r[4], r[5], bool(r[6]),
                                orjson.loads(r[7]) if r[7] else {}) for r in rows)

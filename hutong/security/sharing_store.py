@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import Repository, Writer
+from hutong.store.sql import sql_repository, sql_writer
 
 Row = Sequence[Any]
 # id, status, requester, organisation, basis, scope, body, approver, created, submitted, decided, expires, used
@@ -48,68 +49,68 @@ TRANSITIONS = {
 }
 
 
-def _rows(repo: SqlRepository, w: SqlWriter | None, sql: str, args: tuple[Any, ...]) -> list[Row]:
-    return list(w.execute(sql, args).fetchall()) if w is not None else list(repo.query(sql, args))
+def _rows(repo: Repository, w: Writer | None, sql: str, args: tuple[Any, ...]) -> list[Row]:
+    return list(sql_writer(w).execute(sql, args).fetchall()) if w is not None else list(sql_repository(repo).query(sql, args))
 
 
-def request_row(repo: SqlRepository, request_id: str, w: SqlWriter | None = None) -> Row | None:
+def request_row(repo: Repository, request_id: str, w: Writer | None = None) -> Row | None:
     rows = _rows(repo, w, SELECT_ONE, (request_id,))
     return rows[0] if rows else None
 
 
-def export_rows(repo: SqlRepository, request_id: str, w: SqlWriter | None = None) -> list[Row]:
+def export_rows(repo: Repository, request_id: str, w: Writer | None = None) -> list[Row]:
     return _rows(repo, w, SELECT_EXPORTS, (request_id,))
 
 
-def list_rows(repo: SqlRepository, status: str | None, requester: str | None, limit: int, now: int) -> list[Row]:
+def list_rows(repo: Repository, status: str | None, requester: str | None, limit: int, now: int) -> list[Row]:
     """Newest first; ``expired`` and ``approved`` are judged against ``now``."""
     if status == "expired":
-        return list(repo.query(SELECT_EXPIRED, (now, requester, limit)))
+        return list(sql_repository(repo).query(SELECT_EXPIRED, (now, requester, limit)))
     if status == "approved":
-        return list(repo.query(SELECT_APPROVED, (now, requester, limit)))
-    return list(repo.query(SELECT_BY_STATUS, (status, requester, limit)))
+        return list(sql_repository(repo).query(SELECT_APPROVED, (now, requester, limit)))
+    return list(sql_repository(repo).query(SELECT_BY_STATUS, (status, requester, limit)))
 
 
-def insert(w: SqlWriter, request_id: str, requester: str, organisation: str, basis: str, scope_json: str,
+def insert(w: Writer, request_id: str, requester: str, organisation: str, basis: str, scope_json: str,
            body: bytes, now: int) -> None:
-    w.execute(INSERT, (request_id, requester, organisation, basis, scope_json, body, now))
+    sql_writer(w).execute(INSERT, (request_id, requester, organisation, basis, scope_json, body, now))
 
 
-def body_of(w: SqlWriter, request_id: str) -> bytes:
-    return bytes(w.execute("SELECT body FROM sharing_request WHERE id = ?", (request_id,)).fetchall()[0][0])
+def body_of(w: Writer, request_id: str) -> bytes:
+    return bytes(sql_writer(w).execute("SELECT body FROM sharing_request WHERE id = ?", (request_id,)).fetchall()[0][0])
 
 
-def transition(w: SqlWriter, to: str, args: tuple[Any, ...], request_id: str) -> bool:
+def transition(w: Writer, to: str, args: tuple[Any, ...], request_id: str) -> bool:
     """The conditional UPDATE to status ``to``; False when the row was not in the expected status."""
-    return int(w.execute(TRANSITIONS[to], (*args, request_id)).rowcount) == 1
+    return int(sql_writer(w).execute(TRANSITIONS[to], (*args, request_id)).rowcount) == 1
 
 
-def claim(w: SqlWriter, request_id: str, actor: str, now: int, region: str, deidentified: bool) -> int | None:
+def claim(w: Writer, request_id: str, actor: str, now: int, region: str, deidentified: bool) -> int | None:
     """approved -> used and a new running export row; its id, or None when the
     request changed meanwhile."""
-    cur = w.execute("UPDATE sharing_request SET status = 'used', used = ? WHERE id = ? "
+    cur = sql_writer(w).execute("UPDATE sharing_request SET status = 'used', used = ? WHERE id = ? "
                     "AND status = 'approved'", (now, request_id))
     if cur.rowcount != 1:
         return None
-    w.execute("INSERT INTO sharing_export (request_id, actor, started, finished, outcome, region, "
+    sql_writer(w).execute("INSERT INTO sharing_export (request_id, actor, started, finished, outcome, region, "
               "deidentified, counts) VALUES (?, ?, ?, NULL, 'running', ?, ?, NULL)",
               (request_id, actor, now, region, int(deidentified)))
-    return int(w.execute("SELECT MAX(id) FROM sharing_export WHERE request_id = ?",
+    return int(sql_writer(w).execute("SELECT MAX(id) FROM sharing_export WHERE request_id = ?",
                          (request_id,)).fetchall()[0][0])
 
 
-def mark_expired(w: SqlWriter, request_id: str, now: int) -> None:
-    w.execute("UPDATE sharing_request SET status = 'expired' WHERE id = ? AND status = 'approved' "
+def mark_expired(w: Writer, request_id: str, now: int) -> None:
+    sql_writer(w).execute("UPDATE sharing_request SET status = 'expired' WHERE id = ? AND status = 'approved' "
               "AND expires <= ?", (request_id, now))
 
 
-def finish_export(w: SqlWriter, request_id: str, export_id: int, counts: Mapping[str, int] | None, now: int) -> None:
+def finish_export(w: Writer, request_id: str, export_id: int, counts: Mapping[str, int] | None, now: int) -> None:
     """Close the export row: ``counts`` on success; None = failed, and the request
     is usable again (nothing left the platform)."""
     if counts is None:
-        w.execute("UPDATE sharing_export SET outcome = 'failed', finished = ? WHERE id = ?", (now, export_id))
-        w.execute("UPDATE sharing_request SET status = 'approved', used = NULL WHERE id = ? "
+        sql_writer(w).execute("UPDATE sharing_export SET outcome = 'failed', finished = ? WHERE id = ?", (now, export_id))
+        sql_writer(w).execute("UPDATE sharing_request SET status = 'approved', used = NULL WHERE id = ? "
                   "AND status = 'used'", (request_id,))
     else:
-        w.execute("UPDATE sharing_export SET outcome = 'ok', finished = ?, counts = ? WHERE id = ?",
+        sql_writer(w).execute("UPDATE sharing_export SET outcome = 'ok', finished = ?, counts = ? WHERE id = ?",
                   (now, orjson.dumps(dict(counts)).decode(), export_id))

@@ -51,7 +51,7 @@ from hutong.security.accounts import Account, Accounts
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
 from hutong.security.tokens_store import TokenStore
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 
 KEY_FILE = "token-signing.pem"
 ALGORITHM = "ES256"
@@ -104,7 +104,7 @@ def system_clock() -> int:
 class TokenService:
     """Issues and checks the platform's tokens; one per process (it caches)."""
 
-    def __init__(self, repo: SqlRepository, settings: SecuritySettings, key_dir: Path, *,
+    def __init__(self, repo: Repository, settings: SecuritySettings, key_dir: Path, *,
                  accounts: Accounts | None = None, clock: Callable[[], int] | None = None) -> None:
         self.repo = repo
         self.store = TokenStore(repo)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import Repository, Writer
+from hutong.store.sql import sql_repository, sql_writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +29,13 @@ class RefreshRow:
 
 
 class TokenStore:
-    def __init__(self, repo: SqlRepository) -> None:
-        self.repo = repo
+    def __init__(self, repo: Repository) -> None:
+        self.repo = sql_repository(repo)
 
     # ------------------------------------------------------------ refresh tokens
     def add_refresh(self, token_hash: str, family: str, account_id: str, client_id: str | None, scopes: str,
                     expires: int, now: int) -> None:
-        self.repo.transact(lambda w: w.execute(
+        self.repo.transact(lambda w: sql_writer(w).execute(
             "INSERT INTO refresh_token (token_hash, family, account_id, client_id, scopes, expires, revoked, "
             "last_used, created) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
             (token_hash, family, account_id, client_id, scopes, expires, now, now)))
@@ -52,25 +53,25 @@ class TokenStore:
         """Revoke a live refresh token as it is used; False when a concurrent use
         rotated it first (the conditional UPDATE lets only one win)."""
 
-        def tx(w: SqlWriter) -> int:
-            return int(w.execute("UPDATE refresh_token SET revoked = 1, last_used = ? "
+        def tx(w: Writer) -> int:
+            return int(sql_writer(w).execute("UPDATE refresh_token SET revoked = 1, last_used = ? "
                                  "WHERE token_hash = ? AND revoked = 0", (now, token_hash)).rowcount)
 
         return self.repo.transact(tx) == 1
 
     def revoke_family(self, family: str) -> None:
-        self.repo.transact(lambda w: w.execute("UPDATE refresh_token SET revoked = 1 WHERE family = ?", (family,)))
+        self.repo.transact(lambda w: sql_writer(w).execute("UPDATE refresh_token SET revoked = 1 WHERE family = ?", (family,)))
 
     # ------------------------------------------------------------ access tokens
     def revoke_jti(self, jti: str, exp_ms: int, forget_before: int) -> None:
         """Record a revoked access token id; rows of tokens expired before
         ``forget_before`` are kept no longer than needed."""
 
-        def tx(w: SqlWriter) -> None:
+        def tx(w: Writer) -> None:
             w.lock_key("revoke:" + jti)
-            if w.execute("SELECT 1 FROM revoked_token WHERE jti = ?", (jti,)).fetchone() is None:
-                w.execute("INSERT INTO revoked_token (jti, expires) VALUES (?, ?)", (jti, exp_ms))
-            w.execute("DELETE FROM revoked_token WHERE expires < ?", (forget_before,))
+            if sql_writer(w).execute("SELECT 1 FROM revoked_token WHERE jti = ?", (jti,)).fetchone() is None:
+                sql_writer(w).execute("INSERT INTO revoked_token (jti, expires) VALUES (?, ?)", (jti, exp_ms))
+            sql_writer(w).execute("DELETE FROM revoked_token WHERE expires < ?", (forget_before,))
 
         self.repo.transact(tx)
 
@@ -79,12 +80,12 @@ class TokenStore:
         """Record an assertion key; False when it was recorded before (RFC 7523
         section 3, item 7)."""
 
-        def tx(w: SqlWriter) -> bool:
+        def tx(w: Writer) -> bool:
             w.lock_key("assertion:" + key)
-            w.execute("DELETE FROM used_assertion WHERE expires < ?", (forget_before,))
-            if w.execute("SELECT 1 FROM used_assertion WHERE assertion_key = ?", (key,)).fetchone() is not None:
+            sql_writer(w).execute("DELETE FROM used_assertion WHERE expires < ?", (forget_before,))
+            if sql_writer(w).execute("SELECT 1 FROM used_assertion WHERE assertion_key = ?", (key,)).fetchone() is not None:
                 return False
-            w.execute("INSERT INTO used_assertion (assertion_key, expires) VALUES (?, ?)", (key, exp_ms))
+            sql_writer(w).execute("INSERT INTO used_assertion (assertion_key, expires) VALUES (?, ?)", (key, exp_ms))
             return True
 
         return self.repo.transact(tx)

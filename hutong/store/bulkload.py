@@ -11,22 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
+from hutong.store.sql import sql_repository
 
 LOAD_CACHE_KIB = 1_048_576
 DEFAULT_CACHE_KIB = 65_536
 
 
 @contextmanager
-def bulk_load(repo: SqlRepository) -> Iterator[None]:
+def bulk_load(repo: Repository) -> Iterator[None]:
     """A larger page cache for the duration of a load, the usual one afterwards."""
     sqlite = repo.db.dialect == "sqlite"
     if sqlite:
-        with repo.db.connection() as conn:
+        with sql_repository(repo).db.connection() as conn:
             conn.execute(f"PRAGMA cache_size=-{LOAD_CACHE_KIB}")
     try:
         yield
     finally:
         if sqlite:
-            with repo.db.connection() as conn:
+            with sql_repository(repo).db.connection() as conn:
                 conn.execute(f"PRAGMA cache_size=-{DEFAULT_CACHE_KIB}")

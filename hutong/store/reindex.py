@@ -11,39 +11,46 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import Repository, Writer
+from hutong.store.sql import sql_repository, sql_writer
 
 
-def resources_after(repo: SqlRepository, after_pk: int, limit: int,
+def param_ids(repo: Repository) -> dict[tuple[str, str], int]:
+    """The store's small id of every (type, search parameter) it indexes: the
+    index rows a job rewrites name their parameter by it."""
+    return dict(sql_repository(repo).param_ids)
+
+
+def resources_after(repo: Repository, after_pk: int, limit: int,
                     types: Sequence[str] | None = None) -> list[tuple[int, str, bytes]]:
     """(pk, type, stored body) of the current resources with pk > ``after_pk``
     (of ``types`` when given), in pk order; the body as stored (codec-encoded)."""
     if types:
-        rows = repo.query(
+        rows = sql_repository(repo).query(
             f"SELECT pk, type, body FROM resource WHERE pk > ? AND deleted = 0 AND type IN ({','.join('?' * len(types))}) "  # noqa: S608
             "ORDER BY pk LIMIT ?", (after_pk, *types, limit))
     else:
-        rows = repo.query("SELECT pk, type, body FROM resource WHERE pk > ? AND deleted = 0 ORDER BY pk LIMIT ?",
+        rows = sql_repository(repo).query("SELECT pk, type, body FROM resource WHERE pk > ? AND deleted = 0 ORDER BY pk LIMIT ?",
                           (after_pk, limit))
     return [(int(pk), str(t), bytes(body)) for pk, t, body in rows]
 
 
-def replace_index_rows(w: SqlWriter, pk: int, rows: Iterable[tuple[str, int, tuple[Any, ...]]], *,
+def replace_index_rows(w: Writer, pk: int, rows: Iterable[tuple[str, int, tuple[Any, ...]]], *,
                        string_params: Sequence[int], token_params: Sequence[int] | None) -> None:
     """Delete resource ``pk``'s string rows of ``string_params`` and token rows of
     ``token_params`` (None: every token row), then insert ``rows``: (index type
     "string" | "token", param id, the row's values)."""
     if token_params is None:
-        w.execute("DELETE FROM idx_token WHERE res_pk = ?", (pk,))
+        sql_writer(w).execute("DELETE FROM idx_token WHERE res_pk = ?", (pk,))
     elif token_params:
-        w.execute(f"DELETE FROM idx_token WHERE res_pk = ? AND param_id IN ({','.join('?' * len(token_params))})",  # noqa: S608
+        sql_writer(w).execute(f"DELETE FROM idx_token WHERE res_pk = ? AND param_id IN ({','.join('?' * len(token_params))})",  # noqa: S608
                   (pk, *token_params))
     if string_params:
-        w.execute(f"DELETE FROM idx_string WHERE res_pk = ? AND param_id IN ({','.join('?' * len(string_params))})",  # noqa: S608
+        sql_writer(w).execute(f"DELETE FROM idx_string WHERE res_pk = ? AND param_id IN ({','.join('?' * len(string_params))})",  # noqa: S608
                   (pk, *string_params))
     for ptype, pid, row in rows:
         if ptype == "string":
-            w.execute("INSERT INTO idx_string (res_pk, param_id, norm, exact) VALUES (?, ?, ?, ?)", (pk, pid, *row))
+            sql_writer(w).execute("INSERT INTO idx_string (res_pk, param_id, norm, exact) VALUES (?, ?, ?, ?)", (pk, pid, *row))
         elif ptype == "token":
-            w.execute("INSERT INTO idx_token (res_pk, param_id, system, code, text) VALUES (?, ?, ?, ?, ?)",
+            sql_writer(w).execute("INSERT INTO idx_token (res_pk, param_id, system, code, text) VALUES (?, ?, ?, ?, ?)",
                       (pk, pid, *row))

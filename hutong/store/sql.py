@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -23,54 +23,54 @@ from hutong.store.context import WriteContext
 from hutong.store.database import Database
 from hutong.store.groupcommit import GroupCommit
 from hutong.store.query import Cursor, Include, Query
-from hutong.store.repository import SearchPage, Stored
+from hutong.store.repository import (
+    DatabaseHandle,
+    Indexer,
+    IndexRow,
+    Prepared,
+    Repository,
+    SearchPage,
+    Stored,
+    WriteHook,
+    Writer,
+    compartment_of,
+)
 from hutong.store.schema import INDEX_TABLES
 from hutong.store.sqlsearch import Compiler
 
 Clock = Callable[[], int]  # epoch milliseconds
 T = TypeVar("T")
-IndexRow = tuple[str, str, tuple[Any, ...]]  # (ptype, param name, values)
-Prepared = tuple[list[IndexRow], set[str]]  # index rows and compartment patient ids
 
 COLS = "r.pk, r.type, r.fhir_id, r.version, r.last_updated, r.deleted, r.method, r.body"
 CHUNK = 500
 COPY_THRESHOLD = 64
 
 
-class Indexer(Protocol):
-    """What the FHIR layer tells the store about search parameters (injected)."""
-
-    def params(self) -> Iterable[tuple[str, str, str]]: ...  # (type, name, ptype)
-
-    def index(self, type: str, resource: dict[str, Any]) -> tuple[list[IndexRow], set[str]]:
-        """Index rows and the ids of the patients whose compartment holds the resource."""
-        ...
+__all__ = ["Indexer", "IndexRow", "Prepared", "SqlRepository", "SqlWriter", "WriteHook", "compartment_of",
+           "instant", "sql_database", "sql_repository", "sql_writer", "system_clock"]
 
 
-def compartment_of(indexer: Indexer, type: str, resource: dict[str, Any]) -> set[str]:
-    """The patient compartments of a resource: the indexer's cheap path when it
-    has one (``compartment``), else from full indexing."""
-    fast = getattr(indexer, "compartment", None)
-    if fast is not None:
-        found: set[str] = fast(type, resource)
-        return found
-    return indexer.index(type, resource)[1]
+def sql_writer(w: Writer) -> SqlWriter:
+    """The SQL transaction behind a :class:`Writer`, for the data-access modules
+    (the only code allowed SQL text, tests/test_layering.py); a Writer of another
+    kind here is a wiring error, not bad input."""
+    if not isinstance(w, SqlWriter):
+        raise TypeError(f"a SQL data-access module was handed a {type(w).__name__}, not the SQL store's writer")
+    return w
 
 
-class WriteHook(Protocol):
-    """Code that must run inside the same transaction as a write of some type.
+def sql_repository(repo: Repository) -> SqlRepository:
+    """The SQL repository behind a :class:`Repository` (see :func:`sql_writer`)."""
+    if not isinstance(repo, SqlRepository):
+        raise TypeError(f"a SQL data-access module was handed a {type(repo).__name__}, not the SQL repository")
+    return repo
 
-    The identity layer links every Patient write to its person this way, so
-    REST, transactions, bulk import and HL7 all pass through it (DESIGN.md:
-    nothing reaches the store around it).  Called before the row is written;
-    ``resource`` is None for a delete.  Returns True when it changed
-    ``resource`` (index rows computed elsewhere must then be recomputed).
-    """
 
-    types: frozenset[str]
-
-    def on_write(self, w: SqlWriter, type: str, id: str, resource: dict[str, Any] | None,
-                 current: Stored | None) -> bool: ...
+def sql_database(db: DatabaseHandle) -> Database:
+    """The SQL database behind a :class:`DatabaseHandle` (see :func:`sql_writer`)."""
+    if not isinstance(db, Database):
+        raise TypeError(f"a SQL data-access module was handed a {type(db).__name__}, not the SQL database")
+    return db
 
 
 def system_clock() -> int:
@@ -396,10 +396,10 @@ class SqlRepository:
                     pass
                 raise
 
-    def view(self, w: SqlWriter) -> SqlRepository:
+    def view(self, w: Writer) -> SqlRepository:
         """This repository reading through an open write transaction (sees its writes)."""
         v = copy.copy(self)
-        v._fixed_conn = w.conn
+        v._fixed_conn = sql_writer(w).conn
         return v
 
     @contextmanager
@@ -597,13 +597,14 @@ class SqlRepository:
         rows = self._query(sql, args)
         return [_row(r, self.codec) for r in rows[:count]], len(rows) > count
 
-    def existing_ids(self, type: str, ids: list[str], w: SqlWriter | None = None) -> set[str]:
+    def existing_ids(self, type: str, ids: list[str], w: Writer | None = None) -> set[str]:
         """Which of ``ids`` exist (current or deleted); inside ``w``'s transaction if given."""
         out: set[str] = set()
         for k in range(0, len(ids), CHUNK):
             chunk = ids[k : k + CHUNK]
             sql = f"SELECT fhir_id FROM resource WHERE type = ? AND fhir_id IN ({','.join('?' * len(chunk))})"
-            rows = w.execute(sql, [type, *chunk]).fetchall() if w is not None else self._query(sql, [type, *chunk])
+            rows = (sql_writer(w).execute(sql, [type, *chunk]).fetchall() if w is not None
+                    else self._query(sql, [type, *chunk]))
             out |= {r[0] for r in rows}
         return out
 

@@ -38,7 +38,7 @@ from hutong.security.accounts import Accounts
 from hutong.security.policy import IDENTITY, OWN_INSTITUTION, Access
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 from hutong.systems import ID_CARD
 
 Notify = Callable[[str, str], None]
@@ -46,7 +46,7 @@ Notify = Callable[[str, str], None]
 BEIJING = ZoneInfo("Asia/Shanghai")
 
 
-def find_person(repo: SqlRepository, id_number: str) -> str | None:
+def find_person(repo: Repository, id_number: str) -> str | None:
     """The golden person holding this resident ID number (sign-in by ID number)."""
     idn = parse_id_number(id_number)
     if not idn.valid or idn.value is None:
@@ -137,7 +137,7 @@ def basis(svc: FhirService, access: Access, patient_id: str) -> FhirResponse:
     return FhirResponse(200, orjson.dumps(out))
 
 
-def sms_notifier(repo: SqlRepository, send: Callable[[str, str], Any], accounts: Accounts | None = None) -> Notify:
+def sms_notifier(repo: Repository, send: Callable[[str, str], Any], accounts: Accounts | None = None) -> Notify:
     """Tell a resident something by SMS: at the phone of their resident account
     (a fact the platform holds for them), else at their golden record's phone."""
     held: list[Accounts] = [accounts] if accounts is not None else []

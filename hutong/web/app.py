@@ -22,7 +22,6 @@ from hutong.web import (
     access_routes,
     audit_routes,
     auth_routes,
-    fhir_http,
     fhir_routes,
     gate,
     identity_routes,
@@ -31,7 +30,6 @@ from hutong.web import (
     outcomes,
     public_assets,
     sharing_routes,
-    terminology_routes,
     transfer_ops,
 )
 from hutong.web.application import HutongApp, add_routes, get_platform
@@ -50,9 +48,8 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     """The app serving ``platform``.  ``create_app(settings, repo=...)`` (tests,
     benchmarks) builds the platform around an already opened repository."""
     if not isinstance(platform, Platform):
-        from hutong.store.sql import SqlRepository  # noqa: PLC0415 (the concrete store only for this shim)
 
-        assert repo is None or isinstance(repo, SqlRepository)
+
         platform = build_platform(platform, repo=repo, security=security)
     p = platform
     # /docs is self-hosted (hutong.web.public_assets), never FastAPI's CDN page.
@@ -65,7 +62,6 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     # the gate's refusals included (issue 12, finding 20).
     # Inside the gate: a literal FHIR path answers 405 for methods it lacks (hutong.web.methods).
     app.add_middleware(methods.OwnPaths, routes=app.routes)
-    app.add_middleware(fhir_http.JsonOnly)  # _format / Accept: JSON, else 406 (hutong.web.fhir_http)
     gate.install(app, p.repo, p.security, p.authenticator, p.audit)
     app.add_middleware(methods.HeadAsGet)  # outside the gate: HEAD is authenticated and audited as GET
     app.add_middleware(SecurityHeaders, https=(p.settings.base_url or "").startswith("https:"))
@@ -80,7 +76,7 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     # The FHIR API first (the hot paths match first), its $-operations before
     # the instance routes they would otherwise be taken for.
     add_routes(app, fhir_routes.router(p, operations=[
-        identity_routes.fhir_router(p), access_routes.fhir_router(p), terminology_routes.fhir_router(p)]))
+        identity_routes.fhir_router(p), access_routes.fhir_router(p)]))
     add_routes(app, transfer_ops.router(p.repo, p.audit))  # Patient/[id]/$transfer: the audited ownership move
     add_routes(app, identity_routes.router(p))
     add_routes(app, ingest_routes.router(p))

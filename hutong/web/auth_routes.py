@@ -38,7 +38,7 @@ from hutong.security.oauth import AuthService, OAuthError
 from hutong.security.settings import SecuritySettings
 from hutong.security.sms import OutboxGateway, SmsGateway
 from hutong.store.database import storage_failure
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 
 MAX_AUTH_BODY = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
@@ -125,7 +125,7 @@ async def _json_body(request: Request) -> Any:
     return data
 
 
-def register(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, key_dir: Path,
+def register(app: FastAPI, repo: Repository, settings: SecuritySettings, key_dir: Path,
              audit: Callable[[AuditRecord], object], find_person: Callable[[str], str | None], *,
              sms: SmsGateway | None = None, clock: Callable[[], int] | None = None) -> Authenticator:
     """Add the /auth routes to ``app``; returns the Authenticator for every other route."""

@@ -21,16 +21,16 @@ from hutong.fhir import search as fsearch
 from hutong.security.accounts import Accounts
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 from hutong.systems import ID_CARD, ORGANIZATION
 
 
-def _search(repo: SqlRepository, type: str, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def _search(repo: Repository, type: str, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
     parsed = fsearch.parse(type, items, base_url="", strict=True)
     return [orjson.loads(s.body) for s in repo.search(parsed.query).matches if s.body is not None]
 
 
-def _pick(repo: SqlRepository) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+def _pick(repo: Repository) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
     """A golden person with a phone and an ID number, one of their source
     Patients' institutions, and a clinician's post there."""
     for person in _search(repo, "Patient", [("_tag", "https://fhir.hutong.dev/CodeSystem/mpi|golden"),
@@ -55,7 +55,7 @@ def _pick(repo: SqlRepository) -> tuple[dict[str, Any], dict[str, Any], dict[str
     raise RuntimeError("the demo region has no resident with a phone, an ID number and two institutions")
 
 
-def ensure(repo: SqlRepository, path: Path) -> dict[str, Any]:
+def ensure(repo: Repository, path: Path) -> dict[str, Any]:
     """The demo accounts (created on the first run, read back afterwards)."""
     if path.exists():
         data: dict[str, Any] = orjson.loads(path.read_bytes())

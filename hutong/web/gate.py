@@ -31,7 +31,7 @@ from hutong.security.principal import Principal
 from hutong.security.settings import SecuritySettings
 from hutong.security.trace import PURPOSE_ORDER, primary_purpose, to_audit_record  # noqa: F401  (re-exported)
 from hutong.store.database import storage_failure
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 from hutong.web import outcomes, public_assets
 from hutong.web.outcomes import remember_error
 from hutong.web.ui import session
@@ -99,7 +99,7 @@ class Gate:
     request, public ones included).  The answer is held until its audit row
     is committed: an unaudited answer never leaves (503 instead)."""
 
-    def __init__(self, app: ASGIApp, repo: SqlRepository, settings: SecuritySettings, authn: Authenticator,
+    def __init__(self, app: ASGIApp, repo: Repository, settings: SecuritySettings, authn: Authenticator,
                  audit: AuditLog) -> None:
         self.app = app
         self.repo = repo
@@ -227,7 +227,7 @@ def _refusal(e: HutongError, page: bool, path: str) -> Response:
     return outcomes.error_response(e, challenge='Bearer realm="hutong", error="invalid_token"')
 
 
-def install(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, authn: Authenticator,
+def install(app: FastAPI, repo: Repository, settings: SecuritySettings, authn: Authenticator,
             audit: AuditLog) -> None:
     app.add_middleware(Gate, repo=repo, settings=settings, authn=authn, audit=audit)
 

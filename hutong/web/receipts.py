@@ -42,7 +42,7 @@ def ingestor(repo: Repository, svc: FhirService, security: SecuritySettings,
     """The web workers' ingestor: CDA documents, and retries of dead letters
     from any channel (MLLP senders re-authorised with the same settings as
     ``hutong serve --mllp-port``)."""
-    return Ingestor(svc, authorise=mllp_authoriser(repo, security), audit=audit,  # type: ignore[arg-type]
+    return Ingestor(svc, authorise=mllp_authoriser(repo, security), audit=audit,
                     settings=security)
 
 

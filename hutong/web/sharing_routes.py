@@ -27,7 +27,7 @@ from hutong.fhir.service import parse_json
 from hutong.security.principal import Principal
 from hutong.security.settings import SecuritySettings
 from hutong.security.sharing import OVERSIGHT_ROLES, REQUESTER_ROLES, Audit, SharingRequest, SharingRequests
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 from hutong.web.principal import principal_of
 
 MAX_BODY = 64 * 1024
@@ -55,11 +55,11 @@ def _may_see(p: Principal, req: SharingRequest) -> bool:
     return p.role in OVERSIGHT_ROLES or p.account_id == req.requester
 
 
-def register(app: FastAPI, repo: SqlRepository, settings: SecuritySettings, audit: Audit) -> None:
+def register(app: FastAPI, repo: Repository, settings: SecuritySettings, audit: Audit) -> None:
     app.include_router(router(repo, settings, audit))
 
 
-def router(repo: SqlRepository, settings: SecuritySettings, audit: Audit) -> APIRouter:
+def router(repo: Repository, settings: SecuritySettings, audit: Audit) -> APIRouter:
     """The sharing-request routes."""
     app = APIRouter(tags=["sharing"])
     reg = SharingRequests(repo, audit, settings=settings)

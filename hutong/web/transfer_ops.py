@@ -36,8 +36,7 @@ from hutong.security.audit import AuditLog
 from hutong.security.events import AuditRecord
 from hutong.security.policy import OWN_INSTITUTION, PLATFORM, Access
 from hutong.security.principal import Role
-from hutong.store.repository import Stored
-from hutong.store.sql import SqlRepository, SqlWriter
+from hutong.store.repository import Repository, Stored, Writer
 from hutong.web import gate
 
 ROUTE = "/fhir/Patient/{id}/$transfer"
@@ -68,7 +67,7 @@ def parameters(data: Any) -> tuple[str, str]:
     return org, reason
 
 
-def transfer(repo: SqlRepository, audit: AuditLog, access: Access, patient_id: str,
+def transfer(repo: Repository, audit: AuditLog, access: Access, patient_id: str,
              body: bytes) -> tuple[Stored, str | None]:
     """Move the registration; returns its new version and the owner it left."""
     access.require_role(Role.INSTITUTION, Role.PLATFORM, what="registration transfers ($transfer)")
@@ -78,7 +77,7 @@ def transfer(repo: SqlRepository, audit: AuditLog, access: Access, patient_id: s
         raise InvalidRequest("HT-0109", "golden person records belong to the platform: transfer a source "
                                         "registration (Patient managed by an institution)")
 
-    def run(w: SqlWriter) -> tuple[Stored, str | None]:
+    def run(w: Writer) -> tuple[Stored, str | None]:
         w.lock_key(f"Patient/{patient_id}")
         current = w.read_current("Patient", patient_id, lock=True)
         if current is None:
@@ -125,11 +124,11 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def register(app: FastAPI, repo: SqlRepository, audit: AuditLog) -> None:
+def register(app: FastAPI, repo: Repository, audit: AuditLog) -> None:
     app.include_router(router(repo, audit))
 
 
-def router(repo: SqlRepository, audit: AuditLog) -> APIRouter:
+def router(repo: Repository, audit: AuditLog) -> APIRouter:
     r = APIRouter(tags=["access"])
 
     @r.post(ROUTE, summary="move a registration to another institution (audited)")

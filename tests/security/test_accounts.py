@@ -11,7 +11,7 @@ import pytest
 from hutong.errors import HutongError, InvalidRequest
 from hutong.fhir.assembly import open_repository
 from hutong.security import passwords, totp
-from hutong.security.accounts import TABLES, Account, Accounts, Delegation, create_tables
+from hutong.security.accounts import TABLES, Account, Accounts, Delegation
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
 from hutong.store.sql import SqlRepository
@@ -44,7 +44,6 @@ class MarkingCodec:
 
 
 def clear(repo: SqlRepository) -> None:
-    create_tables(repo.db)
     with repo.db.engine.begin() as conn:
         for t in TABLES:
             conn.execute(t.delete())

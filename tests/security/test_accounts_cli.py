@@ -15,7 +15,7 @@ from joserfc.jwk import ECKey
 from hutong.cli import main
 from hutong.fhir.assembly import open_repository
 from hutong.security import totp
-from hutong.security.accounts import TABLES, Accounts, create_tables
+from hutong.security.accounts import TABLES, Accounts
 from hutong.security.guard import as_operator
 from hutong.security.settings import SecuritySettings
 from hutong.store.sql import SqlRepository
@@ -25,7 +25,6 @@ from hutong.systems import ORGANIZATION
 @pytest.fixture
 def db(db_url: str) -> Iterator[tuple[str, SqlRepository]]:
     repo = open_repository(db_url)
-    create_tables(repo.db)
     with repo.db.engine.begin() as conn:
         for t in TABLES:
             conn.execute(t.delete())

@@ -25,7 +25,7 @@ from joserfc.jwk import ECKey, RSAKey
 from hutong.errors import HutongError, InvalidRequest, Unauthorized
 from hutong.fhir.assembly import open_repository
 from hutong.security import scopes, totp
-from hutong.security.accounts import TABLES, Accounts, create_tables
+from hutong.security.accounts import TABLES, Accounts
 from hutong.security.authn import Authenticator
 from hutong.security.events import REFUSED, SUCCESS, AuditRecord
 from hutong.security.principal import Role
@@ -68,7 +68,6 @@ class Auth:
 @pytest.fixture
 def auth(db_url: str, tmp_path: Path) -> Iterator[Auth]:
     repo = open_repository(db_url)
-    create_tables(repo.db)
     with repo.db.engine.begin() as conn:
         for t in TABLES:
             conn.execute(t.delete())

@@ -17,7 +17,7 @@ from joserfc.jwk import ECKey, RSAKey
 
 from hutong.errors import HutongError, Unauthorized
 from hutong.fhir.assembly import open_repository
-from hutong.security.accounts import TABLES, Accounts, create_tables
+from hutong.security.accounts import TABLES, Accounts
 from hutong.security.authn import Authenticator
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
@@ -49,7 +49,6 @@ class Env:
 @pytest.fixture
 def env(db_url: str, tmp_path: Path) -> Iterator[Env]:
     repo = open_repository(db_url)
-    create_tables(repo.db)
     with repo.db.engine.begin() as conn:
         for t in TABLES:
             conn.execute(t.delete())

@@ -43,12 +43,12 @@ from hutong.cds.equivalents import IMAGING_WINDOW_DAYS, LAB_WINDOW_DAYS, recent_
 from hutong.errors import Forbidden, InvalidRequest, NotFound
 from hutong.fhir.identity import MATCH_GRADE, IdentityOperations
 from hutong.fhir.service import FhirService
-from hutong.mpi.golden import GOLDEN_SYSTEM, PERSON_PREFIX
+from hutong.mpi.golden import PERSON_PREFIX
 from hutong.mpi.idnumber import parse_id_number
 from hutong.record import Demographics, Record, demographics_of, load_record
 from hutong.security.policy import Access
 from hutong.security.principal import Role
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 from hutong.systems import HEALTH_CARD, ID_CARD
 from hutong.web import access_ops
 from hutong.web.ui import cda_render, i18n
@@ -255,7 +255,7 @@ def _why(query: dict[str, str], p: dict[str, Any]) -> tuple[list[str], list[str]
 
 
 class ClinicianPortal:
-    def __init__(self, app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
+    def __init__(self, app: FastAPI, pages: Pages, repo: Repository) -> None:
         self.app = app
         self.pages = pages
         self.repo = repo
@@ -296,9 +296,7 @@ class ClinicianPortal:
         raise InvalidRequest("HT-0021", "search mode must be id, card or name")
 
     def _by_identifier(self, svc: FhirService, system: str, value: str, why: str) -> list[Candidate]:
-        # Golden records come only when asked for (issue 15, item 1: not in ordinary searches).
-        r = svc.search("Patient", [("identifier", f"{system}|{value}"), ("_tag", f"{GOLDEN_SYSTEM}|golden"),
-                                   ("_count", "20")], {})
+        r = svc.search("Patient", [("identifier", f"{system}|{value}"), ("_count", "20")], {})
         out = []
         for p, _s in _golden_entries(orjson.loads(r.body or b"{}")):
             out.append(Candidate(str(p["id"]), demographics_of(p), [why]))
@@ -409,7 +407,7 @@ def _record_context(rec: Record, tab: str, inst: str | None, t: i18n.Translator,
     return ctx
 
 
-def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> ClinicianPortal:
+def register(app: FastAPI, pages: Pages, repo: Repository) -> ClinicianPortal:
     portal = ClinicianPortal(app, pages, repo)
 
     @app.get("/clinician", response_class=HTMLResponse)

@@ -64,7 +64,7 @@ from hutong.security.audit import VERDICTS, AuditEntry, AuditLog
 from hutong.security.events import ERROR, FAILED, REFUSED, SUCCESS, AuditRecord
 from hutong.security.policy import Access
 from hutong.security.principal import Role
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 
@@ -364,9 +364,8 @@ def is_claim(e: AuditEntry) -> bool:
 # --------------------------------------------------------------------------- routes
 
 
-def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
+def register(app: FastAPI, pages: Pages, repo: Repository) -> None:
     """Add the console's routes to ``app`` (wired in hutong.web.app.create_app)."""
-    inbox.create_tables(repo.db)
 
     def audit_log() -> AuditLog:
         a: AuditLog = app.state.audit

@@ -54,7 +54,7 @@ from hutong.security.accounts import Account
 from hutong.security.audit import AccessEntry, AuditLog
 from hutong.security.policy import Access
 from hutong.security.principal import Role
-from hutong.store.sql import SqlRepository
+from hutong.store.repository import Repository
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 from hutong.web.ui.record import trend_chart
@@ -473,7 +473,7 @@ def delegates_for(accounts: list[Account], person: str, now: int) -> list[Delega
 
 
 # --------------------------------------------------------------------------- routes
-def register(app: FastAPI, pages: Pages, repo: SqlRepository) -> None:
+def register(app: FastAPI, pages: Pages, repo: Repository) -> None:
     """The resident portal's routes (``/resident...``), under the gate like every page."""
     settings = app.state.settings
 
