@@ -143,6 +143,16 @@ CODES: dict[str, str] = {
     "HT-0243": "terminology: value set cannot be expanded here (a code system or filter this server lacks)",
     "HT-0244": "terminology: operation parameter missing or invalid",
     "HT-0245": "terminology file cannot be loaded (format, columns or content)",
+    # 0260-0279: HL7 v2 and CDA as real senders send them (hutong.ingest; issue 15, items 10-19)
+    "HT-0260": "HL7 v2 demographic value outside its code table: mapped where it says one thing, kept as sent, "
+               "accepted with a warning (data quality)",
+    "HT-0261": "HL7 v2 MSH-18 UNICODE: the bytes are not UTF-8 (the encoding UNICODE is read as)",
+    "HT-0262": "HL7 v2 order groups share an order number and service: they cannot be told apart",
+    "HT-0263": "CDA document id already names a different stored document of this institution",
+    "HT-0264": "CDA sections outside component/structuredBody: stored as a document, nothing extracted "
+               "(data quality)",
+    "HT-0265": "HL7 v2 MSH-10 re-used for a message with different content: stored as a new message, flagged "
+               "(data quality)",
     # 0350-0359: authorisation bound to each request and job (hutong.security.guard; issue 13 item 3)
     "HT-0350": "a write without a principal (no caller's Access bound to the transaction) is refused",
     # 0310-0319: one ingestion envelope (hutong.ingest: Receipt codes; issue 13, item 5)

@@ -119,6 +119,8 @@ class Receipt:
             out["code"] = self.code
         if self.reason is not None:
             out["reason"] = self.reason
+        if self.accepted and self.reason is not None:
+            out["warning"] = self.reason  # stored, but: the sender should fix this (and it counts as data quality)
         if self.accepted:
             out["documentReference"] = next((r for r in self.references if r.startswith("DocumentReference/")),
                                             None)

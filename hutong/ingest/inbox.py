@@ -20,6 +20,7 @@ commission dashboard never scans messages.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -176,6 +177,16 @@ def find(repo: Repository, w: Writer | None, channel: str, sender: str, control_
     return _row(repo, rows[0]) if rows else None
 
 
+def find_all(repo: Repository, w: Writer | None, channel: str, sender: str, control_id: str) -> list[Row]:
+    """Every stored (``ok``) message of ``sender`` under ``control_id``, oldest first: a
+    control id re-used for different content leaves more than one."""
+    sql = (f"SELECT {COLS} FROM ingest_message WHERE channel = ? AND sender = ? AND control_id = ? "
+           "AND status = 'ok' ORDER BY id")
+    args = (channel, sender, control_id)
+    rows = sql_writer(w).execute(sql, args).fetchall() if w is not None else sql_repository(repo).query(sql, args)
+    return [_row(repo, r) for r in rows]
+
+
 def get(repo: Repository, message_id: int) -> Row | None:
     rows = sql_repository(repo).query(f"SELECT {COLS} FROM ingest_message WHERE id = ?", (message_id,))
     return _row(repo, rows[0]) if rows else None
@@ -278,3 +289,54 @@ def timeliness(repo: Repository, *, start: date, end: date, sender: str | None =
                                           "kind": kind, "status": status}
     return {"from": start.isoformat(), "to": end.isoformat(), "buckets": list(BUCKET_NAMES), "days": days,
             "last_seen": last}
+
+
+# An accepted message's notes (its row's reason): "HT-0260 text; HT-0265 text", each
+# note's stable code first (hutong.ingest.pipeline).
+_NOTE_CODE = re.compile(r"(?:^|; )(HT-\d{4}) ")
+
+
+def note_codes(reason: str | None) -> list[str]:
+    """The codes of the notes an accepted message's row carries, in order."""
+    return _NOTE_CODE.findall(reason) if reason else []
+
+
+def flagged(repo: Repository, *, code: str | None = None, sender: str | None = None, after: int = 0,
+            limit: int = 100) -> list[Row]:
+    """Stored messages that carry a note (a warning in their ACK or HTTP answer: a value
+    outside its table, a re-used MSH-10, CDA sections outside structuredBody ...), oldest
+    first; ``code``: only those with that note."""
+    sql = f"SELECT {COLS} FROM ingest_message WHERE status = 'ok' AND reason IS NOT NULL AND id > ?"
+    args: list[Any] = [after]
+    if sender is not None:
+        sql += " AND sender = ?"
+        args.append(sender)
+    if code is not None:
+        sql += " AND reason LIKE ?"
+        args.append(f"%{code} %")
+    sql += " ORDER BY id LIMIT ?"
+    args.append(limit)
+    rows = [_row(repo, r) for r in sql_repository(repo).query(sql, args)]
+    return [r for r in rows if code is None or code in note_codes(r.reason)]
+
+
+def note_counts(repo: Repository, *, start: date, end: date, sender: str | None = None) -> dict[str, dict[str, int]]:
+    """Per institution: how many messages received from ``start`` to ``end`` (Beijing
+    days, inclusive) were stored with each note code.  Reads the notes of stored rows
+    in the period through the (sender, received) index: the rows with notes are few;
+    a roll-up like ``ingest_daily`` is the step when they are not."""
+    lo = int(datetime(start.year, start.month, start.day, tzinfo=BEIJING).timestamp() * 1000)
+    nxt = end + timedelta(days=1)
+    hi = int(datetime(nxt.year, nxt.month, nxt.day, tzinfo=BEIJING).timestamp() * 1000)
+    sql = ("SELECT sender, reason FROM ingest_message WHERE status = 'ok' AND reason LIKE 'HT-%' "
+           "AND received >= ? AND received < ?")
+    args: list[Any] = [lo, hi]
+    if sender is not None:
+        sql += " AND sender = ?"
+        args.append(sender)
+    out: dict[str, dict[str, int]] = {}
+    for s, reason in sql_repository(repo).query(sql, args):
+        for c in note_codes(reason):
+            per = out.setdefault(str(s), {})
+            per[c] = per.get(c, 0) + 1
+    return out

@@ -48,6 +48,7 @@ from hutong.ingest.acting import (
 from hutong.ingest.audit import record_of
 from hutong.ingest.cda import mapping as cdamap
 from hutong.ingest.cda import parse as cdaparse
+from hutong.ingest.cda.doctypes import BY_CODE
 from hutong.ingest.envelope import CDA, HL7V2, Credential, Envelope, Location, Outcome, Receipt
 from hutong.ingest.hl7v2 import ack as hl7ack
 from hutong.ingest.hl7v2 import mapping as hl7map
@@ -94,7 +95,7 @@ class _Dead(Exception):
 
 def _from_hl7(env: Envelope, e: hl7msg.Hl7Error, code: str, outcome: Outcome = Outcome.DEAD, *,
               forbidden: bool = False) -> Receipt:
-    return Receipt(outcome, env, code=code, reason=e.text, condition=e.code,
+    return Receipt(outcome, env, code=e.ht or code, reason=e.text, condition=e.code,
                    location=Location(e.segment, e.field, e.sequence) if e.segment else None,
                    resend=e.ack != "AR", forbidden=forbidden)
 
@@ -228,8 +229,9 @@ class Ingestor:
         access = self._authorised(env, authority, inst, state)
         if env.claimed is not None and cred.institution is None:
             env = replace(env, claimed=None)  # accepted: the claim is the sender
+        content = hl7msg.content_key(raw)
         if env.retry_of is None:
-            done = inbox.find(self.repo, None, HL7V2, inst.code, msg.control_id)
+            done = _same_content(inbox.find_all(self.repo, None, HL7V2, inst.code, msg.control_id), content)
             if done is not None:
                 # A resend: acknowledged again (with the note its first ACK carried), nothing else changes.
                 return _duplicate(env, done)
@@ -243,25 +245,36 @@ class Ingestor:
             raise _Dead(_from_hl7(env, err, e.code)) from None
         env = replace(env, event_time=inbox.to_ms(mapped.event_time))
         kind = env.kind
+        warnings = list(mapped.warnings)
 
         def run(w: Any) -> Receipt:
             # Two connections delivering the same message at once: one waits.
             w.lock_key(f"ingest:hl7v2:{inst.code}:{msg.control_id}")
-            again = inbox.find(self.repo, w, HL7V2, inst.code, msg.control_id)
-            if again is not None and env.retry_of is None:
-                return _duplicate(env, again)
+            notes = list(warnings)
+            if env.retry_of is None:
+                earlier = inbox.find_all(self.repo, w, HL7V2, inst.code, msg.control_id)
+                again = _same_content(earlier, content)
+                if again is not None:
+                    return _duplicate(env, again)
+                if earlier:
+                    notes.append(_reused(msg.control_id, earlier[0]))
             done = self.bundles.run_in(w, entries)
-            note = None
             if mapped.merge is not None:
-                note = self._merge(w, inst, mapped.merge, kind, msg.control_id)
+                merge_note = self._merge(w, inst, mapped.merge, kind, msg.control_id)
+                if merge_note is not None:
+                    # Accepted, the merge waiting for a steward: AA with an ERR of
+                    # severity W (HL7 v2.5.1 ch. 2.15.5.4, table 0516), so the sender
+                    # neither resends nor believes the persons were merged.
+                    notes.insert(0, hl7map.MappingWarning("HT-0195", "0", merge_note.removeprefix("HT-0195 "),
+                                                          "MRG", 1))
+            note = _note_text(notes)
             message_id = self._stored(w, env, access, note)
             refs = tuple(f"{t}/{i}" for t, i, _s in done)
-            if note is not None:
-                # Accepted, the merge waiting for a steward: AA with an ERR of
-                # severity W (HL7 v2.5.1 ch. 2.15.5.4, table 0516), so the sender
-                # neither resends nor believes the persons were merged.
-                return Receipt(Outcome.STORED, env, code="HT-0195", reason=note, references=refs,
-                               message_id=message_id, condition="0", location=Location("MRG", 1))
+            if notes:
+                first = notes[0]
+                return Receipt(Outcome.STORED, env, code=first.code, reason=note, references=refs,
+                               message_id=message_id, condition=first.condition,
+                               location=Location(first.segment, first.field))
             return Receipt(Outcome.STORED, env, references=refs, message_id=message_id)
 
         return self._commit(env, access, run)
@@ -274,8 +287,9 @@ class Ingestor:
             result: Receipt = self.svc._retry(lambda: bound.transact(run))
             return result
         except HutongError as e:
-            raise _Dead(Receipt(Outcome.DEAD, env, code=e.code, reason=f"{e.code} {e.message}", condition="207",
-                                forbidden=e.status == 403)) from None
+            # 409: the message conflicts with one stored (HL7 table 0357: 205 duplicate key identifier).
+            raise _Dead(Receipt(Outcome.DEAD, env, code=e.code, reason=f"{e.code} {e.message}",
+                                condition="205" if e.status == 409 else "207", forbidden=e.status == 403)) from None
         except Exception as e:
             # A database failure (connection lost, disk full): the sender is told to
             # resend; nothing was acknowledged.  The type only is logged (the
@@ -452,12 +466,43 @@ class Ingestor:
 
         def run(w: Any) -> Receipt:
             w.lock_key(f"ingest:cda:{inst.code}:{mapped.document_id}")
+            self._same_document(w, inst.code, mapped)
             done = self.bundles.run_in(w, entries)
-            message_id = self._stored(w, env, access)
-            return Receipt(Outcome.STORED, env, references=tuple(f"{t}/{i}" for t, i, _s in done),
-                           message_id=message_id)
+            note = "; ".join(f"{code} {text}" for code, text in mapped.warnings) or None
+            message_id = self._stored(w, env, access, note)
+            refs = tuple(f"{t}/{i}" for t, i, _s in done)
+            if mapped.warnings:
+                return Receipt(Outcome.STORED, env, code=mapped.warnings[0][0], reason=note, references=refs,
+                               message_id=message_id)
+            return Receipt(Outcome.STORED, env, references=refs, message_id=message_id)
 
         return self._commit(env, access, run)
+
+    def _same_document(self, w: Any, sender: str, mapped: cdamap.CdaMapped) -> None:
+        """A document id names one document of its institution (CDA R2 §4.2.1.1
+        ClinicalDocument.id: "uniquely identifies the document").  The same document sent
+        again is a resend (its conditional creates change nothing); another document under
+        an id already stored -- another type, other content -- is refused with 409 (HT-0263):
+        every write of it would match the earlier document's keys, so acknowledging it
+        would say it was stored when it was not.  A corrected document takes a new id
+        (and relatedDocument RPLC with the same setId, CDA R2 §4.2.3.1)."""
+        earlier = inbox.find_all(self.repo, w, CDA, sender, mapped.document_id)
+        if not earlier or any(self._cda_content(r.raw) == mapped.content for r in earlier):
+            return
+        first = earlier[0]
+        was = BY_CODE.get(first.kind)
+        what = f"a {first.kind} {was.title}" if was is not None else f"a {first.kind}"
+        now = "another type" if first.kind != mapped.doc_type.code else "other content"
+        raise Conflict("HT-0263", f"document id {hl7msg.shown(mapped.document_id, 60)} already names {what} "
+                                  f"(inbox message {first.id}); this {mapped.doc_type.code} has {now} and was not "
+                                  "stored: a new or corrected document takes a new id")
+
+    @staticmethod
+    def _cda_content(raw: bytes) -> bytes:
+        try:
+            return cdaparse.content_key(cdaparse.parse_xml(raw))
+        except cdaparse.CdaError:
+            return b""
 
     # ------------------------------------------------------------ entry points kept for callers
     def hl7(self, raw: bytes, peer: str | None = None, *, conn: Connection | None = None) -> bytes:
@@ -478,9 +523,38 @@ def _duplicate(env: Envelope, first: inbox.Row) -> Receipt:
     """A resend of a stored message: answered as the first time (its receipt
     time, its note: e.g. a merge still waiting for review)."""
     note = first.reason
+    where = _NOTE_LOCATION.get(_note_code(note) or "", Location("MRG", 1)) if note else None
     return Receipt(Outcome.DUPLICATE, replace(env, received=first.received, event_time=first.event_time),
-                   code=_note_code(note), reason=note, message_id=first.id, condition="0" if note else None,
-                   location=Location("MRG", 1) if note else None)
+                   code=_note_code(note), reason=note, message_id=first.id,
+                   condition=_NOTE_CONDITION.get(_note_code(note) or "", "0") if note else None, location=where)
+
+
+# Where the note of a stored message points, and its HL7 table 0357 condition, when a
+# resend is answered from the inbox row (which keeps the note's text, code first).
+_NOTE_LOCATION = {"HT-0260": Location("PID", 8), "HT-0265": Location("MSH", 10)}
+_NOTE_CONDITION = {"HT-0260": "103", "HT-0265": "205"}
+
+
+def _same_content(rows: list[inbox.Row], content: bytes) -> inbox.Row | None:
+    """The stored row whose message is this one again (hutong.ingest.hl7v2.message.content_key)."""
+    return next((r for r in rows if hl7msg.content_key(r.raw) == content), None)
+
+
+def _reused(control_id: str, first: inbox.Row) -> hl7map.MappingWarning:
+    """MSH-10 "uniquely identifies the message" (HL7 v2.5.1 ch. 2.15.9.10): a second message
+    under a used control id is a sender error.  It is stored (its results are not lost, and
+    every write converges by its own keys) and flagged: AA with an ERR of severity W,
+    condition 205 (duplicate key identifier), HT-0265 on its inbox row for the console and
+    the data-quality counts.  A true resend (same content) stays a plain duplicate."""
+    return hl7map.MappingWarning("HT-0265", "205", f"MSH-10 {hl7msg.shown(control_id)} was already used by "
+                                                   f"inbox message {first.id} with different content; stored as a "
+                                                   "new message: the sender must not re-use control ids",
+                                 "MSH", 10)
+
+
+def _note_text(notes: list[hl7map.MappingWarning]) -> str | None:
+    """The inbox row's reason for an accepted message: each note, its code first, "; " between."""
+    return "; ".join(f"{n.code} {n.text}" for n in notes) or None
 
 
 def _note_code(note: str | None) -> str | None:

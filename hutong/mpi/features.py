@@ -82,10 +82,25 @@ def merge(parts: Sequence[Features]) -> Features:
                        for k in Features._KEYS})
 
 
+# ISO 21090 EN.representation (FHIR R4 extension-iso21090-en-representation): a name
+# marked ABC (alphabetic: the pinyin a HIS sends beside the Han name) is a romanisation,
+# compared only when the record has no other name.
+EN_REPRESENTATION = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation"
+
+
+def is_romanisation(name: dict[str, Any]) -> bool:
+    """A HumanName marked as the alphabetic (ABC) representation of another name."""
+    return any(isinstance(e, dict) and e.get("url") == EN_REPRESENTATION and e.get("valueCode") == "ABC"
+               for e in name.get("extension") or ())
+
+
 def _name_texts(patient: dict[str, Any]) -> list[str]:
     out = []
-    for n in patient.get("name") or ():
-        if not isinstance(n, dict) or n.get("use") == "old":
+    names = [n for n in patient.get("name") or () if isinstance(n, dict)]
+    if any(not is_romanisation(n) for n in names):
+        names = [n for n in names if not is_romanisation(n)]
+    for n in names:
+        if n.get("use") == "old":
             continue
         text = n.get("text")
         if not text:

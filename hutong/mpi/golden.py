@@ -36,7 +36,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hutong.mpi.features import Features
+from hutong.mpi.features import Features, is_romanisation
 from hutong.mpi.idnumber import parse_id_number
 from hutong.mpi.normalize import normalize_address, normalize_name
 from hutong.systems import CODESYSTEM_BASE, HEALTH_CARD, ID_CARD, MEDICAL_INSURANCE, PASSPORT
@@ -122,7 +122,7 @@ def build(person_id: str, sources: Sequence[SourceView]) -> dict[str, Any]:
     name_of: dict[str, dict[str, Any]] = {}
     for s in basis:
         for n in s.body.get("name") or ():
-            if isinstance(n, dict) and n.get("use") != "old":
+            if isinstance(n, dict) and n.get("use") != "old" and not is_romanisation(n):
                 text = n.get("text") or ((n.get("family") or "") + "".join(n.get("given") or ()))
                 key = normalize_name(text) if text else ""
                 if key:

@@ -48,3 +48,9 @@ def timeliness(repo: Repository, *, start: date, end: date) -> dict[str, Any]:
     channel: the ingestion inbox's rollup, read by the module that owns it
     (hutong.ingest.inbox, whose SQL stays there)."""
     return inbox.timeliness(repo, start=start, end=end)
+
+
+def note_counts(repo: Repository, *, start: date, end: date) -> dict[str, dict[str, int]]:
+    """Per institution: stored messages with each warning code in the period (the
+    inbox's notes, read by the module that owns them)."""
+    return inbox.note_counts(repo, start=start, end=end)

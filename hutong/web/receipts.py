@@ -33,7 +33,11 @@ STATUS = {Outcome.STORED: 201, Outcome.DUPLICATE: 200, Outcome.DEAD: 422, Outcom
 
 def status_of(receipt: Receipt) -> int:
     """HTTP status of a receipt (http.html: 201 created, 200 already there,
-    422 not processable, 403 the sender may not)."""
+    422 not processable, 409 it conflicts with what is stored (HL7 table 0357
+    205, e.g. a CDA document id already naming another document), 403 the
+    sender may not)."""
+    if receipt.outcome is Outcome.DEAD and receipt.condition == "205":
+        return 409
     return STATUS[receipt.outcome]
 
 
@@ -64,9 +68,10 @@ def post_cda(ing: Ingestor, principal: Principal, xml: bytes, peer: str | None) 
         return FhirResponse.json(status_of(receipt), body)
     if receipt.outcome is Outcome.DEAD:
         # HT-0062 stays the answer's code (callers match on it); the cause's code is in the text.
-        return FhirResponse.json(status_of(receipt), operation_outcome(HutongError(
+        status = status_of(receipt)
+        return FhirResponse.json(status, operation_outcome(HutongError(
             "HT-0062", f"CDA document not stored ({receipt.code}): {receipt.reason}; kept as a dead letter",
-            status=422, issue_code="invalid")))
+            status=status, issue_code="conflict" if status == 409 else "invalid")))
     return problem(receipt, "CDA document refused")
 
 

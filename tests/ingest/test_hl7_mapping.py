@@ -436,8 +436,10 @@ def test_missing_pid(msg_type: str) -> None:
 def test_content_errors() -> None:
     e = _error(build("PID|||", msg_type="ADT^A28^ADT_A05"))
     assert (e.code, e.ack, e.segment, e.field) == ("101", "AE", "PID", 3)
-    e = _error(build("PID|||1^^^^MR||张^三||19800101|X", msg_type="ADT^A28^ADT_A05"))
-    assert (e.code, e.ack, e.segment, e.field) == ("103", "AE", "PID", 8)
+    # a sex outside table 0001 is no longer an error (issue 15, item 11): a warning, the text kept
+    m = to_bundle(parse(build("PID|||1^^^^MR||张^三||19800101|X", msg_type="ADT^A28^ADT_A05")), Sender("X1", "o1"))
+    assert [(w.code, w.condition, w.segment, w.field) for w in m.warnings] == [("HT-0260", "103", "PID", 8)]
+    assert "gender" not in resources(m, "Patient")[0]
     e = _error(build("PID|||1^^^^MR", msg_type="ADT^A01^ADT_A01"))
     assert (e.code, e.segment) == ("101", "PV1")
     e = _error(build("PID|||1^^^^MR", msg_type="ADT^A40^ADT_A39"))

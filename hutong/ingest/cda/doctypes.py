@@ -49,6 +49,7 @@ class DocType:
     part: str              # WS 445 part code ("04")
     setting: str | None    # v3 ActCode encounter class implied by the type: AMB, IMP, EMER
     extracted: bool        # structured FHIR resources are extracted, not only the document stored
+    patient_gender: bool = True  # the header must carry the patient's administrativeGenderCode
 
     @property
     def part_title(self) -> str:
@@ -114,13 +115,30 @@ _ROWS: tuple[tuple[str, str, str | None], ...] = (
 
 # The five types mapped into structured resources (issue 5); the others are stored as documents.
 EXTRACTED = frozenset({"C0002", "C0006", "C0007", "C0032", "C0053"})
+# 助产记录 (WS 445 part 06: 待产记录, 阴道分娩记录, 剖宫产记录): the record target is the
+# mother, and the documents of two independent public WS/T 500 generators leave her
+# administrativeGenderCode out; CDA R2 allows that (Patient.administrativeGenderCode is
+# 0..1 in the R-MIM, CDA R2 §4.2.2.1).  Every other type's header must still carry it.
+# (The standard's own text was not at hand to confirm the three templates' cardinality:
+# the generators, as issue 15 reports them, are the evidence.)
+GENDER_OPTIONAL = frozenset({"C0014", "C0015", "C0016"})
 
 DOCTYPES: tuple[DocType, ...] = tuple(
-    DocType(n, f"C{n:04d}", title, f"{TEMPLATE_ARC}{20 + n}", part, setting, f"C{n:04d}" in EXTRACTED)
+    DocType(n, f"C{n:04d}", title, f"{TEMPLATE_ARC}{20 + n}", part, setting, f"C{n:04d}" in EXTRACTED,
+            patient_gender=f"C{n:04d}" not in GENDER_OPTIONAL)
     for n, (title, part, setting) in enumerate(_ROWS, start=1)
 )
 BY_CODE: dict[str, DocType] = {d.code: d for d in DOCTYPES}
 BY_TEMPLATE: dict[str, DocType] = {d.template_id: d for d in DOCTYPES}
+
+
+def requires_gender(code: str | None, template_ids: tuple[str, ...] | list[str]) -> bool:
+    """Whether the header of a document with this type code / these templateIds must carry
+    the patient's gender: True unless every type it names leaves it optional (an
+    unrecognised type is refused by :func:`recognise` anyway)."""
+    named = [BY_CODE.get((code or "").strip())] + [BY_TEMPLATE.get(t.strip()) for t in template_ids]
+    found = [d for d in named if d is not None]
+    return not found or any(d.patient_gender for d in found)
 
 
 def recognise(code: str | None, template_ids: list[str]) -> DocType:

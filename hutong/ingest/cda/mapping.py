@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -43,7 +43,9 @@ from hutong.ingest.cda.parse import (
     CdaHeader,
     InstanceId,
     Telecom,
+    content_key,
     parse_document,
+    stray_sections,
 )
 from hutong.systems import (
     AUTHOR,
@@ -94,6 +96,8 @@ class CdaMapped:
     event_time: str | None        # the clinical time: encompassingEncounter effectiveTime, else the document's
     document_id: str              # id extension (root/extension when the root is not 2.16.156.10011.1.1)
     patient_identifier: dict[str, str] | None  # {"system", "value"} the Patient is matched on
+    content: bytes = b""          # parse.content_key: tells a resend from another document under the same id
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (HT code, text): stored, but ...
 
 
 # patientRole/id and patient/id roots -> (system or None for the institution MRN system,
@@ -182,10 +186,16 @@ class _Builder:
                 add=self.add))
         enc = h.encounter
         event = enc.start if enc is not None and enc.start is not None else h.effective
+        warnings = []
+        stray = stray_sections(self.doc.root)
+        if stray:
+            warnings.append(("HT-0264", f"{stray} section{'s' if stray > 1 else ''} outside "
+                                        "/ClinicalDocument/component/structuredBody (CDA R2 §4.3): the document "
+                                        "is stored, nothing was extracted from them"))
         return CdaMapped(
             bundle={"resourceType": "Bundle", "type": "transaction", "entry": self.entries},
             doc_type=self.doc_type, event_time=event.value, document_id=self.document_id,
-            patient_identifier=patient_ident)
+            patient_identifier=patient_ident, content=content_key(self.doc.root), warnings=warnings)
 
     # ------------------------------------------------------------ Patient
     def patient(self) -> tuple[dict[str, Any], dict[str, str]]:

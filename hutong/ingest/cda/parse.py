@@ -23,6 +23,7 @@ is the one typed wrapper every other module reads the tree through.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -415,7 +416,7 @@ def _address(n: Node) -> Address:
                    None if structured else (n.text or None))
 
 
-def _patient(doc: Node, p: _Problems) -> PatientHeader | None:
+def _patient(doc: Node, p: _Problems, gender_required: bool = True) -> PatientHeader | None:
     role = doc.first("recordTarget/patientRole")
     if role is None:
         p.add(f"{_H}/recordTarget/patientRole", "missing")
@@ -436,7 +437,8 @@ def _patient(doc: Node, p: _Problems) -> PatientHeader | None:
     g = person.first("administrativeGenderCode")
     gender = None if g is None else g.attr("code")
     if gender is None:
-        p.add(base + "/patient/administrativeGenderCode/@code", "missing (GB/T 2261.1 性别代码)")
+        if gender_required:
+            p.add(base + "/patient/administrativeGenderCode/@code", "missing (GB/T 2261.1 性别代码)")
     elif gender not in GB_SEX_CODES:
         p.add(base + "/patient/administrativeGenderCode/@code", f"{gender[:10]!r} is not a GB/T 2261.1 code "
                                                                "(0, 1, 2, 9)")
@@ -539,7 +541,10 @@ def read_header(doc: Node) -> CdaHeader:
     language = doc.at("languageCode", "code")
     if language != "zh-CN":
         p.add(f"{_H}/languageCode/@code", "must be zh-CN")
-    patient = _patient(doc, p)
+    # Which header elements are required depends on the document type (hutong.ingest.cda.doctypes;
+    # imported here: that module builds on this one's CdaError).
+    from hutong.ingest.cda.doctypes import requires_gender
+    patient = _patient(doc, p, requires_gender(type_code, template_ids))
     author = _author(doc, p)
     org = doc.first("custodian/assignedCustodian/representedCustodianOrganization")
     custodian_id = None
@@ -581,6 +586,25 @@ def sections(body: Node | None) -> Iterator[Node]:
         yield s
         nested = [x for c in s.all("component") if (x := c.first("section")) is not None]
         stack.extend(reversed(nested))
+
+
+def stray_sections(root: Node) -> int:
+    """How many sections sit outside ``component/structuredBody`` (CDA R2 §4.3: a
+    structured body's sections are in structuredBody/component/section); such a
+    document is stored, but nothing is extracted from them."""
+    body = f"{{{NS}}}structuredBody"
+    n = 0
+    for e in root._e.iter(f"{{{NS}}}section"):
+        if not any(a.tag == body for a in e.iterancestors()):
+            n += 1
+    return n
+
+
+def content_key(root: Node) -> bytes:
+    """What makes two deliveries the same document: its canonical XML (C14N 2.0, text
+    stripped of surrounding whitespace), SHA-256.  Attribute order, namespace prefixes,
+    the XML declaration and indentation do not count."""
+    return hashlib.sha256(etree.canonicalize(root._e, strip_text=True).encode()).digest()
 
 
 def section_code(section: Node) -> str | None:

@@ -33,11 +33,13 @@ FALLBACK_VERSION = "2.5.1"
 
 
 def _escape(text: str, seps: str, esc: str) -> str:
-    """Escape our own text for a field (ch. 2.7.4); line breaks become spaces."""
+    """Escape our own text for a field (ch. 2.7.4).  Line breaks (the segment
+    terminator) become spaces; every other character stays as it is, so a
+    received value quoted in the text (``'A01 '``) reads back exactly."""
     out = text.replace(esc, f"{esc}E{esc}")
     for ch, code in zip(seps, "FSRT", strict=False):  # field, component, repetition, subcomponent
         out = out.replace(ch, f"{esc}{code}{esc}")
-    return " ".join(out.split())
+    return out.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
 
 
 def _control_id(now: datetime) -> str:
@@ -92,7 +94,7 @@ def _salvage(raw: bytes) -> tuple[_Header, str]:
             h.fields[n] = parts[n - 1]
     if len(parts) > 8:
         msg_type = parts[8].split(comp)
-        h.fields[9] = msg_type[1] if len(msg_type) > 1 else ""
+        h.fields[9] = msg_type[1].strip() if len(msg_type) > 1 else ""  # padded like MSH-9 is read
     if h.get(18) and normalize_charset(h.get(18).split(comp)[0]) not in CHARSETS:
         h.fields[18] = ""  # an unknown charset is not echoed: the ACK is UTF-8
     return h, codec

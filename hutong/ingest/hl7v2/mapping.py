@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -36,8 +37,11 @@ from hutong.ingest.hl7v2.message import (
     name_of,
     reps,
     rget,
+    shown,
     ts_to_fhir,
 )
+from hutong.mpi.features import EN_REPRESENTATION  # ISO 21090: ABC alphabetic (pinyin), IDE ideographic
+from hutong.mpi.idnumber import parse_id_number
 
 SUPPORTED: dict[str, frozenset[str]] = {
     "ADT": frozenset({"A01", "A02", "A03", "A04", "A08", "A28", "A31", "A40"}),
@@ -66,6 +70,18 @@ class Sender:
     organization_id: str  # its Organization resource id in the store
 
 
+@dataclass(frozen=True)
+class MappingWarning:
+    """Something in an accepted message the sender should fix (an ERR of severity W,
+    HL7 v2.5.1 ch. 2.15.5.4) and the commission counts as data quality."""
+
+    code: str  # stable Hutong code (hutong.errors), e.g. HT-0260
+    condition: str  # HL7 table 0357, e.g. 103 table value not found
+    text: str
+    segment: str
+    field: int | None = None
+
+
 @dataclass
 class Mapped:
     bundle: dict[str, Any]  # a FHIR R4 transaction Bundle
@@ -73,6 +89,7 @@ class Mapped:
     kind: str  # "ADT^A01" ...
     merge: tuple[dict[str, str], dict[str, str]] | None  # ADT^A40: (prior from MRG-1, surviving from PID-3)
     patient_identifier: dict[str, str] | None  # the key the Bundle's Patient is matched on (MRN when sent)
+    warnings: list[MappingWarning] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- code tables
@@ -83,6 +100,17 @@ PATIENT_CLASS = {"I": "IMP", "IP": "IMP", "B": "IMP", "O": "AMB", "OP": "AMB", "
 # HL7 table 0001 and GB/T 2261.1 (1 男, 2 女, 0/9 unknown) -> AdministrativeGender.
 SEX = {"M": "male", "F": "female", "O": "other", "A": "other", "U": "unknown", "N": "unknown",
        "1": "male", "2": "female", "0": "unknown", "9": "unknown", "男": "male", "女": "female"}
+# Values outside both tables that still say one thing (words some HIS write instead of
+# the code; 男性/女性 are GB/T 2261.1's display names): mapped, with a warning.
+SEX_WORDS = {"MALE": "male", "FEMALE": "female", "OTHER": "other", "UNKNOWN": "unknown",
+             "男性": "male", "女性": "female", "未知": "unknown", "未说明的性别": "unknown", "未知的性别": "unknown"}
+# The original text of a coded demographic value that was outside its table (kept
+# beside the mapped code: Patient.gender has no room for it).
+SOURCE_VALUE_EXT = "https://fhir.hutong.dev/StructureDefinition/hl7v2-source-value"
+# 复姓 (compound surnames) as hutong.synth.names lists them, and a few more common ones.
+COMPOUND_SURNAMES = ("欧阳", "司马", "上官", "诸葛", "皇甫", "东方", "夏侯", "尉迟", "公孙", "慕容", "令狐", "长孙",
+                     "宇文", "司徒", "端木", "南宫", "独孤", "轩辕", "呼延", "澹台")
+_LATIN_NAME = re.compile(r"[A-Za-z][A-Za-z' \-]*")
 # HL7 table 0200 name type -> NameUse.
 NAME_USE = {"L": "official", "D": "usual", "M": "maiden", "N": "nickname", "B": "old", "S": "anonymous"}
 # HL7 table 0190 address type -> Address.use / Address.type.
@@ -140,6 +168,40 @@ def is_han(text: str) -> bool:
     return _HAN.search(text) is not None
 
 
+def _han_with_pinyin(family: str, given: str, middle: str, suffix: str, prefix: str) -> bool:
+    """PID-5 as many Chinese HIS fill it: the whole Han name in the family name component
+    and its pinyin in the given name (``张三丰^zhangsanfeng``).  A Han family name never
+    comes with a Latin given name otherwise, so the scripts alone tell."""
+    family, given = family.strip(), given.strip()
+    return (len(family) >= 2 and all(_HAN.match(c) for c in family) and not (middle or suffix or prefix)
+            and _LATIN_NAME.fullmatch(given) is not None)
+
+
+def split_han_name(full: str) -> tuple[str, str]:
+    """A Han full name as (family, given): a 复姓 when the name starts with one and is
+    longer than it, else the first character (张三丰 -> 张, 三丰; 欧阳修 -> 欧阳, 修)."""
+    for surname in COMPOUND_SURNAMES:
+        if full.startswith(surname) and len(full) > len(surname):
+            return surname, full[len(surname):]
+    return full[:1], full[1:]
+
+
+def _han_and_pinyin(full: str, pinyin: str, use: str | None) -> list[dict[str, Any]]:
+    """The Han name (the name: text 张三丰, family 张, given 三丰; ISO 21090 representation
+    IDE) and its pinyin as a second name (representation ABC), so the MPI compares the
+    Han names and a display can still show the romanisation."""
+    family, given = split_han_name(full)
+    han: dict[str, Any] = {"extension": [{"url": EN_REPRESENTATION, "valueCode": "IDE"}]}
+    if use:
+        han["use"] = use
+    han.update({"text": full, "family": family, "given": [given]})
+    latin: dict[str, Any] = {"extension": [{"url": EN_REPRESENTATION, "valueCode": "ABC"}]}
+    if use:
+        latin["use"] = use
+    latin["text"] = pinyin
+    return [han, latin]
+
+
 # --------------------------------------------------------------------------- the mapper
 def to_bundle(msg: Hl7Message, sender: Sender) -> Mapped:
     """Map one parsed message to a FHIR transaction Bundle (see the module docstring)."""
@@ -148,8 +210,8 @@ def to_bundle(msg: Hl7Message, sender: Sender) -> Mapped:
         raise Hl7Error("200", f"unsupported message type {msg.message_type[:10]!r} "
                               f"(accepted: {', '.join(sorted(SUPPORTED))})", segment="MSH", field=9, ack="AR")
     if msg.trigger not in triggers:
-        raise Hl7Error("201", f"unsupported event {msg.message_type}^{msg.trigger[:10]} (accepted: "
-                              f"{', '.join(sorted(triggers))})", segment="MSH", field=9, ack="AR")
+        raise Hl7Error("201", f"unsupported event {shown(msg.message_type + '^' + msg.trigger, 20)} (MSH-9; "
+                              f"accepted: {', '.join(sorted(triggers))})", segment="MSH", field=9, ack="AR")
     m = _Mapper(msg, sender)
     if msg.message_type == "ADT":
         return m.adt()
@@ -176,6 +238,9 @@ class _Mapper:
         self._uuid_prefix = f"urn:uuid:{h[0:8]}-{h[8:12]}-5{h[13:16]}-8{h[17:20]}-{h[20:24]}"
         self._keys: dict[str, str] = {}
         self._systems: dict[str, str] = {}  # conditional criteria -> fullUrl, so one resource is written once
+        self.warnings: list[MappingWarning] = []
+        self._shared: set[str] = set()  # order numbers that key more than one ORC/OBR group of this message
+        self._group_keys: set[str] = set()
 
     # ----------------------------------------------------------------- bundle
     def _full_url(self) -> str:
@@ -205,10 +270,11 @@ class _Mapper:
     def _mapped(self, event_time: str | None, patient_key: dict[str, str] | None,
                 merge: tuple[dict[str, str], dict[str, str]] | None = None) -> Mapped:
         return Mapped(bundle={"resourceType": "Bundle", "type": "transaction", "entry": self.entries},
-                      event_time=event_time, kind=self.kind, merge=merge, patient_identifier=patient_key)
+                      event_time=event_time, kind=self.kind, merge=merge, patient_identifier=patient_key,
+                      warnings=self.warnings)
 
     def _ts(self, seg: Any, field: int) -> str | None:
-        return ts_to_fhir(get(seg, field), segment=name_of(seg), field=field)
+        return ts_to_fhir(get(seg, field), segment=name_of(seg), field=field, zone=self.msg.zone)
 
     def _required(self, name: str) -> Any:
         seg = self.msg.segment(name)
@@ -248,8 +314,52 @@ class _Mapper:
                 self._write(enc, enc.pop("_key"), update=True)
         return self._mapped(event_time, key, merge)
 
+    # ----------------------------------------------------------------- shared order numbers
+    def _service_code(self, obr: Any) -> str:
+        cc = self._cc(obr, 4) if obr is not None else None
+        if cc is None:
+            return ""
+        return str(cc.get("coding", [{}])[0].get("code") or cc.get("text") or "")
+
+    def _group_key(self, number: str, obr: Any, what: str, field: int) -> str:
+        """The key of one ORC/OBR group numbered ``number`` (the filler number of a report,
+        the placer number of an order).  Several groups of one message may share it (one
+        specimen barcode for several tests): each is then keyed on number^service
+        (OBR-4), so none replaces another.  Two groups with the same number and the same
+        service cannot be told apart: the message is refused (AE 205, HT-0262) rather
+        than one of them dropped."""
+        if number not in self._shared:
+            return number
+        code = self._service_code(obr)
+        key = f"{number}^{code}"
+        if not code or key in self._group_keys:
+            raise Hl7Error("205", f"two order groups share {what} {shown(number)}"
+                                  + (f" and service {shown(code)} (OBR-4)" if code else " and have no OBR-4")
+                                  + ": they cannot be told apart; send one group per order or distinct numbers",
+                           segment="OBR" if obr is not None else "ORC", field=field, ht="HT-0262")
+        self._group_keys.add(key)
+        return key
+
+    def _count_shared(self, numbers: list[str]) -> None:
+        self._shared = {n for n, k in Counter(x for x in numbers if x).items() if k > 1}
+        self._group_keys = set()
+
+    def _report_numbers(self) -> list[str]:
+        """The filler number of each OBR (else of its ORC), as :meth:`_report` reads it."""
+        out: list[str] = []
+        orc: Any = None
+        for seg in self.msg.parsed:
+            name = name_of(seg)
+            if name == "ORC":
+                orc = seg
+            elif name == "OBR":
+                out.append(get(seg, 3) or (get(orc, 3) if orc is not None else ""))
+                orc = None
+        return out
+
     # ----------------------------------------------------------------- ORU
     def oru(self) -> Mapped:
+        self._count_shared(self._report_numbers())
         patient_url: str | None = None
         encounter_url: str | None = None
         first_key: dict[str, str] | None = None
@@ -347,9 +457,12 @@ class _Mapper:
             idents.append(self._order_id(filler, "FILL"))
         if placer:
             idents.append(self._order_id(placer, "PLAC"))
+        key = self._group_key(filler, obr, "filler order number", 3) if filler else None
+        if key is not None and key != filler:
+            idents.append({"system": self.order_system, "value": key})  # what the conditional update matches
         if idents:
             report["identifier"] = idents
-        report["_key"] = {"system": self.order_system, "value": filler} if filler else None
+        report["_key"] = {"system": self.order_system, "value": key} if key else None
         return report
 
     def _order_id(self, value: str, kind: str) -> dict[str, Any]:
@@ -442,7 +555,7 @@ class _Mapper:
         elif vtype == "SN":
             self._structured_numeric(first, o, unit)
         elif vtype in ("DT", "TS", "DTM"):
-            dt = ts_to_fhir(rget(first), segment="OBX", field=5)
+            dt = ts_to_fhir(rget(first), segment="OBX", field=5, zone=self.msg.zone)
             if dt:
                 o["valueDateTime"] = dt
         elif vtype not in ("ED", "RP"):  # encapsulated data and pointers are not values
@@ -523,6 +636,7 @@ class _Mapper:
                     groups.append([None, seg])
         if not groups:
             raise Hl7Error("101", f"{self.kind} needs an ORC or OBR segment", segment="ORC")
+        self._count_shared([self._order_number(orc, obr) for orc, obr in groups])
         event_time = None
         for orc, obr in groups:
             sr, sr_key = self._service_request(orc, obr, patient_url, encounter_url)
@@ -565,8 +679,19 @@ class _Mapper:
             requester = self._person_name(obr, 16)
         if requester:
             sr["requester"] = {"display": requester}
-        key_value = placer or filler
+        number = placer or filler
+        key_value = self._group_key(number, obr, "placer order number" if placer else "filler order number",
+                                    2 if placer else 3) if number else ""
+        if key_value and key_value != number:
+            sr["identifier"].append({"system": self.order_system, "value": key_value})
         return sr, ({"system": self.order_system, "value": key_value} if key_value else None)
+
+    @staticmethod
+    def _order_number(orc: Any, obr: Any) -> str:
+        """The number a ServiceRequest is keyed on, as :meth:`_service_request` reads it."""
+        placer = (get(orc, 2) if orc is not None else "") or (get(obr, 2) if obr is not None else "")
+        filler = (get(orc, 3) if orc is not None else "") or (get(obr, 3) if obr is not None else "")
+        return placer or filler
 
     def _person_name(self, seg: Any, field: int) -> str | None:
         """XCN id ^ family ^ given ^ middle ...: display text (Han names without spaces)."""
@@ -580,6 +705,9 @@ class _Mapper:
     # ----------------------------------------------------------------- Patient
     def _patient(self, pid: Any) -> dict[str, Any]:
         idents = self._identifiers(reps(pid, 3), pid)
+        national = self._ssn_id_card(pid, idents)
+        if national is not None:
+            idents.append(national)
         if not idents:
             raise Hl7Error("101", "PID-3 patient identifier list is empty", segment="PID", field=3)
         key = next((i for i in idents if i["system"] == self.mrn_system), idents[0])
@@ -592,11 +720,20 @@ class _Mapper:
             p["telecom"] = telecom
         sex = get(pid, 8)
         if sex:
-            gender = SEX.get(sex.upper())
+            gender = SEX.get(sex.strip().upper())
             if gender is None:
-                raise Hl7Error("103", f"PID-8 sex {sex[:10]!r} is not in HL7 table 0001 or GB/T 2261.1",
-                               segment="PID", field=8)
-            p["gender"] = gender
+                # A demographic code outside its table never costs the sender its results
+                # (PID-8 is IS, user-defined table 0001, ch. 3.4.2.8): map what says one
+                # thing, keep the text as sent, accept with a warning (HT-0260).
+                gender = SEX_WORDS.get(" ".join(sex.split()).upper())
+                p["extension"] = [{"url": SOURCE_VALUE_EXT, "extension": [
+                    {"url": "field", "valueString": "PID-8"}, {"url": "value", "valueString": sex}]}]
+                self.warnings.append(MappingWarning(
+                    "HT-0260", "103", f"PID-8 sex {shown(sex, 20)} is not in HL7 table 0001 or GB/T 2261.1: "
+                    + (f"read as {gender}" if gender else "gender left unknown") + ", the value kept as sent",
+                    "PID", 8))
+            if gender is not None:
+                p["gender"] = gender
         birth = self._ts(pid, 7)
         if birth:
             p["birthDate"] = birth[:10]
@@ -611,6 +748,21 @@ class _Mapper:
         p["managingOrganization"] = self.org_ref
         p["_key"] = {"system": key["system"], "value": key["value"]}
         return p
+
+    def _ssn_id_card(self, pid: Any, idents: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """PID-19 (SSN, ch. 3.4.2.19) as the 居民身份证 number: Chinese HIS put it there.
+        Read only when PID-3 carries no 身份证 number and PID-19 is a valid 18-character
+        GB 11643 number (its check character, region and birth date agree), so a social
+        insurance number or a typo is never taken for one."""
+        if any(i["system"] == systems.ID_CARD for i in idents):
+            return None
+        raw = get(pid, 19).strip()
+        if len(raw) != 18:
+            return None
+        parsed = parse_id_number(raw)
+        if not parsed.valid or parsed.value is None or parsed.legacy:
+            return None
+        return {"use": "official", "system": systems.ID_CARD, "value": parsed.value}
 
     def _identifiers(self, cxs: list[Any], pid: Any) -> list[dict[str, Any]]:
         """PID-3 / MRG-1 CX repetitions as identifiers, one per system and value."""
@@ -649,6 +801,9 @@ class _Mapper:
         for r in reps(pid, 5):
             family, given, middle, suffix, prefix, _, use = components(r, 7, pid)
             if not (family or given):
+                continue
+            if _han_with_pinyin(family, given, middle, suffix, prefix):
+                out.extend(_han_and_pinyin(family.strip(), given.strip(), NAME_USE.get(use)))
                 continue
             name: dict[str, Any] = {}
             if use in NAME_USE:

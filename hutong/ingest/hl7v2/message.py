@@ -15,6 +15,7 @@ Segments may end in CR (the standard), LF or CR LF.  Z-segments stay in
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import warnings
 from dataclasses import dataclass
@@ -43,6 +44,12 @@ CHARSETS: dict[str, str] = {
     "GB 2312": "gb18030",
     "ASCII": "ascii",
     "8859/1": "latin-1",
+    # HL7 table 0211 "UNICODE": "The world wide character standard from ISO/IEC 10646-1-1993"
+    # (HL7 v2.5.1 ch. 2.15.9.18).  It names the repertoire, not a byte encoding; the Chinese
+    # lab analysers that send it send UTF-8 (the encoding table 0211 later named
+    # "UNICODE UTF-8"), so the bytes are read as UTF-8, strictly: anything else (UCS-2, GB
+    # 18030 under the wrong label) is refused with AR and a text saying so (HT-0261).
+    "UNICODE": "utf-8",
 }
 BEIJING = "+08:00"  # a timestamp without an offset is Beijing time (no DST since 1991)
 
@@ -71,10 +78,11 @@ class Hl7Error(Exception):
     ``code`` is an HL7 table 0357 code; ``ack`` is "AR" when the sender must not
     resend the message unchanged (wrong type, version or charset, unparseable),
     "AE" for an error in its content.  ``segment``/``field`` locate it (ERR-2).
+    ``ht`` is the stable Hutong code (hutong.errors) when the refusal has its own.
     """
 
     def __init__(self, code: str, text: str, *, segment: str | None = None, field: int | None = None,
-                 ack: str = "AE", sequence: int = 1) -> None:
+                 ack: str = "AE", sequence: int = 1, ht: str | None = None) -> None:
         super().__init__(f"{code} {text}" + (f" ({segment}-{field})" if segment and field else
                                               f" ({segment})" if segment else ""))
         self.code = code
@@ -83,6 +91,15 @@ class Hl7Error(Exception):
         self.field = field
         self.ack = ack
         self.sequence = sequence
+        self.ht = ht
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A received value quoted for an error text so that nothing hides in it: Python's
+    repr (quotes, trailing and doubled spaces kept, tabs and control characters as
+    escapes), cut to ``limit`` characters with an ellipsis mark."""
+    cut = value[:limit]
+    return repr(cut) + ("..." if len(value) > limit else "")
 
 
 @dataclass(slots=True)
@@ -102,6 +119,7 @@ class Hl7Message:
     timestamp: str | None  # MSH-7 as FHIR dateTime
     charset: str  # MSH-18 as sent, or DEFAULT_CHARSET
     processing_id: str  # MSH-11.1
+    zone: str = "+08:00"  # the message's default time zone: MSH-7's offset, else Beijing time
 
     @property
     def codec(self) -> str:
@@ -237,23 +255,35 @@ _DTM = re.compile(
 )
 
 
-def ts_to_fhir(value: str, *, segment: str | None = None, field: int | None = None) -> str | None:
+def ts_to_fhir(value: str, *, segment: str | None = None, field: int | None = None,
+               zone: str = BEIJING) -> str | None:
     """HL7 DTM ``YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`` (ch. 2A.22) as a FHIR date or dateTime.
 
-    A time without an offset is Beijing time (+08:00); FHIR wants seconds and a
-    zone whenever there is a time, so ``202401051030`` becomes
-    ``2024-01-05T10:30:00+08:00``.  Empty -> None; malformed -> Hl7Error AE 102.
+    A time without an offset is in ``zone``: the message's default, which is
+    MSH-7's offset when MSH-7 has one (ch. 2A.22: "if the time zone is not
+    included, the time zone defaults to that of the local time zone of the
+    sender", and MSH-7 states the sender's), else Beijing time (+08:00).  FHIR
+    wants seconds and a zone whenever there is a time, so ``202401051030``
+    becomes ``2024-01-05T10:30:00+08:00``.  Empty -> None; malformed -> Hl7Error AE 102.
     """
     if not value:
         return None
-    out = _dtm(value)
+    out = _dtm(value, zone)
     if out is None:
-        raise Hl7Error("102", f"invalid timestamp {value[:40]!r}", segment=segment, field=field)
+        raise Hl7Error("102", f"invalid timestamp {shown(value)}", segment=segment, field=field)
     return out
 
 
+def zone_of(value: str) -> str | None:
+    """The ``+HH:MM`` offset a DTM carries, None when it has none (or is malformed)."""
+    m = _DTM.fullmatch(value.strip())
+    if m is None or m.group(8) is None:
+        return None
+    return f"{m.group(8)}{m.group(9)}:{m.group(10)}"
+
+
 @functools.lru_cache(maxsize=4096)  # a message repeats its timestamps (every OBX-14)
-def _dtm(value: str) -> str | None:
+def _dtm(value: str, default_zone: str = BEIJING) -> str | None:
     """``ts_to_fhir`` of a non-empty value, None when malformed."""
     m = _DTM.fullmatch(value.strip())
     if m is None:
@@ -273,7 +303,7 @@ def _dtm(value: str) -> str | None:
         datetime(int(y), int(mo), int(d), int(h), int(mi or 0), int(s or 0))
     except ValueError:
         return None
-    zone = f"{sign}{zh}:{zm}" if sign is not None else BEIJING
+    zone = f"{sign}{zh}:{zm}" if sign is not None else default_zone
     return f"{y}-{mo}-{d}T{h}:{mi or '00'}:{s or '00'}{'.' + frac if frac else ''}{zone}"
 
 
@@ -436,11 +466,16 @@ def parse(raw: bytes) -> Hl7Message:
     charset = declared or DEFAULT_CHARSET
     codec = CHARSETS.get(normalize_charset(charset))
     if codec is None:
-        raise Hl7Error("103", f"unsupported character set {charset[:40]!r} (HL7 table 0211: "
-                              "UNICODE UTF-8, GB 18030-2000, ASCII)", segment="MSH", field=18, ack="AR")
+        raise Hl7Error("103", f"unsupported character set {shown(charset)} (HL7 table 0211: "
+                              "UNICODE UTF-8, UNICODE, GB 18030-2000, ASCII)", segment="MSH", field=18, ack="AR")
     try:
         text = data.decode(codec)
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as e:
+        if normalize_charset(charset) == "UNICODE":
+            raise Hl7Error("102", f"MSH-18 UNICODE (HL7 table 0211: ISO/IEC 10646, no byte encoding named) "
+                                  f"is read as UTF-8, and byte {e.start} of this message is not UTF-8: send "
+                                  "UTF-8 bytes, or declare the encoding used (UNICODE UTF-8, GB 18030-2000)",
+                           segment="MSH", field=18, ack="AR", ht="HT-0261") from None
         raise Hl7Error("102", f"message is not valid {charset}", segment="MSH", field=18, ack="AR") from None
     if "\n" in text or "\r\r" in text:
         text = _SEGMENT_ENDS.sub("\r", text)
@@ -455,7 +490,9 @@ def parse(raw: bytes) -> Hl7Message:
     h = parsed[0]
     if len(h) < 3 or len(raw_field(h, 2)) < 3:
         raise Hl7Error("102", "MSH-2 must hold the encoding characters", segment="MSH", field=2, ack="AR")
-    message_type = get(h, 9, 1)
+    # MSH-9's components are codes (ID, ch. 2A.35): spaces around them are padding some
+    # senders leave (fixed-width fields), never part of the code.
+    message_type = get(h, 9, 1).strip()
     if not message_type:
         raise Hl7Error("101", "MSH-9 message type is missing", segment="MSH", field=9, ack="AR")
     control_id = get(h, 10)
@@ -471,10 +508,11 @@ def parse(raw: bytes) -> Hl7Message:
     if processing_id and processing_id not in ("P", "D", "T"):
         raise Hl7Error("202", f"unsupported processing id {processing_id[:10]!r} (P, D or T)", segment="MSH",
                        field=11, ack="AR")
-    trigger = get(h, 9, 2)
+    trigger = get(h, 9, 2).strip()
     if not trigger and message_type == "ADT":  # v2.3 senders may put the event in EVN-1 only
         evn = next((s for s in parsed if name_of(s) == "EVN"), None)
-        trigger = get(evn, 1) if evn is not None else ""
+        trigger = get(evn, 1).strip() if evn is not None else ""
+    sent_at = get(h, 7)
     return Hl7Message(
         raw=raw,
         text=text,
@@ -482,16 +520,32 @@ def parse(raw: bytes) -> Hl7Message:
         version=version,
         message_type=message_type,
         trigger=trigger,
-        structure=get(h, 9, 3) or None,
+        structure=get(h, 9, 3).strip() or None,
         control_id=control_id,
         sending_app=get(h, 3) or get(h, 3, 2),
         sending_facility=_components(h, 4),
         receiving_app=get(h, 5) or get(h, 5, 2),
         receiving_facility=_components(h, 6),
-        timestamp=ts_to_fhir(get(h, 7), segment="MSH", field=7),
+        timestamp=ts_to_fhir(sent_at, segment="MSH", field=7),
         charset=charset,
         processing_id=processing_id,
+        zone=zone_of(sent_at) or BEIJING,
     )
+
+
+def content_key(raw: bytes) -> bytes:
+    """What makes two deliveries the same message, for telling a resend from a re-used
+    MSH-10: the bytes with segment terminators normalised and MSH-7 (date/time of message,
+    which some senders restamp when they resend) left out.  SHA-256, on the bytes as sent."""
+    data = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+    data = data.strip(b"\r\n\t ").replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    segments = [s.rstrip(b" ") for s in data.split(b"\r") if s.strip()]
+    if segments and segments[0].startswith(b"MSH") and len(segments[0]) > 3:
+        fields = segments[0].split(segments[0][3:4])
+        if len(fields) > 6:
+            fields[6] = b""
+        segments[0] = segments[0][3:4].join(fields)
+    return hashlib.sha256(b"\r".join(segments)).digest()
 
 
 def _components(seg: Any, field: int) -> list[str]:
