@@ -333,7 +333,7 @@ class BundleProcessor:
         if e.method == "DELETE":
             if len(e.path) >= 2:
                 check_id(e.path[1])
-                svc.delete_in(w, e.type, e.path[1])
+                svc.delete_in(w, e.type, e.path[1], parse_if_match(e.if_match))
             elif e.query:
                 svc.conditional_delete_in(w, e.type, e.query)
             else:
@@ -420,7 +420,7 @@ class BundleProcessor:
                 raise e.error("HT-0033", "PUT needs Type/id or Type?criteria")
         elif e.method == "DELETE":
             if len(e.path) >= 2:
-                r = svc.delete(e.type, e.path[1])
+                r = svc.delete(e.type, e.path[1], hdrs)
             elif e.query:
                 r = svc.conditional_delete(e.type, e.query)
             else:

@@ -96,6 +96,17 @@ def _prefer_return(headers: dict[str, str]) -> str:
     return "representation"
 
 
+def asks_for_golden(items: list[tuple[str, str]]) -> bool:
+    """A Patient search that names golden records: by ``_id``, or ``_tag`` with the golden code."""
+    for k, v in items:
+        name = k.split(":", 1)[0]
+        if name == "_id":
+            return True
+        if k == "_tag" and any(fsearch.is_tag(x, GOLDEN_SYSTEM, "golden") for x in fsearch.split_values(v)):
+            return True
+    return False
+
+
 def prefer_strict(headers: dict[str, str]) -> bool:
     return "handling=strict" in headers.get("prefer", "").replace(" ", "")
 
@@ -291,14 +302,23 @@ class FhirService:
         return w.replace(target, resource), 200
 
     # ------------------------------------------------------------------ delete
-    def delete(self, type: str, id: str) -> FhirResponse:
+    def delete(self, type: str, id: str, headers: dict[str, str] | None = None) -> FhirResponse:
         check_type(type)
         check_id(id)
-        self.repo.transact(lambda w: self.delete_in(w, type, id))
+        if_match = parse_if_match((headers or {}).get("if-match"))
+        self.repo.transact(lambda w: self.delete_in(w, type, id, if_match))
         return FhirResponse(204)
 
-    def delete_in(self, w: Writer, type: str, id: str) -> Stored | None:
+    def delete_in(self, w: Writer, type: str, id: str, if_match: int | None = None) -> Stored | None:
         current = w.read_current(type, id, lock=True)
+        if if_match is not None:
+            # http.html#concurrency: If-Match guards every write, a delete as much as an
+            # update, so a client never deletes a version it has not seen (issue 15, item 4).
+            if current is None or current.deleted:
+                raise PreconditionFailed("HT-0012", f"If-Match on {type}/{id}, which does not exist")
+            if current.version != if_match:
+                raise PreconditionFailed(
+                    "HT-0012", f"{type}/{id} is at version {current.version}, not {if_match} (If-Match)")
         if current is None or current.deleted:
             return None  # http.html#delete: deleting what is not there is not an error
         return w.delete(current)
@@ -397,6 +417,12 @@ class FhirService:
             path = f"Patient/{cid}/{type}"
         if self.access is not None:
             q.scope = self.access.search_scope(type, items, compartment[1] if compartment else None)
+        if type == "Patient" and not asks_for_golden(items):
+            # Golden person records (hutong.mpi.golden) are the MPI's, not a second copy of
+            # a registration: an ordinary Patient search finds the registrations only, so
+            # ``identifier=<MRN>`` finds one resource (issue 15, item 1).  They stay
+            # reachable by id, _id, _tag=<GOLDEN_SYSTEM>|golden, $match, $ihe-pix, $everything.
+            q.clauses.append(fsearch.without_tag(type, GOLDEN_SYSTEM, "golden"))
         bundle = self.search_bundle(q, parsed, path)
         return FhirResponse.json(200, bundle)
 

@@ -43,7 +43,7 @@ from hutong.cds.equivalents import IMAGING_WINDOW_DAYS, LAB_WINDOW_DAYS, recent_
 from hutong.errors import Forbidden, InvalidRequest, NotFound
 from hutong.fhir.identity import MATCH_GRADE, IdentityOperations
 from hutong.fhir.service import FhirService
-from hutong.mpi.golden import PERSON_PREFIX
+from hutong.mpi.golden import GOLDEN_SYSTEM, PERSON_PREFIX
 from hutong.mpi.idnumber import parse_id_number
 from hutong.record import Demographics, Record, demographics_of, load_record
 from hutong.security.policy import Access
@@ -296,7 +296,9 @@ class ClinicianPortal:
         raise InvalidRequest("HT-0021", "search mode must be id, card or name")
 
     def _by_identifier(self, svc: FhirService, system: str, value: str, why: str) -> list[Candidate]:
-        r = svc.search("Patient", [("identifier", f"{system}|{value}"), ("_count", "20")], {})
+        # Golden records come only when asked for (issue 15, item 1: not in ordinary searches).
+        r = svc.search("Patient", [("identifier", f"{system}|{value}"), ("_tag", f"{GOLDEN_SYSTEM}|golden"),
+                                   ("_count", "20")], {})
         out = []
         for p, _s in _golden_entries(orjson.loads(r.body or b"{}")):
             out.append(Candidate(str(p["id"]), demographics_of(p), [why]))
