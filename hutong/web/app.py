@@ -30,6 +30,7 @@ from hutong.web import (
     outcomes,
     public_assets,
     sharing_routes,
+    smart_routes,
     transfer_ops,
 )
 from hutong.web.application import HutongApp, add_routes, get_platform
@@ -87,6 +88,7 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     clinician_portal.register(app, ui, p.repo)
     console_portal.register(app, ui, p.repo)
     resident_portal.register(app, ui, p.repo)
+    smart_routes.register(app, ui, p)  # SMART App Launch: authorize, EHR launch, 已授权的应用 (issue 15)
     for route in app.routes:
         if isinstance(route, APIRoute) and ui_session.is_page(route.path):
             route.include_in_schema = False  # pages, not API: the OpenAPI description is the API's

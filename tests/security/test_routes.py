@@ -67,6 +67,7 @@ ROUTES: dict[tuple[str, str], Public | Auth] = {
     ("POST", "/auth/token"): PUBLIC, ("POST", "/auth/revoke"): PUBLIC, ("GET", "/auth/jwks"): PUBLIC,
     ("POST", "/auth/login"): PUBLIC, ("POST", "/auth/password"): PUBLIC,
     ("POST", "/auth/otp/send"): PUBLIC, ("POST", "/auth/otp/verify"): PUBLIC,
+    ("GET", "/auth/authorize"): PUBLIC,  # SMART apps start here (hutong.web.smart_routes; issue 15)
     ("GET", "/.well-known/smart-configuration"): PUBLIC, ("GET", "/fhir/.well-known/smart-configuration"): PUBLIC,
     ("GET", "/fhir/metadata"): PUBLIC, ("GET", "/healthz"): PUBLIC,
     # audit (hutong.web.audit_routes): auditors; residents see their own access log
@@ -146,6 +147,11 @@ PAGES: dict[tuple[str, str], Page] = {
     ("POST", "/resident/delegates/{account_id}/end"): Page(),
     ("GET", "/resident/access-log"): Page(resident=200), ("GET", "/resident/corrections"): Page(resident=200),
     ("POST", "/resident/corrections"): Page(),
+    # SMART App Launch (hutong.web.smart_routes): the approval page reads the session itself
+    ("GET", "/signin/authorize/{request_id}"): Page(public=True),
+    ("POST", "/signin/authorize/{request_id}"): Page(public=True),
+    ("GET", "/clinician/apps"): Page(resident=403), ("POST", "/clinician/launch"): Page(),
+    ("GET", "/resident/apps"): Page(resident=200), ("POST", "/resident/apps/{grant_id}/revoke"): Page(),
 }
 
 
@@ -312,7 +318,7 @@ def test_every_page_as_a_resident(region: Region) -> None:
                 if page.public:
                     continue
                 vals = {"person": region.ids["S"], "doc_id": region.ids["obsS"], "review_id": "1", "seq": "1",
-                        "account_id": "acct-x", "consent_id": "x"}
+                        "account_id": "acct-x", "consent_id": "x", "grant_id": "x"}
                 path = fill(template, vals)
                 before = newest_seq(server)
                 r = http.request(method, path, data={"csrf": "forged"} if method == "POST" else None)
