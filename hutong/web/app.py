@@ -22,6 +22,7 @@ from hutong.web import (
     access_routes,
     audit_routes,
     auth_routes,
+    fhir_http,
     fhir_routes,
     gate,
     identity_routes,
@@ -63,6 +64,7 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     # the gate's refusals included (issue 12, finding 20).
     # Inside the gate: a literal FHIR path answers 405 for methods it lacks (hutong.web.methods).
     app.add_middleware(methods.OwnPaths, routes=app.routes)
+    app.add_middleware(fhir_http.JsonOnly)  # _format / Accept: JSON, else 406 (hutong.web.fhir_http)
     gate.install(app, p.repo, p.security, p.authenticator, p.audit)
     app.add_middleware(methods.HeadAsGet)  # outside the gate: HEAD is authenticated and audited as GET
     app.add_middleware(SecurityHeaders, https=(p.settings.base_url or "").startswith("https:"))

@@ -88,7 +88,7 @@ ROUTES: dict[tuple[str, str], Public | Auth] = {
     ("POST", "/fhir/{type}"): Auth(403), ("PUT", "/fhir/{type}"): Auth(403), ("DELETE", "/fhir/{type}"): Auth(403),
     ("GET", "/fhir/{type}/_history"): Auth(403),
     ("GET", "/fhir/{type}/{id}"): Auth(200, 403), ("PUT", "/fhir/{type}/{id}"): Auth(403, 403),
-    ("DELETE", "/fhir/{type}/{id}"): Auth(403, 403),
+    ("DELETE", "/fhir/{type}/{id}"): Auth(403, 403), ("PATCH", "/fhir/{type}/{id}"): Auth(403, 403),
     ("GET", "/fhir/{type}/{id}/_history"): Auth(200, 403),
     ("GET", "/fhir/{type}/{id}/_history/{vid}"): Auth(200, 403),
     ("GET", "/fhir/{ctype}/{cid}/{type}"): Auth(200, 403),
@@ -228,6 +228,9 @@ def request_of(method: str, template: str, region: Region, *, other: bool) -> tu
         kw = {"content": orjson.dumps(body), "headers": json_headers}
     elif method == "PUT":
         kw = {"headers": json_headers}
+    elif method == "PATCH":
+        kw = {"content": orjson.dumps([{"op": "replace", "path": "/status", "value": "cancelled"}]),
+              "headers": {"content-type": "application/json-patch+json"}}
     if method == "GET" and template == "/fhir/{type}":
         path += f"?patient={ids['pS'] if other else ids['pA']}"
     if method == "PUT" and template == "/fhir/{type}":
