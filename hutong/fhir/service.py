@@ -29,6 +29,7 @@ from hutong.fhir import search as fsearch
 from hutong.fhir.references import reference_holders
 from hutong.fhir.render import subset
 from hutong.fhir.response import FhirResponse, etag, http_date, version_headers
+from hutong.fhir.urls import criteria
 from hutong.fhir.validation import check_id, check_type, validate
 from hutong.mpi.golden import GOLDEN_SYSTEM
 from hutong.security.guard import access_in
@@ -164,7 +165,7 @@ class FhirService:
 
     def _conditional(self, w: Writer, type: str, query: str, limit: int = 2) -> list[Stored]:
         """Matches of a conditional request's criteria (http.html#ccreate), under a lock."""
-        items = parse_qsl(query, keep_blank_values=True)
+        items = parse_qsl(criteria(type, query, [self.base_url]), keep_blank_values=True)
         if not items:
             raise InvalidRequest("HT-0014", "conditional request without search criteria")
         # Same criteria -> same lock: concurrent identical conditional creates queue,

@@ -40,7 +40,7 @@ def test_head_answers_as_get_without_body(server: Server) -> None:
     # and audited as a read.
     anonymous = httpx.head(f"{server.url}/Observation/{oid}")
     assert anonymous.status_code == 401 and anonymous.content == b""
-    audit = server.app.state.audit
+    audit = server.app.platform.audit
     before = audit.search(limit=1)[0].seq
     assert c.head(f"/Observation/{oid}").status_code == 200
     rows = [e for e in audit.search(limit=5) if e.seq > before]

@@ -60,7 +60,7 @@ def test_json_patch_is_an_update(server: Server) -> None:
                prefer="return=minimal")
     assert r.status_code == 200 and r.content == b"" and r.headers["etag"] == 'W/"3"'
     # Audited as a patch.
-    rows = server.app.state.audit.search(limit=1)
+    rows = server.app.platform.audit.search(limit=1)
     assert rows[0].action == "patch"
 
 
