@@ -23,6 +23,7 @@ from hutong.fhir.service import FhirService, new_id, parse_if_match, parse_json
 from hutong.fhir.urls import criteria, relative_url
 from hutong.fhir.validation import check_id, check_type, validate
 from hutong.mpi.golden import GOLDEN_SYSTEM
+from hutong.store import exactjson
 from hutong.store.repository import Stored, Writer
 from hutong.store.sql import instant
 
@@ -145,7 +146,7 @@ class BundleProcessor:
         if host and self.base_url:
             b = urlsplit(self.base_url)
             self.bases = [self.base_url, f"{b.scheme}://{host}{b.path}"]
-        bundle = parse_json(body)
+        bundle = parse_json(body, exact=True)
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise InvalidRequest("HT-0030", "POST to the base URL needs a Bundle of type transaction or batch")
         btype = bundle.get("type")
@@ -427,7 +428,7 @@ class BundleProcessor:
 
     def _batch_entry(self, e: _Entry) -> dict[str, Any]:
         svc = self.service
-        body = orjson.dumps(e.resource) if e.resource is not None else b""
+        body = exactjson.dumps(e.resource) if e.resource is not None else b""
         hdrs: dict[str, str] = {}
         if e.if_none_exist:
             hdrs["if-none-exist"] = e.if_none_exist

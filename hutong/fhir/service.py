@@ -36,6 +36,7 @@ from hutong.security.guard import access_in
 from hutong.security.policy import Access
 from hutong.security.policy_store import mpi_of
 from hutong.security.principal import Role
+from hutong.store import exactjson
 from hutong.store.query import Cursor, Query
 from hutong.store.repository import Repository, Stored, Writer
 from hutong.store.sql import instant
@@ -67,9 +68,10 @@ def _has_control(node: Any) -> bool:
     return False
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes, *, exact: bool = False) -> Any:
+    """``exact``: a resource to store, whose decimals keep their text (hutong.store.exactjson)."""
     try:
-        data = orjson.loads(body)
+        data = exactjson.loads(body) if exact else orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise InvalidRequest("HT-0001", f"request body is not valid JSON: {e}") from None
     # datatypes.html#string: no characters below U+0020 except tab, CR and LF
@@ -186,7 +188,7 @@ class FhirService:
     # ------------------------------------------------------------------ create
     def create(self, type: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
         check_type(type)
-        resource = validate(parse_json(body), type)
+        resource = validate(parse_json(body, exact=True), type)
         if_none_exist = headers.get("if-none-exist")
 
         def run() -> tuple[Stored, int]:
@@ -243,7 +245,7 @@ class FhirService:
     def update(self, type: str, id: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
         check_type(type)
         check_id(id)
-        resource = validate(parse_json(body), type)
+        resource = validate(parse_json(body, exact=True), type)
         if resource.get("id") is None:
             raise InvalidRequest("HT-0007", "the resource in an update must carry its id (http.html#update)",
                                  expression=[f"{type}.id"])
@@ -330,7 +332,7 @@ class FhirService:
     def conditional_update(self, type: str, query: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
         """PUT [type]?criteria (http.html#cond-update)."""
         check_type(type)
-        resource = validate(parse_json(body), type)
+        resource = validate(parse_json(body, exact=True), type)
 
         def run() -> tuple[Stored, int]:
             return self.repo.transact(lambda w: self.conditional_update_in(w, type, query, dict(resource)))
@@ -519,7 +521,7 @@ class FhirService:
         assert s.body is not None
         res: Any = orjson.Fragment(s.body)
         if parsed is not None and (parsed.elements or parsed.summary in ("true", "text", "data")):
-            res = subset(orjson.loads(s.body), parsed.elements, parsed.summary)
+            res = subset(exactjson.loads(s.body), parsed.elements, parsed.summary)
         return {"fullUrl": f"{self.base_url}/{s.type}/{s.id}", "resource": res, "search": {"mode": mode}}
 
     # ------------------------------------------------------------------ $everything
