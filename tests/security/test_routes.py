@@ -103,6 +103,7 @@ ROUTES: dict[tuple[str, str], Public | Auth] = {
     ("GET", "/mpi/review"): Auth(403), ("POST", "/mpi/review/{review_id}/reject"): Auth(403),
     ("GET", "/ingest/timeliness"): Auth(403), ("GET", "/ingest/dead-letters"): Auth(403),
     ("POST", "/ingest/dead-letters/{message_id}/retry"): Auth(403),
+    ("GET", "/ingest/flagged"): Auth(403), ("GET", "/ingest/quality"): Auth(403),
     ("POST", "/ingest/cda"): Auth(403),
 }
 
