@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-from hutong.store import exactjson
+import orjson
+
 from hutong.store.repository import Stored
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -20,7 +21,7 @@ class FhirResponse:
 
     @classmethod
     def json(cls, status: int, obj: Any, headers: dict[str, str] | None = None) -> FhirResponse:
-        return cls(status, exactjson.dumps(obj), headers or {})  # decimals as written
+        return cls(status, orjson.dumps(obj), headers or {})
 
 
 def etag(version: int) -> str:

@@ -22,7 +22,6 @@ from hutong.web import (
     access_routes,
     audit_routes,
     auth_routes,
-    fhir_http,
     fhir_routes,
     gate,
     identity_routes,
@@ -31,7 +30,6 @@ from hutong.web import (
     outcomes,
     public_assets,
     sharing_routes,
-    smart_routes,
     transfer_ops,
 )
 from hutong.web.application import HutongApp, add_routes, get_platform
@@ -56,7 +54,6 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     p = platform
     # /docs is self-hosted (hutong.web.public_assets), never FastAPI's CDN page.
     app = HutongApp(p, title="Hutong FHIR R4", version=__version__, docs_url=None, redoc_url=None)
-    _legacy_state(app, p)
     ui = ui_pages.Pages()
     outcomes.install(app, page_error=ui.error)
     # The gate (authentication, the request's Access, one audit row per request)
@@ -64,7 +61,6 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     # the gate's refusals included (issue 12, finding 20).
     # Inside the gate: a literal FHIR path answers 405 for methods it lacks (hutong.web.methods).
     app.add_middleware(methods.OwnPaths, routes=app.routes)
-    app.add_middleware(fhir_http.JsonOnly)  # _format / Accept: JSON, else 406 (hutong.web.fhir_http)
     gate.install(app, p.repo, p.security, p.authenticator, p.audit)
     app.add_middleware(methods.HeadAsGet)  # outside the gate: HEAD is authenticated and audited as GET
     app.add_middleware(SecurityHeaders, https=(p.settings.base_url or "").startswith("https:"))
@@ -87,27 +83,13 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     add_routes(app, sharing_routes.router(p.repo, p.security, p.audit.record))
     # The portals (issue 7): pages over the same services, policy and audit.
     ui_pages.register(app, p.auth, ui)
-    clinician_portal.register(app, ui, p.repo)
-    console_portal.register(app, ui, p.repo)
-    resident_portal.register(app, ui, p.repo)
-    smart_routes.register(app, ui, p)  # SMART App Launch: authorize, EHR launch, 已授权的应用 (issue 15)
+    clinician_portal.register(app, ui, p)
+    console_portal.register(app, ui, p)
+    resident_portal.register(app, ui, p)
     for route in app.routes:
         if isinstance(route, APIRoute) and ui_session.is_page(route.path):
             route.include_in_schema = False  # pages, not API: the OpenAPI description is the API's
     return app
-
-
-def _legacy_state(app: FastAPI, p: Platform) -> None:
-    """The portals (hutong.web.ui) and many tests still read these names from
-    ``app.state``; new code takes the typed :func:`get_platform` instead."""
-    app.state.platform = p
-    app.state.repo = p.repo
-    app.state.settings = p.settings
-    app.state.security = p.security
-    app.state.audit = p.audit
-    app.state.authenticator = p.authenticator
-    app.state.auth_service = p.auth
-    app.state.sms = p.sms
 
 
 def app_from_env() -> FastAPI:
