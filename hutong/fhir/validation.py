@@ -18,6 +18,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from hutong.errors import HutongError, InvalidRequest, Unprocessable
+from hutong.fhir import bindings, invariants
 from hutong.fhir.fastvalidate import validate_fast_refs
 from hutong.fhir.registry import RESOURCE_TYPES
 
@@ -94,6 +95,12 @@ def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
             problems += fast_problems
     for p, v in bad_refs[:20]:
         problems.append(Unprocessable("HT-0008", f"{p}: malformed reference {v[:100]!r}", expression=[p]))
+    if not problems:
+        # terminologies.html#required and conformance-rules.html#constraints: on a
+        # structurally valid resource only (the walks trust its shapes).
+        for path, message, code in (bindings.check(resource) + invariants.check(resource))[:50]:
+            problems.append(Unprocessable(code, f"{path}: {message}", expression=[path],
+                                          issue_code="code-invalid" if code == "HT-0240" else "invariant"))
     if problems:
         first = problems[0]
         if len(problems) > 1:

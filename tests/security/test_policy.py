@@ -41,7 +41,7 @@ def consent(person: str, actor: str, *, kind: str = "permit", labels: tuple[str,
     return {"resourceType": "Consent", "status": "active",
             "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                                   "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}], "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
             "patient": {"reference": f"Patient/{person}"}, "provision": prov}
 
 

@@ -47,7 +47,7 @@ def consent(patient: str, actor: str | None, *, kind: str = "permit", labels: tu
         "resourceType": "Consent", "status": "active",
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                               "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}], "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
         "patient": {"reference": f"Patient/{patient}"}, "provision": prov}
     if documented:
         # The paper form the resident signed at the desk, scanned.

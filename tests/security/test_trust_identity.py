@@ -361,7 +361,7 @@ def test_f10_everything_brings_no_directory_entry_of_rows_the_caller_may_not_see
             "resourceType": "Consent", "status": "active",
             "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                                   "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}], "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
             "patient": {"reference": f"Patient/{ids['R']}"},
             "provision": {"type": "permit", "period": {"start": "2020-01-01", "end": "2099-01-01"},
                           "actor": [{"role": {"coding": [{"code": "PRCP"}]},

@@ -378,6 +378,10 @@ def consent_rows(consents: list[dict[str, Any]], today: str,
     return out
 
 
+# Consent.policyRule (R4 ppc-1): the resident's own opt-in (v3 ActCode OPTIN; PIPL Art. 29 separate consent).
+OPT_IN = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]}
+
+
 def new_consent(person: str, kind: str, actor_ref: str, actor_name: str, start: str, end: str,
                 categories: list[str]) -> dict[str, Any]:
     """A Consent in the shape the policy reads (hutong.security.consent): the
@@ -393,6 +397,7 @@ def new_consent(person: str, kind: str, actor_ref: str, actor_name: str, start: 
     return {"resourceType": "Consent", "status": "active",
             "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                                   "code": "patient-privacy"}]},
+            "policyRule": OPT_IN,  # ppc-1: a Consent names its policy (the resident's opt-in, PIPL Art. 29)
             "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
             "patient": {"reference": f"Patient/{person}"},
             "dateTime": datetime.now(BEIJING).isoformat(timespec="seconds"),
@@ -657,6 +662,8 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
                 raise Forbidden("HT-0103", "this permission is about someone else's record")
             c["status"] = "inactive"
             c.pop("meta", None)
+            if not c.get("policy") and not c.get("policyRule"):
+                c["policyRule"] = OPT_IN  # made before ppc-1 was checked: revocable all the same
             svc.update("Consent", consent_id, orjson.dumps(c), {})
 
         await run(go)
