@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.cli.sharing",  # also `hutong export`
     "hutong.cli.keys",
     "hutong.cli.terminology",  # load operator-supplied code systems (issue 15, item 8)
+    "hutong.cli.smart",  # SMART App Launch: register third-party apps (issue 15)
     # `hutong db` (schema migrations, issue 13 item 2) moves here once its owner is done.
     "hutong.store.db_cmd",
 )
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 # leaves an audit row (the local operator acts as the platform; issue 6: every
 # write is audited, whatever its path).  serve/demo audit each request
 # themselves; audit, sharing and export write their own rows.
-AUDITED_COMMANDS = frozenset({"import", "mpi", "ingest", "accounts", "keys", "terminology"})
+AUDITED_COMMANDS = frozenset({"import", "mpi", "ingest", "accounts", "keys", "terminology", "smart"})
 
 
 def _audit_cli(args: argparse.Namespace, argv: Sequence[str], outcome: str, code: str | None) -> None:

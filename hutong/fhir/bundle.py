@@ -10,6 +10,7 @@ each entry on its own and reports each entry's status.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -19,8 +20,10 @@ from hutong.errors import HutongError, InvalidRequest, NotFound, operation_outco
 from hutong.fhir.registry import params_for
 from hutong.fhir.response import FhirResponse, etag
 from hutong.fhir.service import FhirService, new_id, parse_if_match, parse_json
+from hutong.fhir.urls import criteria, relative_url
 from hutong.fhir.validation import check_id, check_type, validate
 from hutong.mpi.golden import GOLDEN_SYSTEM
+from hutong.store import exactjson
 from hutong.store.repository import Stored, Writer
 from hutong.store.sql import instant
 
@@ -29,7 +32,7 @@ STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "3
 
 
 class _Entry:
-    def __init__(self, index: int, raw: dict[str, Any], base_url: str) -> None:
+    def __init__(self, index: int, raw: dict[str, Any], bases: Sequence[str]) -> None:
         self.index = index
         req = raw.get("request")
         if not isinstance(req, dict) or not isinstance(req.get("method"), str) or not isinstance(req.get("url"), str):
@@ -37,14 +40,28 @@ class _Entry:
         self.method: str = req["method"].upper()
         if self.method not in ORDER or self.method == "PATCH":
             raise self.error("HT-0033", f"unsupported request method {self.method!r}")
-        url: str = req["url"]
-        if url.startswith(base_url + "/") and base_url:
-            url = url[len(base_url) + 1 :]
-        self.url = url.lstrip("/")
+        url = relative_url(req["url"], bases)
+        if url is None:
+            raise self.error("HT-0226", f"request.url {req['url'][:100]!r} names another server than this one "
+                                        f"({bases[0] if bases else 'relative URLs only'})", at="request.url")
+        self.url = url
         parts = urlsplit(self.url)
         self.path = [p for p in parts.path.split("/") if p]
         self.query = parts.query
+        operation = next((p for p in self.path if p.startswith("$")), None)
+        if operation is not None and not (self.method == "GET" and len(self.path) == 3
+                                          and self.path[0] == "Patient" and self.path[2] == "$everything"):
+            # Operations have their own endpoints (and their own authorisation and
+            # audit); only GET Patient/[id]/$everything is read here.
+            raise self.error("HT-0225", f"operation {operation[:40]} is not supported inside a transaction or "
+                                        f"batch; call it on its own ({self.method} [base]/{self.url[:80]})",
+                             at="request.url")
         self.if_none_exist: str | None = req.get("ifNoneExist")
+        if isinstance(self.if_none_exist, str) and self.path:
+            try:
+                self.if_none_exist = criteria(self.path[0], self.if_none_exist, bases)
+            except HutongError as err:
+                raise self.error(err.code, err.message, at="request.ifNoneExist") from None
         self.if_match: str | None = req.get("ifMatch")
         self.full_url: str | None = raw.get("fullUrl")
         self.resource: dict[str, Any] | None = raw.get("resource")
@@ -54,8 +71,9 @@ class _Entry:
         if not self.path:
             raise self.error("HT-0033", f"entry.request.url {req['url'][:100]!r} names no resource type")
 
-    def error(self, code: str, msg: str) -> InvalidRequest:
-        return InvalidRequest(code, f"Bundle.entry[{self.index}]: {msg}", expression=[f"Bundle.entry[{self.index}]"])
+    def error(self, code: str, msg: str, at: str = "") -> InvalidRequest:
+        where = f"Bundle.entry[{self.index}]"
+        return InvalidRequest(code, f"{where}: {msg}", expression=[f"{where}.{at}" if at else where])
 
     @property
     def type(self) -> str:
@@ -119,9 +137,16 @@ class BundleProcessor:
     def __init__(self, service: FhirService) -> None:
         self.service = service
         self.base_url = service.base_url
+        # The bases an absolute request.url may start with: the server's, and the
+        # one the client reached it by (its Host header, set in process()).
+        self.bases = [self.base_url] if self.base_url else []
 
     def process(self, body: bytes, headers: dict[str, str]) -> FhirResponse:
-        bundle = parse_json(body)
+        host = headers.get("host")
+        if host and self.base_url:
+            b = urlsplit(self.base_url)
+            self.bases = [self.base_url, f"{b.scheme}://{host}{b.path}"]
+        bundle = parse_json(body, exact=True)
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise InvalidRequest("HT-0030", "POST to the base URL needs a Bundle of type transaction or batch")
         btype = bundle.get("type")
@@ -140,7 +165,7 @@ class BundleProcessor:
         out = []
         seen_full: set[str] = set()
         for i, raw in enumerate(entries):
-            e = _Entry(i, raw, self.base_url)
+            e = _Entry(i, raw, self.bases)
             check_type(e.type)
             if e.full_url:
                 if e.full_url in seen_full:
@@ -395,7 +420,7 @@ class BundleProcessor:
         out = []
         for i, raw in enumerate(raw_entries):
             try:
-                e = _Entry(i, raw, self.base_url)
+                e = _Entry(i, raw, self.bases)
                 out.append(self._batch_entry(e))
             except HutongError as err:
                 out.append({"response": {"status": str(err.status), "outcome": operation_outcome(err)}})
@@ -403,7 +428,7 @@ class BundleProcessor:
 
     def _batch_entry(self, e: _Entry) -> dict[str, Any]:
         svc = self.service
-        body = orjson.dumps(e.resource) if e.resource is not None else b""
+        body = exactjson.dumps(e.resource) if e.resource is not None else b""
         hdrs: dict[str, str] = {}
         if e.if_none_exist:
             hdrs["if-none-exist"] = e.if_none_exist

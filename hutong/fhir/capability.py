@@ -118,7 +118,8 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                                          "code": "SMART-on-FHIR"}]}],
                 "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                               "extension": [{"url": "token", "valueUri": _auth_url(base_url, "token")},
+                               "extension": [{"url": "authorize", "valueUri": _auth_url(base_url, "authorize")},
+                                             {"url": "token", "valueUri": _auth_url(base_url, "token")},
                                              {"url": "revoke", "valueUri": _auth_url(base_url, "revoke")}]}],
                 "description": "OAuth2 bearer tokens (SMART v2 scopes); access to residents' records also needs a "
                                "treatment relationship, the resident's consent or break-glass; every request "

@@ -115,6 +115,8 @@ from fhir_core.utils import is_list_type, is_primitive_type
 from pydantic import TypeAdapter, ValidationError
 from pydantic._internal._validators import import_string
 
+from hutong.store.exactjson import Decimal as ExactDecimal  # a float that keeps its JSON text
+
 __all__ = ["validate_fast", "validate_fast_refs", "is_valid"]
 
 Problem = tuple[str, str]
@@ -550,7 +552,7 @@ def _primitive_ok(kind: int, arg: Any, v: Any) -> bool | None:
     if kind == K_BOOL:
         return True if tv is bool else None
     if kind == K_DECIMAL:
-        if tv is float:
+        if tv is float or tv is ExactDecimal:
             return math.isfinite(v)
         if tv is int:  # the library runs str(v): Python refuses ints of too many digits
             return _DEC_INT_LIMIT is None or -_DEC_INT_LIMIT < v < _DEC_INT_LIMIT
@@ -716,7 +718,7 @@ def _check_object(plan: Plan, d: dict[str, Any], path: Path, out: _Out, depth: i
             if kind == K_BOOL:
                 continue
         elif kind == K_DECIMAL:
-            if type(v) is float:
+            if type(v) is float or type(v) is ExactDecimal:
                 if v - v == 0.0:  # finite
                     continue
             elif type(v) is int and -_DEC_INT_FAST < v < _DEC_INT_FAST:

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-import orjson
-
+from hutong.store import exactjson
 from hutong.store.repository import Stored
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -21,7 +20,7 @@ class FhirResponse:
 
     @classmethod
     def json(cls, status: int, obj: Any, headers: dict[str, str] | None = None) -> FhirResponse:
-        return cls(status, orjson.dumps(obj), headers or {})
+        return cls(status, exactjson.dumps(obj), headers or {})  # decimals as written
 
 
 def etag(version: int) -> str:

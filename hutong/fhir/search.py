@@ -9,6 +9,7 @@ mode and are reported back (as ignored) in lenient mode
 from __future__ import annotations
 
 import base64
+import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -119,7 +120,12 @@ def _number_range(name: str, v: str) -> tuple[float, float, float]:
     exp = d.as_tuple().exponent
     assert isinstance(exp, int)
     half = Decimal(5).scaleb(exp - 1)
-    return float(d - half), float(d + half), float(d)
+    val, lo, hi = float(d), float(d - half), float(d + half)
+    if hi <= val:
+        # More digits than a double holds (values are indexed as doubles): the range
+        # rounds to nothing, yet the value itself, stored as the same double, matches.
+        lo, hi = min(lo, val), math.nextafter(val, math.inf)
+    return lo, hi, val
 
 
 def parse_date_value(name: str, raw: str) -> RangeMatch:

@@ -17,22 +17,26 @@ import orjson
 
 from hutong.errors import (
     Conflict,
+    Forbidden,
     Gone,
     InvalidRequest,
     NotFound,
     PreconditionFailed,
     info_outcome,
 )
+from hutong.fhir import patch as fpatch
 from hutong.fhir import search as fsearch
 from hutong.fhir.references import reference_holders
 from hutong.fhir.render import subset
 from hutong.fhir.response import FhirResponse, etag, http_date, version_headers
+from hutong.fhir.urls import criteria
 from hutong.fhir.validation import check_id, check_type, validate
 from hutong.mpi.golden import GOLDEN_SYSTEM
 from hutong.security.guard import access_in
 from hutong.security.policy import Access
 from hutong.security.policy_store import mpi_of
 from hutong.security.principal import Role
+from hutong.store import exactjson
 from hutong.store.query import Cursor, Query
 from hutong.store.repository import Repository, Stored, Writer
 from hutong.store.sql import instant
@@ -64,9 +68,10 @@ def _has_control(node: Any) -> bool:
     return False
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes, *, exact: bool = False) -> Any:
+    """``exact``: a resource to store, whose decimals keep their text (hutong.store.exactjson)."""
     try:
-        data = orjson.loads(body)
+        data = exactjson.loads(body) if exact else orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise InvalidRequest("HT-0001", f"request body is not valid JSON: {e}") from None
     # datatypes.html#string: no characters below U+0020 except tab, CR and LF
@@ -162,7 +167,7 @@ class FhirService:
 
     def _conditional(self, w: Writer, type: str, query: str, limit: int = 2) -> list[Stored]:
         """Matches of a conditional request's criteria (http.html#ccreate), under a lock."""
-        items = parse_qsl(query, keep_blank_values=True)
+        items = parse_qsl(criteria(type, query, [self.base_url]), keep_blank_values=True)
         if not items:
             raise InvalidRequest("HT-0014", "conditional request without search criteria")
         # Same criteria -> same lock: concurrent identical conditional creates queue,
@@ -183,7 +188,7 @@ class FhirService:
     # ------------------------------------------------------------------ create
     def create(self, type: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
         check_type(type)
-        resource = validate(parse_json(body), type)
+        resource = validate(parse_json(body, exact=True), type)
         if_none_exist = headers.get("if-none-exist")
 
         def run() -> tuple[Stored, int]:
@@ -240,7 +245,7 @@ class FhirService:
     def update(self, type: str, id: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
         check_type(type)
         check_id(id)
-        resource = validate(parse_json(body), type)
+        resource = validate(parse_json(body, exact=True), type)
         if resource.get("id") is None:
             raise InvalidRequest("HT-0007", "the resource in an update must carry its id (http.html#update)",
                                  expression=[f"{type}.id"])
@@ -272,10 +277,62 @@ class FhirService:
             return w.insert(type, id, resource, method="PUT"), 201
         return w.replace(current, resource), (201 if current.deleted else 200)
 
+    # ------------------------------------------------------------------ patch
+    def patch(self, type: str, id: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
+        """PATCH [type]/[id] with a JSON Patch (http.html#patch, RFC 6902): the
+        current version, patched, goes through the update path like a PUT of
+        the result (validation, If-Match, a new version, the write hooks that
+        keep ownership fixed, audit).  Without If-Match the patch applies to the
+        version read; if another write lands first, it is applied again to the
+        newer version (never silently to a version it was not checked on)."""
+        check_type(type)
+        check_id(id)
+        fpatch.check_media_type(headers.get("content-type"))
+        ops = fpatch.operations(parse_json(body))
+        if_match = parse_if_match(headers.get("if-match"))
+        for attempt in range(3):
+            current = self._patch_base(type, id)
+            if if_match is not None and current.version != if_match:
+                raise PreconditionFailed(
+                    "HT-0012", f"{type}/{id} is at version {current.version}, not {if_match} (If-Match)")
+            assert current.body is not None
+            patched = fpatch.apply(ops, parse_json(current.body), f"{type}/{id}")
+            resource = validate(patched, type)
+            if resource.get("id") != id:
+                raise InvalidRequest("HT-0007", f"the patch changes the id of {type}/{id}",
+                                     expression=[f"{type}.id"])
+            try:
+                s, status = self._write_patched(type, id, resource, current.version)
+            except PreconditionFailed as e:
+                if if_match is not None or e.code != "HT-0012" or attempt == 2:
+                    raise
+                continue
+            return self._write_response(s, status, headers)
+        raise AssertionError("unreachable")
+
+    def _write_patched(self, type: str, id: str, resource: dict[str, Any], version: int) -> tuple[Stored, int]:
+        return self._retry(lambda: self.repo.transact(lambda w: self.update_in(w, type, id, dict(resource), version)))
+
+    def _patch_base(self, type: str, id: str) -> Stored:
+        """The version a patch applies to: one the caller may read, and sees whole
+        (a patch of what a caller is shown in part would write back the part)."""
+        if self.access is not None:
+            self.access.require_scope(type, "read")
+        s = self.repo.read(type, id)
+        if s is None:
+            raise NotFound("HT-0009", f"{type}/{id} not found")
+        if s.deleted:
+            raise Gone("HT-0010", f"{type}/{id} was deleted")
+        if self.access is not None:
+            self.access.check_read(s)
+            if self.access.present([s])[0] is not s:
+                raise Forbidden("HT-0224", f"{type}/{id} is shown to you only in part: it cannot be patched")
+        return s
+
     def conditional_update(self, type: str, query: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
         """PUT [type]?criteria (http.html#cond-update)."""
         check_type(type)
-        resource = validate(parse_json(body), type)
+        resource = validate(parse_json(body, exact=True), type)
 
         def run() -> tuple[Stored, int]:
             return self.repo.transact(lambda w: self.conditional_update_in(w, type, query, dict(resource)))
@@ -464,7 +521,7 @@ class FhirService:
         assert s.body is not None
         res: Any = orjson.Fragment(s.body)
         if parsed is not None and (parsed.elements or parsed.summary in ("true", "text", "data")):
-            res = subset(orjson.loads(s.body), parsed.elements, parsed.summary)
+            res = subset(exactjson.loads(s.body), parsed.elements, parsed.summary)
         return {"fullUrl": f"{self.base_url}/{s.type}/{s.id}", "resource": res, "search": {"mode": mode}}
 
     # ------------------------------------------------------------------ $everything
@@ -498,6 +555,8 @@ class FhirService:
                 count = min(int(v), fsearch.MAX_COUNT)
             elif k == "_cursor":
                 after = fsearch.decode_cursor(v).pk
+            elif k in ("_format", "_pretty"):
+                continue  # http.html#parameters: for every interaction (the format is checked by the web layer)
             elif k in ("start", "end", "_elements", "_summary"):
                 raise InvalidRequest("HT-0041", f"$everything parameter {k} is not supported")
             else:

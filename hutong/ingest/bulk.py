@@ -65,7 +65,8 @@ def _check_batch(args: tuple[str, int, list[bytes]]) -> tuple[list[Checked], lis
             continue
         try:
             try:
-                res = parse_json(line)  # JSON, and no control characters (datatypes.html#string)
+                # JSON, no control characters (datatypes.html#string), decimals as written
+                res = parse_json(line, exact=True)
             except InvalidRequest as e:
                 raise InvalidRequest("HT-0061", e.message) from None
             validate(res)

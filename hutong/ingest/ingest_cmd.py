@@ -5,6 +5,11 @@
     hutong ingest retry ID... | --all     re-process dead letters after the cause was fixed
     hutong ingest timeliness [--from D] [--to D] [--institution CODE]
                                           volumes and delays per institution and day (次日归集)
+    hutong ingest flagged [--code HT-0265] [--institution CODE]
+                                          stored messages accepted with a warning (a code outside its
+                                          table, a re-used MSH-10, CDA sections outside structuredBody)
+    hutong ingest quality [--from D] [--to D]
+                                          data-quality warnings per institution and code
 """
 
 from __future__ import annotations
@@ -45,6 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--to", dest="end", type=date.fromisoformat)
     t.add_argument("--institution")
     t.set_defaults(func=_timeliness)
+    f = ops.add_parser("flagged", help="stored messages accepted with a warning (no content shown)")
+    f.add_argument("--code", help="only this warning, e.g. HT-0265 (a re-used MSH-10)")
+    f.add_argument("--institution")
+    f.add_argument("--limit", type=int, default=100)
+    f.set_defaults(func=_flagged)
+    q = ops.add_parser("quality", help="data-quality warnings per institution and code")
+    q.add_argument("--from", dest="start", type=date.fromisoformat)
+    q.add_argument("--to", dest="end", type=date.fromisoformat)
+    q.set_defaults(func=_quality)
 
 
 @contextmanager
@@ -130,3 +144,21 @@ def _timeliness(args: argparse.Namespace) -> int:
     with _ingestor(args) as ing:
         data = inbox.timeliness(ing.repo, start=start, end=end, sender=args.institution)
     return _print(data)
+
+
+def _flagged(args: argparse.Namespace) -> int:
+    from hutong.ingest import inbox
+    with _ingestor(args) as ing:
+        rows = inbox.flagged(ing.repo, code=args.code, sender=args.institution, limit=args.limit)
+    return _print([r.summary() for r in rows])
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from hutong.ingest import inbox
+    from hutong.quality.data_quality import data_quality
+    end = args.end or datetime.now(inbox.BEIJING).date()
+    start = args.start or end - timedelta(days=6)
+    with _ingestor(args) as ing:
+        counts = data_quality(ing.repo, start=start, end=end)
+    return _print([{"institution": c.institution, "code": c.code, "label": c.label, "messages": c.messages}
+                   for c in counts])

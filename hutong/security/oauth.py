@@ -41,6 +41,7 @@ from hutong.security.authn import principal_from_claims
 from hutong.security.events import REFUSED, SUCCESS, AuditRecord
 from hutong.security.principal import Principal
 from hutong.security.settings import SecuritySettings
+from hutong.security.smart import SmartService
 from hutong.security.sms import SmsGateway
 from hutong.security.tokens import CLOCK_SKEW_S, MAX_TOKEN_BYTES, TokenService
 
@@ -52,7 +53,7 @@ FindPerson = Callable[[str], str | None]
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ("RS384", "ES384")      # SMART Backend Services: "RS384 or ES384"
 ASSERTION_MAX_LIFETIME_S = 300
-GRANT_TYPES = ("client_credentials", "refresh_token")
+GRANT_TYPES = ("authorization_code", "client_credentials", "refresh_token")
 
 # HT code of a refusal -> (RFC 6749 section 5.2 error, HTTP status)
 _OAUTH_ERRORS: dict[str, tuple[str, int]] = {
@@ -63,6 +64,15 @@ _OAUTH_ERRORS: dict[str, tuple[str, int]] = {
     "HT-0132": ("invalid_scope", 400),
     "HT-0133": ("invalid_grant", 400),
     "HT-0138": ("invalid_request", 400),
+    # SMART App Launch (hutong.security.smart)
+    "HT-0280": ("invalid_client", 401),
+    "HT-0290": ("invalid_client", 401),
+    "HT-0283": ("invalid_request", 400),
+    "HT-0285": ("invalid_scope", 400),
+    "HT-0287": ("invalid_grant", 400),
+    "HT-0288": ("invalid_grant", 400),
+    "HT-0289": ("invalid_grant", 400),
+    "HT-0291": ("invalid_grant", 400),
 }
 
 
@@ -119,6 +129,7 @@ class AuthService:
         self.audit = audit
         self.find_person = find_person
         self.sms = sms
+        self.smart = SmartService(self.tokens, audit)  # third-party apps: authorization_code + PKCE
 
     # ------------------------------------------------------------ helpers
     def _issued(self, action: str, a: Account, response: dict[str, Any], *, claimed: str | None,
@@ -141,12 +152,26 @@ class AuthService:
         if grant == "client_credentials":
             return self._client_credentials(form, authorization, token_urls, peer)
         if grant == "refresh_token":
+            smart = self.smart.grant_of_refresh(form.get("refresh_token", ""))
+            if smart is not None:
+                return self._smart(lambda basic: self.smart.refresh(form, basic, smart, peer), authorization)
             return self._refresh(form, peer)
+        if grant == "authorization_code":
+            return self._smart(lambda basic: self.smart.exchange(form, basic, peer), authorization)
         if not grant:
             raise OAuthError("invalid_request", "grant_type is required")
         shown = grant[:40]
         raise OAuthError("unsupported_grant_type", f"grant type {shown!r} is not offered; "
                                                    f"use one of {', '.join(GRANT_TYPES)}")
+
+    def _smart(self, step: Callable[[tuple[str, str] | None], dict[str, Any]],
+               authorization: str | None) -> dict[str, Any]:
+        """A SMART app's token request (hutong.security.smart); its refusals as RFC 6749 errors."""
+        try:
+            basic = self._basic(authorization) if authorization and authorization[:6].lower() == "basic " else None
+            return step(basic)
+        except HutongError as e:
+            raise OAuthError.of(e) from None
 
     def _client_credentials(self, form: Mapping[str, str], authorization: str | None,
                             token_urls: tuple[str, ...], peer: str | None) -> dict[str, Any]:
@@ -360,6 +385,10 @@ class AuthService:
         if not token:
             raise OAuthError("invalid_request", "token is required")
         hint = form.get("token_type_hint")
+        grant = self.smart.grant_of_refresh(token) if hint != "access_token" else None
+        if grant is not None:  # an app's refresh token: its whole grant ends
+            self.smart.revoke_refresh(grant, peer)
+            return
         account_id = self.tokens.revoke(token, hint if hint in ("access_token", "refresh_token") else None)
         a = self.accounts.get(account_id) if account_id else None
         if a is None:
@@ -372,18 +401,6 @@ class AuthService:
     # ------------------------------------------------------------ discovery
     def smart_configuration(self, base: str) -> dict[str, Any]:
         """SMART App Launch v2 "Conformance" (.well-known/smart-configuration)."""
-        return {
-            "issuer": self.tokens.issuer,
-            "jwks_uri": f"{base}/auth/jwks",
-            "token_endpoint": f"{base}/auth/token",
-            "revocation_endpoint": f"{base}/auth/revoke",
-            "grant_types_supported": list(GRANT_TYPES),
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post",
-                                                      "private_key_jwt"],
-            "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
-            "scopes_supported": ["system/*.cruds", "system/*.rs", "user/*.cruds", "user/*.rs",
-                                 "patient/*.cruds", "patient/*.rs", "offline_access"],
-            "response_types_supported": ["token"],
-            "capabilities": ["client-confidential-symmetric", "client-confidential-asymmetric",
-                             "permission-v2", "permission-v1", "permission-patient", "permission-user"],
-        }
+        return self.smart.configuration(base, grant_types=GRANT_TYPES, auth_methods=[
+            "client_secret_basic", "client_secret_post", "private_key_jwt"],
+            signing_algs=list(ASSERTION_ALGORITHMS))

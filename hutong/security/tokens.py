@@ -130,9 +130,11 @@ class TokenService:
     # ------------------------------------------------------------ issue
     def issue(self, account: Account | str, scopes: str, *, client_id: str | None = None,
               refresh: bool | None = None, family: str | None = None,
-              refresh_expires: int | None = None) -> dict[str, Any]:
+              refresh_expires: int | None = None, persons: tuple[str, ...] | None = None) -> dict[str, Any]:
         """An access token (and, for people by default, a refresh token) for
         ``account`` carrying ``scopes`` (already checked against the grant).
+        ``persons`` narrows a resident's or delegate's token to some of the
+        persons they may act for (a SMART app's patient context, hutong.security.smart).
 
         Returns the RFC 6749 section 5.1 token response."""
         a = account if isinstance(account, Account) else self.accounts.require(account)
@@ -155,9 +157,10 @@ class TokenService:
                              ("client_id", client_id or a.client_id)):
             if value is not None:
                 claims[claim] = value
-        persons = a.persons(now)
-        if persons:
-            claims["persons"] = list(persons)
+        mine = a.persons(now)
+        acts_for = mine if persons is None else tuple(p for p in persons if p in mine)
+        if acts_for:
+            claims["persons"] = list(acts_for)
         token = jwt.encode({"alg": ALGORITHM, "kid": self.kid, "typ": "at+jwt"}, claims, self.key,
                            algorithms=[ALGORITHM])
         out: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "expires_in": lifetime_s,

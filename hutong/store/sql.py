@@ -15,9 +15,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import orjson
-
 from hutong.errors import Conflict, StorageError
+from hutong.store import exactjson
 from hutong.store.codec import Codec, PlainCodec
 from hutong.store.context import WriteContext
 from hutong.store.database import Database
@@ -149,7 +148,7 @@ class SqlWriter:
         meta["versionId"] = str(version)
         meta["lastUpdated"] = instant(now)
         resource["meta"] = meta
-        return orjson.dumps(resource)
+        return exactjson.dumps(resource)  # decimals as written (hutong.store.exactjson)
 
     def _write_index(self, items: list[tuple[int, str, dict[str, Any]]],
                      prepared: Sequence[Prepared] | None = None) -> None:

@@ -22,6 +22,7 @@ from hutong.web import (
     access_routes,
     audit_routes,
     auth_routes,
+    fhir_http,
     fhir_routes,
     gate,
     identity_routes,
@@ -30,6 +31,7 @@ from hutong.web import (
     outcomes,
     public_assets,
     sharing_routes,
+    smart_routes,
     transfer_ops,
 )
 from hutong.web.application import HutongApp, add_routes, get_platform
@@ -61,6 +63,7 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     # the gate's refusals included (issue 12, finding 20).
     # Inside the gate: a literal FHIR path answers 405 for methods it lacks (hutong.web.methods).
     app.add_middleware(methods.OwnPaths, routes=app.routes)
+    app.add_middleware(fhir_http.JsonOnly)  # _format / Accept: JSON, else 406 (hutong.web.fhir_http)
     gate.install(app, p.repo, p.security, p.authenticator, p.audit)
     app.add_middleware(methods.HeadAsGet)  # outside the gate: HEAD is authenticated and audited as GET
     app.add_middleware(SecurityHeaders, https=(p.settings.base_url or "").startswith("https:"))
@@ -86,6 +89,7 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     clinician_portal.register(app, ui, p)
     console_portal.register(app, ui, p)
     resident_portal.register(app, ui, p)
+    smart_routes.register(app, ui, p)  # SMART App Launch: authorize, EHR launch, 已授权的应用 (issue 15)
     for route in app.routes:
         if isinstance(route, APIRoute) and ui_session.is_page(route.path):
             route.include_in_schema = False  # pages, not API: the OpenAPI description is the API's

@@ -22,10 +22,20 @@ from starlette.responses import Response
 from hutong.errors import InvalidRequest, UnsupportedMediaType
 from hutong.fhir.bundle import BundleProcessor
 from hutong.fhir.capability import capability_statement
+from hutong.fhir.patch import JSON_PATCH
 from hutong.fhir.response import FhirResponse
 from hutong.platform import Platform
 from hutong.web.application import add_routes
-from hutong.web.fhir_http import base_url, body_of, check_format, headers_of, run, service, to_response
+from hutong.web.fhir_http import (
+    base_url,
+    body_of,
+    check_format,
+    headers_of,
+    raw_body,
+    run,
+    service,
+    to_response,
+)
 
 # Declared parameters (documentation; values are read from the request as sent,
 # so that repeated parameters and FHIR's own error codes stay as they were).
@@ -43,6 +53,9 @@ Prefer = Annotated[str | None, Header(alias="Prefer", description="return=minima
 FHIR_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/fhir+json": {"schema": {"type": "object", "required": ["resourceType"],
                                          "properties": {"resourceType": {"type": "string"}}}}}}}
+
+PATCH_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    JSON_PATCH: {"schema": {"type": "array", "items": {"type": "object", "required": ["op", "path"]}}}}}}
 
 
 def router(platform: Platform, operations: Sequence[APIRouter] = ()) -> APIRouter:
@@ -153,6 +166,15 @@ def router(platform: Platform, operations: Sequence[APIRouter] = ()) -> APIRoute
         body = await body_of(request, limit)
         svc = service(platform, request)
         return await run(lambda: svc.update(type, id, body, headers_of(request)))
+
+    @r.patch("/fhir/{type}/{id}", summary="patch with a JSON Patch document (http.html#patch, RFC 6902)",
+             openapi_extra=PATCH_BODY)
+    async def patch(type: Type, id: Id, request: Request, if_match: IfMatch = None,
+                    prefer: Prefer = None) -> Response:
+        # The media type is the service's to judge (415 for FHIRPath or XML Patch).
+        body = await raw_body(request, limit)
+        svc = service(platform, request)
+        return await run(lambda: svc.patch(type, id, body, headers_of(request)))
 
     @r.delete("/fhir/{type}/{id}", summary="delete (http.html#delete)")
     async def delete(type: Type, id: Id, request: Request, if_match: IfMatch = None) -> Response:

@@ -15,6 +15,7 @@ from hutong.fhir.service import FhirService
 from hutong.ingest import inbox
 from hutong.ingest.pipeline import Ingestor
 from hutong.platform import Platform
+from hutong.quality.data_quality import data_quality
 from hutong.security.principal import Role
 from hutong.web import gate, receipts
 from hutong.web.fhir_http import base_url, raw_body, require, run
@@ -68,6 +69,43 @@ def router(platform: Platform) -> APIRouter:
         ing = ingestor(request)
         return await run(lambda: FhirResponse.json(200, {"items": [
             d.summary() for d in inbox.dead_letters(ing.repo, limit=n, after=since, sender=institution)]}))
+
+    @r.get("/ingest/flagged", summary="stored messages that were accepted with a warning")
+    async def flagged(request: Request,
+                      code: Annotated[str | None, Query(description="only this warning, e.g. HT-0265")] = None,
+                      count: Annotated[str | None, Query(alias="_count", description="at most 1000")] = None,
+                      after: Annotated[str | None, Query(description="page after this message id")] = None,
+                      institution: Institution = None) -> Response:
+        """Messages stored with a note (HL7 AA with an ERR of severity W, the CDA answer's
+        ``warning``): a demographic code outside its table, a re-used MSH-10, CDA sections
+        outside structuredBody ... (issue 15, items 11, 17, 19).  No message content."""
+        require(request, *OVERSIGHT, what="the flagged-message list")
+        try:
+            n = min(int(count if count is not None else "100"), 1000)
+            since = int(after if after is not None else "0")
+        except ValueError:
+            raise InvalidRequest("HT-0041", "_count and after must be integers") from None
+        ing = ingestor(request)
+        return await run(lambda: FhirResponse.json(200, {"items": [
+            d.summary() for d in inbox.flagged(ing.repo, code=code, limit=n, after=since, sender=institution)]}))
+
+    @r.get("/ingest/quality", summary="data-quality warnings per institution and code")
+    async def quality(request: Request,
+                      from_: Annotated[str | None, Query(alias="from", description="first day, YYYY-MM-DD")] = None,
+                      to: Annotated[str | None, Query(description="last day, YYYY-MM-DD (default today)")] = None
+                      ) -> Response:
+        require(request, *OVERSIGHT, what="data-quality counts")
+        try:
+            end = date.fromisoformat(to) if to is not None else datetime.now(inbox.BEIJING).date()
+            start = date.fromisoformat(from_) if from_ is not None else end - timedelta(days=6)
+        except ValueError:
+            raise InvalidRequest("HT-0041", "from and to must be dates (YYYY-MM-DD)") from None
+        if start > end or (end - start).days > 366:
+            raise InvalidRequest("HT-0041", "from must not be after to, and the range at most 366 days")
+        ing = ingestor(request)
+        return await run(lambda: FhirResponse.json(200, {"from": start.isoformat(), "to": end.isoformat(), "items": [
+            {"institution": c.institution, "code": c.code, "label": c.label, "messages": c.messages}
+            for c in data_quality(ing.repo, start=start, end=end)]}))
 
     @r.post("/ingest/dead-letters/{message_id}/retry", summary="retry a dead letter")
     async def retry_dead_letter(message_id: Annotated[str, Path(description="message id (integer)")],

@@ -7,6 +7,7 @@ after the class of quirk the issue describes; none is copied from anyone's data.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from cda_helpers import make_fixtures
 from harness import Server
 from test_cda_pipeline import count, post, register
 
+from hutong.cli import main
 from hutong.ingest import inbox
 
 BY_CODE = make_fixtures.BY_CODE
@@ -91,7 +93,8 @@ STRAY = """
   </component>"""
 
 
-def test_sections_outside_structured_body_are_reported(server: Server) -> None:
+def test_sections_outside_structured_body_are_reported(server: Server,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     register(server)
     r = post(server, doc("C0007", doc_id="DOC-STRAY-1", body=STRAY))
     assert r.status_code == 201, r.text
@@ -104,3 +107,9 @@ def test_sections_outside_structured_body_are_reported(server: Server) -> None:
     # a well-formed document carries no warning
     clean = post(server, doc("C0007", doc_id="DOC-CLEAN-1"))
     assert clean.status_code == 201 and "warning" not in clean.json()
+    # the same figures from the command line
+    db = str(server.repo.db.url)
+    assert main(["ingest", "--database", db, "quality"]) == 0
+    assert [(c["code"], c["messages"]) for c in json.loads(capsys.readouterr().out)] == [("HT-0264", 1)]
+    assert main(["ingest", "--database", db, "flagged", "--code", "HT-0264"]) == 0
+    assert [r["control_id"] for r in json.loads(capsys.readouterr().out)] == ["DOC-STRAY-1"]

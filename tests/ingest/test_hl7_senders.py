@@ -221,6 +221,13 @@ def test_reused_control_id_with_other_content_is_stored_and_flagged(mllp: Mllp) 
     assert total(mllp.server, "/DiagnosticReport", subject=f"Patient/{patient(mllp.server, 'MR0009')['id']}") == 1
     [row] = inbox.flagged(mllp.server.repo, code="HT-0265")
     assert row.control_id == "R7" and row.sender == HOSPITAL
+    # the commission's views: the flagged row and the count, over HTTP
+    client, root = mllp.server.client, mllp.server.root
+    [item] = client.get(root + "/ingest/flagged", params={"code": "HT-0265"}).json()["items"]
+    assert (item["id"], item["control_id"], item["status"]) == (row.id, "R7", "ok")
+    assert item["reason"].startswith("HT-0265 MSH-10 'R7' was already used")
+    counts = client.get(root + "/ingest/quality").json()["items"]
+    assert [(c["institution"], c["code"], c["messages"]) for c in counts] == [(HOSPITAL, "HT-0265", 1)]
     # true resends of either stay plain duplicates: the same ACK, nothing new
     assert mllp.send(oru("R7")) == [first]
     assert mllp.send(other()) == [reused]

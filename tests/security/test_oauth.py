@@ -117,7 +117,7 @@ def test_smart_configuration_and_jwks(auth: Auth) -> None:
         assert c["jwks_uri"] == auth.root + "/auth/jwks"
         assert set(c["token_endpoint_auth_methods_supported"]) == {
             "client_secret_basic", "client_secret_post", "private_key_jwt"}
-        assert {"client_credentials", "refresh_token"} == set(c["grant_types_supported"])
+        assert {"authorization_code", "client_credentials", "refresh_token"} == set(c["grant_types_supported"])
         assert "password" not in c["grant_types_supported"]
         assert {"client-confidential-symmetric", "client-confidential-asymmetric", "permission-v2"} <= set(
             c["capabilities"])
@@ -178,7 +178,8 @@ def test_scope_escalation_is_refused(auth: Auth) -> None:
 
 @pytest.mark.parametrize("form, error", [
     ({"grant_type": "password", "username": "x", "password": "y"}, "unsupported_grant_type"),
-    ({"grant_type": "authorization_code", "code": "x"}, "unsupported_grant_type"),
+    # authorization_code is offered to SMART apps (tests/security/test_smart_flow.py)
+    ({"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": "x"}, "unsupported_grant_type"),
     ({}, "invalid_request"),
     ({"grant_type": "refresh_token"}, "invalid_request"),
 ])

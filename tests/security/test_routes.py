@@ -67,6 +67,7 @@ ROUTES: dict[tuple[str, str], Public | Auth] = {
     ("POST", "/auth/token"): PUBLIC, ("POST", "/auth/revoke"): PUBLIC, ("GET", "/auth/jwks"): PUBLIC,
     ("POST", "/auth/login"): PUBLIC, ("POST", "/auth/password"): PUBLIC,
     ("POST", "/auth/otp/send"): PUBLIC, ("POST", "/auth/otp/verify"): PUBLIC,
+    ("GET", "/auth/authorize"): PUBLIC,  # SMART apps start here (hutong.web.smart_routes; issue 15)
     ("GET", "/.well-known/smart-configuration"): PUBLIC, ("GET", "/fhir/.well-known/smart-configuration"): PUBLIC,
     ("GET", "/fhir/metadata"): PUBLIC, ("GET", "/healthz"): PUBLIC,
     # audit (hutong.web.audit_routes): auditors; residents see their own access log
@@ -87,7 +88,7 @@ ROUTES: dict[tuple[str, str], Public | Auth] = {
     ("POST", "/fhir/{type}"): Auth(403), ("PUT", "/fhir/{type}"): Auth(403), ("DELETE", "/fhir/{type}"): Auth(403),
     ("GET", "/fhir/{type}/_history"): Auth(403),
     ("GET", "/fhir/{type}/{id}"): Auth(200, 403), ("PUT", "/fhir/{type}/{id}"): Auth(403, 403),
-    ("DELETE", "/fhir/{type}/{id}"): Auth(403, 403),
+    ("DELETE", "/fhir/{type}/{id}"): Auth(403, 403), ("PATCH", "/fhir/{type}/{id}"): Auth(403, 403),
     ("GET", "/fhir/{type}/{id}/_history"): Auth(200, 403),
     ("GET", "/fhir/{type}/{id}/_history/{vid}"): Auth(200, 403),
     ("GET", "/fhir/{ctype}/{cid}/{type}"): Auth(200, 403),
@@ -102,6 +103,7 @@ ROUTES: dict[tuple[str, str], Public | Auth] = {
     ("GET", "/mpi/review"): Auth(403), ("POST", "/mpi/review/{review_id}/reject"): Auth(403),
     ("GET", "/ingest/timeliness"): Auth(403), ("GET", "/ingest/dead-letters"): Auth(403),
     ("POST", "/ingest/dead-letters/{message_id}/retry"): Auth(403),
+    ("GET", "/ingest/flagged"): Auth(403), ("GET", "/ingest/quality"): Auth(403),
     ("POST", "/ingest/cda"): Auth(403),
 }
 
@@ -146,6 +148,11 @@ PAGES: dict[tuple[str, str], Page] = {
     ("POST", "/resident/delegates/{account_id}/end"): Page(),
     ("GET", "/resident/access-log"): Page(resident=200), ("GET", "/resident/corrections"): Page(resident=200),
     ("POST", "/resident/corrections"): Page(),
+    # SMART App Launch (hutong.web.smart_routes): the approval page reads the session itself
+    ("GET", "/signin/authorize/{request_id}"): Page(public=True),
+    ("POST", "/signin/authorize/{request_id}"): Page(public=True),
+    ("GET", "/clinician/apps"): Page(resident=403), ("POST", "/clinician/launch"): Page(),
+    ("GET", "/resident/apps"): Page(resident=200), ("POST", "/resident/apps/{grant_id}/revoke"): Page(),
 }
 
 
@@ -222,6 +229,9 @@ def request_of(method: str, template: str, region: Region, *, other: bool) -> tu
         kw = {"content": orjson.dumps(body), "headers": json_headers}
     elif method == "PUT":
         kw = {"headers": json_headers}
+    elif method == "PATCH":
+        kw = {"content": orjson.dumps([{"op": "replace", "path": "/status", "value": "cancelled"}]),
+              "headers": {"content-type": "application/json-patch+json"}}
     if method == "GET" and template == "/fhir/{type}":
         path += f"?patient={ids['pS'] if other else ids['pA']}"
     if method == "PUT" and template == "/fhir/{type}":
@@ -249,12 +259,12 @@ def assert_nothing_of_s(region: Region, r: httpx.Response, what: str) -> None:
 
 
 def newest_seq(server: Server) -> int:
-    rows = server.app.platform.audit.search(limit=1)
+    rows = server.app.state.audit.search(limit=1)
     return rows[0].seq if rows else 0
 
 
 def new_rows(server: Server, after: int) -> list[Any]:
-    return [e for e in server.app.platform.audit.search(limit=20) if e.seq > after]
+    return [e for e in server.app.state.audit.search(limit=20) if e.seq > after]
 
 
 # ---------------------------------------------------------------- the table
@@ -312,7 +322,7 @@ def test_every_page_as_a_resident(region: Region) -> None:
                 if page.public:
                     continue
                 vals = {"person": region.ids["S"], "doc_id": region.ids["obsS"], "review_id": "1", "seq": "1",
-                        "account_id": "acct-x", "consent_id": "x"}
+                        "account_id": "acct-x", "consent_id": "x", "grant_id": "x"}
                 path = fill(template, vals)
                 before = newest_seq(server)
                 r = http.request(method, path, data={"csrf": "forged"} if method == "POST" else None)
@@ -328,7 +338,7 @@ def test_every_page_as_a_resident(region: Region) -> None:
                 assert len(rows) == 1 and rows[0].account_id == region.accounts["R"].id, (what, rows)
         finally:
             http.close()
-    assert server.app.platform.audit.verify().ok
+    assert server.app.state.audit.verify().ok
 
 
 # ---------------------------------------------------------------- no token
@@ -360,7 +370,7 @@ def test_every_authenticated_route_refuses_without_a_token(region: Region) -> No
     finally:
         http.close()
     assert checked == sum(isinstance(k, Auth) for k in ROUTES.values())
-    assert server.app.platform.audit.verify().ok
+    assert server.app.state.audit.verify().ok
 
 
 # ---------------------------------------------------------------- as a resident
@@ -409,7 +419,7 @@ def test_every_route_as_a_resident(region: Region) -> None:
         finally:
             http.close()
     assert not wrong, "\n".join(map(str, wrong))
-    assert server.app.platform.audit.verify().ok
+    assert server.app.state.audit.verify().ok
     assert len(seen) == sum(1 + (k.other is not None) for k in ROUTES.values() if isinstance(k, Auth))
 
 

@@ -335,7 +335,10 @@ def test_previous_release_upgrades_intact(legacy: tuple[str, dict[str, str]], mo
     after = _snapshot(url)
     assert {t: after[t] for t in before} == before
     assert set(after) - set(before) == {"consent_author", "token_cutoff", "signin_throttle", "audit_chain",
-                                        "sharing_request", "sharing_export", "access_grant"}
+                                        "sharing_request", "sharing_export", "access_grant",
+                                        # 0004: SMART App Launch (issue 15)
+                                        "smart_client", "smart_authorization", "smart_launch", "smart_grant",
+                                        "smart_grant_token"}
 
     # Read back through this release's code: every version of every resource decrypts ...
     from hutong.fhir.assembly import open_repository
