@@ -32,6 +32,7 @@ from hutong.web import (
     public_assets,
     sharing_routes,
     smart_routes,
+    terminology_routes,
     transfer_ops,
 )
 from hutong.web.application import HutongApp, add_routes, get_platform
@@ -78,7 +79,7 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     # The FHIR API first (the hot paths match first), its $-operations before
     # the instance routes they would otherwise be taken for.
     add_routes(app, fhir_routes.router(p, operations=[
-        identity_routes.fhir_router(p), access_routes.fhir_router(p)]))
+        identity_routes.fhir_router(p), access_routes.fhir_router(p), terminology_routes.fhir_router(p)]))
     add_routes(app, transfer_ops.router(p.repo, p.audit))  # Patient/[id]/$transfer: the audited ownership move
     add_routes(app, identity_routes.router(p))
     add_routes(app, ingest_routes.router(p))

@@ -111,7 +111,7 @@ def register(server: Server, code: str, name: str) -> str:
 
 def his_of(server: Server, org_a: str) -> Any:
     """Institution A's HIS: an OAuth2 client that may create and update its records."""
-    accounts = server.app.state.authenticator.tokens.accounts
+    accounts = server.app.platform.authenticator.tokens.accounts
     his, _secret = accounts.add_client("HIS A", organization=CODE_A, organization_id=org_a, scopes_text="system/*.cru")
     return his
 
@@ -129,7 +129,7 @@ def dev_server(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[Server]
 
 def listen(server: Server) -> Any:
     ing = Ingestor(FhirService(server.repo), authorise=mllp_authoriser(server.repo, SecuritySettings(
-        mllp_dev_loopback=True)), audit=server.app.state.audit.record)
+        mllp_dev_loopback=True)), audit=server.app.platform.audit.record)
     port = free_port()
     return start_in_thread(ing, "127.0.0.1", port), port
 
@@ -148,7 +148,7 @@ def test_one_audit_record_shape_for_mllp_and_cda(dev_server: Server) -> None:
     with server.as_(his) as a:
         r = a.post(server.root + "/ingest/cda", content=(MINIMAL / "C0001.xml").read_bytes(), headers=CDA_TYPE)
     assert r.status_code == 201, r.text
-    audit = server.app.state.audit
+    audit = server.app.platform.audit
     # (the HTTP gate keeps its own row of the request, action "cda" too, without the channel's fields)
     [hl7] = [e for e in audit.search(action="hl7") if "channel" in e.extra]
     [cda] = [e for e in audit.search(action="cda") if "channel" in e.extra]
@@ -199,8 +199,8 @@ def test_a_retry_acts_as_the_original_sender_and_cannot_file_it_under_another(se
     assert still["id"] == dead["id"] and still["attempts"] == 2 and still["reason"].startswith(NOT_AUTHORISED)
     assert server.client.post(server.root + f"/ingest/dead-letters/{dead['id']}/retry").status_code == 409
     # The retry's audit row names the original sender (A's system) and the operator who retried.
-    [retry] = [e for e in server.app.state.audit.search(action="cda") if e.extra.get("retry_of")]
-    operator = server.app.state.authenticator.authenticate(server.client.headers["authorization"], None)
+    [retry] = [e for e in server.app.platform.audit.search(action="cda") if e.extra.get("retry_of")]
+    operator = server.app.platform.authenticator.authenticate(server.client.headers["authorization"], None)
     assert retry.outcome == "4" and retry.code == "HT-0102" and retry.account_id == his.id
     assert retry.organization == CODE_A and retry.extra["retried_by"] == operator.account_id
     assert retry.extra["retry_of"] == str(dead["id"])
@@ -222,8 +222,8 @@ def test_a_retry_stores_as_the_sender_and_names_the_operator(dev_server: Server)
     r = server.client.post(server.root + f"/ingest/dead-letters/{dead['id']}/retry")
     assert r.status_code == 200 and r.json()["status"] == "retried", r.text
     assert count(server, "Observation") == 1
-    [row] = [e for e in server.app.state.audit.search(action="hl7", outcome="0") if e.extra.get("retry_of")]
-    operator = server.app.state.authenticator.authenticate(server.client.headers["authorization"], None)
+    [row] = [e for e in server.app.platform.audit.search(action="hl7", outcome="0") if e.extra.get("retry_of")]
+    operator = server.app.platform.authenticator.authenticate(server.client.headers["authorization"], None)
     assert row.account_id == f"mllp:{HOSPITAL}" and row.organization == HOSPITAL
     assert row.extra["retried_by"] == operator.account_id and row.persons
 

@@ -67,7 +67,7 @@ def mllp(dev_loopback: None, server: Server) -> Iterator[Mllp]:
     # authenticated senders: tests/security/test_trust_hl7.py).
     dev = SecuritySettings(mllp_dev_loopback=True)
     ingestor = Ingestor(FhirService(server.repo), authorise=mllp_authoriser(server.repo, dev),
-                        audit=server.app.state.audit.record)
+                        audit=server.app.platform.audit.record)
     port = free_port()
     listener = start_in_thread(ingestor, "127.0.0.1", port)
     yield Mllp("127.0.0.1", port, server, ingestor)
@@ -334,7 +334,7 @@ def test_senders_outside_the_allowed_networks_are_refused_and_audited(server: Se
     assert server.client.post("/Organization", content=json.dumps(org)).status_code == 201
     only_vpn = SecuritySettings(mllp_allow=("10.8.0.0/16",), mllp_dev_loopback=True)
     ingestor = Ingestor(FhirService(server.repo), authorise=mllp_authoriser(server.repo, only_vpn),
-                        audit=server.app.state.audit.record)
+                        audit=server.app.platform.audit.record)
     port = free_port()
     listener = start_in_thread(ingestor, "127.0.0.1", port)
     try:
@@ -343,13 +343,13 @@ def test_senders_outside_the_allowed_networks_are_refused_and_audited(server: Se
         listener.stop()
     assert msa(ack)[1] == "AR" and "not authorised" in err(ack)
     assert fhir(server, "/Patient", _summary="count")["total"] == 0
-    refusals = server.app.state.audit.search(action="hl7", outcome="4")
+    refusals = server.app.platform.audit.search(action="hl7", outcome="4")
     assert len(refusals) == 1 and refusals[0].code == "HT-0104"
 
 
 def test_accepted_messages_are_audited_with_the_resident(mllp: Mllp) -> None:
     assert msa(mllp.send(adt("AUD1"))[0])[1] == "AA"
-    rows = mllp.server.app.state.audit.search(action="hl7", outcome="0")
+    rows = mllp.server.app.platform.audit.search(action="hl7", outcome="0")
     assert len(rows) == 1
     e = rows[0]
     assert e.account_id == f"mllp:{HOSPITAL}" and e.persons and e.persons[0].startswith("mpi-")

@@ -197,7 +197,7 @@ def test_another_residents_id_everywhere(region: Region) -> None:
             else:
                 assert resp.status_code == 403 and kind == "transaction", (kind, resp.status_code, resp.text[:300])
     # Everything R was refused is in the audit log, under R.
-    refused = server.app.state.audit.search(account=region.accounts["R"].id, outcome=REFUSED, limit=500)
+    refused = server.app.platform.audit.search(account=region.accounts["R"].id, outcome=REFUSED, limit=500)
     assert len(refused) >= 10 and all(e.code and e.code.startswith("HT-01") for e in refused)
 
 
@@ -305,7 +305,7 @@ def b64(data: dict[str, Any]) -> str:
 def assert_refused(server: Server, authorization: str | bytes | None, code: str | tuple[str, ...]) -> None:
     codes = (code,) if isinstance(code, str) else code
     headers = {} if authorization is None else {"authorization": authorization}
-    before = server.app.state.audit.search(limit=1)
+    before = server.app.platform.audit.search(limit=1)
     r = httpx.get(server.url + "/Observation", headers=headers, timeout=30)
     what = repr(authorization)[:60]
     assert r.status_code == 401, (what, r.status_code, r.text[:300])
@@ -313,14 +313,14 @@ def assert_refused(server: Server, authorization: str | bytes | None, code: str 
     assert r.headers["www-authenticate"].startswith('Bearer realm="hutong"'), what
     token = authorization.partition(" ")[2].strip() if isinstance(authorization, str) else ""
     assert len(token) < 20 or token[-20:] not in r.text, what  # the token is never echoed
-    rows = [e for e in server.app.state.audit.search(limit=5) if not before or e.seq > before[0].seq]
+    rows = [e for e in server.app.platform.audit.search(limit=5) if not before or e.seq > before[0].seq]
     assert len(rows) == 1 and rows[0].outcome == REFUSED and rows[0].code in codes, (what, rows)
     assert rows[0].account_id is None and rows[0].interaction == "GET /fhir/Observation", what
 
 
 def test_forged_expired_revoked_and_malformed_tokens_at_fhir(region: Region) -> None:
     server = region.server
-    tokens = server.app.state.authenticator.tokens
+    tokens = server.app.platform.authenticator.tokens
     resident = region.accounts["R"]
     good = server.token(resident)
     claims = tokens.verify(good)
@@ -366,7 +366,7 @@ def test_forged_expired_revoked_and_malformed_tokens_at_fhir(region: Region) -> 
     finally:
         server.accounts.set_status(resident.id, True)
     assert_refused(server, f"Bearer {fresh}", "HT-0124")
-    assert server.app.state.audit.verify().ok
+    assert server.app.platform.audit.verify().ok
 
 
 def test_scope_escalation_at_the_fhir_edge(region: Region) -> None:
@@ -409,7 +409,7 @@ def test_password_guessing_is_held_back_and_audited(server: Server) -> None:
                                                organization="400000001", organization_id="org-1",
                                                practitioner_id="pr-guess")
     secret = pyotp.parse_uri(uri).secret
-    audit = server.app.state.audit
+    audit = server.app.platform.audit
     with httpx.Client(base_url=server.root, timeout=30) as http:
         def login(pw: str) -> httpx.Response:
             return http.post("/auth/login", json={"username": "dr.guess", "password": pw,
@@ -453,7 +453,7 @@ def test_an_internal_error_is_answered_audited_and_keeps_the_connection(
         raise RuntimeError(f"query failed for {S_ID}")
 
     monkeypatch.setattr(FhirService, "search", boom)
-    audit = region.server.app.state.audit
+    audit = region.server.app.platform.audit
     with region.client("R") as r:
         resp = r.get("/Observation", params={"code": "x"})
         assert resp.status_code == 500 and issue_code(resp) == "HT-0099"

@@ -145,10 +145,10 @@ def test_break_glass_needs_a_reason_is_flagged_and_the_resident_is_told(region: 
         # a resident cannot break the glass
         refused(r.post(f"/Patient/{ids['pS']}/$break-glass", json={"reason": "I want to see my neighbour"}),
                 403, "HT-0104")
-    audit = server.app.state.audit
+    audit = server.app.platform.audit
     flagged = audit.break_glass_list(None)
     assert len(flagged) >= 1
-    text = server.app.state.sms.path.read_text(encoding="utf-8")
+    text = server.app.platform.sms.path.read_text(encoding="utf-8")
     assert "紧急授权" in text and "昏迷" not in text  # told, without the reason
 
 
@@ -243,7 +243,7 @@ def test_scope_escalation_and_narrow_scopes(region: Region) -> None:
 
 
 def test_every_refusal_is_audited(region: Region) -> None:
-    audit = region.server.app.state.audit
+    audit = region.server.app.platform.audit
     before = len(audit.search(outcome=REFUSED, limit=1000))
     with region.client("R") as r:
         r.get(f"/Observation/{region.ids['obsS']}")
@@ -310,7 +310,7 @@ def test_a_document_binary_follows_its_security_context(region: Region) -> None:
 
 def test_refused_looks_show_in_the_residents_access_log(region: Region) -> None:
     ids = region.ids
-    audit = region.server.app.state.audit
+    audit = region.server.app.platform.audit
     with region.client("docB") as b:
         refused(b.get(f"/Observation/{ids['obsA']}"), 403, "HT-0103")
         refused(b.get("/Observation", params={"patient": ids["pA"]}), 403, "HT-0103")

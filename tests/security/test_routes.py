@@ -259,12 +259,12 @@ def assert_nothing_of_s(region: Region, r: httpx.Response, what: str) -> None:
 
 
 def newest_seq(server: Server) -> int:
-    rows = server.app.state.audit.search(limit=1)
+    rows = server.app.platform.audit.search(limit=1)
     return rows[0].seq if rows else 0
 
 
 def new_rows(server: Server, after: int) -> list[Any]:
-    return [e for e in server.app.state.audit.search(limit=20) if e.seq > after]
+    return [e for e in server.app.platform.audit.search(limit=20) if e.seq > after]
 
 
 # ---------------------------------------------------------------- the table
@@ -338,7 +338,7 @@ def test_every_page_as_a_resident(region: Region) -> None:
                 assert len(rows) == 1 and rows[0].account_id == region.accounts["R"].id, (what, rows)
         finally:
             http.close()
-    assert server.app.state.audit.verify().ok
+    assert server.app.platform.audit.verify().ok
 
 
 # ---------------------------------------------------------------- no token
@@ -370,7 +370,7 @@ def test_every_authenticated_route_refuses_without_a_token(region: Region) -> No
     finally:
         http.close()
     assert checked == sum(isinstance(k, Auth) for k in ROUTES.values())
-    assert server.app.state.audit.verify().ok
+    assert server.app.platform.audit.verify().ok
 
 
 # ---------------------------------------------------------------- as a resident
@@ -419,7 +419,7 @@ def test_every_route_as_a_resident(region: Region) -> None:
         finally:
             http.close()
     assert not wrong, "\n".join(map(str, wrong))
-    assert server.app.state.audit.verify().ok
+    assert server.app.platform.audit.verify().ok
     assert len(seen) == sum(1 + (k.other is not None) for k in ROUTES.values() if isinstance(k, Auth))
 
 

@@ -110,7 +110,7 @@ def test_schemathesis_without_a_token(server: Server) -> None:
     # nothing here; they are generated for the resident below.
     sent = fuzz(server, {}, judge, (GenerationMode.POSITIVE,))
     assert len(sent) >= 40, sorted(sent)  # every operation was tried
-    assert server.app.state.audit.verify().ok
+    assert server.app.platform.audit.verify().ok
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -130,4 +130,4 @@ def test_schemathesis_as_a_resident(region: Region) -> None:
 
     sent = fuzz(server, {"authorization": f"Bearer {token}"}, judge)
     assert len(sent) >= 40, sorted(sent)
-    assert server.app.state.audit.verify().ok
+    assert server.app.platform.audit.verify().ok

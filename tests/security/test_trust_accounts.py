@@ -84,8 +84,8 @@ def test_f13_guessing_from_another_address_neither_ends_the_session_nor_locks_th
         server: Server, region: Region) -> None:
     doc, secret = staff(server, region, "doctora.li")
     # docA's live session (what the token endpoint handed out at sign-in).
-    live = server.app.state.authenticator.tokens.issue(doc, doc.scopes)
-    audit = server.app.state.audit
+    live = server.app.platform.authenticator.tokens.issue(doc, doc.scopes)
+    audit = server.app.platform.audit
     with from_address(server, ATTACKER) as attacker, httpx.Client(base_url=server.root, timeout=30) as own:
         wrong = [login(attacker, "doctora.li", f"Guess-{i}-pass", secret) for i in range(12)]
         unknown = login(attacker, "nobody.here", "Guess-x-pass", secret)
@@ -160,7 +160,7 @@ def test_f16_ex_delegate_gets_403_on_the_access_log_right_after_the_delegation_e
 def test_f16_tokens_issued_before_a_disable_stay_dead_after_enable(server: Server, region: Region) -> None:
     acc = server.accounts
     doc = region.accounts["docA"]
-    old = server.app.state.authenticator.tokens.issue(doc, doc.scopes)
+    old = server.app.platform.authenticator.tokens.issue(doc, doc.scopes)
     url = f"/fhir/Patient/{region.ids['pA']}"
     with httpx.Client(base_url=server.root, timeout=30) as http:
         def use(t: str) -> httpx.Response:
@@ -176,7 +176,7 @@ def test_f16_tokens_issued_before_a_disable_stay_dead_after_enable(server: Serve
                                                  "refresh_token": old["refresh_token"]})
         assert refresh.status_code == 400 and "access_token" not in refresh.text
         # A token issued after (even within the second of the disable) works.
-        fresh = server.app.state.authenticator.tokens.issue(doc, doc.scopes)["access_token"]
+        fresh = server.app.platform.authenticator.tokens.issue(doc, doc.scopes)["access_token"]
         assert use(fresh).status_code == 200
 
 
@@ -187,7 +187,7 @@ def test_f16_revocation_is_seen_at_once_by_another_instance(db_url: str, server:
         stack.callback(repo2.db.close)
         other = stack.enter_context(serving(create_app(Settings(database_url=db_url), repo=repo2)))
         url = f"/fhir/Patient/{region.ids['pA']}"
-        issued = server.app.state.authenticator.tokens.issue(doc, doc.scopes)
+        issued = server.app.platform.authenticator.tokens.issue(doc, doc.scopes)
         token = issued["access_token"]
         with httpx.Client(base_url=other, timeout=30, headers={"authorization": f"Bearer {token}"}) as second, \
                 httpx.Client(base_url=server.root, timeout=30) as first:
@@ -196,7 +196,7 @@ def test_f16_revocation_is_seen_at_once_by_another_instance(db_url: str, server:
             gone = second.get(url)                             # at once: no cached revocation list
             assert gone.status_code == 401 and issue_code(gone) == "HT-0124", gone.text
             # Disabling on the first instance reaches the second at once too.
-            t2 = server.app.state.authenticator.tokens.issue(doc, doc.scopes)["access_token"]
+            t2 = server.app.platform.authenticator.tokens.issue(doc, doc.scopes)["access_token"]
             h = {"authorization": f"Bearer {t2}"}
             assert second.get(url, headers=h).status_code == 200
             server.accounts.set_status(doc.id, False)
@@ -261,7 +261,7 @@ def test_f18_portal_break_glass_reaches_the_review_queue(server: Server, region:
         csrf = _csrf(doc, f"/clinician/patient/{region.ids['R']}")
         r = doc.post(f"/clinician/patient/{region.ids['R']}/break-glass", data={"csrf": csrf, "reason": reason})
         assert r.status_code == 303 and "reason=break-glass" in r.headers["location"], r.text[:300]
-    claims = [i for i in server.app.state.audit.break_glass_list(reviewed=False)
+    claims = [i for i in server.app.platform.audit.break_glass_list(reviewed=False)
               if i.entry.reason == reason and "/break-glass" in i.entry.interaction]
     assert len(claims) == 1 and claims[0].entry.action == "break-glass"
     assert claims[0].entry.persons == (region.ids["R"],)
@@ -283,7 +283,7 @@ def test_f18_break_glass_sms_gives_beijing_time(server: Server, region: Region,
     monkeypatch.setenv("TZ", "America/New_York")     # the server's own zone is not Beijing's
     time.tzset()
     try:
-        sms = server.app.state.sms
+        sms = server.app.platform.sms
         before = len(sms.messages())
         with region.client("docB") as doc:
             r = doc.post(f"/Patient/{region.ids['R']}/$break-glass", json={"reason": "急诊抢救需要查看既往史"})
@@ -301,7 +301,7 @@ def test_f18_break_glass_sms_gives_beijing_time(server: Server, region: Region,
 
 # ------------------------------------------------------------------ 19: favicon
 def test_f19_favicon_is_public_and_not_audited(server: Server) -> None:
-    audit = server.app.state.audit
+    audit = server.app.platform.audit
     head = len(audit.search(limit=500))
     with httpx.Client(base_url=server.root, timeout=30) as browser:
         for _ in range(5):

@@ -100,7 +100,7 @@ def delete_seqs(repo: SqlRepository, where: str, args: tuple[Any, ...]) -> None:
 
 def test_f7_untouched_chain_with_purges_verifies(server: Server, db_url: str, capsys: pytest.CaptureFixture[str],
                                                   key_dir: Path) -> None:
-    audit: AuditLog = server.app.state.audit
+    audit: AuditLog = server.app.platform.audit
     now = time.time_ns() // 1_000_000
     for age in (400, 300, 200):  # old records, then today's traffic
         audit.record(AuditRecord(action="read", principal=DOCTOR, persons=("mpi-x",), time_ms=now - age * 86_400_000))
@@ -126,7 +126,7 @@ def test_f7_untouched_chain_with_purges_verifies(server: Server, db_url: str, ca
 def test_f7_edited_break_glass_row_rehashed_without_the_key_is_detected(
         server: Server, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     traffic(server, 2)
-    audit: AuditLog = server.app.state.audit
+    audit: AuditLog = server.app.platform.audit
     bg = audit.record(AuditRecord(action="read", principal=DOCTOR, persons=("mpi-r",), purpose="break-glass",
                                   reason="抢救"))
     traffic(server, 3)
@@ -195,7 +195,7 @@ def test_f7_oldest_rows_deleted_and_anchor_planted_is_detected(
 
 def test_f7_planted_anchor_after_a_real_purge_is_detected(
         server: Server, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    audit: AuditLog = server.app.state.audit
+    audit: AuditLog = server.app.platform.audit
     now = time.time_ns() // 1_000_000
     for age in (400, 300):
         audit.record(AuditRecord(action="read", principal=DOCTOR, persons=("mpi-x",), time_ms=now - age * 86_400_000))

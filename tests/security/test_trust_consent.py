@@ -171,7 +171,7 @@ def test_f2_the_residents_own_consent_still_opens_a_category(region: Region) -> 
 
 def test_f2_institution_consent_on_the_residents_documented_instruction_counts_for_itself(region: Region) -> None:
     ids = region.ids
-    sms = region.server.app.state.sms
+    sms = region.server.app.platform.sms
     before = len(sms.messages())
     with region.client("sysB") as sb, region.client("docB") as b, region.client("docA") as a:
         assert status(b, f"/Observation/{ids['obsA']}") == 403

@@ -133,7 +133,7 @@ def tls_settings(pki: Pki, **kw: Any) -> SecuritySettings:
 def listening(server: Server, settings: SecuritySettings) -> Iterator[int]:
     """The listener as `hutong serve --mllp-port` wires it (hutong.web.serve_cmd)."""
     ingestor = Ingestor(FhirService(server.repo), authorise=mllp_authoriser(server.repo, settings),
-                        audit=server.app.state.audit.record)
+                        audit=server.app.platform.audit.record)
     port = free_port()
     listener = start_in_thread(ingestor, "127.0.0.1", port, tls=server_tls(settings),
                                identify=connection_identifier(settings))
@@ -237,7 +237,7 @@ def everything_ids(reg: Region, who: str, person: str) -> set[str]:
 def sms_sign_in(reg: Region, id_number: str) -> tuple[int, dict[str, Any]]:
     """The resident's own sign-in: ID number + the code the SMS gateway got."""
     root = reg.server.root
-    sms = reg.server.app.state.sms
+    sms = reg.server.app.platform.sms
     before = len(sms.messages())
     with httpx.Client(base_url=root, timeout=30) as http:
         assert http.post("/auth/otp/send", json={"id_number": id_number}).status_code == 202
@@ -274,7 +274,7 @@ def test_f5_msh4_naming_another_institution_is_refused_with_ar_and_audited(regio
     assert pb_after["name"] == pb_before["name"] and pb_after["telecom"] == pb_before["telecom"]
     assert count(reg, "Observation", subject=f"Patient/{reg.ids['pB']}") == obs_before
     # Audited: who really sent (A, by certificate) and what it claimed (B).
-    refusals = [e for e in reg.server.app.state.audit.search(action="hl7", outcome="4") if e.code == "HT-0190"]
+    refusals = [e for e in reg.server.app.platform.audit.search(action="hl7", outcome="4") if e.code == "HT-0190"]
     assert len(refusals) == 2
     assert all(e.extra.get("authenticated_as") == CODE_A and e.claimed and CODE_B in e.claimed and
                e.extra.get("sender_auth") == "tls-certificate" and "sha256:" in e.extra.get("credential", "")
@@ -297,7 +297,7 @@ def test_f5_own_institution_over_tls_is_accepted(region: Region, pki: Pki) -> No
                                                                          idno=R_ID)))
     assert msa(ack)[1:3] == ["AA", "OWN1"] and msa(ack_b)[1:3] == ["AA", "OWN2"]
     assert count(reg, "Encounter", subject=f"Patient/{reg.ids['pA']}") == 2   # region's + this visit
-    ok = reg.server.app.state.audit.search(action="hl7", outcome="0")
+    ok = reg.server.app.platform.audit.search(action="hl7", outcome="0")
     assert {e.account_id for e in ok} == {f"mllp:{CODE_A}", f"mllp:{CODE_B}"}
     assert all(e.extra.get("sender_auth") == "tls-certificate" for e in ok)
 
@@ -324,7 +324,7 @@ def test_f5_plain_tcp_and_foreign_certificates_never_reach_the_pipeline(region: 
         [ack] = send_tls(port, pki, pki.anonymous, msg)        # our CA, but no institution named
     assert msa(ack)[1] == "AR" and "HT-0192" in ack
     assert count(reg, "Patient") == before
-    assert not any(e.account_id for e in reg.server.app.state.audit.search(action="hl7", outcome="0"))
+    assert not any(e.account_id for e in reg.server.app.platform.audit.search(action="hl7", outcome="0"))
 
 
 def test_f5_pinned_certificate_fingerprint_names_the_institution(region: Region, pki: Pki) -> None:
@@ -347,7 +347,7 @@ def test_f5_unauthenticated_senders_are_refused_by_default(region: Region) -> No
         [ack] = send_plain(port, spoof)
     assert msa(ack)[1] == "AR" and "HT-0191" in ack
     assert stored(reg, "Patient", reg.ids["pB"])["meta"]["versionId"] == pb_before["meta"]["versionId"]
-    [row] = [e for e in reg.server.app.state.audit.search(action="hl7", outcome="4")]
+    [row] = [e for e in reg.server.app.platform.audit.search(action="hl7", outcome="4")]
     assert row.code == "HT-0191" and row.extra.get("sender_auth") == "none"
 
 
@@ -360,7 +360,7 @@ def test_f5_configured_sender_address_is_one_institution(region: Region) -> None
                                                                        idno=R_ID)),
                                   adt("ADDR2", CODE_B, "A08", pid("B-1", CODE_B, "冒^名", "19491231", "F")))
     assert msa(own)[1] == "AA" and msa(other)[1] == "AR" and "HT-0190" in other
-    [row] = [e for e in reg.server.app.state.audit.search(action="hl7", outcome="4")]
+    [row] = [e for e in reg.server.app.platform.audit.search(action="hl7", outcome="4")]
     assert row.extra.get("sender_auth") == "configured-address" and row.extra.get("authenticated_as") == CODE_A
 
 

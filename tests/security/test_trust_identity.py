@@ -96,7 +96,7 @@ def assert_index_card(card: dict[str, Any], region: Region, *, own: set[str]) ->
 
 def persons_seen(region: Region, account: Any) -> list[Any]:
     """R's access log rows made by ``account`` (what 谁看了我的档案 shows R)."""
-    log = region.server.app.state.audit.access_log([region.ids["R"]], limit=500)
+    log = region.server.app.platform.audit.access_log([region.ids["R"]], limit=500)
     return [e for e in log if e.account_id == account.id]
 
 
@@ -325,11 +325,11 @@ def test_f9_another_institution_cannot_rewrite_the_golden_phone_nor_redirect_the
     server.accounts.set_phone(region.accounts["R"].id, "13700000001")
     # Only this test's messages: on PostgreSQL the outbox sits in the key directory
     # every test of the session shares (the default one of the test cluster's database).
-    earlier = len(server.app.state.sms.messages())
+    earlier = len(server.app.platform.sms.messages())
     with region.client("docB") as d:
         r = d.post(f"/Patient/{ids['R']}/$break-glass", json={"reason": "急诊昏迷，需查看既往病史"})
         assert r.status_code == 200, r.text
-    sent = [m for m in server.app.state.sms.messages()[earlier:] if "紧急授权" in str(m["text"])]
+    sent = [m for m in server.app.platform.sms.messages()[earlier:] if "紧急授权" in str(m["text"])]
     assert [m["to"] for m in sent] == ["13700000001"]
 
 

@@ -224,7 +224,7 @@ def transfer(c: httpx.Client, pid: str, org: str, reason: str = "患者转诊至
 
 def test_f1_transfer_by_the_owner_is_the_one_way_and_is_audited(region: Region) -> None:
     ids = region.ids
-    audit = region.server.app.state.audit
+    audit = region.server.app.platform.audit
     with region.client("sysB") as b:
         refused(transfer(b, ids["pA"], ids["orgB"]), 403, "HT-0102")
     with region.client("docA") as d:

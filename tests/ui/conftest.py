@@ -76,7 +76,7 @@ class UiRegion:
 
     @property
     def accounts(self) -> Any:
-        return self.app.state.authenticator.tokens.accounts
+        return self.app.platform.authenticator.tokens.accounts
 
     def search(self, type: str, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
         parsed = fsearch.parse(type, items, base_url="", strict=True)
@@ -166,7 +166,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiRegion]:
     app = create_app(Settings(database_url=url), repo=repo)
     try:
         with serving(app) as root:
-            yield UiRegion(root, app, repo, app.state.sms.path)
+            yield UiRegion(root, app, repo, app.platform.sms.path)
     finally:
         repo.db.close()
 

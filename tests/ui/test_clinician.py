@@ -249,7 +249,7 @@ def test_no_basis_refuses_the_record_until_the_glass_is_broken(ui: UiRegion,
     # now the basis is break-glass (another reason still does not open it)
     assert page.request.get(f"/clinician/patient/{person['id']}/record?reason=treatment").status == 403
     # flagged for the auditors' review
-    assert any(person["id"] in g.entry.persons for g in ui.app.state.audit.break_glass_list(reviewed=False))
+    assert any(person["id"] in g.entry.persons for g in ui.app.platform.audit.break_glass_list(reviewed=False))
 
 
 # ------------------------------------------------------------------ (c) name + birth date, health card

@@ -216,7 +216,7 @@ def test_break_glass_appears_for_review_and_the_auditor_reviews_it(ui: UiRegion,
     orgs = [o["id"] for o in organizations(ui)]
     elsewhere = next(o for o in orgs if o not in ui.institutions_of(person))
     doctor = ui.clinician(elsewhere, name="急诊科刘医生")
-    token = ui.app.state.authenticator.tokens.issue(doctor.account, doctor.account.scopes)["access_token"]
+    token = ui.app.platform.authenticator.tokens.issue(doctor.account, doctor.account.scopes)["access_token"]
     reason = "患者昏迷送至急诊，需立即查看既往过敏史与用药"
     r = httpx.post(f"{ui.url}/fhir/Patient/{person['id']}/$break-glass", content=orjson.dumps({"reason": reason}),
                    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
@@ -255,7 +255,7 @@ def test_break_glass_appears_for_review_and_the_auditor_reviews_it(ui: UiRegion,
     done = auditor.locator("section.con-bg-item", has_text=reason)
     expect(done).to_contain_text("✔ 合理")
     expect(done).to_contain_text("急诊记录与病历相符")
-    reviewed = [i for i in ui.app.state.audit.break_glass_list(True) if i.entry.reason == reason]
+    reviewed = [i for i in ui.app.platform.audit.break_glass_list(True) if i.entry.reason == reason]
     assert len(reviewed) == 1 and reviewed[0].review.verdict == "justified"
     assert reviewed[0].review.reviewer == auditor_account(ui, "审计员孙")
 
@@ -338,7 +338,7 @@ def test_identity_review_side_by_side_link_then_unlink(ui: UiRegion, new_page: C
     expect(page.get_by_role("status")).to_contain_text("已解除关联")
     assert mpi.person_of(b) not in (None, person_a)
     # The decisions are audited under the steward's account, naming both persons.
-    rows = ui.app.state.audit.search(person=person_a, limit=20)
+    rows = ui.app.platform.audit.search(person=person_a, limit=20)
     assert any(e.interaction == "POST /console/identity/{review_id}/link" and e.outcome == "0" for e in rows)
 
 
@@ -427,7 +427,7 @@ def test_users_add_disable_enable(ui: UiRegion, new_page: Callable[..., Page]) -
                                                                                    "active": "0"})
     assert resp.status == 403
     # account changes leave audit records naming the account
-    changes = ui.app.state.audit.search(action="account-admin", account=operator.account.id, limit=10)
+    changes = ui.app.platform.audit.search(action="account-admin", account=operator.account.id, limit=10)
     assert {e.extra.get("change") for e in changes} >= {"added (auditor)", "disabled", "enabled"}
     assert all(e.extra.get("account") == new.id for e in changes)
 

@@ -42,7 +42,7 @@ def test_resident_grants_then_revokes_a_doctor(ui: UiRegion, new_page: Callable[
     _account, idno = ui.resident(person)
     doctor = ui.clinician(org, name="授权测试医生")
     pract = doctor.account.practitioner_id
-    token = ui.app.state.authenticator.tokens.issue(doctor.account, doctor.account.scopes)["access_token"]
+    token = ui.app.platform.authenticator.tokens.issue(doctor.account, doctor.account.scopes)["access_token"]
     api = httpx.Client(base_url=ui.url + "/fhir", headers={"Authorization": f"Bearer {token}"}, timeout=60)
     everything = f"/Patient/{person['id']}/$everything"
 

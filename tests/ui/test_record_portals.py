@@ -51,7 +51,7 @@ def _send(ui: UiRegion, org: str, patient: str) -> dict[str, str]:
     code = next(i["value"] for i in ui.search("Organization", [("_id", org)])[0]["identifier"]
                 if i["system"] == ORGANIZATION)
     his, _secret = ui.accounts.add_client("互认用例HIS", organization=code, organization_id=org)
-    token = ui.app.state.authenticator.tokens.issue(his, his.scopes)["access_token"]
+    token = ui.app.platform.authenticator.tokens.issue(his, his.scopes)["access_token"]
     now = datetime.now(UTC).astimezone()
     today, year_ago = now.isoformat(timespec="seconds"), (now - timedelta(days=365)).isoformat(timespec="seconds")
     subject = {"reference": f"Patient/{patient}"}

@@ -167,7 +167,7 @@ def test_correction_request_created_and_listed(ui: UiRegion, new_page: Callable[
     org = ui.search("Organization", [("_id", owner)])[0]
     code = next(i["value"] for i in org["identifier"] if i["system"] == ORGANIZATION)
     his, _secret = ui.accounts.add_client("纠错测试HIS", organization=code, organization_id=owner)
-    token = ui.app.state.authenticator.tokens.issue(his, his.scopes)["access_token"]
+    token = ui.app.platform.authenticator.tokens.issue(his, his.scopes)["access_token"]
     with httpx.Client(base_url=ui.url + "/fhir", headers={"Authorization": f"Bearer {token}"}) as c:
         r = c.get(f"/Task/{task['id']}")
         assert r.status_code == 200, r.text
@@ -191,7 +191,7 @@ def test_access_log_lists_others_and_flags_break_glass(ui: UiRegion, new_page: C
     held = set(ui.institutions_of(person))
     other = next(o["id"] for o in ui.search("Organization", [("_count", "1000")]) if o["id"] not in held)
     doctor = ui.clinician(other, name="急诊科刘医生")
-    token = ui.app.state.authenticator.tokens.issue(doctor.account, doctor.account.scopes)["access_token"]
+    token = ui.app.platform.authenticator.tokens.issue(doctor.account, doctor.account.scopes)["access_token"]
     with httpx.Client(base_url=ui.url + "/fhir", headers={"Authorization": f"Bearer {token}"}) as c:
         r = c.post(f"/Patient/{person['id']}/$break-glass", content=orjson.dumps({"reason": "患者昏迷送医，需查过敏史和既往病史"}),
                    headers={"Content-Type": "application/fhir+json"})

@@ -76,5 +76,5 @@ def test_one_error_mapping_for_public_and_gated_paths(server: Server) -> None:
             assert "110101199003077777" not in r.text
         # The public failure did not drop the connection: the same client goes on.
         assert anonymous.get("/healthz").status_code == 200
-    rows = server.app.state.platform.audit.search(limit=5)
+    rows = server.app.platform.audit.search(limit=5)
     assert any(e.code == "HT-0099" and e.interaction == "GET /fhir-boom" for e in rows)

@@ -45,10 +45,10 @@ from hutong.fhir.identity import MATCH_GRADE, IdentityOperations
 from hutong.fhir.service import FhirService
 from hutong.mpi.golden import GOLDEN_SYSTEM, PERSON_PREFIX
 from hutong.mpi.idnumber import parse_id_number
+from hutong.platform import Platform
 from hutong.record import Demographics, Record, demographics_of, load_record
 from hutong.security.policy import Access
 from hutong.security.principal import Role
-from hutong.store.repository import Repository
 from hutong.systems import HEALTH_CARD, ID_CARD
 from hutong.web import access_ops
 from hutong.web.ui import cda_render, i18n
@@ -255,21 +255,20 @@ def _why(query: dict[str, str], p: dict[str, Any]) -> tuple[list[str], list[str]
 
 
 class ClinicianPortal:
-    def __init__(self, app: FastAPI, pages: Pages, repo: Repository) -> None:
-        self.app = app
+    def __init__(self, pages: Pages, platform: Platform) -> None:
         self.pages = pages
-        self.repo = repo
+        self.platform = platform
+        self.repo = platform.repo
 
     # ------------------------------------------------------------ plumbing
     def service(self, request: Request) -> tuple[FhirService, Access]:
         access = access_of(request)
         access.require_role(Role.CLINICIAN, what="the clinician workspace")
-        settings = getattr(self.app.state, "settings", None)
-        base = (getattr(settings, "base_url", None) or str(request.base_url).rstrip("/") + "/fhir")
+        base = self.platform.settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
         return FhirService(self.repo, base, access), access
 
     def notify(self) -> access_ops.Notify:
-        return access_ops.sms_notifier(self.repo, self.app.state.sms.send)
+        return access_ops.sms_notifier(self.repo, self.platform.sms.send)
 
     # ------------------------------------------------------------ search
     def search(self, svc: FhirService, form: dict[str, str]) -> tuple[list[Candidate], str | None]:
@@ -409,8 +408,8 @@ def _record_context(rec: Record, tab: str, inst: str | None, t: i18n.Translator,
     return ctx
 
 
-def register(app: FastAPI, pages: Pages, repo: Repository) -> ClinicianPortal:
-    portal = ClinicianPortal(app, pages, repo)
+def register(app: FastAPI, pages: Pages, platform: Platform) -> ClinicianPortal:
+    portal = ClinicianPortal(pages, platform)
 
     @app.get("/clinician", response_class=HTMLResponse)
     async def clinician_home(request: Request) -> Response:

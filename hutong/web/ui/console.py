@@ -51,6 +51,7 @@ from starlette.responses import RedirectResponse, Response
 from hutong.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from hutong.fhir.service import FhirService
 from hutong.ingest import inbox
+from hutong.platform import Platform
 from hutong.quality.connection import DOWN, ONLINE, ONLINE_HOURS, SILENT, SILENT_HOURS, status_of
 from hutong.quality.institutions import (
     InstitutionRow,
@@ -64,7 +65,6 @@ from hutong.security.audit import VERDICTS, AuditEntry, AuditLog
 from hutong.security.events import ERROR, FAILED, REFUSED, SUCCESS, AuditRecord
 from hutong.security.policy import Access
 from hutong.security.principal import Role
-from hutong.store.repository import Repository
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 
@@ -364,20 +364,20 @@ def is_claim(e: AuditEntry) -> bool:
 # --------------------------------------------------------------------------- routes
 
 
-def register(app: FastAPI, pages: Pages, repo: Repository) -> None:
+def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
     """Add the console's routes to ``app`` (wired in hutong.web.app.create_app)."""
+    repo = platform.repo
 
     def audit_log() -> AuditLog:
-        a: AuditLog = app.state.audit
+        a: AuditLog = platform.audit
         return a
 
     def accounts() -> Accounts:
-        a: Accounts = app.state.authenticator.tokens.accounts
+        a: Accounts = platform.authenticator.tokens.accounts
         return a
 
     def service(request: Request) -> FhirService:
-        settings = app.state.settings
-        base = settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
+        base = platform.settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
         return FhirService(repo, base, access_of(request))
 
     def nav(access: Access) -> list[tuple[str, str]]:
@@ -698,7 +698,7 @@ def register(app: FastAPI, pages: Pages, repo: Repository) -> None:
                 raise Forbidden("HT-0104", "you may not disable your own account")
             accounts().set_status(a.id, active)
             # This process refuses the account's tokens at once (others within the 2 s cache).
-            app.state.authenticator.tokens.invalidate()
+            platform.authenticator.tokens.invalidate()
             changed(access, a.id, "enabled" if active else "disabled")
 
         await run_in_threadpool(go)

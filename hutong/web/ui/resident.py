@@ -45,6 +45,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from hutong.errors import Forbidden, HutongError, InvalidRequest, NotFound
 from hutong.fhir.service import FhirService
 from hutong.fhir.validation import check_id
+from hutong.platform import Platform
 from hutong.record import LabReport, load_record
 from hutong.record.build import entry_label
 from hutong.record.readers import clinical_date as _when
@@ -54,7 +55,6 @@ from hutong.security.accounts import Account
 from hutong.security.audit import AccessEntry, AuditLog
 from hutong.security.policy import Access
 from hutong.security.principal import Role
-from hutong.store.repository import Repository
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 from hutong.web.ui.record import trend_chart
@@ -478,9 +478,9 @@ def delegates_for(accounts: list[Account], person: str, now: int) -> list[Delega
 
 
 # --------------------------------------------------------------------------- routes
-def register(app: FastAPI, pages: Pages, repo: Repository) -> None:
+def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
     """The resident portal's routes (``/resident...``), under the gate like every page."""
-    settings = app.state.settings
+    repo, settings = platform.repo, platform.settings
 
     def service(request: Request) -> FhirService:
         base = settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
@@ -579,7 +579,7 @@ def register(app: FastAPI, pages: Pages, repo: Repository) -> None:
             orgs = organizations(svc)
             authors = consent_authors.authors_of(repo, {
                 str(c.get("id")): int((c.get("meta") or {}).get("versionId") or 0) for c in cons})
-            sensitive = app.state.security.sensitive_labels
+            sensitive = platform.security.sensitive_labels
             standings = {str(c.get("id")): consent_authors.standing(c, authors.get(str(c.get("id"))), sensitive)
                          for c in cons}
             doctors: list[tuple[str, str]] = []
@@ -674,7 +674,7 @@ def register(app: FastAPI, pages: Pages, repo: Repository) -> None:
     async def delegates(request: Request) -> Response:
         access, person = me(request)
         svc = service(request)
-        accounts = app.state.authenticator.tokens.accounts
+        accounts = platform.authenticator.tokens.accounts
 
         def load() -> dict[str, Any]:
             now = int(datetime.now(UTC).timestamp() * 1000)
@@ -701,7 +701,7 @@ def register(app: FastAPI, pages: Pages, repo: Repository) -> None:
         access, person = me(request)
         if access.role is not Role.RESIDENT:
             raise Forbidden("HT-0104", "only the resident can end a delegation for their record")
-        tokens = app.state.authenticator.tokens
+        tokens = platform.authenticator.tokens
         ended = await run(lambda: tokens.accounts.end_delegation(account_id[:64], person))
         if not ended:
             raise NotFound("HT-0135", "no such delegation for your record")
@@ -713,7 +713,7 @@ def register(app: FastAPI, pages: Pages, repo: Repository) -> None:
     async def access_log(request: Request) -> Response:
         access, person = me(request)
         svc = service(request)
-        audit: AuditLog = app.state.audit
+        audit: AuditLog = platform.audit
         after = request.query_params.get("after")
         after_seq = _int(after, 0) or None
         include_mine = request.query_params.get("mine") == "1"
