@@ -466,7 +466,7 @@ class Ingestor:
 
         def run(w: Any) -> Receipt:
             w.lock_key(f"ingest:cda:{inst.code}:{mapped.document_id}")
-            self._same_document(w, inst.code, mapped)
+            self._same_document(w, inst.code, mapped, xml)
             done = self.bundles.run_in(w, entries)
             note = "; ".join(f"{code} {text}" for code, text in mapped.warnings) or None
             message_id = self._stored(w, env, access, note)
@@ -478,7 +478,7 @@ class Ingestor:
 
         return self._commit(env, access, run)
 
-    def _same_document(self, w: Any, sender: str, mapped: cdamap.CdaMapped) -> None:
+    def _same_document(self, w: Any, sender: str, mapped: cdamap.CdaMapped, raw: bytes) -> None:
         """A document id names one document of its institution (CDA R2 §4.2.1.1
         ClinicalDocument.id: "uniquely identifies the document").  The same document sent
         again is a resend (its conditional creates change nothing); another document under
@@ -487,7 +487,8 @@ class Ingestor:
         would say it was stored when it was not.  A corrected document takes a new id
         (and relatedDocument RPLC with the same setId, CDA R2 §4.2.3.1)."""
         earlier = inbox.find_all(self.repo, w, CDA, sender, mapped.document_id)
-        if not earlier or any(self._cda_content(r.raw) == mapped.content for r in earlier):
+        if not earlier or any(r.raw == raw for r in earlier) or any(
+                self._cda_content(r.raw) == mapped.content for r in earlier):
             return
         first = earlier[0]
         was = BY_CODE.get(first.kind)

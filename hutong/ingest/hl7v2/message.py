@@ -45,10 +45,11 @@ CHARSETS: dict[str, str] = {
     "ASCII": "ascii",
     "8859/1": "latin-1",
     # HL7 table 0211 "UNICODE": "The world wide character standard from ISO/IEC 10646-1-1993"
-    # (HL7 v2.5.1 ch. 2.15.9.18).  It names the repertoire, not a byte encoding; the Chinese
-    # lab analysers that send it send UTF-8 (the encoding table 0211 later named
-    # "UNICODE UTF-8"), so the bytes are read as UTF-8, strictly: anything else (UCS-2, GB
-    # 18030 under the wrong label) is refused with AR and a text saying so (HT-0261).
+    # (MSH-18, HL7 v2.5.1 ch. 2.15.9.18).  It names the repertoire, not a byte encoding; the
+    # Chinese lab analysers that send it send UTF-8 (what table 0211's explicit code
+    # "UNICODE UTF-8", "UCS Transformation Format, 8-bit form", says), so the bytes are read
+    # as UTF-8, strictly: anything else (UCS-2, GB 18030 under the wrong label) is refused
+    # with AR 102 and a text saying so (HT-0261).
     "UNICODE": "utf-8",
 }
 BEIJING = "+08:00"  # a timestamp without an offset is Beijing time (no DST since 1991)
