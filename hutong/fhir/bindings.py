@@ -104,7 +104,9 @@ def _one(t: _Tables, v: Any, target: str, vs: str | None, path: str, out: list[P
             out.append((path, f"no coding ({shown}) is in the required value set {vs} (allowed: {t.listed[vs]})",
                         "HT-0240"))
     if target == "Extension":
-        has_value = any(k.startswith("value") for k in v)
+        # value.exists(): a primitive value given only by its "_valueString" (extensions, no
+        # value: json.html#primitive) is an element that exists, as FHIRPath sees it.
+        has_value = any(k.startswith(("value", "_value")) for k in v)
         if bool(v.get("extension")) == has_value:
             out.append((path, "ext-1: an extension has either a value or nested extensions, not both or neither",
                         "HT-0241"))

@@ -7,6 +7,7 @@ from functools import cache
 from typing import Any
 
 from hutong import __version__
+from hutong.fhir import r4_differences
 from hutong.fhir.registry import RESOURCE_TYPES, params_for
 from hutong.fhir.search import ALLOWED_MODIFIERS
 from hutong.mpi.golden import GOLDEN_SYSTEM, PERSON_PREFIX
@@ -83,6 +84,11 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                  "documentation": "the caller's basis for the person's record (own-institution, treatment, "
                                   "consent, break-glass or none), without opening it"},
             ]
+        # issue 15: where the R4B models differ from R4 (item 5), and the terminology operations (item 8)
+        if (differs := r4_differences.documentation(t)) is not None:
+            entry["documentation"] = (entry.get("documentation", "") + " " + differs).strip()
+        if t in r4_differences.TERMINOLOGY_OPERATIONS:
+            entry["operation"] = r4_differences.TERMINOLOGY_OPERATIONS[t]
         resources.append(entry)
     rev: dict[str, list[str]] = {}
     for t in RESOURCE_TYPES:
@@ -109,7 +115,8 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                 "eq ne gt lt ge le sa eb ap; modifiers :exact :contains :missing :not :text :below :above "
                 "and :[type]; chaining; _has; _include/_revinclude (:iterate); _sort; _count with keyset "
                 "paging (_cursor); _summary (true,text,data,count); _elements; _total. Composite search "
-                "parameters, _text, _content, _filter, _list, :in/:below/:above on tokens are not supported."
+                "parameters, _text, _content, _filter, _list, :in/:below/:above on tokens are not supported. "
+                + r4_differences.rest_documentation()
             ),
             # SMART App Launch v2 (conformance.html): tokens from /auth/token; every
             # request needs one except metadata and the smart-configuration.

@@ -68,11 +68,16 @@ library whole: it runs out of stack somewhere past ~120 nested extensions
 (RecursionError, i.e. a rejection) and only it knows where, in the caller's
 stack.  Plans are built under a lock, so concurrent callers are safe.
 
-Known differences (the fast validator is never more lenient):
+Known differences (the fast validator is never more lenient than the library,
+except in the second, where R4 itself allows more):
 
 * the top-level ``resourceType`` must name a resource class (the library would
   validate ``{"resourceType": "HumanName"}`` against HumanName when asked
   to; hutong only ever asks for resource types);
+* a primitive's ``_x`` sibling the R4B models leave out (Extension
+  ``_valueString`` ..., StructureMap ``_import``) is accepted, on purpose: R4
+  allows it (json.html#primitive; the official R4 examples use it), and it gets
+  the same checks as every other ``_x`` (``_add_missing_primitive_extensions``);
 * nothing else is known: tests/fhir/test_fastvalidate.py compares both on
   14k real resources, on generated instances of every resource type, on
   thousands of mutants of both and on thousands of primitive values; it
@@ -373,6 +378,7 @@ def _build(plan: Plan) -> None:
             required.append(key)
         elif not null_ok:
             raise TypeError(f"{cls.__name__}.{name}: non-optional field with a default")
+    _add_missing_primitive_extensions(cls, plan)
     plan.py_names = frozenset(py_names)
     plan.required = tuple(required)
 
@@ -398,6 +404,40 @@ def _build(plan: Plan) -> None:
     plan.post = bool(plan.required or plan.required_primitives or groups or plan.primitive_extension)
     for child in children:
         _plan(child)
+
+
+_PRIMITIVE_KINDS = frozenset({K_STRING, K_CODE, K_ID, K_URI, K_BOOL, K_INT, K_DECIMAL, K_DATE, K_DATETIME,
+                              K_INSTANT, K_TIME, K_BASE64, K_ADAPTER, K_REFERENCE})
+
+
+def _add_missing_primitive_extensions(cls: type[FHIRAbstractModel], plan: Plan) -> None:
+    """FHIR R4 json.html#primitive: any primitive value may carry its id and extensions in
+    a ``_name`` sibling.  The R4B models leave that sibling out for Extension.value[x]
+    (``_valueString`` ...) and StructureMap.import; R4 allows it, so it is added here, with
+    the same checks as every other ``_name`` (issue 15, item 5: a deliberate difference
+    from the library, which rejects them).  Element.id and Extension.url are XML attributes
+    in R4, so they have no ``_name`` (json.html#primitive)."""
+    added = [(key, spec) for key, (kind, _l, _a, spec) in plan.fields.items()
+             if kind in _PRIMITIVE_KINDS and not key.startswith("_") and "_" + key not in plan.fields
+             and key not in ("id", "url")]
+    if not added:
+        return
+    single = get_fhir_model_class("Patient").model_fields["gender__ext"]
+    many = get_fhir_model_class("HumanName").model_fields["given__ext"]
+    ext_plan = _plan_of_field(single)
+    for key, spec in added:
+        field = many if spec.is_list else single
+        inner, _optional = _unwrap_optional(field.annotation)
+        item = _unwrap_optional(typing.get_args(inner)[0])[0] if spec.is_list else inner
+        plan.fields["_" + key] = _entry(Spec(K_OBJECT, spec.is_list, ext_plan, item, field.annotation, True, True,
+                                             "FHIRPrimitiveExtension"))
+
+
+def _plan_of_field(field: Any) -> Plan:
+    item, _optional = _unwrap_optional(field.annotation)
+    kind, arg, _name = _classify(item)
+    assert kind == K_OBJECT, field
+    return _PLANS.get(arg) or _PLANS.setdefault(arg, Plan(arg))
 
 
 _RESOURCE_PLANS: dict[Any, Plan | None] = {}

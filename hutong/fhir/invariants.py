@@ -164,7 +164,7 @@ def check(resource: Json) -> list[Problem]:
         # contained.meta.lastUpdated.empty(); dom-5: contained.meta.security.empty()
         if _exists(c.get("contained")):
             _bad(out, f"{cp}.contained", "dom-2", "a contained resource SHALL NOT contain resources")
-        meta = c.get("meta") if isinstance(c.get("meta"), dict) else {}
+        meta: Json = c["meta"] if isinstance(c.get("meta"), dict) else {}
         if _exists(meta.get("versionId")) or _exists(meta.get("lastUpdated")):
             _bad(out, f"{cp}.meta", "dom-4", "a contained resource SHALL NOT have a versionId or lastUpdated")
         if _exists(meta.get("security")):

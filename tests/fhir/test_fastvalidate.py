@@ -27,15 +27,46 @@ from hutong.fhir.fastvalidate import validate_fast
 # ---------------------------------------------------------------- oracle
 
 def library_accepts(resource: Any) -> bool:
-    """What hutong.fhir.validation asks of the library: a resource type, and model_validate."""
+    """What hutong.fhir.validation asks of the library: a resource type, and model_validate;
+    with the one deliberate difference (fastvalidate._add_missing_primitive_extensions):
+    the ``_x`` siblings the R4B models lack (Extension ``_valueString`` ..., StructureMap
+    ``_import``) are judged as any other primitive's sibling, then taken out."""
     rt = resource.get("resourceType") if isinstance(resource, dict) else None
     if not isinstance(rt, str) or fv._dispatch(rt, "Resource") is None:
         return False
     try:
-        get_fhir_model_class(rt).model_validate(resource)
+        siblings: list[Any] = []
+        stripped = _strip_r4_siblings(resource, siblings)
+        for single, value in siblings:
+            if single:
+                get_fhir_model_class("Patient").model_validate({"resourceType": "Patient", "_gender": value})
+            else:
+                get_fhir_model_class("HumanName").model_validate({"_given": value})
+        get_fhir_model_class(rt).model_validate(stripped)
     except Exception:  # noqa: BLE001 - the library also raises KeyError, TypeError, AttributeError
         return False
     return True
+
+
+def _extension_plan() -> Any:
+    return fv._plan(get_fhir_model_class("Extension"))
+
+
+def _strip_r4_siblings(node: Any, out: list[Any], key: str | None = None) -> Any:
+    if isinstance(node, list):
+        return [_strip_r4_siblings(x, out, key) for x in node]
+    if not isinstance(node, dict):
+        return node
+    d = {}
+    is_extension = key in ("extension", "modifierExtension")
+    for k, v in node.items():
+        if is_extension and k.startswith("_value") and k in _extension_plan().fields:
+            out.append((True, v))
+        elif node.get("resourceType") == "StructureMap" and k == "_import":
+            out.append((False, v))
+        else:
+            d[k] = _strip_r4_siblings(v, out, k)
+    return d
 
 
 def _load(paths: list[Path]) -> list[dict[str, Any]]:
