@@ -35,6 +35,7 @@ from hutong.security import scopes as scopemod
 from hutong.security.policy import Access
 from hutong.security.principal import Principal, Role
 from hutong.security.smart import GRANT_DAYS, Pending, SmartService, split_scopes
+from hutong.security.trace import to_audit_record
 from hutong.web.ui import i18n, session
 from hutong.web.ui.pages import Pages, access_of, form_of
 
@@ -156,8 +157,11 @@ def register(app: FastAPI, pages: Pages, p: Platform) -> None:
         return RedirectResponse(result.url, status_code=303)
 
     # ------------------------------------------------------------ approval page
-    def person_names(who: Principal, persons: tuple[str, ...], base: str) -> dict[str, str]:
-        svc = FhirService(p.repo, base, Access(p.repo, who, p.security))
+    def person_names(who: Principal, persons: tuple[str, ...], base: str, peer: str | None) -> dict[str, str]:
+        """The names on the approval page, read under the person's own policy and
+        audited like any read of a record (this page sits outside the gate)."""
+        access = Access(p.repo, who, p.security)
+        svc = FhirService(p.repo, base, access)
         out: dict[str, str] = {}
         for person in persons:
             try:
@@ -166,12 +170,16 @@ def register(app: FastAPI, pages: Pages, p: Platform) -> None:
                 continue
             n = (body.get("name") or [{}])[0]
             out[person] = str(n.get("text") or (n.get("family", "") + "".join(n.get("given") or [])))
+        if persons:
+            access.settle()
+            p.audit.record(to_audit_record(access.trace, action="read", principal=who, peer=peer,
+                                           interaction="GET /signin/authorize/{request_id}"))
         return out
 
     def view(request: Request, request_id: str, who: Principal, status: int = 200) -> HTMLResponse:
         v = smart.approval(request_id, who)
         shown = tuple(dict.fromkeys(v.choices + ((v.launch_patient,) if v.launch_patient else ())))
-        names = person_names(who, shown, _fhir_bases(p, request)[0])
+        names = person_names(who, shown, _fhir_bases(p, request)[0], request.client.host if request.client else None)
         return pages.render(request, "smart/authorize.html", status=status, v=v, names=names,
                             granted=[scope_words(s) for s in v.granted], days=GRANT_DAYS,
                             is_resident=who.role is Role.RESIDENT)

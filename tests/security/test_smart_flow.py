@@ -244,6 +244,9 @@ def test_delegate_picks_only_a_delegated_person(server: Server, region: Region, 
     t = exchange(server, app, code, verifier).json()
     assert t["patient"] == region.ids["R"]
     assert fhir(server, t["access_token"], f"/Patient/{region.ids['R']}").status_code == 200
+    # The approval page showed R's name to the delegate: a read of R's record, in R's access log.
+    shown = server.app.platform.audit.search(person=region.ids["R"], account=d.id, action="read")
+    assert any(e.interaction == "GET /signin/authorize/{request_id}" for e in shown)
 
 
 def test_resident_cannot_take_another_residents_patient_context(server: Server, region: Region, app: App) -> None:
