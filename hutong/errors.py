@@ -136,6 +136,9 @@ CODES: dict[str, str] = {
                "registrations or a resident account)",
     "HT-0196": "identity stewardship (link, unlink, merge, review) is for the platform and MPI stewards",
     "HT-0197": "a message refused for its sender's authentication cannot be retried",
+    # 0200-0219: FHIR REST conformance: search, read and create as clients use them (issue 15)
+    "HT-0200": "_summary or _elements on a read not understood (count is for searches)",
+    "HT-0201": "POST [type]?criteria and an If-None-Exist header that differ: send one condition",
     # 0240-0259: conformance to FHIR R4 bindings, invariants and the terminology service (issue 15)
     "HT-0240": "a code is not in the value set of a required binding (the element and the allowed codes named)",
     "HT-0241": "a resource breaks a FHIR R4 invariant (its key, e.g. pat-1, and the element named)",

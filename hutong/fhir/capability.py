@@ -11,6 +11,7 @@ from hutong.fhir import r4_differences
 from hutong.fhir.registry import RESOURCE_TYPES, params_for
 from hutong.fhir.search import ALLOWED_MODIFIERS
 from hutong.mpi.golden import GOLDEN_SYSTEM, PERSON_PREFIX
+from hutong.security.blindindex import is_protected
 from hutong.systems import CODESYSTEM_BASE
 
 INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"]
@@ -32,6 +33,15 @@ def _auth_url(base_url: str, endpoint: str) -> str:
     return f"{root}/auth/{endpoint}"
 
 
+def _modifiers(type: str, name: str, ptype: str) -> str:
+    """The modifiers a parameter takes: a blind-indexed one (names, addresses, phones,
+    identifiers; hutong.security.blindindex) cannot answer :contains (HT-0150)."""
+    mods = set(ALLOWED_MODIFIERS.get(ptype, set()))
+    if ptype == "string" and is_protected(type, name):
+        return ", ".join(sorted(mods - {"contains"})) + " (blind-indexed: no :contains)"
+    return ", ".join(sorted(mods))
+
+
 def capability_statement(base_url: str) -> dict[str, Any]:
     resources = []
     for t in sorted(RESOURCE_TYPES - SKIP_TYPES):
@@ -47,15 +57,14 @@ def capability_statement(base_url: str) -> dict[str, Any]:
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "interaction": [{"code": c} for c in INTERACTIONS],
-            "searchInclude": [f"{t}:{r}" for r in refs],
+            "searchInclude": ["*", f"{t}:*", *[f"{t}:{r}" for r in refs]] if refs else [],
             "searchRevInclude": [],
             "searchParam": [
                 {"name": "_id", "type": "token"},
                 {"name": "_lastUpdated", "type": "date"},
                 *[
                     {"name": p.name, "type": p.type,
-                     "documentation": f"paths: {' | '.join(p.paths)}; modifiers: "
-                                      + ", ".join(sorted(ALLOWED_MODIFIERS.get(p.type, set())))}
+                     "documentation": f"paths: {' | '.join(p.paths)}; modifiers: " + _modifiers(t, p.name, p.type)}
                     for p in sorted(params.values(), key=lambda p: p.name)
                 ],
             ],
@@ -98,6 +107,9 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     rev.setdefault(target, []).append(f"{t}:{p.name}")
     for r in resources:
         r["searchRevInclude"] = sorted(rev.get(r["type"], []))
+        for k in ("searchInclude", "searchRevInclude"):
+            if not r[k]:
+                del r[k]  # json.html: an array is never empty
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -112,7 +124,8 @@ def capability_statement(base_url: str) -> dict[str, Any]:
             "mode": "server",
             "documentation": (
                 "JSON only. Search: token/string/date/reference/quantity/number/uri parameters with prefixes "
-                "eq ne gt lt ge le sa eb ap; modifiers :exact :contains :missing :not :text :below :above "
+                "eq ne gt lt ge le sa eb ap; modifiers :exact :contains (not on blind-indexed names, addresses and "
+                "other direct identifiers) :missing :not :text :below :above "
                 "and :[type]; chaining; _has; _include/_revinclude (:iterate); _sort; _count with keyset "
                 "paging (_cursor); _summary (true,text,data,count); _elements; _total. Composite search "
                 "parameters, _text, _content, _filter, _list, :in/:below/:above on tokens are not supported. "

@@ -233,7 +233,7 @@ class IdentityOperations:
                                "score": round(r.probability, 6)}
             entries.append(entry)
         return FhirResponse.json(200, {"resourceType": "Bundle", "type": "searchset", "total": len(entries),
-                                       "entry": entries})
+                                       **({"entry": entries} if entries else {})})  # json.html: never []
 
     def pix(self, items: list[tuple[str, str]]) -> FhirResponse:
         access = self.svc.access

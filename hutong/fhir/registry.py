@@ -76,8 +76,10 @@ class FhirIndexer:
         self.plan: dict[str, list[tuple[SearchParam, tuple[str, ...], bool]]] = {}
         for t, ps in self.by_type.items():
             comp = set(PATIENT_COMPARTMENT.get(t, ()))
+            # () for a derived parameter: it has rows even when its elements are absent.
             self.plan[t] = [
-                (p, tuple({steps[0].name for steps in p.compiled}), p.name in comp) for p in ps.values()
+                (p, () if p.derive else tuple({steps[0].name for steps in p.compiled}), p.name in comp)
+                for p in ps.values()
             ]
 
     def params(self) -> list[tuple[str, str, str]]:
@@ -94,7 +96,7 @@ class FhirIndexer:
             if is_golden(resource):
                 return patients
         for p, first, in_compartment in self.plan.get(type, ()):
-            if not in_compartment or not any(k in resource for k in first):
+            if not in_compartment or (first and not any(k in resource for k in first)):
                 continue
             for row in extract(p, resource):
                 if row[0] == "Patient" and row[1]:
@@ -107,7 +109,7 @@ class FhirIndexer:
         if type == "Patient" and isinstance(resource.get("id"), str):
             patients.add(resource["id"])
         for p, first, in_compartment in self.plan.get(type, ()):
-            if not any(k in resource for k in first):
+            if first and not any(k in resource for k in first):
                 continue
             ptype = p.type
             for row in extract(p, resource):

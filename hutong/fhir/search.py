@@ -345,7 +345,7 @@ def parse(type: str, params: list[tuple[str, str]], *, base_url: str = "", stric
                 base, _, mod = key.partition(":")
                 if mod not in ("", "iterate", "recurse"):
                     raise InvalidRequest("HT-0025", f"unknown modifier on {base}: {mod}")
-                q.includes.append(_include(raw, reverse=(base == "_revinclude"), iterate=bool(mod)))
+                q.includes += _includes(type, raw, reverse=(base == "_revinclude"), iterate=bool(mod))
                 out.canonical.append((key, raw))
                 continue
             if key.startswith("_has:"):
@@ -376,6 +376,45 @@ def parse(type: str, params: list[tuple[str, str]], *, base_url: str = "", stric
     if ids is not None:
         q.ids = tuple(sorted(ids))
     return out
+
+
+def _includes(type: str, raw: str, *, reverse: bool, iterate: bool) -> list[Include]:
+    """One _include/_revinclude value; ``*`` or ``Type:*`` means every reference
+    parameter (search.html#include: "the wild card * for the search parameter name")."""
+    if raw == "*" and not reverse:
+        raw = f"{type}:*"
+    src, _, rest = raw.partition(":")
+    pname, _, target = rest.partition(":")
+    if pname != "*":
+        return [_include(raw, reverse=reverse, iterate=iterate)]
+    if src not in RESOURCE_TYPES or (target and target not in RESOURCE_TYPES):
+        raise InvalidRequest("HT-0025", f"_include value must be Type:param[:TargetType], not {raw[:100]!r}")
+    out = []
+    for sp in sorted(params_for(src).values(), key=lambda p: p.name):
+        if sp.type != "reference":
+            continue
+        if reverse and sp.targets and type not in sp.targets:
+            continue  # cannot point at what is searched
+        if not reverse and target and sp.targets and target not in sp.targets:
+            continue
+        out.append(Include(src, ParamRef(src, sp.name, "reference"), target or None, iterate, reverse))
+    return out
+
+
+def render_params(params: list[tuple[str, str]]) -> tuple[str | None, list[str] | None]:
+    """``_summary`` and ``_elements`` of a read or vread (search.html#summary,
+    #elements: "also ... on read"); other parameters are not the read's concern."""
+    summary: str | None = None
+    elements: list[str] | None = None
+    for key, raw in params:
+        if key == "_summary":
+            if raw not in SUMMARY_VALUES or raw == "count":
+                raise InvalidRequest("HT-0200", f"_summary={raw[:20]!r} on a read: expected one of true, false, "
+                                                "text, data (count is for searches)")
+            summary = raw
+        elif key == "_elements":
+            elements = [e.strip() for e in raw.split(",") if e.strip()]
+    return summary, elements
 
 
 def _include(raw: str, *, reverse: bool, iterate: bool) -> Include:

@@ -26,14 +26,25 @@ Not included: the common ``_id``/``_lastUpdated``/``_tag``/``_profile``/
 ``_security``/``_source`` (the engine handles them), ``_text``/``_content``/
 ``_query``, composite parameters (``Observation`` ``code-value-*``,
 ``combo-code-value-*``, ``component-code-value-*``, ``DocumentReference``
-``relationship``), the special ``Location`` ``near``, and ``Patient`` ``deceased``
-(``Patient.deceased.exists() and Patient.deceased != false`` is logic, not a path).
-Binary has no search parameters of its own.
+``relationship``) and the special ``Location`` ``near``.  ``Patient`` ``deceased``
+(``Patient.deceased.exists() and Patient.deceased != false``) is logic, not a
+path: :func:`deceased` computes it.  Binary has no search parameters of its own.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from hutong.fhir.searchparams import SearchParam as SP
+
+
+def deceased(patient: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Patient ``deceased`` (R4 SearchParameter Patient-deceased): the FHIRPath
+    ``Patient.deceased.exists() and Patient.deceased != false`` is true or false for
+    every Patient, so a living patient (no deceased[x]) is found by ``deceased=false``."""
+    dead = patient.get("deceasedBoolean") is True or isinstance(patient.get("deceasedDateTime"), str)
+    return [(None, "true" if dead else "false", None)]
+
 
 # The resource types these definitions cover (Binary: common parameters only);
 # hutong.fhir.registry.RESOURCE_TYPES is the wider set the server accepts.
@@ -45,7 +56,7 @@ DEFINED_TYPES: tuple[str, ...] = (
 )
 
 DEFINITIONS: tuple[SP, ...] = (
-    # Patient: 22
+    # Patient: 23
     SP("Patient", "active", "token", ("active",)),
     SP("Patient", "address", "string", ("address",)),
     SP("Patient", "address-city", "string", ("address.city",)),
@@ -55,6 +66,7 @@ DEFINITIONS: tuple[SP, ...] = (
     SP("Patient", "address-use", "token", ("address.use",)),
     SP("Patient", "birthdate", "date", ("birthDate",)),
     SP("Patient", "death-date", "date", ("deceasedDateTime",)),
+    SP("Patient", "deceased", "token", ("deceasedBoolean", "deceasedDateTime"), derive=deceased),
     SP("Patient", "email", "token", ("telecom[system=email]",)),
     SP("Patient", "family", "string", ("name.family",)),
     SP("Patient", "gender", "token", ("gender",)),
@@ -515,7 +527,7 @@ DEFINITIONS: tuple[SP, ...] = (
     SP("Device", "udi-carrier", "string", ("udiCarrier.carrierHRF",)),
     SP("Device", "udi-di", "string", ("udiCarrier.deviceIdentifier",)),
     SP("Device", "url", "uri", ("url",)),
-    # Task: 12 (residents' correction requests, 纠偏权: hutong.web.ui.resident)
+    # Task: 19 (residents' correction requests, 纠偏权: hutong.web.ui.resident)
     SP("Task", "authored-on", "date", ("authoredOn",)),
     SP("Task", "business-status", "token", ("businessStatus",)),
     SP("Task", "code", "token", ("code",)),
@@ -531,6 +543,14 @@ DEFINITIONS: tuple[SP, ...] = (
        ("Practitioner", "Organization", "Device", "Patient", "PractitionerRole", "RelatedPerson")),
     SP("Task", "status", "token", ("status",)),
     SP("Task", "subject", "reference", ("for",), ()),
+    # the rest of R4's Task parameters (issue 15, item 6)
+    SP("Task", "based-on", "reference", ("basedOn",), ()),
+    SP("Task", "encounter", "reference", ("encounter",), ("Encounter",)),
+    SP("Task", "group-identifier", "token", ("groupIdentifier",)),
+    SP("Task", "part-of", "reference", ("partOf",), ("Task",)),
+    SP("Task", "performer", "token", ("performerType",)),
+    SP("Task", "period", "date", ("executionPeriod",)),
+    SP("Task", "priority", "token", ("priority",)),
 
 )
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -43,6 +43,10 @@ class SearchParam:
     paths: tuple[str, ...]
     targets: tuple[str, ...] = ()  # reference parameters: allowed target types; () = any
     compiled: tuple[tuple[Step, ...], ...] = field(default=(), compare=False, repr=False)
+    # A parameter whose FHIRPath is logic rather than a path (Patient.deceased):
+    # its rows, from the whole resource; ``paths`` then only name what it reads.
+    derive: Callable[[dict[str, Any]], list[tuple[Any, ...]]] | None = field(default=None, compare=False,
+                                                                             repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "compiled", tuple(compile_path(p) for p in self.paths))
@@ -234,6 +238,8 @@ def _quantities(v: Any) -> Iterator[QuantityRow]:
 
 def extract(param: SearchParam, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
     """All index rows of one parameter for one resource, de-duplicated, in order."""
+    if param.derive is not None:
+        return param.derive(resource)
     out: list[tuple[Any, ...]] = []
     seen: set[tuple[Any, ...]] = set()
     for steps in param.compiled:

@@ -112,6 +112,14 @@ def asks_for_golden(items: list[tuple[str, str]]) -> bool:
     return False
 
 
+def _shaped(s: Stored, summary: str | None, elements: list[str] | None) -> bytes | None:
+    """A read's body cut to _summary/_elements (search.html#summary, #elements; also
+    on read), tagged SUBSETTED; decimals keep their text (hutong.store.exactjson)."""
+    if s.body is None or not (elements or summary in ("true", "text", "data")):
+        return s.body
+    return exactjson.dumps(subset(exactjson.loads(s.body), elements, summary))
+
+
 def prefer_strict(headers: dict[str, str]) -> bool:
     return "handling=strict" in headers.get("prefer", "").replace(" ", "")
 
@@ -186,10 +194,22 @@ class FhirService:
         return w.search_ids(parsed.query, limit)
 
     # ------------------------------------------------------------------ create
-    def create(self, type: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
+    def create(self, type: str, body: bytes, headers: dict[str, str], query: str = "") -> FhirResponse:
+        """POST [type] (http.html#create); ``If-None-Exist`` or criteria in the URL's
+        query make it a conditional create (http.html#ccreate)."""
         check_type(type)
         resource = validate(parse_json(body, exact=True), type)
         if_none_exist = headers.get("if-none-exist")
+        criteria = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in ("_format", "_pretty")]
+        if criteria:
+            # R4 names only the If-None-Exist header, yet clients (fhirpy's get_or_create,
+            # Aidbox) send the criteria as POST [type]?criteria: ignoring them would make a
+            # duplicate each time, so they are the same condition (issue 15, item 6).
+            if if_none_exist is not None and sorted(parse_qsl(if_none_exist, keep_blank_values=True)) != \
+                    sorted(criteria):
+                raise InvalidRequest("HT-0201", "POST [type]?criteria and If-None-Exist name different "
+                                                "conditions; send one (http.html#ccreate)")
+            if_none_exist = urlencode(criteria)
 
         def run() -> tuple[Stored, int]:
             return self.repo.transact(lambda w: self.create_in(w, type, dict(resource), if_none_exist))
@@ -208,9 +228,11 @@ class FhirService:
         return w.insert(type, new or new_id(), resource, method="POST"), 201
 
     # ------------------------------------------------------------------ read
-    def read(self, type: str, id: str, headers: dict[str, str] | None = None) -> FhirResponse:
+    def read(self, type: str, id: str, headers: dict[str, str] | None = None,
+             params: list[tuple[str, str]] | None = None) -> FhirResponse:
         check_type(type)
         check_id(id)
+        summary, elements = fsearch.render_params(params or [])
         if self.access is not None:
             self.access.require_scope(type, "read")
         s = self.repo.read(type, id)
@@ -224,11 +246,12 @@ class FhirService:
         h = {"ETag": etag(s.version), "Last-Modified": http_date(s.last_updated)}
         if headers and headers.get("if-none-match") == h["ETag"]:
             return FhirResponse(304, None, h)
-        return FhirResponse(200, s.body, h)
+        return FhirResponse(200, _shaped(s, summary, elements), h)
 
-    def vread(self, type: str, id: str, version: str) -> FhirResponse:
+    def vread(self, type: str, id: str, version: str, params: list[tuple[str, str]] | None = None) -> FhirResponse:
         check_type(type)
         check_id(id)
+        summary, elements = fsearch.render_params(params or [])
         if not version.isdigit():
             raise NotFound("HT-0011", f"version {version[:20]!r} of {type}/{id} not found")
         self._check_current(type, id)
@@ -239,7 +262,8 @@ class FhirService:
             raise Gone("HT-0010", f"version {version} of {type}/{id} is a deletion")
         if self.access is not None:
             s = self.access.present([s])[0]
-        return FhirResponse(200, s.body, {"ETag": etag(s.version), "Last-Modified": http_date(s.last_updated)})
+        return FhirResponse(200, _shaped(s, summary, elements),
+                            {"ETag": etag(s.version), "Last-Modified": http_date(s.last_updated)})
 
     # ------------------------------------------------------------------ update
     def update(self, type: str, id: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
@@ -441,7 +465,9 @@ class FhirService:
             e["response"] = {"status": "201" if s.version == 1 else ("204" if s.deleted else "200"),
                              "etag": etag(s.version), "lastModified": instant(s.last_updated)}
             entries.append(e)
-        return FhirResponse.json(200, {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries})
+        # json.html: an array is never empty
+        return FhirResponse.json(200, {"resourceType": "Bundle", "type": "history", "link": links,
+                                       **({"entry": entries} if entries else {})})
 
     def _check_current(self, type: str, id: str) -> None:
         """Versions and history of a resource are visible when its current version is."""
@@ -510,11 +536,14 @@ class FhirService:
         if page.total is not None:
             bundle["total"] = page.total
         bundle["link"] = links
-        bundle["entry"] = entries
         if parsed.ignored:
-            bundle["entry"].append({"resource": info_outcome(
+            # search.html#errors: lenient handling says what it ignored (and the self
+            # link leaves it out, parsed.canonical).
+            entries.append({"resource": info_outcome(
                 "ignored unknown search parameters: " + ", ".join(parsed.ignored), "not-supported"),
                 "search": {"mode": "outcome"}})
+        if entries:  # json.html: an array is never empty; no match, no entry
+            bundle["entry"] = entries
         return bundle
 
     def _entry(self, s: Stored, mode: str, parsed: fsearch.ParsedSearch | None) -> dict[str, Any]:
@@ -590,7 +619,7 @@ class FhirService:
                 path, [*base_items, ("_cursor", fsearch.encode_cursor(Cursor((), last_pk)))])})
         entries = [self._entry(s, "match", None) for s in rows] + [self._entry(s, "include", None) for s in extra]
         return FhirResponse.json(200, {"resourceType": "Bundle", "type": "searchset", "link": links,
-                                       "entry": entries})
+                                       **({"entry": entries} if entries else {})})  # json.html: never []
 
     def patient_ids(self, id: str) -> list[str]:
         """The source patients whose compartments make up this patient's record:

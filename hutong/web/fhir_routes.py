@@ -115,13 +115,14 @@ def router(platform: Platform, operations: Sequence[APIRouter] = ()) -> APIRoute
         svc = service(platform, request)
         return await run(lambda: svc.search(type, items, headers_of(request)))
 
-    @r.post("/fhir/{type}", summary="create (http.html#create; If-None-Exist: conditional create)",
+    @r.post("/fhir/{type}", summary="create (http.html#create; If-None-Exist or ?criteria: conditional create)",
             openapi_extra=FHIR_BODY)
     async def create(type: Type, request: Request, if_none_exist: IfNoneExist = None,
                      prefer: Prefer = None) -> Response:
         body = await body_of(request, limit)
         svc = service(platform, request)
-        return await run(lambda: svc.create(type, body, headers_of(request)))
+        q = request.url.query
+        return await run(lambda: svc.create(type, body, headers_of(request), q))
 
     @r.put("/fhir/{type}", summary="conditional update (http.html#cond-update)", openapi_extra=FHIR_BODY)
     async def conditional_update(type: Type, request: Request) -> Response:
@@ -156,9 +157,10 @@ def router(platform: Platform, operations: Sequence[APIRouter] = ()) -> APIRoute
     async def read(type: Type, id: Id, request: Request, _format: Format = None) -> Response:
         check_format(_format)
         svc = service(platform, request)
+        params = list(request.query_params.multi_items())  # _summary, _elements (search.html#summary)
         if inline_reads:
-            return to_response(svc.read(type, id, headers_of(request)))
-        return await run(lambda: svc.read(type, id, headers_of(request)))
+            return to_response(svc.read(type, id, headers_of(request), params))
+        return await run(lambda: svc.read(type, id, headers_of(request), params))
 
     @r.put("/fhir/{type}/{id}", summary="update or create with a client id (http.html#update)", openapi_extra=FHIR_BODY)
     async def update(type: Type, id: Id, request: Request, if_match: IfMatch = None,
@@ -190,7 +192,8 @@ def router(platform: Platform, operations: Sequence[APIRouter] = ()) -> APIRoute
     @r.get("/fhir/{type}/{id}/_history/{vid}", summary="read a version (http.html#vread)")
     async def vread(type: Type, id: Id, vid: Vid, request: Request) -> Response:
         svc = service(platform, request)
-        return await run(lambda: svc.vread(type, id, vid))
+        params = list(request.query_params.multi_items())
+        return await run(lambda: svc.vread(type, id, vid, params))
 
     @r.get("/fhir/{ctype}/{cid}/{type}", summary="search in a compartment (compartmentdefinition.html)")
     async def compartment_search(ctype: Annotated[str, Path(description="compartment type, e.g. Patient")],

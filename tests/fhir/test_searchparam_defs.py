@@ -132,7 +132,7 @@ def test_expected_parameters_present() -> None:
     expected = {
         "Patient": "identifier name family given birthdate gender phone email telecom address address-city "
         "address-state address-postalcode address-country address-use active general-practitioner link "
-        "organization language death-date phonetic",
+        "organization language death-date phonetic deceased",
         "Observation": "code category subject patient encounter date status value-quantity value-concept "
         "value-string value-date performer based-on derived-from has-member part-of specimen device method "
         "data-absent-reason identifier combo-code component-code focus combo-value-quantity",
@@ -146,7 +146,7 @@ def test_expected_parameters_present() -> None:
     for rt, names in expected.items():
         have = {d.name for d in DEFINITIONS if d.resource == rt}
         assert set(names.split()) <= have, (rt, set(names.split()) - have)
-    absent = {("Patient", "deceased"), ("Observation", "code-value-quantity"), ("Location", "near")}
+    absent = {("Observation", "code-value-quantity"), ("Location", "near")}
     assert not absent & set(BY_KEY)
 
 
