@@ -105,6 +105,11 @@ ROUTES: dict[tuple[str, str], Public | Auth] = {
     ("POST", "/ingest/dead-letters/{message_id}/retry"): Auth(403),
     ("GET", "/ingest/flagged"): Auth(403), ("GET", "/ingest/quality"): Auth(403),
     ("POST", "/ingest/cda"): Auth(403),
+    # the terminology service (hutong.web.terminology_routes; issue 15, item 8): any signed-in caller, no
+    # resident data; the bare call lacks its parameters (400 HT-0244), past the gate and audited
+    **{(m, f"/fhir/{op}"): Auth(400) for m in ("GET", "POST") for op in (
+        "CodeSystem/$lookup", "CodeSystem/$validate-code", "ValueSet/$expand", "ValueSet/$validate-code",
+        "ConceptMap/$translate")},
 }
 
 
