@@ -312,7 +312,7 @@ class FhirService:
         check_type(type)
         check_id(id)
         fpatch.check_media_type(headers.get("content-type"))
-        ops = fpatch.operations(parse_json(body))
+        ops = fpatch.operations(parse_json(body, exact=True))  # decimals as written (issue 15, item 3)
         if_match = parse_if_match(headers.get("if-match"))
         for attempt in range(3):
             current = self._patch_base(type, id)
@@ -320,7 +320,7 @@ class FhirService:
                 raise PreconditionFailed(
                     "HT-0012", f"{type}/{id} is at version {current.version}, not {if_match} (If-Match)")
             assert current.body is not None
-            patched = fpatch.apply(ops, parse_json(current.body), f"{type}/{id}")
+            patched = fpatch.apply(ops, parse_json(current.body, exact=True), f"{type}/{id}")
             resource = validate(patched, type)
             if resource.get("id") != id:
                 raise InvalidRequest("HT-0007", f"the patch changes the id of {type}/{id}",

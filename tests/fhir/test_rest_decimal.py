@@ -84,3 +84,14 @@ def test_bulk_import_keeps_decimals(server: Server, tmp_path: Path) -> None:
     assert rep.errors == []
     for n, v in enumerate(DECIMALS):
         assert f'"value":{v}' in server.client.get(f"/Observation/t15-bulk-{n}").text, v
+
+
+def test_json_patch_keeps_decimals(server: Server) -> None:
+    c = server.client
+    oid = _post(server, _obs("0.40")).json()["id"]
+    patch = b'[{"op": "replace", "path": "/status", "value": "amended"},' \
+            b' {"op": "replace", "path": "/component/0/valueQuantity/value", "value": 2.50}]'
+    r = c.patch(f"/Observation/{oid}", content=patch, headers={"content-type": "application/json-patch+json"})
+    assert r.status_code == 200, r.text
+    text = c.get(f"/Observation/{oid}").text
+    assert '"status":"amended"' in text and '"value":0.40' in text and '"value":2.50' in text, text
