@@ -135,8 +135,15 @@ def intersect(requested: tuple[scopemod.Scope, ...], held: tuple[scopemod.Scope,
               *, patient_from_user: bool = False) -> tuple[scopemod.Scope, ...]:
     """The part of each requested scope that some held scope also allows
     (same context, the narrower type, the common letters): a grant never
-    exceeds what the person holds.  ``patient_from_user``: a clinician's
-    ``user/`` scopes bound the ``patient/`` ones an EHR-launched app asks for."""
+    exceeds what the person holds.
+
+    ``patient_from_user`` (clinicians): the ``patient/`` scopes an EHR-launched
+    app asks for are granted as the matching ``user/`` scopes the clinician
+    holds, because that is what the token allows: the clinician's own access,
+    within their basis (treatment, consent, break-glass) for each patient; the
+    policy does not narrow it to the launch patient, so the grant does not
+    claim it (scopes-and-launch-context.html: the server may grant other
+    scopes than asked, and says which)."""
     out: list[scopemod.Scope] = []
     for r in requested:
         for g in held:
@@ -147,7 +154,8 @@ def intersect(requested: tuple[scopemod.Scope, ...], held: tuple[scopemod.Scope,
             letters = "".join(c for c in scopemod.PERMISSIONS if c in r.permissions and c in g.permissions)
             if not letters:
                 continue
-            s = scopemod.Scope(r.context, r.type if g.type == "*" else g.type, letters)
+            context = "user" if patient_from_user and g.context == "user" else r.context
+            s = scopemod.Scope(context, r.type if g.type == "*" else g.type, letters)
             if not any(x.covers(s) for x in out):
                 out = [x for x in out if not s.covers(x)] + [s]
     return tuple(out)
@@ -329,7 +337,9 @@ class SmartService:
         launch = self._launch_of(row, who)
         held = scopemod.parse(account.scopes)[0]
         granted = intersect(asked.resources, held, patient_from_user=who.role is Role.CLINICIAN)
-        refused = tuple(str(s) for s in asked.resources if scopemod.covered([s], granted))
+        clinician = who.role is Role.CLINICIAN
+        refused = tuple(str(s) for s in asked.resources if scopemod.covered(
+            [scopemod.Scope("user", s.type, s.permissions) if clinician and s.context == "patient" else s], granted))
         refused += asked.unoffered
         choices = account.persons(self.clock()) if who.role in PERSON_ROLES else ()
         return Approval(request_id, client, asked, granted, refused, "offline_access" in asked.special,

@@ -56,6 +56,9 @@ i18n.add({
     "smart.deny": ("拒绝", "Deny"),
     "smart.note": ("应用只能看到您同意的内容；每次访问都会记入“谁看了我的档案”。",
                    "The app sees only what you approve; every access appears in your access log."),
+    "smart.note_staff": ("应用以您的身份和权限访问，不超出您本人的访问依据；每次访问都会记入患者的访问记录。",
+                         "The app acts as you, within your own access basis; every access appears in the "
+                         "patient's access log."),
     "smart.continue": ("正在前往授权页面……", "Continuing to the authorization page…"),
     "smart.continue_link": ("继续", "Continue"),
     "smart.ctx.patient": ("所选居民档案中的", "in the chosen person's record:"),

@@ -290,7 +290,8 @@ def test_ehr_launch_from_the_clinician_workspace(server: Server, region: Region)
     t = exchange(server, app, back["code"], verifier).json()
     assert t["patient"] == region.ids["S"] and t["need_patient_banner"] is True
     assert "refresh_token" not in t  # no offline_access asked
-    assert set(t["scope"].split()) == {"launch", "patient/*.rs"}
+    # Granted as what the token allows: the clinician's own user/ access (within their basis), not patient/.
+    assert set(t["scope"].split()) == {"launch", "user/*.rs"}
     assert fhir(server, t["access_token"], f"/Patient/{region.ids['S']}").status_code == 200
     # A clinician without a basis gets no launch context for the patient.
     doc_a = Browser(server, region.accounts["docA"])

@@ -212,6 +212,8 @@ def test_ehr_launch_from_the_clinician_workspace(browser: Browser, ui: UiRegion,
         page.get_by_role("button", name="打开").click()
         page.wait_for_url(re.compile(r"/signin/authorize/"))
         expect(page.locator("#whose")).not_to_be_empty()
+        expect(page.locator("#refused")).to_have_count(0)  # patient/*.rs granted as the clinician's user/*.rs
+        expect(page.locator("#granted")).to_contain_text("您有权查看的档案中的")
         _no_overflow(page)
         shot(page, "smart-authorize-clinician-1366")
         page.locator("#approve").click()
