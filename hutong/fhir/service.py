@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
@@ -118,6 +119,27 @@ def _shaped(s: Stored, summary: str | None, elements: list[str] | None) -> bytes
     if s.body is None or not (elements or summary in ("true", "text", "data")):
         return s.body
     return exactjson.dumps(subset(exactjson.loads(s.body), elements, summary))
+
+
+def not_modified(headers: dict[str, str], s: Stored) -> bool:
+    """Conditional read (http.html#cread; RFC 9110 section 13.1): If-None-Match
+    (weak comparison, ``*``) decides when present, else If-Modified-Since at
+    the one-second precision of Last-Modified; an unreadable date is ignored
+    (RFC 9110 section 13.1.3)."""
+    none_match = headers.get("if-none-match")
+    if none_match is not None:
+        tags = {t.strip() for t in none_match.split(",")}
+        return "*" in tags or f'"{s.version}"' in {t.removeprefix("W/") for t in tags}
+    since = headers.get("if-modified-since")
+    if not since:
+        return False
+    try:
+        when = parsedate_to_datetime(since)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if when.tzinfo is None:
+        return False
+    return s.last_updated // 1000 <= when.timestamp()
 
 
 def prefer_strict(headers: dict[str, str]) -> bool:
@@ -244,7 +266,7 @@ class FhirService:
             self.access.check_read(s)
             s = self.access.present([s])[0]  # a golden record: its index card without a basis
         h = {"ETag": etag(s.version), "Last-Modified": http_date(s.last_updated)}
-        if headers and headers.get("if-none-match") == h["ETag"]:
+        if headers and not_modified(headers, s):
             return FhirResponse(304, None, h)
         return FhirResponse(200, _shaped(s, summary, elements), h)
 

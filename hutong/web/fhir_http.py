@@ -3,14 +3,17 @@ the request's :class:`~hutong.fhir.service.FhirService` (http.html)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from fastapi import Request
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hutong.errors import HutongError, TooLarge, UnsupportedMediaType
+from hutong.fhir.capability import RestRoute
 from hutong.fhir.response import FHIR_JSON, FhirResponse
 from hutong.fhir.service import FhirService
 from hutong.platform import Platform
@@ -81,6 +84,7 @@ async def body_of(request: Request, limit: int) -> bytes:
 # XML through them would change R4 content (decimal precision, item 3; R4-only
 # elements, item 5); a hand-written serialiser is a second format to keep
 # exact.  JSON only, said the same way for both (and in the CapabilityStatement).
+SERVED_FORMATS = ("application/fhir+json", "json")  # CapabilityStatement.format
 FORMAT_ALIASES = frozenset({"json", "application/fhir+json", "application/json", "application/json+fhir",
                             "text/json"})
 ACCEPTED_RANGES = frozenset({*JSON_TYPES, "application/*", "*/*"})
@@ -138,3 +142,24 @@ class JsonOnly:
                 await outcomes.error_response(e)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def rest_routes(routes: Sequence[BaseRoute]) -> tuple[RestRoute, ...]:
+    """The FHIR routes the app registered, as the CapabilityStatement reads
+    them (hutong.fhir.capability): method, path below /fhir, declared request
+    headers, and the ``$`` names an ``{op}`` path parameter declares (enum)."""
+    out: list[RestRoute] = []
+    for r in routes:
+        if not isinstance(r, APIRoute) or not methods.under_fhir(r.path):
+            continue
+        path = r.path[len(methods.FHIR_PREFIX):].strip("/")
+        headers = frozenset(p.alias.lower() for p in r.dependant.header_params)
+        ops: list[str] = []
+        for p in r.dependant.path_params:
+            extra = p.field_info.json_schema_extra
+            values = extra.get("enum") if isinstance(extra, dict) else None
+            if isinstance(values, list):
+                ops += [str(v) for v in values if str(v).startswith("$")]
+        for m in sorted(r.methods or ()):
+            out.append(RestRoute(m, path, headers, r.summary or "", tuple(ops)))
+    return tuple(out)

@@ -22,16 +22,18 @@ from starlette.responses import Response
 from hutong.errors import InvalidRequest, UnsupportedMediaType
 from hutong.fhir.bundle import BundleProcessor
 from hutong.fhir.capability import capability_statement
-from hutong.fhir.patch import JSON_PATCH
+from hutong.fhir.patch import JSON_PATCH, PATCH_FORMATS
 from hutong.fhir.response import FhirResponse
 from hutong.platform import Platform
 from hutong.web.application import add_routes
 from hutong.web.fhir_http import (
+    SERVED_FORMATS,
     base_url,
     body_of,
     check_format,
     headers_of,
     raw_body,
+    rest_routes,
     run,
     service,
     to_response,
@@ -46,6 +48,10 @@ Format = Annotated[str | None, Query(alias="_format", description="json only (ht
 Count = Annotated[str | None, Query(alias="_count", description="page size (search.html#count)")]
 Since = Annotated[str | None, Query(alias="_since", description="only versions after this instant")]
 IfMatch = Annotated[str | None, Header(alias="If-Match", description='W/"version": update only this version')]
+IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match",
+                                          description='W/"version": 304 if the resource is at it (http.html#cread)')]
+IfModifiedSince = Annotated[str | None, Header(alias="If-Modified-Since",
+                                               description="HTTP date: 304 if not changed since (http.html#cread)")]
 IfNoneExist = Annotated[str | None, Header(alias="If-None-Exist",
                                            description="conditional create: search query that must match nothing")]
 Prefer = Annotated[str | None, Header(alias="Prefer", description="return=minimal | representation | "
@@ -70,7 +76,10 @@ def router(platform: Platform, operations: Sequence[APIRouter] = ()) -> APIRoute
     @r.get("/fhir/metadata", summary="CapabilityStatement (public)")
     async def metadata(request: Request) -> Response:
         # Public (gate.PUBLIC_PATHS): the gate gives it no Access, so not service(request).
-        return to_response(FhirResponse.json(200, capability_statement(base_url(platform, request))))
+        # Generated from the routes registered (hutong.fhir.capability), not from a list.
+        statement = capability_statement(base_url(platform, request), rest_routes(request.app.routes),
+                                         SERVED_FORMATS, PATCH_FORMATS)
+        return to_response(FhirResponse.json(200, statement))
 
     @r.post("/fhir", summary="transaction or batch Bundle (bundle.html, http.html#transaction)", openapi_extra=FHIR_BODY)
     @r.post("/fhir/", include_in_schema=False)
@@ -154,7 +163,8 @@ def router(platform: Platform, operations: Sequence[APIRouter] = ()) -> APIRoute
         return await run(lambda: svc.everything(id, list(request.query_params.multi_items())))
 
     @r.get("/fhir/{type}/{id}", summary="read (http.html#read)")
-    async def read(type: Type, id: Id, request: Request, _format: Format = None) -> Response:
+    async def read(type: Type, id: Id, request: Request, _format: Format = None, if_none_match: IfNoneMatch = None,
+                   if_modified_since: IfModifiedSince = None) -> Response:
         check_format(_format)
         svc = service(platform, request)
         params = list(request.query_params.multi_items())  # _summary, _elements (search.html#summary)

@@ -45,7 +45,8 @@ def fhir_router(platform: Platform) -> APIRouter:
 
     @r.post("/fhir/Patient/{op}", summary="MPI stewardship: $mpi-link, $mpi-unlink, $mpi-merge, $mpi-unmerge")
     async def mpi_operation(op: Annotated[str, Path(description="$mpi-link | $mpi-unlink | $mpi-merge | "
-                                                                "$mpi-unmerge")],
+                                                                "$mpi-unmerge",
+                                                    json_schema_extra={"enum": list(MPI_OPERATIONS)})],
                             request: Request) -> Response:
         if op not in MPI_OPERATIONS:
             raise NotFound("HT-0040", f"unknown Patient operation {op[:40]!r}")

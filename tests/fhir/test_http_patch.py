@@ -167,3 +167,20 @@ def test_patch_keeps_the_trust_rules(server: Server) -> None:
         r = _patch(me, f"/Observation/{obs}", [{"op": "replace", "path": "/status", "value": "cancelled"}])
         assert r.status_code == 403, r.text[:300]
     assert c.get(f"/Observation/{obs}").json()["status"] == "final"
+
+
+def test_patch_keeps_decimals_as_written(server: Server) -> None:
+    """Issue 15, item 3 holds through a patch: decimals the patch does not
+    touch, and decimals it writes, come back as written (datatypes.html#decimal)."""
+    c = server.client
+    raw = (b'{"resourceType": "Observation", "status": "final", "code": {"text": "sample"},'
+           b' "valueQuantity": {"value": 3.90, "unit": "mmol/L"},'
+           b' "referenceRange": [{"low": {"value": 3.50}, "high": {"value": 5.30}}]}')
+    oid = c.post("/Observation", content=raw).json()["id"]
+    r = c.patch(f"/Observation/{oid}", content=b'[{"op": "replace", "path": "/valueQuantity/value", "value": 4.10},'
+                                                b' {"op": "test", "path": "/referenceRange/0/low/value", "value": 3.5}]',
+                headers=JSON_PATCH)
+    assert r.status_code == 200, r.text
+    text = c.get(f"/Observation/{oid}").text
+    assert '"value":4.10' in text.replace(" ", "") and '"value":3.50' in text.replace(" ", "")
+    assert '"value":5.30' in text.replace(" ", "")
