@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from hutong.store.repository import Stored
+from hutong.store.rows import stored_of
 
 if TYPE_CHECKING:
     from hutong.store.sql import SqlWriter
@@ -55,8 +56,6 @@ def current_by_identifier(w: SqlWriter, type: str, system: str, values: list[str
                           without_tag: tuple[str, str] | None = None) -> dict[str, list[Stored]]:
     """value -> the current resources of ``type`` holding identifier ``system|value``,
     ordered by pk; resources carrying the tag ``without_tag`` (system, code) left out."""
-    from hutong.store.sql import _row
-
     repo = w.repo
     pg = repo.db.dialect == "postgresql"
     pid = repo.param_ids.get((type, "identifier"), -1)
@@ -71,5 +70,5 @@ def current_by_identifier(w: SqlWriter, type: str, system: str, values: list[str
         sql = _PG if pg else _SQLITE
     found: dict[str, dict[int, Stored]] = {v: {} for v in values}
     for r in w.execute(sql, args).fetchall():
-        found[stored[r[0]]].setdefault(r[1], _row(r[1:], repo.codec))
+        found[stored[r[0]]].setdefault(r[1], stored_of(r[1:], repo.codec))
     return {v: [found[v][pk] for pk in sorted(found[v])] for v in values}

@@ -21,6 +21,7 @@ from hutong.store.codec import Codec, PlainCodec
 from hutong.store.context import WriteContext
 from hutong.store.database import Database
 from hutong.store.groupcommit import GroupCommit
+from hutong.store.identifiers import current_by_identifier
 from hutong.store.query import Cursor, Include, Query
 from hutong.store.repository import (
     DatabaseHandle,
@@ -34,6 +35,7 @@ from hutong.store.repository import (
     Writer,
     compartment_of,
 )
+from hutong.store.rows import stored_of
 from hutong.store.schema import INDEX_TABLES
 from hutong.store.sqlsearch import Compiler
 
@@ -87,12 +89,7 @@ def _is_unique_violation(e: Exception) -> bool:
     return name in ("IntegrityError", "UniqueViolation") or "UNIQUE constraint" in str(e)
 
 
-def _row(r: Sequence[Any], codec: Codec) -> Stored:
-    body = r[7]
-    return Stored(
-        type=r[1], id=r[2], version=r[3], last_updated=r[4], deleted=bool(r[5]), method=r[6],
-        body=codec.decode(bytes(body)) if body is not None else None, pk=r[0],
-    )
+_row = stored_of  # the name the store's code has always used
 
 
 class SqlWriter:
@@ -138,8 +135,6 @@ class SqlWriter:
     def current_by_identifier(self, type: str, system: str, values: list[str], *,
                               without_tag: tuple[str, str] | None = None) -> dict[str, list[Stored]]:
         """See Writer.current_by_identifier (hutong.store.identifiers)."""
-        from hutong.store.identifiers import current_by_identifier
-
         return current_by_identifier(self, type, system, values, without_tag=without_tag)
 
     def _finish_body(self, resource: dict[str, Any], id: str, version: int, now: int) -> bytes:
