@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hutong.ingest.cda.parse import CdaError
+from hutong.ingest.cda.errors import CdaError
 
 DOCTYPE_CODE_SYSTEM = "2.16.156.10011.2.4"
 TEMPLATE_ARC = "2.16.156.10011.2.1.1."

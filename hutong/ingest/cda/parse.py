@@ -26,12 +26,15 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from lxml import etree
+
+from hutong.ingest.cda.doctypes import requires_gender
+from hutong.ingest.cda.errors import CdaError as CdaError  # re-exported: callers catch parse.CdaError
 
 NS = "urn:hl7-org:v3"
 _XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
@@ -53,19 +56,6 @@ NOT_PATIENT_ID_ROOTS = frozenset({
     "2.16.156.10011.1.32", "2.16.156.10011.1.33",
 })
 CHINA_OFFSET = "+08:00"  # WS/T 500 timestamps carry no zone in practice; China keeps one (UTC+8)
-
-
-class CdaError(Exception):
-    """A document that cannot be taken: ``code`` is stable and short
-    (``cda-xml``, ``cda-dtd``, ``cda-header``, ``cda-type``, ``cda-sender``,
-    ``cda-body``); ``text`` names the XPath of each problem; ``problems`` lists
-    them one by one when there are several."""
-
-    def __init__(self, code: str, text: str, problems: Sequence[str] = ()) -> None:
-        super().__init__(f"{code}: {text}")
-        self.code = code
-        self.text = text
-        self.problems: tuple[str, ...] = tuple(problems) or (text,)
 
 
 # ----------------------------------------------------------------- the tree
@@ -541,9 +531,7 @@ def read_header(doc: Node) -> CdaHeader:
     language = doc.at("languageCode", "code")
     if language != "zh-CN":
         p.add(f"{_H}/languageCode/@code", "must be zh-CN")
-    # Which header elements are required depends on the document type (hutong.ingest.cda.doctypes;
-    # imported here: that module builds on this one's CdaError).
-    from hutong.ingest.cda.doctypes import requires_gender
+    # Which header elements are required depends on the document type (hutong.ingest.cda.doctypes).
     patient = _patient(doc, p, requires_gender(type_code, template_ids))
     author = _author(doc, p)
     org = doc.first("custodian/assignedCustodian/representedCustodianOrganization")
