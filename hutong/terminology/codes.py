@@ -32,6 +32,7 @@ class CodeSystem:
     case_sensitive: bool
     concepts: dict[str, Concept]
     origin: str  # "r4-core", "cn" or the operator's file name
+    _children: dict[str, list[str]] | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, d: Json, origin: str) -> CodeSystem:
@@ -49,7 +50,13 @@ class CodeSystem:
         return c
 
     def children(self, code: str) -> list[str]:
-        return [c.code for c in self.concepts.values() if c.parent == code]
+        if self._children is None:  # built on first use (LOINC-sized systems: one pass, not one per $lookup)
+            index: dict[str, list[str]] = {}
+            for c in self.concepts.values():
+                if c.parent is not None:
+                    index.setdefault(c.parent, []).append(c.code)
+            self._children = index
+        return self._children.get(code, [])
 
 
 @dataclass(frozen=True, slots=True)
