@@ -238,15 +238,22 @@ class Compiler:
         pid = self.param_id(p.type, p.name)
         if c.missing is not None:
             args.append(pid)
-            op = "NOT IN" if c.missing else "IN"
-            return f"{alias}.pk {op} (SELECT res_pk FROM {table} WHERE param_id = ?)"
+            if c.missing:  # correlated: NOT IN would list every row that has the parameter
+                return f"NOT EXISTS (SELECT 1 FROM {table} n WHERE n.res_pk = {alias}.pk AND +n.param_id = ?)"
+            return f"{alias}.pk IN (SELECT res_pk FROM {table} WHERE param_id = ?)"
         if c.chain is not None:
             return self._chain(pid, c.chain, alias, args)
         args.append(pid)
         prot = self._protected(p.type, p.name)
         alts = _tree("OR", [_match_sql(p.ptype, m, args, prot, self.protector) for m in c.matches])
-        op = "NOT IN" if c.negate else "IN"
-        return f"{alias}.pk {op} (SELECT res_pk FROM {table} WHERE param_id = ? AND ({alts}))"
+        if c.negate:
+            # :not (and the golden-record exclusion of every Patient search, hutong.fhir.service)
+            # is checked per candidate row through the res_pk index ("+" keeps the planner off
+            # the (param_id, code) index, which would scan every golden record per row);
+            # "pk NOT IN (SELECT ...)" listed every matching row of the table first.
+            return (f"NOT EXISTS (SELECT 1 FROM {table} n WHERE n.res_pk = {alias}.pk AND +n.param_id = ? "
+                    f"AND ({alts}))")
+        return f"{alias}.pk IN (SELECT res_pk FROM {table} WHERE param_id = ? AND ({alts}))"
 
     def _chain(self, pid: int, chain: Chain, alias: str, args: list[Any]) -> str:
         ors = []

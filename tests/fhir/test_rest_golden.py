@@ -4,8 +4,15 @@ are found when asked for (read, _id, _tag=...|golden); through HTTP on both data
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 from fhirapi import ID_CARD, patient
 from harness import Server
+
+from hutong.fhir import search as fsearch
+from hutong.fhir.assembly import open_repository
+from hutong.store.sql import COLS, sql_repository
 
 GOLDEN_TAG = "https://fhir.hutong.dev/CodeSystem/mpi|golden"
 MRN = "urn:hutong:mrn:H001"
@@ -36,3 +43,20 @@ def test_golden_records_only_when_asked_for(server: Server) -> None:
     meta = c.get("/metadata").json()
     (pat,) = [x for x in meta["rest"][0]["resource"] if x["type"] == "Patient"]
     assert GOLDEN_TAG in pat["documentation"]
+
+
+def test_golden_exclusion_is_checked_per_row(tmp_path: Path) -> None:
+    """Every Patient search now carries ``_tag:not=...|golden``: it must be looked up per
+    candidate row (the res_pk index), not by listing every golden record of the region."""
+    repo = open_repository(f"sqlite:///{tmp_path}/plan.db")
+    try:
+        q = fsearch.parse("Patient", [("identifier", f"{MRN}|T15-1")]).query
+        q.clauses.append(fsearch.without_tag("Patient", GOLDEN_TAG.split("|")[0], "golden"))
+        sql, args = sql_repository(repo).compiler.page_sql(q, COLS)
+        con = sqlite3.connect(f"{tmp_path}/plan.db")
+        plan = " / ".join(str(row[3]) for row in con.execute("EXPLAIN QUERY PLAN " + sql, args))
+        con.close()
+        assert "CORRELATED" in plan and "ix_idx_token_r" in plan, plan
+        assert "LIST SUBQUERY 2" not in plan, plan
+    finally:
+        repo.db.close()
