@@ -250,7 +250,8 @@ class SmartService:
     def _active_client(self, client_id: str | None) -> ClientRow:
         c = self.client(client_id or "")
         if c is None or c.status != "active":
-            raise Unauthorized("HT-0280", "unknown or disabled app (client_id)")
+            # Shown to the person on a page, never sent to the app (RFC 6749 section 4.1.2.1).
+            raise InvalidRequest("HT-0280", "unknown or disabled app (client_id)")
         return c
 
     # ------------------------------------------------------------ authorization request

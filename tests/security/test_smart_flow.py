@@ -175,7 +175,8 @@ def test_smart_configuration_is_smart_2_0(server: Server) -> None:
         assert {"launch", "launch/patient", "offline_access", "patient/*.rs"} <= set(c["scopes_supported"])
         assert c["revocation_endpoint"] == server.root + "/auth/revoke"
     # Every endpoint it names answers (the document describes behaviour, not hopes).
-    assert httpx.get(server.root + "/auth/authorize").status_code == 401  # no such app: shown, not redirected
+    no_app = httpx.get(server.root + "/auth/authorize")
+    assert no_app.status_code == 400 and "HT-0280" in no_app.text  # no such app: shown, not redirected
     meta = httpx.get(server.url + "/metadata").json()
     uris = {e["url"]: e["valueUri"] for e in meta["rest"][0]["security"]["extension"][0]["extension"]}
     assert uris["authorize"] == server.root + "/auth/authorize"
