@@ -40,6 +40,10 @@ def new_person_id() -> str:
     return PERSON_PREFIX + uuid.uuid4().hex[:20]
 
 
+# A candidate at least this probable is graded "probable", not "possible" (see Mpi._grade).
+PROBABLE_AT = 0.9
+
+
 @dataclass(frozen=True, slots=True)
 class MergeOutcome:
     """What a sender's merge of two of its registrations did to the persons."""
@@ -232,10 +236,17 @@ class Mpi:
 
     @staticmethod
     def _grade(model: MpiModel, s: Scored, d: Decision) -> str:
+        """PDQm match-grade (ITI-119 3.119.4.1.3.2): ``certain`` only for what the
+        index would link on its own; ``probable`` ("a close match ... review may
+        be required") for a weight above the auto-link threshold that was not
+        linked (ambiguous) or a posterior probability of at least PROBABLE_AT, so
+        a candidate shown at 99.9 % is never called merely ``possible`` (issue 16,
+        item 7); ``possible`` for the rest above the review threshold."""
         if d.person_id == s.person_id:
             return "certain"
         if s.barred is None and s.weight >= model.lower:
-            return "probable" if s.weight >= model.upper else "possible"
+            probable = s.weight >= model.upper or model.fs.probability(s.weight) >= PROBABLE_AT
+            return "probable" if probable else "possible"
         return "certainly-not" if s.barred else "possible"
 
     def compare(self, patient_id: str, person_id: str) -> dict[str, Any]:

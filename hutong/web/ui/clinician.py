@@ -45,6 +45,7 @@ from hutong.fhir.identity import MATCH_GRADE, IdentityOperations
 from hutong.fhir.service import FhirService
 from hutong.mpi.golden import GOLDEN_SYSTEM, PERSON_PREFIX
 from hutong.mpi.idnumber import parse_id_number
+from hutong.mpi.normalize import normalize_name
 from hutong.platform import Platform
 from hutong.record import Demographics, Record, demographics_of, load_record
 from hutong.security.policy import Access
@@ -228,8 +229,10 @@ def _why(query: dict[str, str], p: dict[str, Any]) -> tuple[list[str], list[str]
     """Which fields of the query agree with the candidate (keys of clin.why.*), and which differ."""
     agree: list[str] = []
     differ: list[str] = []
-    name = query.get("name", "").strip()
-    cand = _name_of(p)
+    # Compared as the MPI compares names (hutong.mpi.normalize): 張穎 is 张颖, spaces
+    # and the 间隔号 do not count (issue 16, item 7).
+    name = normalize_name(query.get("name", ""))
+    cand = normalize_name(_name_of(p))
     if name:
         if cand == name:
             agree.append("name")
