@@ -1,8 +1,8 @@
 """transaction and batch Bundles (http.html#transaction, bundle.html#transaction).
 
 A transaction runs in ONE write transaction: every entry succeeds or nothing
-is stored.  Entries are processed in the spec's order (DELETE, POST, PUT,
-GET), ``urn:uuid`` fullUrls are given server ids before any resource is
+is stored.  Entries are processed in the spec's order (DELETE, POST, PUT and
+PATCH, GET; a PATCH entry's JSON Patch travels in a Binary), ``urn:uuid`` fullUrls are given server ids before any resource is
 written, and conditional references (``Patient?identifier=...``) are resolved
 to exactly one resource or the whole transaction fails.  A batch processes
 each entry on its own and reports each entry's status.
@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import orjson
 
 from hutong.errors import HutongError, InvalidRequest, NotFound, operation_outcome
+from hutong.fhir import patch as fpatch
 from hutong.fhir.registry import params_for
 from hutong.fhir.response import FhirResponse, etag
 from hutong.fhir.service import FhirService, new_id, parse_if_match, parse_json
@@ -38,7 +39,7 @@ class _Entry:
         if not isinstance(req, dict) or not isinstance(req.get("method"), str) or not isinstance(req.get("url"), str):
             raise self.error("HT-0033", "entry.request with method and url is required")
         self.method: str = req["method"].upper()
-        if self.method not in ORDER or self.method == "PATCH":
+        if self.method not in ORDER:
             raise self.error("HT-0033", f"unsupported request method {self.method!r}")
         url = relative_url(req["url"], bases)
         if url is None:
@@ -65,6 +66,16 @@ class _Entry:
         self.if_match: str | None = req.get("ifMatch")
         self.full_url: str | None = raw.get("fullUrl")
         self.resource: dict[str, Any] | None = raw.get("resource")
+        # PATCH: the JSON Patch the entry's Binary carries (http.html#transaction).
+        self.patch: tuple[str, bytes] | None = None
+        self.patch_ops: fpatch.Operations | None = None
+        if self.method == "PATCH":
+            try:
+                self.patch = fpatch.from_binary(raw.get("resource"))
+            except HutongError as err:
+                err.message = f"Bundle.entry[{index}].resource: {err.message}"
+                err.expression = [f"Bundle.entry[{index}].resource"]
+                raise
         self.result: Stored | None = None
         self.status = 200
         self.response: FhirResponse | None = None
@@ -171,6 +182,17 @@ class BundleProcessor:
                 if e.full_url in seen_full:
                     raise e.error("HT-0034", f"duplicate fullUrl {e.full_url[:100]!r}")
                 seen_full.add(e.full_url)
+            if e.method == "PATCH":
+                if len(e.path) != 2 or e.query:
+                    raise e.error("HT-0033", "PATCH needs Type/id", at="request.url")
+                check_id(e.path[1])
+                assert e.patch is not None
+                try:
+                    e.patch_ops = fpatch.operations(parse_json(e.patch[1], exact=True))
+                except HutongError as err:
+                    err.message = f"Bundle.entry[{i}].resource: {err.message}"
+                    err.expression = [f"Bundle.entry[{i}].resource"]
+                    raise
             if e.method in ("POST", "PUT"):
                 if not isinstance(e.resource, dict):
                     raise e.error("HT-0033", f"{e.method} entry without a resource")
@@ -293,6 +315,8 @@ class BundleProcessor:
                             mapping[e.full_url] = f"{e.type}/{rid}"
                     else:
                         raise e.error("HT-0033", "PUT needs Type/id or Type?criteria")
+                elif e.method == "PATCH" and e.full_url:
+                    mapping[e.full_url] = f"{e.type}/{e.path[1]}"
             except HutongError as err:
                 if not err.message.startswith("Bundle.entry"):
                     err.message = f"Bundle.entry[{e.index}]: {err.message}"
@@ -370,6 +394,9 @@ class BundleProcessor:
             assert e.resource is not None
             e.result = w.insert(e.type, new_ids[e.index], e.resource, method="POST")
             e.status = 201
+        elif e.method == "PATCH":
+            assert e.patch_ops is not None
+            e.result, e.status = svc.patch_in(w, e.type, e.path[1], e.patch_ops, parse_if_match(e.if_match))
         elif e.method == "PUT":
             assert e.resource is not None
             e.resource["id"] = e.path[1]
@@ -443,6 +470,10 @@ class BundleProcessor:
                 r = svc.conditional_update(e.type, e.query, body, hdrs)
             else:
                 raise e.error("HT-0033", "PUT needs Type/id or Type?criteria")
+        elif e.method == "PATCH":
+            if len(e.path) != 2 or e.query or e.patch is None:
+                raise e.error("HT-0033", "PATCH needs Type/id", at="request.url")
+            r = svc.patch(e.type, e.path[1], e.patch[1], hdrs | {"content-type": e.patch[0]})
         elif e.method == "DELETE":
             if len(e.path) >= 2:
                 r = svc.delete(e.type, e.path[1], hdrs)

@@ -11,6 +11,8 @@ application/fhir+json) and XML Patch are not supported: 415.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 import jsonpatch
@@ -21,6 +23,7 @@ from hutong.errors import HutongError, InvalidRequest, UnsupportedMediaType
 JSON_PATCH = "application/json-patch+json"
 # What the CapabilityStatement's rest.resource.patchFormat lists (hutong.fhir.capability).
 PATCH_FORMATS = (JSON_PATCH,)
+Operations = jsonpatch.JsonPatch
 
 
 def check_media_type(content_type: str | None) -> None:
@@ -34,7 +37,7 @@ def check_media_type(content_type: str | None) -> None:
                                               f"document (RFC 6902) as {JSON_PATCH}", issue_code="not-supported")
 
 
-def operations(document: Any) -> jsonpatch.JsonPatch:
+def operations(document: Any) -> Operations:
     """A parsed JSON Patch document: an array of operation objects (RFC 6902 section 3)."""
     if not isinstance(document, list) or not all(isinstance(op, dict) for op in document):
         raise InvalidRequest("HT-0221", "a JSON Patch document is an array of operation objects (RFC 6902 3)")
@@ -46,7 +49,7 @@ def operations(document: Any) -> jsonpatch.JsonPatch:
         raise InvalidRequest("HT-0221", f"invalid JSON Patch: {e}") from None
 
 
-def apply(ops: jsonpatch.JsonPatch, resource: dict[str, Any], where: str) -> Any:
+def apply(ops: Operations, resource: dict[str, Any], where: str) -> Any:
     """``resource`` with ``ops`` applied (a new object; ``resource`` is left as it was).
 
     RFC 5789 section 2.2: a patch that cannot be applied to the resource's
@@ -59,3 +62,21 @@ def apply(ops: jsonpatch.JsonPatch, resource: dict[str, Any], where: str) -> Any
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
         raise HutongError("HT-0222", f"the JSON Patch cannot be applied to {where}: {e}", status=409,
                           issue_code="conflict") from None
+
+
+def from_binary(resource: Any) -> tuple[str, bytes]:
+    """The patch document of a PATCH entry in a Bundle (http.html#transaction:
+    "the resource is a Binary" holding it): (content type, bytes).  A
+    Parameters resource is a FHIRPath Patch: 415 like any other format."""
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    if rtype == "Parameters":
+        check_media_type("application/fhir+json")
+    if rtype != "Binary" or not isinstance(resource.get("data"), str):
+        raise InvalidRequest("HT-0221", "a PATCH entry carries its JSON Patch as a Binary resource "
+                                        f"(contentType {JSON_PATCH}, data base64)")
+    ctype = resource.get("contentType")
+    check_media_type(ctype if isinstance(ctype, str) else None)
+    try:
+        return JSON_PATCH, base64.b64decode(resource["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("HT-0221", "the PATCH entry's Binary.data is not base64") from None

@@ -341,12 +341,7 @@ class FhirService:
             if if_match is not None and current.version != if_match:
                 raise PreconditionFailed(
                     "HT-0012", f"{type}/{id} is at version {current.version}, not {if_match} (If-Match)")
-            assert current.body is not None
-            patched = fpatch.apply(ops, parse_json(current.body, exact=True), f"{type}/{id}")
-            resource = validate(patched, type)
-            if resource.get("id") != id:
-                raise InvalidRequest("HT-0007", f"the patch changes the id of {type}/{id}",
-                                     expression=[f"{type}.id"])
+            resource = self._patched(ops, current)
             try:
                 s, status = self._write_patched(type, id, resource, current.version)
             except PreconditionFailed as e:
@@ -355,6 +350,33 @@ class FhirService:
                 continue
             return self._write_response(s, status, headers)
         raise AssertionError("unreachable")
+
+    def patch_in(self, w: Writer, type: str, id: str, ops: fpatch.Operations,
+                 if_match: int | None) -> tuple[Stored, int]:
+        """A JSON Patch inside an open write transaction (a PATCH entry of a
+        transaction Bundle, http.html#transaction): the current version read
+        under the lock, checked, patched and written as :meth:`patch` does."""
+        w.lock_key(f"{type}/{id}")
+        current = w.read_current(type, id, lock=True)
+        if current is None:
+            raise NotFound("HT-0009", f"{type}/{id} not found")
+        if current.deleted:
+            raise Gone("HT-0010", f"{type}/{id} was deleted")
+        self._check_patch_base(self.access_in(w), current)
+        if if_match is not None and current.version != if_match:
+            raise PreconditionFailed(
+                "HT-0012", f"{type}/{id} is at version {current.version}, not {if_match} (If-Match)")
+        return self.update_in(w, type, id, self._patched(ops, current), current.version)
+
+    def _patched(self, ops: fpatch.Operations, current: Stored) -> dict[str, Any]:
+        """``current`` patched and validated as a PUT body; the id stays."""
+        assert current.body is not None
+        where = f"{current.type}/{current.id}"
+        resource = validate(fpatch.apply(ops, parse_json(current.body, exact=True), where), current.type)
+        if resource.get("id") != current.id:
+            raise InvalidRequest("HT-0007", f"the patch changes the id of {where}",
+                                 expression=[f"{current.type}.id"])
+        return resource
 
     def _write_patched(self, type: str, id: str, resource: dict[str, Any], version: int) -> tuple[Stored, int]:
         return self._retry(lambda: self.repo.transact(lambda w: self.update_in(w, type, id, dict(resource), version)))
@@ -369,11 +391,16 @@ class FhirService:
             raise NotFound("HT-0009", f"{type}/{id} not found")
         if s.deleted:
             raise Gone("HT-0010", f"{type}/{id} was deleted")
-        if self.access is not None:
-            self.access.check_read(s)
-            if self.access.present([s])[0] is not s:
-                raise Forbidden("HT-0224", f"{type}/{id} is shown to you only in part: it cannot be patched")
+        self._check_patch_base(self.access, s)
         return s
+
+    @staticmethod
+    def _check_patch_base(access: Access | None, s: Stored) -> None:
+        if access is not None:
+            access.require_scope(s.type, "read")
+            access.check_read(s)
+            if access.present([s])[0] is not s:
+                raise Forbidden("HT-0224", f"{s.type}/{s.id} is shown to you only in part: it cannot be patched")
 
     def conditional_update(self, type: str, query: str, body: bytes, headers: dict[str, str]) -> FhirResponse:
         """PUT [type]?criteria (http.html#cond-update)."""

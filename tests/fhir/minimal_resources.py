@@ -12,6 +12,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 
 from hutong.fhir import bindings
+from hutong.terminology import core
 
 PRIMITIVE_VALUES: dict[str, Any] = {
     "String": "样例", "Markdown": "样例", "Uri": "http://example.org/sample", "Url": "http://example.org/sample",
@@ -99,9 +100,9 @@ INVARIANTS: dict[str, dict[str, Any]] = {
 
 def _bound(node: dict[str, Any], type_name: str) -> None:
     """Codes the model does not enumerate take the first code of their required
-    value set (the table hutong.fhir.bindings checks writes against)."""
+    value set (the R4 binding table hutong.fhir.bindings checks writes against)."""
     t = bindings.tables()
-    table = t.elements.get(type_name) or {}
+    table = core().base.meta["elements"].get(type_name) or {}
     for k, v in list(node.items()):
         e = table.get(k)
         if e is None:

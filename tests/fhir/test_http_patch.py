@@ -9,6 +9,7 @@ rules (issue 12) and audit as a PUT of the patched resource."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
@@ -184,3 +185,48 @@ def test_patch_keeps_decimals_as_written(server: Server) -> None:
     text = c.get(f"/Observation/{oid}").text
     assert '"value":4.10' in text.replace(" ", "") and '"value":3.50' in text.replace(" ", "")
     assert '"value":5.30' in text.replace(" ", "")
+
+
+def _binary(ops: Any, ctype: str = "application/json-patch+json") -> dict[str, Any]:
+    """http.html#transaction: a PATCH entry's patch document is a Binary."""
+    return {"resourceType": "Binary", "contentType": ctype, "data": base64.b64encode(orjson.dumps(ops)).decode()}
+
+
+def test_patch_entries_in_transaction_and_batch(server: Server) -> None:
+    c = server.client
+    oid = _lab(c)["id"]
+    final = [{"op": "replace", "path": "/status", "value": "final"}]
+    basic = {"resourceType": "Basic", "code": {"text": "补丁样例"}}
+    # A transaction: the PATCH entry and a create, together.
+    r = c.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "PATCH", "url": f"Observation/{oid}"}, "resource": _binary(final)},
+        {"request": {"method": "POST", "url": "Basic"}, "resource": basic}]})
+    assert r.status_code == 200, r.text[:300]
+    out = r.json()["entry"]
+    assert out[0]["response"]["status"] == "200 OK" and out[0]["response"]["etag"] == 'W/"2"'
+    assert out[1]["response"]["status"].startswith("201")
+    assert c.get(f"/Observation/{oid}").json()["status"] == "final"
+    # All or nothing: a failing test op undoes the create beside it.
+    before = c.get("/Basic", params={"_summary": "count"}).json()["total"]
+    r = c.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "POST", "url": "Basic"}, "resource": basic},
+        {"request": {"method": "PATCH", "url": f"Observation/{oid}"},
+         "resource": _binary([{"op": "test", "path": "/status", "value": "preliminary"}])}]})
+    assert r.status_code == 409 and issue_code(r) == "HT-0222", r.text[:300]
+    assert c.get("/Basic", params={"_summary": "count"}).json()["total"] == before
+    # ifMatch on a PATCH entry; FHIRPath Patch (Parameters) and other types are 415.
+    r = c.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "PATCH", "url": f"Observation/{oid}", "ifMatch": 'W/"1"'},
+         "resource": _binary(final)}]})
+    assert r.status_code == 412, r.text[:300]
+    r = c.post("", json={"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "PATCH", "url": f"Observation/{oid}"},
+         "resource": {"resourceType": "Parameters", "parameter": []}},
+        {"request": {"method": "PATCH", "url": f"Observation/{oid}"}, "resource": _binary(final, "text/plain")},
+        {"request": {"method": "PATCH", "url": f"Observation/{oid}"},
+         "resource": _binary([{"op": "add", "path": "/note", "value": [{"text": "批量"}]}])}]})
+    assert r.status_code == 200, r.text[:300]
+    statuses = [e["response"]["status"][:3] for e in r.json()["entry"]]
+    assert statuses == ["415", "415", "200"], statuses
+    assert r.json()["entry"][0]["response"]["outcome"]["issue"][0]["details"]["coding"][0]["code"] == "HT-0223"
+    assert c.get(f"/Observation/{oid}").json()["note"] == [{"text": "批量"}]
