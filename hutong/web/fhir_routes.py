@@ -19,10 +19,10 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Header, Path, Query, Request
 from starlette.responses import Response
 
-from hutong.errors import InvalidRequest, UnsupportedMediaType
+from hutong.errors import HutongError, InvalidRequest, UnsupportedMediaType
 from hutong.fhir.bundle import BundleProcessor
 from hutong.fhir.capability import capability_statement
-from hutong.fhir.patch import JSON_PATCH, PATCH_FORMATS
+from hutong.fhir.patch import JSON_PATCH, PATCH_FORMATS, check_media_type
 from hutong.fhir.response import FhirResponse
 from hutong.platform import Platform
 from hutong.web.application import add_routes
@@ -38,6 +38,7 @@ from hutong.web.fhir_http import (
     service,
     to_response,
 )
+from hutong.web.outcomes import error_response, remember_error
 
 # Declared parameters (documentation; values are read from the request as sent,
 # so that repeated parameters and FHIR's own error codes stay as they were).
@@ -183,7 +184,14 @@ def router(platform: Platform, operations: Sequence[APIRouter] = ()) -> APIRoute
              openapi_extra=PATCH_BODY)
     async def patch(type: Type, id: Id, request: Request, if_match: IfMatch = None,
                     prefer: Prefer = None) -> Response:
-        # The media type is the service's to judge (415 for FHIRPath or XML Patch).
+        try:
+            check_media_type(request.headers.get("content-type"))
+        except HutongError as e:
+            # RFC 5789 section 2.2: a 415 for a patch format names the supported ones.
+            remember_error(request, e)
+            refused = error_response(e)
+            refused.headers["Accept-Patch"] = ", ".join(PATCH_FORMATS)
+            return refused
         body = await raw_body(request, limit)
         svc = service(platform, request)
         return await run(lambda: svc.patch(type, id, body, headers_of(request)))

@@ -108,6 +108,7 @@ def test_other_patch_formats_are_415(server: Server) -> None:
         assert r.status_code == 415, (ctype, r.status_code, r.text[:300])
         assert issue_code(r) == "HT-0223"
         assert r.json()["issue"][0]["code"] == "not-supported"
+        assert r.headers["accept-patch"] == "application/json-patch+json"  # RFC 5789 section 2.2
     assert c.get(f"/Observation/{oid}").json()["status"] == "preliminary"
 
 
