@@ -78,6 +78,8 @@ except in the second, where R4 itself allows more):
   ``_valueString`` ..., StructureMap ``_import``) is accepted, on purpose: R4
   allows it (json.html#primitive; the official R4 examples use it), and it gets
   the same checks as every other ``_x`` (``_add_missing_primitive_extensions``);
+* the elements R4B added to R4 (:data:`NOT_R4`: subjectCanonical, the
+  CodeableReference and RatioRange values) are refused, as an R4 server must;
 * nothing else is known: tests/fhir/test_fastvalidate.py compares both on
   14k real resources, on generated instances of every resource type, on
   thousands of mutants of both and on thousands of primitive values; it
@@ -379,6 +381,7 @@ def _build(plan: Plan) -> None:
         elif not null_ok:
             raise TypeError(f"{cls.__name__}.{name}: non-optional field with a default")
     _add_missing_primitive_extensions(cls, plan)
+    _drop_r4b_only(cls, plan)
     plan.py_names = frozenset(py_names)
     plan.required = tuple(required)
 
@@ -396,7 +399,8 @@ def _build(plan: Plan) -> None:
         extra = cls.model_fields[names[0]].json_schema_extra or {}
         req = extra.get("one_of_many_required") is True  # type: ignore[union-attr]
         for n in names:
-            groups[alias_of[n]] = (prefix, req)
+            if alias_of[n] in plan.fields:
+                groups[alias_of[n]] = (prefix, req)
     plan.choice_groups = groups
     plan.choice_keys = frozenset(groups)
     plan.required_groups = tuple(sorted({g for g, req in groups.values() if req}))
@@ -431,6 +435,26 @@ def _add_missing_primitive_extensions(cls: type[FHIRAbstractModel], plan: Plan) 
         item = _unwrap_optional(typing.get_args(inner)[0])[0] if spec.is_list else inner
         plan.fields["_" + key] = _entry(Spec(K_OBJECT, spec.is_list, ext_plan, item, field.annotation, True, True,
                                              "FHIRPrimitiveExtension"))
+
+
+# Elements R4B added that R4 4.0.1 does not have (hutong.fhir.r4_differences compares
+# the R4 StructureDefinitions with these plans): refused, as an R4 server must.
+NOT_R4: dict[str, frozenset[str]] = {
+    "ActivityDefinition": frozenset({"subjectCanonical"}),
+    "PlanDefinition": frozenset({"subjectCanonical"}),
+    "PlanDefinitionAction": frozenset({"subjectCanonical"}),
+    "Extension": frozenset({"valueCodeableReference", "valueRatioRange"}),
+    "ElementDefinitionExample": frozenset({"valueCodeableReference", "valueRatioRange"}),
+    "ElementDefinition": frozenset({f"{p}{t}" for p in ("defaultValue", "fixed", "pattern")
+                                    for t in ("CodeableReference", "RatioRange")}),
+}
+
+
+def _drop_r4b_only(cls: type[FHIRAbstractModel], plan: Plan) -> None:
+    """Take R4B's additions out of the plan (issue 15, item 5): the fast validator is then
+    stricter than the library there, which it may be (it never accepts more)."""
+    for key in NOT_R4.get(cls.__name__, ()):
+        plan.fields.pop(key, None)
 
 
 def _plan_of_field(field: Any) -> Plan:
@@ -679,6 +703,8 @@ def _odd_key(plan: Plan, d: dict[str, Any], k: str, v: Any, path: Path, out: _Ou
     elif k in plan.py_names:  # populate_by_name: the library takes Python field names too
         _delegate_object(plan.cls, d, path, out)
         return True
+    elif k in NOT_R4.get(plan.cls.__name__, ()):
+        out.append((_fmt((path, k)), "an R4B element, not in FHIR R4 4.0.1"))
     else:
         out.append((_fmt((path, k)), "unknown element"))
     return False

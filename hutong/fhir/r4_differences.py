@@ -10,7 +10,8 @@ writes r4_differences.json; tests/fhir/test_official_examples.py checks it is
 current).  Kinds of difference:
 
 * an R4 element the R4B model lacks (an R4 resource using it is refused);
-* an R4B element R4 lacks (accepted although not R4);
+* an R4B element R4 lacks (none left: hutong.fhir.fastvalidate.NOT_R4 takes
+  them out of the plans, so they are refused as an R4 server must);
 * cardinality (R4 list vs R4B single, R4 required vs R4B optional);
 * R4 resource types withdrawn in R4B, not served at all (hutong.fhir.registry).
 
@@ -64,7 +65,8 @@ def rest_documentation() -> str:
     return ("Structure is validated against the R4B models where R4 and R4B agree (all types but those whose "
             "entry documents a difference), with R4's rules where the models are narrower: an extension's "
             "primitive value may carry its own extensions (_valueString ..., json.html#primitive) and a "
-            "reference may be any absolute URL, on a FHIR server or not (references.html#literal). Required "
+            "reference may be any absolute URL, on a FHIR server or not (references.html#literal); and what R4B "
+            "added (subjectCanonical, CodeableReference and RatioRange values) is refused as not R4. Required "
             "bindings (but those to MIME types, UCUM and ISO 4217) and the invariants of Patient, Observation, "
             "Condition, AllergyIntolerance, Consent, Immunization, Composition and of contained resources are "
             "checked on write. R4 types withdrawn in R4B are not served: "

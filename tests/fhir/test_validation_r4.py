@@ -57,9 +57,24 @@ def test_capability_statement_lists_where_r4b_differs(server: Server) -> None:
     rest = cap["rest"][0]
     by_type = {e["type"]: e for e in rest["resource"]}
     assert "Evidence.name (R4) is not in R4B: refused" in by_type["Evidence"]["documentation"]
-    assert "PlanDefinition.subjectCanonical (R4B) is not in R4: accepted" in by_type["PlanDefinition"]["documentation"]
+    assert "documentation" not in by_type["PlanDefinition"]  # R4B's additions are refused instead (below)
     assert "differs" not in by_type["Observation"].get("documentation", "")
     assert "MedicinalProduct" in rest["documentation"] and "EffectEvidenceSynthesis" in rest["documentation"]
     assert "Extension.valueMeta (R4) is not in R4B: refused" in rest["documentation"]
     assert "EffectEvidenceSynthesis" not in by_type
     assert [o["name"] for o in by_type["ValueSet"]["operation"]] == ["expand", "validate-code"]
+
+
+def test_r4b_additions_are_refused(server: Server) -> None:
+    """Elements R4B added are not R4 4.0.1: refused, naming the element."""
+    c = server.client
+    r = c.post("/PlanDefinition", json={"resourceType": "PlanDefinition", "status": "draft",
+                                        "action": [{"title": "随访", "subjectCanonical": "https://example.org/g"}]})
+    assert r.status_code == 422 and issue_code(r) == "HT-0008", r.text
+    assert "PlanDefinition.action[0].subjectCanonical: an R4B element" in r.text
+    p = patient()
+    p["extension"] = [{"url": "https://example.org/x", "valueRatioRange": {"lowNumerator": {"value": 1}}}]
+    r = c.post("/Patient", json=p)
+    assert r.status_code == 422 and "Patient.extension[0].valueRatioRange: an R4B element" in r.text, r.text
+    ok = {"resourceType": "PlanDefinition", "status": "draft", "subjectCodeableConcept": {"text": "患者"}}
+    assert c.post("/PlanDefinition", json=ok).status_code == 201
