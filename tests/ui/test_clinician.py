@@ -178,6 +178,24 @@ def test_clinician_sees_a_patient_of_three_institutions(ui: UiRegion, new_page: 
     for text in flags.all_inner_texts()[:20]:
         # out of range: a word and an arrow, never colour alone
         assert re.search(r"[↑↓!]|偏高|偏低|异常|^[0-9.<>]", text), text
+    # Issue 16, item 5: results come grouped by report, newest report first, each with its
+    # out-of-range results first; a trend chart spaces its points by time.
+    groups = page.locator("table.labs tbody.lab-report")
+    expect(groups.first).to_be_visible()
+    dates = groups.evaluate_all("els => els.map(e => e.dataset.date)")
+    assert dates == sorted(dates, reverse=True), dates
+    for g in groups.all()[:30]:
+        marks = g.locator("tr[data-result]").evaluate_all("rs => rs.map(r => r.dataset.abnormal === '1')")
+        assert marks and marks == sorted(marks, reverse=True), marks
+    if page.locator("canvas[data-chart]").count():
+        canvas = page.locator("canvas[data-chart]").first
+        spec = orjson.loads(page.locator(f"script#{canvas.get_attribute('data-chart')}").text_content() or "{}")
+        xs = [p["x"] for p in spec["data"]["datasets"][0]["data"]]
+        shown = re.findall(r"(\d{4}-\d{2}-\d{2}) ", canvas.get_attribute("aria-label") or "")
+        days = [(datetime.fromisoformat(d) - datetime.fromisoformat(shown[0])).days for d in shown]
+        assert len(xs) == len(days) >= 2, (xs, shown)
+        for x, d in zip(xs, days, strict=True):  # the gap in days, not the rank
+            assert abs((x - xs[0]) - d) < 1.0, (xs, shown)
     shot(page, "clinician-record-labs")
 
     page.get_by_role("link", name="文档").click()

@@ -54,7 +54,7 @@ from hutong.systems import HEALTH_CARD, ID_CARD
 from hutong.web import access_ops
 from hutong.web.ui import cda_render, i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
-from hutong.web.ui.record import trend_chart
+from hutong.web.ui.record import grouped_labs, trend_chart
 
 # Bases under which the record opens (the reason the clinician states must be the one found).
 OPENABLE = ("own-institution", "treatment", "consent", "break-glass")
@@ -185,6 +185,8 @@ i18n.add({
     "clin.trends": ("趋势图", "Trends"),
     "clin.trend_of": ("{name} 趋势（{n} 次）", "{name} trend ({n} values)"),
     "clin.newest_of": ("显示最新 {shown} 条，共 {total} 条。", "Showing the newest {shown} of {total}."),
+    "clin.lab_group": ("检验结果", "Lab results"),
+    "clin.abnormal_n": ("{n} 项异常", "{n} abnormal"),
     "clin.modality": ("检查方式", "Modality"),
     "clin.description": ("检查项目", "Study"),
     "clin.images": ("序列/图像", "Series/images"),
@@ -405,7 +407,7 @@ def _record_context(rec: Record, tab: str, inst: str | None, t: i18n.Translator,
         ctx["encounters"] = [e for e in rec.encounters if not inst or e.source.org_id == inst]
         ctx["inst"] = inst or ""
     elif tab == "labs":
-        ctx["lab_rows"] = rec.labs[:MAX_LAB_ROWS]
+        ctx["lab_groups"], ctx["lab_shown"] = grouped_labs(rec.reports, MAX_LAB_ROWS)
         ctx["charts"] = [{"id": f"trend-{i}", "series": s, "config": trend_chart(s.points, t)}
                          for i, s in enumerate(rec.series[:MAX_CHARTS])]
     return ctx
