@@ -15,54 +15,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hutong.errors import HutongError
 from hutong.web import outcomes
+from hutong.web.allow import FHIR_PREFIX, allow_header, not_allowed, route_list, under_fhir
 
-FHIR_PREFIX = "/fhir"
-
-
-def under_fhir(path: str) -> bool:
-    return path == FHIR_PREFIX or path.startswith(FHIR_PREFIX + "/")
-
-
-def _routes(routes: Iterable[BaseRoute]) -> list[Route]:
-    return [r for r in routes if isinstance(r, Route)]
-
-
-def literal_methods(routes: Iterable[BaseRoute], path: str) -> set[str] | None:
-    """The methods of the routes whose template is exactly ``path`` (no
-    parameters), or None when no route names that path literally."""
-    own = [r for r in _routes(routes) if r.path == path]
-    if not own:
-        return None
-    return set().union(*(r.methods or set() for r in own))
-
-
-def allowed(routes: Sequence[BaseRoute], path: str) -> list[str]:
-    """What goes in ``Allow`` for ``path`` (RFC 9110 section 10.2.1)."""
-    methods = literal_methods(routes, path)
-    if methods is None:
-        methods = set().union(*(r.methods or set() for r in _routes(routes) if r.path_regex.match(path)))
-    if "GET" in methods and under_fhir(path):
-        methods.add("HEAD")
-    return sorted(methods)
-
-
-def not_allowed(routes: Sequence[BaseRoute], path: str, method: str) -> HutongError:
-    allow = ", ".join(allowed(routes, path)) or "none"
-    return HutongError("HT-0220", f"{method} is not allowed on {path[:100]} (allowed: {allow})", status=405,
-                       issue_code="not-supported")
-
-
-def allow_header(routes: Sequence[BaseRoute], path: str) -> dict[str, str]:
-    return {"Allow": ", ".join(allowed(routes, path))}
-
+__all__ = ["FHIR_PREFIX", "HeadAsGet", "OwnPaths", "under_fhir"]
 
 class HeadAsGet:
     """HEAD on the FHIR API, answered as GET without the body.  Installed
@@ -104,7 +66,7 @@ class OwnPaths:
         cost ~0.1 ms of the authenticated read (bench.bench_gate_ab)."""
         if self._literal is None:
             table: dict[str, set[str]] = {}
-            for r in _routes(self.routes):
+            for r in route_list(self.routes):
                 if under_fhir(r.path) and "{" not in r.path:
                     table.setdefault(r.path, set()).update(r.methods or ())
             self._literal = table

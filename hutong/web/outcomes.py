@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from hutong.errors import HutongError, InvalidRequest, NotFound, operation_outcome
 from hutong.fhir.response import FHIR_JSON, FhirResponse
+from hutong.web import allow
 
 log = logging.getLogger("hutong.web")
 
@@ -76,12 +77,10 @@ def install(app: FastAPI, *, page_error: PageError | None = None) -> None:
         if e.status_code == 405:
             # RFC 9110 section 15.5.6: a 405 names the methods the path allows
             # (of every route matching it, not only the route Starlette tried).
-            from hutong.web import methods  # noqa: PLC0415 (methods imports this module)
-
-            err = methods.not_allowed(request.app.routes, request.url.path, request.method)
+            err = allow.not_allowed(request.app.routes, request.url.path, request.method)
             remember_error(request, err)
             resp = error_response(err)
-            resp.headers.update(methods.allow_header(request.app.routes, request.url.path))
+            resp.headers.update(allow.allow_header(request.app.routes, request.url.path))
             return resp
         return error_response(HutongError("HT-0033", str(e.detail), status=e.status_code))
 
