@@ -438,7 +438,12 @@ class SmartService:
         out = self.tokens.issue(a, scopes.claim(), client_id=grant.client_id, refresh=refresh,
                                 family=grant.grant_id, refresh_expires=refresh_expires, persons=persons)
         claims = self.tokens.decode(out["access_token"], check_time=False)
-        self.store.add_grant_token(grant.grant_id, str(claims["jti"]), int(claims["exp"]) * 1000, self.clock())
+        if not self.store.add_grant_token(grant.grant_id, str(claims["jti"]), int(claims["exp"]) * 1000,
+                                          self.clock()):
+            # Revoked while this token was being made (e.g. its code replayed at the same moment).
+            self.tokens.revoke_access(str(claims["jti"]), claims["exp"])
+            self.tokens.revoke_family(grant.grant_id)
+            raise Unauthorized("HT-0291", "the grant was revoked while its token was issued")
         out["scope"] = scopes.text()
         # app-launch.html#launch-context-arrives-with-your-access_token
         if grant.patient and (scopes.launch or a.role in PERSON_ROLES):
@@ -490,11 +495,15 @@ class SmartService:
                              expires=now + (GRANT_DAYS * 86_400_000 if offline else CODE_TTL_MS +
                                             self.tokens.settings.access_token_minutes * 60_000), revoked=None)
             if not self.store.use_code(row.request_id, grant):
+                # Used by a concurrent request a moment ago: a replay like any other.
+                used = self.store.request(row.request_id)
+                if used is not None and used.grant_id:
+                    self._end_grant(used.grant_id)
                 raise bad
+            response = self._issue(a, grant, granted, refresh=offline, refresh_expires=grant.expires)
         except HutongError as e:
             self.refused("token", e, form.get("client_id") or (basic[0] if basic else None), peer)
             raise
-        response = self._issue(a, grant, granted, refresh=offline, refresh_expires=grant.expires)
         self._audit_token("token", response, grant, peer)
         return response
 
@@ -539,11 +548,11 @@ class SmartService:
             if not self.tokens.store.rotate(h, now):
                 self._end_grant(grant.grant_id)
                 raise refused
+            response = self._issue(a, grant, Scopes(kept, asked.special, had.launch, ()), refresh=True,
+                                   refresh_expires=grant.expires)
         except HutongError as e:
             self.refused("refresh", e, grant.client_id, peer)
             raise
-        scopes = Scopes(kept, asked.special, had.launch, ())
-        response = self._issue(a, grant, scopes, refresh=True, refresh_expires=grant.expires)
         self._audit_token("refresh", response, grant, peer)
         return response
 

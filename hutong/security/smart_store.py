@@ -286,19 +286,30 @@ class SmartStore:
             found.update((g.grant_id, g) for g in map(_grant, self.repo.query(cols + "patient = ?", (now, p))))
         return sorted(found.values(), key=lambda g: -g.created)
 
-    def add_grant_token(self, grant_id: str, jti: str, expires: int, now: int) -> None:
-        def tx(w: SqlWriter) -> None:
+    def add_grant_token(self, grant_id: str, jti: str, expires: int, now: int) -> bool:
+        """Record an access token issued under a grant; False (nothing recorded)
+        when the grant was revoked meanwhile.  The grant's lock orders this with
+        :meth:`revoke_grant`, so a token is either recorded before a revocation
+        (which then ends it) or refused after it."""
+
+        def tx(w: SqlWriter) -> bool:
+            w.lock_key("smart-grant:" + grant_id)
+            row = w.execute("SELECT revoked FROM smart_grant WHERE grant_id = ?", (grant_id,)).fetchone()
+            if row is None or row[0] is not None:
+                return False
             w.execute("DELETE FROM smart_grant_token WHERE expires < ?", (now - 86_400_000,))
             w.execute("INSERT INTO smart_grant_token (jti, grant_id, expires) VALUES (?, ?, ?)",
                       (jti, grant_id, expires))
+            return True
 
-        self.repo.transact(tx)
+        return self.repo.transact(tx)
 
     def revoke_grant(self, grant_id: str, now: int) -> list[tuple[str, int]]:
         """Mark a grant revoked; the (jti, exp ms) of its access tokens still live.
         Empty and no change when it was revoked already."""
 
         def tx(w: SqlWriter) -> list[tuple[str, int]]:
+            w.lock_key("smart-grant:" + grant_id)
             n = int(w.execute("UPDATE smart_grant SET revoked = ? WHERE grant_id = ? AND revoked IS NULL",
                               (now, grant_id)).rowcount)
             if n != 1:

@@ -23,6 +23,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -216,6 +217,12 @@ def test_standalone_launch_resident(server: Server, region: Region, app: App, au
     assert r1.status_code == 200, r1.text
     assert r1.json()["patient"] == region.ids["R"] and r1.json()["refresh_token"] != body["refresh_token"]
     assert fhir(server, r1.json()["access_token"], f"/Patient/{region.ids['R']}").status_code == 200
+    # The rotated-away refresh token comes back (stolen?): the whole grant ends (RFC 9700 section 4.14.2).
+    oauth_error(token_post(server, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"],
+                                    "client_id": app.client_id}), "invalid_grant", "HT-0291")
+    oauth_error(token_post(server, {"grant_type": "refresh_token", "refresh_token": r1.json()["refresh_token"],
+                                    "client_id": app.client_id}), "invalid_grant", "HT-0291")
+    assert fhir(server, r1.json()["access_token"], f"/Patient/{region.ids['R']}").status_code == 401
     # The audit trail has the approval, the token and the refresh.
     assert any(e.outcome == "0" for e in audit_actions("smart-authorize"))
     assert audit_actions("token") and audit_actions("refresh")
@@ -334,6 +341,22 @@ def test_code_replay_and_another_clients_code(server: Server, region: Region, ap
     assert fhir(server, first.json()["access_token"], f"/Patient/{region.ids['R']}").status_code == 401
     oauth_error(token_post(server, {"grant_type": "refresh_token", "refresh_token": first.json()["refresh_token"],
                                     "client_id": app.client_id}), "invalid_grant", "HT-0291")
+
+
+def test_concurrent_exchanges_of_one_code(server: Server, region: Region, app: App) -> None:
+    """Four exchanges of one code at once: at most one gets tokens (a conditional
+    UPDATE decides), and what it got is revoked, since the code was used twice
+    (or refused outright when the revocation came first)."""
+    code, verifier = code_for(server, app, region.accounts["R"])
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: exchange(server, app, code, verifier), range(4)))
+    ok = [r for r in answers if r.status_code == 200]
+    assert len(ok) <= 1, [r.text for r in answers]
+    assert all(r.json()["error"] == "invalid_grant" for r in answers if r.status_code != 200)
+    for r in ok:
+        assert fhir(server, r.json()["access_token"], f"/Patient/{region.ids['R']}").status_code == 401
+        oauth_error(token_post(server, {"grant_type": "refresh_token", "refresh_token": r.json()["refresh_token"],
+                                        "client_id": app.client_id}), "invalid_grant", "HT-0291")
 
 
 def test_scope_escalation(server: Server, region: Region) -> None:
