@@ -199,6 +199,10 @@ CODES: dict[str, str] = {
     # 0340-0349: settings and assembly (hutong.config, hutong.platform; issue 13)
     "HT-0340": "a HUTONG_* setting read that is not registered in hutong.config.VARIABLES",
     "HT-0341": "a HUTONG_* setting that must be a whole number is not one",
+    # 0400-0409: the region simulator (hutong simulate, hutong.sim; issue 16)
+    "HT-0400": "the simulator's region directory lacks its institutions or patients",
+    "HT-0401": "a simulator parameter is out of range",
+    "HT-0402": "the simulator cannot use the institutions' client credentials",
 }
 
 

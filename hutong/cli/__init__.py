@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.cli.keys",
     "hutong.cli.terminology",  # load operator-supplied code systems (issue 15, item 8)
     "hutong.cli.smart",  # SMART App Launch: register third-party apps (issue 15)
+    "hutong.cli.simulate",  # the region's hospitals sending HL7 v2 and CDA (issue 16)
     # `hutong db` (schema migrations, issue 13 item 2) moves here once its owner is done.
     "hutong.store.db_cmd",
 )
