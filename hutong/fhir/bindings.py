@@ -9,9 +9,9 @@ the walk skips most primitives.  Checked:
 
 * ``code`` elements (352 bindings: Patient.gender, Observation.status,
   HumanName.use, Narrative.status, ...): the code must be in the value set;
-* ``CodeableConcept`` elements (14: Condition.clinicalStatus, ...): when it has
-  codings, one of them must be in the value set (system and code); a concept
-  given as text alone is let through (there is nothing to check);
+* ``CodeableConcept`` elements (14: Condition.clinicalStatus, ...): one of its
+  codings must be in the value set (system and code); text alone is refused,
+  a concept given only by extensions (data-absent-reason) is let through;
 * ext-1 on every Extension met on the way (extension.html#ext-1: an extension
   has a value or nested extensions, not both, not neither), as the walk visits them.
 
@@ -164,8 +164,10 @@ def _one(t: _Tables, e: Entry, v: Any, path: Path, out: list[Problem]) -> None:
     else:  # a CodeableConcept (or Coding) bound to a value set
         codings = v.get("coding") if kind == K_CONCEPT else [v]
         pairs = [(c.get("system"), c.get("code")) for c in codings or [] if isinstance(c, dict)]
-        if pairs and not any(p in allowed for p in pairs):
-            shown = ", ".join(f"{s}#{c}" for s, c in pairs[:3])
+        if not any(p in allowed for p in pairs) and (pairs or not v.get("extension")):
+            # A concept given as text alone is not "from the value set" either; one given only
+            # by extensions (data-absent-reason) says why it has no code, and is let through.
+            shown = ", ".join(f"{s}#{c}" for s, c in pairs[:3]) or "text only"
             out.append((_fmt(path), f"no coding ({shown}) is in the required value set {vs} "
                                     f"(allowed: {t.listed.get(vs or '', '')})", "HT-0240"))
         if child is not None:

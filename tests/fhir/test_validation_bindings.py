@@ -50,6 +50,12 @@ def test_required_code_bindings_on_create_and_update(server: Server) -> None:
             "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
                                            "code": "healed"}]}}
     _refused(c.post("/Condition", json=cond), "HT-0240", "Condition.clinicalStatus")
+    cond["clinicalStatus"] = {"text": "好转"}  # text alone is not a concept from the value set
+    issue = _refused(c.post("/Condition", json=cond), "HT-0240", "Condition.clinicalStatus")
+    assert "text only" in issue["diagnostics"] and "resolved" in issue["diagnostics"]
+    cond["clinicalStatus"] = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                                             "valueCode": "unknown"}]}
+    assert c.post("/Condition", json=cond).status_code == 201
 
     # update (PUT) and transaction entries are checked the same way; nothing is stored
     ok = c.post("/Patient", json=patient())
