@@ -293,6 +293,8 @@ class SmartService:
             return back("invalid_scope", "HT-0285", f"beyond what the app is registered for: {shown}")
         if not asked.resources:
             return back("invalid_scope", "HT-0285", "no FHIR resource scope requested")
+        if len(asked.text()) > 2000:  # what smart_authorization.scope holds
+            return back("invalid_scope", "HT-0285", "scope longer than 2,000 characters")
         launch = params.get("launch")
         launch_hash = None
         if launch is not None:
@@ -373,6 +375,8 @@ class SmartService:
         if not view.granted:
             self.store.decide(request_id, status="denied", account_id=who.account_id, patient=None, granted=None,
                               code_hash=None, expires=now)
+            self.audit(AuditRecord(action="smart-authorize", outcome=REFUSED, principal=who, peer=peer,
+                                   code="HT-0285", extra={"client_id": row.client_id}))
             return Redirect(with_query(row.redirect_uri, {
                 "error": "invalid_scope", "state": row.state,
                 "error_description": "HT-0285: none of the requested scopes can be granted by this person"}))
@@ -566,11 +570,13 @@ class SmartService:
         """RFC 7009 with an app's refresh token: the whole grant ends."""
         self._end_grant(grant.grant_id)
         self.audit(AuditRecord(action="revoke", outcome=SUCCESS, claimed=grant.client_id, peer=peer,
+                               persons=(grant.patient,) if grant.patient else (),
                                extra={"client_id": grant.client_id, "grant": grant.grant_id[:12], "by": "app"}))
 
     def grants_for(self, who: Principal) -> list[tuple[GrantRow, ClientRow | None]]:
-        """Apps with access to the records this person may see (resident portal)."""
-        persons = who.persons if who.role in PERSON_ROLES else ()
+        """Apps this person may end: a resident's, those with access to their record
+        (whoever granted it); a delegate's, those the delegate granted."""
+        persons = who.persons if who.role is Role.RESIDENT else ()
         rows = self.store.grants_for(patients=tuple(persons), account_id=who.account_id, now=self.clock())
         return [(g, self.store.client(g.client_id)) for g in rows]
 

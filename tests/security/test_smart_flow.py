@@ -255,6 +255,13 @@ def test_delegate_picks_only_a_delegated_person(server: Server, region: Region, 
     # The approval page showed R's name to the delegate: a read of R's record, in R's access log.
     shown = server.app.platform.audit.search(person=region.ids["R"], account=d.id, action="read")
     assert any(e.interaction == "GET /signin/authorize/{request_id}" for e in shown)
+    # R sees both apps on R's record (the delegate's grant and R's own) and may end either;
+    # the delegate sees, and may end, only the grant they made.
+    exchange(server, app, *code_for(server, app, region.accounts["R"]))
+    r_page = Browser(server, region.accounts["R"]).http.get("/resident/apps")
+    d_page = Browser(server, d).http.get("/resident/apps")
+    assert r_page.status_code == d_page.status_code == 200
+    assert r_page.text.count('/revoke"') == 2 and d_page.text.count('/revoke"') == 1
 
 
 def test_resident_cannot_take_another_residents_patient_context(server: Server, region: Region, app: App) -> None:
