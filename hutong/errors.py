@@ -203,6 +203,11 @@ CODES: dict[str, str] = {
     "HT-0400": "the simulator's region directory lacks its institutions or patients",
     "HT-0401": "a simulator parameter is out of range",
     "HT-0402": "the simulator cannot use the institutions' client credentials",
+    # 0420-0429: operations: readiness, metrics, logs (hutong.web.health, hutong.web.metrics; issue 18, item 3)
+    "HT-0420": "not ready: the database does not answer",
+    "HT-0421": "not ready: the database schema is not this release's (older or newer)",
+    "HT-0422": "not ready: the data keys do not open with the key source's master keys",
+    "HT-0423": "/metrics is for operator and platform accounts (or the separate metrics listener)",
 }
 
 

@@ -68,6 +68,7 @@ class Database:
     _local: threading.local = field(default_factory=threading.local)
     _unsynced: bool = False       # a relaxed commit has not been fsynced yet (the checkpointer does it)
     max_idle: int = 64  # >= the server threadpool (40), so connections are reused, not reopened
+    _in_use: int = 0   # connections handed out by connection() and not yet back (pool_stats)
 
     def sql(self, statement: str) -> str:
         """Translate our ``?`` markers to the driver's paramstyle (cached)."""
@@ -100,8 +101,14 @@ class Database:
         """A pooled DBAPI connection in autocommit mode (reads see committed data)."""
         with self._lock:
             conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._connect()
+            self._in_use += 1
+        try:
+            if conn is None:
+                conn = self._connect()
+        except BaseException:
+            with self._lock:
+                self._in_use -= 1
+            raise
         broken = False
         relaxed = self.dialect == "sqlite" and getattr(self._local, "relaxed", False)
         try:
@@ -118,10 +125,13 @@ class Database:
                 except Exception:  # never pool a connection left at NORMAL
                     broken = True
             if broken:
+                with self._lock:
+                    self._in_use -= 1
                 with contextlib.suppress(Exception):
                     conn.close()
             else:
                 with self._lock:
+                    self._in_use -= 1
                     if len(self._idle) < self.max_idle:
                         self._idle.append(conn)
                         conn = None
@@ -259,6 +269,21 @@ class Database:
                     self._sync_wal(wal)
             if conn is not None:
                 conn.close()
+
+    def pool_stats(self) -> tuple[int, int]:
+        """(idle, in use) connections of this process's pool (metrics, issue 18)."""
+        with self._lock:
+            return len(self._idle), self._in_use
+
+    def ping(self) -> None:
+        """One round trip on a pooled connection (readiness, issue 18); raises when unreachable."""
+        with self.connection() as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute("SELECT 1")
+                cur.fetchall()
+            finally:
+                cur.close()
 
     def shrink_wal(self) -> None:
         """Checkpoint and truncate the SQLite WAL now (after a bulk import: the

@@ -25,6 +25,7 @@ from hutong.web import (
     fhir_http,
     fhir_routes,
     gate,
+    health,
     identity_routes,
     ingest_routes,
     methods,
@@ -75,6 +76,8 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
+
+    health.register(app, p)  # /readyz: database, schema version, keys (issue 18)
 
     # The FHIR API first (the hot paths match first), its $-operations before
     # the instance routes they would otherwise be taken for.

@@ -42,7 +42,7 @@ log = logging.getLogger("hutong.web")
 # describing the server (no resident data behind any of them).
 # The favicon and the API docs' assets (hutong.web.public_assets) are neither
 # authenticated nor audited: a browser fetches the favicon with every page.
-PUBLIC_PATHS = frozenset({"/healthz", "/fhir/metadata", "/.well-known/smart-configuration",
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/fhir/metadata", "/.well-known/smart-configuration",
                           "/fhir/.well-known/smart-configuration", "/openapi.json",
                           *public_assets.PUBLIC_PATHS})
 PUBLIC_PREFIXES = ("/auth/",)
