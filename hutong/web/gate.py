@@ -131,7 +131,8 @@ class Gate:
             rec = AuditRecord(action="refuse", outcome=REFUSED, interaction=f"{request.method} {path[:200]}",
                               code=e.code, peer=peer)
             await self.audit.record_async(rec)
-            await _refusal(e, page, path)(scope, receive, send)
+            had = any(request.cookies.get(c) for c in (session.ACCESS_COOKIE, session.REFRESH_COOKIE))
+            await _refusal(e, page, path, had_session=had)(scope, receive, send)
             return
         access = Access(self.repo, principal, self.settings)
         request.state.principal = principal
@@ -217,10 +218,12 @@ async def _public(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> N
         await outcomes.error_response(outcomes.internal_error(e))(scope, receive, send)
 
 
-def _refusal(e: HutongError, page: bool, path: str) -> Response:
+def _refusal(e: HutongError, page: bool, path: str, had_session: bool = False) -> Response:
     if page:
-        # A browser is sent to sign in again (its session ended), not shown JSON.
-        resp: Response = RedirectResponse(f"/?next={quote(path)}&expired=1", status_code=303)
+        # A browser is sent to sign in (again, when its session ended: only then
+        # does the page say so; a first visit is simply asked to sign in), not shown JSON.
+        resp: Response = RedirectResponse(f"/?next={quote(path)}" + ("&expired=1" if had_session else ""),
+                                          status_code=303)
         session.clear(resp)
         return resp
     # RFC 6750 section 3: say which scheme, and why, without echoing the token.

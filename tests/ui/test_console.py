@@ -24,7 +24,14 @@ from hutong.security.guard import as_operator
 from hutong.security.principal import Role
 from hutong.store.sql import SqlRepository
 from hutong.systems import ID_CARD, ORGANIZATION, mrn_system
-from hutong.web.ui.console import institution_rows, mask_id_number, mask_phone, record_counts, status_of
+from hutong.web.ui.console import (
+    institution_rows,
+    mask_id_number,
+    mask_name,
+    mask_phone,
+    record_counts,
+    status_of,
+)
 
 BEIJING = timezone(timedelta(hours=8))
 HOUR_MS = 3_600_000
@@ -231,7 +238,9 @@ def test_break_glass_appears_for_review_and_the_auditor_reviews_it(ui: UiRegion,
     claim = commission.locator("section.con-bg-item", has_text=reason)
     expect(claim).to_have_count(1)
     expect(claim).to_contain_text("急诊科刘医生")
-    expect(claim).to_contain_text(person["id"])
+    # the person by their masked name, not the master index id (issue 16, item 3)
+    expect(claim).to_contain_text(mask_name(person["name"][0].get("text") or ""))
+    expect(claim).not_to_contain_text(person["id"])
     expect(claim).to_contain_text("待复核")
     expect(claim.locator("form")).to_have_count(0)
     shot(commission, "console-break-glass-commission")
@@ -405,7 +414,7 @@ def test_users_add_disable_enable(ui: UiRegion, new_page: Callable[..., Page]) -
     form.get_by_label("姓名").fill("吴医生")
     form.get_by_label("角色").select_option("clinician")
     form.get_by_label("机构代码（医生必填）").fill("NO-SUCH-ORG")
-    form.get_by_label("Practitioner ID（医生必填）").fill("p1")
+    form.get_by_label("医生目录编号（医生必填）").fill("p1")
     form.get_by_role("button", name="添加").click()
     expect(page.get_by_role("alert")).to_contain_text("HT-0136")
     page.goto("/console/users")

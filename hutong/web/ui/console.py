@@ -49,6 +49,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from hutong.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from hutong.fhir import search as fsearch
 from hutong.fhir.service import FhirService
 from hutong.ingest import inbox
 from hutong.platform import Platform
@@ -208,7 +209,8 @@ i18n.add({
     "con.bg.status": ("复核", "Review"),
     "con.bg.verdict.justified": ("合理", "justified"),
     "con.bg.verdict.unjustified": ("不合理", "unjustified"),
-    "con.bg.not_reviewed": ("⏳ 待复核", "⏳ awaiting review"),
+    # ○, not ⏳: an emoji the CJK fonts lack, drawn as an empty box (issue 16, item 10)
+    "con.bg.not_reviewed": ("○ 待复核", "○ awaiting review"),
     "con.bg.verdict": ("复核结论", "Verdict"),
     "con.bg.note": ("复核意见", "Note"),
     "con.bg.submit": ("提交复核", "Submit review"),
@@ -240,8 +242,8 @@ i18n.add({
                                   "Disable this account? All its sessions end."),
     "con.users.add": ("添加用户", "Add a user"),
     "con.users.org_code": ("机构代码（医生必填）", "Institution code (clinicians)"),
-    "con.users.practitioner": ("Practitioner ID（医生必填）", "Practitioner id (clinicians)"),
-    "con.users.practitioner_role": ("PractitionerRole ID（医生）", "PractitionerRole id (clinicians)"),
+    "con.users.practitioner": ("医生目录编号（医生必填）", "Practitioner id (clinicians)"),
+    "con.users.practitioner_role": ("医生岗位编号（医生）", "PractitionerRole id (clinicians)"),
     "con.users.submit": ("添加", "Add"),
     "con.users.created_once": ("账户已创建。初始密码和动态口令绑定地址只显示这一次，请立即交给本人。",
                                "Account created. The initial password and the authenticator enrolment URI are "
@@ -261,6 +263,52 @@ i18n.add({
     "role.platform": ("平台引擎", "platform engine"),
     "role.resident": ("居民", "resident"),
     "role.delegate": ("代办人", "delegate"),
+    # audit words (stored as codes: hutong.security.events; shown as words, the code on hover)
+    "con.action.read": ("查看", "read"),
+    "con.action.search": ("查询", "search"),
+    "con.action.create": ("新建", "create"),
+    "con.action.update": ("修改", "update"),
+    "con.action.delete": ("删除", "delete"),
+    "con.action.operation": ("操作", "operation"),
+    "con.action.login": ("登录", "sign-in"),
+    "con.action.otp": ("短信验证码", "SMS code"),
+    "con.action.token": ("令牌", "token"),
+    "con.action.break-glass": ("紧急授权", "break-glass"),
+    "con.action.break-glass-review": ("紧急授权复核", "break-glass review"),
+    "con.action.refuse": ("拒绝", "refusal"),
+    "con.action.hl7": ("HL7 消息", "HL7 message"),
+    "con.action.cda": ("CDA 文档", "CDA document"),
+    "con.action.account-admin": ("账户管理", "account administration"),
+    "con.purpose.break-glass": ("紧急授权", "break-glass"),
+    "con.purpose.consent": ("居民授权", "consent"),
+    "con.purpose.treatment": ("诊疗", "treatment"),
+    "con.purpose.delegate": ("家人代办", "delegate"),
+    "con.purpose.own-record": ("本人查看", "own record"),
+    "con.purpose.own-institution": ("本机构记录", "own institution"),
+    "con.purpose.identity": ("身份核对", "identity"),
+    "con.purpose.directory": ("机构目录", "directory"),
+    "con.purpose.platform": ("平台处理", "platform"),
+    "con.purpose.audit": ("审计", "audit"),
+    "con.req.break_glass": ("申请紧急授权", "break-glass claim"),
+    "con.req.everything": ("调取全部档案", "whole record"),
+    "con.req.record": ("医生工作站：查看档案", "clinician workspace: record"),
+    "con.req.patient": ("医生工作站：访问前确认", "clinician workspace: access step"),
+    "con.req.search": ("医生工作站：查找患者", "clinician workspace: patient search"),
+    "con.req.document": ("医生工作站：查看文档", "clinician workspace: document"),
+    "con.req.resident": ("居民门户", "resident portal"),
+    "con.req.console": ("管理台", "console"),
+    "con.req.fhir_read": ("数据接口：读取", "FHIR API: read"),
+    "con.req.fhir_write": ("数据接口：写入", "FHIR API: write"),
+    "con.req.auth": ("登录与令牌", "sign-in and tokens"),
+    "con.req.other": ("其他请求", "other request"),
+    "con.id.why.below": ("可能为同一人：匹配权重低于自动关联阈值", "probable match below the auto-link threshold"),
+    "con.id.why.digits": ("可能为同一人：身份证号相差一两位", "probable match; ID numbers differ by one or two digits"),
+    "con.id.why.barred": ("人口学信息一致，但身份证号不同（均有效）",
+                          "demographics agree, but different valid ID numbers"),
+    "con.id.why.also": ("也与此人相符，但身份证号不同（均有效）", "also matches, but different valid ID numbers"),
+    "con.id.why.other": ("需人工复核", "needs a human look"),
+    "con.id.source_record": ("{org}的登记记录", "registration at {org}"),
+    "con.name.unknown": ("（未知）", "(unknown)"),
 })
 
 
@@ -356,6 +404,78 @@ def _done(request: Request, allowed: tuple[str, ...]) -> str | None:
     return v if v in allowed else None
 
 
+def review_reason(reason: str | None) -> str:
+    """The message key of an MPI review reason (hutong.mpi.matcher stores English sentences)."""
+    r = reason or ""
+    if r == "probable match below the auto-link threshold":
+        return "con.id.why.below"
+    if r.startswith("probable match; ID numbers differ"):
+        return "con.id.why.digits"
+    if r.startswith("demographics agree, but"):
+        return "con.id.why.barred"
+    if r.startswith("also matches, but"):
+        return "con.id.why.also"
+    return "con.id.why.other"
+
+
+def request_words(interaction: str) -> str:
+    """The message key saying in words what an audited request was (the request line stays beside it)."""
+    method, _, path = interaction.partition(" ")
+    for needle, key in (("$break-glass", "con.req.break_glass"), ("$everything", "con.req.everything"),
+                        ("/clinician/patient/{person}/record", "con.req.record"),
+                        ("/clinician/patient/", "con.req.patient"), ("/clinician/search", "con.req.search"),
+                        ("/clinician/document/", "con.req.document"), ("/resident", "con.req.resident"),
+                        ("/console", "con.req.console"), ("/auth/", "con.req.auth"), ("/signin", "con.req.auth")):
+        if needle in path:
+            return key
+    if path.startswith("/fhir"):
+        return "con.req.fhir_read" if method in ("GET", "HEAD") else "con.req.fhir_write"
+    return "con.req.other"
+
+
+def mask_name(name: str) -> str:
+    """A person's name as lists show it: the family name, the rest hidden (张*明 -> 张**)."""
+    return name[:1] + "*" * max(1, len(name) - 1) if name else ""
+
+
+class Names:
+    """Names where the audit trail and the account table store ids: accounts by
+    their display name, institutions (by code or Organization id) by name,
+    golden persons by their masked name.  One per request; lookups cached."""
+
+    def __init__(self, accounts: Accounts, repo: Any, orgs: list[dict[str, Any]]) -> None:
+        self._accounts = accounts
+        self._repo = repo
+        self._orgs: dict[str, str] = {}
+        for o in orgs:
+            name = str(o.get("name") or "")
+            self._orgs[o["id"]] = name
+            for i in o.get("identifier") or ():
+                if i.get("value"):
+                    self._orgs[str(i["value"])] = name
+        self._people: dict[str, str] = {}
+
+    def account(self, account_id: str | None, display: str | None = None) -> str:
+        if display:
+            return display
+        a = self._accounts.get(account_id) if account_id else None
+        return (a.display or a.username or "") if a is not None else ""
+
+    def org(self, key: str | None) -> str:
+        return self._orgs.get(key or "", "") if key else ""
+
+    def person(self, person_id: str) -> str:
+        if person_id not in self._people:
+            stored = self._repo.read("Patient", person_id)
+            name = ""
+            if stored is not None and stored.body is not None:
+                names = orjson.loads(stored.body).get("name") or [{}]
+                n = names[0]
+                name = n.get("text") or (n.get("family") or "") + "".join(n.get("given") or [])
+            self._people[person_id] = mask_name(name)
+        return self._people[person_id]
+
+
 def is_claim(e: AuditEntry) -> bool:
     """The break-glass claim itself (with its written reason), not a later read under it."""
     return "$break-glass" in e.interaction or (e.action == "break-glass")
@@ -397,6 +517,21 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
 
     def render(request: Request, template: str, **ctx: Any) -> Response:
         return pages.render(request, template, nav=nav(access_of(request)), **ctx)
+
+    def names(request: Request) -> Names:
+        """Names for the ids this page shows.  The directory is read as the
+        platform (auditors' and operators' tokens hold no Organization scope;
+        institution names are directory data every signed-in caller may see)
+        and golden persons only for their name, of persons the audit rows on
+        the page already name."""
+        parsed = fsearch.parse("Organization", [("_count", "1000")], base_url="", strict=True)
+        orgs = [orjson.loads(s.body) for s in repo.search(parsed.query).matches if s.body is not None]
+        return Names(accounts(), repo, orgs)
+
+    async def render_named(request: Request, template: str, **ctx: Any) -> Response:
+        """Render with ``names`` (ids to names, read while rendering: off the event loop)."""
+        return await run_in_threadpool(lambda: render(request, template, names=names(request),
+                                                      request_words=request_words, **ctx))
 
     def organizations(request: Request) -> list[dict[str, Any]]:
         """The registered Organizations, through the FHIR service (directory
@@ -476,7 +611,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
             return items, names
 
         items, _names = await run_in_threadpool(load)
-        return render(request, "console/identity.html", items=items, queue=status, page=PAGE,
+        return render(request, "console/identity.html", items=items, queue=status, page=PAGE, review_reason=review_reason,
                       done=_done(request, ("linked", "rejected", "unlinked")), beijing=beijing)
 
     def _open_item(svc: FhirService, review_id: int) -> dict[str, Any]:
@@ -563,8 +698,8 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         if len(entries) == PAGE:
             older = "/console/audit?" + urlencode([(k, v) for k, v in q.multi_items() if k != "after"]
                                                   + [("after", str(entries[-1].seq))])
-        return render(request, "console/audit.html", entries=entries, f=f, older=older, outcomes=OUTCOMES,
-                      beijing=beijing)
+        return await render_named(request, "console/audit.html", entries=entries, f=f, older=older,
+                                  outcomes=OUTCOMES, beijing=beijing)
 
     # ------------------------------------------------------------ break-glass review
     @app.get("/console/break-glass")
@@ -601,9 +736,9 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         if last is not None:
             older = "/console/break-glass?" + urlencode([(k, v) for k, v in q.multi_items() if k != "after"]
                                                         + [("after", str(last))])
-        return render(request, "console/break_glass.html", items=items, show=show, every=every, older=older,
-                      may_review=access.role in AUDIT_ROLES, verdicts=VERDICTS, beijing=beijing,
-                      is_claim=is_claim, done=_done(request, ("1",)))
+        return await render_named(request, "console/break_glass.html", items=items, show=show, every=every,
+                                  older=older, may_review=access.role in AUDIT_ROLES, verdicts=VERDICTS,
+                                  beijing=beijing, is_claim=is_claim, done=_done(request, ("1",)))
 
     @app.post("/console/break-glass/{seq}/review")
     async def break_glass_review(seq: int, request: Request) -> Response:
@@ -628,6 +763,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
                    status: int = 200) -> Response:
         users = list_users(role)
         return pages.render(request, "console/users.html", status=status, nav=nav(access), users=users,
+                            names=names(request),
                             role=role, roles=["staff", *[str(r) for r in Role if r != Role.PLATFORM]],
                             user_roles=user_roles(), may_manage=access.role in USERS_MANAGE_ROLES,
                             now=access.clock(), created=created,

@@ -35,9 +35,44 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "signin.failed": ("登录失败：", "Sign-in failed: "),
     "signin.continue": ("已登录：进入工作台", "Signed in: continue"),
     "signin.expired": ("登录已过期，请重新登录。", "Your session has ended; please sign in again."),
+    "signin.needed": ("请先登录。", "Please sign in."),
+    "signin.code_wait": ("验证码每分钟只能获取一次，请在 {n} 秒后重试。",
+                         "A code can be sent once a minute: try again in {n} seconds."),
+    "signin.code_again": ("如未收到，可在 1 分钟后重新获取。", "If none arrives, you can ask again after a minute."),
+    # sign-in errors by code (the link carries the code only: /?error=HT-0127)
+    "signin.err.generic": ("请核对后重试。", "Please check and try again."),
+    "signin.err.HT-0127": ("用户名、密码或动态口令有误。多次失败后需稍候再试。",
+                           "Username, password or authenticator code wrong. After repeated failures, wait a "
+                           "moment before trying again."),
+    "signin.err.HT-0128": ("多次登录失败，账户已暂时锁定，请稍后再试或联系管理员。",
+                           "Too many failed sign-ins: the account is locked for a while; try later or ask an "
+                           "administrator."),
+    "signin.err.HT-0126": ("账户已停用或锁定，请联系管理员。", "The account is disabled or locked: ask an administrator."),
+    "signin.err.HT-0129": ("密码已过期，请先修改密码。", "The password has expired: change it first."),
+    "signin.err.HT-0134": ("身份证号或验证码有误，或验证码已过期、已使用，请重新获取。",
+                           "ID number or code wrong, or the code expired or was used: ask for a new one."),
+    "signin.err.HT-0135": ("身份证号或验证码有误，或验证码已过期、已使用，请重新获取。",
+                           "ID number or code wrong, or the code expired or was used: ask for a new one."),
+    "signin.err.HT-0139": ("该动态口令已使用过，请等待下一个口令。", "That authenticator code was used already: wait for "
+                           "the next one."),
+    "signin.err.HT-0138": ("请填写完整的登录信息。", "Please fill in every sign-in field."),
+    "record.heading": ("健康档案：{name}", "Health record: {name}"),
     "error.title": ("无法完成请求", "The request could not be completed"),
     "error.back": ("返回", "Back"),
 }
+
+# FHIR status codes (MedicationRequest.status, Condition.clinicalStatus, Encounter.status, ...) as
+# words: pages show ``t.status(code)``; a code not listed here is shown as it is.
+STATUSES: dict[str, tuple[str, str]] = {
+    "active": ("进行中", "active"), "completed": ("已完成", "completed"), "resolved": ("已痊愈", "resolved"),
+    "inactive": ("非活动", "inactive"), "remission": ("缓解", "remission"), "recurrence": ("复发", "recurrence"),
+    "relapse": ("复发", "relapse"), "stopped": ("已停止", "stopped"), "on-hold": ("暂停", "on hold"),
+    "cancelled": ("已取消", "cancelled"), "entered-in-error": ("已作废", "entered in error"),
+    "draft": ("草稿", "draft"), "unknown": ("未知", "unknown"), "final": ("最终报告", "final"),
+    "preliminary": ("初步报告", "preliminary"), "amended": ("已修订", "amended"), "finished": ("已结束", "finished"),
+    "in-progress": ("进行中", "in progress"), "planned": ("计划中", "planned"), "registered": ("已登记", "registered"),
+}
+MESSAGES.update({f"status.{k}": v for k, v in STATUSES.items()})
 
 
 def add(messages: Mapping[str, tuple[str, str]]) -> None:
@@ -51,6 +86,10 @@ def add(messages: Mapping[str, tuple[str, str]]) -> None:
     MESSAGES.update(messages)
 
 
+# The sign-in errors the landing page names (``/?error=`` carries a code; any other text is not shown).
+SIGNIN_ERRORS = frozenset(k.removeprefix("signin.err.") for k in MESSAGES if k.startswith("signin.err.HT-"))
+
+
 class Translator:
     def __init__(self, lang: str) -> None:
         self.lang = lang if lang in LANGS else "zh-CN"
@@ -59,6 +98,11 @@ class Translator:
         zh, en = MESSAGES.get(key, (key, key))
         text = en or zh if self.lang == "en" else zh
         return text.format(**kw) if kw else text
+
+    def status(self, code: object) -> str:
+        """A FHIR status code in words (:data:`STATUSES`); an unlisted code as it is."""
+        key = f"status.{code}"
+        return self(key) if key in MESSAGES else str(code or "")
 
     @property
     def html_lang(self) -> str:

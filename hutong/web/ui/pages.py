@@ -9,6 +9,11 @@ tokens in the session cookies (hutong.web.ui.session).
 
 from __future__ import annotations
 
+import hashlib
+import math
+import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -20,11 +25,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from hutong.errors import HutongError
+from hutong.security.accounts import OTP_MIN_INTERVAL_MS
 from hutong.security.oauth import AuthService
 from hutong.security.policy import Access
 from hutong.security.principal import Principal, Role
 from hutong.web.ui import session
-from hutong.web.ui.i18n import LANGS, Translator
+from hutong.web.ui.i18n import LANGS, SIGNIN_ERRORS, Translator
 
 HERE = Path(__file__).parent
 STATIC = HERE.parent / "static"
@@ -40,6 +46,36 @@ def _safe_next(nxt: str | None) -> str | None:
         return None
     parts = urlsplit(nxt)
     return None if parts.scheme or parts.netloc else nxt
+
+
+def error_key(code: str | None) -> str | None:
+    """The message key for ``/?error=``: a known sign-in error code's words, any other text a generic line."""
+    if not code:
+        return None
+    return f"signin.err.{code}" if code in SIGNIN_ERRORS else "signin.err.generic"
+
+
+class ResendWait:
+    """The one-a-minute limit on sign-in codes (hutong.security.accounts
+    OTP_MIN_INTERVAL_MS), told to the person pressing 获取验证码 again: keyed
+    by the ID number typed (whether or not it has an account, so the wait tells
+    nothing about accounts), under a per-process salt, forgotten after a minute."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._salt = secrets.token_bytes(16)
+        self._last: dict[bytes, float] = {}
+
+    def wait_s(self, id_number: str) -> int:
+        """Seconds until another code may be asked for this ID number (0: now; the ask is remembered)."""
+        now = self._clock()
+        window = OTP_MIN_INTERVAL_MS / 1000
+        self._last = {k: t for k, t in self._last.items() if now - t < window}
+        key = hashlib.sha256(self._salt + id_number.strip().upper().encode()).digest()
+        if key in self._last:
+            return max(1, math.ceil(window - (now - self._last[key])))
+        self._last[key] = now
+        return 0
 
 
 class Pages:
@@ -106,9 +142,10 @@ def register(app: FastAPI, auth: AuthService, pages: Pages | None = None) -> Pag
 
     @app.get("/", response_class=HTMLResponse)
     async def index(request: Request) -> Response:
-        return pages.render(request, "index.html", next=_safe_next(request.query_params.get("next")),
-                            expired=request.query_params.get("expired") == "1",
-                            error=request.query_params.get("error"), sent=False)
+        nxt = _safe_next(request.query_params.get("next"))
+        return pages.render(request, "index.html", next=nxt,
+                            expired=request.query_params.get("expired") == "1", needed=nxt is not None,
+                            error=error_key(request.query_params.get("error")), sent=False)
 
     def _signed_in(request: Request, tokens: dict[str, Any], nxt: str | None) -> Response:
         role = Role(tokens["account"]["role"])
@@ -117,8 +154,10 @@ def register(app: FastAPI, auth: AuthService, pages: Pages | None = None) -> Pag
         return resp
 
     def _failed(e: HutongError, nxt: str | None, anchor: str = "") -> Response:
+        # The link carries the error code only: the page words it (a crafted
+        # /?error=... with a message of someone's choosing shows nothing of it).
         safe = _safe_next(nxt)
-        q = f"/?error={quote(e.message[:200])}" + (f"&next={quote(safe)}" if safe else "")
+        q = f"/?error={quote(e.code)}" + (f"&next={quote(safe)}" if safe else "")
         return RedirectResponse(q + anchor, status_code=303)
 
     def peer_of(request: Request) -> str | None:
@@ -135,16 +174,21 @@ def register(app: FastAPI, auth: AuthService, pages: Pages | None = None) -> Pag
             return _failed(e, form.get("next"))
         return _signed_in(request, tokens, form.get("next"))
 
+    resend = ResendWait()
+
     @app.post("/signin/resident/code")
     async def signin_send_code(request: Request) -> Response:
         form = await form_of(request)
-        try:
-            await run_in_threadpool(auth.otp_send, {"id_number": form.get("id_number", "")}, peer_of(request))
-        except HutongError as e:
-            return _failed(e, form.get("next"), "#resident")
+        id_number = form.get("id_number", "")
+        wait = resend.wait_s(id_number)
+        if not wait:
+            try:
+                await run_in_threadpool(auth.otp_send, {"id_number": id_number}, peer_of(request))
+            except HutongError as e:
+                return _failed(e, form.get("next"), "#resident")
         # Rendered, not redirected: the ID number stays out of URLs and history.
         return pages.render(request, "index.html", next=_safe_next(form.get("next")), expired=False, error=None,
-                            sent=True, request_id_number=form.get("id_number", "")[:18])
+                            sent=not wait, wait=wait, request_id_number=id_number[:18])
 
     @app.post("/signin/resident")
     async def signin_resident(request: Request) -> Response:

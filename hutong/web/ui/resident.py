@@ -150,7 +150,7 @@ i18n.add({
     "con.org": ("医院/机构", "Hospital or clinic"),
     "con.doctor": ("医生（可选：不选则为整个医院）", "Doctor (optional: leave empty for the whole hospital)"),
     "con.whole_org": ("整个医院/机构", "The whole hospital or clinic"),
-    "con.kind": ("选择", "Choice"),
+    "con.kind": ("允许还是拒绝", "Allow or refuse"),
     "con.kind_permit": ("允许查看我的档案", "Allow them to see my record"),
     "con.kind_deny": ("拒绝该医院查看我的档案（急救除外）", "Refuse this hospital (except in an emergency)"),
     "con.days": ("有效天数", "For how many days"),
@@ -518,10 +518,13 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
     def render(request: Request, template: str, access: Access, person: str, svc: FhirService,
                **ctx: Any) -> HTMLResponse:
         persons = access.principal.persons
-        names = names_of(svc, persons) if access.role is Role.DELEGATE else {}
+        # A resident's own name heads the page (their account has no display name; issue 16, item 3).
+        names = names_of(svc, persons if access.role is Role.DELEGATE else persons[:1])
         q = f"?person={person}" if access.role is Role.DELEGATE else ""
-        return pages.render(request, template, person=person, persons=persons, person_names=names, pq=q,
-                            is_delegate=access.role is Role.DELEGATE, **ctx)
+        who = names.get(persons[0]) if access.role is Role.RESIDENT else None
+        return pages.render(request, template, person=person, persons=persons,
+                            person_names=names if access.role is Role.DELEGATE else {}, pq=q,
+                            is_delegate=access.role is Role.DELEGATE, who=who, **ctx)
 
     def organizations(svc: FhirService) -> list[dict[str, Any]]:
         orgs = _search(svc, "Organization", [("_count", "1000"), ("_sort", "name")])
