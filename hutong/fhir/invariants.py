@@ -8,8 +8,10 @@ Encounter, DiagnosticReport, MedicationRequest and DocumentReference have no
 invariants of their own in R4 beyond the ones every resource has (dom-*),
 which apply to them here too; ext-1 is checked by hutong.fhir.bindings' walk.
 
-Not checked: dom-3 (every contained resource referenced from the container:
-it needs a reference walk of the whole resource; documented as a deviation)
+ref-1 (a "#id" reference names a contained resource) is checked from the
+references the structural walk collects (:func:`local_references`).  Not
+checked: dom-3 (every contained resource referenced from the container: it needs
+a walk of every reference, canonical and uri of the resource; a deviation)
 and ppc-2..ppc-5 (their expressions test ``system='something'``, an error in
 the R4 publication, so they can never fail).
 """
@@ -173,3 +175,18 @@ def check(resource: Json) -> list[Problem]:
         if inner is not None:
             inner(c, cp, out)
     return out
+
+
+def local_references(resource: Json, references: list[str]) -> list[Problem]:
+    """ref-1 (references.html#contained): "reference.startsWith('#').not() or
+    (reference.substring(1).trace('url') in %rootResource.contained.id)": a local reference
+    names a contained resource of the resource it is in ("#" alone: the container itself).
+    ``references`` are the "#..." Reference.reference values the structural walk met.  In a
+    Bundle or Parameters each entry is its own root, so they are left to their entries'
+    own validation (transactions validate each entry)."""
+    rt = resource.get("resourceType")
+    if not references or rt in ("Bundle", "Parameters"):
+        return []
+    ids = {c.get("id") for c in _list(resource.get("contained")) if isinstance(c, dict)}
+    return [(str(rt), f"ref-1: the local reference {ref[:70]!r} names no contained resource", "HT-0241")
+            for ref in dict.fromkeys(references) if ref != "#" and ref[1:] not in ids][:10]

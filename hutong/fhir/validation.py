@@ -82,7 +82,14 @@ def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
     # validate_fast (compiled from the same models, ~10x faster) decides, and
     # offers every Reference.reference for the literal-reference check in the
     # same walk; the library runs only on a rejection, to report in its words.
-    fast, bad_refs = validate_fast_refs(resource, REF_RE.match)
+    local: list[str] = []  # "#id" references, for ref-1 below
+
+    def reference_ok(v: str) -> object:
+        if v[:1] == "#":
+            local.append(v)
+        return REF_RE.match(v)
+
+    fast, bad_refs = validate_fast_refs(resource, reference_ok)
     if fast:
         fast_problems = [Unprocessable("HT-0008", f"{p or rt}: {m}", expression=[p or rt]) for p, m in fast[:50]]
         try:
@@ -110,7 +117,8 @@ def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
     if not problems:
         # terminologies.html#required and conformance-rules.html#constraints: on a
         # structurally valid resource only (the walks trust its shapes).
-        for path, message, code in (bindings.check(resource) + invariants.check(resource))[:50]:
+        found = bindings.check(resource) + invariants.check(resource) + invariants.local_references(resource, local)
+        for path, message, code in found[:50]:
             problems.append(Unprocessable(code, f"{path}: {message}", expression=[path],
                                           issue_code="code-invalid" if code == "HT-0240" else "invariant"))
     if problems:
