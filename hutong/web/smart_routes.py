@@ -94,7 +94,11 @@ i18n.add({
 def _once(request: Request) -> dict[str, str]:
     """RFC 6749 section 3.1: request parameters "MUST NOT be included more than once"."""
     out: dict[str, str] = {}
-    for k, v in parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=40):
+    try:
+        pairs = parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=40)
+    except ValueError:
+        raise InvalidRequest("HT-0283", "too many or malformed parameters") from None
+    for k, v in pairs:
         if k in out:
             raise InvalidRequest("HT-0283", f"parameter {k[:40]!r} repeated")
         out[k] = v

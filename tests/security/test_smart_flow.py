@@ -327,6 +327,11 @@ def test_redirect_uri_and_pkce_are_enforced(server: Server, region: Region, app:
         back = callback(b.authorize(app, **kw))
         assert back["error"] == "invalid_request" and back["error_description"].startswith("HT-0282")
         assert back["state"].startswith("st-")
+    # Parameters repeated or past reason: a page, not a redirect (or a server error).
+    r = b.http.get("/auth/authorize?client_id=" + app.client_id + "&client_id=x")
+    assert r.status_code == 400 and "HT-0283" in r.text
+    r = b.http.get("/auth/authorize?" + "&".join(f"p{i}=1" for i in range(60)))
+    assert r.status_code == 400 and "HT-0283" in r.text
     # aud must be this server.
     back = callback(b.authorize(app, challenge=challenge, aud="https://other.example/fhir"))
     assert back["error"] == "invalid_request"
