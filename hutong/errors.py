@@ -171,6 +171,12 @@ CODES: dict[str, str] = {
     "HT-0321": "the database schema is older than this release: run `hutong db upgrade`",
     "HT-0322": "schema upgrade failed (nothing was changed)",
     "HT-0323": "the database's schema version table holds several versions (not a Hutong schema)",
+    # 0330-0339: backup and restore (hutong.store.backup, `hutong backup|restore`; issue 18)
+    "HT-0330": "backup/restore target exists and is not empty: nothing written or overwritten",
+    "HT-0331": "not a Hutong backup, or its files do not match their checksums (corrupt or truncated)",
+    "HT-0332": "the backup is of another kind of database than the restore target",
+    "HT-0333": "the PostgreSQL backup tool failed or is missing (pg_dump/pg_restore)",
+    "HT-0334": "the keys are missing, misplaced or do not open the restored database",
     # 0220-0239: FHIR over HTTP (hutong.web.methods, hutong.fhir.patch, hutong.fhir.bundle; issue 15, item 7)
     "HT-0220": "method not allowed on this path (the Allow header lists the ones that are)",
     "HT-0221": "PATCH body is not a JSON Patch document (RFC 6902)",

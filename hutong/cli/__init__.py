@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.cli.simulate",  # the region's hospitals sending HL7 v2 and CDA (issue 16)
     # `hutong db` (schema migrations, issue 13 item 2) moves here once its owner is done.
     "hutong.store.db_cmd",
+    "hutong.cli.backup",  # `hutong backup`, `hutong restore` (issue 18)
 )
 
 
@@ -53,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 # leaves an audit row (the local operator acts as the platform; issue 6: every
 # write is audited, whatever its path).  serve/demo audit each request
 # themselves; audit, sharing and export write their own rows.
-AUDITED_COMMANDS = frozenset({"import", "mpi", "ingest", "accounts", "keys", "terminology", "smart"})
+# A backup copies every resident's record: who took one, when, is audited like any
+# bulk read.  (restore is not: its target is a new database, audited from then on.)
+AUDITED_COMMANDS = frozenset({"import", "mpi", "ingest", "accounts", "keys", "terminology", "smart", "backup"})
 
 
 def _audit_cli(args: argparse.Namespace, argv: Sequence[str], outcome: str, code: str | None) -> None:

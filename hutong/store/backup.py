@@ -1,0 +1,237 @@
+"""Backup and restore of a Hutong database (issue 18, item 1).
+
+A backup is a directory::
+
+    <out>/manifest.json     what it is: format, hutong version, schema revision,
+                            when, of what, and the SHA-256 and size of each file
+    <out>/hutong.db         SQLite: a consistent copy made online (the backup API)
+    <out>/hutong.pgdump     PostgreSQL: a logical export (pg_dump, custom format)
+
+The keys are not in it.  A database's keys live apart from it on purpose
+(hutong.security.keys.default_key_dir: whoever copies the data directory must
+not get the keys with it), and a backup keeps them apart as well: the caller
+copies the key directory to a place of its own (``hutong backup --keys-to``),
+and ``hutong restore --keys-from`` puts them where the restored database
+looks for them.  A backup without its keys restores to a database nobody can
+read: the command says so each time.
+
+SQLite: ``sqlite3.Connection.backup`` copies the pages of one read snapshot
+(https://sqlite.org/backup.html); in WAL mode the server's writers go on
+meanwhile, and the copy is the database as of one commit.  PostgreSQL:
+``pg_dump`` reads one REPEATABLE READ snapshot
+(https://www.postgresql.org/docs/current/app-pgdump.html); physical base
+backups with WAL archiving and point-in-time recovery (pgBackRest) are the
+operator's tool for a city's primary and are not wrapped here.
+
+Restore refuses (nothing written where the database goes): a target that
+exists and is not empty, a backup whose files do not match their checksums
+(corrupt or truncated), a backup of a schema newer than this release, and keys
+that do not open it.  Everything is written beside the target first and moved
+into place last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from hutong import __version__
+from hutong.errors import ConfigError
+from hutong.store import migrations
+from hutong.store.database import open_database
+
+FORMAT = "hutong-backup/1"
+MANIFEST = "manifest.json"
+SQLITE_FILE = "hutong.db"
+PG_FILE = "hutong.pgdump"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: str
+    hutong: str
+    dialect: str
+    schema: str
+    created: str
+    files: dict[str, dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": self.format, "hutong": self.hutong, "dialect": self.dialect, "schema": self.schema,
+                "created": self.created, "files": self.files,
+                "keys": "not included: the database's keys are kept apart (see hutong.store.backup)"}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sqlite_path(url: str) -> Path:
+    return Path(str(make_url(url).database)).absolute()
+
+
+def _empty_dir(path: Path, what: str) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError("HT-0330", f"{what} {path} exists and is not an empty directory: nothing written")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _schema_of(url: str) -> str:
+    db = open_database(url, create=False)
+    try:
+        return str(migrations.current(db).revision)
+    finally:
+        db.close()
+
+
+def _pg_tool(name: str) -> str:
+    """pg_dump / pg_restore: on PATH, else the newest Debian PostgreSQL's."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True):
+        if (d / name).exists():
+            return str(d / name)
+    raise ConfigError("HT-0333", f"{name} not found (install the postgresql-client package)")
+
+
+def _pg_args(url: str) -> tuple[list[str], dict[str, str]]:
+    """Connection options for the PostgreSQL tools, the password by environment (never argv)."""
+    u = make_url(url)
+    args = ["--host", str(u.host or "localhost"), "--port", str(u.port or 5432), "--username", str(u.username or ""),
+            "--dbname", str(u.database or "")]
+    env = {**os.environ}
+    if u.password:
+        env["PGPASSWORD"] = str(u.password)
+    q = dict(u.query)
+    if "host" in q:  # a Unix socket directory given as ?host=
+        args[1] = str(q["host"])
+    return args, env
+
+
+def backup(url: str, out: Path) -> Manifest:
+    """Back up the database at ``url`` into the new directory ``out`` (see the module docstring)."""
+    backend = make_url(url).get_backend_name()
+    _empty_dir(out, "backup directory")
+    schema = _schema_of(url)
+    if backend == "sqlite":
+        dest = out / SQLITE_FILE
+        src = sqlite3.connect(str(_sqlite_path(url)), timeout=30)
+        try:
+            dst = sqlite3.connect(str(dest))
+            try:
+                src.backup(dst)  # one read snapshot, all pages (https://sqlite.org/backup.html)
+                dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        os.chmod(dest, 0o600)
+        name = SQLITE_FILE
+    elif backend == "postgresql":
+        args, env = _pg_args(url)
+        dest = out / PG_FILE
+        r = subprocess.run([_pg_tool("pg_dump"), *args, "--format=custom", "--no-owner", "--file", str(dest)],
+                           env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ConfigError("HT-0333", f"pg_dump failed ({r.returncode}): {r.stderr.strip()[-300:]}")
+        os.chmod(dest, 0o600)
+        name = PG_FILE
+    else:
+        raise ConfigError("HT-0070", f"cannot back up a {backend} database; use sqlite:///path or postgresql://...")
+    m = Manifest(FORMAT, __version__, backend, schema, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 {name: {"sha256": _sha256(dest), "bytes": dest.stat().st_size}})
+    (out / MANIFEST).write_text(json.dumps(m.to_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return m
+
+
+def read_manifest(src: Path) -> Manifest:
+    """The backup's manifest, every file checked against its size and SHA-256 (HT-0331 otherwise)."""
+    try:
+        raw = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
+        m = Manifest(raw["format"], raw["hutong"], raw["dialect"], raw["schema"], raw["created"], raw["files"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError("HT-0331", f"{src} is not a Hutong backup (manifest.json missing or unreadable)") from e
+    if m.format != FORMAT:
+        raise ConfigError("HT-0331", f"{src}: backup format {m.format!r}, this release reads {FORMAT!r}")
+    for name, meta in m.files.items():
+        f = src / name
+        if not f.is_file() or f.stat().st_size != meta.get("bytes") or _sha256(f) != meta.get("sha256"):
+            raise ConfigError("HT-0331", f"{src}/{name} does not match its checksum (corrupt or truncated backup): "
+                                         "nothing restored")
+    if m.schema not in migrations.REVISIONS:
+        raise ConfigError("HT-0320", f"the backup's schema {m.schema} is not one this release knows "
+                                     f"(head {migrations.HEAD}): restore it with the release that made it")
+    return m
+
+
+def restore(src: Path, url: str) -> Manifest:
+    """Restore the backup in ``src`` to the new database ``url`` (refusals: the module docstring).
+
+    The caller opens the result with its keys (``hutong restore`` does, and
+    removes it again when they do not open it)."""
+    m = read_manifest(src)
+    backend = make_url(url).get_backend_name()
+    if backend != m.dialect:
+        raise ConfigError("HT-0332", f"the backup is of a {m.dialect} database; restore it to a {m.dialect} URL")
+    if backend == "sqlite":
+        target = _sqlite_path(url)
+        if any(Path(str(target) + sfx).exists() for sfx in ("", "-wal", "-shm", "-journal")):
+            raise ConfigError("HT-0330", f"{target} exists: restore only into a new location (nothing overwritten)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".restoring", dir=target.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(src / SQLITE_FILE, tmp)
+            os.chmod(tmp, 0o600)
+            check = sqlite3.connect(tmp)
+            try:
+                ok = check.execute("PRAGMA integrity_check").fetchone()
+            finally:
+                check.close()
+            if not ok or ok[0] != "ok":
+                raise ConfigError("HT-0331", "the backup's database fails SQLite's integrity check: nothing restored")
+            os.replace(tmp, target)  # last: the target appears whole or not at all
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    elif backend == "postgresql":
+        db = open_database(url, create=False)
+        try:
+            empty = migrations.current(db).empty
+        finally:
+            db.close()
+        if not empty:
+            raise ConfigError("HT-0330", "the target database is not empty: restore only into a new, empty "
+                                         "database (nothing overwritten)")
+        args, env = _pg_args(url)
+        r = subprocess.run([_pg_tool("pg_restore"), *args, "--no-owner", "--exit-on-error", "--single-transaction",
+                            str(src / PG_FILE)], env=env, capture_output=True, text=True)
+        if r.returncode != 0:  # --single-transaction: nothing of it stays
+            raise ConfigError("HT-0333", f"pg_restore failed ({r.returncode}): {r.stderr.strip()[-300:]}")
+    else:
+        raise ConfigError("HT-0070", f"cannot restore to a {backend} database")
+    return m
+
+
+def remove_restored(url: str) -> None:
+    """Undo a SQLite restore whose keys turned out not to open it (nothing else was there)."""
+    if make_url(url).get_backend_name() == "sqlite":
+        target = _sqlite_path(url)
+        for sfx in ("", "-wal", "-shm"):
+            Path(str(target) + sfx).unlink(missing_ok=True)
