@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ld.add_argument("--url", help="canonical URL of the code system (required for CSV), e.g. http://loinc.org")
     ld.add_argument("--name", help="name of the code system (CSV; default: the file name)")
     ld.add_argument("--version", help="version of the code system (CSV)")
+    ld.add_argument("--encoding", default="utf-8", help="the file's encoding (default utf-8; e.g. gb18030)")
     ld.set_defaults(func=_load)
     ops.add_parser("list", help="the code systems, value sets and concept maps held").set_defaults(func=_list)
 
@@ -45,7 +46,7 @@ def _dir(args: argparse.Namespace) -> Path:
 
 
 def _load(args: argparse.Namespace) -> int:
-    doc = loader.read(args.file, url=args.url, name=args.name, version=args.version)
+    doc = loader.read(args.file, url=args.url, name=args.name, version=args.version, encoding=args.encoding)
     out = loader.save(doc, _dir(args), args.file.stem)
     return print_json({"file": str(out),
                        "codeSystems": [{"url": c["url"], "concepts": len(c["concepts"])}

@@ -141,12 +141,18 @@ def from_csv(text: str, url: str, name: str | None, version: str | None) -> Json
     return {"codeSystems": [cs], "valueSets": [_all_codes(cs, None)]}
 
 
-def read(path: Path, *, url: str | None = None, name: str | None = None, version: str | None = None) -> Json:
-    """The compact document of one operator file (CSV or FHIR JSON)."""
+def read(path: Path, *, url: str | None = None, name: str | None = None, version: str | None = None,
+         encoding: str = "utf-8") -> Json:
+    """The compact document of one operator file (CSV or FHIR JSON).  ``encoding``: code
+    tables from Chinese sources often come as GB18030 (``--encoding gb18030``)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+                                        else encoding)
+    except LookupError:
+        raise LoadError("HT-0245", f"unknown encoding {encoding[:30]!r}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise LoadError("HT-0245", f"{path.name}: cannot be read as UTF-8 ({type(e).__name__})") from None
+        raise LoadError("HT-0245", f"{path.name}: cannot be read as {encoding} ({type(e).__name__}); "
+                                   "give --encoding (e.g. gb18030)") from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
         try:
             doc = from_fhir(json.loads(text))

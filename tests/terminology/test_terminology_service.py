@@ -133,11 +133,22 @@ def test_operator_loads_code_systems(sqlite_url: str, tmp_path: Path, capsys: py
     assert hutong_main(["terminology", "--database", sqlite_url, "load", str(cs)]) == 0
     assert hutong_main(["terminology", "--database", sqlite_url, "load", str(table)]) == 2
     assert "HT-0245" in capsys.readouterr().err
+    # a national table as Chinese sources ship them: GB18030 (read only when said so)
+    icd = tmp_path / "icd10-gb.csv"
+    icd.write_bytes("编码,名称\nI10.x00,特发性(原发性)高血压\n".encode("gb18030"))
+    assert hutong_main(["terminology", "--database", sqlite_url, "load", str(icd), "--url",
+                        "http://example.org/icd10-gb"]) == 2
+    assert "gb18030" in capsys.readouterr().err
+    assert hutong_main(["terminology", "--database", sqlite_url, "load", str(icd), "--url",
+                        "http://example.org/icd10-gb", "--encoding", "gb18030"]) == 0
+    capsys.readouterr()
 
     for server in serve_app(sqlite_url):
         c = server.client
         r = c.get("/CodeSystem/$lookup", params={"system": "http://example.org/test-lab", "code": "99992-9"})
         assert r.status_code == 200 and _params(r.json())["display"] == "Sodium [Moles/volume] in Test fluid"
+        r = c.get("/CodeSystem/$lookup", params={"system": "http://example.org/icd10-gb", "code": "I10.x00"})
+        assert _params(r.json())["display"] == "特发性(原发性)高血压"
         r = c.get("/CodeSystem/$lookup", params={"system": "http://example.org/icd-test", "code": "E11"})
         assert {"name": "code", "valueCode": "parent"} in r.json()["parameter"][-1]["part"]
         r = c.get("/ValueSet/$validate-code", params={"url": "http://example.org/icd-test?vs", "code": "E11",
