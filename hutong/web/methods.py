@@ -1,7 +1,7 @@
 """HTTP methods on the FHIR API: HEAD, and 405 with the methods a path allows.
 
-- HEAD (RFC 9110 section 9.3.2; FHIR R4 http.html#read: "servers SHOULD
-  support HEAD" wherever they support GET): the request is answered as a GET
+- HEAD wherever GET (RFC 9110 section 9.3.2; FHIR http.html lets clients use
+  HEAD on read and search, as HAPI and Medplum answer it): the request is answered as a GET
   (same authentication, policy and audit: the audit row says GET) and sent with
   the GET's status and headers and no body.
 - 405 Method Not Allowed carries an ``Allow`` header (RFC 9110 section
@@ -25,6 +25,7 @@ from hutong.web import outcomes
 from hutong.web.allow import FHIR_PREFIX, allow_header, not_allowed, route_list, under_fhir
 
 __all__ = ["FHIR_PREFIX", "HeadAsGet", "OwnPaths", "under_fhir"]
+
 
 class HeadAsGet:
     """HEAD on the FHIR API, answered as GET without the body.  Installed
