@@ -147,7 +147,7 @@ def _value(p: dict[str, Any]) -> str | None:
             "uri": "http://example.org/sample"}.get(p["type"])
 
 
-def test_every_listed_search_parameter_is_accepted(server: Server) -> None:
+def test_every_listed_search_parameter_and_include_is_accepted(server: Server) -> None:
     cs = _statement(server)
     c = server.client
     refused = []
@@ -158,6 +158,12 @@ def test_every_listed_search_parameter_is_accepted(server: Server) -> None:
             got = c.get(f"/{r['type']}", params={name: value if value is not None else "false"}, headers=STRICT)
             if got.status_code != 200:
                 refused.append((r["type"], p["name"], p["type"], got.status_code, got.text[:160]))
+        # _include and _revinclude as listed (search.html#include).
+        for key, field in (("_include", "searchInclude"), ("_revinclude", "searchRevInclude")):
+            for value in r.get(field, []):
+                got = c.get(f"/{r['type']}", params={key: value}, headers=STRICT)
+                if got.status_code != 200:
+                    refused.append((r["type"], key, value, got.status_code, got.text[:160]))
     assert not refused, refused[:20]
 
 
