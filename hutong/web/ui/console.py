@@ -459,7 +459,11 @@ class Names:
         if display:
             return display
         a = self._accounts.get(account_id) if account_id else None
-        return (a.display or a.username or "") if a is not None else ""
+        if a is None:
+            return ""
+        if not (a.display or a.username) and a.person_id:  # a resident: their (masked) name
+            return self.person(a.person_id)
+        return a.display or a.username or ""
 
     def org(self, key: str | None) -> str:
         return self._orgs.get(key or "", "") if key else ""
