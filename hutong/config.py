@@ -74,6 +74,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HUTONG_MLLP_CERTS", "", "sha256:<hex>=<institution code> certificate pins"),
     Variable("HUTONG_MLLP_SENDERS", "", "network=<institution code> (transition, plain TCP)"),
     Variable("HUTONG_MLLP_DEV_LOOPBACK", "", "1: development only, unauthenticated loopback senders taken at MSH-4"),
+    # --- the demo (hutong demo)
+    Variable("HUTONG_DEMO_SIMULATE", "1", "0: `hutong demo` serves without its simulated hospitals (hutong simulate)"),
 )
 REGISTERED = frozenset(v.name for v in VARIABLES)
 

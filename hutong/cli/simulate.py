@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--rate", type=float, default=3.0, help="mean messages per second, whole region (default 3)")
     p.add_argument("--speed", type=float, default=144.0,
                    help="simulated seconds per real second for the daily rhythm (default 144: a day in 10 minutes)")
+    p.add_argument("--start-hour", type=float, default=8.0,
+                   help="simulated hour of day at start (default 8: the morning clinics); -1: the real Beijing hour")
     p.add_argument("--faulty", type=float, default=0.02, help="share of faulty messages (default 0.02)")
     p.add_argument("--late", type=int, default=2, help="institutions that upload days late (default 2)")
     p.add_argument("--silent", type=int, default=2, help="institutions that send nothing (default 2)")
@@ -54,7 +56,8 @@ def config_of(args: argparse.Namespace) -> Any:
         raise InvalidRequest("HT-0401", "--rate and --speed must be positive, --faulty between 0 and 1, "
                                         "--late and --silent not negative")
     return SimConfig(rate=args.rate, speed=args.speed, faulty=args.faulty, late=args.late, silent=args.silent,
-                     seed=args.seed, duration=args.duration, messages=args.messages, cda=not args.no_cda)
+                     seed=args.seed, duration=args.duration, messages=args.messages, cda=not args.no_cda,
+                     start_hour=None if args.start_hour < 0 else args.start_hour % 24)
 
 
 def simulator(args: argparse.Namespace) -> Any:

@@ -48,6 +48,7 @@ class SimConfig:
     duration: float | None = None  # real seconds; None: until stopped
     messages: int | None = None  # stop after this many messages
     cda: bool = True  # send WS/T 500 documents (institutions with credentials)
+    start_hour: float | None = 8.0  # simulated hour of day at start (None: the Beijing clock's)
 
 
 @dataclass(slots=True)
@@ -257,7 +258,9 @@ class Simulator:
         stop = stop or threading.Event()
         t0 = time.monotonic()
         now = self.clock()
-        start_hour = now.hour + now.minute / 60
+        # A demo starts with the morning clinics, whatever the real hour (the records are stamped
+        # with the real clock; only the send rate follows the compressed day).
+        start_hour = self.cfg.start_hour if self.cfg.start_hour is not None else now.hour + now.minute / 60
         last_progress = t0
         sent = 0
         try:
