@@ -40,6 +40,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HUTONG_TERMINOLOGY_DIR", "", "code systems the operator loaded (`hutong terminology load`); unset: "
              "terminology/ beside a SQLite database, else var/terminology"),
     Variable("HUTONG_AUTO_MIGRATE", "", "1: upgrade an older database schema when opened (else `hutong db upgrade`)"),
+    Variable("HUTONG_METRICS_ADDRESS", "", "host:port of a separate /metrics listener (e.g. 127.0.0.1:9100); "
+             "unset: /metrics on the app, for operator and platform accounts only"),
     # --- passwords and sessions
     Variable("HUTONG_PASSWORD_MIN_LENGTH", "8", "shortest staff password"),
     Variable("HUTONG_PASSWORD_MIN_CLASSES", "3", "character classes a password needs (lower, upper, digit, symbol)"),
@@ -114,6 +116,8 @@ class Settings:
     # Primary-key reads run on the event loop (hutong.web.fhir_routes); False hands
     # them to the thread pool (e.g. for a remote, slow database).
     inline_reads: bool = True
+    # host:port of the separate metrics listener (hutong serve starts it); None: /metrics on the app, gated.
+    metrics_address: str | None = None
 
     @classmethod
     def from_env(cls, database_url: str | None = None) -> Settings:
@@ -122,4 +126,5 @@ class Settings:
             base_url=env("HUTONG_BASE_URL") or None,
             max_body_bytes=env_int("HUTONG_MAX_BODY_BYTES", 16 * 1024 * 1024),
             inline_reads=env("HUTONG_INLINE_READS") != "0",
+            metrics_address=env("HUTONG_METRICS_ADDRESS") or None,
         )

@@ -213,7 +213,7 @@ CODES: dict[str, str] = {
     "HT-0420": "not ready: the database does not answer",
     "HT-0421": "not ready: the database schema is not this release's (older or newer)",
     "HT-0422": "not ready: the data keys do not open with the key source's master keys",
-    "HT-0423": "/metrics is for operator and platform accounts (or the separate metrics listener)",
+    "HT-0423": "HUTONG_METRICS_ADDRESS is not host:port",
 }
 
 

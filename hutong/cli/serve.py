@@ -31,11 +31,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+def _metrics_directory() -> None:
+    """Several workers' metrics add up through prometheus_client's multiprocess
+    directory (hutong.web.metrics): a fresh one per start, or the operator's
+    PROMETHEUS_MULTIPROC_DIR emptied (its files from a previous run would count twice)."""
+    import glob
+    import tempfile
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not given:
+        import atexit
+        import shutil
+
+        made = tempfile.mkdtemp(prefix="hutong-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+        atexit.register(shutil.rmtree, made, True)
+        return
+    os.makedirs(given, exist_ok=True)
+    for f in glob.glob(os.path.join(given, "*.db")):
+        os.remove(f)
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise SystemExit(f"hutong serve: invalid port {args.port}")
     if args.database:
         os.environ["HUTONG_DATABASE_URL"] = args.database
+    _metrics_directory()  # before any process imports prometheus_client (the workers inherit it)
     from hutong.config import Settings
     from hutong.security.residency import check_target
     from hutong.security.settings import SecuritySettings
@@ -88,6 +110,20 @@ def run(args: argparse.Namespace) -> int:
                             audit=AuditLog(repo).record)
         start_in_thread(ingestor, mllp_host, mllp_port, tls=tls, identify=identify)
         print(f"Hutong receiving HL7 v2 over MLLP at {mllp_host}:{mllp_port} ({how})", flush=True)
+    from hutong.web import metrics  # this process's MLLP receipts and audit appends are counted too
+
+    metrics_address = Settings.from_env().metrics_address
+    if metrics_address:
+        from hutong.errors import ConfigError as _ConfigError
+        from hutong.platform import open_repository as _open
+
+        # The separate listener (not public: bind it to loopback or a management network)
+        # exposes every worker's metrics; the app then serves no /metrics (hutong.web.metrics).
+        try:
+            metrics.listen(metrics_address, _open(Settings.from_env().database_url))
+        except (_ConfigError, OSError) as e:
+            raise SystemExit(f"hutong serve: metrics listener: {getattr(e, 'message', None) or e}") from None
+        print(f"Hutong metrics at http://{metrics_address}/metrics", flush=True)
     print(f"Hutong serving FHIR R4 at http://{args.host}:{args.port}/fhir", flush=True)
     uvicorn.run("hutong.web.app:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="warning", access_log=False)

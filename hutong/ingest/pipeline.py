@@ -69,6 +69,9 @@ SENDER_TTL_S = 60.0
 # Dead letters of messages refused for who sent them start with this: never retried.
 NOT_AUTHORISED = "sender not authorised"
 log = logging.getLogger("hutong.ingest")
+# Called with (channel, outcome) once per envelope received (hutong.web.metrics: ingest
+# messages by channel and outcome; issue 18).
+RECEIPT_OBSERVERS: list[Callable[[str, str], None]] = []
 
 
 def _salvage_msh(raw: bytes) -> tuple[list[str], str, str]:
@@ -169,6 +172,8 @@ class Ingestor:
             receipt = self._dead(d.receipt, authority, state.get("access"))
         access = state.get("access")
         self._audit(authority, access, receipt)
+        for observe in RECEIPT_OBSERVERS:
+            observe(envelope.channel, receipt.outcome.value)
         return receipt
 
     def _authorised(self, env: Envelope, authority: Authority, inst: Institution,

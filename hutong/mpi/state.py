@@ -305,6 +305,11 @@ def unlinked_patients(read: Reader, after_pk: int, limit: int) -> list[tuple[int
     return [(int(r[0]), str(r[1])) for r in rows]
 
 
+def open_review_count(read: Reader) -> int:
+    """Open review items: the MPI review queue's length (hutong.web.metrics)."""
+    return int(read("SELECT COUNT(*) FROM mpi_review WHERE status = 'open'", ())[0][0])
+
+
 def index_counts(read: Reader) -> dict[str, Any]:
     """Figures of the identity index: sources, persons, sources per link rule, open reviews."""
     return {

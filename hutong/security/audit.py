@@ -106,6 +106,9 @@ WRITER_IDLE_S = 30.0  # record_async's writer thread ends after this long withou
 # Read-only requests (hutong.web.gate.action_of): their audit rows may commit at
 # synchronous=NORMAL, fsynced within RELAXED_SYNC_S (README "Durability").
 RELAXED_ACTIONS = frozenset({"read", "vread", "search", "history"})
+# Called with each record's seconds from record()/record_async() to its durable
+# commit, as its caller waits it (hutong.web.metrics: audit append latency; issue 18).
+APPEND_OBSERVERS: list[Callable[[float], None]] = []
 
 audit_event = Table(
     "audit_event",
@@ -541,7 +544,11 @@ class AuditLog:
 
         Concurrent callers share one transaction (see :class:`_Batcher`).
         """
-        return self._batcher.submit(rec)
+        t0 = time.perf_counter()
+        seq = self._batcher.submit(rec)
+        for observe in APPEND_OBSERVERS:
+            observe(time.perf_counter() - t0)
+        return seq
 
     async def record_async(self, rec: AuditRecord) -> int:
         """:meth:`record` for a caller on an event loop: returns once ``rec`` is committed.
@@ -553,6 +560,7 @@ class AuditLog:
         visible part of an authenticated read's cost.
         """
         loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
         fut: asyncio.Future[int] = loop.create_future()
         with self._pending_cv:
             self._pending.append((rec, loop, fut))
@@ -560,7 +568,10 @@ class AuditLog:
                 self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
                 self._writer.start()
             self._pending_cv.notify()
-        return await fut
+        seq = await fut
+        for observe in APPEND_OBSERVERS:
+            observe(time.perf_counter() - t0)
+        return seq
 
     def _write_loop(self) -> None:
         while True:

@@ -29,6 +29,7 @@ from hutong.web import (
     identity_routes,
     ingest_routes,
     methods,
+    metrics,
     outcomes,
     public_assets,
     sharing_routes,
@@ -67,6 +68,8 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     app.add_middleware(methods.OwnPaths, routes=app.routes)
     app.add_middleware(fhir_http.JsonOnly)  # _format / Accept: JSON, else 406 (hutong.web.fhir_http)
     gate.install(app, p.repo, p.security, p.authenticator, p.audit)
+    # Requests counted and timed by route template (hutong.web.metrics), the gate's refusals included.
+    app.add_middleware(metrics.Observe, routes=app.routes)
     app.add_middleware(methods.HeadAsGet)  # outside the gate: HEAD is authenticated and audited as GET
     app.add_middleware(SecurityHeaders, https=(p.settings.base_url or "").startswith("https:"))
 
@@ -78,6 +81,7 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
         return {"status": "ok", "version": __version__}
 
     health.register(app, p)  # /readyz: database, schema version, keys (issue 18)
+    metrics.register(app, p.repo, address=p.settings.metrics_address)  # /metrics, or its own listener
 
     # The FHIR API first (the hot paths match first), its $-operations before
     # the instance routes they would otherwise be taken for.

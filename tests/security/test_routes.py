@@ -71,6 +71,7 @@ ROUTES: dict[tuple[str, str], Public | Auth] = {
     ("GET", "/.well-known/smart-configuration"): PUBLIC, ("GET", "/fhir/.well-known/smart-configuration"): PUBLIC,
     ("GET", "/fhir/metadata"): PUBLIC, ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,  # load balancers' readiness probe: checks' names and codes only (issue 18)
+    ("GET", "/metrics"): Auth(403),  # operator and platform accounts only (hutong.web.metrics; issue 18)
     # audit (hutong.web.audit_routes): auditors; residents see their own access log
     ("GET", "/audit/events"): Auth(403), ("GET", "/audit/events/{seq}"): Auth(403),
     ("GET", "/audit/verify"): Auth(403), ("GET", "/audit/break-glass"): Auth(403),
