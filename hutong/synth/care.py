@@ -246,6 +246,11 @@ class Planner:
 
     def _amb(self, rng: random.Random, inst: Institution, dept: Department, day: int, episode: int,
              dx: list[Diagnosis], primary: bool = False) -> Visit:
+        if dept.code == dp.EMERGENCY.code:
+            # Seen in 急诊医学科 is an emergency encounter (v3 ActCode EMER), whatever sent the patient there.
+            minute = timing.pick_minute(rng, timing.EMERGENCY_HOURS)
+            end = min(minute + 60 + int(rng.random() * 120), 24 * 60 - 1)
+            return Visit(inst, EMER, dept, day, minute, day, end, episode, dx)
         minute = timing.pick_minute(rng, timing.OUTPATIENT_HOURS)
         end = min(minute + 10 + int(rng.random() * 30), 24 * 60 - 1)
         return Visit(inst, AMB, dept, day, minute, day, end, episode, dx)
@@ -505,9 +510,14 @@ class Planner:
         visits.append(v)
 
     def _theatre(self, inst: Institution, dept: Department, grade: int) -> tuple[Institution, Department] | None:
-        """``inst`` if one of its surgeons may operate at ``grade``, else the first hospital that can."""
+        """``inst`` if one of its surgeons may operate at ``grade``, else the first hospital that can.
+
+        The operation stays in its specialty: a surgical specialty's own department, else the
+        planned department or general surgery (never, say, a gastrectomy under 骨科)."""
+        general = (dp.GENERAL_SURGERY.code, dp.SURGERY.code)
+        specialty = dept.surgical and dept.code not in general  # 骨科, 泌尿外科, 妇科 ... operate themselves
+        codes = [dept.code] if specialty else [dept.code, *(c for c in general if c != dept.code)]
         for candidate in [inst, *self.dir.hospitals_by_level]:
-            codes = [dept.code] + [d.code for d in candidate.departments if d.surgical]
             for code in codes:
                 roles = candidate.roles_by_department.get(code)
                 if roles and any(x.surgery_grade >= grade for x in roles):

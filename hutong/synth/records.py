@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import itertools
 import random
+from collections.abc import Callable
 from typing import Any
 
 from hutong.synth import noise, timing
@@ -37,7 +38,7 @@ from hutong.synth.catalog.conditions import Diagnosis
 from hutong.synth.catalog.documents import DOCUMENT_TYPES, TYPE_CONCEPTS
 from hutong.synth.catalog.drugs import Drug
 from hutong.synth.catalog.imaging import Exam
-from hutong.synth.catalog.labs import LOINC_SYSTEM
+from hutong.synth.catalog.labs import ANALYTES, LOINC_SYSTEM
 from hutong.synth.catalog.procedures import ICD9CM_SYSTEM, PROCEDURES
 from hutong.synth.catalog.vaccines import CONCEPTS as VACCINE_CONCEPTS
 from hutong.synth.config import NoiseRates
@@ -323,6 +324,7 @@ class RecordBuilder:
             pmeta = meta or (SECURITY[panel.security] if panel.security else None)
             results: list[dict[str, str]] = []
             crea = 0.0
+            derived = _red_cells(gauss, states, six) if panel.key == "cbc" else {}
             for an in panel.analytes:
                 oid = new_id()
                 results.append({"reference": "Observation/" + oid})
@@ -343,6 +345,8 @@ class RecordBuilder:
                 else:
                     if an.key == "egfr":
                         x = _ckd_epi(crea, age, female) if crea else gauss(mean, sd)
+                    elif an.key in derived:
+                        x = derived[an.key]
                     elif an.key == "hiv-vl":
                         # On treatment most viral loads are undetectable (<20 copies/mL).
                         x = 0.0 if rand() < 0.85 else 10 ** (1.5 + rand() * 3.5)
@@ -608,3 +612,24 @@ def _ckd_epi(crea_umol: float, age: int, female: bool) -> float:
     k, a = (0.7, -0.329) if female else (0.9, -0.411)
     egfr: float = 141 * min(scr / k, 1) ** a * max(scr / k, 1) ** -1.209 * 0.993 ** max(age, 18)
     return egfr * 1.018 if female else egfr
+
+
+def _red_cells(gauss: Callable[[float, float], float], states: tuple[str, ...], six: int) -> dict[str, float]:
+    """Red-cell values of one blood count that agree with each other (WS/T 405-2012 indices):
+    Hb (with its clinical states: pregnancy, CKD), MCV and MCHC are drawn; MCH = MCV x MCHC,
+    RBC = Hb / MCH, Hct = RBC x MCV, so Hct ~ Hb / MCHC as on a real analyser's report."""
+    def draw(key: str) -> float:
+        an = ANALYTES[key]
+        mean, sd = an.mean[six], an.sd
+        for st, m, sdev in an.states:
+            if st in states:
+                mean, sd = m, sdev
+                break
+        return gauss(mean, sd)
+
+    hgb = max(draw("hgb"), 40.0)
+    mcv = max(draw("mcv"), 60.0)
+    mchc = min(max(gauss(ANALYTES["mchc"].mean[six], 7.0), 300.0), 370.0)
+    mch = mcv * mchc / 1000
+    rbc = hgb / mch
+    return {"hgb": hgb, "mcv": mcv, "mchc": mchc, "mch": mch, "rbc": rbc, "hct": rbc * mcv / 10}
