@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import SCREENSHOTS
+from playwright.sync_api import Browser
 from tour import Tour, tour  # noqa: F401  (the fixture)
 
 PHONE = {"width": 390, "height": 844}
@@ -50,15 +51,17 @@ def measure(page: Any) -> dict[str, Any]:
     return got
 
 
-def test_measure_sees_a_squeezed_cell_and_a_wide_page(tour: Tour) -> None:  # noqa: F811
+def test_measure_sees_a_squeezed_cell_and_a_wide_page(browser: Browser) -> None:
     """The measurement itself: a page built to fail both checks fails them."""
-    page = tour.tabs["public"]
-    page.set_viewport_size(PHONE)
-    page.set_content("<html><body><table><tr><td style='width:1em'>尿白细胞酯酶</td><td>"
-                     + "宽" * 60 + "</td></tr></table><div style='width:600px'>x</div></body></html>")
-    got = measure(page)
-    assert got["scroll"] > got["inner"]
-    assert any("尿白细胞" in n for n in got["narrow"]), got
+    page = browser.new_page(viewport=PHONE)  # type: ignore[arg-type]
+    try:
+        page.set_content("<html><body><table><tr><td style='width:1em'>尿白细胞酯酶</td><td>"
+                         + "宽" * 60 + "</td></tr></table><div style='width:600px'>x</div></body></html>")
+        got = measure(page)
+        assert got["scroll"] > got["inner"], got
+        assert any("尿白细胞" in n for n in got["narrow"]), got
+    finally:
+        page.close()
 
 
 def test_every_page_fits_a_phone_and_is_shot_at_both_widths(tour: Tour) -> None:  # noqa: F811

@@ -44,6 +44,8 @@ RAW_ID = re.compile(r"\bacct-[0-9a-f]{6,}|\bmpi-[0-9A-Za-z-]{4,}|\borg-\d{4}\b|"
                     r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 # "C反应蛋白 · C反应蛋白": one name twice around a separator
 REPEATED = re.compile(r"(?<![^\s·])([^\s·]{2,})\s*·\s*\1(?![^\s·])")
+# Emoji the CJK fonts (Noto Sans CJK) lack: drawn as an empty box (⏳ was)
+NO_GLYPH = re.compile("[\u23e9-\u23fa\U0001f300-\U0001faff]")
 HIDDEN = ("script", "style", "template", "noscript")
 
 
@@ -81,6 +83,8 @@ def findings(html: str, codes: set[str], names: frozenset[str] = frozenset()) ->
         for code in codes:
             if code in text:
                 found.append(f"institution code {code} in {text.strip()[:80]!r}")
+        for m in NO_GLYPH.finditer(text):
+            found.append(f"emoji without a CJK glyph {m.group(0)!r} in {text.strip()[:40]!r}")
         for m in REPEATED.finditer(text):
             found.append(f"label repeated {m.group(0)!r}")
         for m in WORD.finditer(text):
@@ -100,6 +104,7 @@ def test_scanner_finds_english_and_ids() -> None:
     assert any("'upper'" in f for f in got)
     assert any("'Hb'" in f for f in got)
     assert any("repeated" in f for f in findings("<p>C反应蛋白 · C反应蛋白</p>", set()))
+    assert any("emoji" in f for f in findings("<p>⏳ 待复核</p>", set()))
     assert any("mpi-0a1b2c3d" in f for f in got)
     assert not any("GET" in f for f in got)
     assert not any(f.startswith(("'English'", "'E11.9'", "'g/L'", "'acct")) for f in got), got

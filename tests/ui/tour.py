@@ -191,4 +191,12 @@ def build(ui: UiRegion, browser: Browser) -> Iterator[Tour]:
 
 @pytest.fixture(scope="session")
 def tour(ui: UiRegion, browser: Browser) -> Iterator[Tour]:
-    yield from build(ui, browser)
+    # Each test module imports this fixture, which makes it one fixture per
+    # module: the first builds the tour (and closes it at the session's end),
+    # the others reuse it.
+    if "tour" in ui.cache:
+        yield ui.cache["tour"]
+        return
+    for t in build(ui, browser):
+        ui.cache["tour"] = t
+        yield t

@@ -232,7 +232,7 @@ i18n.add({
     "con.users.actions": ("操作", "Actions"),
     "con.users.active": ("✔ 启用", "✔ active"),
     "con.users.disabled": ("✖ 停用", "✖ disabled"),
-    "con.users.locked": ("🔒 锁定至 {until}", "🔒 locked until {until}"),
+    "con.users.locked": ("⊘ 锁定至 {until}", "⊘ locked until {until}"),  # no emoji: see con.bg.not_reviewed
     "con.users.yes": ("已绑定", "enrolled"),
     "con.users.no": ("未绑定", "not enrolled"),
     "con.users.disable": ("停用", "Disable"),
