@@ -40,6 +40,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HUTONG_TERMINOLOGY_DIR", "", "code systems the operator loaded (`hutong terminology load`); unset: "
              "terminology/ beside a SQLite database, else var/terminology"),
     Variable("HUTONG_AUTO_MIGRATE", "", "1: upgrade an older database schema when opened (else `hutong db upgrade`)"),
+    Variable("HUTONG_LOG_FORMAT", "", "json or text: the logs' format (unset: json for `hutong serve`, text "
+             "for the other commands); JSON lines carry the request id and no personal data"),
+    Variable("HUTONG_LOG_LEVEL", "warning", "the server's log level; info adds one line per request (route "
+             "template, status, duration, request id)"),
     Variable("HUTONG_METRICS_ADDRESS", "", "host:port of a separate /metrics listener (e.g. 127.0.0.1:9100); "
              "unset: /metrics on the app, for operator and platform accounts only"),
     # --- passwords and sessions

@@ -214,6 +214,8 @@ CODES: dict[str, str] = {
     "HT-0421": "not ready: the database schema is not this release's (older or newer)",
     "HT-0422": "not ready: the data keys do not open with the key source's master keys",
     "HT-0423": "HUTONG_METRICS_ADDRESS is not host:port",
+    "HT-0424": "HUTONG_LOG_FORMAT is neither json nor text",
+    "HT-0425": "HUTONG_LOG_LEVEL is not a log level (debug, info, warning, error, critical)",
 }
 
 

@@ -58,7 +58,14 @@ def run(args: argparse.Namespace) -> int:
     if args.database:
         os.environ["HUTONG_DATABASE_URL"] = args.database
     _metrics_directory()  # before any process imports prometheus_client (the workers inherit it)
+    from hutong import logs
     from hutong.config import Settings
+    from hutong.errors import ConfigError as _BadSetting
+
+    try:  # JSON lines with request ids, nothing personal (hutong.logs); every worker applies the same
+        log_config = logs.configure("json")
+    except _BadSetting as e:
+        raise SystemExit(f"hutong serve: {e.message}") from None
     from hutong.security.residency import check_target
     from hutong.security.settings import SecuritySettings
     from hutong.store.database import open_database
@@ -125,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"hutong serve: metrics listener: {getattr(e, 'message', None) or e}") from None
         print(f"Hutong metrics at http://{metrics_address}/metrics", flush=True)
     print(f"Hutong serving FHIR R4 at http://{args.host}:{args.port}/fhir", flush=True)
+    # uvicorn's access log stays off: it writes raw paths and queries (ids, search values);
+    # hutong.access writes route templates instead (HUTONG_LOG_LEVEL=info).
     uvicorn.run("hutong.web.app:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", access_log=False)
+                workers=args.workers, log_level=log_config["root"]["level"].lower(), access_log=False,
+                log_config=log_config)
     return 0

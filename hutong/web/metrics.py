@@ -36,6 +36,7 @@ trust model has no "unset means trusted".
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -51,7 +52,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hutong import __version__
+from hutong import __version__, logs
 from hutong.errors import ConfigError, Forbidden
 from hutong.ingest import pipeline
 from hutong.mpi import state as mpi_state
@@ -61,6 +62,7 @@ from hutong.store import health
 from hutong.store.repository import Repository
 from hutong.web.gate import access_of
 
+access_log = logging.getLogger("hutong.access")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "<unmatched>"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -111,7 +113,8 @@ def route_of(scope: Scope, routes: Sequence[BaseRoute] = ()) -> str:
 
 
 class Observe:
-    """Plain ASGI middleware: counts and times every request by route template."""
+    """Plain ASGI middleware: counts and times every request by route template,
+    and gives it its request id (``X-Request-Id`` on the answer, in every log line)."""
 
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
@@ -123,19 +126,29 @@ class Observe:
             return
         t0 = time.perf_counter()
         status = 500  # an answer that never started (the server closed it)
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        rid = logs.request_id(given.decode("latin-1") if given is not None else None)
+        token = logs.REQUEST_ID.set(rid)  # every log line of this request names it (hutong.logs)
 
         async def watch(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, watch)
         finally:
             route, method = route_of(scope, self.routes), scope["method"] if scope["method"] in METHODS else "OTHER"
+            elapsed = time.perf_counter() - t0
             REQUESTS.labels(route, method, str(status)).inc()
-            LATENCY.labels(route, method).observe(time.perf_counter() - t0)
+            LATENCY.labels(route, method).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                # the route template, never the path or query (ids and search values are personal data)
+                access_log.info("request", extra={"method": method, "route": route, "status": status,
+                                                  "ms": round(elapsed * 1000, 2)})
+            logs.REQUEST_ID.reset(token)
 
 
 class _Scraped:
