@@ -31,6 +31,9 @@ from hutong.systems import mrn_system
 REGISTRAR = "https://fhir.hutong.dev/CodeSystem/registrar"
 ENTERED_BY = "https://fhir.hutong.dev/CodeSystem/entered-by"
 
+# Consent.policyRule (R4 ppc-1: a Consent names its policy): the resident's own opt-in.
+OPT_IN = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]}
+
 
 @pytest.fixture
 def region(server: Server) -> Iterator[Region]:
@@ -200,14 +203,16 @@ def test_f1_a_deleted_registration_is_not_anyones_to_recreate(region: Region) ->
     # a resident re-creating another resident's deleted Consent under their own name
     with region.client("S") as s:
         c = s.post("/Consent", json={"resourceType": "Consent", "status": "active", "scope": {"text": "x"},
-                                     "category": [{"text": "x"}], "patient": {"reference": f"Patient/{ids['S']}"}})
+                                     "category": [{"text": "x"}], "patient": {"reference": f"Patient/{ids['S']}"},
+                                     "policyRule": OPT_IN})  # ppc-1
         assert c.status_code == 201, c.text
     cid = c.json()["id"]
     assert region.server.client.delete(f"/Consent/{cid}").status_code == 204
     with region.client("R") as r:
         refused(r.put(f"/Consent/{cid}", json={"resourceType": "Consent", "id": cid, "status": "inactive",
                                                "scope": {"text": "x"}, "category": [{"text": "x"}],
-                                               "patient": {"reference": f"Patient/{ids['R']}"}}), 403)
+                                               "patient": {"reference": f"Patient/{ids['R']}"},
+                                               "policyRule": OPT_IN}), 403)
         refused(r.get(f"/Consent/{cid}/_history/1"))
     # A itself may bring its registration back.
     with region.client("sysA") as a:
