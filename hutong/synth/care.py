@@ -288,6 +288,8 @@ class Planner:
             self._psychiatry(rng, r, net, visits)
         if 18 <= age < 70:
             self._hiv(rng, r, male, net, visits)
+        if age >= 18:
+            self._hepatitis_b(rng, r, visits)
         if not male and 18 <= age < 50:
             self._reproductive(rng, r, age, visits)
         self._acute(rng, r, age, net, states, visits)
@@ -554,6 +556,25 @@ class Planner:
         if key == "schizophrenia" and rng.random() < 0.1 * self.years:
             self._admission(rng, inst, dept, dx, [PANELS["cbc"], PANELS["lft"]], [], [DRUGS[drug]], None, 14, 35,
                             (), 0, visits)
+
+    def _hepatitis_b(self, rng: random.Random, r: Resident, visits: list[Visit]) -> None:
+        """Chronic hepatitis B on antiviral treatment (HBsAg carriers are ~6% of Chinese adults,
+        those treated roughly 1%; rough): seen every three months with liver function, mostly at
+        the infectious-disease hospital, which is where most of its patients come from."""
+        if rng.random() >= 0.01:
+            return
+        dx = DIAGNOSES["hepatitis-b"]
+        inst = self.dir.pick(rng, r.address.district.code, "infect", "tertiary")
+        dept = _dept(inst, dp.INFECTIOUS.code, dp.GASTRO.code, dp.INTERNAL.code)
+        day = self.start + int(rng.random() * 90)
+        while day < self.today:
+            v = self._amb(rng, inst, dept, self._day(rng, day, day + 6), 0, [dx])
+            v.drugs = [DRUGS["entecavir"]]
+            v.panels = [PANELS["lft"]] + ([PANELS["cbc"]] if rng.random() < 0.3 else [])
+            if rng.random() < 0.5:
+                v.exams = [EXAMS["us-abdomen"]]
+            visits.append(v)
+            day += 80 + int(rng.random() * 20)
 
     def _hiv(self, rng: random.Random, r: Resident, male: bool, net: Network, visits: list[Visit]) -> None:
         if rng.random() >= (0.0014 if male else 0.0004):

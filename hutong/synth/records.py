@@ -572,7 +572,8 @@ def _inside_stay(v: Visit, rng: random.Random, delay: int, first: int, spread: i
     nights or more, else later on the admission day, so it falls inside the stay.
     """
     if v.cls != IMP:
-        return v.day, min(v.minute + delay + int(rng.random() * 60), 1400)
+        # Before 23:20 where the visit allows; a visit starting later has it at once (never before arrival).
+        return v.day, min(v.minute + delay + int(rng.random() * 60), max(1400, v.minute))
     if v.end_day - v.day >= 2:
         return v.day + 1, first + int(rng.random() * spread)
     return v.day, min(max(v.minute + delay, first) + int(rng.random() * 120), 1300)

@@ -64,3 +64,18 @@ def test_emergency_departments_see_emergencies_and_operations_fit_their_specialt
     wrong = [(v.diagnoses[0].name, v.dept.name) for v in operated  # type: ignore[attr-defined]
              if v.dept.code not in (dp.GENERAL_SURGERY.code, dp.SURGERY.code, dp.GYNAECOLOGY.code)]  # type: ignore[attr-defined]
     assert not wrong, wrong[:5]
+
+
+def test_an_infectious_disease_hospital_has_patients() -> None:
+    """A 传染病医院 treats chronic hepatitis B and HIV: more than a handful of patients a year."""
+    cfg = SynthConfig(residents=6000, institutions=40, seed=16)
+    region = build_region(cfg)
+    rng = stream(cfg.seed, "realism")
+    patients: set[str] = set()
+    for chunk in iter_residents(cfg):
+        for r in chunk:
+            for v in region.planner.plan(rng, r).visits:
+                if v.inst.archetype.specialty == "infectious":
+                    patients.add(r.key)
+    per_thousand_a_year = len(patients) * 1000 / cfg.residents / cfg.years
+    assert per_thousand_a_year >= 4, per_thousand_a_year

@@ -60,6 +60,7 @@ DIAGNOSES: dict[str, Diagnosis] = {d.key: d for d in (
     Diagnosis("heart-failure", "I50.9", "心力衰竭"),
     Diagnosis("ami", "I21.9", "急性心肌梗死"),
     Diagnosis("sepsis", "A41.9", "脓毒症"),
+    Diagnosis("hepatitis-b", "B18.1", "慢性乙型病毒性肝炎", chronic=True),
     # emergency presentations (symptoms, ICD-10 chapter XVIII) and injuries
     Diagnosis("fever", "R50.9", "发热"),
     Diagnosis("abdominal-pain", "R10.4", "腹痛"),

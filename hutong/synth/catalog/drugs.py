@@ -92,6 +92,7 @@ DRUGS: dict[str, Drug] = {d.key: d for d in (
     _d("paracetamol", "对乙酰氨基酚片 0.5g", "N02BE01", "口服", 0.5, "g", 3, 3),
     _d("ibuprofen", "布洛芬缓释胶囊 0.3g", "M01AE01", "口服", 0.3, "g", 2, 5),
     _d("omeprazole", "奥美拉唑肠溶胶囊 20mg", "A02BC01", "口服", 20, "mg", 2, 14),
+    _d("entecavir", "恩替卡韦片 0.5mg", "J05AF10", "口服", 0.5, "mg", 1, 90),
     _d("calcium-vitd", "碳酸钙D3片 600mg", "A12AX", "口服", 600, "mg", 1, 30),
     _d("folic-acid", "叶酸片 0.4mg", "B03BB01", "口服", 0.4, "mg", 1, 30),
     _d("ferrous", "琥珀酸亚铁片 0.1g", "B03AA06", "口服", 0.1, "g", 2, 30),
