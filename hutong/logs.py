@@ -43,7 +43,9 @@ FORMATS = ("json", "text")
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # The attributes every LogRecord has; anything else on a record came from ``extra``.
-_STANDARD = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
+# uvicorn's color_message is its message again, with terminal colour codes.
+_STANDARD = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
+    "message", "asctime", "taskName", "color_message"}
 
 
 def request_id(client_value: str | None) -> str:

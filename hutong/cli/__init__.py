@@ -83,6 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     audited = args.command in AUDITED_COMMANDS and "-h" not in argv and "--help" not in argv
     try:
+        if args.command != "serve":  # serve configures its own logs (JSON by default)
+            from hutong.config import env
+
+            if env("HUTONG_LOG_FORMAT"):
+                from hutong import logs
+
+                logs.configure("text")
         rc: int = args.func(args)
     except HutongError as e:
         print(f"hutong: error: {e.code}: {e.message}", file=sys.stderr)

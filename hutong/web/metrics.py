@@ -104,12 +104,15 @@ def route_of(scope: Scope, routes: Sequence[BaseRoute] = ()) -> str:
     path = getattr(scope.get("route"), "path", None)
     if isinstance(path, str):
         return path
+    partial: str | None = None  # the path matched, the method did not (the router answers 405)
     for route in routes:
         match, _child = route.matches(scope)
-        if match is not Match.NONE:
-            found = getattr(route, "path", None)
-            return found if isinstance(found, str) else UNMATCHED
-    return UNMATCHED
+        found = getattr(route, "path", None)
+        if match is Match.FULL and isinstance(found, str):
+            return found
+        if match is Match.PARTIAL and partial is None and isinstance(found, str):
+            partial = found
+    return partial or UNMATCHED
 
 
 class Observe:

@@ -131,6 +131,8 @@ def test_metrics_on_the_app_are_for_operators_and_the_platform_only(server: Serv
                                     "identifier": [{"system": ID_CARD, "value": "110105199001011237"}]})
     assert made.status_code == 201, made.text
     person = server.app.platform.mpi.person_of(made.json()["id"])
+    with _platform(server) as platform:
+        before = _scrape(platform, "/metrics")
     accounts = server.accounts
     resident = accounts.add_resident(person, phone="13912340000")
     org = c.post("/Organization", json={"resourceType": "Organization", "name": "第九医院",
@@ -149,11 +151,18 @@ def test_metrics_on_the_app_are_for_operators_and_the_platform_only(server: Serv
     r = httpx.get(server.root + "/metrics")
     assert r.status_code == 401 and "hutong_" not in r.text
     assert "Bearer" in r.headers["www-authenticate"]
+    assert httpx.get(server.url + "/Patient/someone").status_code == 401
+    # refusals are counted under the template too (the gate answered before the router)
     with _platform(server) as platform:
         text = _scrape(platform, "/metrics")
-    # refusals are counted under the template too (the gate answered before the router)
-    assert _value(text, "hutong_http_requests_total", route="/metrics", method="GET", status="403") == 3
-    assert _value(text, "hutong_http_requests_total", route="/metrics", method="GET", status="401") >= 1
+
+    def moved(**labels: str) -> float:
+        return _value(text, "hutong_http_requests_total", **labels) - _value(before, "hutong_http_requests_total",
+                                                                             **labels)
+
+    assert moved(route="/fhir/{type}/{id}", method="GET", status="401") == 1
+    assert moved(route="/metrics", method="GET", status="403") == 3
+    assert moved(route="/metrics", method="GET", status="401") == 1
     # the refusals were audited like any request
     assert any(e.code == "HT-0104" and e.interaction == "GET /metrics" for e in server.app.platform.audit.search(limit=20))
 
