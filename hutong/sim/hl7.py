@@ -1,11 +1,11 @@
-"""HL7 v2.5.1 messages of a simulated HIS/LIS: ADT^A01/A04/A08, ORM^O01, ORU^R01.
+"""HL7 v2.5.1 messages of a simulated HIS/LIS: ADT^A01/A03/A04/A08, ORM^O01, ORU^R01.
 
 Segments follow HL7 v2.5.1 ch. 2 (MSH), 3 (EVN, PID, PV1), 4 (ORC, OBR) and
 7 (OBX); identifiers carry the national OIDs of WS/T 500's header
 (身份证 2.16.156.10011.1.3) and the institution's 统一社会信用代码 as the
 MRN's assigning authority, as the platform's intake expects.  ``faulty``
-builds the mistakes real interfaces make (an ORU whose OBR-4 is empty), which
-the platform keeps as dead letters (AE).
+variants (an ORU whose OBR-4 is empty; hutong.sim.runner empties PID-3) are the
+mistakes real interfaces make, which the platform keeps as dead letters (AE).
 """
 
 from __future__ import annotations
