@@ -187,7 +187,12 @@ def _sample_pool(repo: Repository) -> None:
 
 
 def multiprocess() -> bool:
-    return bool(os.environ.get(MULTIPROC_ENV))
+    """This process's metrics live in the multiprocess directory: PROMETHEUS_MULTIPROC_DIR
+    was set before prometheus_client was first imported here (``hutong demo`` imports
+    it before ``hutong serve``'s code sets the variable, and then serves in one process)."""
+    from prometheus_client import values
+
+    return bool(os.environ.get(MULTIPROC_ENV)) and values.ValueClass is not values.MutexValue
 
 
 def registry_for(repo: Repository) -> CollectorRegistry:
