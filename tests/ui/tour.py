@@ -181,6 +181,10 @@ def build(ui: UiRegion, browser: Browser) -> Iterator[Tour]:
         ("console-audit", "auditor", _goto(f"/console/audit?person={pid}")),
         ("console-users", "operator", _goto("/console/users")),
         ("console-users-residents", "operator", _goto("/console/users?role=resident")),
+        # error pages, as their users meet them
+        ("error-no-basis", "clinician", _goto("/clinician/apps")),
+        ("error-audit-query", "auditor", _goto("/console/audit?since=yesterday")),
+        ("error-role", "resident", _goto("/console/users")),
     ]
     try:
         yield Tour(tabs, pages, {"person": person, "id_number": idno})

@@ -59,7 +59,31 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "record.heading": ("健康档案：{name}", "Health record: {name}"),
     "error.title": ("无法完成请求", "The request could not be completed"),
     "error.back": ("返回", "Back"),
+    "error.generic": ("请求未能完成，请返回重试；如仍有问题，请将下方代码告知服务台。",
+                      "The request could not be completed; if it persists, give the code below to the service desk."),
 }
+
+# What the error page says for the codes a portal user meets (hutong.errors); the
+# raise site's own sentence is for developers and shown in English only.
+MESSAGES.update({f"error.{code}": texts for code, texts in {
+    "HT-0041": ("请求参数有误，请返回重试。", "A parameter of the request is invalid."),
+    "HT-0056": ("找不到该人员或记录。", "No such person or record."),
+    "HT-0058": ("该复核项已处理或记录已变化，请刷新后重试。", "The item was decided already or has changed."),
+    "HT-0100": ("请先登录。", "Please sign in."),
+    "HT-0103": ("您没有查看此居民档案的依据（诊疗关系、居民授权或紧急授权）。",
+                "You have no basis to see this resident's record (treatment, consent or break-glass)."),
+    "HT-0104": ("您的角色不能进行此操作，或页面已过期，请刷新后重试。",
+                "Your role may not do this, or the page has expired: reload it."),
+    "HT-0120": ("密码不符合密码规则。", "The password does not meet the password policy."),
+    "HT-0135": ("账户信息有误（未知账户、用户名重复或缺少必填项）。",
+                "Account request invalid (unknown account, duplicate name or missing field)."),
+    "HT-0136": ("找不到该机构或人员。", "Unknown institution or person."),
+    "HT-0141": ("找不到该审计记录。", "No such audit record."),
+    "HT-0143": ("请选择复核结论。", "Choose a verdict."),
+    "HT-0144": ("该紧急授权访问已复核。", "That access was reviewed already."),
+    "HT-0145": ("查询条件有误，请检查日期和数字。", "A search field is invalid: check the dates and numbers."),
+    "HT-0146": ("您只能查看本人或您代办的人的档案。", "You may only see your own record or those you act for."),
+}.items()})
 
 # FHIR status codes (MedicationRequest.status, Condition.clinicalStatus, Encounter.status, ...) as
 # words: pages show ``t.status(code)``; a code not listed here is shown as it is.

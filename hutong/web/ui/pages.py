@@ -30,7 +30,7 @@ from hutong.security.oauth import AuthService
 from hutong.security.policy import Access
 from hutong.security.principal import Principal, Role
 from hutong.web.ui import session
-from hutong.web.ui.i18n import LANGS, SIGNIN_ERRORS, Translator
+from hutong.web.ui.i18n import LANGS, MESSAGES, SIGNIN_ERRORS, Translator
 
 HERE = Path(__file__).parent
 STATIC = HERE.parent / "static"
@@ -53,6 +53,19 @@ def error_key(code: str | None) -> str | None:
     if not code:
         return None
     return f"signin.err.{code}" if code in SIGNIN_ERRORS else "signin.err.generic"
+
+
+def error_words(e: HutongError, lang: str) -> str:
+    """What the error page says: the code's words from the i18n table; else a
+    raise site's own Chinese sentence; else (zh-CN) a generic line, the
+    developer's English sentence only on English pages."""
+    t = Translator(lang)
+    key = f"error.{e.code}"
+    if key in MESSAGES:
+        return t(key)
+    if any("\u4e00" <= ch <= "\u9fff" for ch in e.message) or lang == "en":
+        return e.message
+    return t("error.generic")
 
 
 class ResendWait:
@@ -114,7 +127,7 @@ class Pages:
         return resp
 
     def error(self, request: Request, e: HutongError) -> HTMLResponse:
-        return self.render(request, "error.html", status=e.status, error=e)
+        return self.render(request, "error.html", status=e.status, error=e, words=error_words(e, self.lang(request)))
 
 
 def access_of(request: Request) -> Access:
