@@ -13,6 +13,7 @@ raw ids.
 
 from __future__ import annotations
 
+import json
 import re
 
 import lxml.html
@@ -52,6 +53,16 @@ HIDDEN = ("script", "style", "template", "noscript")
 def visible_text(html: str) -> tuple[list[str], list[str]]:
     """(words: text to scan for English and ids, codes: text inside <code>, scanned for ids only)."""
     doc = lxml.html.document_fromstring(html)
+    # Chart.js configs (<script type="application/json">): their dataset labels are the legend a reader sees
+    legends = []
+    for el in doc.xpath("//script[@type='application/json']"):
+        try:
+            cfg = json.loads(el.text or "null")
+        except ValueError:
+            continue
+        if isinstance(cfg, dict):
+            legends += [str(d["label"]) for d in (cfg.get("data") or {}).get("datasets") or ()
+                        if isinstance(d, dict) and d.get("label")]
     for el in doc.iter(*HIDDEN):
         el.drop_tree()
     for el in doc.xpath("//*[@hidden or @aria-hidden='true']"):
@@ -61,7 +72,7 @@ def visible_text(html: str) -> tuple[list[str], list[str]]:
         el.drop_tree()
     out = [str(t) for t in doc.xpath("//body//text()") if t.strip()]
     out += [str(a) for a in doc.xpath("//body//@aria-label | //body//@placeholder") if a.strip()]
-    return out, codes
+    return out + legends, codes
 
 
 def allowed(word: str, names: set[str]) -> bool:
@@ -96,12 +107,14 @@ def findings(html: str, codes: set[str], names: frozenset[str] = frozenset()) ->
 
 def test_scanner_finds_english_and_ids() -> None:
     html = ("<html><body><p>复核人：acct-0123abcdef 已 completed</p><td>Hb 155 g/L</td>"
-            "<script>var x = 'English words';</script><p aria-label='upper'>上限</p><span>E11.9</span>"
-            "<code>GET /fhir/Patient</code><code>mpi-0a1b2c3d</code></body></html>")
+            "<script>var x = 'English words';</script><p aria-label='upper bound'>上限</p><span>E11.9</span>"
+            "<code>GET /fhir/Patient</code><code>mpi-0a1b2c3d</code>"
+            "<script type='application/json'>{\"data\": {\"datasets\": [{\"label\": \"上限 / upper\"}]}}</script>"
+            "</body></html>")
     got = findings(html, {"12110105MB0123456X"})
     assert any("acct-0123abcdef" in f for f in got)
     assert any("'completed'" in f for f in got)
-    assert any("'upper'" in f for f in got)
+    assert any("'upper' in '上限" in f for f in got), got
     assert any("'Hb'" in f for f in got)
     assert any("repeated" in f for f in findings("<p>C反应蛋白 · C反应蛋白</p>", set()))
     assert any("emoji" in f for f in findings("<p>⏳ 待复核</p>", set()))
