@@ -53,11 +53,26 @@ def _metrics_directory() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The multiprocess directory is this run's only: a caller in the same process
+    # (tests, `hutong demo`) must not find it set afterwards, since a second run would
+    # empty it under the first one's open metric files (their counts then vanish).
+    before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    try:
+        return _run(args)
+    finally:
+        if before is None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        else:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
+
+
+def _run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise SystemExit(f"hutong serve: invalid port {args.port}")
     if args.database:
         os.environ["HUTONG_DATABASE_URL"] = args.database
-    _metrics_directory()  # before any process imports prometheus_client (the workers inherit it)
+    if args.workers > 1:  # one process needs no shared directory (and counts cheaper without it)
+        _metrics_directory()  # before any process imports prometheus_client (the workers inherit it)
     from hutong import logs
     from hutong.config import Settings
     from hutong.errors import ConfigError as _BadSetting

@@ -39,8 +39,10 @@ ACRONYMS = {  # standard names clinicians and officials use as such, untranslate
 BRANDS = {"Hutong", "Chart.js"}
 # Codes shown in a code column or as a stable error code: ICD-10 (E11.9), error codes (HT-0104).
 CODE = re.compile(r"^(?:[A-Z]\d{2}(?:\.\d{1,3})?|HT-\d{4}|[A-Z]\d{2}-[A-Z]\d{2})$")
-WORD = re.compile(r"(?<![A-Za-z0-9^/])(?:10\^\d+/)?[A-Za-z\u00b5\u03bc][A-Za-z0-9\u00b5\u03bc]*"
-                  r"(?:[/.^-][A-Za-z0-9\u00b5\u03bc.]+)*")
+# A Latin letter joined to Han characters is part of the Chinese term (C反应蛋白, B超, X线):
+# not an English word.
+WORD = re.compile(r"(?<![A-Za-z0-9^/])(?>(?:10\^\d+/)?[A-Za-z\u00b5\u03bc][A-Za-z0-9\u00b5\u03bc]*"
+                  r"(?:[/.^-][A-Za-z0-9\u00b5\u03bc.]+)*)(?![\u4e00-\u9fff])")  # atomic: no shorter retry
 RAW_ID = re.compile(r"\bacct-[0-9a-f]{6,}|\bmpi-[0-9A-Za-z-]{4,}|\borg-\d{4}\b|"
                     r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 # "C反应蛋白 · C反应蛋白": one name twice around a separator

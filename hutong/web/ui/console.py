@@ -404,6 +404,22 @@ def _done(request: Request, allowed: tuple[str, ...]) -> str | None:
     return v if v in allowed else None
 
 
+# The last message's kind in words beside its code (HL7 v2.5 table 0076/0003 events; the
+# WS/T 500 document types): an integration engineer reads the code, everyone else the words.
+HL7_KINDS = {"ADT^A01": "入院登记", "ADT^A02": "转科", "ADT^A03": "出院", "ADT^A04": "门诊登记",
+             "ADT^A08": "信息更新", "ADT^A40": "合并患者", "ORU^R01": "检验检查结果", "ORM^O01": "医嘱"}
+
+
+def kind_label(kind: str | None) -> str:
+    """A message kind ("ADT^A04", a WS/T 500 type code like "C0002") in words, "" when unknown."""
+    if not kind:
+        return ""
+    from hutong.ingest.cda.doctypes import BY_CODE
+
+    doc = BY_CODE.get(kind)
+    return doc.title if doc is not None else HL7_KINDS.get(kind[:7], "")
+
+
 def review_reason(reason: str | None) -> str:
     """The message key of an MPI review reason (hutong.mpi.matcher stores English sentences)."""
     r = reason or ""
@@ -576,7 +592,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         rows, chart_specs, any_messages = await run_in_threadpool(load)
         return render(request, "console/institutions.html", rows=rows, charts=chart_specs, days=days,
                       periods=PERIODS, any_messages=any_messages, icons=STATUS_ICON, beijing=beijing,
-                      online_hours=ONLINE_HOURS, silent_hours=SILENT_HOURS)
+                      online_hours=ONLINE_HOURS, silent_hours=SILENT_HOURS, kind_label=kind_label)
 
     # ------------------------------------------------------------ identity review
     def org_names(request: Request) -> dict[str, str]:
