@@ -49,7 +49,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -114,6 +114,9 @@ PATIENT_PARAMS = frozenset({"patient", "subject", "beneficiary", "_id", "link", 
 # paging and presentation only (no _has, _include, chains or other criteria).
 LOOKUP_PARAMS = frozenset({"identifier", "_count", "_summary", "_elements", "_total", "_format", "_tag", "_cursor",
                            "_pretty"})
+
+# The region's time zone (Beijing): the days residents and institutions write dates in.
+REGION_TZ = timezone(timedelta(hours=8))
 
 
 @dataclass
@@ -200,7 +203,11 @@ class Access:
 
     # ------------------------------------------------------------ lookups
     def now_iso(self) -> str:
-        return datetime.fromtimestamp(self.clock() / 1000, UTC).isoformat()
+        """Now in the region's own time (Beijing, UTC+8): a Consent's period is written in
+        calendar days as the resident lives them (``2026-12-08`` starts at 00:00 in Beijing,
+        16:00 UTC the day before), and ``_in_period`` compares dates as text, so a UTC "now"
+        left a consent granted between 00:00 and 08:00 without effect until 08:00."""
+        return datetime.fromtimestamp(self.clock() / 1000, REGION_TZ).isoformat()
 
     def managing_org(self, patient_id: str) -> str | None:
         """Organization id managing a source Patient (None: golden, unknown, or unmanaged)."""
