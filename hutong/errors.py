@@ -216,6 +216,14 @@ CODES: dict[str, str] = {
     "HT-0423": "HUTONG_METRICS_ADDRESS is not host:port",
     "HT-0424": "HUTONG_LOG_FORMAT is neither json nor text",
     "HT-0425": "HUTONG_LOG_LEVEL is not a log level (debug, info, warning, error, critical)",
+    # 0450-0459: answering residents' correction requests (纠偏权; hutong.security.corrections; issue 16, item 8)
+    "HT-0450": "this clinician's post is not designated to answer correction requests",
+    "HT-0451": "an answer may not rewrite the request, nor change a final answer",
+    "HT-0452": "a resident may not answer a correction request (only file, add information, or withdraw it)",
+    "HT-0453": "the correction request was answered or changed meanwhile (reload the page)",
+    "HT-0454": "the answer lacks what it must say (a reason to refuse, a question, what was corrected)",
+    "HT-0455": "no such open correction request addressed to your institution",
+    "HT-0456": "a correction request must be about an item of one's own record, addressed to the institution holding it",
 }
 
 

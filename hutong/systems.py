@@ -63,3 +63,9 @@ ANTIBIOTIC_TIER_EXT = EXT_BASE + "antibiotic-tier"
 SURGERY_GRADE_EXT = EXT_BASE + "surgery-grade"
 ANTIBIOTIC_TIER_SYSTEM = CODESYSTEM_BASE + "antibiotic-tier"
 SURGERY_GRADE_SYSTEM = CODESYSTEM_BASE + "surgery-grade"
+# A post an institution designates to answer residents' correction requests
+# (纠偏权, PIPL Art. 46: 医务科/病案管理): a PractitionerRole.code coding
+# (practitionerrole-definitions.html#PractitionerRole.code, "roles which this
+# practitioner is authorized to perform"); hutong.security.corrections reads it.
+DUTY_SYSTEM = CODESYSTEM_BASE + "practitioner-duty"
+CORRECTION_OFFICER = "correction-officer"

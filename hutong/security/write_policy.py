@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from hutong.errors import Forbidden
 from hutong.security import consent as consent_rules
+from hutong.security import corrections
 from hutong.security.decision import (
     DIRECTORY_TYPES,
     ENTERED_BY,
@@ -93,11 +94,14 @@ class WritePolicy:
             if not d.allowed:
                 raise d.refusal()
             self.access.persons.update(self.access.my_persons())
-            return False
+            return self._check_person_task(w, resource, current) if type == "Task" and resource is not None \
+                else False
         org = self.access.principal.organization_id
         assert org is not None
-        if type == "Task" and self._check_task_write(org, resource, current):
-            return False
+        if type == "Task":
+            answered = self._check_task_write(w, org, resource, current)
+            if answered is not None:
+                return answered
         stamped = False
         if type == "Patient" and resource is not None:
             if current is not None:
@@ -135,14 +139,19 @@ class WritePolicy:
         self.access.written.update({id} if type == "Patient" else patients)
         return stamped
 
-    def _check_task_write(self, org: str, resource: dict[str, Any] | None, current: Stored | None) -> bool:
+    def _check_task_write(self, w: Writer, org: str, resource: dict[str, Any] | None,
+                          current: Stored | None) -> bool | None:
         """Tasks an institution writes (issue 12 finding 14).  Correction requests
         (纠偏权) are made by residents only; the institution they are addressed to
-        answers them (True: an answer, which needs no registration of its own), and
-        may neither delete, readdress nor re-purpose them.  Any other Task is the
-        institution's own work item: it may not be addressed to another institution
-        (``owner`` Organization: that would put it in their queue) nor be turned
-        into a correction request, and its ``for`` and ``owner`` stay as created."""
+        answers them (an answer needs no registration of its own: the result is
+        whether the answer was stamped), and may neither delete, readdress nor
+        re-purpose them; among its clinicians only a designated post answers, and
+        an answer leaves the request as the resident wrote it
+        (hutong.security.corrections, issue 16 item 8).  Any other Task is the
+        institution's own work item (None: checked as a record of its patients):
+        it may not be addressed to another institution (``owner`` Organization:
+        that would put it in their queue) nor be turned into a correction
+        request, and its ``for`` and ``owner`` stay as created."""
         own = f"Organization/{org}"
         earlier = _body(current) if current is not None and not current.deleted else None
         if earlier is not None and _is_correction(earlier) and _owner_of(None, current) == own:
@@ -152,9 +161,16 @@ class WritePolicy:
                 raise Forbidden("HT-0102", "an answer may not change whose request it is or whom it is to")
             if not _is_correction(resource):
                 raise Forbidden("HT-0102", "only correction requests are answered this way")
-            return True
+            if self.access.role is Role.CLINICIAN:
+                post = self.access.principal.practitioner_role_id
+                stored = w.read_current("PractitionerRole", post) if post else None
+                if not corrections.designated(_body(stored) if stored is not None and not stored.deleted else None,
+                                              org, self.access.principal.practitioner_id):
+                    raise Forbidden("HT-0450", "only the posts your institution designates (医务科/病案管理) "
+                                               "answer correction requests")
+            return corrections.check_answer(earlier, resource, org)
         if resource is None:
-            return False
+            return None
         if _is_correction(resource):
             raise Forbidden("HT-0102", "correction requests are made by residents; institutions answer them")
         addressee = _owner_of(resource, None)
@@ -163,7 +179,24 @@ class WritePolicy:
         if earlier is not None and (resource.get("for") != earlier.get("for")
                                     or resource.get("owner") != earlier.get("owner")):
             raise Forbidden("HT-0102", "a Task's for and owner stay as created")
-        return False
+        return None
+
+    def _check_person_task(self, w: Writer, resource: dict[str, Any], current: Stored | None) -> bool:
+        """A resident's correction request (hutong.security.corrections): filed
+        about an item of their own record and addressed to the institution that
+        manages it (so it reaches that institution's inbox and no other); later
+        versions only add information or withdraw it."""
+        earlier = _body(current) if current is not None and not current.deleted else None
+        if earlier is None:
+            kind, _, rid = _ref(resource.get("focus")).partition("/")
+            item = w.read_current(kind, rid) if kind and rid and kind not in DIRECTORY_TYPES else None
+            patients = self._stored_patients(w, item) if item is not None and not item.deleted else set()
+            mine = set(self.access.my_patients())
+            owners = {f"Organization/{self._managed_in(w, p)}" for p in patients}
+            if not patients or not patients <= mine or _owner_of(resource, None) not in owners:
+                raise Forbidden("HT-0456", "a correction request is about an item of your own record (Task.focus) "
+                                           "and addressed to the institution holding it (Task.owner)")
+        return corrections.check_person_write(earlier, resource)
 
     def _keep_owner(self, w: Writer, id: str, resource: dict[str, Any], was: str | None) -> bool:
         """A later version of a registration names its stored owner (stamped when

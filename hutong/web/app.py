@@ -42,6 +42,7 @@ from hutong.web.application import HutongApp, add_routes, get_platform
 from hutong.web.headers import SecurityHeaders
 from hutong.web.ui import clinician as clinician_portal
 from hutong.web.ui import console as console_portal
+from hutong.web.ui import corrections_inbox
 from hutong.web.ui import pages as ui_pages
 from hutong.web.ui import resident as resident_portal
 from hutong.web.ui import session as ui_session
@@ -96,6 +97,7 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     # The portals (issue 7): pages over the same services, policy and audit.
     ui_pages.register(app, p.auth, ui)
     clinician_portal.register(app, ui, p)
+    corrections_inbox.register(app, ui, p)  # 纠偏权: the institution answers residents' correction requests
     console_portal.register(app, ui, p)
     resident_portal.register(app, ui, p)
     smart_routes.register(app, ui, p)  # SMART App Launch: authorize, EHR launch, 已授权的应用 (issue 15)

@@ -141,6 +141,10 @@ PAGES: dict[tuple[str, str], Page] = {
     ("POST", "/clinician/patient/{person}/break-glass"): Page(),
     ("GET", "/clinician/patient/{person}/record"): Page(resident=403),
     ("GET", "/clinician/document/{doc_id}"): Page(resident=403),
+    # correction requests inbox (hutong.web.ui.corrections_inbox): designated clinicians only
+    ("GET", "/clinician/corrections"): Page(resident=403),
+    ("GET", "/clinician/corrections/{task_id}"): Page(resident=403),
+    ("POST", "/clinician/corrections/{task_id}"): Page(),
     # commission console: commission, auditors, operators
     ("GET", "/console"): Page(resident=403), ("GET", "/console/identity"): Page(resident=403),
     ("POST", "/console/identity/{review_id}/link"): Page(), ("POST", "/console/identity/{review_id}/reject"): Page(),
@@ -329,7 +333,7 @@ def test_every_page_as_a_resident(region: Region) -> None:
                 if page.public:
                     continue
                 vals = {"person": region.ids["S"], "doc_id": region.ids["obsS"], "review_id": "1", "seq": "1",
-                        "account_id": "acct-x", "consent_id": "x", "grant_id": "x"}
+                        "account_id": "acct-x", "consent_id": "x", "grant_id": "x", "task_id": "x"}
                 path = fill(template, vals)
                 before = newest_seq(server)
                 r = http.request(method, path, data={"csrf": "forged"} if method == "POST" else None)

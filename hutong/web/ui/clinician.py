@@ -52,7 +52,7 @@ from hutong.security.policy import Access
 from hutong.security.principal import Role
 from hutong.systems import HEALTH_CARD, ID_CARD
 from hutong.web import access_ops
-from hutong.web.ui import cda_render, i18n
+from hutong.web.ui import cda_render, corrections_inbox, i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 from hutong.web.ui.record import grouped_labs, trend_chart
 
@@ -418,8 +418,11 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> ClinicianPortal:
 
     @app.get("/clinician", response_class=HTMLResponse)
     async def clinician_home(request: Request) -> Response:
-        portal.service(request)  # role check
-        return pages.render(request, "clinician/search.html", form={"mode": "id"}, results=None, problem=None)
+        svc, access = portal.service(request)  # role check
+        # The correction requests inbox, for the posts that answer them (hutong.web.ui.corrections_inbox).
+        inbox = await run_in_threadpool(corrections_inbox.open_count, svc, access)
+        return pages.render(request, "clinician/search.html", form={"mode": "id"}, results=None, problem=None,
+                            corrections=inbox)
 
     @app.post("/clinician/search", response_class=HTMLResponse)
     async def clinician_search(request: Request) -> Response:
