@@ -264,7 +264,7 @@ class BundleProcessor:
             for v, matches in by_id.items():
                 access = self.service.access_in(w)
                 if access is not None:
-                    matches = access.write_visible(matches)
+                    matches = access.write_visible(w, matches)
                 for i in by_value[v]:
                     out[i] = matches
         return out

@@ -587,11 +587,15 @@ class Access:
             return AccessScope((Grant(managed_by=self.principal.organization_id),))
         return AccessScope(())
 
-    def write_visible(self, rows: Sequence[Stored]) -> list[Stored]:
-        """:meth:`write_scope` for rows found another way (bundle identifier lookups)."""
+    def write_visible(self, w: Writer, rows: Sequence[Stored]) -> list[Stored]:
+        """:meth:`write_scope` for rows found another way inside the write ``w``
+        (bundle identifier lookups).  The facts are read through ``w``: a
+        registration an earlier savepoint of the same group commit created is
+        not committed yet, and judged from outside it looked like nobody's, so
+        the next message about that new patient created a second one (issue 17)."""
         if self.unrestricted:
             return list(rows)
-        comps = self.compartments([s.pk for s in rows])
+        comps = self.facts.compartments_in(w, [s.pk for s in rows])
         mine = set(self.my_patients()) if self.role in PERSON_ROLES else set()
         org = self.principal.organization_id if self.role in ORG_ROLES else None
         out = []
@@ -600,7 +604,7 @@ class Access:
                 out.append(s)
             elif self.role in PERSON_ROLES and comps.get(s.pk, set()) & mine:
                 out.append(s)
-            elif org and any(self.managing_org(p) == org for p in comps.get(s.pk, set())):
+            elif org and any(self.facts.managed_in(w, p) == org for p in comps.get(s.pk, set())):
                 out.append(s)
         return out
 

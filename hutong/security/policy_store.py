@@ -144,6 +144,18 @@ class PolicyFacts:
             return str(row[1]) if row[1] is not None else None
         return w.ctx.pending_owners.get(patient_id)
 
+    def compartments_in(self, w: Writer, pks: Sequence[int]) -> dict[int, set[str]]:
+        """:meth:`compartments`, inside a write: rows the open transaction wrote count."""
+        out: dict[int, set[str]] = {pk: set() for pk in pks}
+        for i in range(0, len(pks), 500):
+            chunk = list(pks[i:i + 500])
+            for pk, pid in _sql(w).execute(
+                    "SELECT res_pk, patient_id FROM compartment WHERE res_pk IN ("  # noqa: S608 (placeholders only)
+                    + ",".join("?" * len(chunk)) + ")",
+                    chunk).fetchall():
+                out[int(pk)].add(str(pid))
+        return out
+
     def last_live(self, w: Writer, current: Stored) -> dict[str, Any] | None:
         """The body of ``current``, or if it is deleted, of its last version before."""
         if not current.deleted:
