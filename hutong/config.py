@@ -46,6 +46,8 @@ VARIABLES: tuple[Variable, ...] = (
              "template, status, duration, request id)"),
     Variable("HUTONG_METRICS_ADDRESS", "", "host:port of a separate /metrics listener (e.g. 127.0.0.1:9100); "
              "unset: /metrics on the app, for operator and platform accounts only"),
+    Variable("HUTONG_MAX_IN_FLIGHT", "256", "requests one server worker takes at once; the next get 503 with "
+             "Retry-After at once (HT-0560) instead of waiting until they time out; 0 = no limit"),
     # --- passwords and sessions
     Variable("HUTONG_PASSWORD_MIN_LENGTH", "8", "shortest staff password"),
     Variable("HUTONG_PASSWORD_MIN_CLASSES", "3", "character classes a password needs (lower, upper, digit, symbol)"),
@@ -122,13 +124,18 @@ class Settings:
     inline_reads: bool = True
     # host:port of the separate metrics listener (hutong serve starts it); None: /metrics on the app, gated.
     metrics_address: str | None = None
+    # Requests in flight per worker before 503 + Retry-After (hutong.web.overload); 0 = no limit.
+    max_in_flight: int = 256
 
     @classmethod
     def from_env(cls, database_url: str | None = None) -> Settings:
+        if env_int("HUTONG_MAX_IN_FLIGHT", 256) < 0:
+            raise ConfigError("HT-0561", "HUTONG_MAX_IN_FLIGHT must be 0 (no limit) or more")
         return cls(
             database_url=resolve_url(database_url),
             base_url=env("HUTONG_BASE_URL") or None,
             max_body_bytes=env_int("HUTONG_MAX_BODY_BYTES", 16 * 1024 * 1024),
             inline_reads=env("HUTONG_INLINE_READS") != "0",
             metrics_address=env("HUTONG_METRICS_ADDRESS") or None,
+            max_in_flight=env_int("HUTONG_MAX_IN_FLIGHT", 256),
         )

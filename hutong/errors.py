@@ -224,6 +224,9 @@ CODES: dict[str, str] = {
     "HT-0454": "the answer lacks what it must say (a reason to refuse, a question, what was corrected)",
     "HT-0455": "no such open correction request addressed to your institution",
     "HT-0456": "a correction request must be about an item of one's own record, addressed to the institution holding it",
+    # 0560-0569: overload (hutong.web.overload, hutong.ingest.hl7v2.listener; issue 17)
+    "HT-0560": "server busy: too many requests in flight, nothing was done; retry after the Retry-After delay",
+    "HT-0561": "HUTONG_MAX_IN_FLIGHT must not be negative",
 }
 
 

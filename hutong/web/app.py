@@ -32,6 +32,7 @@ from hutong.web import (
     methods,
     metrics,
     outcomes,
+    overload,
     public_assets,
     sharing_routes,
     smart_routes,
@@ -70,6 +71,9 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     app.add_middleware(methods.OwnPaths, routes=app.routes)
     app.add_middleware(fhir_http.JsonOnly)  # _format / Accept: JSON, else 406 (hutong.web.fhir_http)
     gate.install(app, p.repo, p.security, p.authenticator, p.audit)
+    # Outside the gate (no audit row, no work for a request it sheds), inside the metrics:
+    # at most max_in_flight requests, the next 503 + Retry-After (hutong.web.overload, issue 17).
+    app.add_middleware(overload.ShedLoad, limit=p.settings.max_in_flight)
     # Requests counted and timed by route template (hutong.web.metrics), the gate's refusals included.
     app.add_middleware(metrics.Observe, routes=app.routes)
     app.add_middleware(methods.HeadAsGet)  # outside the gate: HEAD is authenticated and audited as GET
