@@ -158,6 +158,22 @@ CODES: dict[str, str] = {
                "(data quality)",
     # 0350-0359: authorisation bound to each request and job (hutong.security.guard; issue 13 item 3)
     "HT-0350": "a write without a principal (no caller's Access bound to the transaction) is refused",
+    # 0520-0539: the CDS Hooks 2.0 service (hutong.cds.service, hutong.web.cds_routes; issue 14, item 1)
+    "HT-0520": "CDS Hooks request malformed (not a JSON object, hook/hookInstance/context missing or mistyped)",
+    "HT-0521": "unknown CDS service id",
+    "HT-0522": "the request's hook is not the hook this CDS service answers",
+    "HT-0523": "CDS Hooks context lacks a field the hook requires (patientId, userId, draftOrders ...)",
+    "HT-0524": "fhirAuthorization malformed (access_token, token_type Bearer, expires_in, scope, subject)",
+    "HT-0525": "fhirAuthorization token invalid or expired",
+    "HT-0526": "fhirAuthorization token belongs to another account than the caller's bearer token",
+    "HT-0528": "no access basis for the hook's patient (own registration, treatment, consent or break-glass)",
+    "HT-0529": "context.userId names another user than the caller, or a post outside the caller's institution",
+    "HT-0530": "prefetch missing and the patient cannot be fetched from this platform",
+    "HT-0532": "CDS feedback malformed (card uuid, outcome accepted|overridden, overrideReason, outcomeTimestamp)",
+    "HT-0533": "CDS feedback names a card this caller was not given by this service",
+    "HT-0534": "override reason not one the card offered, or the card may not be overridden (hard stop)",
+    "HT-0535": "a CDS rule failed to evaluate: its cards were left out (operators: see the log and metric)",
+    "HT-0536": "prefetch entry malformed (not a FHIR resource or Bundle) or about another patient",
     # 0310-0319: one ingestion envelope (hutong.ingest: Receipt codes; issue 13, item 5)
     "HT-0310": "received message unreadable (HL7 v2 does not parse; CDA header unreadable); kept as a dead letter",
     "HT-0311": "received message names no registered institution (MSH-4, CDA custodian); kept as a dead letter",

@@ -150,8 +150,8 @@ class Link:
 class Card:
     """"Card Attributes" (CDS Hooks 2.0).  ``rule`` names the Hutong rule that made
     the card (not sent; the service records it with the card's uuid so feedback
-    counts per rule).  A hard stop is a ``critical`` card without suggestions or
-    overrideReasons: there is nothing to accept and nothing to override."""
+    counts per rule).  A hard stop is a ``critical`` card without overrideReasons:
+    it cannot be overridden (its only suggestion, if any, removes the draft order)."""
 
     summary: str
     indicator: Indicator
@@ -220,6 +220,10 @@ class HookRequest:
     fhir_server: str | None = None
     fhir_authorization: FhirAuthorization | None = None
     prefetch: dict[str, Any] = field(default_factory=dict)
+    # The PractitionerRole of context.userId as stored (the caller's own post, or,
+    # for an institution system, a post of that institution): privileges are read
+    # from it, never from anything the request carries.  None: no post on record.
+    user_role: dict[str, Any] | None = None
 
     @property
     def patient_id(self) -> str | None:
@@ -301,3 +305,23 @@ class Rule(Protocol):
     def hooks(self) -> frozenset[str]: ...
 
     def evaluate(self, request: HookRequest, ctx: RuleContext) -> list[Card]: ...
+
+
+def remove_order(order: dict[str, Any], label: str = "撤销此医嘱") -> Suggestion:
+    """The suggestion that removes a draft order ("Action" type delete, resourceId
+    ``Type/id`` of the draft in context.draftOrders)."""
+    ref = f"{order.get('resourceType')}/{order.get('id')}"
+    return Suggestion(label=label, actions=(Action("delete", label, resource_id=ref),), is_recommended=True)
+
+
+def order_name(order: dict[str, Any]) -> str:
+    """A draft order's name for a card: the drug, test or procedure as coded (text first)."""
+    for key in ("medicationCodeableConcept", "code"):
+        cc = order.get(key)
+        if isinstance(cc, dict):
+            if isinstance(cc.get("text"), str) and cc["text"]:
+                return str(cc["text"])
+            for c in cc.get("coding") or []:
+                if isinstance(c, dict) and (c.get("display") or c.get("code")):
+                    return str(c.get("display") or c.get("code"))
+    return f"{order.get('resourceType')}/{order.get('id')}"

@@ -23,6 +23,7 @@ from hutong.web import (
     access_routes,
     audit_routes,
     auth_routes,
+    cds_routes,
     fhir_http,
     fhir_routes,
     gate,
@@ -98,6 +99,7 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     add_routes(app, ingest_routes.router(p))
     add_routes(app, audit_routes.router(p.audit))
     add_routes(app, sharing_routes.router(p.repo, p.security, p.audit.record))
+    add_routes(app, cds_routes.router(p))  # CDS Hooks 2.0: /cds-services (issue 14)
     # The portals (issue 7): pages over the same services, policy and audit.
     ui_pages.register(app, p.auth, ui)
     clinician_portal.register(app, ui, p)

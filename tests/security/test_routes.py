@@ -77,6 +77,9 @@ ROUTES: dict[tuple[str, str], Public | Auth] = {
     ("GET", "/audit/verify"): Auth(403), ("GET", "/audit/break-glass"): Auth(403),
     ("POST", "/audit/break-glass/{seq}/review"): Auth(403),
     ("GET", "/me/access-log"): Auth(200),
+    # CDS Hooks 2.0 (hutong.web.cds_routes; issue 14): clinicians and institution systems only
+    ("GET", "/cds-services"): Auth(403), ("POST", "/cds-services/{id}"): Auth(403),
+    ("POST", "/cds-services/{id}/feedback"): Auth(403),
     # sharing requests (hutong.web.sharing_routes): institutions, commission
     ("POST", "/sharing/requests"): Auth(403), ("GET", "/sharing/requests"): Auth(403),
     ("GET", "/sharing/requests/{request_id}"): Auth(403),
