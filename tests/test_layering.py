@@ -56,6 +56,7 @@ ALLOWED = (
     "hutong/mpi/state.py",
     "hutong/ingest/inbox.py",
     "hutong/quality/quality_store.py",
+    "hutong/cds/knowledge_store.py",  # decision-support knowledge (issue 14, item 2)
 )
 
 # The composition root builds the concrete repository (DESIGN.md: platform.py),

@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     # `hutong db` (schema migrations, issue 13 item 2) moves here once its owner is done.
     "hutong.store.db_cmd",
     "hutong.cli.backup",  # `hutong backup`, `hutong restore` (issue 18)
+    "hutong.cli.cds",  # decision-support knowledge versions: load, approve, retire (issue 14)
 )
 
 

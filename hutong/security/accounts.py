@@ -180,7 +180,7 @@ TABLES = (account, account_person, refresh_token, revoked_token, otp_challenge, 
 
 
 # Roles whose people must present a TOTP code at sign-in.
-TOTP_ROLES = frozenset({Role.CLINICIAN, Role.COMMISSION, Role.AUDITOR, Role.OPERATOR})
+TOTP_ROLES = frozenset({Role.CLINICIAN, Role.COMMISSION, Role.AUDITOR, Role.OPERATOR, Role.COMMITTEE})
 USER_ROLES = TOTP_ROLES
 CLIENT_ROLES = frozenset({Role.INSTITUTION, Role.PLATFORM})
 OTP_ROLES = frozenset({Role.RESIDENT, Role.DELEGATE})
@@ -195,6 +195,7 @@ DEFAULT_SCOPES: dict[Role, str] = {
     Role.COMMISSION: "user/*.rs",
     Role.AUDITOR: "user/AuditEvent.rs",
     Role.OPERATOR: "",
+    Role.COMMITTEE: "",  # approves knowledge versions (hutong.cds.versions); reads no FHIR data
 }
 
 # Which scope contexts each role may be granted: a resident holding system/*
@@ -208,6 +209,7 @@ ROLE_CONTEXTS: dict[Role, frozenset[str]] = {
     Role.COMMISSION: frozenset({"user"}),
     Role.AUDITOR: frozenset({"user"}),
     Role.OPERATOR: frozenset({"user"}),
+    Role.COMMITTEE: frozenset({"user"}),
 }
 
 OTP_LIFETIME_MS = 5 * 60_000

@@ -25,6 +25,7 @@ class Role(StrEnum):
     COMMISSION = "commission"    # health-commission / information-centre staff
     AUDITOR = "auditor"          # reads the audit trail, reviews break-glass
     OPERATOR = "operator"        # manages accounts, keys, configuration; no clinical reads
+    COMMITTEE = "committee"      # decision-support knowledge committee (seed 004): approves rule versions; no reads
     PLATFORM = "platform"        # the region's own integration engine and loaders (all institutions)
 
 

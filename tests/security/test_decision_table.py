@@ -112,6 +112,8 @@ ROWS: list[tuple[Role, tuple[str, ...], str, str, Basis | None, frozenset[str], 
     (CO, ALL, "Observation", OTHER, None, frozenset(), "search", "deny", "HT-0104"),
     (AU, ALL, "Condition", OTHER, None, frozenset(), "read", "deny", "HT-0104"),
     (OP, ALL, "Patient", OTHER, None, frozenset(), "read", "deny", "HT-0104"),
+    # a committee member approves decision-support knowledge and reads no record (issue 14)
+    (Role.COMMITTEE, ALL, "Observation", OTHER, None, frozenset(), "read", "deny", "HT-0104"),
     (CO, ALL, "Organization", NOBODY, None, frozenset(), "search", "allow", "directory"),
     (AU, ALL, "Practitioner", NOBODY, None, frozenset(), "read", "allow", "directory"),
     (OP, ALL, "Location", NOBODY, None, frozenset(), "read", "allow", "directory"),

@@ -335,6 +335,9 @@ def test_previous_release_upgrades_intact(legacy: tuple[str, dict[str, str]], mo
     after = _snapshot(url)
     assert {t: after[t] for t in before} == before
     assert set(after) - set(before) == {"consent_author", "token_cutoff", "signin_throttle", "audit_chain",
+                                        # 0005: 互认 knowledge (issue 14, item 2)
+                                        "cds_knowledge_version", "cds_hr_item", "cds_hr_item_region",
+                                        "cds_hr_negative", "cds_hr_trigger", "cds_hr_quality", "cds_hr_local_code",
                                         "sharing_request", "sharing_export", "access_grant",
                                         # 0004: SMART App Launch (issue 15)
                                         "smart_client", "smart_authorization", "smart_launch", "smart_grant",

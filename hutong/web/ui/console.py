@@ -259,6 +259,7 @@ i18n.add({
     "role.commission": ("卫健委", "commission"),
     "role.auditor": ("审计员", "auditor"),
     "role.operator": ("运维", "operator"),
+    "role.committee": ("委员会委员", "committee member"),
     "role.institution": ("机构系统", "institution system"),
     "role.platform": ("平台引擎", "platform engine"),
     "role.resident": ("居民", "resident"),

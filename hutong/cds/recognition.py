@@ -1,0 +1,397 @@
+"""Mutual recognition of results at ordering time (检查检验结果互认; issue 14, item 3).
+
+For each draft ServiceRequest of an ``order-select`` or ``order-sign`` call (CDS Hooks 2.0,
+hooks order-select / order-sign: ``context.draftOrders``), :func:`find_equivalents` looks for a
+result of the same standard item among the patient's results across every source patient the
+MPI links to them, read only through the caller's Access (:class:`hutong.cds.cards.RecordSource`:
+a clinician without a basis for another institution's records gets nothing from it, so no card
+content either).  A result counts when:
+
+- it is the same item: the order's code and the result's code resolve to one standard item
+  (LOINC, the item code system, the exam's procedure code, or a local code through the
+  institution's ConceptMap; imaging also by DICOM modality + SNOMED CT body site);
+- its institution is in a region the item's scope mark covers, and the result is no older than
+  that item's window for that region (可互认时间, in Beijing days);
+- its institution passed the item's quality control (室间质评 / imaging QC) on the result's day;
+- neither the item nor a situation of this order is on the 负面清单: the order's priority
+  (stat / asap: 急诊), the encounter's class (EMER), a code in the order's reasonCode or in the
+  patient's active Conditions (妊娠: ICD-10 O, Z33, Z34), or a situation named outright.
+
+The knowledge comes from the approved version in force today (hutong.cds.versions); with none,
+the rule says nothing.  ``order-select`` answers one information card per order with an
+equivalent (result, value, date, institution, scope mark, links to open it) and a suggestion that
+deletes the draft order; ``order-sign`` a warning card whose override needs one of the fixed
+不互认理由 (:data:`OVERRIDE_REASONS`; "其他" with the clinician's own words in the feedback's
+userComment, CDS Hooks 2.0 "Feedback", overrideReason).  Accepting and overriding are recorded
+by the service's feedback endpoint (hutong.cds.service).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+from hutong.cds.cards import (
+    ORDER_SELECT,
+    ORDER_SIGN,
+    Action,
+    Card,
+    Coding,
+    HookRequest,
+    Link,
+    RecordSource,
+    RuleContext,
+    Source,
+    Suggestion,
+)
+from hutong.cds.knowledge import ITEM_SYSTEM, SITUATION_SYSTEM, Item, ItemRegion, Knowledge, Quality
+from hutong.cds.versions import KnowledgeVersions
+from hutong.security.events import AuditRecord
+from hutong.store.repository import Writer
+from hutong.systems import EXT_BASE, ORGANIZATION
+
+RULE_ID = "hutong-recognition"
+REGION_TZ = timezone(timedelta(hours=8))
+REGION_EXT = EXT_BASE + "region-code"   # Organization: GB/T 2260 district (hutong.synth.institutions)
+ACTIVE_CONDITION = ("active", "recurrence", "relapse")
+FINAL = ("final", "amended", "corrected", "appended")
+
+# 不互认理由: why a clinician orders again although a recognisable result exists.
+OVERRIDE_REASONS = (
+    Coding("condition-changed", display="病情变化"),
+    Coding("result-doubtful", display="结果存疑"),
+    Coding("quality-concern", display="质量问题"),
+    Coding("patient-request", display="患者要求"),
+    Coding("other", display="其他(需填写)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Institution:
+    org_id: str
+    code: str                  # 机构代码
+    name: str
+    region: str                # GB/T 2260 province prefix ('' unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class Equivalent:
+    """A recognisable result for one draft order."""
+
+    order_id: str
+    item: Item
+    resource_type: str
+    resource_id: str
+    when: str                  # the result's date-time as written
+    day: str                   # YYYY-MM-DD
+    age_days: int
+    value: str
+    institution: Institution
+    rule: ItemRegion           # the window and scope mark that applied
+    quality: Quality
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    item: Item
+    resource: dict[str, Any]
+    when: str
+
+
+def _today(now: datetime) -> date:
+    return (now if now.tzinfo else now.replace(tzinfo=UTC)).astimezone(REGION_TZ).date()
+
+
+def _ref_id(ref: Any, type: str) -> str | None:
+    if not isinstance(ref, dict) or not isinstance(ref.get("reference"), str):
+        return None
+    kind, _, rid = ref["reference"].split("/_history")[0].rstrip("/").rpartition("/")
+    return rid if rid and kind.rsplit("/", 1)[-1] == type else None
+
+
+def _codings(cc: Any) -> list[tuple[str, str]]:
+    if not isinstance(cc, dict):
+        return []
+    return [(str(c.get("system") or ""), str(c["code"])) for c in cc.get("coding") or ()
+            if isinstance(c, dict) and isinstance(c.get("code"), str)]
+
+
+def _text(cc: Any) -> str:
+    if not isinstance(cc, dict):
+        return ""
+    if isinstance(cc.get("text"), str) and cc["text"]:
+        return str(cc["text"])
+    for c in cc.get("coding") or ():
+        if isinstance(c, dict) and (c.get("display") or c.get("code")):
+            return str(c.get("display") or c.get("code"))
+    return ""
+
+
+def _number(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return ""
+    return str(int(v)) if v == int(v) and abs(v) < 1e15 else f"{v:.10g}"
+
+
+def _obs_value(o: dict[str, Any]) -> str:
+    q = o.get("valueQuantity")
+    if isinstance(q, dict) and _number(q.get("value")):
+        return f"{q.get('comparator') or ''}{_number(q.get('value'))} {q.get('unit') or q.get('code') or ''}".strip()
+    if isinstance(o.get("valueCodeableConcept"), dict):
+        return _text(o["valueCodeableConcept"])
+    if isinstance(o.get("valueString"), str):
+        return str(o["valueString"])
+    return ""
+
+
+class _Situations:
+    """The clinical situations of one order (negative list), from the knowledge's triggers."""
+
+    def __init__(self, k: Knowledge, request: HookRequest, records: RecordSource) -> None:
+        self.k = k
+        self.records = records
+        self.request = request
+        self._conditions: list[tuple[str, str]] | None = None
+        self._classes: dict[str, str] = {}
+
+    def _code_hits(self, codes: list[tuple[str, str]]) -> set[str]:
+        out = set()
+        for t in self.k.triggers:
+            for system, code in codes:
+                if system != t.system:
+                    continue
+                if (t.kind == "code" and code == t.value) or (t.kind == "code_prefix" and code.startswith(t.value)):
+                    out.add(t.situation)
+        return out
+
+    def _patient_conditions(self) -> list[tuple[str, str]]:
+        if self._conditions is None:
+            self._conditions = []
+            if any(t.kind in ("code", "code_prefix") and t.system != SITUATION_SYSTEM for t in self.k.triggers):
+                for c in self.records.resources("Condition"):
+                    status = [code for _s, code in _codings(c.get("clinicalStatus"))]
+                    if c.get("abatementDateTime") or (status and not set(status) & set(ACTIVE_CONDITION)):
+                        continue
+                    self._conditions += _codings(c.get("code"))
+        return self._conditions
+
+    def _encounter_class(self, enc_id: str | None) -> str:
+        if not enc_id:
+            return ""
+        if enc_id not in self._classes:
+            e = self.records.read("Encounter", enc_id)
+            cls = (e or {}).get("class")
+            self._classes[enc_id] = str(cls.get("code") or "") if isinstance(cls, dict) else ""
+        return self._classes[enc_id]
+
+    def of(self, order: dict[str, Any]) -> set[str]:
+        out: set[str] = set()
+        priority = order.get("priority")
+        enc = _ref_id(order.get("encounter"), "Encounter") or self.request.encounter_id
+        cls = self._encounter_class(enc) if any(t.kind == "encounter_class" for t in self.k.triggers) else ""
+        for t in self.k.triggers:
+            if (t.kind == "priority" and priority == t.value) or (t.kind == "encounter_class" and cls == t.value):
+                out.add(t.situation)
+        reasons: list[tuple[str, str]] = []
+        for rc in order.get("reasonCode") or ():
+            reasons += _codings(rc)
+        out |= self._code_hits(reasons)
+        out |= self._code_hits(self._patient_conditions())
+        return out
+
+
+class _Results:
+    """The patient's results the caller may see, each resolved to an item and an institution."""
+
+    def __init__(self, k: Knowledge, records: RecordSource) -> None:
+        self.k = k
+        self.records = records
+        self._patients: dict[str, dict[str, Any] | None] = {}
+        self._orgs: dict[str, Institution | None] = {}
+        self._candidates: dict[str, list[Candidate]] | None = None
+
+    def candidates(self, item: str) -> list[Candidate]:
+        if self._candidates is None:
+            self._candidates = {}
+            for c in self._all():
+                self._candidates.setdefault(c.item.key, []).append(c)
+            for cs in self._candidates.values():
+                # newest first; at the same time a report before a study before a single value
+                cs.sort(key=lambda c: (c.when[:10], _RANK.get(str(c.resource.get("resourceType")), 0)), reverse=True)
+        return self._candidates.get(item, [])
+
+    def _all(self) -> list[Candidate]:
+        k = self.k
+        out: list[Candidate] = []
+        for dr in self.records.resources("DiagnosticReport"):
+            m = k.item_of_concept(dr.get("code"))
+            if m is not None and dr.get("status") in FINAL:
+                out.append(Candidate(m.item, dr, str(dr.get("effectiveDateTime") or dr.get("issued") or "")))
+        for o in self.records.resources("Observation"):
+            m = k.item_of_concept(o.get("code"))
+            if m is not None and o.get("status") in FINAL:
+                out.append(Candidate(m.item, o, str(o.get("effectiveDateTime") or o.get("issued") or "")))
+        for s in self.records.resources("ImagingStudy"):
+            if s.get("status") not in ("available", None):
+                continue
+            m = next((x for pc in s.get("procedureCode") or () if (x := k.item_of_concept(pc)) is not None), None)
+            if m is None:
+                mods = [c for _s, c in (_codings({"coding": s.get("modality") or []}))]
+                sites = {c for se in s.get("series") or () if isinstance(se, dict)
+                         for _s, c in _codings({"coding": [se.get("bodySite")]})}
+                m = next((x for mod in mods for site in sorted(sites) if (x := k.item_of_site(mod, site))), None)
+            if m is not None:
+                out.append(Candidate(m.item, s, str(s.get("started") or "")))
+        return [c for c in out if len(c.when) >= 10]
+
+    def institution(self, res: dict[str, Any]) -> Institution | None:
+        """The institution of a result: the Organization managing the source Patient whose record
+        holds it (the policy's rule, hutong.record.build), else the one it names as performer."""
+        org_id = None
+        pid = _ref_id(res.get("subject"), "Patient")
+        if pid:
+            if pid not in self._patients:
+                self._patients[pid] = self.records.read("Patient", pid)
+            org_id = _ref_id((self._patients[pid] or {}).get("managingOrganization"), "Organization")
+        if org_id is None:
+            for p in res.get("performer") or ():
+                org_id = _ref_id(p.get("actor") if isinstance(p, dict) and "actor" in p else p, "Organization")
+                if org_id:
+                    break
+        if org_id is None:
+            return None
+        if org_id not in self._orgs:
+            self._orgs[org_id] = _institution(org_id, self.records.read("Organization", org_id))
+        return self._orgs[org_id]
+
+    def value(self, c: Candidate) -> str:
+        r = c.resource
+        kind = r.get("resourceType")
+        if kind == "Observation":
+            return _obs_value(r)
+        if kind == "ImagingStudy":
+            for dr in self.records.resources("DiagnosticReport"):
+                if any(_ref_id(x, "ImagingStudy") == r.get("id") for x in dr.get("imagingStudy") or ()):
+                    if dr.get("conclusion"):
+                        return str(dr["conclusion"])
+            return str(r.get("description") or "")
+        if r.get("conclusion"):
+            return str(r["conclusion"])
+        by_id = {str(o.get("id")): o for o in self.records.resources("Observation")}
+        parts = []
+        for x in r.get("result") or ():
+            o = by_id.get(_ref_id(x, "Observation") or "")
+            if o is not None and _obs_value(o):
+                parts.append(f"{_text(o.get('code'))} {_obs_value(o)}")
+        shown = "；".join(parts[:4])
+        return shown + (f" 等{len(parts)}项" if len(parts) > 4 else "")
+
+
+_RANK = {"DiagnosticReport": 2, "ImagingStudy": 1, "Observation": 0}
+
+
+def _institution(org_id: str, org: dict[str, Any] | None) -> Institution | None:
+    if org is None:
+        return None
+    code = next((str(i.get("value")) for i in org.get("identifier") or ()
+                 if isinstance(i, dict) and i.get("system") == ORGANIZATION and i.get("value")), "")
+    region = ""
+    for e in org.get("extension") or ():
+        v = e.get("valueCoding") if isinstance(e, dict) and e.get("url") == REGION_EXT else None
+        if isinstance(v, dict) and isinstance(v.get("code"), str):
+            region = v["code"][:2]
+    if not region and len(code) == 18 and code[2:4].isdigit():
+        region = code[2:4]  # GB 32100 统一社会信用代码: characters 3-8 are the registering region
+    return Institution(org_id, code, str(org.get("name") or org_id), region)
+
+
+def find_equivalents(k: Knowledge, request: HookRequest, records: RecordSource, now: datetime) -> list[Equivalent]:
+    """For each selected draft ServiceRequest the newest recognisable result (the module docstring's rules)."""
+    today = _today(now)
+    results = _Results(k, records)
+    situations = _Situations(k, request, records)
+    out: list[Equivalent] = []
+    for order in request.selected_orders():
+        if order.get("resourceType") != "ServiceRequest" or not isinstance(order.get("id"), str):
+            continue
+        m = k.item_of_concept(order.get("code"))
+        if m is None:
+            continue
+        cands = results.candidates(m.item.key)
+        if not cands or k.excluded(m.item.key, situations.of(order)):
+            continue
+        for c in cands:
+            day = c.when[:10]
+            try:
+                age = (today - date.fromisoformat(day)).days
+            except ValueError:
+                continue
+            inst = results.institution(c.resource)
+            if inst is None or age < 0:
+                continue
+            rule = k.rule_for(m.item.key, inst.region)
+            if rule is None or age > rule.window_days:
+                continue
+            qc = k.qc_passed(inst.code, m.item, day)
+            if qc is None:
+                continue
+            out.append(Equivalent(str(order["id"]), m.item, str(c.resource.get("resourceType")),
+                                  str(c.resource.get("id")), c.when, day, age, results.value(c), inst, rule, qc))
+            break
+    return out
+
+
+class RecognitionRule:
+    """The :class:`hutong.cds.cards.Rule` of mutual recognition for order-select and order-sign."""
+
+    id = RULE_ID
+    hooks = frozenset({ORDER_SELECT, ORDER_SIGN})
+
+    def evaluate(self, request: HookRequest, ctx: RuleContext) -> list[Card]:
+        k = KnowledgeVersions(ctx.repo, _NO_AUDIT).in_force(_today(ctx.now).isoformat())
+        if k is None:
+            return []  # no approved knowledge in force: nothing is recognised
+        found = find_equivalents(k, request, ctx.records, ctx.now)
+        site = ctx.base_url.removesuffix("/fhir").rstrip("/")
+        return [self._card(request, k, e, ctx.base_url.rstrip("/"), site) for e in found]
+
+    def _card(self, request: HookRequest, k: Knowledge, e: Equivalent, fhir: str, site: str) -> Card:
+        own = request.principal.organization_id == e.institution.org_id
+        where = e.institution.name + ("（本院）" if own else "")
+        mark = e.rule.scope_mark
+        summary = f"{e.item.name}：{where} {e.day} 已有结果，可互认（{mark}）"
+        detail = (f"**{e.item.name}** 已于 {e.day}（{e.age_days} 天前）在 **{where}** 完成，"
+                  f"在可互认时间 {e.rule.window_days} 天内，结果可互认（{mark}）。\n\n"
+                  f"- 结果：{e.value or '见报告'}\n- 日期：{e.when[:16].replace('T', ' ')}\n"
+                  f"- 机构：{where}（{e.quality.program}合格，有效期至 {e.quality.valid_to}）\n"
+                  f"- 互认标识：{mark}")
+        tab = "imaging" if e.item.kind == "imaging" else "labs"
+        links = [Link("打开该结果", f"{fhir}/{e.resource_type}/{e.resource_id}")]
+        patient = request.patient_id
+        if site and patient:
+            links.insert(0, Link("在互通查看病历", f"{site}/clinician/patient/{patient}/record?tab={tab}"))
+        accept = Suggestion(f"采用{where}的结果，撤销本次{e.item.name}开单", actions=(
+            Action("delete", f"撤销 {e.item.name} 开单（互认 {where} {e.day} 的结果）",
+                   resource_id=f"ServiceRequest/{e.order_id}"),), is_recommended=True)
+        source = Source(f"检查检验结果互认 · {k.title}",
+                        topic=Coding(e.item.key, system=ITEM_SYSTEM, display=e.item.name))
+        if request.hook == ORDER_SIGN:
+            return Card(summary=f"{e.item.name} 重复开单：{where} {e.day} 的结果可互认（{mark}），如仍需检查请选择不互认理由",
+                        indicator="warning", source=source, detail=detail, suggestions=(accept,),
+                        override_reasons=OVERRIDE_REASONS, links=tuple(links), rule=RULE_ID)
+        return Card(summary=summary, indicator="info", source=source, detail=detail, suggestions=(accept,),
+                    links=tuple(links), rule=RULE_ID)
+
+
+class _NoAudit:
+    """The rule only reads knowledge; a write through it would be a wiring error."""
+
+    def record(self, rec: AuditRecord) -> int:
+        raise RuntimeError("the recognition rule does not change knowledge")
+
+    def record_in(self, w: Writer, rec: AuditRecord) -> int:
+        raise RuntimeError("the recognition rule does not change knowledge")
+
+
+_NO_AUDIT = _NoAudit()
