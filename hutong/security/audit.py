@@ -245,6 +245,14 @@ class AccessEntry:
     outcome: str
     relation: str | None        # "self" (the resident), "delegate" (a family delegate), None (anyone else)
     persons: tuple[str, ...]    # which of the asked-for persons the record touched
+    # What the residents' grouped log needs (issue 16, item 4; hutong.web.ui.access_log):
+    # the resource type of each entity touched (in order; never ids), the access token's
+    # id (one sign-in's accesses go together), the error code of a refused or failed
+    # attempt (to say why in words) and the route (GET .../$everything).
+    kinds: tuple[str, ...] = ()
+    session: str | None = None
+    code: str | None = None
+    interaction: str = ""
 
     def to_json(self) -> dict[str, Any]:
         from hutong.store.sql import instant
@@ -910,7 +918,9 @@ class AuditLog:
                 seq=e.seq, time_ms=e.time_ms, who=e.display or e.account_id or "(unknown)",
                 account_id=e.account_id, role=e.role, organization=e.organization, action=e.action,
                 purpose=e.purpose, break_glass=e.break_glass, reason=e.reason if e.break_glass else None,
-                outcome=e.outcome, relation=relation, persons=tuple(p for p in e.persons if p in ids)))
+                outcome=e.outcome, relation=relation, persons=tuple(p for p in e.persons if p in ids),
+                kinds=tuple(x.split("/", 1)[0] for x in e.entities if "/" in x), session=e.token_id,
+                code=e.code, interaction=e.interaction))
         return out
 
     # ------------------------------------------------------------- break-glass review

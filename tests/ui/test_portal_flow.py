@@ -87,11 +87,15 @@ def test_resident_grants_then_revokes_a_doctor(ui: UiRegion, new_page: Callable[
     assert r.status_code == 403, r.text
     api.close()
 
-    # The access log names the doctor, the institution and the reason for both reads.
+    # The access log names the doctor, the institution and the reason: both reads in one entry
+    # (one sitting, issue 16, item 4), and the refused attempts before the grant and after the revoke.
     page.goto("/resident/access-log")
     reads = page.locator(".res-log-entry[data-outcome='0']").filter(has_text="授权测试医生")
-    expect(reads).to_have_count(2)
-    for i in range(2):
-        expect(reads.nth(i)).to_contain_text("您的授权")
-        expect(reads.nth(i)).to_contain_text(ui.search("Organization", [("_id", org)])[0]["name"])
+    expect(reads).to_have_count(1)
+    expect(reads).to_have_attribute("data-count", "2")
+    expect(reads).to_contain_text("您的授权")
+    expect(reads).to_contain_text(ui.search("Organization", [("_id", org)])[0]["name"])
+    refused = page.locator(".res-log-entry[data-outcome='4']").filter(has_text="授权测试医生")
+    assert refused.count() >= 1
+    expect(refused.first).to_contain_text("被拒绝")
     shot(page, "resident-access-log-after-revoke-phone")

@@ -202,16 +202,22 @@ def test_access_log_lists_others_and_flags_break_glass(ui: UiRegion, new_page: C
     page.goto("/resident")  # the resident's own look: hidden from the log unless asked for
     page.goto("/resident/access-log")
     expect(page.get_by_role("heading", name="谁看了我的档案", exact=True)).to_be_visible()
+    # the claim (with its reason) and the read under it: one entry (issue 16, item 4), said to be reviewed
     glass = page.locator(".res-log-entry.res-glass").filter(has_text="急诊科刘医生")
-    assert glass.count() >= 2  # the claim (with its reason) and the read under it
-    expect(glass.first).to_contain_text("紧急授权（破窗）")
-    expect(glass.filter(has_text="患者昏迷送医").first).to_be_visible()
-    expect(glass.first).to_contain_text(ui.search("Organization", [("_id", other)])[0]["name"])
+    expect(glass).to_have_count(1)
+    expect(glass).to_have_attribute("data-count", "2")
+    expect(glass).to_contain_text("紧急查看")
+    expect(glass).to_contain_text("紧急授权（破窗）")
+    expect(glass).to_contain_text("审计人员复核")
+    expect(glass.locator(".res-reason")).to_have_text("患者昏迷送医，需查过敏史和既往病史")
+    expect(glass.locator(".res-log-summary")).to_contain_text("申请紧急查看 1 次，查看了 1 次")
+    expect(glass).to_contain_text(ui.search("Organization", [("_id", other)])[0]["name"])
     assert page.locator(".res-log-entry").filter(has_text="本人查看").count() == 0
     shot(page, "resident-access-log-phone")
     page.get_by_label("包括我自己和家人的查看").check()
     page.get_by_role("button", name="筛选").click()
     assert page.locator(".res-log-entry").filter(has_text="本人查看").count() >= 1
+    expect(page.locator(".res-log-entry[data-actor='self']").first.locator(".res-log-who")).to_have_text("您本人")
 
 
 def test_delegate_sees_the_record_of_the_person_they_act_for(ui: UiRegion, new_page: Callable[..., Page]) -> None:

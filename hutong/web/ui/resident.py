@@ -55,6 +55,7 @@ from hutong.security.accounts import Account
 from hutong.security.audit import AccessEntry, AuditLog
 from hutong.security.policy import Access
 from hutong.security.principal import Role
+from hutong.web.ui import access_log as alog
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 from hutong.web.ui.record import trend_chart
@@ -69,7 +70,8 @@ ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CATEGORIES = ("PSY", "HIV", "SEX")
 DEFAULT_DAYS = 30
 MAX_DAYS = 3650
-LOG_PAGE = 30
+LOG_PAGE = 240    # access-log rows a page shows, grouped (hutong.web.ui.access_log)
+LOG_BATCH = 250
 VISIT_PAGE = 40
 # Items a correction may be asked for, in the order the picker lists them.
 CORRECTABLE = ("Condition", "AllergyIntolerance", "MedicationRequest", "DiagnosticReport", "Observation",
@@ -311,10 +313,6 @@ def _day(v: Any) -> str:
 
 def _minute(v: Any) -> str:
     return v[:16].replace("T", " ") if isinstance(v, str) else ""
-
-
-def _ms_local(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, BEIJING).strftime("%Y-%m-%d %H:%M")
 
 
 def _search(svc: FhirService, type: str, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -724,9 +722,9 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         def load() -> dict[str, Any]:
             entries: list[AccessEntry] = []
             cursor = after_seq
-            # Own and family looks are skipped unless asked for: scan further pages until one is full.
+            # Own and family looks are skipped unless asked for: scan further batches until a page is full.
             for _ in range(20):
-                batch = audit.access_log([person], limit=LOG_PAGE * 4, after_seq=cursor)
+                batch = audit.access_log([person], limit=LOG_BATCH, after_seq=cursor)
                 if not batch:
                     cursor = None
                     break
@@ -742,7 +740,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
                         break
                 if len(entries) == LOG_PAGE:
                     break
-                if len(batch) < LOG_PAGE * 4:
+                if len(batch) < LOG_BATCH:
                     cursor = None
                     break
             orgs = {}
@@ -750,9 +748,17 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
                 for i in o.get("identifier") or []:
                     if isinstance(i, dict) and i.get("value"):
                         orgs[str(i["value"])] = str(o.get("name") or "")
+            # A delegate by the name on their account (the 家人代办 page shows it too).
+            accounts = platform.authenticator.tokens.accounts
+            delegates = {}
+            for a in {e.account_id for e in entries if e.role == Role.DELEGATE and e.account_id}:
+                acct = accounts.get(a)
+                if acct is not None and acct.display:
+                    delegates[a] = acct.display
+            t = i18n.Translator(pages.lang(request))
+            groups = [alog.describe(g, t, orgs, delegates) for g in alog.group_entries(entries)]
             more = cursor is not None and len(entries) == LOG_PAGE
-            return {"entries": [(e, _ms_local(e.time_ms), orgs.get(e.organization or "", e.organization or ""))
-                                for e in entries], "next_after": cursor if more else None}
+            return {"groups": groups, "next_after": cursor if more else None}
 
         data = await run(load)
         return await run(lambda: render(request, "resident/access_log.html", access, person, svc, tab="log",
