@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -514,15 +513,19 @@ class AccessRecords:
         out = [r for r in self.supplied if r.get("resourceType") == type]
         targets = self.targets()
         if targets and self.access.may("search", type):
-            items = [("patient", ",".join(targets)), ("_count", str(fsearch.MAX_COUNT))]
+            # FhirService.search's steps (scope compiled into SQL, then touched and
+            # presented), without building and re-reading a Bundle, and without a total.
+            items = [("patient", ",".join(targets))]
+            q = fsearch.parse(type, [*items, ("_count", str(fsearch.MAX_COUNT))]).query
+            q.total = False
+            q.scope = self.access.search_scope(type, items, None)
             for _ in range(50):  # pages: 50 000 resources of one type at most
-                bundle = orjson.loads(self.fhir.search(type, items, {}).body or b"{}")
-                out += [e["resource"] for e in bundle.get("entry") or []
-                        if e.get("search", {}).get("mode") == "match"]
-                nxt = next((lk["url"] for lk in bundle.get("link") or [] if lk.get("relation") == "next"), None)
-                if nxt is None:
+                page = self.fhir.repo.search(q)
+                self.access.touched(page.matches)
+                out += [orjson.loads(s.body) for s in self.access.present(page.matches) if s.body is not None]
+                if page.next_cursor is None:
                     break
-                items = parse_qsl(urlsplit(nxt).query)
+                q.cursor = page.next_cursor
         self._cache[type] = out
         return out
 
