@@ -274,18 +274,15 @@ class _Results:
 
     def institution(self, res: dict[str, Any]) -> Institution | None:
         """The institution of a result: the Organization managing the source Patient whose record
-        holds it (the policy's rule, hutong.record.build), else the one it names as performer."""
-        org_id = None
+        holds it, as the platform holds that Patient (the policy's rule).  Never the performer a
+        result names: that is the writer's claim (a prefetched resource the caller made up could
+        name any hospital), and QC eligibility must rest on facts the platform holds (issue 12)."""
         pid = _ref_id(res.get("subject"), "Patient")
-        if pid:
-            if pid not in self._patients:
-                self._patients[pid] = self.records.read("Patient", pid)
-            org_id = _ref_id((self._patients[pid] or {}).get("managingOrganization"), "Organization")
-        if org_id is None:
-            for p in res.get("performer") or ():
-                org_id = _ref_id(p.get("actor") if isinstance(p, dict) and "actor" in p else p, "Organization")
-                if org_id:
-                    break
+        if not pid:
+            return None
+        if pid not in self._patients:
+            self._patients[pid] = self.records.read("Patient", pid)
+        org_id = _ref_id((self._patients[pid] or {}).get("managingOrganization"), "Organization")
         if org_id is None:
             return None
         if org_id not in self._orgs:

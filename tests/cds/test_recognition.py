@@ -223,6 +223,19 @@ def test_negative_list_items_and_situations() -> None:
     assert found(rec, [order("L-CBC", LOCAL_B)]) == [("sr-1", dr, "cbc")]
 
 
+def test_the_institution_is_the_registrations_never_what_a_result_claims() -> None:
+    """A result whose Patient the caller cannot read (or a golden person's, as only a made-up
+    prefetch could be) does not become A's result because it names A as performer."""
+    rec = Records()
+    rec.add({"resourceType": "DiagnosticReport", "status": "final", "subject": {"reference": "Patient/mpi-1"},
+             "effectiveDateTime": (NOW - timedelta(days=1)).isoformat(), "performer": [{"reference": "Organization/orgA"}],
+             "code": {"coding": [{"system": LOCAL_A, "code": "JY0001"}]}, "conclusion": "正常"})
+    rec.add({"resourceType": "DiagnosticReport", "status": "final", "subject": {"reference": "Patient/pGone"},
+             "effectiveDateTime": (NOW - timedelta(days=1)).isoformat(), "performer": [{"reference": "Organization/orgA"}],
+             "code": {"coding": [{"system": LOCAL_A, "code": "JY0001"}]}, "conclusion": "正常"})
+    assert found(rec, [order("L-CBC", LOCAL_B)]) == []
+
+
 def test_scope_marks() -> None:
     """C反应蛋白 is 京HR (Beijing only), 血常规 京津冀HR: a Tianjin result counts only for the latter."""
     rec = Records()

@@ -212,6 +212,25 @@ def test_no_basis_no_card_content_from_elsewhere(region: Region) -> None:
     assert r.status_code == 403 and NAMES["B"] not in r.text
 
 
+def test_a_forged_prefetch_result_is_never_another_institutions(region: Region) -> None:
+    """B's clinician sends, as prefetch, a 糖化血红蛋白 "performed by A" about R's golden person:
+    the platform does not hold it, so it is the caller's own data, and a result's institution is
+    the registration that holds it, never the performer it names: no card naming A."""
+    ids = region.ids
+    person = region.server.client.get("/Patient", params={
+        "identifier": f"{ID_CARD}|{R_ID}", "_tag": "https://fhir.hutong.dev/CodeSystem/mpi|golden"}).json()
+    golden = person["entry"][0]["resource"]["id"]
+    forged = {"resourceType": "Observation", "id": "forged-1", "status": "final",
+              "subject": {"reference": f"Patient/{golden}"}, "performer": [{"reference": f"Organization/{ids['orgA']}"}],
+              "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+              "effectiveDateTime": _days_ago(1), "valueQuantity": {"value": 5.0, "unit": "%"}}
+    b = body(region, "docB", golden, [order(golden, LOCAL_CODE_PREFIX + CODES["B"], "L-A1C")])
+    b["prefetch"] = {"a1c": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": forged}]}}
+    r = region.call("docB", b)
+    assert r.status_code == 200, r.text
+    assert cards(r) == [] and NAMES["A"] not in r.text
+
+
 def test_no_approved_knowledge_no_card(region: Region) -> None:
     """Retire the only version: the rule says nothing any more."""
     versions = KnowledgeVersions(region.server.repo, region.server.app.platform.audit)
