@@ -97,6 +97,29 @@ class Candidate:
     item: Item
     resource: dict[str, Any]
     when: str
+    day: str                   # the Beijing day of ``when`` ('' when unreadable)
+
+
+def _candidate(item: Item, res: dict[str, Any], when: Any) -> Candidate:
+    return Candidate(item, res, str(when or ""), region_day(str(when or "")))
+
+
+def region_day(when: str) -> str:
+    """The Beijing day of a FHIR dateTime (datatypes.html#dateTime): one with a zone is converted
+    (23:30Z is the next morning in Beijing); a date, or a time without zone, is taken as written."""
+    if len(when) < 10:
+        return ""
+    if len(when) > 10:
+        try:
+            t = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            return ""
+        if t.tzinfo is not None:
+            return t.astimezone(REGION_TZ).date().isoformat()
+    try:
+        return date.fromisoformat(when[:10]).isoformat()
+    except ValueError:
+        return ""
 
 
 def _today(now: datetime) -> date:
@@ -209,29 +232,33 @@ class _Results:
         self.records = records
         self._patients: dict[str, dict[str, Any] | None] = {}
         self._orgs: dict[str, Institution | None] = {}
-        self._candidates: dict[str, list[Candidate]] | None = None
+        self._candidates: dict[str, list[Candidate]] = {}
+        self._kinds: set[str] = set()
 
-    def candidates(self, item: str) -> list[Candidate]:
-        if self._candidates is None:
-            self._candidates = {}
-            for c in self._all():
+    def candidates(self, item: Item) -> list[Candidate]:
+        """The results of ``item``, newest first (a kind's results are read once, when first asked for)."""
+        if item.kind not in self._kinds:
+            self._kinds.add(item.kind)
+            for c in self._of_kind(item.kind):
                 self._candidates.setdefault(c.item.key, []).append(c)
             for cs in self._candidates.values():
-                # newest first; at the same time a report before a study before a single value
-                cs.sort(key=lambda c: (c.when[:10], _RANK.get(str(c.resource.get("resourceType")), 0)), reverse=True)
-        return self._candidates.get(item, [])
+                # newest first; on one day a report before a study before a single value
+                cs.sort(key=lambda c: (c.day, _RANK.get(str(c.resource.get("resourceType")), 0)), reverse=True)
+        return self._candidates.get(item.key, [])
 
-    def _all(self) -> list[Candidate]:
+    def _of_kind(self, kind: str) -> list[Candidate]:
         k = self.k
         out: list[Candidate] = []
         for dr in self.records.resources("DiagnosticReport"):
             m = k.item_of_concept(dr.get("code"))
-            if m is not None and dr.get("status") in FINAL:
-                out.append(Candidate(m.item, dr, str(dr.get("effectiveDateTime") or dr.get("issued") or "")))
-        for o in self.records.resources("Observation"):
-            m = k.item_of_concept(o.get("code"))
-            if m is not None and o.get("status") in FINAL:
-                out.append(Candidate(m.item, o, str(o.get("effectiveDateTime") or o.get("issued") or "")))
+            if m is not None and m.item.kind == kind and dr.get("status") in FINAL:
+                out.append(_candidate(m.item, dr, dr.get("effectiveDateTime") or dr.get("issued")))
+        if kind == "lab":
+            for o in self.records.resources("Observation"):
+                m = k.item_of_concept(o.get("code"))
+                if m is not None and m.item.kind == kind and o.get("status") in FINAL:
+                    out.append(_candidate(m.item, o, o.get("effectiveDateTime") or o.get("issued")))
+            return [c for c in out if c.day]
         for s in self.records.resources("ImagingStudy"):
             if s.get("status") not in ("available", None):
                 continue
@@ -242,23 +269,20 @@ class _Results:
                          for _s, c in _codings({"coding": [se.get("bodySite")]})}
                 m = next((x for mod in mods for site in sorted(sites) if (x := k.item_of_site(mod, site))), None)
             if m is not None:
-                out.append(Candidate(m.item, s, str(s.get("started") or "")))
-        return [c for c in out if len(c.when) >= 10]
+                out.append(_candidate(m.item, s, s.get("started")))
+        return [c for c in out if c.day]
 
     def institution(self, res: dict[str, Any]) -> Institution | None:
         """The institution of a result: the Organization managing the source Patient whose record
-        holds it (the policy's rule, hutong.record.build), else the one it names as performer."""
-        org_id = None
+        holds it, as the platform holds that Patient (the policy's rule).  Never the performer a
+        result names: that is the writer's claim (a prefetched resource the caller made up could
+        name any hospital), and QC eligibility must rest on facts the platform holds (issue 12)."""
         pid = _ref_id(res.get("subject"), "Patient")
-        if pid:
-            if pid not in self._patients:
-                self._patients[pid] = self.records.read("Patient", pid)
-            org_id = _ref_id((self._patients[pid] or {}).get("managingOrganization"), "Organization")
-        if org_id is None:
-            for p in res.get("performer") or ():
-                org_id = _ref_id(p.get("actor") if isinstance(p, dict) and "actor" in p else p, "Organization")
-                if org_id:
-                    break
+        if not pid:
+            return None
+        if pid not in self._patients:
+            self._patients[pid] = self.records.read("Patient", pid)
+        org_id = _ref_id((self._patients[pid] or {}).get("managingOrganization"), "Organization")
         if org_id is None:
             return None
         if org_id not in self._orgs:
@@ -318,15 +342,12 @@ def find_equivalents(k: Knowledge, request: HookRequest, records: RecordSource, 
         m = k.item_of_concept(order.get("code"))
         if m is None:
             continue
-        cands = results.candidates(m.item.key)
+        cands = results.candidates(m.item)
         if not cands or k.excluded(m.item.key, situations.of(order)):
             continue
         for c in cands:
-            day = c.when[:10]
-            try:
-                age = (today - date.fromisoformat(day)).days
-            except ValueError:
-                continue
+            day = c.day
+            age = (today - date.fromisoformat(day)).days
             inst = results.institution(c.resource)
             if inst is None or age < 0:
                 continue

@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -79,10 +78,12 @@ FEEDBACK_WINDOW_MS = 7 * 24 * 3600 * 1000
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _REF_KEYS = ("patient", "subject", "beneficiary")
 
-# Prefetch templates ("Prefetch Template"): the patient and their allergies, the
-# order hooks' prescriber post too.  Only context tokens are used.
+# Prefetch templates ("Prefetch Template"): the patient and their allergies; the order
+# hooks' encounter too (inpatient or not decides the special antibiotic tier).  Only
+# context tokens are used.  The prescriber's post is never taken from a prefetch.
 PREFETCH_PATIENT = {"patient": "Patient/{{context.patientId}}",
                     "allergies": "AllergyIntolerance?patient={{context.patientId}}"}
+PREFETCH_ORDER = {**PREFETCH_PATIENT, "encounter": "Encounter/{{context.encounterId}}"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +111,11 @@ SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef("hutong-order-select", ORDER_SELECT, "检查检验互认与处方安全（选择医嘱时）",
                "选择医嘱时：区域内可互认的近期结果、处方权与抗菌药物分级、手术分级、药物过敏 / "
                "at order selection: recognisable recent results, privileges, drug allergies",
-               PREFETCH_PATIENT),
+               PREFETCH_ORDER),
     ServiceDef("hutong-order-sign", ORDER_SIGN, "检查检验互认与处方安全（签署医嘱时）",
                "签署医嘱前的最终核对：互认（不互认须说明理由）、权限与过敏 / "
                "before signing: recognition (override with a reason), privileges, drug allergies",
-               PREFETCH_PATIENT),
+               PREFETCH_ORDER),
     ServiceDef("hutong-patient-view", PATIENT_VIEW, "区域健康档案提示（打开患者时）",
                "打开患者时：其他机构记录的过敏与可互认的近期结果 / "
                "on opening a patient: allergies and recent results recorded elsewhere",
@@ -512,15 +513,19 @@ class AccessRecords:
         out = [r for r in self.supplied if r.get("resourceType") == type]
         targets = self.targets()
         if targets and self.access.may("search", type):
-            items = [("patient", ",".join(targets)), ("_count", str(fsearch.MAX_COUNT))]
+            # FhirService.search's steps (scope compiled into SQL, then touched and
+            # presented), without building and re-reading a Bundle, and without a total.
+            items = [("patient", ",".join(targets))]
+            q = fsearch.parse(type, [*items, ("_count", str(fsearch.MAX_COUNT))]).query
+            q.total = False
+            q.scope = self.access.search_scope(type, items, None)
             for _ in range(50):  # pages: 50 000 resources of one type at most
-                bundle = orjson.loads(self.fhir.search(type, items, {}).body or b"{}")
-                out += [e["resource"] for e in bundle.get("entry") or []
-                        if e.get("search", {}).get("mode") == "match"]
-                nxt = next((lk["url"] for lk in bundle.get("link") or [] if lk.get("relation") == "next"), None)
-                if nxt is None:
+                page = self.fhir.repo.search(q)
+                self.access.touched(page.matches)
+                out += [orjson.loads(s.body) for s in self.access.present(page.matches) if s.body is not None]
+                if page.next_cursor is None:
                     break
-                items = parse_qsl(urlsplit(nxt).query)
+                q.cursor = page.next_cursor
         self._cache[type] = out
         return out
 

@@ -41,6 +41,7 @@ from hutong.web import (
     transfer_ops,
 )
 from hutong.web.application import HutongApp, add_routes, get_platform
+from hutong.web.direct import direct
 from hutong.web.headers import SecurityHeaders
 from hutong.web.ui import clinician as clinician_portal
 from hutong.web.ui import console as console_portal
@@ -111,6 +112,7 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
         if isinstance(route, APIRoute) and ui_session.is_page(route.path):
             route.include_in_schema = False  # pages, not API: the OpenAPI description is the API's
     hot_first(app.router.routes)
+    direct(app.router.routes)  # plain-string parameters read without FastAPI's solver (hutong.web.direct)
     return app
 
 

@@ -22,6 +22,7 @@ from hutong.cds import service as cds_service
 from hutong.cds.allergy_rule import AllergyRule
 from hutong.cds.cards import Rule
 from hutong.cds.privileges_rule import PrivilegeRule
+from hutong.cds.recognition import RecognitionRule
 from hutong.errors import TooLarge, UnsupportedMediaType
 from hutong.platform import Platform
 from hutong.web import gate
@@ -43,7 +44,7 @@ if _count_failure not in cds_service.RULE_FAILURE_OBSERVERS:
 
 def default_rules() -> list[Rule]:
     """Every rule the platform's CDS services run (issue 14, items 3 and 4)."""
-    return [PrivilegeRule(), AllergyRule()]
+    return [PrivilegeRule(), AllergyRule(), RecognitionRule()]
 
 
 async def _body(request: Request) -> bytes:

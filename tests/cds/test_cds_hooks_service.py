@@ -30,6 +30,7 @@ from hutong.cds import service as cds_service
 from hutong.cds.allergy_rule import AllergyRule
 from hutong.cds.cards import Card, HookRequest, RuleContext
 from hutong.cds.privileges_rule import ANTIBIOTIC_CONSULT_EXT, PrivilegeRule
+from hutong.security.accounts import Delegation
 from hutong.security.principal import Role
 from hutong.synth.catalog.allergens import ALLERGEN_SYSTEM
 from hutong.synth.catalog.drugs import DRUGS
@@ -160,6 +161,9 @@ def region(server: Server) -> Region:
                                        "_tag": "https://fhir.hutong.dev/CodeSystem/mpi|golden"})
     ids["R"] = person.json()["entry"][0]["resource"]["id"]
     reg.accounts["R"] = acc.add_resident(ids["R"], phone="13912345678")
+    reg.accounts["delegate"] = acc.add_delegate("mpi-someone-else", acts_for=[Delegation(ids["R"], "family", None)],
+                                                phone="13800000001", name="家属")
+    reg.accounts["sysB"], _ = acc.add_client("HIS B", organization=ids["codeB"], organization_id=ids["orgB"])
     return reg
 
 
@@ -296,6 +300,18 @@ def test_privilege_cards(region: Region) -> None:
     # even though the draft leaves it out.
     cards = cards_of(call(region, "docA", hook_body(region, "docA", pid, [drug_order(pid, "levofloxacin")])))
     assert len(cards) == 1 and "限制使用级" in cards[0]["summary"]
+    # A forged request: a draft stating a lower tier, and a prefetched post granting everything,
+    # change nothing (the tier comes from the catalogue, the post from the store).
+    forged = drug_order(pid, "levofloxacin", extension=[{"url": ANTIBIOTIC_TIER_EXT, "valueCoding": {
+        "system": ANTIBIOTIC_TIER_SYSTEM, "code": "non-restricted"}}])
+    fake_post = {**_role(ids["orgA"], ids["nopresc_prac"], prescribing=True, tier="special", grade=4),
+                 "id": ids["nopresc_role"]}
+    body = hook_body(region, "docA", pid, [forged], prefetch={"post": fake_post})
+    cards = cards_of(call(region, "docA", body))
+    assert len(cards) == 1 and "限制使用级" in cards[0]["summary"]
+    body = hook_body(region, "nopresc", pid, [drug_order(pid, "amlodipine")], prefetch={"post": fake_post})
+    cards = cards_of(call(region, "nopresc", body))
+    assert len(cards) == 1 and "无处方权" in cards[0]["summary"]
     # An operation of grade 4 by a surgeon granted grade 2.
     op = {"resourceType": "ServiceRequest", "id": "op-1", "status": "draft", "intent": "order",
           "subject": {"reference": f"Patient/{pid}"}, "code": {"text": "腹腔镜胰十二指肠切除术"},
@@ -356,9 +372,17 @@ def test_error_codes(region: Region) -> None:
     r = httpx.post(region.server.root + "/cds-services/hutong-order-select", json=good,
                    headers={"authorization": "Bearer forged.token.value"})
     assert r.status_code == 401
-    # 403 a resident's account
-    r = call(region, "R", good)
-    assert r.status_code == 403 and "HT-0104" in r.text
+    # 403 a resident's account, and a family delegate acting for R
+    for who in ("R", "delegate"):
+        r = call(region, who, good)
+        assert r.status_code == 403 and "HT-0104" in r.text and "青霉素" not in r.text
+        with region.client(who) as cl:
+            assert cl.get("/cds-services").status_code == 403
+    # 403 another institution's system naming A's clinician's post as the user
+    body = {**good, "context": {**good["context"], "userId": f"PractitionerRole/{ids['docA_role']}",
+                                "patientId": ids["pB"]}}
+    r = call(region, "sysB", body)
+    assert r.status_code == 403 and "HT-0529" in r.text
 
 
 def test_fhir_authorization_must_be_the_callers_own(region: Region) -> None:

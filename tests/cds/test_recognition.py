@@ -56,6 +56,7 @@ class Records:
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.asked: list[str] = []
         self.n = 0
         for key, code in CODES.items():
             self.rows.append({"resourceType": "Organization", "id": f"org{key}", "name": NAMES[key],
@@ -64,6 +65,7 @@ class Records:
                               "managingOrganization": {"reference": f"Organization/org{key}"}})
 
     def resources(self, type: str) -> list[dict[str, Any]]:
+        self.asked.append(type)
         return [r for r in self.rows if r["resourceType"] == type]
 
     def read(self, type: str, id: str) -> dict[str, Any] | None:
@@ -78,8 +80,10 @@ class Records:
     def lab(self, at: str, days: int, system: str, code: str, *, report: bool = True, value: float = 6.2,
             status: str = "final") -> str:
         when = (NOW - timedelta(days=days)).isoformat()
+        # In a report, the value is one analyte of the panel (白细胞计数); alone, the item itself.
+        analyte = {"system": "http://loinc.org", "code": "6690-2"} if report else {"system": system, "code": code}
         o = {"resourceType": "Observation", "status": status, "subject": {"reference": f"Patient/p{at}"},
-             "code": {"coding": [{"system": system, "code": code}]}, "effectiveDateTime": when,
+             "code": {"coding": [analyte], "text": "白细胞计数"}, "effectiveDateTime": when,
              "valueQuantity": {"value": value, "unit": "mmol/L"}}
         oid = self.add(o)
         if not report:
@@ -161,6 +165,13 @@ def test_window_per_item_and_region() -> None:
     assert found(rec, [order("R-CT-CHEST", LOCAL_B)]) == []
     a70 = rec.study("A", 70, exam="ct-chest")
     assert found(rec, [order("R-CT-CHEST", LOCAL_B)]) == [("sr-1", a70, "ct-chest")]
+    # Days are Beijing days: 23:30 UTC on 11-29 is 07:30 on 11-30 in Beijing, 7 days before 12-07.
+    for when, shown in (("2026-11-29T15:00:00Z", False), ("2026-11-29T23:30:00Z", True),
+                        ("2026-11-30T07:30:00+08:00", True), ("2026-11-30", True)):
+        rec = Records()
+        dr = rec.lab("A", 0, LOCAL_A, "JY0001")
+        rec.read("DiagnosticReport", dr)["effectiveDateTime"] = when  # type: ignore[index]
+        assert found(rec, [order("L-CBC", LOCAL_B)]) == ([("sr-1", dr, "cbc")] if shown else []), when
     # A result dated in the future is not taken.
     rec = Records()
     rec.lab("A", -2, LOCAL_A, "JY0001")
@@ -212,6 +223,19 @@ def test_negative_list_items_and_situations() -> None:
     assert found(rec, [order("L-CBC", LOCAL_B)]) == [("sr-1", dr, "cbc")]
 
 
+def test_the_institution_is_the_registrations_never_what_a_result_claims() -> None:
+    """A result whose Patient the caller cannot read (or a golden person's, as only a made-up
+    prefetch could be) does not become A's result because it names A as performer."""
+    rec = Records()
+    rec.add({"resourceType": "DiagnosticReport", "status": "final", "subject": {"reference": "Patient/mpi-1"},
+             "effectiveDateTime": (NOW - timedelta(days=1)).isoformat(), "performer": [{"reference": "Organization/orgA"}],
+             "code": {"coding": [{"system": LOCAL_A, "code": "JY0001"}]}, "conclusion": "正常"})
+    rec.add({"resourceType": "DiagnosticReport", "status": "final", "subject": {"reference": "Patient/pGone"},
+             "effectiveDateTime": (NOW - timedelta(days=1)).isoformat(), "performer": [{"reference": "Organization/orgA"}],
+             "code": {"coding": [{"system": LOCAL_A, "code": "JY0001"}]}, "conclusion": "正常"})
+    assert found(rec, [order("L-CBC", LOCAL_B)]) == []
+
+
 def test_scope_marks() -> None:
     """C反应蛋白 is 京HR (Beijing only), 血常规 京津冀HR: a Tianjin result counts only for the latter."""
     rec = Records()
@@ -224,6 +248,18 @@ def test_scope_marks() -> None:
     crp = rec.lab("A", 1, "http://loinc.org", "1988-5", report=False)
     [e] = find_equivalents(KNOWLEDGE, request([order("L-CRP", LOCAL_B)]), rec, NOW)
     assert (e.resource_id, e.rule.scope_mark, e.rule.window_days) == (crp, "京HR", 3)
+
+
+def test_the_record_is_read_only_for_what_the_orders_need() -> None:
+    """An order of no known item reads nothing; an imaging order no lab values; the record's
+    Conditions (pregnancy) only once there is a result to recognise."""
+    rec = Records()
+    rec.lab("A", 3, LOCAL_A, "JY0001")
+    assert found(rec, [order("L-XYZ", LOCAL_B)]) == [] and rec.asked == []
+    assert found(rec, [order("R-CT-CHEST", LOCAL_B)]) == [] and set(rec.asked) == {"DiagnosticReport", "ImagingStudy"}
+    rec.asked.clear()
+    assert len(found(rec, [order("L-CBC", LOCAL_B, "a"), order("L-CBC", LOCAL_B, "b")])) == 2
+    assert set(rec.asked) == {"Condition", "DiagnosticReport", "Observation"}
 
 
 def test_imaging_by_modality_and_body_site() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cda_helpers import MINIMAL, make_fixtures
 from fhirapi import NOT_GOLDEN
 from harness import Server
 from pgcluster import free_port
@@ -37,7 +38,7 @@ from hutong.mpi.idnumber import check_char
 from hutong.security.senders import mllp_authoriser
 from hutong.security.settings import SecuritySettings
 from hutong.store.sql import SqlRepository
-from hutong.systems import ORGANIZATION, mrn_system
+from hutong.systems import ID_CARD, ORGANIZATION, mrn_system
 
 HOSPITAL = "12110000400000017X"   # 统一社会信用代码 of the sending hospital (test data)
 SENDERS = 16
@@ -164,8 +165,10 @@ def test_mllp_connections_sending_one_new_patient_make_one_registration(mllp: Ml
                if isinstance(a, BaseException) or _msa(a)[1] != "AA"]
         assert not bad, bad
         assert len(_patients(mllp.server, mrn_system(HOSPITAL), mrn)) == 1
-        # Every message was stored against that one registration.
+        # Every message was stored against that one registration, linked to one person.
         patient = _patients(mllp.server, mrn_system(HOSPITAL), mrn)[0]
+        persons = {ln["other"]["reference"] for ln in patient.get("link", [])}
+        assert len(persons) == 1, patient.get("link")
         r = mllp.server.client.get("/Observation", params={"subject": f"Patient/{patient['id']}", "_count": "100"})
         assert r.status_code == 200 and r.json()["total"] == SENDERS
 
@@ -230,8 +233,6 @@ def test_rest_writers_creating_one_new_patient_make_one_registration(server: Ser
 def test_cda_documents_about_one_new_patient_make_one_registration(server: Server) -> None:
     """WS/T 500 documents (POST /ingest/cda) from a hospital's system, each a
     different document about the same new patient, sent at once."""
-    from cda_helpers import MINIMAL, make_fixtures
-
     code = make_fixtures.SENDER_CODE
     r = server.client.post("/Organization", content=json.dumps({
         "resourceType": "Organization", "name": "互通示范医院",
@@ -257,6 +258,5 @@ def test_cda_documents_about_one_new_patient_make_one_registration(server: Serve
 
         codes = _all_at_once(SENDERS, send, server)
         assert codes == [201] * SENDERS, codes
-        from hutong.systems import ID_CARD
         assert len(_patients(server, ID_CARD, idno)) == 1
         assert len(_patients(server, mrn_system(code), mrn)) == 1

@@ -222,3 +222,41 @@ def test_inbox_pages_are_the_addressees_alone(region: Region) -> None:
     with page(region, "R") as r:
         mine = r.get("/resident/corrections")
         assert re.search(r"未予更正|不予更正", mine.text) and "检验结果经复核无误" in mine.text
+
+
+def test_the_resident_is_told_and_adds_what_was_asked(region: Region) -> None:
+    task = file(region)
+    version = str(region.server.client.get(f"/Task/{task['id']}").json()["meta"]["versionId"])
+    notice = "您的更正申请已有答复"
+    with page(region, "R") as r:
+        assert notice not in r.get("/resident").text
+    with page(region, "officerB") as b:
+        asked = b.post(f"/clinician/corrections/{task['id']}", follow_redirects=False,
+                       data={"csrf": "t0k3n", "action": "ask", "text": "请告知化验当天的就诊时间", "version": version})
+        assert asked.status_code == 303, asked.text
+    with page(region, "R") as r:
+        home = r.get("/resident")
+        assert notice in home.text
+        mine = r.get("/resident/corrections")
+        assert "需要您补充说明" in mine.text and "请告知化验当天的就诊时间" in mine.text
+        assert notice not in r.get("/resident").text  # seen
+        v = str(int(version) + 1)
+        assert f'name="version" value="{v}"' in mine.text
+        with page(region, "S") as s:  # another resident: not theirs to read or to answer
+            assert "请告知化验当天的就诊时间" not in s.get("/resident/corrections").text
+            forged = s.post(f"/resident/corrections/{task['id']}/reply",
+                            data={"csrf": "t0k3n", "text": "不是我", "version": v})
+            assert forged.status_code == 404
+        sent = r.post(f"/resident/corrections/{task['id']}/reply", follow_redirects=False,
+                      data={"csrf": "t0k3n", "text": "上午九点在乙医院抽血", "version": v})
+        assert sent.status_code == 303, sent.text
+        again = r.post(f"/resident/corrections/{task['id']}/reply",
+                       data={"csrf": "t0k3n", "text": "再说一次", "version": v})
+        assert again.status_code == 409
+    back = stored(region, task["id"])
+    assert back["status"] == "requested" and len(back["note"]) == 2
+    assert back["note"][1] == {**back["note"][1], "text": "上午九点在乙医院抽血",
+                               "authorReference": {"reference": f"Patient/{region.ids['R']}"}}
+    with page(region, "officerB") as b:
+        one = b.get(f"/clinician/corrections/{task['id']}")
+        assert "上午九点在乙医院抽血" in one.text and "请告知化验当天的就诊时间" in one.text

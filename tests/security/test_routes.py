@@ -161,7 +161,7 @@ PAGES: dict[tuple[str, str], Page] = {
     ("POST", "/resident/consents/{consent_id}/revoke"): Page(), ("GET", "/resident/delegates"): Page(resident=200),
     ("POST", "/resident/delegates/{account_id}/end"): Page(),
     ("GET", "/resident/access-log"): Page(resident=200), ("GET", "/resident/corrections"): Page(resident=200),
-    ("POST", "/resident/corrections"): Page(),
+    ("POST", "/resident/corrections"): Page(), ("POST", "/resident/corrections/{task_id}/reply"): Page(),
     # SMART App Launch (hutong.web.smart_routes): the approval page reads the session itself
     ("GET", "/signin/authorize/{request_id}"): Page(public=True),
     ("POST", "/signin/authorize/{request_id}"): Page(public=True),

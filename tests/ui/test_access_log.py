@@ -16,6 +16,8 @@ import pytest
 from conftest import SCREENSHOTS, UiRegion, sign_in_resident
 from playwright.sync_api import Page, expect
 
+from hutong.systems import ORGANIZATION
+
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
 
@@ -74,10 +76,32 @@ def test_a_doctors_reads_are_one_entry_with_count_and_institution(ui: UiRegion,
             r = c.get(f"/Patient/{person['id']}/$everything")
             assert r.status_code == 403 and "HT-0103" in r.text
 
+    # The hospital's own system sends a lab result for the resident: a machine, not a person reading.
+    code = next(i["value"] for i in ui.search("Organization", [("_id", home)])[0]["identifier"]
+                if i["system"] == ORGANIZATION)
+    his, _secret = ui.accounts.add_client("分组测试检验系统", organization=code, organization_id=home)
+    token = ui.app.platform.authenticator.tokens.issue(his, his.scopes)["access_token"]
+    with httpx.Client(base_url=ui.url + "/fhir", headers={"Authorization": f"Bearer {token}"}) as c:
+        r = c.post("/Observation", json={
+            "resourceType": "Observation", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": "laboratory"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}], "text": "葡萄糖"},
+            "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": "2026-12-01T08:00:00+08:00",
+            "valueQuantity": {"value": 5.1, "unit": "mmol/L"}})
+        assert r.status_code == 201, r.text
+
     page = new_page(phone=True)
     sign_in_resident(page, ui, idno)
     page.goto("/resident/access-log")
     expect(page.get_by_role("heading", name="谁看了我的档案", exact=True)).to_be_visible()
+    machine = page.locator(".res-log-entry[data-actor='system']").filter(has_text="发送了 1 次数据")
+    expect(machine).to_have_count(1)
+    expect(machine.locator(".res-log-who")).to_contain_text("医院信息系统")
+    expect(machine).to_contain_text("机器自动访问（不是人在查看）")
+    expect(machine.locator(".res-log-org")).to_have_text(home_name)
+    expect(machine.locator(".res-log-outcome")).to_have_text("已存入您的档案")
+    expect(machine).to_contain_text("在本院就诊")
     mine = page.locator(".res-log-entry").filter(has_text="分组测试孙医生")
     expect(mine).to_have_count(1)
     expect(mine).to_have_attribute("data-count", str(len(reads)))
@@ -99,6 +123,7 @@ def test_a_doctors_reads_are_one_entry_with_count_and_institution(ui: UiRegion,
     expect(refused).to_have_attribute("data-count", "2")
     expect(refused.locator(".res-log-outcome")).to_contain_text("被拒绝：该医生近期没有为您诊疗的记录")
     expect(refused.locator(".res-log-org")).to_have_text(stranger["name"])
+    expect(refused).to_contain_text("没有查看依据")
     # nothing of the page is raw: no account, person or institution ids
     text = page.locator("main").inner_text()
     for raw in ("acct-", "mpi-", person["id"], doctor.account.id, stranger["id"]):

@@ -96,7 +96,7 @@ def test_refused_attempt_says_why_in_plain_words() -> None:
     assert g.outcome_note.startswith("该医生近期没有为您诊疗的记录，也没有您的授权")
     assert "没有让其看到您的档案" in g.outcome_note
     assert g.summary == "尝试 2 次"
-    assert g.purpose == "—"
+    assert g.purpose == "没有查看依据"
     [other] = view([entry(0, outcome="4", code="HT-0104", role="commission", who="王专员")])
     assert other.outcome_note.startswith("该人员的身份不能查看居民档案")
     [unknown] = view([entry(0, outcome="4", code=None)])
@@ -151,6 +151,9 @@ def test_own_delegate_system_and_platform_are_told_apart() -> None:
     assert by["system"].organization == "北京市第一医院"
     assert by["system"].summary == "发送了 1 次数据（共 6 项记录）：检验检查结果、检验检查报告"
     assert by["system"].outcome_label == "已存入您的档案"
+    # an API write carries no basis of its own: an institution writes its own patients' records
+    [api] = view([entry(0, role="institution", who="HIS", account_id="acct-his", action="create", purpose=None)])
+    assert api.purpose == "在本院就诊" and api.summary == "发送了 1 次数据：检验检查结果"
     assert by["platform"].who.startswith("区域健康信息平台") and "不是某个人" in by["platform"].purpose_note
     # a delegate whose account has no name is not shown by their account id
     [anon] = view([deleg])
@@ -173,3 +176,17 @@ def test_every_word_is_chinese_no_ascii_words_or_ids() -> None:
         text = " ".join([g.who, g.role, g.organization, g.purpose, g.purpose_note, g.summary, g.outcome_label,
                          g.outcome_note, *(f"{r.time} {r.what} {r.outcome}" for r in g.rows)])
         assert not re.search(r"[A-Za-z]{2,}", text), text
+
+
+def test_english_words_have_no_chinese() -> None:
+    en = Translator("en")
+    rows = [entry(0), entry(1, outcome="4", code="HT-0103"), entry(2, outcome="8", purpose="identity"),
+            entry(3, role="institution", action="hl7", who="HIS", kinds=("Observation", "Condition")),
+            entry(5, break_glass=True, purpose="break-glass", action="break-glass", reason="x")]
+    for g in alog.group_entries(rows):
+        v = alog.describe(g, en, ORGS, {})
+        text = " ".join([v.role, v.purpose, v.purpose_note, v.summary, v.outcome_label, v.outcome_note,
+                         v.span])
+        assert not re.search(r"[\u4e00-\u9fff]", text), text
+    [v] = [alog.describe(g, en, ORGS, {}) for g in alog.group_entries([entry(0), entry(1, kinds=("Condition",))])]
+    assert v.summary == "looked 2 times: diagnoses, test results"  # equal counts: the newest row's kind first

@@ -5,7 +5,16 @@ Each connection is served in order (HL7 original acknowledgement mode: the
 sender waits for each ACK); connections are independent, so one stuck or
 malicious peer never holds up another.  The blocking work (parse, map,
 store) runs in a thread pool; on SQLite concurrent connections share commits
-(group commit).  A frame error gets a NAK and its bytes are kept as a dead
+(group commit).
+
+Back-pressure (issue 17): at most ``max_in_flight`` messages (default: the
+pool's threads) are handed to the pool at once, over all connections.  A
+connection whose next message finds no slot waits for one and meanwhile reads
+nothing more: its bytes stay in asyncio's bounded buffer (reading pauses
+past twice the stream limit) and then in the kernel's, so a sender faster
+than the store is slowed by TCP flow control instead of filling the
+listener's memory with queued work.  Nothing is acknowledged before its
+commit, so a sender that gives up loses nothing it was told was stored.  A frame error gets a NAK and its bytes are kept as a dead
 letter; an exception never reaches the event loop (the listener keeps
 serving).
 
@@ -47,13 +56,16 @@ def unauthenticated(peer: str, _tls: ssl.SSLObject | None) -> Connection:
 
 class MllpListener:
     def __init__(self, ingestor: Ingestor, *, max_frame: int = 1_048_576, idle_timeout: float = 600.0,
-                 threads: int = 8, tls: ssl.SSLContext | None = None, identify: Identify = unauthenticated) -> None:
+                 threads: int = 8, tls: ssl.SSLContext | None = None, identify: Identify = unauthenticated,
+                 max_in_flight: int | None = None) -> None:
         self.ingestor = ingestor
         self.tls = tls
         self.identify = identify
         self.max_frame = max_frame
         self.idle_timeout = idle_timeout
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mllp")
+        # Slots for messages in the pool; waiting for one, a connection stops reading.
+        self.slots = asyncio.Semaphore(max(1, max_in_flight if max_in_flight is not None else threads))
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> asyncio.Server:
@@ -79,11 +91,12 @@ class MllpListener:
                 if not data:
                     break
                 for item in decoder.feed(data):
-                    if isinstance(item, Frame):
-                        reply = await loop.run_in_executor(self.pool, self._hl7, item.payload, conn)
-                    else:
-                        reply = await loop.run_in_executor(self.pool, self._frame_error, item.raw,
-                                                           item.reason, conn)
+                    async with self.slots:
+                        if isinstance(item, Frame):
+                            reply = await loop.run_in_executor(self.pool, self._hl7, item.payload, conn)
+                        else:
+                            reply = await loop.run_in_executor(self.pool, self._frame_error, item.raw,
+                                                               item.reason, conn)
                     writer.write(frame(reply))
                     await writer.drain()
             tail = decoder.pending()

@@ -132,6 +132,7 @@ i18n.add({
     "alog.why.error": ("平台出现故障，请求中断，对方没有得到您的档案内容，您的档案也没有被更改。",
                        "A fault on the platform interrupted the request: nothing of your record was returned and "
                        "nothing was changed."),
+    "alog.no_basis": ("没有查看依据", "No basis to look"),
     "alog.actor_person": ("该人员", "This person"),
     "alog.actor_doctor": ("该医生", "This doctor"),
     "alog.actor_system": ("该机构", "This institution"),
@@ -471,6 +472,13 @@ def describe(g: AccessGroup, t: Translate, organizations: Mapping[str, str],
     if not code and g.key.actor in (Actor.PERSON, Actor.PLATFORM):
         org = t("alog.org_none")
     purpose, note = purpose_words(g.key.purpose, t, g.rows[0].role)
+    if not g.key.purpose:
+        if g.key.outcome == REFUSED:
+            purpose = t("alog.no_basis")
+        elif g.key.actor is Actor.SYSTEM:
+            # An institution's system writes only its own patients' records (hutong.security.write_policy);
+            # the API's writes carry no basis of their own, the HL7/CDA channels say own-institution.
+            purpose = t("purpose.own-institution")
     label, why = outcome_words(g, t)
     return GroupView(
         actor=g.key.actor.value, who=who, role=role, organization=org, purpose=purpose, purpose_note=note,

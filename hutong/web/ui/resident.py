@@ -51,12 +51,13 @@ from hutong.record.build import entry_label
 from hutong.record.readers import clinical_date as _when
 from hutong.record.readers import text as _text
 from hutong.security import consent_authors
+from hutong.security import corrections as correction_rules
 from hutong.security.accounts import Account
 from hutong.security.audit import AccessEntry, AuditLog
 from hutong.security.policy import Access
 from hutong.security.principal import Role
 from hutong.web.ui import access_log as alog
-from hutong.web.ui import i18n
+from hutong.web.ui import correction_answers, i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 from hutong.web.ui.record import trend_chart
 
@@ -272,11 +273,18 @@ i18n.add({
     "cor.status.rejected": ("未予更正", "Not corrected"),
     "cor.status.cancelled": ("已取消", "Cancelled"),
     "cor.status.ready": ("已受理", "Accepted"),
-    "cor.status.on-hold": ("暂停处理", "On hold"),
+    "cor.status.on-hold": ("需要您补充说明", "The hospital asks you for more"),
     "cor.status.failed": ("处理失败", "Failed"),
     "cor.status.draft": ("草稿", "Draft"),
     "cor.status.entered-in-error": ("已作废", "Withdrawn"),
     "cor.unavailable": ("暂时无法提交更正申请：", "Correction requests cannot be sent right now: "),
+    "cor.notice": ("您的更正申请已有答复。", "Your correction request has an answer."),
+    "cor.notice_go": ("查看答复", "See the answer"),
+    "cor.asked": ("医院的问题", "The hospital asks"),
+    "cor.reply": ("补充说明", "Add information"),
+    "cor.reply_go": ("提交补充说明", "Send"),
+    "cor.replied": ("补充说明已提交，医院会继续处理。", "Sent; the hospital continues with your request."),
+    "cor.my_note": ("我的补充", "I added"),
     "type.Condition": ("诊断", "Diagnosis"),
     "type.AllergyIntolerance": ("过敏", "Allergy"),
     "type.MedicationRequest": ("用药", "Medicine"),
@@ -413,6 +421,8 @@ class CorrectionRow:
     status: str
     authored: str
     answer: str
+    version: str = ""
+    mine: tuple[tuple[str, str], ...] = ()  # what the resident added: (time, text)
 
 
 def correction_task(person: str, item_ref: str, item_label: str, owner_ref: str, owner_name: str,
@@ -432,19 +442,17 @@ def correction_rows(tasks: list[dict[str, Any]], org_names: dict[str, str]) -> l
     for t in tasks:
         if _code(t.get("code")) != f"{TASK_SYSTEM}|{CORRECTION}":
             continue
-        answers = [str(o.get("valueString")) for o in t.get("output") or []
-                   if isinstance(o, dict) and isinstance(o.get("valueString"), str)]
-        answers += [str(n.get("text")) for n in t.get("note") or [] if isinstance(n, dict) and n.get("text")]
-        sr = t.get("statusReason")
-        if not answers and isinstance(sr, dict) and _text(sr):
-            answers.append(_text(sr))
+        # The institution's words only (hutong.security.corrections): the resident's own notes are theirs.
+        mine = tuple((_minute(n.get("time")), str(n["text"])) for n in t.get("note") or []
+                     if isinstance(n, dict) and isinstance(n.get("text"), str)
+                     and _ref(n.get("authorReference")).startswith("Patient/"))
         focus = t.get("focus") or {}
         owner = t.get("owner") or {}
         out.append(CorrectionRow(
             str(t.get("id")), str(focus.get("display") or _ref(focus)), _ref(focus).split("/")[0],
             str(owner.get("display") or org_names.get(_ref(owner).split("/")[-1], "")),
             str(t.get("description") or ""), str(t.get("status") or ""), _minute(t.get("authoredOn")),
-            " ".join(answers)))
+            correction_rules.answer_text(t), str((t.get("meta") or {}).get("versionId") or ""), mine))
     out.sort(key=lambda r: r.authored, reverse=True)
     return out
 
@@ -536,8 +544,11 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         page = _int(request.query_params.get("page"), 0)
         rec = await run(lambda: load_record(svc, person))
         start = page * VISIT_PAGE
+        # An answer to a correction request the resident has not seen yet (hutong.web.ui.correction_answers).
+        answered = await run(lambda: correction_answers.unseen(
+            svc, person, request.cookies.get(correction_answers.seen_cookie(person))))
         return await run(lambda: render(
-            request, "resident/timeline.html", access, person, svc, rec=rec,
+            request, "resident/timeline.html", access, person, svc, rec=rec, correction_answered=answered,
             visits=rec.encounters[start:start + VISIT_PAGE], page=page,
             more=len(rec.encounters) > start + VISIT_PAGE,
             institutions=len({e.source.org_id for e in rec.encounters if e.source.org_id}), tab="timeline"))
@@ -784,9 +795,26 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
             items = sorted((e for e in rec.entries if e.type in order), key=lambda e: order[e.type])
             return {"items": items, "rows": rows, "unavailable": unavailable}
 
+        # Seen (read before the page, so an answer landing meanwhile still counts as new):
+        # the home page's notice stays away until a newer answer comes.
+        newest = await run(lambda: correction_answers.newest_answer_ms(svc, person))
         data = await run(load)
-        return await run(lambda: render(request, "resident/corrections.html", access, person, svc, tab="corrections",
+        resp = await run(lambda: render(request, "resident/corrections.html", access, person, svc, tab="corrections",
                                         done=request.query_params.get("done"), **data))
+        resp.set_cookie(correction_answers.seen_cookie(person), str(newest), max_age=400 * 86400, httponly=True,
+                        samesite="strict", path="/resident", secure=request.url.scheme == "https")
+        return resp
+
+    @app.post("/resident/corrections/{task_id}/reply")
+    async def correction_reply(task_id: str, request: Request) -> Response:
+        access, person = me(request)
+        form = await form_of(request)
+        svc = service(request)
+        now = datetime.now(BEIJING).isoformat(timespec="seconds")
+        await run(lambda: correction_answers.add_information(svc, person, task_id, form.get("text", ""),
+                                                             form.get("version", ""), now))
+        return RedirectResponse(_back(request, access, person, "/resident/corrections", "done=replied"),
+                                status_code=303)
 
     @app.post("/resident/corrections")
     async def correct(request: Request) -> Response:
