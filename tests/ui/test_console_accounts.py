@@ -22,8 +22,12 @@ import segno
 from conftest import Staff, UiRegion, sign_in_staff
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from hutong.errors import InvalidRequest
+from hutong.fhir.service import FhirService
 from hutong.mpi.normalize import name_initials, name_pinyin
+from hutong.security.guard import as_operator
 from hutong.security.principal import Role
+from hutong.store.sql import SqlRepository
 from hutong.systems import ORGANIZATION
 from hutong.web.ui import doctor_directory as directory
 from hutong.web.ui.enrolment import ERROR
@@ -88,6 +92,42 @@ def test_directory_search_by_name_pinyin_initials_and_department(ui: UiRegion) -
     in_dept = directory.find(found, "", d.department)
     assert d in in_dept and all(x.department == d.department for x in in_dept)
     assert not directory.find(found, "无此人名字")
+
+
+def test_the_pick_is_rechecked_against_the_institution(repo: SqlRepository) -> None:
+    """Both databases: only an active post of the institution whose Practitioner exists is accepted."""
+    svc = FhirService(as_operator(repo))
+
+    def create(body: dict[str, Any]) -> str:
+        r = svc.create(body["resourceType"], orjson.dumps(body), {})
+        assert r.status == 201, r.body
+        return str(orjson.loads(r.body or b"{}")["id"])
+
+    a, b = (create({"resourceType": "Organization", "name": n, "identifier": [{"system": ORGANIZATION,
+                                                                                "value": c}]})
+            for n, c in (("甲医院", "12110000TESTA00001"), ("乙医院", "12110000TESTB00002")))
+
+    def post(org: str, name: str, active: bool = True) -> tuple[str, str]:
+        pid = create({"resourceType": "Practitioner", "name": [{"text": name}]})
+        rid = create({"resourceType": "PractitionerRole", "active": active,
+                      "practitioner": {"reference": f"Practitioner/{pid}"},
+                      "organization": {"reference": f"Organization/{org}"},
+                      "specialty": [{"text": "内科"}], "code": [{"text": "主治医师"}]})
+        return pid, rid
+
+    pid_a, role_a = post(a, "張偉")
+    _pid_b, role_b = post(b, "李明")
+    _pid_old, role_old = post(a, "王芳", active=False)
+    got = directory.chosen(repo, a, role_a)
+    assert (got.practitioner_id, got.organization_id, got.name, got.department, got.title) == (
+        pid_a, a, "張偉", "内科", "主治医师")
+    for forged in (role_b, role_old, pid_a, "no-such-role", "x/../y", ""):
+        with pytest.raises(InvalidRequest) as e:
+            directory.chosen(repo, a, forged)
+        assert e.value.code == "HT-0465", forged
+    listed = directory.doctors(repo, a)
+    assert [d.role_id for d in listed] == [role_a]  # not b's post, not the one out of post
+    assert directory.find(listed, "张") == listed and directory.find(listed, "zw") == listed
 
 
 def test_operator_picks_a_doctor_of_their_institution_without_javascript(
