@@ -184,6 +184,7 @@ CODES: dict[str, str] = {
     "HT-0534": "override reason not one the card offered, or the card may not be overridden (hard stop)",
     "HT-0535": "a CDS rule failed to evaluate: its cards were left out (operators: see the log and metric)",
     "HT-0536": "prefetch entry malformed (not a FHIR resource or Bundle) or about another patient",
+    "HT-0537": "safety rule configuration invalid (allergy conflicts, privilege actions, antibiotic tiers)",
     # 0310-0319: one ingestion envelope (hutong.ingest: Receipt codes; issue 13, item 5)
     "HT-0310": "received message unreadable (HL7 v2 does not parse; CDA header unreadable); kept as a dead letter",
     "HT-0311": "received message names no registered institution (MSH-4, CDA custodian); kept as a dead letter",
