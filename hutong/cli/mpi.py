@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
     r.set_defaults(func=run, action=_relink)
     v = ops.add_parser("review", help="list the review queue (JSON)")
-    v.add_argument("--status", default="open", choices=["open", "linked", "rejected", "obsolete"])
+    v.add_argument("--status", default="open", choices=["open", "linked", "rejected", "unlinked", "obsolete"])
     v.add_argument("--limit", type=int, default=50)
     v.set_defaults(func=run, action=_review)
     lk = ops.add_parser("link", help="link a source patient to a person (pinned)")

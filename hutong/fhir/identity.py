@@ -316,8 +316,8 @@ class IdentityOperations:
         self._steward()
         q = dict(items)
         status = q.get("status", "open")
-        if status not in ("open", "linked", "rejected", "obsolete"):
-            raise InvalidRequest("HT-0041", "status must be open, linked, rejected or obsolete")
+        if status not in ("open", "linked", "rejected", "unlinked", "obsolete"):
+            raise InvalidRequest("HT-0041", "status must be open, linked, rejected, unlinked or obsolete")
         try:
             limit = min(int(q.get("_count", "50")), 500)
             after = int(q.get("after", "0"))

@@ -67,14 +67,32 @@ class MpiModel:
     name_u: dict[str, float] = field(default_factory=dict)  # exact-agreement u of common names
     version: int = 0
 
-    def weight(self, g: Gamma, names: tuple[str, ...] = ()) -> float:
-        tf: list[float | None] | None = None
+    def _tf(self, g: Gamma, names: tuple[str, ...]) -> list[float | None] | None:
+        """The term-frequency u of an exact name agreement on a common name (None: none applies)."""
         if g[NAME] == 0 and names and self.name_u:
             u = max((self.name_u.get(n, 0.0) for n in names), default=0.0)
             if u > 0:
-                tf = [None] * len(g)
+                tf: list[float | None] = [None] * len(g)
                 tf[NAME] = u
-        return self.fs.match_weight(g, tf)
+                return tf
+        return None
+
+    def weight(self, g: Gamma, names: tuple[str, ...] = ()) -> float:
+        return self.fs.match_weight(g, self._tf(g, names))
+
+    def explain(self, g: Gamma, names: tuple[str, ...] = ()) -> list[tuple[str, str | None, float]]:
+        """Every term of :meth:`weight`, in order: ("prior", ..., log2 of the prior
+        odds), one (comparison, level or None, log2(m/u)) per comparison, and,
+        when the name agreed exactly on a common name, ("name_frequency", None,
+        the term-frequency adjustment: log2(m/f) - log2(m/u), Winkler 2000).
+        The terms add up to ``weight(g, names)`` (issue 16, item 6: the review
+        screen shows each of them, so the total is their sum)."""
+        terms = self.fs.explain(g)
+        tf = self._tf(g, names)
+        if tf is not None:
+            adjusted = self.fs.explain(g, tf)[NAME + 1][2]  # +1: the prior comes first
+            terms.append(("name_frequency", None, adjusted - terms[NAME + 1][2]))
+        return terms
 
     def to_json(self) -> dict[str, Any]:
         return {"fs": self.fs.to_json(), "upper": self.upper, "lower": self.lower, "name_u": self.name_u}

@@ -9,6 +9,7 @@ so ``open_database`` creates them).
   of candidates instead of scanning everyone.
 - ``mpi_nolink``: human "not the same person" decisions, kept across relinks.
 - ``mpi_review``: the review queue (candidate person, score, reason).
+- ``mpi_review_decision``: each human decision on a review item (who, when, note).
 - ``mpi_event``: every link/unlink/merge/unmerge/relink with a snapshot of the
   state before it, so an unmerge restores exactly and history is complete.
 - ``mpi_model``: Fellegi-Sunter parameters with their version.
@@ -84,6 +85,21 @@ mpi_review = Table(
     Column("actor", String(128), nullable=True),
     Index("ix_mpi_review_status", "status", "id"),
     Index("ix_mpi_review_patient", "patient_id"),
+)
+
+# Each human decision on a review item (issue 16, item 6): linked, rejected
+# (not the same person) or, later, unlinked; who (account id: pages show the
+# account's name), when, and the note.  mpi_review keeps only the last status.
+mpi_review_decision = Table(
+    "mpi_review_decision",
+    metadata,
+    Column("id", PK, primary_key=True, autoincrement=True),
+    Column("review_id", BigInteger, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("decision", String(10), nullable=False),  # linked | rejected | unlinked
+    Column("actor", String(128), nullable=False),
+    Column("note", String(500), nullable=True),
+    Index("ix_mpi_review_decision_review", "review_id", "id"),
 )
 
 mpi_event = Table(

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from hutong.errors import Conflict, InvalidRequest, NotFound
+from hutong.mpi import explain
 from hutong.mpi import state as st
 from hutong.mpi.blocking import LEGACY_KEY
 from hutong.mpi.comparisons import COMPARISONS, Gamma, gamma
@@ -269,21 +270,45 @@ class Mpi:
             fields.append({"field": spec.name, "source": [v for a in attrs for v in getattr(src.features, a)],
                            "person": [v for a in attrs for v in getattr(p, a)], "level": expl[spec.name][0],
                            "weight": round(expl[spec.name][1], 2)})
-        w = model.weight(g, tuple(set(src.features.names) & set(p.names)))
+        names = tuple(set(src.features.names) & set(p.names))
+        w = model.weight(g, names)
+        # Every term of w (prior, fields, name frequency), rounded together so the shown
+        # rows add up to the shown total (issue 16, item 6; hutong.mpi.explain).
+        parts = explain.breakdown(model, g, names)
         return {"patient": patient_id, "person": person_id, "weight": round(w, 2),
-                "probability": model.fs.probability(w), "fields": fields, "notes": list(src.features.notes)}
+                "probability": model.fs.probability(w), "fields": fields, "notes": list(src.features.notes),
+                "breakdown": parts.to_json()}
 
     def review_items(self, *, status: str = "open", limit: int = 50, after: int = 0) -> list[dict[str, Any]]:
         rows = st.review_rows(st.repo_reader(self.repo), status, after, limit)
         out = []
-        for rid, pat, per, sc, reason, stt, created in rows:
+        history = st.review_decisions(st.repo_reader(self.repo), [int(r[0]) for r in rows])
+        for rid, pat, per, sc, reason, stt, created, decided, actor in rows:
             item = {"id": int(rid), "patient": pat, "person": per, "score": sc, "reason": reason, "status": stt,
-                    "created": int(created)}
+                    "created": int(created), "history": self._history(int(rid), stt, decided, actor, history)}
             try:
                 item["comparison"] = self.compare(pat, per)
             except NotFound:
                 item["comparison"] = None
             out.append(item)
+        return out
+
+    def review_item(self, review_id: int) -> dict[str, Any] | None:
+        """One review item, whatever its status (None: no such item)."""
+        row = st.review_row(st.repo_reader(self.repo), review_id)
+        if row is None:
+            return None
+        items = self.review_items(status=row[2], limit=1, after=review_id - 1)
+        return items[0] if items and items[0]["id"] == review_id else None
+
+    @staticmethod
+    def _history(rid: int, status: str, decided: Any, actor: Any,
+                 rows: dict[int, list[tuple[int, str, str, str | None]]]) -> list[dict[str, Any]]:
+        """An item's decisions, newest first (mpi_review_decision); an item decided
+        before that table existed shows its last decision from mpi_review, without a note."""
+        out = [{"at": at, "decision": d, "actor": a, "note": n} for at, d, a, n in rows.get(rid, ())]
+        if not out and decided is not None and actor and status in ("linked", "rejected"):
+            out.append({"at": int(decided), "decision": status, "actor": str(actor), "note": None})
         return out
 
     # ------------------------------------------------------------ operations
@@ -303,7 +328,7 @@ class Mpi:
             if st.remove_nolink(w, patient_id, m.patient_id):
                 removed.append(sorted((patient_id, m.patient_id)))
         st.move_source(w, patient_id, person_id, "manual", "manual", None)
-        st.close_reviews(w, patient_id, "linked", actor, person_id)
+        st.decide_reviews(w, patient_id, person_id, "open", "linked", actor, reason)
         st.close_reviews(w, patient_id, "obsolete", actor)
         self._relink_source(w, patient_id, person_id)
         self._refresh(w, [person_id, src.person_id])
@@ -311,13 +336,19 @@ class Mpi:
         return st.add_event(w, "link", actor, reason, {"before": before, "after": after, "nolink_added": [],
                                                        "nolink_removed": removed})
 
-    def unlink(self, patient_id: str, *, actor: str, reason: str | None = None) -> int:
-        """A human says: this source is not the person it is linked to."""
-        return self.repo.transact(lambda w: self._unlink(w, patient_id, actor, reason))
+    def unlink(self, patient_id: str, *, actor: str, reason: str | None = None,
+               from_person: str | None = None) -> int:
+        """A human says: this source is not the person it is linked to.
+        ``from_person``: only if it is linked to that person now (HT-0441 otherwise:
+        the review screen unlinks the pair it shows, not whatever the source became)."""
+        return self.repo.transact(lambda w: self._unlink(w, patient_id, actor, reason, from_person))
 
-    def _unlink(self, w: Writer, patient_id: str, actor: str, reason: str | None) -> int:
+    def _unlink(self, w: Writer, patient_id: str, actor: str, reason: str | None,
+                from_person: str | None = None) -> int:
         read = st.writer_reader(w)
         src = self._need_source(read, patient_id)
+        if from_person is not None and src.person_id != from_person:
+            raise Conflict("HT-0441", f"Patient/{patient_id} is not linked to {from_person} now")
         others = [s for s in st.sources_of(self.repo, read, [src.person_id]) if s.patient_id != patient_id]
         if not others:
             raise InvalidRequest("HT-0057", f"Patient/{patient_id} is the only source of its person")
@@ -328,6 +359,8 @@ class Mpi:
         person = new_person_id()
         st.move_source(w, patient_id, person, "manual", "manual", None)
         st.close_reviews(w, patient_id, "obsolete", actor)
+        # The items that linked this source are undone: off the linked list, with who and why.
+        st.decide_reviews(w, patient_id, None, "linked", "unlinked", actor, reason)
         self._relink_source(w, patient_id, person)
         self._refresh(w, [person, src.person_id])
         after = [{**src.snapshot(), "person": person, "state": "manual", "rule": "manual", "score": None}]
@@ -456,7 +489,7 @@ class Mpi:
             for m in st.sources_of(self.repo, st.writer_reader(w), [person_id]):
                 if m.patient_id != patient_id:
                     st.add_nolink(w, patient_id, m.patient_id, actor, reason)
-            st.close_reviews(w, patient_id, "rejected", actor, person_id)
+            st.decide_reviews(w, patient_id, person_id, "open", "rejected", actor, reason)
         self.repo.transact(run)
 
     def _need_source(self, read: st.Reader, patient_id: str) -> st.SourceRow:

@@ -174,6 +174,39 @@ def close_reviews(w: Writer, patient_id: str, status: str, actor: str | None,
     sql_writer(w).execute(sql, args)
 
 
+def decide_reviews(w: Writer, patient_id: str, person_id: str | None, from_status: str, to_status: str,
+                   actor: str, note: str | None) -> list[int]:
+    """A human decision on the review items of a source (of one candidate
+    person) in ``from_status``: each moves to ``to_status`` and gets a row in
+    mpi_review_decision (who, when, note: the item's history, issue 16 item 6).
+    The item ids."""
+    sql = "SELECT id FROM mpi_review WHERE patient_id = ? AND status = ?"
+    args: list[Any] = [patient_id, from_status]
+    if person_id is not None:
+        sql += " AND person_id = ?"
+        args.append(person_id)
+    ids = [int(r[0]) for r in sql_writer(w).execute(sql + " ORDER BY id", args).fetchall()]
+    for rid in ids:
+        sql_writer(w).execute("UPDATE mpi_review SET status = ?, decided = ?, actor = ? WHERE id = ?",
+                              (to_status, w.now, actor, rid))
+        sql_writer(w).execute("INSERT INTO mpi_review_decision (review_id, at, decision, actor, note) "
+                              "VALUES (?, ?, ?, ?, ?)", (rid, w.now, to_status, actor, note))
+    return ids
+
+
+def review_decisions(read: Reader, review_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str, str | None]]]:
+    """(at, decision, actor, note) of each item's decisions, newest first."""
+    out: dict[int, list[tuple[int, str, str, str | None]]] = defaultdict(list)
+    ids = sorted(set(review_ids))
+    for i in range(0, len(ids), CHUNK):
+        part = ids[i:i + CHUNK]
+        for rid, at, decision, actor, note in read(
+                "SELECT review_id, at, decision, actor, note FROM mpi_review_decision "
+                f"WHERE review_id IN ({_marks(len(part))}) ORDER BY id DESC", tuple(part)):
+            out[int(rid)].append((int(at), str(decision), str(actor), None if note is None else str(note)))
+    return dict(out)
+
+
 def open_review(w: Writer, patient_id: str, person_id: str, score: float | None, reason: str) -> None:
     if reason.startswith(MERGE_REQUEST) and sql_writer(w).execute(
             "SELECT 1 FROM mpi_review WHERE patient_id = ? AND person_id = ? AND status = 'open' AND reason LIKE ?",
@@ -263,8 +296,8 @@ def source_ids(read: Reader, person_id: str) -> list[str]:
 
 
 def review_rows(read: Reader, status: str, after: int, limit: int) -> list[Any]:
-    """(id, patient_id, person_id, score, reason, status, created) of review items."""
-    return read("SELECT id, patient_id, person_id, score, reason, status, created FROM mpi_review "
+    """(id, patient_id, person_id, score, reason, status, created, decided, actor) of review items."""
+    return read("SELECT id, patient_id, person_id, score, reason, status, created, decided, actor FROM mpi_review "
                 "WHERE status = ? AND id > ? ORDER BY id LIMIT ?", (status, after, limit))
 
 

@@ -151,7 +151,8 @@ PAGES: dict[tuple[str, str], Page] = {
     # commission console: commission, auditors, operators
     ("GET", "/console"): Page(resident=403), ("GET", "/console/identity"): Page(resident=403),
     ("POST", "/console/identity/{review_id}/link"): Page(), ("POST", "/console/identity/{review_id}/reject"): Page(),
-    ("POST", "/console/identity/unlink"): Page(), ("GET", "/console/audit"): Page(resident=403),
+    ("GET", "/console/identity/{review_id}"): Page(resident=403),
+    ("POST", "/console/identity/{review_id}/unlink"): Page(), ("GET", "/console/audit"): Page(resident=403),
     ("GET", "/console/break-glass"): Page(resident=403), ("POST", "/console/break-glass/{seq}/review"): Page(),
     ("GET", "/console/users"): Page(resident=403), ("POST", "/console/users/add"): Page(),
     ("POST", "/console/users/{account_id}/status"): Page(), ("POST", "/console/users/{account_id}/unlock"): Page(),

@@ -341,7 +341,9 @@ def test_previous_release_upgrades_intact(legacy: tuple[str, dict[str, str]], mo
                                         "sharing_request", "sharing_export", "access_grant",
                                         # 0004: SMART App Launch (issue 15)
                                         "smart_client", "smart_authorization", "smart_launch", "smart_grant",
-                                        "smart_grant_token"}
+                                        "smart_grant_token",
+                                        # 0006: the identity review's decision history (issue 16, item 6)
+                                        "mpi_review_decision"}
 
     # Read back through this release's code: every version of every resource decrypts ...
     from hutong.fhir.assembly import open_repository

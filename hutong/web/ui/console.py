@@ -66,8 +66,7 @@ from hutong.security.audit import VERDICTS, AuditEntry, AuditLog
 from hutong.security.events import ERROR, FAILED, REFUSED, SUCCESS, AuditRecord
 from hutong.security.policy import Access
 from hutong.security.principal import Role
-from hutong.web.ui import account_form, i18n
-from hutong.web.ui.enrolment import enrolment
+from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 
 __all__ = ["DOWN", "ONLINE", "ONLINE_HOURS", "SILENT", "SILENT_HOURS", "InstitutionRow", "charts",
@@ -242,7 +241,15 @@ i18n.add({
     "con.users.confirm_disable": ("确定停用该账户？其登录会话将全部结束。",
                                   "Disable this account? All its sessions end."),
     "con.users.add": ("添加用户", "Add a user"),
+    "con.users.org_code": ("机构代码（医生必填）", "Institution code (clinicians)"),
+    "con.users.practitioner": ("医生目录编号（医生必填）", "Practitioner id (clinicians)"),
+    "con.users.practitioner_role": ("医生岗位编号（医生）", "PractitionerRole id (clinicians)"),
     "con.users.submit": ("添加", "Add"),
+    "con.users.created_once": ("账户已创建。初始密码和动态口令绑定地址只显示这一次，请立即交给本人。",
+                               "Account created. The initial password and the authenticator enrolment URI are "
+                               "shown this once: hand them over now."),
+    "con.users.password": ("初始密码", "Initial password"),
+    "con.users.otpauth": ("动态口令绑定地址（otpauth URI）", "Authenticator enrolment (otpauth URI)"),
     "con.users.done.disabled": ("账户已停用。", "Account disabled."),
     "con.users.done.enabled": ("账户已启用。", "Account enabled."),
     "con.users.done.unlocked": ("账户已解锁。", "Account unlocked."),
@@ -295,8 +302,8 @@ i18n.add({
     "con.req.fhir_write": ("数据接口：写入", "FHIR API: write"),
     "con.req.auth": ("登录与令牌", "sign-in and tokens"),
     "con.req.other": ("其他请求", "other request"),
-    "con.id.why.below": ("可能为同一人：匹配权重低于自动关联阈值", "probable match below the auto-link threshold"),
-    "con.id.why.digits": ("可能为同一人：身份证号相差一两位", "probable match; ID numbers differ by one or two digits"),
+    "con.id.why.below": ("匹配权重介于复核阈值与自动关联阈值之间", "weight between the review and auto-link thresholds"),
+    "con.id.why.digits": ("身份证号相差一两位（可能为录入错误）", "ID numbers differ by one or two digits (a typing slip?)"),
     "con.id.why.barred": ("人口学信息一致，但身份证号不同（均有效）",
                           "demographics agree, but different valid ID numbers"),
     "con.id.why.also": ("也与此人相符，但身份证号不同（均有效）", "also matches, but different valid ID numbers"),
@@ -500,6 +507,8 @@ def is_claim(e: AuditEntry) -> bool:
 
 def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
     """Add the console's routes to ``app`` (wired in hutong.web.app.create_app)."""
+    from hutong.web.ui import identity_review  # the review screens' words (i18n) and helpers
+
     repo = platform.repo
 
     def audit_log() -> AuditLog:
@@ -597,36 +606,62 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         access = access_of(request)
         access.require_role(*IDENTITY_ROLES, what="the identity review queue")
         status = request.query_params.get("status", "open")
-        if status not in ("open", "linked", "rejected"):
-            raise InvalidRequest("HT-0041", "status must be open, linked or rejected")
+        if status not in identity_review.LISTS:
+            raise InvalidRequest("HT-0041", "status must be open, linked, rejected or unlinked")
         after = _int_param(request.query_params.get("after"), "after") or 0
         svc = service(request)
 
-        def load() -> tuple[list[dict[str, Any]], dict[str, str]]:
-            items = svc.mpi.review_items(status=status, limit=PAGE, after=after)
-            names = org_names(request)
-            for it in items:
-                # Reviewing a pair is an identity read of both: the audit row names them.
-                for pid in (it["patient"], it["person"]):
-                    person = access.person_of(pid)
-                    if person:
-                        access.persons.add(person)
-                it["source_org"] = names.get(access.managing_org(it["patient"]) or "", "")
-                it["person_orgs"] = sorted({names.get(access.managing_org(p) or "", "")
-                                            for p in access.patients_of(it["person"]) if p != it["patient"]}
-                                           - {""})
-                it["now_person"] = access.person_of(it["patient"])
-                comp = it.get("comparison")
-                if comp:
-                    for f in comp["fields"]:
-                        f["source"] = masked(f["field"], list(f["source"]))
-                        f["person"] = masked(f["field"], list(f["person"]))
-            access.purposes.add("identity")
-            return items, names
+        def load() -> list[dict[str, Any]]:
+            return review_view(request, access, svc.mpi.review_items(status=status, limit=PAGE, after=after))
 
-        items, _names = await run_in_threadpool(load)
+        items = await run_in_threadpool(load)
         return render(request, "console/identity.html", items=items, queue=status, page=PAGE, review_reason=review_reason,
-                      done=_done(request, ("linked", "rejected", "unlinked")), beijing=beijing)
+                      done=_done(request, ("linked", "rejected", "unlinked")), beijing=beijing,
+                      **identity_review.helpers())
+
+    @app.get("/console/identity/{review_id}")
+    async def identity_item(review_id: int, request: Request) -> Response:
+        """One review item with its whole decision history (issue 16, item 6)."""
+        access = access_of(request)
+        access.require_role(*IDENTITY_ROLES, what="the identity review queue")
+        svc = service(request)
+
+        def load() -> dict[str, Any]:
+            item = svc.mpi.review_item(review_id)
+            if item is None:
+                raise NotFound("HT-0442", f"review item {review_id} not found")
+            return review_view(request, access, [item])[0]
+
+        item = await run_in_threadpool(load)
+        return render(request, "console/identity_item.html", it=item, review_reason=review_reason, beijing=beijing,
+                      **identity_review.helpers())
+
+    def review_view(request: Request, access: Access, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Review items as the pages show them: institutions by name, identifiers masked,
+        deciders by their account's name; each item an identity read of both persons."""
+        names = org_names(request)
+        people = Names(accounts(), repo, [])
+        unknown = i18n.Translator(pages.lang(request))("con.id.who_unknown")
+        for it in items:
+            # Reviewing a pair is an identity read of both: the audit row names them.
+            for pid in (it["patient"], it["person"]):
+                person = access.person_of(pid)
+                if person:
+                    access.persons.add(person)
+            it["source_org"] = names.get(access.managing_org(it["patient"]) or "", "")
+            it["person_orgs"] = sorted({names.get(access.managing_org(p) or "", "")
+                                        for p in access.patients_of(it["person"]) if p != it["patient"]}
+                                       - {""})
+            it["now_person"] = access.person_of(it["patient"])
+            comp = it.get("comparison")
+            if comp:
+                for f in comp["fields"]:
+                    f["source"] = masked(f["field"], list(f["source"]))
+                    f["person"] = masked(f["field"], list(f["person"]))
+            for h in it["history"]:
+                h["who"] = people.account(h["actor"]) or unknown
+        access.purposes.add("identity")
+        return items
 
     def _open_item(svc: FhirService, review_id: int) -> dict[str, Any]:
         """The open review item ``review_id`` (HT-0056 when there is none, HT-0058 when decided)."""
@@ -657,39 +692,43 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         access = access_of(request)
         access.require_role(*IDENTITY_ROLES, what="identity stewardship (reject)")
         form = await form_of(request)
+        note = identity_review.required_note(form)
         svc = service(request)
 
         def go() -> None:
             item = _open_item(svc, review_id)
             access.persons.update(p for p in (access.person_of(item["patient"]), item["person"]) if p)
-            svc.mpi.reject(review_id, actor=access.principal.account_id, reason=_clean(form.get("note"), 500))
+            svc.mpi.reject(review_id, actor=access.principal.account_id, reason=note)
             access.purposes.add("identity")
 
         await run_in_threadpool(go)
         return RedirectResponse("/console/identity?done=rejected", status_code=303)
 
-    @app.post("/console/identity/unlink")
-    async def identity_unlink(request: Request) -> Response:
+    @app.post("/console/identity/{review_id}/unlink")
+    async def identity_unlink(review_id: int, request: Request) -> Response:
+        """Undo a linked item: its record becomes a person of its own, the item moves to
+        已解除关联 with who, when and why (a note is required: HT-0440).  Only an item that
+        is linked and whose record is with its person now (HT-0441 otherwise)."""
         access = access_of(request)
         access.require_role(*IDENTITY_ROLES, what="identity stewardship (unlink)")
         form = await form_of(request)
-        patient = (form.get("patient") or "").strip()
-        if not patient or len(patient) > 64 or patient.startswith("mpi-"):
-            raise InvalidRequest("HT-0041", "patient must be a source Patient id")
+        note = identity_review.required_note(form)
         svc = service(request)
 
         def go() -> None:
-            before = access.person_of(patient)
-            if before:
-                access.persons.add(before)
-            svc.mpi.unlink(patient, actor=access.principal.account_id, reason=_clean(form.get("note"), 500))
+            item = svc.mpi.review_item(review_id)
+            if item is None or item["status"] != "linked":
+                raise Conflict("HT-0441", f"review item {review_id} is not linked")
+            patient, person = item["patient"], item["person"]
+            access.persons.add(person)
+            svc.mpi.unlink(patient, actor=access.principal.account_id, reason=note, from_person=person)
             after = svc.mpi.person_of(patient)
             if after:
                 access.persons.add(after)
             access.purposes.add("identity")
 
         await run_in_threadpool(go)
-        return RedirectResponse("/console/identity?status=linked&done=unlinked", status_code=303)
+        return RedirectResponse("/console/identity?status=unlinked&done=unlinked", status_code=303)
 
     # ------------------------------------------------------------ audit search
     @app.get("/console/audit")
@@ -773,17 +812,14 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
     def user_roles() -> list[str]:
         return sorted(str(r) for r in USER_ROLES)
 
-    def users_page(request: Request, access: Access, role: str, form: account_form.AccountForm | None = None,
+    def users_page(request: Request, access: Access, role: str, created: dict[str, str] | None = None,
                    status: int = 200) -> Response:
         users = list_users(role)
-        may_manage = access.role in USERS_MANAGE_ROLES
-        if may_manage and form is None:
-            form = account_form.blank(repo, access.principal)
         return pages.render(request, "console/users.html", status=status, nav=nav(access), users=users,
                             names=names(request),
                             role=role, roles=["staff", *[str(r) for r in Role if r != Role.PLATFORM]],
-                            user_roles=user_roles(), may_manage=may_manage,
-                            now=access.clock(), f=form,
+                            user_roles=user_roles(), may_manage=access.role in USERS_MANAGE_ROLES,
+                            now=access.clock(), created=created,
                             done=_done(request, ("disabled", "enabled", "unlocked")),
                             beijing=beijing, me=access.principal.account_id)
 
@@ -801,32 +837,28 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         access = access_of(request)
         access.require_role(*USERS_MANAGE_ROLES, what="adding accounts")
         form = await form_of(request)
+        role_text = form.get("role", "")
+        if role_text not in user_roles():
+            raise InvalidRequest("HT-0135", f"role must be one of {', '.join(user_roles())}")
+        role = Role(role_text)
 
         def go() -> Response:
-            # Searching, choosing a doctor and every mistake re-render the form with what was
-            # typed (hutong.web.ui.account_form); only a form without errors adds the account.
-            f = account_form.read(repo, accounts(), access.principal, form)
-            if f.errors or f.action != "add":
-                return users_page(request, access, "staff", form=f, status=400 if f.errors else 200)
-            role = Role(f.values["role"])
-            org = account_form.organization_of(f)
-            doctor = f.doctor if role == Role.CLINICIAN else None
-            try:
-                account, password, uri = accounts().add_user(
-                    f.values["username"], role=role, name=f.values["name"],
-                    organization=org.code if org else None, organization_id=org.id if org else None,
-                    practitioner_id=doctor.practitioner_id if doctor else None,
-                    practitioner_role_id=doctor.role_id if doctor else None)
-            except InvalidRequest as e:
-                if e.code != "HT-0135":
-                    raise
-                f.errors["username"] = "HT-0461"  # taken meanwhile, by another operator
-                return users_page(request, access, "staff", form=f, status=400)
+            extra: dict[str, str | None] = {}
+            if role == Role.CLINICIAN:
+                from hutong.security.accounts_cmd import organization_id
+
+                code = (form.get("organization") or "").strip()
+                extra = {"organization": code, "organization_id": organization_id(repo, code),
+                         "practitioner_id": _clean(form.get("practitioner"), 64),
+                         "practitioner_role_id": _clean(form.get("practitioner_role"), 64)}
+            account, password, uri = accounts().add_user(
+                form.get("username", ""), role=role, name=form.get("name", "") or form.get("username", ""),
+                **extra)
             changed(access, account.id, f"added ({account.role})")
-            # Rendered, not redirected: the secrets appear once, stay out of URLs and are not cached.
-            return pages.render(request, "console/enrol.html", nav=nav(access), account=account,
-                                password=password, enrol=enrolment(uri, i18n.Translator(pages.lang(request))(
-                                    "con.enrol.qr")), names=names(request))
+            # Rendered, not redirected: the secrets appear once and stay out of URLs.
+            return users_page(request, access, "staff",
+                              created={"username": account.username or "", "password": password, "otpauth": uri,
+                                       "role": str(account.role)})
 
         return await run_in_threadpool(go)
 
