@@ -184,6 +184,7 @@ CODES: dict[str, str] = {
     "HT-0534": "override reason not one the card offered, or the card may not be overridden (hard stop)",
     "HT-0535": "a CDS rule failed to evaluate: its cards were left out (operators: see the log and metric)",
     "HT-0536": "prefetch entry malformed (not a FHIR resource or Bundle) or about another patient",
+    "HT-0537": "safety rule configuration invalid (allergy conflicts, privilege actions, antibiotic tiers)",
     # 0310-0319: one ingestion envelope (hutong.ingest: Receipt codes; issue 13, item 5)
     "HT-0310": "received message unreadable (HL7 v2 does not parse; CDA header unreadable); kept as a dead letter",
     "HT-0311": "received message names no registered institution (MSH-4, CDA custodian); kept as a dead letter",
@@ -254,6 +255,14 @@ CODES: dict[str, str] = {
     "HT-0454": "the answer lacks what it must say (a reason to refuse, a question, what was corrected)",
     "HT-0455": "no such open correction request addressed to your institution",
     "HT-0456": "a correction request must be about an item of one's own record, addressed to the institution holding it",
+    # 0460-0469: the operator's account form (hutong.web.ui.account_form; issue 16, item 9)
+    "HT-0460": "account form: the username must be 3 to 100 characters without spaces",
+    "HT-0461": "account form: the username is taken",
+    "HT-0462": "account form: the person's name is missing",
+    "HT-0463": "account form: this operator may not add accounts of this role",
+    "HT-0464": "account form: a clinician account needs a doctor chosen from the directory",
+    "HT-0465": "account form: the chosen doctor is not a post of the institution (or unknown, or not in post)",
+    "HT-0466": "account form: the institution is unknown or not the operator's own",
     # 0560-0569: overload (hutong.web.overload, hutong.ingest.hl7v2.listener; issue 17)
     "HT-0560": "server busy: too many requests in flight, nothing was done; retry after the Retry-After delay",
     "HT-0561": "HUTONG_MAX_IN_FLIGHT must not be negative",

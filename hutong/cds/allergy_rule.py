@@ -8,7 +8,7 @@ code (amoxicillin J01CA04; hutong.synth.catalog.drugs).  A :class:`Conflict` say
 which allergen class conflicts with which drug class and whether that is a hard
 stop (critical card, no override) or a warning (override with a reason).  An
 allergy whose ATC code is a prefix of the drug's that no conflict names gets
-``PrivilegeConfig.fallback``.
+``AllergyConfig.fallback``.
 
 The allergies are read through the caller's Access across every source patient
 the MPI links to the hook's patient (:class:`hutong.cds.cards.RecordSource`): an
@@ -21,15 +21,15 @@ medicationReference is not followed).
 patient-view: an information card lists the allergies recorded at other
 institutions (so a clinician sees them before ordering).
 
-Configuration (:class:`AllergyConfig`) is static and typed for now (the committee's
-versioned knowledge store does not yet carry these rules); its ``version`` is on
-every card.
+Configuration (:class:`AllergyConfig`): the committee-approved version in force
+(hutong.cds.safety_config, four-eyes like every decision-support knowledge), else the
+built-in defaults; the card names which.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from hutong.cds.cards import (
     ORDER_SELECT,
@@ -43,30 +43,18 @@ from hutong.cds.cards import (
     order_name,
     remove_order,
 )
+from hutong.cds.safety_config import (
+    CEPHALOSPORINS,
+    DEFAULT_CONFLICTS,
+    AllergyConfig,
+    Conflict,
+    in_force,
+    region_day,
+)
 
 ATC_SYSTEM = "http://www.whocc.no/atc"
-Action = Literal["hard-stop", "warning"]
+__all__ = ["CEPHALOSPORINS", "DEFAULT_CONFLICTS", "AllergyConfig", "AllergyRule", "Conflict"]
 
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    allergen: str               # ATC class (or code) of the allergy
-    drugs: tuple[str, ...]      # ATC classes (or codes) of the drugs it concerns
-    action: Action
-    note: str         # the rule in words (zh-CN), shown on the card
-
-
-# ATC J01D is "other beta-lactams": cephalosporins are J01DB-J01DE (carbapenems J01DH,
-# monobactams J01DF); the synthetic region codes a cephalosporin allergy J01D.
-CEPHALOSPORINS = ("J01DB", "J01DC", "J01DD", "J01DE")
-DEFAULT_CONFLICTS: tuple[Conflict, ...] = (
-    Conflict("J01C", ("J01C",), "hard-stop", "青霉素类过敏者禁用青霉素类药物"),
-    Conflict("J01D", CEPHALOSPORINS, "hard-stop", "头孢菌素类过敏者禁用头孢菌素类药物"),
-    Conflict("J01C", CEPHALOSPORINS, "warning", "青霉素类过敏者慎用头孢菌素类（可能交叉过敏）"),
-    Conflict("J01E", ("J01E",), "hard-stop", "磺胺类过敏者禁用磺胺类药物"),
-    Conflict("N02BA", ("N02BA",), "hard-stop", "水杨酸类（阿司匹林）过敏者禁用水杨酸类药物"),
-    Conflict("V08A", ("V08A",), "warning", "碘造影剂过敏者慎用碘造影剂，须预防用药并监护"),
-)
 
 OVERRIDE_REASONS = (
     Coding("skin-test-negative", display="皮试阴性"),
@@ -74,13 +62,6 @@ OVERRIDE_REASONS = (
     Coding("allergy-history-doubtful", display="过敏史存疑"),
     Coding("other", display="其他（请注明）"),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class AllergyConfig:
-    version: str = "static-2026-12"
-    conflicts: tuple[Conflict, ...] = DEFAULT_CONFLICTS
-    fallback: Action = "warning"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +77,7 @@ class AllergyRule:
     hooks = frozenset({ORDER_SELECT, ORDER_SIGN, PATIENT_VIEW})
 
     def __init__(self, config: AllergyConfig | None = None) -> None:
-        self.config = config or AllergyConfig()
+        self.fixed = config  # None: the committee-approved version in force (hutong.cds.safety_config)
 
     def evaluate(self, request: HookRequest, ctx: RuleContext) -> list[Card]:
         if request.hook == PATIENT_VIEW:
@@ -104,31 +85,20 @@ class AllergyRule:
         meds = [o for o in request.selected_orders() if o.get("resourceType") == "MedicationRequest"]
         if not meds:
             return []
+        config = self.fixed or in_force(ctx.repo, region_day(int(ctx.now.timestamp() * 1000))).allergy
         allergies = [a for a in ctx.records.resources("AllergyIntolerance") if _active(a) and _atc(a.get("code"))]
         cards = []
         for m in meds:
             drug = _atc(m.get("medicationCodeableConcept"))
-            hits = [h for a in allergies for h in [self._match(a, drug)] if h is not None]
+            hits = [h for a in allergies for h in [_match(config, a, drug)] if h is not None]
             if not hits:
                 continue
             worst = min(hits, key=lambda h: h.conflict.action != "hard-stop")
-            cards.append(self._card(request, ctx, m, worst, hits))
+            cards.append(self._card(request, ctx, m, worst, hits, config.version))
         return cards
 
-    def _match(self, allergy: dict[str, Any], drug: list[str]) -> _Hit | None:
-        found: _Hit | None = None
-        for a in _atc(allergy.get("code")):
-            for c in self.config.conflicts:
-                if (a.startswith(c.allergen) or c.allergen.startswith(a)) and any(
-                        d.startswith(c.drugs) for d in drug):
-                    if found is None or (c.action == "hard-stop" and found.conflict.action != "hard-stop"):
-                        found = _Hit(c, allergy)
-            if found is None and len(a) >= 4 and any(d.startswith(a) for d in drug):
-                found = _Hit(Conflict(a, (a,), self.config.fallback, "与过敏药物同类"), allergy)
-        return found
-
     def _card(self, request: HookRequest, ctx: RuleContext, order: dict[str, Any], worst: _Hit,
-              hits: list[_Hit]) -> Card:
+              hits: list[_Hit], version: str) -> Card:
         hard = worst.conflict.action == "hard-stop"
         name = order_name(order)
         allergen = _text(worst.allergy)
@@ -137,7 +107,7 @@ class AllergyRule:
                  f"记录于 {h.allergy.get('recordedDate') or '日期不详'}；反应：{_reaction(h.allergy)}）："
                  f"{h.conflict.note}" for h in hits]
         detail = ("**药物过敏冲突**\n\n" + "\n".join(lines)
-                  + f"\n\n依据：委员会批准的药物过敏规则，版本 {self.config.version}。"
+                  + f"\n\n依据：药物过敏规则 {_version_words(version)}。"
                   + ("\n\n此为硬性拦截，不可开具。" if hard else "\n\n如需继续，请选择理由。"))
         return Card(summary=f"过敏冲突：{name}——患者对{allergen}过敏（{where}记录）",
                     indicator="critical" if hard else "warning", source=self._source(), detail=detail,
@@ -159,6 +129,23 @@ class AllergyRule:
 
     def _source(self) -> Source:
         return Source(label="互通区域平台·药物过敏规则", topic=Coding("drug-allergy", display="药物过敏"))
+
+
+def _match(config: AllergyConfig, allergy: dict[str, Any], drug: list[str]) -> _Hit | None:
+    found: _Hit | None = None
+    for a in _atc(allergy.get("code")):
+        for c in config.conflicts:
+            if (a.startswith(c.allergen) or c.allergen.startswith(a)) and any(
+                    d.startswith(c.drugs) for d in drug):
+                if found is None or (c.action == "hard-stop" and found.conflict.action != "hard-stop"):
+                    found = _Hit(c, allergy)
+        if found is None and len(a) >= 4 and any(d.startswith(a) for d in drug):
+            found = _Hit(Conflict(a, (a,), config.fallback, "与过敏药物同类"), allergy)
+    return found
+
+
+def _version_words(version: str) -> str:
+    return version if "委员会" in version else f"{version}（内置默认，尚无委员会批准的版本）"
 
 
 def _atc(cc: object) -> list[str]:

@@ -17,17 +17,14 @@ Whether the order is inpatient: the order's category (``inpatient``) or the
 context's Encounter class (IMP, ACUTE, NONAC).  Consultation: the order carries
 :data:`ANTIBIOTIC_CONSULT_EXT` (a reference to the consultation, or true).
 
-Configuration (:class:`PrivilegeConfig`) is static and typed for now: the committee's
-versioned knowledge store (issue 14, item 2) does not yet carry these rules; its
-``version`` names what was applied on every card.
+Configuration (:class:`PrivilegeConfig`: hard stop or warning per check, the tier
+catalogue): the committee-approved version in force (hutong.cds.safety_config, four-eyes
+like every decision-support knowledge), else the built-in defaults; the card names which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from hutong.cds.cards import (
     ORDER_SELECT,
@@ -40,6 +37,7 @@ from hutong.cds.cards import (
     order_name,
     remove_order,
 )
+from hutong.cds.safety_config import DEFAULT_TIERS, Action, PrivilegeConfig, in_force, region_day
 from hutong.security.privileges import (
     TIER_CODES,
     Decision,
@@ -52,34 +50,13 @@ from hutong.systems import ANTIBIOTIC_TIER_EXT, EXT_BASE, SURGERY_GRADE_EXT
 ATC_SYSTEM = "http://www.whocc.no/atc"
 ANTIBIOTIC_CONSULT_EXT = EXT_BASE + "antibiotic-consultation"
 INPATIENT_CLASSES = frozenset({"IMP", "ACUTE", "NONAC"})
-
-Severity = Literal["hard-stop", "warning"]
-
-# ATC -> tier: the region's catalogue defaults (modelled, as hutong.synth.catalog.drugs,
-# on the Beijing and national examples, 国卫办医发〔2015〕43号 附件); each province sets its own.
-DEFAULT_TIERS: Mapping[str, int] = MappingProxyType({
-    "J01CA04": 1, "J01DC02": 1, "J01FA10": 1, "J01DB04": 1, "J01XD01": 1,   # amoxicillin ... metronidazole
-    "J01MA12": 2, "J01MA14": 2, "J01DD04": 2, "J01CR05": 2, "J01DD62": 2,   # levofloxacin ... cefoperazone/sulb.
-    "J01DH02": 3, "J01DH51": 3, "J01XA01": 3, "J01XX08": 3, "J01AA12": 3,   # meropenem ... tigecycline
-})
+__all__ = ["ANTIBIOTIC_CONSULT_EXT", "DEFAULT_TIERS", "PrivilegeConfig", "PrivilegeRule"]
 
 OVERRIDE_REASONS = (
     Coding("emergency-rescue", display="紧急抢救，事后补办审批"),
     Coding("superior-authorised", display="上级医师已授权"),
     Coding("other", display="其他（请注明）"),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class PrivilegeConfig:
-    """How each privilege check answers: ``hard-stop`` (critical card, no override)
-    or ``warning`` (override with a reason)."""
-
-    version: str = "static-2026-12"
-    prescribing: Severity = "hard-stop"
-    antibiotic: Severity = "hard-stop"
-    surgery: Severity = "hard-stop"
-    tiers: Mapping[str, int] = field(default_factory=lambda: DEFAULT_TIERS)
 
 
 class PrivilegeRule:
@@ -89,7 +66,7 @@ class PrivilegeRule:
     hooks = frozenset({ORDER_SELECT, ORDER_SIGN})
 
     def __init__(self, config: PrivilegeConfig | None = None) -> None:
-        self.config = config or PrivilegeConfig()
+        self.fixed = config  # None: the committee-approved version in force (hutong.cds.safety_config)
 
     def evaluate(self, request: HookRequest, ctx: RuleContext) -> list[Card]:
         orders = request.selected_orders()
@@ -103,28 +80,29 @@ class PrivilegeRule:
                          indicator="warning", source=self._source(), rule=self.id,
                          detail="处方权、抗菌药物分级与手术分级按执业岗位授予（国卫办医发〔2018〕20号）；"
                                 "请由医务部门在平台登记该岗位后再开具。")]
+        config = self.fixed or in_force(ctx.repo, region_day(int(ctx.now.timestamp() * 1000))).privileges
         p = privileges_of(request.user_role)
         inpatient_visit = self._inpatient_visit(request, ctx)
         cards: list[Card] = []
         for m in meds:
-            tier = max(_stated_tier(m), *(self.config.tiers.get(c, 0) for c in _atc(m)), 0)
+            tier = max(_stated_tier(m), *(config.tiers.get(c, 0) for c in _atc(m)), 0)
             d = may_order_antibiotic(p, tier, inpatient=inpatient_visit or _inpatient_order(m),
                                      consulted=_consulted(m))
             if not d.allowed:
-                sev = self.config.prescribing if not p.prescribing or not p.active else self.config.antibiotic
-                cards.append(self._card(m, d, sev, "处方权限" if tier == 0 else "抗菌药物分级"))
+                sev = config.prescribing if not p.prescribing or not p.active else config.antibiotic
+                cards.append(self._card(m, d, sev, "处方权限" if tier == 0 else "抗菌药物分级", config.version))
         for o, grade in surgery:
             d = may_perform_surgery(p, grade)
             if not d.allowed:
-                cards.append(self._card(o, d, self.config.surgery, "手术分级"))
+                cards.append(self._card(o, d, config.surgery, "手术分级", config.version))
         return cards
 
-    def _card(self, order: dict[str, Any], d: Decision, severity: Severity, what: str) -> Card:
+    def _card(self, order: dict[str, Any], d: Decision, severity: Action, what: str, version: str) -> Card:
         name = order_name(order)
         hard = severity == "hard-stop"
         detail = (f"**{what}**：{d.reason}。\n\n"
                   f"依据：国卫办医发〔2018〕20号（权限控制）、卫生部令第84号（抗菌药物分级）、"
-                  f"国卫办医政发〔2022〕18号（手术分级）；规则版本 {self.config.version}。"
+                  f"国卫办医政发〔2022〕18号（手术分级）；规则版本 {_version_words(version)}。"
                   + ("\n\n此为硬性拦截，不可越权执行。" if hard else "\n\n如需继续，请选择理由。"))
         return Card(summary=f"{what}：{name}——{d.reason}", indicator="critical" if hard else "warning",
                     source=self._source(), detail=detail, suggestions=(remove_order(order),),
@@ -140,6 +118,10 @@ class PrivilegeRule:
         enc = ctx.records.read("Encounter", eid)
         cls = (enc or {}).get("class")
         return isinstance(cls, dict) and cls.get("code") in INPATIENT_CLASSES
+
+
+def _version_words(version: str) -> str:
+    return version if "委员会" in version else f"{version}（内置默认，尚无委员会批准的版本）"
 
 
 def _atc(order: dict[str, Any]) -> list[str]:

@@ -1,7 +1,8 @@
 """Issue 14, item 4: the privilege and drug-allergy rules answer as their configuration says
 (hard stop or warning), and the cards keep to CDS Hooks 2.0's shapes.  The rules alone, on
-a record source of fixed resources (the HTTP tests in test_cds_hooks_service.py run them
-through the service, the policy and both databases)."""
+a record source of fixed resources and a configuration given to them (the HTTP tests in
+test_cds_hooks_service.py run them through the service, the policy and both databases, and
+test_cds_safety_versions.py with committee-approved configuration)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ ORDER = {"resourceType": "MedicationRequest", "id": "d1", "status": "draft", "in
 
 
 def test_allergy_conflict_is_a_hard_stop_or_a_warning_as_configured() -> None:
-    hard = AllergyRule().evaluate(request(ORDER, None), context([ALLERGY, ORG_B]))
+    hard = AllergyRule(AllergyConfig()).evaluate(request(ORDER, None), context([ALLERGY, ORG_B]))
     assert [(c.indicator, c.override_reasons) for c in hard] == [("critical", ())]
     assert "乙医院" in hard[0].summary and len(hard[0].summary) < 140
     j = hard[0].to_json()
@@ -71,18 +72,18 @@ def test_allergy_conflict_is_a_hard_stop_or_a_warning_as_configured() -> None:
     assert {r["code"] for r in soft[0].to_json()["overrideReasons"]} >= {"skin-test-negative", "other"}
     # A refuted allergy, or one of another drug class, gives nothing.
     refuted = {**ALLERGY, "verificationStatus": {"coding": [{"code": "refuted"}]}}
-    assert AllergyRule().evaluate(request(ORDER, None), context([refuted, ORG_B])) == []
+    assert AllergyRule(AllergyConfig()).evaluate(request(ORDER, None), context([refuted, ORG_B])) == []
     other = {**ORDER, "medicationCodeableConcept": DRUGS["azithromycin"].concept}
-    assert AllergyRule().evaluate(request(other, None), context([ALLERGY, ORG_B])) == []
+    assert AllergyRule(AllergyConfig()).evaluate(request(other, None), context([ALLERGY, ORG_B])) == []
 
 
 def test_privilege_check_is_a_hard_stop_or_a_warning_as_configured() -> None:
     post = {"resourceType": "PractitionerRole", "id": "r1", "extension": [
         {"url": PRESCRIBING_EXT, "valueBoolean": False}]}
-    hard = PrivilegeRule().evaluate(request(ORDER, post), context([]))
+    hard = PrivilegeRule(PrivilegeConfig()).evaluate(request(ORDER, post), context([]))
     assert [(c.indicator, c.override_reasons) for c in hard] == [("critical", ())]
     soft = PrivilegeRule(PrivilegeConfig(prescribing="warning")).evaluate(request(ORDER, post), context([]))
     assert [c.indicator for c in soft] == ["warning"] and soft[0].override_reasons
     # No post on record: the rule says it cannot check, never that the order is allowed.
-    unknown = PrivilegeRule().evaluate(request(ORDER, None), context([]))
+    unknown = PrivilegeRule(PrivilegeConfig()).evaluate(request(ORDER, None), context([]))
     assert [c.indicator for c in unknown] == ["warning"] and "PractitionerRole" in unknown[0].summary

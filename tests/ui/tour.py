@@ -92,6 +92,40 @@ def _review_item(ui: UiRegion) -> int:
     return next(i["id"] for i in mpi_of(ui.repo).review_items(limit=500) if i["patient"] == b)
 
 
+def _find_doctors(page: Page) -> None:
+    """An institution's operator lists its doctors on the 添加用户 form (issue 16, item 9)."""
+    page.goto("/console/users")
+    page.locator("#add-user").get_by_role("button", name="查找医生").click()
+    page.wait_for_load_state("networkidle")
+
+
+def _form_error(page: Page) -> None:
+    """添加用户 with a username holding a space: the form again, what was typed kept, the error beside it."""
+    page.goto("/console/users")
+    form = page.locator("#add-user")
+    form.locator("#new-username").fill("a b")
+    form.locator("#new-name").fill("重名测试")
+    form.locator("#new-role").select_option("auditor")
+    form.get_by_role("button", name="添加", exact=True).click()
+    page.wait_for_load_state("networkidle")
+
+
+def _enrol() -> Visit:
+    """A new auditor added: the enrolment page (QR code, key in groups), shown once."""
+    n = [0]
+
+    def visit(page: Page) -> None:
+        n[0] += 1
+        page.goto("/console/users")
+        form = page.locator("#add-user")
+        form.locator("#new-username").fill(f"70{n[0]:04d}")  # a staff number: ASCII words would be flagged
+        form.locator("#new-name").fill("审计员许")
+        form.locator("#new-role").select_option("auditor")
+        form.get_by_role("button", name="添加", exact=True).click()
+        page.wait_for_load_state("networkidle")
+    return visit
+
+
 def build(ui: UiRegion, browser: Browser) -> Iterator[Tour]:
     person, org, _sources = _treated(ui, 2)
     pid = person["id"]
@@ -126,6 +160,11 @@ def build(ui: UiRegion, browser: Browser) -> Iterator[Tour]:
     for role, name in ((Role.COMMISSION, "信息中心钱工"), (Role.AUDITOR, "审计员冯"), (Role.OPERATOR, "运维郑工")):
         tabs[role.value] = tab()
         sign_in_staff(tabs[role.value], ui.staff(role, name=name))
+    tabs["institution-operator"] = tab()
+    org_res = ui.search("Organization", [("_id", org)])[0]
+    sign_in_staff(tabs["institution-operator"], ui.staff(
+        Role.OPERATOR, name="机构运维吴工", organization_id=org,
+        organization=next(i["value"] for i in org_res["identifier"] if i["system"] == ORGANIZATION)))
     ui.resident(person)
     tabs["resident"] = tab()
     sign_in_resident(tabs["resident"], ui, idno)
@@ -183,6 +222,9 @@ def build(ui: UiRegion, browser: Browser) -> Iterator[Tour]:
         ("console-audit", "auditor", _goto(f"/console/audit?person={pid}")),
         ("console-users", "operator", _goto("/console/users")),
         ("console-users-residents", "operator", _goto("/console/users?role=resident")),
+        ("console-users-doctors", "institution-operator", _find_doctors),
+        ("console-users-form-error", "operator", _form_error),
+        ("console-enrol", "operator", _enrol()),
         # error pages, as their users meet them
         ("error-no-basis", "clinician", _goto("/clinician/apps")),
         ("error-audit-query", "auditor", _goto("/console/audit?since=yesterday")),

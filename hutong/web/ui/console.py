@@ -66,7 +66,8 @@ from hutong.security.audit import VERDICTS, AuditEntry, AuditLog
 from hutong.security.events import ERROR, FAILED, REFUSED, SUCCESS, AuditRecord
 from hutong.security.policy import Access
 from hutong.security.principal import Role
-from hutong.web.ui import i18n
+from hutong.web.ui import account_form, i18n
+from hutong.web.ui.enrolment import enrolment
 from hutong.web.ui.pages import Pages, access_of, form_of
 
 __all__ = ["DOWN", "ONLINE", "ONLINE_HOURS", "SILENT", "SILENT_HOURS", "InstitutionRow", "charts",
@@ -241,15 +242,7 @@ i18n.add({
     "con.users.confirm_disable": ("确定停用该账户？其登录会话将全部结束。",
                                   "Disable this account? All its sessions end."),
     "con.users.add": ("添加用户", "Add a user"),
-    "con.users.org_code": ("机构代码（医生必填）", "Institution code (clinicians)"),
-    "con.users.practitioner": ("医生目录编号（医生必填）", "Practitioner id (clinicians)"),
-    "con.users.practitioner_role": ("医生岗位编号（医生）", "PractitionerRole id (clinicians)"),
     "con.users.submit": ("添加", "Add"),
-    "con.users.created_once": ("账户已创建。初始密码和动态口令绑定地址只显示这一次，请立即交给本人。",
-                               "Account created. The initial password and the authenticator enrolment URI are "
-                               "shown this once: hand them over now."),
-    "con.users.password": ("初始密码", "Initial password"),
-    "con.users.otpauth": ("动态口令绑定地址（otpauth URI）", "Authenticator enrolment (otpauth URI)"),
     "con.users.done.disabled": ("账户已停用。", "Account disabled."),
     "con.users.done.enabled": ("账户已启用。", "Account enabled."),
     "con.users.done.unlocked": ("账户已解锁。", "Account unlocked."),
@@ -812,14 +805,17 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
     def user_roles() -> list[str]:
         return sorted(str(r) for r in USER_ROLES)
 
-    def users_page(request: Request, access: Access, role: str, created: dict[str, str] | None = None,
+    def users_page(request: Request, access: Access, role: str, form: account_form.AccountForm | None = None,
                    status: int = 200) -> Response:
         users = list_users(role)
+        may_manage = access.role in USERS_MANAGE_ROLES
+        if may_manage and form is None:
+            form = account_form.blank(repo, access.principal)
         return pages.render(request, "console/users.html", status=status, nav=nav(access), users=users,
                             names=names(request),
                             role=role, roles=["staff", *[str(r) for r in Role if r != Role.PLATFORM]],
-                            user_roles=user_roles(), may_manage=access.role in USERS_MANAGE_ROLES,
-                            now=access.clock(), created=created,
+                            user_roles=user_roles(), may_manage=may_manage,
+                            now=access.clock(), f=form,
                             done=_done(request, ("disabled", "enabled", "unlocked")),
                             beijing=beijing, me=access.principal.account_id)
 
@@ -837,28 +833,32 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         access = access_of(request)
         access.require_role(*USERS_MANAGE_ROLES, what="adding accounts")
         form = await form_of(request)
-        role_text = form.get("role", "")
-        if role_text not in user_roles():
-            raise InvalidRequest("HT-0135", f"role must be one of {', '.join(user_roles())}")
-        role = Role(role_text)
 
         def go() -> Response:
-            extra: dict[str, str | None] = {}
-            if role == Role.CLINICIAN:
-                from hutong.security.accounts_cmd import organization_id
-
-                code = (form.get("organization") or "").strip()
-                extra = {"organization": code, "organization_id": organization_id(repo, code),
-                         "practitioner_id": _clean(form.get("practitioner"), 64),
-                         "practitioner_role_id": _clean(form.get("practitioner_role"), 64)}
-            account, password, uri = accounts().add_user(
-                form.get("username", ""), role=role, name=form.get("name", "") or form.get("username", ""),
-                **extra)
+            # Searching, choosing a doctor and every mistake re-render the form with what was
+            # typed (hutong.web.ui.account_form); only a form without errors adds the account.
+            f = account_form.read(repo, accounts(), access.principal, form)
+            if f.errors or f.action != "add":
+                return users_page(request, access, "staff", form=f, status=400 if f.errors else 200)
+            role = Role(f.values["role"])
+            org = account_form.organization_of(f)
+            doctor = f.doctor if role == Role.CLINICIAN else None
+            try:
+                account, password, uri = accounts().add_user(
+                    f.values["username"], role=role, name=f.values["name"],
+                    organization=org.code if org else None, organization_id=org.id if org else None,
+                    practitioner_id=doctor.practitioner_id if doctor else None,
+                    practitioner_role_id=doctor.role_id if doctor else None)
+            except InvalidRequest as e:
+                if e.code != "HT-0135":
+                    raise
+                f.errors["username"] = "HT-0461"  # taken meanwhile, by another operator
+                return users_page(request, access, "staff", form=f, status=400)
             changed(access, account.id, f"added ({account.role})")
-            # Rendered, not redirected: the secrets appear once and stay out of URLs.
-            return users_page(request, access, "staff",
-                              created={"username": account.username or "", "password": password, "otpauth": uri,
-                                       "role": str(account.role)})
+            # Rendered, not redirected: the secrets appear once, stay out of URLs and are not cached.
+            return pages.render(request, "console/enrol.html", nav=nav(access), account=account,
+                                password=password, enrol=enrolment(uri, i18n.Translator(pages.lang(request))(
+                                    "con.enrol.qr")), names=names(request))
 
         return await run_in_threadpool(go)
 

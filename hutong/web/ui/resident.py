@@ -72,7 +72,7 @@ CATEGORIES = ("PSY", "HIV", "SEX")
 DEFAULT_DAYS = 30
 MAX_DAYS = 3650
 LOG_PAGE = 240    # access-log rows a page shows, grouped (hutong.web.ui.access_log)
-LOG_BATCH = 250
+LOG_BATCH = 120   # rows read per audit query (own and family looks are skipped unless asked for)
 VISIT_PAGE = 40
 # Items a correction may be asked for, in the order the picker lists them.
 CORRECTABLE = ("Condition", "AllergyIntolerance", "MedicationRequest", "DiagnosticReport", "Observation",
