@@ -12,7 +12,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute, Route
 
 from hutong import __version__
 from hutong.config import Settings
@@ -43,6 +42,7 @@ from hutong.web import (
 from hutong.web.application import HutongApp, add_routes, get_platform
 from hutong.web.direct import direct
 from hutong.web.headers import SecurityHeaders
+from hutong.web.hot import hot_first
 from hutong.web.ui import clinician as clinician_portal
 from hutong.web.ui import console as console_portal
 from hutong.web.ui import corrections_inbox
@@ -111,42 +111,9 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     for route in app.routes:
         if isinstance(route, APIRoute) and ui_session.is_page(route.path):
             route.include_in_schema = False  # pages, not API: the OpenAPI description is the API's
-    hot_first(app.router.routes)
+    hot_first(app.router.routes)  # the FHIR read and search tried first, routing unchanged (hutong.web.hot)
     direct(app.router.routes)  # plain-string parameters read without FastAPI's solver (hutong.web.direct)
     return app
-
-
-def _segments(path: str) -> int:
-    return path.rstrip("/").count("/")
-
-
-def hot_first(routes: list[BaseRoute]) -> None:
-    """Put the FHIR read and search routes as early as routing allows, in place.
-
-    Starlette tries routes in order and FastAPI's ``matches`` costs a few µs
-    each, so the authenticated read (GET /fhir/{type}/{id}) paid for every route
-    registered before it -- 45 of them, ~0.1 ms a request (bench.bench_gate_ab).
-    A route can only be taken for another of the same method and as many path
-    segments, so the read goes right after the GET routes of two segments under
-    /fhir that must win over it (``Patient/$ihe-pix``, ``{type}/_history``,
-    ``.well-known/...``), the search after those of one segment, and the rest of
-    /fhir and then everything else keep their order (tests/web/test_route_order.py)."""
-    def is_get(r: BaseRoute, segs: int) -> bool:
-        path = getattr(r, "path", "")
-        return (isinstance(r, Route) and "GET" in (r.methods or ()) and path.startswith("/fhir/")
-                and _segments(path) == segs)
-
-    fhir = [r for r in routes if getattr(r, "path", "").startswith("/fhir")]
-    rest = [r for r in routes if not getattr(r, "path", "").startswith("/fhir")]
-    read = [r for r in fhir if getattr(r, "path", "") == "/fhir/{type}/{id}" and is_get(r, 3)]
-    search = [r for r in fhir if getattr(r, "path", "") == "/fhir/{type}" and is_get(r, 2)]
-    if len(read) != 1 or len(search) != 1:
-        return  # not the shape this was written for: leave the order alone
-    before_read = [r for r in fhir[:fhir.index(read[0])] if is_get(r, 3)]
-    before_search = [r for r in fhir[:fhir.index(search[0])] if is_get(r, 2)]
-    probes = [r for r in rest if getattr(r, "path", "") in ("/healthz", "/readyz")]  # load balancers poll these
-    front = [*probes, *before_search, search[0], *before_read, read[0]]
-    routes[:] = front + [r for r in fhir + rest if r not in front]
 
 
 def app_from_env() -> FastAPI:

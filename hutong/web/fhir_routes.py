@@ -38,6 +38,7 @@ from hutong.web.fhir_http import (
     service,
     to_response,
 )
+from hutong.web.hot import hot_get
 from hutong.web.outcomes import error_response, remember_error
 
 # Declared parameters (documentation; values are read from the request as sent,
@@ -94,7 +95,7 @@ def router(platform: Platform, operations: Sequence[APIRouter] = ()) -> APIRoute
         svc = service(platform, request)
         return await run(lambda: svc.history(None, None, list(request.query_params.multi_items())))
 
-    @r.get("/fhir/{type}", summary="search a type (search.html; any search parameter of the type)")
+    @hot_get(r, "/fhir/{type}", summary="search a type (search.html; any search parameter of the type)")
     async def search(type: Type, request: Request, _format: Format = None, _count: Count = None,
                      _sort: Annotated[str | None, Query(alias="_sort", description="search.html#sort")] = None,
                      _include: Annotated[str | None, Query(alias="_include", description="Type:param[:target]")]
@@ -163,7 +164,7 @@ def router(platform: Platform, operations: Sequence[APIRouter] = ()) -> APIRoute
         svc = service(platform, request)
         return await run(lambda: svc.everything(id, list(request.query_params.multi_items())))
 
-    @r.get("/fhir/{type}/{id}", summary="read (http.html#read)")
+    @hot_get(r, "/fhir/{type}/{id}", summary="read (http.html#read)")
     async def read(type: Type, id: Id, request: Request, _format: Format = None, if_none_match: IfNoneMatch = None,
                    if_modified_since: IfModifiedSince = None) -> Response:
         check_format(_format)
