@@ -412,6 +412,19 @@ class Knowledge:
         it = self.by_site.get((modality, body_site))
         return Match(it, "modality+site") if it is not None else None
 
+    def codes_of(self, item: Item) -> list[tuple[str, str]]:
+        """Every (system, code) that names ``item``: LOINC, the item code, the procedure, local codes."""
+        out = [(ITEM_SYSTEM, item.key)]
+        if item.loinc:
+            out.append((LOINC, item.loinc))
+        if item.proc_system and item.proc_code:
+            out.append((item.proc_system, item.proc_code))
+        out += sorted((c.system, c.code) for c in self.local.values() if c.item == item.key)
+        return out
+
+    def longest_window(self, item: str) -> int:
+        return max((r.window_days for (i, _reg), r in self.regions.items() if i == item), default=0)
+
     def rule_for(self, item: str, region: str) -> ItemRegion | None:
         return self.regions.get((item, region))
 

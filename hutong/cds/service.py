@@ -489,7 +489,7 @@ class AccessRecords:
         self.patient_id = patient_id
         self.linked = linked
         self.supplied = supplied
-        self._cache: dict[str, list[dict[str, Any]]] = {}
+        self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = {}
         self._targets: list[str] | None = None
 
     def targets(self) -> list[str]:
@@ -508,14 +508,22 @@ class AccessRecords:
         return self._targets
 
     def resources(self, type: str) -> list[dict[str, Any]]:
-        if type in self._cache:
-            return self._cache[type]
+        return self.search(type, ())
+
+    def search(self, type: str, params: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """:meth:`resources` narrowed by FHIR search ``params`` (``code``, ``date`` ...) in SQL,
+        so a rule that needs a few items of a long record reads only those
+        (hutong.cds.recognition).  The caller's own prefetched resources of ``type`` come
+        unfiltered (a rule checks what it uses)."""
+        key = (type, tuple(params))
+        if key in self._cache:
+            return self._cache[key]
         out = [r for r in self.supplied if r.get("resourceType") == type]
         targets = self.targets()
         if targets and self.access.may("search", type):
             # FhirService.search's steps (scope compiled into SQL, then touched and
             # presented), without building and re-reading a Bundle, and without a total.
-            items = [("patient", ",".join(targets))]
+            items = [("patient", ",".join(targets)), *params]
             q = fsearch.parse(type, [*items, ("_count", str(fsearch.MAX_COUNT))]).query
             q.total = False
             q.scope = self.access.search_scope(type, items, None)
@@ -526,7 +534,7 @@ class AccessRecords:
                 if page.next_cursor is None:
                     break
                 q.cursor = page.next_cursor
-        self._cache[type] = out
+        self._cache[key] = out
         return out
 
     def read(self, type: str, id: str) -> dict[str, Any] | None:
