@@ -445,6 +445,37 @@ class Knowledge:
         return None
 
 
+# ------------------------------------------------------------------ what changed between two versions
+_DIFF_KEYS: dict[str, Any] = {
+    "items": lambda r: r.key,
+    "regions": lambda r: (r.item, r.region),
+    "negatives": lambda r: (r.situation, r.item),
+    "triggers": lambda r: (r.situation, r.kind, r.system, r.value),
+    "quality": lambda r: (r.institution, r.item, r.program, r.valid_from),
+    "local_codes": lambda r: (r.system, r.code),
+}
+
+
+def diff(old: KnowledgeSet, new: KnowledgeSet) -> dict[str, dict[str, list[Any]]]:
+    """Rows added, removed and changed (same key, other values) from ``old`` to ``new``, per kind
+    of row: what a reviewer reads before approving a new version."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for kind, key in _DIFF_KEYS.items():
+        a = {key(r): r for r in getattr(old, kind)}
+        b = {key(r): r for r in getattr(new, kind)}
+        part = {"added": [_row(b[k]) for k in sorted(b.keys() - a.keys(), key=repr)],
+                "removed": [_row(a[k]) for k in sorted(a.keys() - b.keys(), key=repr)],
+                "changed": [{"from": _row(a[k]), "to": _row(b[k])}
+                            for k in sorted(a.keys() & b.keys(), key=repr) if a[k] != b[k]]}
+        if any(part.values()):
+            out[kind] = part
+    return out
+
+
+def _row(r: Any) -> dict[str, Any]:
+    return {f: getattr(r, f) for f in r.__slots__}
+
+
 # ------------------------------------------------------------------ ConceptMap (conceptmap.html)
 def concept_maps(ks: KnowledgeSet, version: str = "", status: str = "active") -> list[dict[str, Any]]:
     """Each institution's local code map as one FHIR R4 ConceptMap."""

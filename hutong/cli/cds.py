@@ -8,6 +8,7 @@
     hutong cds approve VERSION --approver ACCOUNT
     hutong cds retire VERSION --by ACCOUNT
     hutong cds concept-maps VERSION                               (local code maps as FHIR ConceptMaps)
+    hutong cds diff OLD NEW                                       (rows added, removed, changed)
 
 FILE is a mutual-recognition (检查检验结果互认) knowledge set in JSON or YAML (hutong.cds.knowledge
 describes it; hutong/cds/seed/recognition.json is an example).  Each ``--concept-map`` is one
@@ -77,6 +78,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cm = ops.add_parser("concept-maps", help="a version's local code maps as FHIR ConceptMaps (a Bundle)")
     cm.add_argument("version")
     cm.set_defaults(func=run, action=_concept_maps)
+
+    df = ops.add_parser("diff", help="what changed from one version to another (for the reviewers)")
+    df.add_argument("old")
+    df.add_argument("new")
+    df.set_defaults(func=run, action=_diff)
 
 
 def _draft_args(p: argparse.ArgumentParser) -> None:
@@ -183,3 +189,10 @@ def _concept_maps(args: argparse.Namespace, repo: Repository) -> int:
     maps = concept_maps(parse(orjson.loads(vs.body(args.version))), version=str(v.seq),
                         status={"draft": "draft", "active": "active"}.get(v.status, "retired"))
     return _print({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": m} for m in maps]})
+
+
+def _diff(args: argparse.Namespace, repo: Repository) -> int:
+    from hutong.cds.knowledge import diff
+
+    vs = _versions(repo)
+    return _print(diff(vs.rows(args.old), vs.rows(args.new)))

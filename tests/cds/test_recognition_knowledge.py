@@ -214,6 +214,20 @@ def test_cli_load_approve_retire_with_two_committee_accounts(tmp_path: Path, cap
     assert [x["status"] for x in listed] == ["draft", "draft", "active"]
     rc, shown = cli("show", v["id"], "--body")
     assert rc == 0 and shown["knowledge"]["title"] == seed_data()["title"]
+    # v3 is the seed file with A's codes through the ConceptMap round trip: only the test's own
+    # Tianjin QC row (seed_data) differs.
+    rc, d = cli("diff", v["id"], v3["id"])
+    assert rc == 0 and list(d) == ["quality"] and not d["quality"]["added"] and not d["quality"]["changed"]
+    assert [r["institution"] for r in d["quality"]["removed"]] == ["12120101MB0000001X"]
+    changed = seed_data()
+    changed["items"][0]["window_days"] = 3
+    del changed["local_codes"][1]["codes"]["L-CBC"]
+    (tmp_path / "k2.json").write_bytes(orjson.dumps(changed))
+    rc, v4 = cli("load", str(tmp_path / "k2.json"), "--effective-from", "2027-06-01")
+    rc, d = cli("diff", v["id"], v4["id"])
+    assert rc == 0 and set(d) == {"regions", "local_codes"}
+    assert {(c["from"]["window_days"], c["to"]["window_days"]) for c in d["regions"]["changed"]} == {(7, 3)}
+    assert [r["code"] for r in d["local_codes"]["removed"]] == ["L-CBC"] and not d["local_codes"]["added"]
     rc, r = cli("retire", v["id"], "--by", "wang.wei")
     assert rc == 0 and r["status"] == "retired" and r["retired_by"]
     rc, err = cli("load", str(tmp_path / "missing.json"), "--effective-from", "2026-01-01")
