@@ -23,6 +23,7 @@ import pytest
 from conftest import UiRegion, sign_in_resident, sign_in_staff
 from playwright.sync_api import Browser, Page
 from test_clinician import _id_number, _treated
+from test_corrections_inbox import officer
 
 from hutong.fhir.service import FhirService, mpi_of
 from hutong.mpi.idnumber import check_char
@@ -177,6 +178,12 @@ def build(ui: UiRegion, browser: Browser) -> Iterator[Tour]:
     res.locator("#item").select_option(index=1)
     res.locator("#text").fill("出生日期登记有误，应为身份证上的日期")
     res.locator("form:has(#text) button[type=submit]").click()
+    res.wait_for_load_state("networkidle")
+    # The institution holding the item answers it: its 病案室 officer's inbox (issue 16, item 8).
+    filed = ui.search("Task", [("patient", f"Patient/{pid}"), ("status", "requested")])
+    holder = filed[0]["owner"]["reference"].split("/")[1]
+    tabs["records"] = tab()
+    sign_in_staff(tabs["records"], officer(ui, holder, name="病案室孙老师"))
     res.goto("/resident/consents")
     res.get_by_label("第一步：选择医院/机构").select_option(elsewhere)
     res.get_by_role("button", name="选择", exact=True).click()
@@ -211,6 +218,8 @@ def build(ui: UiRegion, browser: Browser) -> Iterator[Tour]:
         ("resident-delegates", "resident", _goto("/resident/delegates")),
         ("resident-access-log", "resident", _goto("/resident/access-log")),
         ("resident-corrections", "resident", _goto("/resident/corrections")),
+        ("clinician-corrections", "records", _goto("/clinician/corrections")),
+        ("clinician-correction", "records", _goto(f"/clinician/corrections/{filed[0]['id']}")),
         ("resident-apps", "resident", _goto("/resident/apps")),
         ("console-institutions", "commission", _goto("/console")),
         ("console-identity", "commission", _goto("/console/identity")),
