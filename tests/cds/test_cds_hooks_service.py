@@ -378,6 +378,12 @@ def test_error_codes(region: Region) -> None:
         assert r.status_code == 403 and "HT-0104" in r.text and "青霉素" not in r.text
         with region.client(who) as cl:
             assert cl.get("/cds-services").status_code == 403
+    # 403 B's clinician naming a post of theirs at another institution (A): privileges are per post and place
+    post_at_a = _created(region.server.client.post("/PractitionerRole", json=_role(
+        ids["orgA"], ids["docB_prac"], prescribing=True, tier="special", grade=4)))
+    body = {**good, "context": {**good["context"], "userId": f"PractitionerRole/{post_at_a}", "patientId": ids["pB"]}}
+    r = call(region, "docB", body)
+    assert r.status_code == 403 and "HT-0529" in r.text
     # 403 another institution's system naming A's clinician's post as the user
     body = {**good, "context": {**good["context"], "userId": f"PractitionerRole/{ids['docA_role']}",
                                 "patientId": ids["pB"]}}
