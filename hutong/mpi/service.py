@@ -208,6 +208,10 @@ class Mpi:
     def person_of(self, patient_id: str) -> str | None:
         return st.person_of(st.repo_reader(self.repo), patient_id)
 
+    def persons_of(self, patient_ids: Iterable[str]) -> dict[str, str]:
+        """person_of for many source patients in one query (those linked to a person)."""
+        return st.persons_of(st.repo_reader(self.repo), patient_ids)
+
     def person_of_in(self, w: Writer, patient_id: str) -> str | None:
         """person_of inside an open write transaction (sees its own links)."""
         return st.person_of(st.writer_reader(w), patient_id)
@@ -329,6 +333,8 @@ class Mpi:
                 removed.append(sorted((patient_id, m.patient_id)))
         st.move_source(w, patient_id, person_id, "manual", "manual", None)
         st.decide_reviews(w, patient_id, person_id, "open", "linked", actor, reason)
+        # An item that linked this source to another person is no longer true: off 已关联.
+        st.decide_reviews(w, patient_id, None, "linked", "unlinked", actor, reason, except_person=person_id)
         st.close_reviews(w, patient_id, "obsolete", actor)
         self._relink_source(w, patient_id, person_id)
         self._refresh(w, [person_id, src.person_id])
@@ -466,6 +472,11 @@ class Mpi:
         for b in detail["before"]:
             st.move_source(w, b["patient"], b["person"], b["state"], b["rule"], b["score"])
             self._relink_source(w, b["patient"], b["person"])
+            # The review items follow the source back (undoing a link unlinks its item; undoing an
+            # unlink links it again), each with who and why in its history (issue 16, item 6).
+            why = reason or f"撤销主索引操作 #{event_id}"
+            st.decide_reviews(w, b["patient"], None, "linked", "unlinked", actor, why, except_person=b["person"])
+            st.decide_reviews(w, b["patient"], b["person"], "unlinked", "linked", actor, why)
             touched += [b["person"], now[b["patient"]].person_id]
         for a, b in detail["nolink_added"]:
             st.remove_nolink(w, a, b)

@@ -175,16 +175,19 @@ def close_reviews(w: Writer, patient_id: str, status: str, actor: str | None,
 
 
 def decide_reviews(w: Writer, patient_id: str, person_id: str | None, from_status: str, to_status: str,
-                   actor: str, note: str | None) -> list[int]:
+                   actor: str, note: str | None, *, except_person: str | None = None) -> list[int]:
     """A human decision on the review items of a source (of one candidate
-    person) in ``from_status``: each moves to ``to_status`` and gets a row in
-    mpi_review_decision (who, when, note: the item's history, issue 16 item 6).
-    The item ids."""
+    person; or of every candidate but ``except_person``) in ``from_status``:
+    each moves to ``to_status`` and gets a row in mpi_review_decision (who,
+    when, note: the item's history, issue 16 item 6).  The item ids."""
     sql = "SELECT id FROM mpi_review WHERE patient_id = ? AND status = ?"
     args: list[Any] = [patient_id, from_status]
     if person_id is not None:
         sql += " AND person_id = ?"
         args.append(person_id)
+    if except_person is not None:
+        sql += " AND person_id <> ?"
+        args.append(except_person)
     ids = [int(r[0]) for r in sql_writer(w).execute(sql + " ORDER BY id", args).fetchall()]
     for rid in ids:
         sql_writer(w).execute("UPDATE mpi_review SET status = ?, decided = ?, actor = ? WHERE id = ?",

@@ -187,3 +187,31 @@ def test_decisions_move_items_and_record_who_when_and_why(repo: SqlRepository) -
     assert [i["id"] for i in mpi.review_items(status="rejected")] == [c2["id"]]
     assert [(h["decision"], h["note"]) for h in item["history"]] == [("rejected", "不同住址不同电话")]
     assert mpi.review_item(10**9) is None
+
+
+def test_undo_and_relinking_elsewhere_move_items_too(repo: SqlRepository) -> None:
+    """The item follows its source whatever moves it: undoing the link ($mpi-undo) takes it off 已关联,
+    undoing that unlink puts it back; linking the source to another person unlinks the first item."""
+    ids = load(repo)
+    mpi = mpi_of(repo)
+    items = {i["patient"]: i for i in mpi.review_items(limit=100)}
+    b2 = items[ids[4]]
+    event = mpi.link(b2["patient"], b2["person"], actor="acct-steward-1", reason="电话核实")
+    unlinked = mpi.unlink(b2["patient"], actor="acct-steward-2", reason="看错了", from_person=b2["person"])
+    mpi.undo(unlinked, actor="acct-steward-1", reason="撤销解除")
+    item = mpi.review_item(b2["id"])
+    assert item is not None and item["status"] == "linked"
+    mpi.undo(event, actor="acct-steward-2", reason="误操作")
+    item = mpi.review_item(b2["id"])
+    assert item is not None and item["status"] == "unlinked"
+    assert [(h["decision"], h["note"]) for h in item["history"]] == [
+        ("unlinked", "误操作"), ("linked", "撤销解除"), ("unlinked", "看错了"), ("linked", "电话核实")]
+
+    c2 = items[ids[6]]
+    mpi.link(c2["patient"], c2["person"], actor="acct-steward-1", reason="核实")
+    other = mpi.person_of(ids[3])  # 刘建国's person: a wrong link, made by hand on purpose
+    assert other is not None and other != c2["person"]
+    mpi.link(c2["patient"], other, actor="acct-steward-2", reason="改挂")
+    item = mpi.review_item(c2["id"])
+    assert item is not None and item["status"] == "unlinked" and item["history"][0]["note"] == "改挂"
+    assert c2["id"] not in [i["id"] for i in mpi.review_items(status="linked")]
