@@ -290,6 +290,10 @@ class RuleContext:
     repo: Repository
     now: datetime
     base_url: str = ""
+    # What rules checked besides the cards they gave ({"rule", "item", "order"} per draft order a
+    # rule knew), recorded with the call (hutong.cds.service) so the 互认 dashboard counts orders
+    # checked, not only cards (hutong.cds.recognition_stats).
+    checked: list[dict[str, str]] = field(default_factory=list)
 
 
 class Rule(Protocol):

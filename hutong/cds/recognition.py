@@ -402,6 +402,10 @@ class RecognitionRule:
         k = KnowledgeVersions(ctx.repo, _NO_AUDIT).in_force(_today(ctx.now).isoformat())
         if k is None:
             return []  # no approved knowledge in force: nothing is recognised
+        for order in request.selected_orders():  # orders checked (the 互认 dashboard counts them)
+            m = k.item_of_concept(order.get("code")) if order.get("resourceType") == "ServiceRequest" else None
+            if m is not None and isinstance(order.get("id"), str):
+                ctx.checked.append({"rule": RULE_ID, "item": m.item.key, "order": str(order["id"])})
         found = find_equivalents(k, request, ctx.records, ctx.now)
         site = ctx.base_url.removesuffix("/fhir").rstrip("/")
         return [self._card(request, k, e, ctx.base_url.rstrip("/"), site) for e in found]
