@@ -262,6 +262,12 @@ class KnowledgeVersions:
             raise
 
 
+def kind_of(repo: Repository, version_id: str) -> str | None:
+    """The kind of knowledge a version holds (recognition, safety ...), None when there is no such version."""
+    r = store.version_row(repo, version_id)
+    return None if r is None else str(r[1])
+
+
 def account_principal(repo: Repository, who: str) -> Principal:
     """The Principal of an active account named by id or username (the command line names the
     committee member who decides; their account must exist, be active and say what role it has)."""

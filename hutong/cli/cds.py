@@ -11,7 +11,9 @@
     hutong cds diff OLD NEW                                       (rows added, removed, changed)
 
 FILE is a mutual-recognition (检查检验结果互认) knowledge set in JSON or YAML (hutong.cds.knowledge
-describes it; hutong/cds/seed/recognition.json is an example).  Each ``--concept-map`` is one
+describes it; hutong/cds/seed/recognition.json is an example); with ``load --kind safety`` it is
+the privilege and drug-allergy rules' configuration (hutong.cds.safety_config), and ``list
+--kind safety`` lists those versions.  approve, retire, show and diff take a version of any kind.  Each ``--concept-map`` is one
 institution's local code map as a FHIR R4 ConceptMap (as ``concept-maps`` writes them); it
 replaces that institution's codes of the same system in FILE.  A loaded version is a draft:
 it fires only after a committee account other than its author approves it (four-eyes), from
@@ -37,6 +39,7 @@ from hutong.store.repository import Repository
 
 DB_HELP = "sqlite:///path or postgresql://... (default: $HUTONG_DATABASE_URL or sqlite:///var/hutong.db)"
 SEED = Path(__file__).resolve().parent.parent / "cds" / "seed" / "recognition.json"
+KINDS = ("recognition", "safety")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -48,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     ld = ops.add_parser("load", help="load a knowledge set (JSON or YAML) as a new draft version")
     ld.add_argument("file", type=Path)
+    ld.add_argument("--kind", choices=KINDS, default=KINDS[0], help="what the file holds (default: recognition)")
     ld.add_argument("--concept-map", type=Path, action="append", default=[], metavar="FILE",
                     help="an institution's local code map (FHIR ConceptMap JSON); repeatable")
     _draft_args(ld)
@@ -58,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sd.set_defaults(func=run, action=_seed)
 
     ls = ops.add_parser("list", help="every version, newest first")
+    ls.add_argument("--kind", choices=KINDS, default=KINDS[0])
     ls.set_defaults(func=run, action=_list)
 
     sh = ops.add_parser("show", help="one version")
@@ -98,11 +103,22 @@ def run(args: argparse.Namespace) -> int:
         return rc
 
 
-def _versions(repo: Repository) -> Any:
+def _versions(repo: Repository, kind: str = KINDS[0]) -> Any:
     from hutong.cds.versions import KnowledgeVersions
     from hutong.security.audit import AuditLog
 
-    return KnowledgeVersions(repo, AuditLog(repo))
+    if kind == "safety":
+        from hutong.cds.safety_config import SafetyVersions
+
+        return SafetyVersions(repo, AuditLog(repo))
+    return KnowledgeVersions(repo, AuditLog(repo), kind=kind)
+
+
+def _of(repo: Repository, version_id: str) -> Any:
+    """The versions of the kind ``version_id`` holds (HT-0502 later when there is none)."""
+    from hutong.cds.versions import kind_of
+
+    return _versions(repo, kind_of(repo, version_id) or KINDS[0])
 
 
 def _who(repo: Repository, account: str | None) -> Principal:
@@ -148,25 +164,25 @@ def with_concept_maps(data: Any, maps: list[Any]) -> Any:
 
 def _load(args: argparse.Namespace, repo: Repository) -> int:
     data = with_concept_maps(read_knowledge(args.file), [read_knowledge(p) for p in args.concept_map])
-    return _draft(args, repo, data)
+    return _draft(args, repo, data, args.kind)
 
 
 def _seed(args: argparse.Namespace, repo: Repository) -> int:
     return _draft(args, repo, read_knowledge(SEED))
 
 
-def _draft(args: argparse.Namespace, repo: Repository, data: Any) -> int:
-    v = _versions(repo).draft(_who(repo, args.author), data, effective_from=args.effective_from,
+def _draft(args: argparse.Namespace, repo: Repository, data: Any, kind: str = KINDS[0]) -> int:
+    v = _versions(repo, kind).draft(_who(repo, args.author), data, effective_from=args.effective_from,
                               effective_to=args.effective_to, note=args.note)
     return _print(v.to_json())
 
 
 def _list(args: argparse.Namespace, repo: Repository) -> int:
-    return _print([v.to_json() for v in _versions(repo).list()])
+    return _print([v.to_json() for v in _versions(repo, args.kind).list()])
 
 
 def _show(args: argparse.Namespace, repo: Repository) -> int:
-    vs = _versions(repo)
+    vs = _of(repo, args.version)
     out = vs.get(args.version).to_json()
     if args.body:
         out["knowledge"] = orjson.loads(vs.body(args.version))
@@ -174,11 +190,11 @@ def _show(args: argparse.Namespace, repo: Repository) -> int:
 
 
 def _approve(args: argparse.Namespace, repo: Repository) -> int:
-    return _print(_versions(repo).approve(args.version, _who(repo, args.approver)).to_json())
+    return _print(_of(repo, args.version).approve(args.version, _who(repo, args.approver)).to_json())
 
 
 def _retire(args: argparse.Namespace, repo: Repository) -> int:
-    return _print(_versions(repo).retire(args.version, _who(repo, args.by)).to_json())
+    return _print(_of(repo, args.version).retire(args.version, _who(repo, args.by)).to_json())
 
 
 def _concept_maps(args: argparse.Namespace, repo: Repository) -> int:
@@ -194,5 +210,12 @@ def _concept_maps(args: argparse.Namespace, repo: Repository) -> int:
 def _diff(args: argparse.Namespace, repo: Repository) -> int:
     from hutong.cds.knowledge import diff
 
-    vs = _versions(repo)
-    return _print(diff(vs.rows(args.old), vs.rows(args.new)))
+    vs = _of(repo, args.old)
+    old, new = vs.get(args.old), _of(repo, args.new).get(args.new)
+    if old.kind != new.kind:
+        raise InvalidRequest("HT-0501", f"version {args.old} holds {old.kind} knowledge, {args.new} {new.kind}")
+    if old.kind == KINDS[0]:
+        return _print(diff(vs.rows(args.old), vs.rows(args.new)))
+    # Other kinds keep no rows: their top-level entries that differ.
+    a, b = orjson.loads(vs.body(args.old)), orjson.loads(vs.body(args.new))
+    return _print({k: {"from": a.get(k), "to": b.get(k)} for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)})

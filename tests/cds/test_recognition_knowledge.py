@@ -228,6 +228,22 @@ def test_cli_load_approve_retire_with_two_committee_accounts(tmp_path: Path, cap
     assert rc == 0 and set(d) == {"regions", "local_codes"}
     assert {(c["from"]["window_days"], c["to"]["window_days"]) for c in d["regions"]["changed"]} == {(7, 3)}
     assert [r["code"] for r in d["local_codes"]["removed"]] == ["L-CBC"] and not d["local_codes"]["added"]
+    # The privilege/allergy configuration (kind safety) goes through the same four-eyes steps.
+    from hutong.cds.safety_config import builtin, to_json
+
+    safety = to_json(builtin(), "处方与过敏规则配置")
+    (tmp_path / "safety.json").write_bytes(orjson.dumps(safety))
+    rc, s1 = cli("load", str(tmp_path / "safety.json"), "--kind", "safety", "--effective-from", "2026-01-01",
+                 "--author", "li.na")
+    assert rc == 0 and s1["kind"] == "safety" and s1["version"] == 1
+    rc, err = cli("approve", s1["id"], "--approver", "li.na")
+    assert rc == 2 and "HT-0503" in err
+    rc, s1a = cli("approve", s1["id"], "--approver", "wang.wei")
+    assert rc == 0 and s1a["status"] == "active"
+    rc, listed = cli("list", "--kind", "safety")
+    assert [x["id"] for x in listed] == [s1["id"]]
+    rc, err = cli("diff", v["id"], s1["id"])
+    assert rc == 2 and "HT-0501" in err
     rc, r = cli("retire", v["id"], "--by", "wang.wei")
     assert rc == 0 and r["status"] == "retired" and r["retired_by"]
     rc, err = cli("load", str(tmp_path / "missing.json"), "--effective-from", "2026-01-01")
