@@ -212,8 +212,8 @@ class CdsHooks:
                     observe(rule.id)
                 continue
             cards += [c if c.rule else replace(c, rule=rule.id) for c in got]
-        if cards:
-            self._remember(svc, req, cards, access, peer)
+        if cards or ctx.checked:
+            self._remember(svc, req, cards, access, peer, ctx.checked)
         return response_json(cards)
 
     def _request(self, svc: ServiceDef, raw: dict[str, Any], access: Access, bases: list[str]) -> HookRequest:
@@ -349,16 +349,21 @@ class CdsHooks:
         return body if isinstance(body, dict) else None
 
     def _remember(self, svc: ServiceDef, req: HookRequest, cards: list[Card], access: Access,
-                  peer: str | None) -> None:
-        """The cards given, on the audit trail (feedback is checked against it)."""
-        issued = [IssuedCard(c.uuid, c.rule, c.indicator, tuple(s.uuid for s in c.suggestions),
-                             tuple(r.code for r in c.override_reasons)).to_json() for c in cards]
+                  peer: str | None, checked: Sequence[dict[str, str]] = ()) -> None:
+        """The cards given, on the audit trail (feedback is checked against it), each with the
+        standard item it is about (its source topic) and the draft order its suggestion
+        removes, and the orders the rules checked: what the 互认 dashboard counts
+        (hutong.cds.recognition_stats).  A call with neither is not recorded here."""
+        issued = [{**IssuedCard(c.uuid, c.rule, c.indicator, tuple(s.uuid for s in c.suggestions),
+                                tuple(r.code for r in c.override_reasons)).to_json(), **_subject(c)}
+                  for c in cards]
         person = access.person_of(req.patient_id or "") if req.patient_id else None
         self.audit.record(AuditRecord(
             action=CARDS_ACTION, principal=access.principal, persons=(person,) if person else (),
             interaction=f"POST /cds-services/{svc.id}", purpose=None, peer=peer,
             extra={"service": svc.id, "hook": svc.hook, "hookInstance": req.hook_instance,
-                   "cards": orjson.dumps(issued).decode()}))
+                   "cards": orjson.dumps(issued).decode(),
+                   **({"checked": orjson.dumps(list(checked)).decode()} if checked else {})}))
 
     # ------------------------------------------------------------------ feedback
     def feedback(self, service_id: str, body: bytes, access: Access, *, peer: str | None = None) -> int:
@@ -421,6 +426,19 @@ class CdsHooks:
                 return None
             after = page[-1].seq
         return None
+
+
+def _subject(c: Card) -> dict[str, str]:
+    """The item (source.topic code) and draft order (the delete suggestion's resource) of a card."""
+    out: dict[str, str] = {}
+    topic = c.source.topic
+    if topic is not None and topic.code:
+        out["item"] = topic.code
+    for s in c.suggestions:
+        for a in s.actions:
+            if a.type == "delete" and a.resource_id:
+                out["order"] = a.resource_id.rpartition("/")[2]
+    return out
 
 
 def _check_outcome(item: dict[str, Any], card: IssuedCard) -> None:
