@@ -202,7 +202,7 @@ def test_rest_writers_creating_one_new_patient_make_one_registration(server: Ser
     org_id = r.json()["id"]
     his, _ = server.accounts.add_client("HIS (concurrency test)", organization=code, organization_id=org_id)
     token = server.token(his)
-    for _ in range(3):
+    for _ in range(2):
         mrn = f"REST{uuid.uuid4().hex[:10].upper()}"
 
         def send(i: int, barrier: threading.Barrier, mrn: str = mrn) -> int:

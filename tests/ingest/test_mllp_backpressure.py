@@ -166,11 +166,11 @@ def test_at_most_the_slots_are_in_the_pipeline_and_every_ack_is_stored(mllp: Mll
 
 
 def test_a_sender_faster_than_the_store_is_slowed_by_flow_control(mllp: Mllp) -> None:
-    """One connection pipelining 300 messages of ~40 KB without reading ACKs while the store
+    """One connection pipelining 200 messages of ~60 KB without reading ACKs while the store
     is held: the listener stops reading, so the sender's writes block long before
     it has pushed them all (a listener reading without bound would take them all)."""
-    n = 300
-    payloads = [frame(oru(f"FC{k:04d}", "FC0001", pad=40_000)) for k in range(n)]
+    n = 200
+    payloads = [frame(oru(f"FC{k:04d}", "FC0001", pad=60_000)) for k in range(n)]
     total = sum(len(p) for p in payloads)
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # A small send buffer: what the sender gets rid of is what the listener's side takes.
