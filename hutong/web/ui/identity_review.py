@@ -78,7 +78,6 @@ i18n.add({
     "con.id.note_unlink": ("解除关联的理由（必填）", "Why unlink (required)"),
     "con.id.moved": ("该记录现已不在此候选人员名下（已由其他操作改变），无需在此解除关联。",
                      "The record is no longer with this candidate person (changed by another decision)."),
-    "con.id.empty.unlinked": ("暂无已解除关联的复核项。", "No unlinked items."),
     "error.HT-0440": ("请填写理由：判定不是同一人或解除关联时必须说明理由。",
                       "Give a reason: rejecting a pair or unlinking a record needs a note."),
     "error.HT-0441": ("该复核项当前不是已关联状态（可能已解除关联或记录已变化），请刷新后重试。",
