@@ -163,6 +163,10 @@ class Card:
     links: tuple[Link, ...] = ()
     uuid: str = field(default_factory=new_uuid)
     rule: str = ""
+    # The resources the card rests on ("Type/id", e.g. the recognised result): not sent; the
+    # service records them with the card and its feedback (AuditEvent entities), so the resident
+    # can be shown which earlier result spared them a test (hutong.web.ui.avoided).
+    about: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.summary) > SUMMARY_MAX:

@@ -433,9 +433,10 @@ class RecognitionRule:
         if request.hook == ORDER_SIGN:
             return Card(summary=f"{e.item.name} 重复开单：{where} {e.day} 的结果可互认（{mark}），如仍需检查请选择不互认理由",
                         indicator="warning", source=source, detail=detail, suggestions=(accept,),
-                        override_reasons=OVERRIDE_REASONS, links=tuple(links), rule=RULE_ID)
+                        override_reasons=OVERRIDE_REASONS, links=tuple(links), rule=RULE_ID,
+                        about=(f"{e.resource_type}/{e.resource_id}",))
         return Card(summary=summary, indicator="info", source=source, detail=detail, suggestions=(accept,),
-                    links=tuple(links), rule=RULE_ID)
+                    links=tuple(links), rule=RULE_ID, about=(f"{e.resource_type}/{e.resource_id}",))
 
 
 class _NoAudit:

@@ -404,8 +404,14 @@ class CdsHooks:
                 extra["overrideReason"] = str(code)
             if accepted:
                 extra["acceptedSuggestions"] = ",".join(accepted)
+            # The card's item and the resources it rested on (the recognised result) go with the
+            # feedback: the resident's timeline names the test spared (hutong.web.ui.avoided).
+            subject = _issued_subject(entry, card.uuid)
+            if "item" in subject:
+                extra["item"] = subject["item"]
             self.audit.record(AuditRecord(
                 action=FEEDBACK_ACTION, principal=access.principal, persons=entry.persons,
+                entities=tuple(x for x in subject.get("about", "").split(",") if x),
                 interaction=f"POST /cds-services/{svc.id}/feedback", peer=peer,
                 reason=comment if isinstance(comment, str) and comment.strip() else None, extra=extra))
         return len(checked)
@@ -438,7 +444,17 @@ def _subject(c: Card) -> dict[str, str]:
         for a in s.actions:
             if a.type == "delete" and a.resource_id:
                 out["order"] = a.resource_id.rpartition("/")[2]
+    if c.about:
+        out["about"] = ",".join(c.about)
     return out
+
+
+def _issued_subject(entry: AuditEntry, card_id: str) -> dict[str, str]:
+    """What the cds-cards row recorded of one card besides its IssuedCard: item, order, about."""
+    for c in orjson.loads(entry.extra.get("cards", "[]")):
+        if isinstance(c, dict) and c.get("uuid") == card_id:
+            return {k: str(c[k]) for k in ("item", "about") if isinstance(c.get(k), str) and c[k]}
+    return {}
 
 
 def _check_outcome(item: dict[str, Any], card: IssuedCard) -> None:
