@@ -569,7 +569,7 @@ class FhirService:
         matches = page.matches
         if self.access is not None:
             # Matches are already scoped in SQL; included resources pass the same rule here.
-            self.access.touched(matches)
+            self.access.searched(matches)  # the matches and the persons whose records they are
             matches = self.access.present(matches)
             included = self.access.present(self.access.admit(included))
         links = [{"relation": "self", "url": self._url(path, parsed.canonical)}]

@@ -201,6 +201,26 @@ class Access:
     def touched(self, stored: Iterable[Stored], purpose: str | None = None) -> None:
         self.trace.touched(stored, purpose)
 
+    def searched(self, matches: Sequence[Stored]) -> None:
+        """A search's matches (already scoped in SQL) go on the trace, and so do
+        the persons whose records they are: a search by the caller's own
+        institution (``Observation?patient=...``, ``Observation?code=...``) is a
+        look at those residents' records as much as a read by id, and their
+        谁看了我的档案 must show it (DESIGN.md trust model).  Reads name the
+        persons row by row (:meth:`_row_purpose`); a search's scope is in its
+        WHERE clause, so its persons are looked up here: one query for the
+        page's compartments and one for their persons."""
+        self.touched(matches)
+        if self.unrestricted or self.role in PERSON_ROLES or not matches:
+            # a resident's or delegate's persons are named by search_scope; the platform's
+            # unrestricted jobs name no persons on reads by id either (_row_facts)
+            return
+        comps = self.compartments([s.pk for s in matches])
+        patients = {p for ps in comps.values() for p in ps}
+        patients.update(s.id for s in matches if s.type == "Patient" and not s.id.startswith(PERSON_PREFIX))
+        for patient, person in self.facts.persons_of(patients).items():
+            self.persons.add(person or patient)
+
     # ------------------------------------------------------------ lookups
     def now_iso(self) -> str:
         """Now in the region's own time (Beijing, UTC+8): a Consent's period is written in

@@ -14,7 +14,7 @@ open transaction (:class:`~hutong.store.sql.SqlWriter`) and its typed
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,16 @@ class PolicyFacts:
         if patient_id not in self._person_of:
             self._person_of[patient_id] = self.mpi.person_of(patient_id)
         return self._person_of[patient_id]
+
+    def persons_of(self, patient_ids: Iterable[str]) -> dict[str, str | None]:
+        """:meth:`person_of` for many patients: one query for those not asked before."""
+        ids = set(patient_ids)
+        missing = [p for p in ids if p not in self._person_of and not p.startswith(PERSON_PREFIX)]
+        if missing:
+            found = self.mpi.persons_of(missing)
+            for p in missing:
+                self._person_of[p] = found.get(p)
+        return {p: self.person_of(p) for p in ids}
 
     def patients_of(self, person_id: str) -> list[str]:
         """The golden person and every linked source Patient."""
