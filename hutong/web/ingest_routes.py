@@ -24,6 +24,31 @@ OVERSIGHT = (Role.COMMISSION, Role.OPERATOR, Role.PLATFORM)
 Institution = Annotated[str | None, Query(alias="institution", description="sending institution code")]
 
 
+def _page(count: str | None, after: str | None) -> tuple[int, int]:
+    """``_count`` (1..1000, default 100; more is cut to 1000) and ``after`` (a message id >= 0)."""
+    try:
+        n = int(count if count is not None else "100")
+        since = int(after if after is not None else "0")
+    except ValueError:
+        raise InvalidRequest("HT-0041", "_count and after must be integers") from None
+    if n < 1 or since < 0:
+        # a negative LIMIT is no limit at all in SQLite: _count=-1 listed every message
+        raise InvalidRequest("HT-0041", "_count must be at least 1 and after not negative")
+    return min(n, 1000), since
+
+
+def _days(from_: str | None, to: str | None) -> tuple[date, date]:
+    """A range of days: ``to`` defaults to today (Beijing), ``from`` to six days before ``to``."""
+    try:
+        end = date.fromisoformat(to) if to is not None else datetime.now(inbox.BEIJING).date()
+        start = date.fromisoformat(from_) if from_ is not None else end - timedelta(days=6)
+    except ValueError:
+        raise InvalidRequest("HT-0041", "from and to must be dates (YYYY-MM-DD)") from None
+    if start > end or (end - start).days > 366:
+        raise InvalidRequest("HT-0041", "from must not be after to, and the range at most 366 days")
+    return start, end
+
+
 def router(platform: Platform) -> APIRouter:
     limit = platform.settings.max_body_bytes
     r = APIRouter(tags=["ingestion"])
@@ -43,14 +68,7 @@ def router(platform: Platform) -> APIRouter:
                          = None,
                          institution: Institution = None) -> Response:
         require(request, *OVERSIGHT, what="ingestion timeliness")
-        try:
-            today = datetime.now(inbox.BEIJING).date()
-            end = date.fromisoformat(to) if to is not None else today
-            start = date.fromisoformat(from_) if from_ is not None else end - timedelta(days=6)
-        except ValueError:
-            raise InvalidRequest("HT-0041", "from and to must be dates (YYYY-MM-DD)") from None
-        if start > end or (end - start).days > 366:
-            raise InvalidRequest("HT-0041", "from must not be after to, and the range at most 366 days")
+        start, end = _days(from_, to)
         ing = ingestor(request)
         return await run(lambda: FhirResponse.json(200, inbox.timeliness(
             ing.repo, start=start, end=end, sender=institution)))
@@ -61,11 +79,7 @@ def router(platform: Platform) -> APIRouter:
                            after: Annotated[str | None, Query(description="page after this message id")] = None,
                            institution: Institution = None) -> Response:
         require(request, *OVERSIGHT, what="the dead-letter list")
-        try:
-            n = min(int(count if count is not None else "100"), 1000)
-            since = int(after if after is not None else "0")
-        except ValueError:
-            raise InvalidRequest("HT-0041", "_count and after must be integers") from None
+        n, since = _page(count, after)
         ing = ingestor(request)
         return await run(lambda: FhirResponse.json(200, {"items": [
             d.summary() for d in inbox.dead_letters(ing.repo, limit=n, after=since, sender=institution)]}))
@@ -80,11 +94,7 @@ def router(platform: Platform) -> APIRouter:
         ``warning``): a demographic code outside its table, a re-used MSH-10, CDA sections
         outside structuredBody ... (issue 15, items 11, 17, 19).  No message content."""
         require(request, *OVERSIGHT, what="the flagged-message list")
-        try:
-            n = min(int(count if count is not None else "100"), 1000)
-            since = int(after if after is not None else "0")
-        except ValueError:
-            raise InvalidRequest("HT-0041", "_count and after must be integers") from None
+        n, since = _page(count, after)
         ing = ingestor(request)
         return await run(lambda: FhirResponse.json(200, {"items": [
             d.summary() for d in inbox.flagged(ing.repo, code=code, limit=n, after=since, sender=institution)]}))
@@ -95,13 +105,7 @@ def router(platform: Platform) -> APIRouter:
                       to: Annotated[str | None, Query(description="last day, YYYY-MM-DD (default today)")] = None
                       ) -> Response:
         require(request, *OVERSIGHT, what="data-quality counts")
-        try:
-            end = date.fromisoformat(to) if to is not None else datetime.now(inbox.BEIJING).date()
-            start = date.fromisoformat(from_) if from_ is not None else end - timedelta(days=6)
-        except ValueError:
-            raise InvalidRequest("HT-0041", "from and to must be dates (YYYY-MM-DD)") from None
-        if start > end or (end - start).days > 366:
-            raise InvalidRequest("HT-0041", "from must not be after to, and the range at most 366 days")
+        start, end = _days(from_, to)
         ing = ingestor(request)
         return await run(lambda: FhirResponse.json(200, {"from": start.isoformat(), "to": end.isoformat(), "items": [
             {"institution": c.institution, "code": c.code, "label": c.label, "messages": c.messages}
