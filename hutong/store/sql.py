@@ -89,7 +89,6 @@ def _is_unique_violation(e: Exception) -> bool:
     return name in ("IntegrityError", "UniqueViolation") or "UNIQUE constraint" in str(e)
 
 
-_row = stored_of  # the name the store's code has always used
 
 
 class SqlWriter:
@@ -192,7 +191,7 @@ class SqlWriter:
         if lock and self.db.dialect == "postgresql":
             sql += " FOR UPDATE"
         r = self.execute(sql, (type, id)).fetchone()
-        return _row(r, self.repo.codec) if r else None
+        return stored_of(r, self.repo.codec) if r else None
 
     def _hook(self, type: str, id: str, resource: dict[str, Any] | None, current: Stored | None) -> bool:
         changed = False
@@ -273,7 +272,7 @@ class SqlWriter:
         query.count = limit
         query.cursor = None
         sql, args = self.repo.compiler.page_sql(query, COLS)
-        return [_row(r, self.repo.codec) for r in self.execute(sql, args).fetchall()]
+        return [stored_of(r, self.repo.codec) for r in self.execute(sql, args).fetchall()]
 
 
 class SqlRepository:
@@ -418,7 +417,7 @@ class SqlRepository:
 
     def read(self, type: str, id: str) -> Stored | None:
         rows = self._query(f"SELECT {COLS} FROM resource r WHERE r.type = ? AND r.fhir_id = ?", (type, id))
-        return _row(rows[0], self.codec) if rows else None
+        return stored_of(rows[0], self.codec) if rows else None
 
     def vread(self, type: str, id: str, version: int) -> Stored | None:
         rows = self._query(
@@ -428,7 +427,7 @@ class SqlRepository:
             "WHERE r.type = ? AND r.fhir_id = ? AND v.version = ?",
             (type, id, version, type, id, version),
         )
-        return _row(rows[0], self.codec) if rows else None
+        return stored_of(rows[0], self.codec) if rows else None
 
     def history(self, type: str | None, id: str | None, *, since: int | None, count: int,
                 before: tuple[int, int, int] | None = None) -> list[Stored]:
@@ -463,7 +462,7 @@ class SqlRepository:
             args += [before[0], before[0], before[1], before[1], before[2]]
         sql += " ORDER BY h.last_updated DESC, h.pk DESC, h.version DESC LIMIT ?"
         args.append(count)
-        return [_row(r, self.codec) for r in self._query(sql, args)]
+        return [stored_of(r, self.codec) for r in self._query(sql, args)]
 
     def search(self, q: Query) -> SearchPage:
         sql, args = self.compiler.page_sql(q, COLS)
@@ -483,7 +482,7 @@ class SqlRepository:
         rows = rows[: q.count]
         if backward:
             rows.reverse()
-        matches = [_row(r, self.codec) for r in rows]
+        matches = [stored_of(r, self.codec) for r in rows]
 
         def cursor_of(r: Sequence[Any], back: bool) -> Cursor:
             return Cursor(tuple(r[8 : 8 + nkeys]), r[0], back)
@@ -512,7 +511,7 @@ class SqlRepository:
             for k in range(0, len(idl), CHUNK):
                 chunk = idl[k : k + CHUNK]
                 out += [
-                    _row(r, self.codec)
+                    stored_of(r, self.codec)
                     for r in self._query(
                         f"SELECT {COLS} FROM resource r WHERE r.type = ? AND r.deleted = 0 "
                         f"AND r.fhir_id IN ({','.join('?' * len(chunk))}) ORDER BY r.pk",
@@ -545,7 +544,7 @@ class SqlRepository:
                             f"WHERE ir.param_id = ? AND r.type = ? AND r.deleted = 0 AND ({cond})",
                             args,
                         ):
-                            st = _row(r, self.codec)
+                            st = stored_of(r, self.codec)
                             if (st.type, st.id) not in seen:
                                 seen.add((st.type, st.id))
                                 new.append(st)
@@ -589,7 +588,7 @@ class SqlRepository:
         sql += " ORDER BY r.pk LIMIT ?"
         args.append(count + 1)
         rows = self._query(sql, args)
-        return [_row(r, self.codec) for r in rows[:count]], len(rows) > count
+        return [stored_of(r, self.codec) for r in rows[:count]], len(rows) > count
 
     def existing_ids(self, type: str, ids: list[str], w: Writer | None = None) -> set[str]:
         """Which of ``ids`` exist (current or deleted); inside ``w``'s transaction if given."""
