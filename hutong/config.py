@@ -48,6 +48,8 @@ VARIABLES: tuple[Variable, ...] = (
              "unset: /metrics on the app, for operator and platform accounts only"),
     Variable("HUTONG_MAX_IN_FLIGHT", "256", "requests one server worker takes at once; the next get 503 with "
              "Retry-After at once (HT-0560) instead of waiting until they time out; 0 = no limit"),
+    Variable("HUTONG_HR_PRICES", "", "price table (JSON, yuan per 互认 item) the 互认 dashboard values avoided "
+             "examinations at; unset: hutong/cds/seed/prices.json"),
     # --- passwords and sessions
     Variable("HUTONG_PASSWORD_MIN_LENGTH", "8", "shortest staff password"),
     Variable("HUTONG_PASSWORD_MIN_CLASSES", "3", "character classes a password needs (lower, upper, digit, symbol)"),

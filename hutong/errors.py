@@ -263,6 +263,13 @@ CODES: dict[str, str] = {
     "HT-0464": "account form: a clinician account needs a doctor chosen from the directory",
     "HT-0465": "account form: the chosen doctor is not a post of the institution (or unknown, or not in post)",
     "HT-0466": "account form: the institution is unknown or not the operator's own",
+    # 0570-0589: the 互认 dashboard and rule-management pages (hutong.cds.recognition_stats,
+    # hutong.web.ui.recognition_dashboard; issue 14, item 5)
+    "HT-0570": "the 互认 price table cannot be read, or a price is not a number >= 0",
+    "HT-0571": "rule management: the pasted or uploaded rules are not valid JSON",
+    "HT-0572": "rule management: no rules pasted or uploaded",
+    "HT-0573": "rule management: the form does not name the version and digest reviewed on the page",
+    "HT-0574": "rule management: unknown kind of rules, or two versions of different kinds compared",
     # 0560-0569: overload (hutong.web.overload, hutong.ingest.hl7v2.listener; issue 17)
     "HT-0560": "server busy: too many requests in flight, nothing was done; retry after the Retry-After delay",
     "HT-0561": "HUTONG_MAX_IN_FLIGHT must not be negative",

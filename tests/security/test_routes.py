@@ -156,6 +156,11 @@ PAGES: dict[tuple[str, str], Page] = {
     ("GET", "/console/break-glass"): Page(resident=403), ("POST", "/console/break-glass/{seq}/review"): Page(),
     ("GET", "/console/users"): Page(resident=403), ("POST", "/console/users/add"): Page(),
     ("POST", "/console/users/{account_id}/status"): Page(), ("POST", "/console/users/{account_id}/unlock"): Page(),
+    # 互认 dashboard and rule management (hutong.web.ui.recognition_dashboard): commission, committee
+    ("GET", "/console/recognition"): Page(resident=403), ("GET", "/console/rules"): Page(resident=403),
+    ("GET", "/console/rules/new"): Page(resident=403), ("POST", "/console/rules/new"): Page(),
+    ("GET", "/console/rules/v/{vid}"): Page(resident=403), ("GET", "/console/rules/diff"): Page(resident=403),
+    ("POST", "/console/rules/v/{vid}/approve"): Page(), ("POST", "/console/rules/v/{vid}/retire"): Page(),
     # resident portal: residents and delegates
     ("GET", "/resident"): Page(resident=200), ("GET", "/resident/labs"): Page(resident=200),
     ("GET", "/resident/consents"): Page(resident=200), ("POST", "/resident/consents"): Page(),

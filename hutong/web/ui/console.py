@@ -66,7 +66,7 @@ from hutong.security.audit import VERDICTS, AuditEntry, AuditLog
 from hutong.security.events import ERROR, FAILED, REFUSED, SUCCESS, AuditRecord
 from hutong.security.policy import Access
 from hutong.security.principal import Role
-from hutong.web.ui import account_form, i18n
+from hutong.web.ui import account_form, i18n, recognition_dashboard
 from hutong.web.ui.enrolment import enrolment
 from hutong.web.ui.pages import Pages, access_of, form_of
 
@@ -529,6 +529,10 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
             items.append(("/console/break-glass", "con.nav.break_glass"))
         if role in USERS_VIEW_ROLES:
             items.append(("/console/users", "con.nav.users"))
+        if role in recognition_dashboard.DASHBOARD_ROLES:
+            items.append(("/console/recognition", "con.nav.recognition"))
+        if role in recognition_dashboard.RULES_ROLES:
+            items.append(("/console/rules", "con.nav.rules"))
         return items
 
     def render(request: Request, template: str, **ctx: Any) -> Response:
@@ -565,6 +569,9 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
             counts_cache[:] = [(now, record_counts(repo))]
         return counts_cache[0][1]
 
+    # 互认 dashboard and rule management (issue 14, item 5): hutong.web.ui.recognition_dashboard
+    recognition_dashboard.register(app, pages, platform, render, organizations)
+
     # ------------------------------------------------------------ institutions
     @app.get("/console")
     async def institutions(request: Request) -> Response:
@@ -573,6 +580,8 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
             return RedirectResponse("/console/break-glass", status_code=303)
         if access.role in USERS_MANAGE_ROLES:
             return RedirectResponse("/console/users", status_code=303)
+        if access.role == Role.COMMITTEE:  # the committee's pages: the rules (issue 14, item 5)
+            return RedirectResponse("/console/rules", status_code=303)
         access.require_role(*INSTITUTIONS_ROLES, what="the institutions dashboard")
         days = 30 if request.query_params.get("days") == "30" else 7
         now_ms = access.clock()

@@ -37,7 +37,8 @@ STATIC = HERE.parent / "static"
 
 # Where each role lands after signing in.
 HOME: dict[Role, str] = {Role.CLINICIAN: "/clinician", Role.RESIDENT: "/resident", Role.DELEGATE: "/resident",
-                         Role.COMMISSION: "/console", Role.AUDITOR: "/console", Role.OPERATOR: "/console"}
+                         Role.COMMISSION: "/console", Role.AUDITOR: "/console", Role.OPERATOR: "/console",
+                         Role.COMMITTEE: "/console/rules"}
 
 
 def _safe_next(nxt: str | None) -> str | None:
