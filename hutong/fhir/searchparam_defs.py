@@ -50,7 +50,7 @@ def deceased(patient: dict[str, Any]) -> list[tuple[Any, ...]]:
 # hutong.fhir.registry.RESOURCE_TYPES is the wider set the server accepts.
 DEFINED_TYPES: tuple[str, ...] = (
     "Patient", "Practitioner", "PractitionerRole", "Organization", "Location", "Encounter",
-    "Condition", "Observation", "DiagnosticReport", "MedicationRequest", "AllergyIntolerance",
+    "Condition", "Observation", "DiagnosticReport", "MedicationRequest", "MedicationStatement", "AllergyIntolerance",
     "Immunization", "Procedure", "DocumentReference", "ServiceRequest", "ImagingStudy", "Consent",
     "AuditEvent", "Device", "Task", "Binary",
 )
@@ -297,6 +297,24 @@ DEFINITIONS: tuple[SP, ...] = (
     ),
     SP("MedicationRequest", "status", "token", ("status",)),
     SP("MedicationRequest", "subject", "reference", ("subject",), ("Group", "Patient")),
+    # MedicationStatement: 11 (medicationstatement.html#search; a WS/T 500 出院带药 section, hutong.ingest.cda)
+    SP("MedicationStatement", "category", "token", ("category",)),
+    SP("MedicationStatement", "code", "token", ("medicationCodeableConcept",)),
+    SP("MedicationStatement", "context", "reference", ("context",), ("Encounter", "EpisodeOfCare")),
+    SP("MedicationStatement", "effective", "date", ("effectiveDateTime", "effectivePeriod")),
+    SP("MedicationStatement", "identifier", "token", ("identifier",)),
+    SP("MedicationStatement", "medication", "reference", ("medicationReference",), ("Medication",)),
+    SP(
+        "MedicationStatement", "part-of", "reference", ("partOf",),
+        ("MedicationAdministration", "MedicationDispense", "MedicationStatement", "Procedure", "Observation"),
+    ),
+    SP("MedicationStatement", "patient", "reference", ("subject",), ("Patient",)),
+    SP(
+        "MedicationStatement", "source", "reference", ("informationSource",),
+        ("Practitioner", "Organization", "Patient", "PractitionerRole", "RelatedPerson"),
+    ),
+    SP("MedicationStatement", "status", "token", ("status",)),
+    SP("MedicationStatement", "subject", "reference", ("subject",), ("Group", "Patient")),
     # AllergyIntolerance: 16
     SP(
         "AllergyIntolerance", "asserter", "reference", ("asserter",),
@@ -574,6 +592,7 @@ PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
     "ImagingStudy": ("patient",),
     "Immunization": ("patient",),
     "MedicationRequest": ("subject",),
+    "MedicationStatement": ("subject",),
     "Observation": ("subject", "performer"),
     "Procedure": ("patient", "performer"),
     "ServiceRequest": ("subject", "performer"),
