@@ -204,6 +204,13 @@ CODES: dict[str, str] = {
     "HT-0332": "the backup is of another kind of database than the restore target",
     "HT-0333": "the PostgreSQL backup tool failed or is missing (pg_dump/pg_restore)",
     "HT-0334": "the keys are missing, misplaced or do not open the restored database",
+    "HT-0335": "point-in-time recovery: the target time has no UTC offset, is not ISO 8601, or precedes the base backup",
+    "HT-0336": "point-in-time recovery: the WAL archive is missing or its path cannot be used",
+    "HT-0337": "backup/restore command used wrongly (missing directory or URL, options of another kind of backup)",
+    # 0620-0629: encrypted backups (hutong.store.backup_crypto, `hutong backup --encrypt`; issue 18)
+    "HT-0620": "an encrypted backup needs a passphrase (prompt, --passphrase-file or HUTONG_BACKUP_PASSPHRASE)",
+    "HT-0621": "the passphrase is wrong or the encrypted backup was altered: nothing restored",
+    "HT-0622": "the passphrase is too short (at least 12 characters)",
     # 0440-0449: the console's identity review decisions (hutong.web.ui.identity_review; issue 16, item 6)
     "HT-0440": "identity review: a note is required to reject a pair or to unlink a record",
     "HT-0441": "identity review: the item is not linked (now), so it cannot be unlinked",

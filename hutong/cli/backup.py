@@ -11,6 +11,18 @@
         its keys before the command says it is done, and removed again when
         they do not open it
 
+    hutong backup --physical OUT [--database URL]
+        PostgreSQL: a base backup of the whole server (pg_basebackup) into OUT,
+        for point-in-time recovery with the server's WAL archive
+    hutong backup --archive-settings ARCHIVE_DIR
+        prints the postgresql.conf lines that archive WAL into ARCHIVE_DIR
+    hutong restore --physical SRC [--to-time ISO_TIME] TARGET_DATA_DIR
+                   [--wal-archive DIR] [--owner postgres]
+        a new PostgreSQL data directory from the base backup in SRC, set to
+        replay the archived WAL up to ISO_TIME (with its UTC offset, e.g.
+        2026-12-07T18:30:00+08:00; the end of the archive without it); start
+        it with pg_ctl (README, "Operations": the steps)
+
 A backup holds resident data: keep it as the database is kept (encrypted at
 rest, in the region: 数据安全法).  Bodies and sealed columns stay encrypted in
 it with the database's keys; without the keys it cannot be read, by a thief or
@@ -30,6 +42,7 @@ from hutong.errors import ConfigError
 from hutong.security.keys import default_key_dir
 from hutong.security.settings import SecuritySettings
 from hutong.store import backup as store_backup
+from hutong.store import pitr
 from hutong.store.database import resolve_url
 
 DB_HELP = "sqlite:///path or postgresql://... (default: $HUTONG_DATABASE_URL or sqlite:///var/hutong.db)"
@@ -46,8 +59,15 @@ def _inside(a: Path, b: Path) -> bool:
 
 
 def _backup(args: argparse.Namespace) -> int:
+    if args.archive_settings:
+        print(pitr.archive_settings(Path(args.archive_settings)), end="")
+        return 0
+    if not args.out:
+        raise ConfigError("HT-0337", "name the backup directory: hutong backup OUT")
     url = resolve_url(args.database)
     out = Path(args.out)
+    if args.physical:
+        return _backup_physical(url, out)
     keys_to = Path(args.keys_to) if args.keys_to else None
     if keys_to is not None:
         if _inside(keys_to, out) or _inside(out, keys_to):
@@ -70,9 +90,42 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup_physical(url: str, out: Path) -> int:
+    m, warnings = pitr.base_backup(url, out)
+    print_json({"backup": str(out), "kind": "physical", "schema": m.schema, "server_version": m.server_version,
+                "finished": m.finished, "wal_archive": m.wal_archive})
+    for w in warnings:
+        print(f"hutong: warning: {w}", file=sys.stderr)
+    print("hutong: warning: the backup does not hold the database's keys; back them up separately "
+          "(README, \"Keys\").", file=sys.stderr)
+    return 0
+
+
+def _restore_physical(args: argparse.Namespace) -> int:
+    if args.database or args.keys_from:
+        raise ConfigError("HT-0337", "--physical restores a data directory (TARGET_DATA_DIR), not into --database; the keys stay where they are")
+    to_time = pitr.parse_target_time(args.to_time) if args.to_time else None
+    target = Path(args.path)
+    m, archive = pitr.restore(Path(args.physical), target, to_time=to_time,
+                              wal_archive=Path(args.wal_archive) if args.wal_archive else None, owner=args.owner)
+    print_json({"restored": str(target), "kind": "physical", "schema": m.schema, "base_backup_finished": m.finished,
+                "to_time": to_time.isoformat() if to_time else "end of the WAL archive", "wal_archive": str(archive)})
+    print(f"hutong: next: start it on a free port, e.g. `runuser -u postgres -- pg_ctl -D {target} -o '-p 5433' "
+          "-l restore.log -w start`; it replays WAL to the target and opens (restore.log: 'recovery stopping "
+          "before ...', 'archive recovery complete'); then `hutong audit verify --database URL` with "
+          "HUTONG_KEY_DIR set to the primary's key directory.", file=sys.stderr)
+    return 0
+
+
 def _restore(args: argparse.Namespace) -> int:
+    if args.physical:
+        return _restore_physical(args)
+    if args.to_time or args.wal_archive or args.owner:
+        raise ConfigError("HT-0337", "--to-time, --wal-archive and --owner go with --physical SRC")
+    if not args.database:
+        raise ConfigError("HT-0337", "name the new database: hutong restore SRC --database URL")
     url = resolve_url(args.database)
-    src = Path(args.src)
+    src = Path(args.path)
     store_backup.read_manifest(src)  # checksums and schema first: nothing is written for a bad backup
     keys_from = Path(args.keys_from) if args.keys_from else None
     target_keys = key_dir_of(url)
@@ -115,13 +168,27 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     b = sub.add_parser("backup", help="a consistent backup of the database, made while it serves",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("out", metavar="OUT", help="a new (or empty) directory for the backup")
+    b.add_argument("out", metavar="OUT", nargs="?", help="a new (or empty) directory for the backup")
+    b.add_argument("--physical", action="store_true",
+                   help="PostgreSQL: a base backup of the server (pg_basebackup) for point-in-time recovery")
+    b.add_argument("--archive-settings", metavar="ARCHIVE_DIR",
+                   help="print the postgresql.conf lines that archive WAL into ARCHIVE_DIR, and stop")
     b.add_argument("--database", metavar="URL", help=DB_HELP)
     b.add_argument("--keys-to", metavar="DIR", help="also copy the database's key directory to DIR (kept apart)")
     b.set_defaults(func=run, action=_backup)
     r = sub.add_parser("restore", help="restore a backup into a new database",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("src", metavar="SRC", help="the backup directory (hutong backup OUT)")
-    r.add_argument("--database", metavar="URL", required=True, help="the new database (must not exist / be empty)")
+    r.add_argument("path", metavar="SRC | TARGET_DATA_DIR",
+                   help="the backup directory (hutong backup OUT); with --physical, the new PostgreSQL data "
+                        "directory (must not exist or be empty)")
+    r.add_argument("--database", metavar="URL", help="the new database (must not exist / be empty)")
     r.add_argument("--keys-from", metavar="DIR", help="the key directory copied at backup time (--keys-to)")
+    r.add_argument("--physical", metavar="SRC", help="restore the base backup in SRC (hutong backup --physical) "
+                                                     "into the new data directory TARGET_DATA_DIR")
+    r.add_argument("--to-time", metavar="ISO_TIME",
+                   help="--physical: recover to this time, with its UTC offset (2026-12-07T18:30:00+08:00)")
+    r.add_argument("--wal-archive", metavar="DIR", help="--physical: the WAL archive (default: the one the "
+                                                         "backup recorded)")
+    r.add_argument("--owner", metavar="USER", help="--physical, as root: give the data directory to USER "
+                                                   "(the server's user, e.g. postgres)")
     r.set_defaults(func=run, action=_restore)
