@@ -186,6 +186,28 @@ def test_order_select_and_sign_find_the_other_institutions_result(region: Region
     assert cards(r) == []
 
 
+def test_imaging_from_the_other_institution(region: Region) -> None:
+    """B's 胸部CT 20 days ago (a study without exam code: CT + SNOMED 胸部 as the synthetic PACS
+    writes series; its report's conclusion is the card's result) for A's order coded JC1001; a
+    头颅MR order finds nothing."""
+    ids, c = region.ids, region.server.client
+    sid = _created(c.post("/ImagingStudy", json={
+        "resourceType": "ImagingStudy", "status": "available", "subject": {"reference": f"Patient/{ids['pB']}"},
+        "started": _days_ago(20), "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"}],
+        "series": [{"uid": "1.2.3", "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"},
+                    "bodySite": {"system": "http://snomed.info/sct", "code": "51185008"}}]}))
+    _created(c.post("/DiagnosticReport", json={
+        "resourceType": "DiagnosticReport", "status": "final", "subject": {"reference": f"Patient/{ids['pB']}"},
+        "code": {"coding": [{"system": LOCAL_CODE_PREFIX + CODES["B"], "code": "R-CT-CHEST"}]},
+        "effectiveDateTime": _days_ago(20), "imagingStudy": [{"reference": f"ImagingStudy/{sid}"}],
+        "conclusion": "右肺上叶小结节，建议随访"}))
+    local_a = LOCAL_CODE_PREFIX + CODES["A"]
+    [card] = cards(region.call("docA", body(region, "docA", ids["pA"], [order(ids["pA"], local_a, "JC1001")])))
+    assert NAMES["B"] in card["summary"] and "右肺上叶小结节" in card["detail"] and "京津冀HR" in card["summary"]
+    assert card["links"][0]["url"].endswith("tab=imaging")
+    assert cards(region.call("docA", body(region, "docA", ids["pA"], [order(ids["pA"], local_a, "JC2001")]))) == []
+
+
 def test_no_basis_no_card_content_from_elsewhere(region: Region) -> None:
     """B's clinician has no basis for R's records at A: A's 糖化血红蛋白 gives no card, and
     nothing of A reaches the answer; B's own 血常规 does (marked 本院).  C (no registration, no
