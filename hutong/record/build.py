@@ -54,7 +54,8 @@ from hutong.systems import HEALTH_CARD, ID_CARD
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 LOINC = "http://loinc.org"
 # Resource types that are items on the record's timeline (Record.entries).
-ENTRY_TYPES = ("Encounter", "Condition", "MedicationRequest", "AllergyIntolerance", "DiagnosticReport",
+ENTRY_TYPES = ("Encounter", "Condition", "MedicationRequest", "MedicationStatement", "AllergyIntolerance",
+               "DiagnosticReport",
                "Observation", "ImagingStudy", "DocumentReference", "Immunization", "Procedure")
 _UNKNOWN = Source("", "")
 _FALLBACK_ORG = ("serviceProvider", "performer", "custodian", "recorder")
@@ -173,7 +174,9 @@ def build_record(person: str, rows: list[dict[str, Any]], *, pages: int = 1) -> 
     problems.sort(key=lambda p: not p.active)  # stable: active first, each newest first
 
     medication_names = {str(m.get("id")): rd.text(m.get("code")) for m in by_type["Medication"]}
-    meds = [_medication(m, sources.of(m), medication_names) for m in by_type["MedicationRequest"]]
+    # Prescriptions, and what the patient takes as stated (a discharge summary's 出院带药, WS/T 500 C0053)
+    meds = [_medication(m, sources.of(m), medication_names)
+            for t in ("MedicationRequest", "MedicationStatement") for m in by_type[t]]
     meds.sort(key=lambda m: m.authored, reverse=True)
     for m in sorted(meds, key=lambda m: m.authored):
         enc = encounters.get(m.encounter_id)
@@ -241,14 +244,19 @@ def _problem(c: dict[str, Any], src: Source) -> Problem:
 
 
 def _medication(m: dict[str, Any], src: Source, names: dict[str, str]) -> Medication:
+    """A MedicationRequest, or a MedicationStatement (its date is when it was taken or
+    stated, its dosage ``dosage`` and its visit ``context``: medicationstatement.html)."""
     ref = m.get("medicationReference")
     name = rd.text(m.get("medicationCodeableConcept")) or names.get(rd.ref_id(ref, "Medication") or "", "")
     if not name and isinstance(ref, dict):
         name = str(ref.get("display") or "")
-    dosage = "; ".join(str(d.get("text")) for d in m.get("dosageInstruction") or () if isinstance(d, dict)
-                       and d.get("text"))
-    return Medication(str(m.get("id")), name, str(m.get("status") or ""), rd.day(str(m.get("authoredOn") or "")),
-                      dosage, rd.ref_id(m.get("encounter"), "Encounter") or "", src)
+    statement = m.get("resourceType") == "MedicationStatement"
+    dosage = "; ".join(str(d.get("text")) for d in m.get("dosage" if statement else "dosageInstruction") or ()
+                       if isinstance(d, dict) and d.get("text"))
+    when = (rd.clinical_date(m) or str(m.get("dateAsserted") or "")) if statement else str(m.get("authoredOn") or "")
+    visit = m.get("context") if statement else m.get("encounter")
+    return Medication(str(m.get("id")), name, str(m.get("status") or ""), rd.day(when), dosage,
+                      rd.ref_id(visit, "Encounter") or "", src)
 
 
 def _allergy(a: dict[str, Any], src: Source) -> Allergy:

@@ -251,3 +251,25 @@ def test_timeline_entries_of_every_shape() -> None:
         ("DocumentReference/d1", "门（急）诊病历", "2026-01-02", "甲医院"),
         ("Encounter/e1", "门诊", "2025-04-01", "甲医院"),
         ("AllergyIntolerance/al1", "青霉素", "2025-03-01", "甲医院")]
+
+
+def test_discharge_medications_are_medicines_of_their_visit() -> None:
+    """A MedicationStatement (a discharge summary's 出院带药) is a medicine like a
+    prescription: its name, the day it was taken from, its dosage and its visit."""
+    visit = {**_enc("e9", "2026-03-10T09:00:00+08:00"), "type": [{"text": "住院"}]}
+    stated = {"resourceType": "MedicationStatement", "id": "ms1", "status": "active",
+              "subject": {"reference": "Patient/p-a"}, "context": {"reference": "Encounter/e9"},
+              "medicationCodeableConcept": {"text": "阿司匹林肠溶片"},
+              "effectivePeriod": {"start": "2026-03-13T21:30:00+08:00"},
+              "dosage": [{"text": "100mg 口服 每日一次"}]}
+    asserted = {"resourceType": "MedicationStatement", "id": "ms2", "status": "completed",
+                "subject": {"reference": "Patient/p-a"}, "medicationCodeableConcept": {"text": "二甲双胍"},
+                "dateAsserted": "2026-02-01"}
+    rec = build_record("mpi-x", [*ROWS, visit, stated, asserted])
+    by_id = {m.id: m for m in rec.medications}
+    ms1, ms2 = by_id["ms1"], by_id["ms2"]
+    assert (ms1.name, ms1.authored, ms1.dosage, ms1.encounter_id, ms1.current) == (
+        "阿司匹林肠溶片", "2026-03-13", "100mg 口服 每日一次", "e9", True)
+    assert (ms2.name, ms2.authored, ms2.current) == ("二甲双胍", "2026-02-01", False)
+    assert "阿司匹林肠溶片" in next(e for e in rec.encounters if e.id == "e9").medications
+    assert ("MedicationStatement/ms1", "阿司匹林肠溶片", "2026-03-13") in [(e.ref, e.label, e.date) for e in rec.entries]

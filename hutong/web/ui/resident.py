@@ -288,6 +288,7 @@ i18n.add({
     "type.Condition": ("诊断", "Diagnosis"),
     "type.AllergyIntolerance": ("过敏", "Allergy"),
     "type.MedicationRequest": ("用药", "Medicine"),
+    "type.MedicationStatement": ("用药", "Medicine"),
     "type.DiagnosticReport": ("检验报告", "Lab report"),
     "type.Observation": ("检验结果", "Lab result"),
     "type.Encounter": ("就诊", "Visit"),
