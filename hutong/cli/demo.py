@@ -74,12 +74,18 @@ def run(args: argparse.Namespace) -> int:
     from hutong.web import demo_accounts
 
     accounts = demo_accounts.ensure(repo, Path("var/demo") / "accounts.json")
+    from hutong.cli import demo_recognition  # 互认 knowledge approved, and how to try it (issue 14, item 6)
+
+    recognition_lines = demo_recognition.setup(repo, accounts, Path("var/demo") / "committee.json", args.host,
+                                               args.port)
     repo.db.close()
     print("demo accounts (var/demo/accounts.json): platform client "
           f"{accounts['platform_client']['client_id']}, clinician {accounts['clinician']['username']}, "
           f"resident ID number {accounts['resident']['id_number']}; get a token with\n"
           "  curl -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials "
           f"http://{args.host}:{args.port}/auth/token", flush=True)
+    for line in recognition_lines:
+        print(line, flush=True)
     simulate = not args.no_simulate and env_flag("HUTONG_DEMO_SIMULATE", True)
     clients = Path("var/demo") / "his-clients.json"
     if simulate:
@@ -198,3 +204,4 @@ def _remove_demo_database(url: str) -> None:
         shutil.rmtree(default_key_dir(url), ignore_errors=True)
     (Path("var/demo") / "accounts.json").unlink(missing_ok=True)
     (Path("var/demo") / "his-clients.json").unlink(missing_ok=True)
+    (Path("var/demo") / "committee.json").unlink(missing_ok=True)
