@@ -185,6 +185,10 @@ CODES: dict[str, str] = {
     "HT-0535": "a CDS rule failed to evaluate: its cards were left out (operators: see the log and metric)",
     "HT-0536": "prefetch entry malformed (not a FHIR resource or Bundle) or about another patient",
     "HT-0537": "safety rule configuration invalid (allergy conflicts, privilege actions, antibiotic tiers)",
+    # 0540-0549: the clinician workspace's ordering panel (hutong.web.ui.ordering; issue 14, item 5)
+    "HT-0540": "this clinician account is not linked to a Practitioner: it cannot place orders",
+    "HT-0541": "ordering panel: the draft is not valid (an unknown item or drug, not a code, too many items)",
+    "HT-0542": "ordering panel: the feedback form is not valid or the service refused it (card, outcome, reason)",
     # 0310-0319: one ingestion envelope (hutong.ingest: Receipt codes; issue 13, item 5)
     "HT-0310": "received message unreadable (HL7 v2 does not parse; CDA header unreadable); kept as a dead letter",
     "HT-0311": "received message names no registered institution (MSH-4, CDA custodian); kept as a dead letter",

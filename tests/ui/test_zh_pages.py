@@ -34,6 +34,7 @@ ACRONYMS = {  # standard names clinicians and officials use as such, untranslate
     "CT", "MR", "MRI", "DR", "DX", "US", "X",  # imaging modalities (DICOM modality codes, X线)
     "HIS", "LIS", "PACS", "EMR", "CSV",  # hospital systems and file formats, named so in Chinese
     "English",  # the language switch names the other language in its own words
+    "HR", "I", "D",  # 互认 marks 京HR/京津冀HR as printed on reports; 肌钙蛋白I, D-二聚体 (issue 14 items)
     "CKD-EPI",  # the eGFR equation, named so on Chinese lab reports
 }
 BRANDS = {"Hutong", "Chart.js"}

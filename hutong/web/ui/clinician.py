@@ -52,7 +52,7 @@ from hutong.security.policy import Access
 from hutong.security.principal import Role
 from hutong.systems import HEALTH_CARD, ID_CARD
 from hutong.web import access_ops
-from hutong.web.ui import cda_render, corrections_inbox, i18n
+from hutong.web.ui import cda_render, corrections_inbox, i18n, ordering
 from hutong.web.ui.pages import Pages, access_of, form_of
 from hutong.web.ui.record import grouped_labs, trend_chart
 
@@ -479,6 +479,8 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> ClinicianPortal:
         return pages.render(request, "clinician/document.html", doc=doc, person=person, reason=reason,
                             cda=rendered, problem=problem)
 
+    # The ordering panel (issue 14, item 5): hutong.web.ui.ordering, behind the same access step.
+    ordering.register(app, pages, platform, portal)
     return portal
 
 

@@ -57,7 +57,7 @@ from hutong.security.audit import AccessEntry, AuditLog
 from hutong.security.policy import Access
 from hutong.security.principal import Role
 from hutong.web.ui import access_log as alog
-from hutong.web.ui import correction_answers, i18n
+from hutong.web.ui import avoided, correction_answers, i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 from hutong.web.ui.record import trend_chart
 
@@ -548,8 +548,13 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         # An answer to a correction request the resident has not seen yet (hutong.web.ui.correction_answers).
         answered = await run(lambda: correction_answers.unseen(
             svc, person, request.cookies.get(correction_answers.seen_cookie(person))))
+        # Tests spared by mutual recognition (issue 14, item 5; hutong.web.ui.avoided): this person's only.
+        spared = await run(lambda: avoided.spared_tests(
+            platform.audit, repo.acting_as(access), svc, person, i18n.Translator(pages.lang(request)))
+        ) if page == 0 else []
         return await run(lambda: render(
             request, "resident/timeline.html", access, person, svc, rec=rec, correction_answered=answered,
+            spared=spared,
             visits=rec.encounters[start:start + VISIT_PAGE], page=page,
             more=len(rec.encounters) > start + VISIT_PAGE,
             institutions=len({e.source.org_id for e in rec.encounters if e.source.org_id}), tab="timeline"))
