@@ -72,6 +72,11 @@ VARIABLES: tuple[Variable, ...] = (
     # --- keys, residency, SMS
     Variable("HUTONG_KEY_DIR", "", "key directory (0700), outside the database directory; unset: beside it"),
     Variable("HUTONG_MASTER_KEYS", "", "id1:base64,id2:base64 master keys instead of key files (last is current)"),
+    Variable("HUTONG_KEY_COMMAND", "", "a KMS seam: a program (and its arguments) that prints the master keys as "
+             "id:base64 lines, oldest first; wins over HUTONG_MASTER_KEYS and key files"),
+    Variable("HUTONG_KEY_COMMAND_TIMEOUT", "10", "seconds HUTONG_KEY_COMMAND may take before it is killed (HT-0608)"),
+    Variable("HUTONG_KEY_BACKUP_PASSPHRASE", "", "passphrase of `hutong keys backup` / `restore-backup` when no "
+             "--passphrase-file is given and there is no terminal to ask on"),
     Variable("HUTONG_ALLOWED_REGIONS", "CN", "regions where data may be stored or sent"),
     Variable("HUTONG_STORAGE_REGION", "CN", "region of this deployment's storage"),
     Variable("HUTONG_REGION_MAP", "", "host=REGION or .suffix=REGION pairs placing database and peer hosts"),

@@ -258,6 +258,20 @@ CODES: dict[str, str] = {
     "HT-0423": "HUTONG_METRICS_ADDRESS is not host:port",
     "HT-0424": "HUTONG_LOG_FORMAT is neither json nor text",
     "HT-0425": "HUTONG_LOG_LEVEL is not a log level (debug, info, warning, error, critical)",
+    # 0600-0619: keys in operation: key backups, retiring master keys, the command key source
+    # (hutong.security.keys_backup, hutong.security.keys; issue 18, item 4)
+    "HT-0600": "key backup: no passphrase given (--passphrase-file, HUTONG_KEY_BACKUP_PASSPHRASE or a terminal)",
+    "HT-0601": "key backup: the passphrase is too short, or its confirmation differs",
+    "HT-0602": "not a Hutong key backup, or it is corrupt or truncated (checksum), or of an unknown format version",
+    "HT-0603": "key backup: wrong passphrase (the backup does not decrypt with it)",
+    "HT-0604": "key backup: the output file exists, or the key directory to restore into is not empty",
+    "HT-0605": "the restored master keys do not open this database's data keys (an older key set): removed again",
+    "HT-0606": "a master key cannot be retired: it is current, wraps data keys, or is not in the key directory",
+    "HT-0607": "HUTONG_KEY_COMMAND cannot be started or exited with an error",
+    "HT-0608": "HUTONG_KEY_COMMAND did not answer within HUTONG_KEY_COMMAND_TIMEOUT seconds",
+    "HT-0609": "HUTONG_KEY_COMMAND printed something that is not id:base64-of-32-bytes lines",
+    "HT-0610": "a master key file is readable or writable by other users (chmod 600 it; rotate if it was read)",
+    "HT-0611": "the key source holds no master keys to back up",
     # 0450-0459: answering residents' correction requests (纠偏权; hutong.security.corrections; issue 16, item 8)
     "HT-0450": "this clinician's post is not designated to answer correction requests",
     "HT-0451": "an answer may not rewrite the request, nor change a final answer",

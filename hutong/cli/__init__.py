@@ -82,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    audited = args.command in AUDITED_COMMANDS and "-h" not in argv and "--help" not in argv
+    audited = (args.command in AUDITED_COMMANDS and "-h" not in argv and "--help" not in argv
+               and not getattr(args, "no_cli_audit", False))  # e.g. keys restore-backup audits itself
     try:
         if args.command != "serve":  # serve configures its own logs (JSON by default)
             from hutong.config import env

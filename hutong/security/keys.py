@@ -24,6 +24,7 @@ Key material is never printed or logged; ``status`` shows ids only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import threading
@@ -99,6 +100,13 @@ class FileKeySource:
         out: dict[str, bytes] = {}
         for p in sorted(self.dir.glob("master-*.key")):
             kid = p.name[len("master-"):-len(".key")]
+            # Refused, not narrowed (as OpenSSH refuses an unprotected private key):
+            # a key others could read may have been copied already, and the
+            # operator must know it (and rotate), not have it quietly fixed.
+            if p.stat().st_mode & 0o077:
+                raise ConfigError("HT-0610", f"master key file {p.name} in {self.dir} is accessible to other "
+                                             f"users (mode {p.stat().st_mode & 0o777:o}): chmod 600 it, and "
+                                             "rotate (hutong keys rotate --reencrypt) if someone may have read it")
             try:
                 key = base64.b64decode(p.read_bytes().strip(), validate=True)
             except ValueError as e:
@@ -130,6 +138,14 @@ class FileKeySource:
 
     def describe(self) -> str:
         return f"file:{self.dir}"
+
+    def retire_master_key(self, kid: str) -> Path:
+        """Delete the file of master key ``kid`` (the caller checked that no data key is wrapped by it)."""
+        path = self.dir / f"master-{kid}.key"
+        if not _ID.match(kid) or not path.is_file():
+            raise ConfigError("HT-0606", f"no master key {kid!r} in {self.dir}")
+        path.unlink()
+        return path
 
 
 class EnvKeySource:
@@ -167,6 +183,90 @@ class EnvKeySource:
 
     def describe(self) -> str:
         return f"env:{self.VAR}"
+
+
+def parse_key_lines(text: str, what: str, code: str) -> dict[str, bytes]:
+    """``id:base64`` entries, comma- or newline-separated, oldest first.  An error
+    names the entry's position, never its content (it may be a key)."""
+    out: dict[str, bytes] = {}
+    for n, item in enumerate((x.strip() for x in text.replace("\n", ",").split(",")), 1):
+        if not item:
+            continue
+        kid, sep, b64 = item.partition(":")
+        try:
+            key = base64.b64decode(b64, validate=True) if sep else b""
+        except ValueError:
+            key = b""
+        if not _ID.match(kid) or len(key) != KEY_BYTES:
+            raise ConfigError(code, f"{what} entry {n} is not id:base64-of-32-bytes")
+        out[kid] = key
+    return out
+
+
+class CommandKeySource:
+    """Master keys from an operator's program: the seam to a KMS, any vendor's.
+
+    ``HUTONG_KEY_COMMAND`` is a command line (split as a shell would, run
+    without a shell) that prints the master keys on stdout as ``id:base64``
+    lines, oldest first; the last is current.  Hutong never holds them at
+    rest: the program fetches or unwraps them each time (``vault kv get
+    -field=...``, ``aws kms decrypt``, a PKCS#11 tool, an HSM vendor's CLI),
+    so revoking this host in the KMS revokes it here within REFRESH_S.
+
+    The program runs at start and whenever the key ring reloads (every
+    REFRESH_S while serving).  It gets HUTONG_KEY_COMMAND_TIMEOUT seconds; its
+    process group is killed after that.  A failure is a ConfigError that names
+    the exit status or the timeout only: its stdout holds keys and its stderr
+    may, so neither is shown or logged.  Hutong cannot make keys here: to
+    rotate, the operator adds a new key in the KMS (the program prints it
+    last) and runs ``hutong keys rotate``.
+    """
+
+    def __init__(self, command: str, timeout: float = 10.0) -> None:
+        import shlex
+
+        self.argv = shlex.split(command)
+        self.timeout = timeout
+        if not self.argv:
+            raise ConfigError("HT-0607", "HUTONG_KEY_COMMAND is empty")
+
+    def master_keys(self) -> dict[str, bytes]:
+        import signal
+        import subprocess
+
+        try:
+            proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError as e:
+            raise ConfigError("HT-0607", f"HUTONG_KEY_COMMAND ({Path(self.argv[0]).name}) cannot be started: "
+                                         f"{type(e).__name__}") from None
+        try:
+            out, _ = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            # The whole group: a shell script's children would otherwise hold stdout open.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise ConfigError("HT-0608", f"HUTONG_KEY_COMMAND ({Path(self.argv[0]).name}) did not answer within "
+                                         f"{self.timeout:g} s (HUTONG_KEY_COMMAND_TIMEOUT)") from None
+        if proc.returncode != 0:
+            raise ConfigError("HT-0607", f"HUTONG_KEY_COMMAND ({Path(self.argv[0]).name}) exited with status "
+                                         f"{proc.returncode} (its output is not shown: it may hold keys)")
+        try:
+            text = out.decode("ascii")
+        except UnicodeDecodeError:
+            raise ConfigError("HT-0609", "HUTONG_KEY_COMMAND printed something that is not id:base64 lines") from None
+        keys = parse_key_lines(text, "HUTONG_KEY_COMMAND output", "HT-0609")
+        if not keys:
+            raise ConfigError("HT-0609", "HUTONG_KEY_COMMAND printed no master key")
+        return keys
+
+    def new_master_key(self) -> str:
+        raise ConfigError("HT-0154", "keys from HUTONG_KEY_COMMAND are made in the KMS: add a new key there "
+                                     "(printed last), then run hutong keys rotate")
+
+    def describe(self) -> str:
+        return f"command:{Path(self.argv[0]).name}"
 
 
 def default_key_dir(database_url: str) -> Path:
@@ -221,10 +321,13 @@ def private_dir(path: Path) -> Path:
 
 
 def key_source_for(database_url: str, settings: SecuritySettings | None = None) -> KeySource:
-    """The configured key source: HUTONG_MASTER_KEYS if set, else files."""
+    """The configured key source: HUTONG_KEY_COMMAND if set (a KMS), else
+    HUTONG_MASTER_KEYS if set, else files."""
+    s = settings or SecuritySettings.from_env()
+    if s.key_command:
+        return CommandKeySource(s.key_command, s.key_command_timeout)
     if os.environ.get(EnvKeySource.VAR):
         return EnvKeySource()
-    s = settings or SecuritySettings.from_env()
     return FileKeySource(s.key_dir or default_key_dir(database_url))
 
 

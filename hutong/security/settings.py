@@ -48,6 +48,8 @@ class SecuritySettings:
     audit_head_seconds: int = 300            # a signed head at most this often (tail-cut window)
     # --- keys, residency
     key_dir: Path | None = None              # keys (0700); None = keys.default_key_dir, outside the db dir
+    key_command: str | None = None           # a KMS: program printing id:base64 master keys (keys.CommandKeySource)
+    key_command_timeout: int = 10            # seconds it may take
     allowed_regions: tuple[str, ...] = ("CN",)
     storage_region: str = "CN"
     mllp_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # network filter only; never says who sends
@@ -82,6 +84,8 @@ class SecuritySettings:
             audit_heads=_path("HUTONG_AUDIT_HEADS"),
             audit_head_seconds=_int("HUTONG_AUDIT_HEAD_SECONDS", 300),
             key_dir=_path("HUTONG_KEY_DIR"),
+            key_command=env("HUTONG_KEY_COMMAND") or None,
+            key_command_timeout=_int("HUTONG_KEY_COMMAND_TIMEOUT", 10),
             allowed_regions=_list("HUTONG_ALLOWED_REGIONS", ("CN",)),
             storage_region=env("HUTONG_STORAGE_REGION") or "CN",
             mllp_allow=_list("HUTONG_MLLP_ALLOW", ("127.0.0.1/32", "::1/128")),
