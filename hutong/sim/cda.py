@@ -225,13 +225,14 @@ def discharge_summary(h: Hospital, p: Person, v: Visit, doc_id: str) -> bytes:
                  _obs("DE06.00.310.00", "实际住院天数", E.value({XSI_TYPE: "PQ"}, value=str(v.days), unit="d"))),
     ]
     if dx.drugs:
-        # 出院医嘱 with the drugs as text: a 出院带药 section (10183-2) is extracted as
-        # MedicationStatements, which an institution cannot write today (R4's Patient
-        # compartment list in hutong.fhir.searchparam_defs lacks MedicationStatement).
+        # 出院医嘱 in words, and the 出院带药 section (C-CDA 10183-2, entries as WS/T 500.4's
+        # 用药章节), which the platform stores as MedicationStatements of the stay.
         orders = "；".join(f"{DRUGS[k].name} {DRUGS[k].dose}{DRUGS[k].unit} {DRUGS[k].route} {DRUGS[k].frequency}"
                           for k in dx.drugs)
         sections.append(_section("46209-3", "Provider Orders", f"出院带药：{orders}",
                                  _obs("DE06.00.287.00", "出院医嘱", _st(f"出院带药：{orders}。定期门诊复查。"))))
+        sections.append(_section("10183-2", "HOSPITAL DISCHARGE MEDICATIONS", "出院带药",
+                                 *[_drug_entry(k) for k in dx.drugs]))
     return _doc(_header("C0053", doc_id, h, p, v, v.end), *sections)
 
 

@@ -153,6 +153,11 @@ def test_documents_are_filled_and_dated_coherently(region: Path, platform: Platf
             low = doc.find(".//v3:encompassingEncounter/v3:effectiveTime/v3:low", ns).get("value")
             high = doc.find(".//v3:encompassingEncounter/v3:effectiveTime/v3:high", ns).get("value")
             assert low < high == doc.find("v3:effectiveTime", ns).get("value")
+            meds = doc.xpath(".//v3:section[v3:code/@code='10183-2']//v3:manufacturedLabeledDrug/v3:name",
+                             namespaces=ns)
+            orders = doc.xpath(".//v3:section[v3:code/@code='46209-3']", namespaces=ns)
+            assert (not orders) == (not meds)  # 出院带药 as entries whenever the orders name drugs
+            assert all(x.text for x in meds)
         if d.kind == "ORU^R01" and b"58410-2" in d.payload:
             values = {}
             for seg in d.payload.decode().split("\r"):
