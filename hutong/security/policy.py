@@ -59,7 +59,7 @@ from hutong.mpi.golden import PERSON_IDENTIFIERS, PERSON_PREFIX, index_card
 from hutong.mpi.idnumber import parse_id_number
 from hutong.mpi.service import Mpi
 from hutong.security import consent as consent_rules
-from hutong.security import consent_authors, grants
+from hutong.security import consent_authors, corrections, grants
 from hutong.security.decision import (
     BREAK_GLASS,
     CONSENT,
@@ -133,6 +133,7 @@ class Access:
     _bases: dict[str, Basis] = field(default_factory=dict)
     _supplied: set[tuple[str, str]] = field(default_factory=set)  # person identifiers this request looked up by
     _lookup: bool = False  # a Patient search by identifier: the persons found are named on the audit row
+    _answers: bool | None = None  # a clinician's post answers correction requests (read once a request)
     facts: PolicyFacts = field(init=False)
     writes: WritePolicy = field(init=False)
 
@@ -390,7 +391,7 @@ class Access:
             self.persons.add(person)
             self.purposes.add(b.purpose)
             out.append(Grant(patients=tuple(self.patients_of(person)), hide_labels=b.hide))
-        if type == "Task" and org:
+        if type == "Task" and org and self.answers_corrections(org):
             out.append(Grant(owner_org=org))  # correction requests addressed to this institution
         if lookup:
             # Finding a resident by an exact, complete person identifier (ID number,
@@ -487,6 +488,21 @@ class Access:
             self.persons.add(d.patient if d.purpose == IDENTITY else (self.person_of(d.patient) or d.patient))
         return d.purpose
 
+    def answers_corrections(self, org: str) -> bool:
+        """Correction requests addressed to the institution (Task.owner) are read by
+        its system and by the clinicians whose post it designates to answer them
+        (hutong.security.corrections), not by every clinician there: a resident's
+        reasons often tell health details beyond one visit, and minimum necessary
+        use (PIPL Art. 6) keeps them with the staff who decide (issue 16, item 8)."""
+        if self.role is not Role.CLINICIAN:
+            return True
+        if self._answers is None:
+            post = self.principal.practitioner_role_id
+            s = self.repo.read("PractitionerRole", post) if post else None
+            self._answers = corrections.designated(body_of(s) if s is not None and not s.deleted else None, org,
+                                                   self.principal.practitioner_id)
+        return self._answers
+
     def _row_facts(self, s: Stored, patients: set[str]) -> RowFacts:
         labels = frozenset(_labels(s))
         common = {"role": self.role, "type": s.type, "labels": labels, "ref": f"{s.type}/{s.id}",
@@ -499,7 +515,7 @@ class Access:
         if self.role not in ORG_ROLES:
             return RowFacts(**common)  # type: ignore[arg-type]
         org = self.principal.organization_id
-        if s.type == "Task" and org and _owner(s) == f"Organization/{org}":
+        if s.type == "Task" and org and _owner(s) == f"Organization/{org}" and self.answers_corrections(org):
             return RowFacts(**common, task_to_caller=True)  # type: ignore[arg-type]
         # Facts are gathered lazily, in the order decide_row reads them, so a row
         # of the caller's own institution costs one ownership lookup, as before.

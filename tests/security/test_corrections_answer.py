@@ -93,15 +93,19 @@ def stored(region: Region, task_id: str) -> dict[str, Any]:
 def test_only_the_designated_post_or_the_institution_answers(region: Region) -> None:
     task = file(region)
     done = {**task, "status": "completed", "output": [{"type": {"text": "更正内容"}, "valueString": "已删除"}]}
+    owner = {"owner": f"Organization/{region.ids['orgB']}"}
     with region.client("plainB") as b:
         refused(b.put(f"/Task/{task['id']}", json=done), 403, "HT-0450")
-        # an ordinary clinician may still not answer with a claimed note author
+        # nor read the institution's requests (minimum necessary: the officers' work)
+        assert "entry" not in b.get("/Task", params=owner).json()
+        assert b.get(f"/Task/{task['id']}").status_code == 403
     with region.client("officerA") as a:
         refused(a.put(f"/Task/{task['id']}", json=done), 403, "HT-0102")
     with region.client("borrowed") as x:
         refused(x.put(f"/Task/{task['id']}", json=done), 403, "HT-0450")
     assert stored(region, task["id"])["status"] == "requested"
     with region.client("officerB") as b:
+        assert [e["resource"]["id"] for e in b.get("/Task", params=owner).json()["entry"]] == [task["id"]]
         refused(b.put(f"/Task/{task['id']}", json={**done, "description": "其实没问题"}), 403, "HT-0451")
         refused(b.put(f"/Task/{task['id']}", json={**done, "focus": {"reference": f"Observation/{region.ids['dxB']}"}}),
                 403, "HT-0451")

@@ -23,8 +23,9 @@ Who: clinicians whose post the institution designates (PractitionerRole.code
 ``correction-officer``: 医务科/病案管理).  Ordinary clinicians neither answer nor
 see the inbox: the residents' reasons often carry health details beyond any
 one visit, and minimum necessary use (PIPL Art. 6) keeps them with the staff
-who decide (HT-0450).  The write policy refuses their answers on the FHIR API
-too.
+who decide (HT-0450).  On the FHIR API too the write policy refuses their
+answers and the read policy leaves the requests out of what they see
+(hutong.security.policy Access.answers_corrections).
 """
 
 from __future__ import annotations
