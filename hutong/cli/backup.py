@@ -11,6 +11,10 @@
         its keys before the command says it is done, and removed again when
         they do not open it
 
+    hutong backup OUT --encrypt [--passphrase-file FILE]
+        the same, the data file sealed with a passphrase (scrypt + AES-256-GCM);
+        the passphrase comes from FILE, HUTONG_BACKUP_PASSPHRASE or a prompt,
+        never from the command line; restore asks for it the same way
     hutong backup --physical OUT [--database URL]
         PostgreSQL: a base backup of the whole server (pg_basebackup) into OUT,
         for point-in-time recovery with the server's WAL archive
@@ -58,6 +62,32 @@ def _inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
+PASSPHRASE_ENV = "HUTONG_BACKUP_PASSPHRASE"
+
+
+def passphrase_of(args: argparse.Namespace, *, confirm: bool) -> str:
+    """The operator's backup passphrase: --passphrase-file, else $HUTONG_BACKUP_PASSPHRASE, else a prompt
+    on the terminal (twice when ``confirm``).  Never an argument (argv is visible to every user in ps)."""
+    if args.passphrase_file:
+        try:
+            text = Path(args.passphrase_file).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError("HT-0620", f"--passphrase-file {args.passphrase_file} cannot be read") from e
+        return text.rstrip("\r\n")
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise ConfigError("HT-0620", "no passphrase: give --passphrase-file FILE or set HUTONG_BACKUP_PASSPHRASE "
+                                     "(no terminal to ask on)")
+    import getpass
+
+    first = getpass.getpass("backup passphrase: ")
+    if confirm and getpass.getpass("again: ") != first:
+        raise ConfigError("HT-0622", "the two passphrases differ")
+    return first
+
+
 def _backup(args: argparse.Namespace) -> int:
     if args.archive_settings:
         print(pitr.archive_settings(Path(args.archive_settings)), end="")
@@ -75,14 +105,17 @@ def _backup(args: argparse.Namespace) -> int:
                                          "that open it are kept apart")
         if keys_to.exists() and any(keys_to.iterdir()):
             raise ConfigError("HT-0330", f"{keys_to} exists and is not empty: nothing written")
-    m = store_backup.backup(url, out)
+    if args.passphrase_file and not args.encrypt:
+        raise ConfigError("HT-0337", "--passphrase-file goes with --encrypt")
+    m = store_backup.backup(url, out, passphrase=passphrase_of(args, confirm=True) if args.encrypt else None)
     copied = None
     if keys_to is not None and not os.environ.get("HUTONG_MASTER_KEYS"):
         src = key_dir_of(url)
         shutil.copytree(src, keys_to, dirs_exist_ok=True)
         os.chmod(keys_to, 0o700)
         copied = str(keys_to)
-    print_json({"backup": str(out), "schema": m.schema, "files": m.files, "keys_copied_to": copied})
+    print_json({"backup": str(out), "schema": m.schema, "files": m.files, "encrypted": bool(m.encrypted),
+                "keys_copied_to": copied})
     if copied is None:
         print("hutong: warning: the backup does not hold the database's keys; without them it cannot be "
               f"restored to anything readable. They are in {key_dir_of(url)} (or HUTONG_MASTER_KEYS): back "
@@ -126,7 +159,8 @@ def _restore(args: argparse.Namespace) -> int:
         raise ConfigError("HT-0337", "name the new database: hutong restore SRC --database URL")
     url = resolve_url(args.database)
     src = Path(args.path)
-    store_backup.read_manifest(src)  # checksums and schema first: nothing is written for a bad backup
+    manifest = store_backup.read_manifest(src)  # checksums and schema first: nothing is written for a bad backup
+    passphrase = passphrase_of(args, confirm=False) if manifest.encrypted else None
     keys_from = Path(args.keys_from) if args.keys_from else None
     target_keys = key_dir_of(url)
     placed_keys = False
@@ -136,7 +170,7 @@ def _restore(args: argparse.Namespace) -> int:
         if target_keys.exists() and any(target_keys.iterdir()):
             raise ConfigError("HT-0330", f"{target_keys} (the restored database's key directory) is not empty: "
                                          "nothing overwritten")
-    m = store_backup.restore(src, url)
+    m = store_backup.restore(src, url, passphrase=passphrase)
     try:
         if keys_from is not None:
             shutil.copytree(keys_from, target_keys, dirs_exist_ok=True)
@@ -169,6 +203,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     b = sub.add_parser("backup", help="a consistent backup of the database, made while it serves",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("out", metavar="OUT", nargs="?", help="a new (or empty) directory for the backup")
+    b.add_argument("--encrypt", action="store_true",
+                   help="seal the backup's data file with a passphrase (scrypt + AES-256-GCM)")
+    b.add_argument("--passphrase-file", metavar="FILE",
+                   help="read the passphrase from FILE (else $HUTONG_BACKUP_PASSPHRASE, else a prompt)")
     b.add_argument("--physical", action="store_true",
                    help="PostgreSQL: a base backup of the server (pg_basebackup) for point-in-time recovery")
     b.add_argument("--archive-settings", metavar="ARCHIVE_DIR",
@@ -183,6 +221,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "directory (must not exist or be empty)")
     r.add_argument("--database", metavar="URL", help="the new database (must not exist / be empty)")
     r.add_argument("--keys-from", metavar="DIR", help="the key directory copied at backup time (--keys-to)")
+    r.add_argument("--passphrase-file", metavar="FILE",
+                   help="an encrypted backup's passphrase (else $HUTONG_BACKUP_PASSPHRASE, else a prompt)")
     r.add_argument("--physical", metavar="SRC", help="restore the base backup in SRC (hutong backup --physical) "
                                                      "into the new data directory TARGET_DATA_DIR")
     r.add_argument("--to-time", metavar="ISO_TIME",

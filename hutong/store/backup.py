@@ -20,8 +20,12 @@ SQLite: ``sqlite3.Connection.backup`` copies the pages of one read snapshot
 meanwhile, and the copy is the database as of one commit.  PostgreSQL:
 ``pg_dump`` reads one REPEATABLE READ snapshot
 (https://www.postgresql.org/docs/current/app-pgdump.html); physical base
-backups with WAL archiving and point-in-time recovery (pgBackRest) are the
-operator's tool for a city's primary and are not wrapped here.
+backups with WAL archiving and point-in-time recovery, the tool for a city's
+primary, are hutong.store.pitr (``hutong backup --physical``).
+
+``backup(..., passphrase=...)`` (``hutong backup --encrypt``) stores the data
+file sealed with an operator's passphrase instead (``<name>.enc``,
+hutong.store.backup_crypto); the manifest checksums the sealed file.
 
 Restore refuses (nothing written where the database goes): a target that
 exists and is not empty, a backup whose files do not match their checksums
@@ -48,7 +52,7 @@ from sqlalchemy.engine import make_url
 
 from hutong import __version__
 from hutong.errors import ConfigError
-from hutong.store import migrations
+from hutong.store import backup_crypto, migrations
 from hutong.store.database import open_database
 
 FORMAT = "hutong-backup/1"
@@ -66,11 +70,16 @@ class Manifest:
     schema: str
     created: str
     files: dict[str, dict[str, Any]]
+    encrypted: str | None = None  # the plain file's name when it is stored as <name>.enc (hutong.store.backup_crypto)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": self.format, "hutong": self.hutong, "dialect": self.dialect, "schema": self.schema,
-                "created": self.created, "files": self.files,
-                "keys": "not included: the database's keys are kept apart (see hutong.store.backup)"}
+        out = {"format": self.format, "hutong": self.hutong, "dialect": self.dialect, "schema": self.schema,
+               "created": self.created, "files": self.files,
+               "keys": "not included: the database's keys are kept apart (see hutong.store.backup)"}
+        if self.encrypted:
+            out["encrypted"] = self.encrypted
+            out["encryption"] = "AES-256-GCM, key from an operator's passphrase by scrypt (hutong.store.backup_crypto)"
+        return out
 
 
 def _sha256(path: Path) -> str:
@@ -124,8 +133,12 @@ def _pg_args(url: str) -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
-def backup(url: str, out: Path) -> Manifest:
-    """Back up the database at ``url`` into the new directory ``out`` (see the module docstring)."""
+def backup(url: str, out: Path, *, passphrase: str | None = None) -> Manifest:
+    """Back up the database at ``url`` into the new directory ``out`` (see the module docstring);
+    with ``passphrase``, its data file is stored encrypted (hutong.store.backup_crypto) and the plain
+    copy is removed as soon as it is sealed."""
+    if passphrase is not None:
+        backup_crypto.check_passphrase(passphrase)
     backend = make_url(url).get_backend_name()
     _empty_dir(out, "backup directory")
     schema = _schema_of(url)
@@ -154,8 +167,16 @@ def backup(url: str, out: Path) -> Manifest:
         name = PG_FILE
     else:
         raise ConfigError("HT-0070", f"cannot back up a {backend} database; use sqlite:///path or postgresql://...")
+    encrypted = None
+    if passphrase is not None:
+        sealed = out / (name + backup_crypto.SUFFIX)
+        try:
+            backup_crypto.encrypt_file(dest, sealed, passphrase)
+        finally:
+            dest.unlink()  # the plain copy lived only while it was being sealed
+        encrypted, name, dest = name, sealed.name, sealed
     m = Manifest(FORMAT, __version__, backend, schema, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                 {name: {"sha256": _sha256(dest), "bytes": dest.stat().st_size}})
+                 {name: {"sha256": _sha256(dest), "bytes": dest.stat().st_size}}, encrypted)
     (out / MANIFEST).write_text(json.dumps(m.to_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return m
 
@@ -164,7 +185,8 @@ def read_manifest(src: Path) -> Manifest:
     """The backup's manifest, every file checked against its size and SHA-256 (HT-0331 otherwise)."""
     try:
         raw = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
-        m = Manifest(raw["format"], raw["hutong"], raw["dialect"], raw["schema"], raw["created"], raw["files"])
+        m = Manifest(raw["format"], raw["hutong"], raw["dialect"], raw["schema"], raw["created"], raw["files"],
+                     raw.get("encrypted"))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError("HT-0331", f"{src} is not a Hutong backup (manifest.json missing or unreadable)") from e
     if m.format != FORMAT:
@@ -180,15 +202,20 @@ def read_manifest(src: Path) -> Manifest:
     return m
 
 
-def restore(src: Path, url: str) -> Manifest:
+def restore(src: Path, url: str, *, passphrase: str | None = None) -> Manifest:
     """Restore the backup in ``src`` to the new database ``url`` (refusals: the module docstring).
 
-    The caller opens the result with its keys (``hutong restore`` does, and
+    An encrypted backup needs its ``passphrase`` (HT-0620 without, HT-0621
+    when wrong); it is decrypted beside the target, never in place.  The
+    caller opens the result with its keys (``hutong restore`` does, and
     removes it again when they do not open it)."""
     m = read_manifest(src)
     backend = make_url(url).get_backend_name()
     if backend != m.dialect:
         raise ConfigError("HT-0332", f"the backup is of a {m.dialect} database; restore it to a {m.dialect} URL")
+    if m.encrypted and passphrase is None:
+        raise ConfigError("HT-0620", "this backup is encrypted: give its passphrase (--passphrase-file, "
+                                     "HUTONG_BACKUP_PASSPHRASE or the prompt)")
     if backend == "sqlite":
         target = _sqlite_path(url)
         if any(Path(str(target) + sfx).exists() for sfx in ("", "-wal", "-shm", "-journal")):
@@ -197,7 +224,11 @@ def restore(src: Path, url: str) -> Manifest:
         fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".restoring", dir=target.parent)
         os.close(fd)
         try:
-            shutil.copyfile(src / SQLITE_FILE, tmp)
+            if m.encrypted:
+                Path(tmp).unlink()
+                backup_crypto.decrypt_file(src / (SQLITE_FILE + backup_crypto.SUFFIX), Path(tmp), str(passphrase))
+            else:
+                shutil.copyfile(src / SQLITE_FILE, tmp)
             os.chmod(tmp, 0o600)
             check = sqlite3.connect(tmp)
             try:
@@ -220,8 +251,13 @@ def restore(src: Path, url: str) -> Manifest:
             raise ConfigError("HT-0330", "the target database is not empty: restore only into a new, empty "
                                          "database (nothing overwritten)")
         args, env = _pg_args(url)
-        r = subprocess.run([_pg_tool("pg_restore"), *args, "--no-owner", "--exit-on-error", "--single-transaction",
-                            str(src / PG_FILE)], env=env, capture_output=True, text=True)
+        with tempfile.TemporaryDirectory(prefix="hutong-restore-") as plain_dir:
+            dump = src / PG_FILE
+            if m.encrypted:
+                dump = Path(plain_dir) / PG_FILE
+                backup_crypto.decrypt_file(src / (PG_FILE + backup_crypto.SUFFIX), dump, str(passphrase))
+            r = subprocess.run([_pg_tool("pg_restore"), *args, "--no-owner", "--exit-on-error",
+                                "--single-transaction", str(dump)], env=env, capture_output=True, text=True)
         if r.returncode != 0:  # --single-transaction: nothing of it stays
             raise ConfigError("HT-0333", f"pg_restore failed ({r.returncode}): {r.stderr.strip()[-300:]}")
     else:
