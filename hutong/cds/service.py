@@ -457,6 +457,9 @@ def _issued_subject(entry: AuditEntry, card_id: str) -> dict[str, str]:
     return {}
 
 
+OTHER_REASON = "other"  # an override reason that is only the clinician's words (userComment required)
+
+
 def _check_outcome(item: dict[str, Any], card: IssuedCard) -> None:
     if item["outcome"] == "accepted":
         acc = item.get("acceptedSuggestions")
@@ -481,6 +484,10 @@ def _check_outcome(item: dict[str, Any], card: IssuedCard) -> None:
     comment = reason.get("userComment")
     if comment is not None and not isinstance(comment, str):
         raise InvalidRequest("HT-0532", "overrideReason.userComment must be a string")
+    if code == OTHER_REASON and not (comment or "").strip():
+        # 不互认理由 "其他(需填写)": the clinician's own words are the reason (国卫医发〔2022〕6号
+        # asks that a repeat examination's reason be recorded), so "other" alone says nothing.
+        raise InvalidRequest("HT-0534", "override reason 'other' needs userComment: the clinician's own words")
 
 
 def feedback_counts(audit: AuditLog, *, since: int | None = None,

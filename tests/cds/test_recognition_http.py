@@ -177,6 +177,13 @@ def test_order_select_and_sign_find_the_other_institutions_result(region: Region
         "card": w["uuid"], "outcome": "overridden", "outcomeTimestamp": now,
         "overrideReason": {"reason": {"system": w["overrideReasons"][0]["system"], "code": "too-expensive"}}}])
     assert bad.status_code == 400
+    for words in (None, "", "  "):  # 其他(需填写): "other" needs the clinician's own words
+        reason: dict[str, Any] = {"reason": w["overrideReasons"][4]}
+        if words is not None:
+            reason["userComment"] = words
+        other = region.feedback("docA", "hutong-order-sign", [{
+            "card": w["uuid"], "outcome": "overridden", "outcomeTimestamp": now, "overrideReason": reason}])
+        assert other.status_code == 400 and "HT-0534" in other.text, other.text
     audit = region.server.app.platform.audit
     rows = [e.extra for e in audit.search(action="cds-feedback", limit=20)]
     assert {(x.get("rule"), x.get("outcome"), x.get("overrideReason")) for x in rows} == {
