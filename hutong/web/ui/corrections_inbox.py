@@ -110,6 +110,17 @@ i18n.add({
     "cinb.st.completed": ("已更正", "Corrected"),
     "cinb.st.rejected": ("不予更正", "Not corrected"),
     "cinb.st.cancelled": ("居民已撤回", "Withdrawn by the resident"),
+    # the error page's words for this part's codes (hutong.web.ui.pages.error_words)
+    "error.HT-0450": ("只有本机构指定的岗位（医务科/病案管理）可以处理居民的更正申请。",
+                      "Only the posts your institution designates (medical affairs / medical records) answer "
+                      "residents' correction requests."),
+    "error.HT-0451": ("答复不能改动居民的申请内容，已有最终答复的申请也不能再改。",
+                      "An answer may not change the request itself, nor a final answer."),
+    "error.HT-0453": ("这条申请已被处理或已有更新，请刷新页面后再试。",
+                      "This request was answered or changed meanwhile; reload the page and try again."),
+    "error.HT-0454": ("请填写内容（最多2000字）。", "Please write something (up to 2000 characters)."),
+    "error.HT-0455": ("没有这条更正申请，或它不是发给您所在机构的。",
+                      "No such correction request, or it is not addressed to your institution."),
 })
 
 
