@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
@@ -151,8 +151,19 @@ def _ref(value: Any) -> str:
     return ref_key(ref) if isinstance(ref, str) and ref else ""
 
 
-def _day(value: Any) -> str:
-    return value[:10] if isinstance(value, str) and len(value) >= 10 else ""
+def _day(value: Any, tz: tzinfo | None = None) -> str:
+    """The calendar day of a FHIR date or dateTime: in ``tz`` when the dateTime
+    carries an offset (FHIR datatypes.html#dateTime: a time has a zone), else as written."""
+    if not isinstance(value, str) or len(value) < 10:
+        return ""
+    if tz is not None and len(value) > 10:
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value[:10]
+        if when.tzinfo is not None:
+            return when.astimezone(tz).date().isoformat()
+    return value[:10]
 
 
 def _tagged(resource: dict[str, Any], tag: tuple[str, str]) -> bool:
@@ -170,6 +181,10 @@ def treated_here(bodies: Iterable[tuple[str, dict[str, Any]]], *, mine: set[str]
     caller as performer and filed in another institution's registration, or a
     visit (Encounter finished in the window, or under way) the institution's own
     system reported in its own registration, at itself, not typed in by a clinician."""
+    # Days are the region's days (``now``'s zone: Beijing from the policy), an event's
+    # dateTime taken into that zone: a visit that ended at 23:00 Beijing time 31 days
+    # ago is outside a 30-day window, though its UTC "now" date was one day behind.
+    tz = now.tzinfo
     cutoff = (now - timedelta(days=window_days)).date().isoformat()
     latest = (now + timedelta(days=1)).date().isoformat()  # a day's grace for time zones, no later
     for t, b in bodies:
@@ -183,7 +198,7 @@ def treated_here(bodies: Iterable[tuple[str, dict[str, Any]]], *, mine: set[str]
                 continue
             period = b.get("period")
             period = period if isinstance(period, dict) else {}
-            start, end = _day(period.get("start")), _day(period.get("end"))
+            start, end = _day(period.get("start"), tz), _day(period.get("end"), tz)
             status = b.get("status")
             if status in UNDER_WAY and (start or cutoff) <= latest:
                 return True
@@ -194,7 +209,7 @@ def treated_here(bodies: Iterable[tuple[str, dict[str, Any]]], *, mine: set[str]
             if in_mine or b.get("status") not in ("active", "completed"):
                 continue
             performers = {_ref(p) for p in b.get("performer") or []}
-            authored = _day(b.get("authoredOn"))
+            authored = _day(b.get("authoredOn"), tz)
             if performers & actor_refs and authored and cutoff <= authored <= latest:
                 return True
     return False

@@ -49,7 +49,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -335,7 +335,7 @@ class Access:
             return False
         mine = {p for p in patients if self.managing_org(p) == org}
         return treated_here(bodies, mine=mine, org=org, actor_refs=self._actor_refs(),
-                            now=datetime.fromtimestamp(self.clock() / 1000, UTC),
+                            now=datetime.fromtimestamp(self.clock() / 1000, REGION_TZ),
                             window_days=self.settings.treatment_window_days)
 
     def break_glass(self, w: Writer, person_id: str, reason: str) -> grants.AccessGrant:

@@ -10,7 +10,7 @@ same rules end to end through HTTP.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -268,6 +268,25 @@ TREATMENT_ROWS = [
 @pytest.mark.parametrize(("event", "treated"), TREATMENT_ROWS)
 def test_treatment_relationship(event: tuple[str, dict[str, Any]], treated: bool) -> None:
     assert treated_here([event], mine={"pMine"}, org="o1", actor_refs=ME, now=NOW, window_days=30) is treated
+
+
+# The window in the region's days (the policy's now is Beijing time): 01:00 on 06-16 in
+# Beijing is 17:00 UTC on 06-15; the 30-day window starts on 05-17 (Beijing).
+NOW_BEIJING = datetime(2026, 6, 16, 1, tzinfo=timezone(timedelta(hours=8)))
+REGION_DAY_ROWS = [
+    (enc("finished", "2026-05-16T16:30:00Z", "2026-05-16T16:30:00Z"), True),        # 05-17 00:30 in Beijing
+    (enc("finished", "2026-05-16T23:00:00+08:00", "2026-05-16T23:00:00+08:00"), False),  # 05-16: 31 days ago
+    (enc("finished", "2026-05-17T00:10:00+08:00", "2026-05-17T00:10:00+08:00"), True),
+    (enc("finished", "2026-05-17", "2026-05-17"), True),                              # a date: as written
+    (ref("active", "2026-05-16T17:00:00Z"), True),                                    # 05-17 01:00 in Beijing
+    (ref("active", "2026-05-16T08:00:00+08:00"), False),
+]
+
+
+@pytest.mark.parametrize(("event", "treated"), REGION_DAY_ROWS)
+def test_treatment_window_counts_the_regions_days(event: tuple[str, dict[str, Any]], treated: bool) -> None:
+    assert treated_here([event], mine={"pMine"}, org="o1", actor_refs=ME, now=NOW_BEIJING,
+                        window_days=30) is treated
 
 
 # ------------------------------------------------------------------ writes
