@@ -107,6 +107,9 @@ def _region(ui: UiRegion) -> dict[str, Any]:
         "effectiveDateTime": when, "result": [{"reference": f"Observation/{wbc}"}]})
     other_idno = _idno("11010819620704522")
     other, _ = _resident(ui, svc, orgs, other_idno, "13911113333", "司马秋菊", {"B": 3})
+    # Ours alone: other modules pick residents seen recently (tests/ui/test_clinician.py _treated)
+    # and each resident gets one sign-in code a minute.
+    ui.cache.setdefault("clinician-taken", set()).update({person["id"], other["id"]})
     # The seed knowledge in force: one committee member drafts, another approves (four-eyes).
     versions = KnowledgeVersions(ui.repo, ui.app.platform.audit)
     if versions.in_force() is None:

@@ -57,6 +57,20 @@ def _search(id_number: str) -> Visit:
     return visit
 
 
+def _order_checked(person: str) -> Visit:
+    """The ordering panel after a pick (the first item and a tier-2 antibiotic) and 签署前核对."""
+    def visit(page: Page) -> None:
+        page.goto(f"/clinician/patient/{person}/order?reason=treatment")
+        form = page.locator("#ord-pick")
+        form.locator("input[type=checkbox]").first.check()
+        form.get_by_label("左氧氟沙星片", exact=True).check()
+        page.locator("#ord-check").click()
+        page.wait_for_load_state("networkidle")
+        page.locator("#ord-sign").click()
+        page.wait_for_load_state("networkidle")
+    return visit
+
+
 def _failed_sign_in(page: Page) -> None:
     """A staff sign-in with a wrong password: the sign-in page with its error."""
     page.goto("/")
@@ -211,6 +225,9 @@ def build(ui: UiRegion, browser: Browser) -> Iterator[Tour]:
         *([("clinician-document", "clinician", _goto(f"/clinician/document/{docs[0]['id']}?reason=treatment"))]
           if docs else []),
         ("clinician-apps", "clinician", _goto(f"/clinician/apps?patient={pid}")),
+        # the ordering panel (issue 14, item 5): the catalogue, then a pick checked before signing (cards)
+        ("clinician-order", "clinician", _goto(f"/clinician/patient/{pid}/order?reason=treatment")),
+        ("clinician-order-checked", "clinician", _order_checked(pid)),
         ("resident-timeline", "resident", _goto("/resident")),
         ("resident-labs", "resident", _goto("/resident/labs")),
         *([("resident-labs-trend", "resident", _goto(f"/resident/labs?trend={trend}"))] if trend else []),
