@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     repo.db.close()
     print("demo accounts (var/demo/accounts.json): platform client "
           f"{accounts['platform_client']['client_id']}, clinician {accounts['clinician']['username']}, "
+          f"病案室 (correction requests) {accounts.get('records_officer', {}).get('username', '-')}, "
           f"resident ID number {accounts['resident']['id_number']}; get a token with\n"
           "  curl -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials "
           f"http://{args.host}:{args.port}/auth/token", flush=True)

@@ -2,7 +2,8 @@
 
 Creates (once; kept in ``var/demo/accounts.json``, mode 0600) a platform
 client, one hospital's system and a clinician there with a treatment
-relationship to the chosen resident, a commission officer, an auditor, an
+relationship to the chosen resident, that hospital's 病案室 officer (answers
+correction requests), a commission officer, an auditor, an
 operator, and a resident account for a golden person with a phone.  The
 people sign in exactly as in production (password + TOTP, or ID number + SMS
 code through the outbox file); the file holds what a real operator would have
@@ -18,11 +19,13 @@ from typing import Any
 import orjson
 
 from hutong.fhir import search as fsearch
+from hutong.fhir.service import FhirService
 from hutong.security.accounts import Accounts
+from hutong.security.guard import as_operator
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
 from hutong.store.repository import Repository
-from hutong.systems import ID_CARD, ORGANIZATION
+from hutong.systems import CORRECTION_OFFICER, DUTY_SYSTEM, ID_CARD, ORGANIZATION
 
 
 def _search(repo: Repository, type: str, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -83,6 +86,21 @@ def ensure(repo: Repository, path: Path) -> dict[str, Any]:
             ("operator", "demo-operator", Role.OPERATOR, "运维", {})):
         acct, password, uri = accounts.add_user(username, role=r, name=name, **extra)
         out[key] = {"username": username, "password": password, "otpauth": uri, "account_id": acct.id}
+    # The hospital's 病案室: a post it designates to answer residents' correction requests
+    # (/clinician/corrections; hutong.security.corrections, issue 16 item 8).
+    svc = FhirService(as_operator(repo))
+    pr = orjson.loads(svc.create("Practitioner", orjson.dumps(
+        {"resourceType": "Practitioner", "name": [{"text": "病案室演示员"}]}), {}).body or b"{}")
+    post = orjson.loads(svc.create("PractitionerRole", orjson.dumps({
+        "resourceType": "PractitionerRole", "active": True, "practitioner": {"reference": f"Practitioner/{pr['id']}"},
+        "organization": {"reference": f"Organization/{org['id']}"},
+        "code": [{"coding": [{"system": DUTY_SYSTEM, "code": CORRECTION_OFFICER, "display": "更正申请答复"}]}]}),
+        {}).body or b"{}")
+    acct, password, uri = accounts.add_user("demo-records", role=Role.CLINICIAN, name="病案室演示员", organization=code,
+                                            organization_id=org["id"], practitioner_id=pr["id"],
+                                            practitioner_role_id=post["id"])
+    out["records_officer"] = {"username": "demo-records", "password": password, "otpauth": uri,
+                              "account_id": acct.id}
     phone = next(t["value"] for t in person.get("telecom", []) if t.get("system") == "phone")
     resident = accounts.add_resident(person["id"], phone=phone)
     idno = next(i["value"] for i in person.get("identifier", []) if i.get("system") == ID_CARD)
