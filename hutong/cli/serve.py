@@ -89,7 +89,15 @@ def _run(args: argparse.Namespace) -> int:
     # Data stays in the allowed regions (issue 6; 数据安全法): refuse to start on
     # a database outside them before anything is written there.
     check_target(Settings.from_env().database_url, security, "storage")
-    open_database(Settings.from_env().database_url).close()  # fail fast on a bad URL, create schema once
+    db = open_database(Settings.from_env().database_url)  # fail fast on a bad URL, create schema once
+    try:
+        from hutong.security.keys import KeyRing, key_source_for
+
+        # The keys open before any worker starts (a failing KMS command, a missing or
+        # exposed key file): one clear error, not workers dying one after another.
+        KeyRing(db, key_source_for(db.url, security))  # a ConfigError: `hutong: error: HT-...`, exit 2
+    finally:
+        db.close()
     mllp_port = getattr(args, "mllp_port", None)
     if mllp_port is not None:
         if not 0 < mllp_port < 65536 or mllp_port == args.port:
