@@ -205,7 +205,11 @@ def open_count(svc: FhirService, access: Access) -> int | None:
     org = access.principal.organization_id
     if org is None or not may_answer(svc, access):
         return None
-    return len(_tasks(svc, org, OPEN, MAX_OPEN, "authored-on"))
+    bundle = orjson.loads(svc.search("Task", [
+        ("owner", f"Organization/{org}"), ("code", TASK_CODE), ("status", ",".join(OPEN)),
+        ("_summary", "count")], {}).body or b"{}")
+    total = bundle.get("total")
+    return total if isinstance(total, int) else 0
 
 
 class Inbox:
