@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hutong.store.db_cmd",
     "hutong.cli.backup",  # `hutong backup`, `hutong restore` (issue 18)
     "hutong.cli.cds",  # decision-support knowledge versions: load, approve, retire (issue 14)
+    "hutong.cli.index",  # `hutong index rebuild`: the search index after an upgrade adds parameters
 )
 
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 # themselves; audit, sharing and export write their own rows.
 # A backup copies every resident's record: who took one, when, is audited like any
 # bulk read.  (restore is not: its target is a new database, audited from then on.)
-AUDITED_COMMANDS = frozenset({"import", "mpi", "ingest", "accounts", "keys", "terminology", "smart", "backup"})
+AUDITED_COMMANDS = frozenset({"import", "mpi", "ingest", "accounts", "keys", "terminology", "smart", "backup",
+                              "index"})
 
 
 def _audit_cli(args: argparse.Namespace, argv: Sequence[str], outcome: str, code: str | None) -> None:

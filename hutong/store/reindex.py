@@ -8,8 +8,10 @@ the store's (hutong.store.schema), so their SQL lives here (issue 13, item 1).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import orjson
 
 from hutong.store.repository import Repository, Writer
 from hutong.store.sql import sql_repository, sql_writer
@@ -54,3 +56,32 @@ def replace_index_rows(w: Writer, pk: int, rows: Iterable[tuple[str, int, tuple[
         elif ptype == "token":
             sql_writer(w).execute("INSERT INTO idx_token (res_pk, param_id, system, code, text) VALUES (?, ?, ?, ?, ?)",
                       (pk, pid, *row))
+
+
+def rebuild(repo: Repository, *, types: Sequence[str] | None = None, batch: int = 500,
+            progress: Callable[[int], None] | None = None) -> int:
+    """Every current resource's search index and compartments (of ``types``, or
+    all) made again by the repository's indexer, ``batch`` resources a
+    transaction, without new versions; returns how many.
+
+    What a release that adds or corrects search parameters needs for the
+    resources stored before it (the index is written with each write, so the
+    new parameters find only what was written since: ``hutong index rebuild``).
+    Each batch is all-or-nothing; a run stopped half-way is resumed by running
+    it again (re-indexing a resource twice changes nothing)."""
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    n = 0
+    after = 0
+    while True:
+        rows = resources_after(repo, after, batch, types)
+        if not rows:
+            return n
+        after = rows[-1][0]
+        with repo.write() as w:
+            sw = sql_writer(w)
+            for pk, type, body in rows:
+                sw.reindex(pk, type, orjson.loads(repo.codec.decode(body)))
+        n += len(rows)
+        if progress is not None:
+            progress(n)

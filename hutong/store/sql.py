@@ -173,6 +173,12 @@ class SqlWriter:
         marks = ",".join("?" * len(cols))
         self.cur.executemany(self.db.sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})"), rows)
 
+    def reindex(self, pk: int, type: str, resource: dict[str, Any]) -> None:
+        """Resource ``pk``'s index rows and compartment memberships made again by
+        the repository's indexer, in place: no new version (hutong.store.reindex.rebuild)."""
+        self._clear_index(pk)
+        self._write_index([(pk, type, resource)])
+
     def _clear_index(self, pk: int) -> None:
         for table, _ in INDEX_TABLES.values():
             self.execute(f"DELETE FROM {table} WHERE res_pk = ?", (pk,))
