@@ -187,6 +187,8 @@ def _restore(args: argparse.Namespace) -> int:
         store_backup.remove_restored(url)
         if placed_keys:
             shutil.rmtree(target_keys, ignore_errors=True)
+        if e.code in ("HT-0320", "HT-0321"):  # the copy's own schema version (its manifest said otherwise)
+            raise ConfigError(e.code, f"the restored database's schema is not this release's: removed again ({e})") from e
         raise ConfigError("HT-0334", f"the restored database does not open with these keys ({e.code}): "
                                      "removed again; restore with --keys-from the keys copied at backup time") from e
     print_json({"restored": url.split("@")[-1], "schema": m.schema, "created": m.created,

@@ -242,12 +242,7 @@ def restore(src: Path, url: str, *, passphrase: str | None = None) -> Manifest:
             Path(tmp).unlink(missing_ok=True)
             raise
     elif backend == "postgresql":
-        db = open_database(url, create=False)
-        try:
-            empty = migrations.current(db).empty
-        finally:
-            db.close()
-        if not empty:
+        if _pg_relations(url):  # no table, view or sequence at all: a failed restore can then remove all it made
             raise ConfigError("HT-0330", "the target database is not empty: restore only into a new, empty "
                                          "database (nothing overwritten)")
         args, env = _pg_args(url)
@@ -265,9 +260,35 @@ def restore(src: Path, url: str, *, passphrase: str | None = None) -> Manifest:
     return m
 
 
+def _pg_conninfo(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _pg_relations(url: str) -> list[tuple[str, str]]:
+    """The tables, views and sequences in the target's schema (what a restore would collide with)."""
+    import psycopg
+
+    with psycopg.connect(_pg_conninfo(url), autocommit=True) as conn:
+        rows = conn.execute("SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n "
+                            "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+                            "AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')").fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
 def remove_restored(url: str) -> None:
-    """Undo a SQLite restore whose keys turned out not to open it (nothing else was there)."""
+    """Undo a restore whose keys turned out not to open it: the SQLite file, or (PostgreSQL) every table,
+    view and sequence in the target's schema -- restore() refused a target that had any, so all of them
+    are the restore's (the Hutong schema has no functions or types of its own)."""
     if make_url(url).get_backend_name() == "sqlite":
         target = _sqlite_path(url)
         for sfx in ("", "-wal", "-shm"):
             Path(str(target) + sfx).unlink(missing_ok=True)
+        return
+    import psycopg
+    from psycopg import sql
+
+    kinds = {"v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE", "f": "FOREIGN TABLE"}
+    with psycopg.connect(_pg_conninfo(url)) as conn:  # one transaction: all of it goes, or none
+        for name, kind in _pg_relations(url):
+            conn.execute(sql.SQL("DROP {} IF EXISTS {} CASCADE").format(sql.SQL(kinds.get(kind, "TABLE")),
+                                                                       sql.Identifier(name)))
