@@ -57,7 +57,11 @@ def open_repository(url: str | None = None, *, encrypt: bool = True,
         repo.hooks.append(Mpi(repo, LEGACY_KEY))
         install_guard(repo)
         return repo
-    ring = KeyRing(db, key_source or key_source_for(db.url))
+    try:
+        ring = KeyRing(db, key_source or key_source_for(db.url))
+    except BaseException:
+        db.close()  # keys that do not open (HT-0152, a failing KMS): no pooled connection left behind
+        raise
     blind = BlindIndex(ring.blind_key)
     repo = SqlRepository(db, BlindIndexer(FhirIndexer(), blind), codec=AesCodec(ring))
     repo.compiler.protector = blind

@@ -85,6 +85,13 @@ ENCRYPTED_COLUMNS: list[EncryptedColumn] = [
     EncryptedColumn("mpi_source", ("patient_id",), "features", "mpi-features"),
     EncryptedColumn("mpi_event", ("id",), "detail", "mpi-event"),
     EncryptedColumn("ingest_message", ("id",), "raw", "inbound-message"),
+    # Sealed with the repository's codec (purpose "resource"): accounts' phone numbers and
+    # TOTP secrets (hutong.security.accounts), sharing requests' bodies (hutong.security.sharing).
+    # Not here: audit rows' details, whose ciphertext the hash chain covers (hutong.security.audit):
+    # they stay under the data key they were written with, which stays in data_key.
+    EncryptedColumn("account", ("id",), "phone", "resource"),
+    EncryptedColumn("account", ("id",), "totp_secret", "resource"),
+    EncryptedColumn("sharing_request", ("id",), "body", "resource"),
 ]
 
 

@@ -30,6 +30,7 @@ from hutong.cli import main
 from hutong.errors import ConfigError
 from hutong.fhir.assembly import open_repository
 from hutong.mpi.idnumber import check_char
+from hutong.security.principal import Role
 
 PASSPHRASE = "长城 correct horse 2026"
 
@@ -254,6 +255,9 @@ def test_rotation_as_the_readme_says(db_url: str, key_dir: Path, tmp_path: Path,
     with served(db_url) as server:
         ids = _write_people(server)
         before = _found(server, ids)
+        accounts = server.app.platform.auth.accounts
+        resident = accounts.add_resident("person-x", phone="13912345678")
+        _user, _pw, _uri = accounts.add_user("rotator", role=Role.OPERATOR, name="运维")
         # 0. a key backup of the set in use (kept: it opens database backups from before the rotation)
         k0 = _made_backup(db_url, tmp_path, pass_file, "keys-before.htkb")
         old = _status(db_url)
@@ -269,7 +273,12 @@ def test_rotation_as_the_readme_says(db_url: str, key_dir: Path, tmp_path: Path,
         st = _status(db_url)
         assert st["current_master_key"] == new_master
         assert {k["wrapped_by"] for k in st["data_keys"]} == {new_master}
+        # every re-encryptable column: bodies, history, MPI, inbound messages, accounts' phones and TOTP secrets
         assert st["rows"]["resource.body"] == {f"key {dek}": st["rows"]["resource.body"][f"key {dek}"]}
+        assert st["rows"]["account.phone"] == {f"key {dek}": 1}
+        assert st["rows"]["account.totp_secret"] == {f"key {dek}": 1}
+        assert all(set(counts) <= {f"key {dek}"} for counts in st["rows"].values()), st["rows"]
+        assert accounts.phone_of(resident.id) == "13912345678"
         # the blind-index key is re-wrapped, never replaced: the same key id before and after
         assert ([k["id"] for k in st["data_keys"] if k["purpose"] == "blind"]
                 == [k["id"] for k in old["data_keys"] if k["purpose"] == "blind"])
