@@ -151,3 +151,38 @@ def test_the_stream_format_refuses_dropped_swapped_and_truncated_chunks(tmp_path
             backup_crypto.decrypt_file(f, dest, PASS)
         assert getattr(e.value, "code", None) == "HT-0621", name
         assert not dest.exists(), name
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_an_encrypted_pg_dump_restores_with_its_passphrase_only(db_url: str, tmp_path: Path) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    with served(db_url) as server:
+        r = server.client.post("/Patient", json=patient(given="密文"))
+        assert r.status_code == 201, r.text
+        pid = str(r.json()["id"])
+    out, keys = tmp_path / "b", tmp_path / "k"
+    env = {"HUTONG_BACKUP_PASSPHRASE": PASS}
+    b = hutong("backup", str(out), "--database", db_url, "--keys-to", str(keys), "--encrypt", env=env)
+    assert b.returncode == 0, b.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["hutong.pgdump.enc", "manifest.json"]
+    u = make_url(db_url)
+    dbname = f"enc_{os.getpid()}_{abs(hash(str(tmp_path))) % 10**8}"
+    admin = u.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    target = u.set(database=dbname).render_as_string(hide_password=False)
+    r = hutong("restore", str(out), "--database", target, "--keys-from", str(keys),
+               env={"HUTONG_BACKUP_PASSPHRASE": "the wrong passphrase"})
+    assert r.returncode == 2 and "HT-0621" in r.stderr, r.stderr
+    with psycopg.connect(u.set(drivername="postgresql", database=dbname).render_as_string(hide_password=False)) as c:
+        n = c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+        assert n is not None and n[0] == 0  # nothing restored
+    r = hutong("restore", str(out), "--database", target, "--keys-from", str(keys), env=env)
+    assert r.returncode == 0, r.stderr
+    repo = open_repository(target)
+    try:
+        assert ("Patient", pid) in {(s.type, s.id) for s in repo.history(None, None, since=None, count=1000)}
+    finally:
+        repo.db.close()
