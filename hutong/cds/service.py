@@ -407,8 +407,9 @@ class CdsHooks:
             # The card's item and the resources it rested on (the recognised result) go with the
             # feedback: the resident's timeline names the test spared (hutong.web.ui.avoided).
             subject = _issued_subject(entry, card.uuid)
-            if "item" in subject:
-                extra["item"] = subject["item"]
+            for key in ("item", "order"):  # the order: a later decision on it replaces this one
+                if key in subject:
+                    extra[key] = subject[key]
             self.audit.record(AuditRecord(
                 action=FEEDBACK_ACTION, principal=access.principal, persons=entry.persons,
                 entities=tuple(x for x in subject.get("about", "").split(",") if x),
@@ -453,7 +454,7 @@ def _issued_subject(entry: AuditEntry, card_id: str) -> dict[str, str]:
     """What the cds-cards row recorded of one card besides its IssuedCard: item, order, about."""
     for c in orjson.loads(entry.extra.get("cards", "[]")):
         if isinstance(c, dict) and c.get("uuid") == card_id:
-            return {k: str(c[k]) for k in ("item", "about") if isinstance(c.get(k), str) and c[k]}
+            return {k: str(c[k]) for k in ("item", "order", "about") if isinstance(c.get(k), str) and c[k]}
     return {}
 
 

@@ -30,5 +30,5 @@ def test_feedback_names_the_recognised_result(region: Region) -> None:  # noqa: 
     [row] = audit.search(action="cds-feedback", limit=5)
     assert row.extra["rule"] == RULE_ID and row.extra["outcome"] == "accepted"
     assert row.entities == (f"DiagnosticReport/{ids['cbcB']}",)
-    assert row.extra["item"] == "cbc"
+    assert row.extra["item"] == "cbc" and row.extra["order"] == "sr-1"
     assert row.persons  # the golden person: the resident's own rows

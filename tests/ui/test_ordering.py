@@ -10,8 +10,9 @@ in force (drafted by one committee member, approved by another).
 
 - B's clinician picks 血常规: an information card names A and the result's day; accepting it
   drops the draft ("已采用外院结果") and the feedback is recorded (rule, outcome, the result);
-- picking it again and checking before signing: a warning with the 不互认理由; "其他" without words
-  is refused and records nothing; 病情变化 is recorded with the reason;
+- 肝功能 accepted, picked again in the same draft and checked before signing: a warning with the
+  不互认理由; "其他" without words is refused and records nothing; 病情变化 is recorded with the
+  reason, for the same draft order (so the resident is not told that test was spared);
 - attacks: C's clinician (no basis beyond C's own registration) gets no card and no word of A;
   a clinician of an institution that never saw the resident cannot open the panel; C's clinician
   cannot send feedback on B's card;
@@ -105,6 +106,14 @@ def _region(ui: UiRegion) -> dict[str, Any]:
         "resourceType": "DiagnosticReport", "status": "final", "subject": {"reference": f"Patient/{pids['A']}"},
         "code": {"coding": [{"system": LOCAL_CODE_PREFIX + CODES["A"], "code": "JY0001"}], "text": "血常规五分类"},
         "effectiveDateTime": when, "result": [{"reference": f"Observation/{wbc}"}]})
+    alt = _created(svc, {
+        "resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{pids['A']}"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "1742-6"}], "text": "丙氨酸氨基转移酶"},
+        "effectiveDateTime": when, "valueQuantity": {"value": 21, "unit": "U/L"}})
+    _created(svc, {
+        "resourceType": "DiagnosticReport", "status": "final", "subject": {"reference": f"Patient/{pids['A']}"},
+        "code": {"coding": [{"system": LOCAL_CODE_PREFIX + CODES["A"], "code": "JY0012"}], "text": "肝功八项"},
+        "effectiveDateTime": when, "result": [{"reference": f"Observation/{alt}"}]})
     other_idno = _idno("11010819620704522")
     other, _ = _resident(ui, svc, orgs, other_idno, "13911113333", "司马秋菊", {"B": 3})
     # Ours alone: other modules pick residents seen recently (tests/ui/test_clinician.py _treated)
@@ -192,10 +201,15 @@ def test_ordering_panel_recognises_accepts_and_overrides(ui: UiRegion, new_page:
         assert e.entities == (f"DiagnosticReport/{reg['report']}",)
         assert e.organization == CODES["B"]
 
-    # Another pick, then the check before signing: a warning that needs a 不互认理由.
+    # Another pick (肝功能, also done at A two days ago): accepted at selection, then picked again in
+    # the same draft and checked before signing: a warning that needs a 不互认理由.
     page.set_viewport_size({"width": 1366, "height": 900})
     page.goto(f"/clinician/patient/{golden}/order?reason=treatment")
-    _pick(page, "血常规", "尿常规")
+    _pick(page, "肝功能")
+    page.locator(".cds-card[data-indicator='info'] form.cds-accept button").click()
+    page.wait_for_load_state("networkidle")
+    expect(page.locator(".ord-notice")).to_contain_text("已采用外院结果：肝功能")
+    _pick(page, "肝功能", "尿常规")
     page.locator("#ord-sign").click()
     page.wait_for_load_state("networkidle")
     warn = page.locator(".cds-card[data-indicator='warning']")
@@ -223,7 +237,11 @@ def test_ordering_panel_recognises_accepts_and_overrides(ui: UiRegion, new_page:
     shot(page, "ordering-overridden-1366")
     [last] = _feedback(ui, golden)[:1]
     assert last.extra["outcome"] == "overridden" and last.extra["overrideReason"] == "condition-changed"
-    assert last.extra["rule"] == RULE_ID and last.reason == "发热加重，需复查"
+    assert last.extra["rule"] == RULE_ID and last.reason == "发热加重，需复查" and last.extra["item"] == "lft"
+    # The same draft order as the acceptance before it (one order, its newest decision counts).
+    [accepted_lft] = [e for e in _feedback(ui, golden) if e.extra.get("item") == "lft"
+                      and e.extra["outcome"] == "accepted"]
+    assert accepted_lft.extra["order"] == last.extra["order"]
     ui.cache["ordering-card-hook"] = True
 
 
@@ -260,7 +278,7 @@ def test_no_basis_no_card_content_and_no_forged_feedback(ui: UiRegion, new_page:
                                 i.value = v; f.appendChild(i); };
         add('csrf', document.querySelector('input[name=csrf]').value); add('reason', 'own-institution');
         add('step', 'select'); add('card', card); add('outcome', 'accepted'); add('suggestion', sug);
-        add('item', 'cbc'); add('drop', 'draft-cbc');
+        add('item', 'cbc'); add('drop', '');
         document.body.appendChild(f); f.submit(); }""", [card_id, suggestion])
     page.wait_for_load_state("networkidle")
     expect(page.locator("body")).to_contain_text("HT-0542")
@@ -293,6 +311,8 @@ def test_resident_sees_the_spared_test_only_their_own(ui: UiRegion, new_page: Ca
     spared = page.locator("#spared")
     expect(spared).to_be_visible()
     expect(spared.locator(".res-spared-item").first).to_have_text(words)
+    # 肝功能 was accepted, then ordered again with a reason: no test spared.
+    expect(spared).not_to_contain_text("肝功能")
     shot(page, "resident-spared-390")
     _fits(page)
     _zh(ui, page)

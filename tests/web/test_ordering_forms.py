@@ -19,11 +19,14 @@ def test_detail_is_escaped_markdown() -> None:
 
 
 def test_the_draft_a_form_carries_is_checked() -> None:
-    d = draft_of(FormData([("item", "cbc"), ("item", "cbc"), ("drug", "J01CA04"), ("done", "draft-cbc"),
-                           ("done", "draft-elsewhere")]))
+    d = draft_of(FormData([("draft", "0123456789ab"), ("item", "cbc"), ("item", "cbc"), ("drug", "J01CA04"),
+                           ("done", "draft-0123456789ab-cbc"), ("done", "draft-ffffffffffff-cbc")]))
     assert d.items == ["cbc"] and d.drugs == ["J01CA04"]
-    assert d.done == ["draft-cbc"]  # only orders of this draft
-    assert d.order_ids() == [DRAFT_PREFIX + "cbc", DRAFT_PREFIX + "J01CA04"]
+    assert d.done == ["draft-0123456789ab-cbc"]  # only orders of this draft
+    assert d.order_ids() == [DRAFT_PREFIX + "0123456789ab-cbc", DRAFT_PREFIX + "0123456789ab-J01CA04"]
+    # A draft is named by its token: a new one for a new draft, never one a form made up.
+    fresh, forged = draft_of(FormData([("item", "cbc")])), draft_of(FormData([("draft", "../x"), ("item", "cbc")]))
+    assert fresh.token != d.token and forged.token != "../x" and len(forged.token) == 12
     for bad in ([("item", "cbc'><script>")], [("drug", "N02BE01")],
                 [("item", f"i{n}") for n in range(MAX_DRAFT + 1)]):
         with pytest.raises(InvalidRequest) as e:

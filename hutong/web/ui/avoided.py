@@ -5,7 +5,9 @@ Read from the audit trail: each accepted suggestion of the recognition rule's ca
 person, naming the card's item and, as its entity, the result the card recognised.  Only the rows
 of the person the page is about are read (``AuditLog.search(person=...)``; the portal's ``me``
 decides that person: the resident's own, or one a delegate acts for), and the recognised result
-is read through the resident's own Access, like every other record on their pages.
+is read through the resident's own Access, like every other record on their pages.  One draft order
+counts once, by its newest decision (an acceptance later overridden for the same order spared
+nothing), as hutong.cds.recognition_stats counts it.
 
 The words (zh-CN): "12月7日 在 北京市海淀区医院 开检查时，采用了 北京市怀柔中心医院 12月5日 的
 血常规 结果，免做一次检查".
@@ -137,9 +139,16 @@ def spared_tests(audit: AuditLog, repo: Repository, svc: FhirService, person: st
         if person not in e.persons or e.outcome != SUCCESS:
             continue
         x = e.extra
-        if x.get("rule") != RULE_ID or x.get("outcome") != "accepted" or x.get("card", "") in seen:
+        if x.get("rule") != RULE_ID:
             continue
-        seen.add(x.get("card", ""))
+        # One order, one decision: the newest (rows come newest first) -- accepted, then ordered
+        # again and overridden, spared nothing (the 互认 dashboard counts it so too).
+        key = f"{e.account_id}|{x.get('order') or x.get('card', '')}"
+        if key in seen:
+            continue
+        seen.add(key)
+        if x.get("outcome") != "accepted":
+            continue
         where = names.of_code(e.organization) or t("res.avoided_somewhere")
         when = _month_day(datetime.fromtimestamp(e.time_ms / 1000, REGION_TZ).date().isoformat(), t)
         item_key = x.get("item", "")

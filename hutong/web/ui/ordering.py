@@ -64,7 +64,8 @@ SERVICES = {"select": SELECT_SERVICE, "sign": SIGN_SERVICE}
 MAX_DRAFT = 20          # items in one draft (a form with more is refused: HT-0541)
 MAX_COMMENT = 500       # the clinician's words on an override
 DRAFT_PREFIX = "draft-"
-_KEY = re.compile(r"^[A-Za-z0-9.\-]{1,40}$")
+_KEY = re.compile(r"^[A-Za-z0-9.\-]{1,60}$")
+_TOKEN = re.compile(r"^[0-9a-f]{12}$")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 
 i18n.add({
@@ -148,14 +149,21 @@ REASON_WORDS["other"] = "其他"
 @dataclass
 class Draft:
     """The picked items (the state the forms carry): item keys, drug ATC codes, and the
-    orders whose card was overridden (they stay in the draft, no longer checked)."""
+    orders whose card was overridden (they stay in the draft, no longer checked).  ``token``
+    names this draft: an order's id is the token and its item, the same at order-select and
+    order-sign (the 互认 dashboard counts one order once, hutong.cds.recognition_stats) and
+    different for another draft (another patient, another day)."""
 
     items: list[str] = field(default_factory=list)
     drugs: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def order_id(self, code: str) -> str:
+        return f"{DRAFT_PREFIX}{self.token}-{code}"
 
     def order_ids(self) -> list[str]:
-        return [DRAFT_PREFIX + k for k in self.items] + [DRAFT_PREFIX + a for a in self.drugs]
+        return [self.order_id(k) for k in self.items] + [self.order_id(a) for a in self.drugs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +239,10 @@ def draft_of(form: Any) -> Draft:
         if any(not _KEY.match(v) for v in out):
             raise InvalidRequest("HT-0541", f"form field {key!r} holds a value that is not a code")
         return out
+    token = form.get("draft") if hasattr(form, "get") else None
     d = Draft(many("item"), many("drug"), many("done"))
+    if isinstance(token, str) and _TOKEN.match(token):
+        d.token = token
     if len(d.items) + len(d.drugs) > MAX_DRAFT:
         raise InvalidRequest("HT-0541", f"at most {MAX_DRAFT} items in one draft")
     if any(a not in _DRUGS for a in d.drugs):
@@ -260,9 +271,9 @@ class OrderingPanel:
             raise InvalidRequest("HT-0541", "an item not on the recognition list in force")
 
     def lines(self, k: Knowledge | None, d: Draft) -> list[Line]:
-        out = [Line(DRAFT_PREFIX + key, k.items[key].kind, k.items[key].name, DRAFT_PREFIX + key in d.done)
+        out = [Line(d.order_id(key), k.items[key].kind, k.items[key].name, d.order_id(key) in d.done)
                for key in d.items if k is not None and key in k.items]
-        out += [Line(DRAFT_PREFIX + a, "drug", _DRUGS[a].name, DRAFT_PREFIX + a in d.done) for a in d.drugs]
+        out += [Line(d.order_id(a), "drug", _DRUGS[a].name, d.order_id(a) in d.done) for a in d.drugs]
         return out
 
     def orders(self, k: Knowledge | None, d: Draft, person: str, user: str) -> list[dict[str, Any]]:
@@ -279,11 +290,11 @@ class OrderingPanel:
                 codings.append({"system": LOINC, "code": it.loinc})
             if it.proc_system and it.proc_code:
                 codings.append({"system": it.proc_system, "code": it.proc_code})
-            out.append({"resourceType": "ServiceRequest", "id": DRAFT_PREFIX + key, "status": "draft",
+            out.append({"resourceType": "ServiceRequest", "id": d.order_id(key), "status": "draft",
                         "intent": "order", "subject": subject, "requester": requester,
                         "code": {"coding": codings, "text": it.name}})
         for a in d.drugs:
-            out.append({"resourceType": "MedicationRequest", "id": DRAFT_PREFIX + a, "status": "draft",
+            out.append({"resourceType": "MedicationRequest", "id": d.order_id(a), "status": "draft",
                         "intent": "order", "subject": subject, "requester": requester,
                         "medicationCodeableConcept": {"coding": [{"system": ATC_SYSTEM, "code": a,
                                                                   "display": _DRUGS[a].name}],
@@ -446,8 +457,8 @@ def register(app: FastAPI, pages: Pages, platform: Platform, portal: Any) -> Ord
                 if outcome == "accepted":
                     recognised = form.get("rule") == "recognition"
                     notices.append(t("ord.accepted" if recognised else "ord.accepted_other", name=name))
-                    d.items = [x for x in d.items if DRAFT_PREFIX + x != drop]
-                    d.drugs = [x for x in d.drugs if DRAFT_PREFIX + x != drop]
+                    d.items = [x for x in d.items if d.order_id(x) != drop]
+                    d.drugs = [x for x in d.drugs if d.order_id(x) != drop]
                 else:
                     notices.append(t("ord.overridden", reason=REASON_WORDS.get(code, code), name=name))
                     if drop and drop not in d.done:
