@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], bool]] = {
                                               "--reads", "1000", "--searches", "300"], True),  # at-rest cost
     "gate_ab": ("bench.bench_gate_ab", ["--seconds", "3"], True),  # security's cost per request vs 7f8fcb6
     "backup": ("bench.bench_backup", ["--size", "50000", "--baseline", "10"], True),  # write p99 during a backup
+    "cds": ("bench.bench_cds", ["--quick"], True),          # issue 14: hook call p99 vs. the same search, no rules
 }
 
 
