@@ -5,7 +5,8 @@ pattern every cloud KMS uses):
 
 - **Master keys** (key-encryption keys) come from a :class:`KeySource`, the
   one seam to the outside: a directory of files (:class:`FileKeySource`) or
-  the environment (:class:`EnvKeySource`) today, a KMS later.  They never
+  the environment (:class:`EnvKeySource`), or an operator's program that
+  asks a KMS (:class:`CommandKeySource`, ``HUTONG_KEY_COMMAND``).  They never
   touch the database.  The newest one is *current*.
 - **Data keys** (DEKs) are random 256-bit keys stored in the ``data_key``
   table, each wrapped (AES-256-GCM) by a master key.  Values are encrypted

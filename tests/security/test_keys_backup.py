@@ -30,6 +30,7 @@ from hutong.cli import main
 from hutong.errors import ConfigError
 from hutong.fhir.assembly import open_repository
 from hutong.mpi.idnumber import check_char
+from hutong.security import keys_backup
 from hutong.security.principal import Role
 
 PASSPHRASE = "长城 correct horse 2026"
@@ -42,6 +43,15 @@ def key_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("HUTONG_KEY_BACKUP_PASSPHRASE", raising=False)
     monkeypatch.setenv("HUTONG_KEY_DIR", str(tmp_path / "keys"))
     return tmp_path / "keys"
+
+
+@pytest.fixture(autouse=True)
+def quicker_kdf(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scrypt at the release's n=2^17 takes 0.5-3 s a derivation on this shared
+    machine: the round trip uses it, the other tests n=2^15 (still within the
+    bounds restore accepts, and the parameters travel in the file)."""
+    if not request.node.name.startswith("test_round_trip"):
+        monkeypatch.setattr(keys_backup, "SCRYPT_N", 2**15)
 
 
 @pytest.fixture
@@ -110,6 +120,7 @@ def test_round_trip_backup_destroy_restore_search(db_url: str, key_dir: Path, pa
     assert rc == 0, err
     res = json.loads(stdout)
     assert res["database_check"] == "ok" and len(res["master_keys"]) == 1
+    assert json.loads(out.read_bytes())["kdf"]["n"] == 2**17  # the release's parameters
     assert {"audit-chain.key", "audit-signing.key", "token-signing.pem"} <= set(res["other_keys"])
     assert out.stat().st_mode & 0o777 == 0o600
     # Neither the passphrase nor any key, in any encoding, is in what was printed or in the file.
