@@ -144,6 +144,10 @@ PAGES: dict[tuple[str, str], Page] = {
     ("POST", "/clinician/patient/{person}/break-glass"): Page(),
     ("GET", "/clinician/patient/{person}/record"): Page(resident=403),
     ("GET", "/clinician/document/{doc_id}"): Page(resident=403),
+    # the ordering panel (hutong.web.ui.ordering; issue 14, item 5): clinicians, after the access step
+    ("GET", "/clinician/patient/{person}/order"): Page(resident=403),
+    ("POST", "/clinician/patient/{person}/order"): Page(),
+    ("POST", "/clinician/patient/{person}/order/feedback"): Page(),
     # correction requests inbox (hutong.web.ui.corrections_inbox): designated clinicians only
     ("GET", "/clinician/corrections"): Page(resident=403),
     ("GET", "/clinician/corrections/{task_id}"): Page(resident=403),
@@ -342,7 +346,8 @@ def test_every_page_as_a_resident(region: Region) -> None:
                 if page.public:
                     continue
                 vals = {"person": region.ids["S"], "doc_id": region.ids["obsS"], "review_id": "1", "seq": "1",
-                        "account_id": "acct-x", "consent_id": "x", "grant_id": "x", "task_id": "x"}
+                        "account_id": "acct-x", "consent_id": "x", "grant_id": "x", "task_id": "x",
+                            "vid": "x"}
                 path = fill(template, vals)
                 before = newest_seq(server)
                 r = http.request(method, path, data={"csrf": "forged"} if method == "POST" else None)
