@@ -230,8 +230,23 @@ class CommandKeySource:
         self.timeout = timeout
         if not self.argv:
             raise ConfigError("HT-0607", "HUTONG_KEY_COMMAND is empty")
+        self._lock = threading.Lock()
+        self._last: tuple[float, dict[str, bytes]] | None = None
 
     def master_keys(self) -> dict[str, bytes]:
+        # Every thread whose key ring is due for a reload asks at once (REFRESH_S passes for
+        # all writers together): a run that ended after a caller asked answers it too, so
+        # those who waited while it ran do not each start the program again.  Failures
+        # are not kept: the next caller tries again.
+        asked = time.monotonic()
+        with self._lock:
+            if self._last is not None and self._last[0] >= asked:
+                return dict(self._last[1])
+            keys = self._run()
+            self._last = (time.monotonic(), keys)
+            return dict(keys)
+
+    def _run(self) -> dict[str, bytes]:
         import signal
         import subprocess
 

@@ -198,3 +198,23 @@ def test_a_master_key_file_others_may_read_is_refused(sqlite_url: str, tmp_path:
         assert key.stat().st_mode & 0o777 == mode  # refused, not quietly narrowed: the operator decides
     key.chmod(0o600)
     open_repository(sqlite_url).db.close()
+
+
+def test_threads_reloading_together_run_the_program_once(tmp_path: Path) -> None:
+    """All writer threads reach REFRESH_S together: those waiting on a run share its answer."""
+    runs = tmp_path / "runs"
+    script = tmp_path / "kms.sh"
+    script.write_text(f"#!/bin/sh\necho run >> {runs}\nsleep 0.3\necho 'a:{base64.b64encode(K1).decode()}'\n")
+    src = CommandKeySource(f"sh {script}", timeout=5)
+    import threading
+
+    got: list[dict[str, bytes]] = []
+    threads = [threading.Thread(target=lambda: got.append(src.master_keys())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert got == [{"a": K1}] * 8
+    n = len(runs.read_text().split())
+    assert n <= 2  # one run, or two if a thread asked after the first began (not eight)
+    assert src.master_keys() == {"a": K1} and len(runs.read_text().split()) == n + 1  # a later caller: a fresh run
