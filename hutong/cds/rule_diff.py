@@ -37,8 +37,16 @@ def _item_words(r: dict[str, Any]) -> str:
     if r.get("kind") == "lab":
         code = f"LOINC {r.get('loinc')}" if r.get("loinc") else ""
     else:
-        code = " ".join(str(r[k]) for k in ("modality", "body_site", "proc_code") if r.get(k))
-    return f"{r.get('name')}（{kind}，{r.get('key')}{'，' + code if code else ''}）"
+        code = str(r.get("modality") or "")   # DICOM modality (CT, MR, US, DX) as reports print it
+    return f"{r.get('name')}（{kind}{'，' + code if code else ''}）"
+
+
+# The seed's situations by name (a situation without triggers has no name in the rows).
+SITUATIONS = {"emergency": "急诊、抢救", "pregnancy": "妊娠", "acute-change": "病情急性变化"}
+
+
+def _org(names: dict[str, str], code: str) -> str:
+    return names.get("org:" + code) or f"机构 {code} "
 
 
 def _items(names: dict[str, str], key: str) -> str:
@@ -47,9 +55,13 @@ def _items(names: dict[str, str], key: str) -> str:
     return names.get(key, key)
 
 
-def recognition(old: KnowledgeSet, new: KnowledgeSet) -> list[Change]:
-    """The 互认 knowledge's changes from ``old`` to ``new``, one sentence each."""
+def recognition(old: KnowledgeSet, new: KnowledgeSet, institutions: dict[str, str] | None = None) -> list[Change]:
+    """The 互认 knowledge's changes from ``old`` to ``new``, one sentence each; ``institutions``
+    names institutions by their 机构代码 (else the code is shown)."""
     names = {i.key: i.name for i in (*old.items, *new.items)}
+    names.update({f"situation:{k}": v for k, v in SITUATIONS.items()})
+    names.update({f"situation:{t.situation}": t.name for t in (*old.triggers, *new.triggers)})
+    names.update({f"org:{k}": v for k, v in (institutions or {}).items()})
     out: list[Change] = []
     if old.title != new.title:
         out.append((SECTIONS["title"], "~", f"名称由“{old.title}”改为“{new.title}”"))
@@ -74,16 +86,16 @@ def _row_words(section: str, r: dict[str, Any], names: dict[str, str]) -> str:
         what = _items(names, r["item"])
         if r["situation"] == ALWAYS:
             return f"{what}：任何情形下都不互认"
-        return f"{what}：在“{r['situation']}”情形下不互认"
+        return f"{what}：在“{names.get('situation:' + r['situation'], r['situation'])}”情形下不互认"
     if section == "triggers":
         kind = TRIGGER_KINDS.get(r["kind"], r["kind"])
         return f"“{r['name']}”情形的识别：{kind} {r['value']}"
     if section == "quality":
         verdict = "合格" if r["passed"] else "不合格"
-        return (f"机构 {r['institution']} 的{r['program']}（{_items(names, r['item'])}）：{verdict}，"
+        return (f"{_org(names, r['institution'])}的{r['program']}（{_items(names, r['item'])}）：{verdict}，"
                 f"有效期 {r['valid_from']} 至 {r['valid_to']}")
     if section == "local_codes":
-        return (f"机构 {r['institution']} 的本地编码 {r['code']}（{r.get('display') or '无名称'}）"
+        return (f"{_org(names, r['institution'])}的本地编码 {r['code']}（{r.get('display') or '无名称'}）"
                 f"对应 {_items(names, r['item'])}")
     return str(r)
 
@@ -100,7 +112,7 @@ def _changed_words(section: str, a: dict[str, Any], b: dict[str, Any], names: di
     elif section == "regions":
         head = f"{_items(names, a['item'])}在{_region(a['region'])}的互认"
     elif section == "quality":
-        head = f"机构 {a['institution']} 的{a['program']}（{_items(names, a['item'])}）"
+        head = f"{_org(names, a['institution'])}的{a['program']}（{_items(names, a['item'])}）"
     elif section == "local_codes":
         head = f"本地编码 {a['code']}"
     else:

@@ -25,6 +25,8 @@ from playwright.sync_api import Browser, Page
 from test_clinician import _id_number, _treated
 from test_corrections_inbox import officer
 
+from hutong.cds.versions import KnowledgeVersions, account_principal
+from hutong.cli.cds import SEED
 from hutong.fhir.service import FhirService, mpi_of
 from hutong.mpi.idnumber import check_char
 from hutong.security.guard import as_operator
@@ -213,6 +215,11 @@ def build(ui: UiRegion, browser: Browser) -> Iterator[Tour]:
     if codes:
         trend = max(set(codes), key=codes.count)
 
+    # A draft of the 互认 knowledge (never approved here, so no rule fires): the rule pages' rows.
+    committee = ui.staff(Role.COMMITTEE, name="质控中心赵委员")
+    draft = KnowledgeVersions(ui.repo, ui.app.platform.audit).draft(
+        account_principal(ui.repo, committee.username), orjson.loads(SEED.read_bytes()), effective_from="2025-01-01")
+
     record = f"/clinician/patient/{pid}/record?reason=treatment"
     pages: list[tuple[str, str, Visit]] = [
         ("signin", "public", _goto("/")),
@@ -244,6 +251,10 @@ def build(ui: UiRegion, browser: Browser) -> Iterator[Tour]:
         ("console-identity-unlinked", "commission", _goto("/console/identity?status=unlinked")),
         ("console-identity-item", "commission", _goto(f"/console/identity/{review_id}")),
         ("console-break-glass-every", "commission", _goto("/console/break-glass?show=all&every=1")),
+        ("console-recognition", "commission", _goto("/console/recognition")),
+        ("console-rules", "commission", _goto("/console/rules")),
+        ("console-rules-new", "commission", _goto("/console/rules/new")),
+        ("console-rule-version", "commission", _goto(f"/console/rules/v/{draft.id}")),
         ("console-break-glass", "auditor", _goto("/console/break-glass")),
         ("console-audit", "auditor", _goto(f"/console/audit?person={pid}")),
         ("console-users", "operator", _goto("/console/users")),

@@ -570,7 +570,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         return counts_cache[0][1]
 
     # 互认 dashboard and rule management (issue 14, item 5): hutong.web.ui.recognition_dashboard
-    recognition_dashboard.register(app, pages, platform, render, organizations)
+    recognition_dashboard.register(app, pages, platform, render)
 
     # ------------------------------------------------------------ institutions
     @app.get("/console")

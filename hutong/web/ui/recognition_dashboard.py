@@ -40,10 +40,12 @@ from hutong.cds.recognition import OVERRIDE_REASONS
 from hutong.cds.safety_config import SAFETY_KIND, SafetyVersions
 from hutong.cds.versions import AUTHOR_ROLES, DECIDER_ROLES, KnowledgeVersions, Version, region_day
 from hutong.errors import Conflict, Forbidden, HutongError, InvalidRequest, NotFound
+from hutong.fhir import search as fsearch
 from hutong.platform import Platform
 from hutong.security.accounts import Accounts
 from hutong.security.policy import Access
 from hutong.security.principal import Role
+from hutong.systems import ORGANIZATION
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 
@@ -86,6 +88,7 @@ i18n.add({
                 "No orders checked in this range yet."),
     "hr.prices": ("费用按价格表估算：{title}（{source}）", "Costs at the price table: {title} ({source})"),
     "hr.unpriced": ("价格表中没有该项目", "not in the price table"),
+    "hr.unknown_org": ("（未登记的机构）", "(unregistered institution)"),
     "hr.table": ("按机构、项目和月份", "By institution, item and month"),
     "hr.total": ("合计", "Total"),
     # rules
@@ -114,19 +117,19 @@ i18n.add({
     "rules.from_to": ("{start} 至 {end}", "{start} to {end}"),
     "rules.open_ended": ("{start} 起", "from {start}"),
     "rules.new": ("起草新版本", "Draft a new version"),
-    "rules.new_intro": ("粘贴或上传规则文件（JSON）。保存后为草稿，须由另一位委员会委员批准后才生效。",
+    "rules.new_intro": ("粘贴或上传规则文件。保存后为草稿，须由另一位委员会委员批准后才生效。",
                         "Paste or upload the rules (JSON). Saved as a draft; another committee member "
                         "approves it."),
     "rules.kind": ("规则类别", "Kind"),
     "rules.from": ("生效日期（起）", "Effective from"),
     "rules.to": ("生效日期（止，可不填）", "Effective to (optional)"),
     "rules.note": ("说明（可不填）", "Note (optional)"),
-    "rules.json": ("规则内容（JSON）", "Rules (JSON)"),
+    "rules.json": ("规则内容", "Rules (JSON)"),
     "rules.file": ("或上传文件", "Or upload a file"),
     "rules.save": ("保存为草稿", "Save as draft"),
     "rules.seq": ("第 {seq} 版", "Version {seq}"),
     "rules.detail": ("第 {seq} 版 · {kind}", "Version {seq} · {kind}"),
-    "rules.digest": ("内容摘要（SHA-256）", "Content digest (SHA-256)"),
+    "rules.digest": ("内容校验值", "Content digest (SHA-256)"),
     "rules.changes": ("与第 {seq} 版相比的变化", "Changes against version {seq}"),
     "rules.first": ("这是该类规则的第一个版本，以下为其内容概要。", "The first version of this kind."),
     "rules.no_change": ("与上一版本相比没有变化。", "No changes against the previous version."),
@@ -226,9 +229,16 @@ def summary(kind: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]
 
 
 def register(app: FastAPI, pages: Pages, platform: Platform,
-             render: Callable[..., Response], organizations: Callable[[Request], list[dict[str, Any]]]) -> None:
-    """Add the pages; ``render`` and ``organizations`` are the console's (its navigation, its directory read)."""
+             render: Callable[..., Response]) -> None:
+    """Add the pages; ``render`` is the console's (its navigation)."""
     repo = platform.repo
+
+    def directory() -> list[dict[str, Any]]:
+        """The registered Organizations, read as the platform, as the console's ``names`` does: institution
+        names are directory data every signed-in caller may see, and committee accounts hold no FHIR
+        scope at all (they read no records)."""
+        parsed = fsearch.parse("Organization", [("_count", "1000")], base_url="", strict=True)
+        return [orjson.loads(s.body) for s in repo.search(parsed.query).matches if s.body is not None]
 
     def accounts() -> Accounts:
         a: Accounts = platform.authenticator.tokens.accounts
@@ -276,7 +286,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform,
             prices = stats_mod.load_prices()
             since = int(datetime.fromisoformat(months[0] + "-01T00:00:00+08:00").timestamp() * 1000)
             st = stats_mod.read(platform.audit, prices, since=since, month=month)
-            return st, prices, organizations(request)
+            return st, prices, directory()
 
         st, prices, orgs = await run_in_threadpool(load)
         names = {o["id"]: o.get("name") or "" for o in orgs}
@@ -360,12 +370,12 @@ def register(app: FastAPI, pages: Pages, platform: Platform,
             return new_page(request, 400, _words(e, pages.lang(request)), **{**form, "json": text})
         return RedirectResponse(f"/console/rules/v/{v.id}?done=draft", status_code=303)
 
-    def detail(access: Access, vid: str) -> dict[str, Any]:
+    def detail(access: Access, vid: str, institutions: dict[str, str]) -> dict[str, Any]:
         vs, v = find(vid)
         body = orjson.loads(vs.body(v.id))
         older = [x for x in vs.list() if x.seq < v.seq]
         prev = older[0] if older else None
-        changes = _changes(vs, prev, v) if prev is not None else []
+        changes = _changes(vs, prev, v, institutions) if prev is not None else []
         return {"v": v, "rule_status": status_key(v, today(access)), "author": person(v.author),
                 "approver": person(v.approver), "retired_by": person(v.retired_by), "prev": prev,
                 "changes": changes, "summary": summary(v.kind, body), "all": vs.list()}
@@ -374,7 +384,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform,
     async def rule_version(vid: str, request: Request) -> Response:
         access = access_of(request)
         access.require_role(*RULES_ROLES, what="the decision-support rules")
-        d = await run_in_threadpool(detail, access, vid)
+        d = await run_in_threadpool(lambda: detail(access, vid, _by_code(directory())))
         done = request.query_params.get("done")
         return render(request, "console/rule_version.html", **d, beijing=_beijing,
                       may_decide=access.role in DECIDER_ROLES, own=d["v"].author == access.principal.account_id,
@@ -393,7 +403,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform,
                 raise InvalidRequest("HT-0574", "two versions of one kind of rules are compared")
             if va.seq > vb.seq:
                 va, vb = vb, va
-            return {"a": va, "b": vb, "changes": _changes(vs, va, vb)}
+            return {"a": va, "b": vb, "changes": _changes(vs, va, vb, _by_code(directory()))}
 
         d = await run_in_threadpool(load)
         return render(request, "console/rule_diff.html", **d)
@@ -425,10 +435,20 @@ def register(app: FastAPI, pages: Pages, platform: Platform,
         return await decide(vid, request, "retire")
 
 
-def _changes(vs: KnowledgeVersions, a: Version, b: Version) -> list[rule_diff.Change]:
+def _changes(vs: KnowledgeVersions, a: Version, b: Version, institutions: dict[str, str]) -> list[rule_diff.Change]:
     if a.kind == SAFETY_KIND:
         return rule_diff.safety(orjson.loads(vs.body(a.id)), orjson.loads(vs.body(b.id)))
-    return rule_diff.recognition(vs.rows(a.id), vs.rows(b.id))
+    return rule_diff.recognition(vs.rows(a.id), vs.rows(b.id), institutions)
+
+
+def _by_code(orgs: list[dict[str, Any]]) -> dict[str, str]:
+    """机构代码 -> name (the knowledge names institutions by code)."""
+    out = {}
+    for o in orgs:
+        for i in o.get("identifier") or ():
+            if i.get("system") == ORGANIZATION and i.get("value") and o.get("name"):
+                out[str(i["value"])] = str(o["name"])
+    return out
 
 
 def _item_names(repo: Any, platform: Platform, day: str) -> dict[str, str]:
