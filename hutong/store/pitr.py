@@ -239,8 +239,13 @@ def restore(src: Path, target: Path, *, to_time: datetime | None, wal_archive: P
             f.write("\n".join(lines))
         os.chmod(data, 0o700)
         if owner:
-            for p in [data, *data.rglob("*")]:
-                shutil.chown(p, owner, owner)
+            try:
+                for p in [data, *data.rglob("*")]:
+                    shutil.chown(p, owner, owner)
+            except (LookupError, OSError) as e:  # no such user, or not root
+                raise ConfigError("HT-0337", f"--owner {owner}: cannot give the data directory to that user "
+                                             f"({type(e).__name__}; run as root, name an existing user): "
+                                             "nothing written") from e
         if target.exists():
             target.rmdir()  # empty (checked above)
         os.replace(data, target)  # last: the data directory appears whole or not at all

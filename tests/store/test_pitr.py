@@ -155,6 +155,9 @@ def test_point_in_time_recovery_keeps_what_came_before_the_time(tmp_path: Path,
             assert early.returncode == 2 and "HT-0335" in early.stderr and not fresh.exists(), early.stderr
             naive = hutong("restore", "--physical", str(out), "--to-time", "2026-12-07 18:30", str(fresh))
             assert naive.returncode == 2 and "HT-0335" in naive.stderr and not fresh.exists(), naive.stderr
+            nobody = hutong("restore", "--physical", str(out), "--owner", "no-such-user-hutong", str(fresh))
+            assert nobody.returncode == 2 and "HT-0337" in nobody.stderr and not fresh.exists(), nobody.stderr
+            assert [p.name for p in root.iterdir() if p.name.startswith(".fresh")] == []  # no half-made copy
             # A corrupt base backup fails pg_verifybackup.
             f = next(p for p in sorted((out / "base" / "base").rglob("*")) if p.is_file() and p.stat().st_size > 0)
             f.write_bytes(f.read_bytes()[:-1])
