@@ -202,11 +202,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     x = ops.add_parser("reindex", help="blind-index clinical text an earlier release indexed in clear")
     x.add_argument("--batch", type=int, default=500)
     x.set_defaults(func=run, action=_reindex)
-    b = ops.add_parser("backup", help="the key set into a new passphrase-encrypted file")
+    # allow_abbrev=False: `--passphrase SECRET` must not be taken for --passphrase-file and then
+    # recorded, command line and all, by the CLI audit; argparse refuses it before anything runs.
+    b = ops.add_parser("backup", help="the key set into a new passphrase-encrypted file", allow_abbrev=False)
     b.add_argument("out", metavar="OUT", help="the backup file to create (never overwritten)")
     b.add_argument("--passphrase-file", metavar="F", help="read the passphrase from F's first line")
     b.set_defaults(func=_run_backup)
-    rb = ops.add_parser("restore-backup", help="a key backup into an empty key directory")
+    rb = ops.add_parser("restore-backup", help="a key backup into an empty key directory", allow_abbrev=False)
     rb.add_argument("file", metavar="FILE", help="a file written by hutong keys backup")
     rb.add_argument("--key-dir", metavar="DIR", help="where to restore (default: HUTONG_KEY_DIR, else the "
                                                       "database's default key directory)")
@@ -340,6 +342,8 @@ def _run_restore_backup(args: argparse.Namespace) -> int:
     url = resolve_url(args.database)
     path = Path(args.file)
     try:
+        if path.stat().st_size > keys_backup.MAX_FILE:  # not read into memory
+            raise ConfigError("HT-0602", f"{path} is too large to be a Hutong key backup")
         data = path.read_bytes()
     except OSError as e:
         raise ConfigError("HT-0602", f"{path} cannot be read ({type(e).__name__})") from None
