@@ -219,6 +219,10 @@ def test_ordering_panel_recognises_accepts_and_overrides(ui: UiRegion, new_page:
         expect(warn.locator("fieldset")).to_contain_text(word)
     shot(page, "ordering-sign-1366")
     _zh(ui, page)
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "ordering-sign-390")
+    _fits(page)
+    page.set_viewport_size({"width": 1366, "height": 900})
     # 其他 without words: refused on the page, nothing recorded.
     n = len(_feedback(ui, golden))
     warn.get_by_role("radio", name=re.compile("其他")).check()
