@@ -77,6 +77,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HUTONG_KEY_COMMAND_TIMEOUT", "10", "seconds HUTONG_KEY_COMMAND may take before it is killed (HT-0608)"),
     Variable("HUTONG_KEY_BACKUP_PASSPHRASE", "", "passphrase of `hutong keys backup` / `restore-backup` when no "
              "--passphrase-file is given and there is no terminal to ask on"),
+    Variable("HUTONG_BACKUP_PASSPHRASE", "", "passphrase of `hutong backup --encrypt` / `hutong restore` of an "
+             "encrypted backup when no --passphrase-file is given (else a prompt)"),
     Variable("HUTONG_ALLOWED_REGIONS", "CN", "regions where data may be stored or sent"),
     Variable("HUTONG_STORAGE_REGION", "CN", "region of this deployment's storage"),
     Variable("HUTONG_REGION_MAP", "", "host=REGION or .suffix=REGION pairs placing database and peer hosts"),

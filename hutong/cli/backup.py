@@ -42,6 +42,7 @@ import sys
 from pathlib import Path
 
 from hutong.cli.context import print_json
+from hutong.config import env
 from hutong.errors import ConfigError
 from hutong.security.keys import default_key_dir
 from hutong.security.settings import SecuritySettings
@@ -74,9 +75,9 @@ def passphrase_of(args: argparse.Namespace, *, confirm: bool) -> str:
         except OSError as e:
             raise ConfigError("HT-0620", f"--passphrase-file {args.passphrase_file} cannot be read") from e
         return text.rstrip("\r\n")
-    env = os.environ.get(PASSPHRASE_ENV)
-    if env:
-        return env
+    given = env(PASSPHRASE_ENV)
+    if given:
+        return given
     if not sys.stdin.isatty():
         raise ConfigError("HT-0620", "no passphrase: give --passphrase-file FILE or set HUTONG_BACKUP_PASSPHRASE "
                                      "(no terminal to ask on)")
@@ -109,7 +110,7 @@ def _backup(args: argparse.Namespace) -> int:
         raise ConfigError("HT-0337", "--passphrase-file goes with --encrypt")
     m = store_backup.backup(url, out, passphrase=passphrase_of(args, confirm=True) if args.encrypt else None)
     copied = None
-    if keys_to is not None and not os.environ.get("HUTONG_MASTER_KEYS"):
+    if keys_to is not None and not env("HUTONG_MASTER_KEYS"):
         src = key_dir_of(url)
         shutil.copytree(src, keys_to, dirs_exist_ok=True)
         os.chmod(keys_to, 0o700)
