@@ -18,7 +18,7 @@ import orjson
 import test_recognition_http as hr
 from test_recognition_http import CODES, Region, body, cards, order
 
-from hutong.cds import recognition_stats
+from hutong.cds import recognition_stats, safety_config
 from hutong.cds.knowledge import LOCAL_CODE_PREFIX
 from hutong.cds.versions import KnowledgeVersions, region_day
 from hutong.cli.cds import SEED
@@ -217,3 +217,35 @@ def test_hook_without_known_item_records_nothing(region: Region) -> None:
     r = region.call("docA", body(region, "docA", p, [order(p, "http://example.org/x", "nothing", "sr-x")]))
     assert r.status_code == 200 and cards(r) == []
     assert len(region.server.app.platform.audit.search(action="cds-cards", limit=100)) == before
+
+
+def test_safety_configuration_versions_on_the_rule_pages(region: Region) -> None:
+    """The safety configuration (hutong.cds.safety_config) goes through the same pages: drafted,
+    approved by another committee member, and a second version's changes said in words."""
+    acc = region.server.accounts
+    wang, li = acc.by_username("wangwei"), acc.by_username("lina")
+    first = safety_config.to_json(safety_config.builtin(), "处方与过敏规则（第一版）")
+    second = orjson.loads(orjson.dumps(first))
+    second["title"] = "处方与过敏规则（第二版）"
+    second["privileges"]["prescribing"] = "warning"
+    second["privileges"]["tiers"]["J01MA12"] = 3
+    ids = []
+    with _page(region, wang) as cl:
+        for data in (first, second):
+            _, csrf = _csrf(cl, "/console/rules/new?kind=safety")
+            r = cl.post("/console/rules/new", data={"csrf": csrf, "kind": "safety", "effective_from": "2025-01-01",
+                                                    "json": orjson.dumps(data).decode()})
+            assert r.status_code == 303, r.text
+            ids.append(r.headers["location"].split("/")[-1].split("?")[0])
+    with _page(region, li) as cl:
+        page, csrf = _csrf(cl, f"/console/rules/v/{ids[1]}")
+        assert "处方权不符时由禁止（不可越过）改为警示（可说明理由后继续）" in page
+        assert "药品 J01MA12 由限制使用级改为特殊使用级" in page
+        digest = re.search(r'name="digest" value="([0-9a-f]{64})"', page).group(1)  # type: ignore[union-attr]
+        r = cl.post(f"/console/rules/v/{ids[1]}/approve", data={"csrf": csrf, "version": ids[1], "digest": digest})
+        assert r.status_code == 303
+        lst = cl.get("/console/rules").text
+    row = re.search(rf'<tr data-version="{ids[1]}" data-status="(\w+)">(.*?)</tr>', lst, re.S)
+    assert row is not None and row.group(1) == "active" and "wangwei" in row.group(2) and "lina" in row.group(2)
+    cfg = safety_config.in_force(region.server.repo, region_day(region.server.repo.clock()))
+    assert cfg.approved and cfg.privileges.prescribing == "warning"
