@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -57,6 +57,9 @@ from hutong.store.repository import Repository, Writer
 from hutong.web.cds_routes import default_rules
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, form_of
+
+if TYPE_CHECKING:  # clinician.register registers this panel: no import at run time
+    from hutong.web.ui.clinician import ClinicianPortal
 
 SELECT_SERVICE = "hutong-order-select"
 SIGN_SERVICE = "hutong-order-sign"
@@ -371,7 +374,7 @@ def _with_reason(links: Sequence[tuple[str, str]], reason: str) -> list[tuple[st
     return [(label, url + ("&" if "?" in url else "?") + f"reason={reason}") for label, url in links]
 
 
-def register(app: FastAPI, pages: Pages, platform: Platform, portal: Any) -> OrderingPanel:
+def register(app: FastAPI, pages: Pages, platform: Platform, portal: ClinicianPortal) -> OrderingPanel:
     """The panel's routes; ``portal`` is the workspace's ClinicianPortal (role check, access step)."""
     panel = OrderingPanel(pages, platform)
 
