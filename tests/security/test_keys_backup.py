@@ -344,3 +344,64 @@ def test_an_old_database_backup_opens_with_the_old_key_backup(sqlite_url: str, k
     assert rc == 0, err
     with served(restored_url) as server:
         assert _found(server, ids) == before
+
+
+def _on_a_terminal(argv: list[str], answers: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run the hutong command on a pseudo-terminal (its controlling terminal), typing
+    ``answers`` at each prompt; returns the exit status and everything it showed."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: hutong on the terminal
+        os.chdir(root)
+        os.execve(sys.executable, [sys.executable, "-m", "hutong.cli", *argv],
+                  {**env, "PYTHONPATH": str(root)})
+    shown, pending, prompts, deadline = b"", list(answers), 0, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        if pending and shown.count(b":") > prompts and shown.rstrip().endswith(b":"):
+            prompts = shown.count(b":")
+            # getpass turns echo off (TCSAFLUSH) around its prompt: typing into that
+            # instant loses the line, as a person typing ahead would.
+            time.sleep(0.3)
+            os.write(fd, pending.pop(0).encode() + b"\n")
+    else:
+        os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+
+
+def test_the_passphrase_is_asked_on_the_terminal_twice_and_not_echoed(sqlite_url: str, key_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    import os
+
+    open_repository(sqlite_url).db.close()
+    env = {k: v for k, v in os.environ.items() if k != "HUTONG_KEY_BACKUP_PASSPHRASE"}
+    out = tmp_path / "typed.htkb"
+    rc, shown = _on_a_terminal(["keys", "--database", sqlite_url, "backup", str(out)], [PASSPHRASE, PASSPHRASE], env)
+    assert rc == 0, shown
+    assert "passphrase" in shown and PASSPHRASE not in shown  # asked, not echoed
+    # Two different answers: refused, nothing written.
+    rc, shown = _on_a_terminal(["keys", "--database", sqlite_url, "backup", str(tmp_path / "x.htkb")],
+                               [PASSPHRASE, PASSPHRASE + "x"], env)
+    assert rc == 2 and "HT-0601" in shown and not (tmp_path / "x.htkb").exists()
+    # What was typed opens it.
+    target = tmp_path / "typed-keys"
+    rc, shown = _on_a_terminal(["keys", "--database", sqlite_url, "restore-backup", str(out), "--key-dir",
+                                str(target)], [PASSPHRASE], env)
+    assert rc == 0, shown
+    assert sorted(p.name for p in target.glob("master-*.key")) == sorted(p.name for p in key_dir.glob("master-*.key"))
