@@ -226,7 +226,11 @@ class CommandKeySource:
     def __init__(self, command: str, timeout: float = 10.0) -> None:
         import shlex
 
-        self.argv = shlex.split(command)
+        try:
+            self.argv = shlex.split(command)
+        except ValueError:  # an unbalanced quote; the value itself is not shown (it may carry a token)
+            raise ConfigError("HT-0607", "HUTONG_KEY_COMMAND cannot be split into a program and its arguments "
+                                         "(an unbalanced quote?)") from None
         self.timeout = timeout
         if not self.argv:
             raise ConfigError("HT-0607", "HUTONG_KEY_COMMAND is empty")

@@ -157,6 +157,9 @@ def test_a_hanging_shell_script_is_killed_with_its_children(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as e:
         CommandKeySource(str(tmp_path / "no-such-kms")).master_keys()
     assert e.value.code == "HT-0607"
+    with pytest.raises(ConfigError) as e:
+        CommandKeySource(f"vault kv get -field=keys 'secret/hutong --token={LEAK}")
+    assert e.value.code == "HT-0607" and LEAK not in e.value.message
     # A key of the wrong length, an id with a path in it, nothing at all: refused.
     for out in (f"a:{base64.b64encode(os.urandom(16)).decode()}", f"../x:{base64.b64encode(K1).decode()}", ""):
         p = tmp_path / "print.sh"
