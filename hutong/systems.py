@@ -6,6 +6,13 @@ the national health-data OID arc is 2.16.156.10011.
 
 from __future__ import annotations
 
+from datetime import timedelta, timezone
+
+# The region's own time (China Standard Time, UTC+8, no daylight saving): the
+# calendar days people live in -- a consent's period, a treatment window, "today"
+# on a dashboard, the day a result counts for mutual recognition -- are its days.
+REGION_TZ = timezone(timedelta(hours=8))
+
 ID_CARD = "urn:oid:2.16.156.10011.1.3"  # 居民身份证 (GB 11643)
 HEALTH_RECORD = "urn:oid:2.16.156.10011.1.2"  # 健康档案号
 ORGANIZATION = "urn:oid:2.16.156.10011.1.5"  # 机构 (institution identifier)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from hutong.cds.cards import (
@@ -56,10 +56,9 @@ from hutong.cds.knowledge import ITEM_SYSTEM, SITUATION_SYSTEM, Item, ItemRegion
 from hutong.cds.versions import KnowledgeVersions
 from hutong.security.events import AuditRecord
 from hutong.store.repository import Writer
-from hutong.systems import EXT_BASE, ORGANIZATION
+from hutong.systems import EXT_BASE, ORGANIZATION, REGION_TZ
 
 RULE_ID = "hutong-recognition"
-REGION_TZ = timezone(timedelta(hours=8))
 REGION_EXT = EXT_BASE + "region-code"   # Organization: GB/T 2260 district (hutong.synth.institutions)
 ACTIVE_CONDITION = ("active", "recurrence", "relapse")
 FINAL = ("final", "amended", "corrected", "appended")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,8 +39,8 @@ from hutong.config import env
 from hutong.errors import InvalidRequest
 from hutong.security.audit import AuditEntry
 from hutong.security.events import SUCCESS
+from hutong.systems import REGION_TZ
 
-REGION_TZ = timezone(timedelta(hours=8))
 PRICES = Path(__file__).resolve().parent / "seed" / "prices.json"
 PRICES_ENV = "HUTONG_HR_PRICES"
 NO_REASON = "none"        # an information card dismissed without a reason (order-select)

@@ -27,7 +27,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, Protocol
 
 from hutong.cds import knowledge_store as store
@@ -36,8 +36,8 @@ from hutong.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from hutong.security.events import REFUSED, SUCCESS, AuditRecord
 from hutong.security.principal import Principal, Role
 from hutong.store.repository import Repository, Writer
+from hutong.systems import REGION_TZ
 
-REGION_TZ = timezone(timedelta(hours=8))  # effective dates are Beijing days
 AUTHOR_ROLES = (Role.COMMITTEE, Role.COMMISSION, Role.PLATFORM)
 DECIDER_ROLES = (Role.COMMITTEE,)
 STATUSES = ("draft", "active", "retired")

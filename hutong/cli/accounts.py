@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,7 @@ from hutong.security.accounts import USER_ROLES, Account, Accounts, Delegation, 
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
 from hutong.store.repository import Repository
-from hutong.systems import ORGANIZATION
-
-BEIJING = timezone(timedelta(hours=8))
+from hutong.systems import ORGANIZATION, REGION_TZ
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -211,7 +209,7 @@ def _add_delegate(args: argparse.Namespace, accounts: Accounts) -> int:
     expires = None
     if args.expires:
         try:
-            day = datetime.strptime(args.expires, "%Y-%m-%d").replace(tzinfo=BEIJING)
+            day = datetime.strptime(args.expires, "%Y-%m-%d").replace(tzinfo=REGION_TZ)
         except ValueError:
             raise InvalidRequest("HT-0135", "--expires must be YYYY-MM-DD") from None
         expires = int((day + timedelta(days=1)).timestamp() * 1000)  # through the end of that day

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -41,8 +41,8 @@ from sqlalchemy import (
 from hutong.store.repository import Repository, Writer
 from hutong.store.schema import PK, metadata
 from hutong.store.sql import sql_repository, sql_writer
+from hutong.systems import REGION_TZ
 
-BEIJING = timezone(timedelta(hours=8))
 RAW = "inbound-message"  # purpose bound into the raw column's ciphertexts (hutong.store.codec)
 
 ingest_message = Table(
@@ -125,11 +125,11 @@ def to_ms(fhir_time: str | None) -> int | None:
     try:
         if len(fhir_time) <= 10:
             parts = [int(x) for x in fhir_time.split("-")] + [1, 1]
-            dt = datetime(parts[0], parts[1], parts[2], tzinfo=BEIJING)
+            dt = datetime(parts[0], parts[1], parts[2], tzinfo=REGION_TZ)
         else:
             dt = datetime.fromisoformat(fhir_time.replace("Z", "+00:00"))
             if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=BEIJING)
+                dt = dt.replace(tzinfo=REGION_TZ)
     except ValueError:
         return None
     return int(dt.astimezone(UTC).timestamp() * 1000)
@@ -285,7 +285,7 @@ def timeliness(repo: Repository, *, start: date, end: date, sender: str | None =
     for s, ch, t, kind, status in sql_repository(repo).query(
             "SELECT sender, channel, last_received, last_kind, last_status FROM ingest_sender", ()):
         if sender is None or s == sender:
-            last.setdefault(s, {})[ch] = {"received": datetime.fromtimestamp(int(t) / 1000, BEIJING).isoformat(),
+            last.setdefault(s, {})[ch] = {"received": datetime.fromtimestamp(int(t) / 1000, REGION_TZ).isoformat(),
                                           "kind": kind, "status": status}
     return {"from": start.isoformat(), "to": end.isoformat(), "buckets": list(BUCKET_NAMES), "days": days,
             "last_seen": last}
@@ -325,9 +325,9 @@ def note_counts(repo: Repository, *, start: date, end: date, sender: str | None 
     days, inclusive) were stored with each note code.  Reads the notes of stored rows
     in the period through the (sender, received) index: the rows with notes are few;
     a roll-up like ``ingest_daily`` is the step when they are not."""
-    lo = int(datetime(start.year, start.month, start.day, tzinfo=BEIJING).timestamp() * 1000)
+    lo = int(datetime(start.year, start.month, start.day, tzinfo=REGION_TZ).timestamp() * 1000)
     nxt = end + timedelta(days=1)
-    hi = int(datetime(nxt.year, nxt.month, nxt.day, tzinfo=BEIJING).timestamp() * 1000)
+    hi = int(datetime(nxt.year, nxt.month, nxt.day, tzinfo=REGION_TZ).timestamp() * 1000)
     sql = ("SELECT sender, reason FROM ingest_message WHERE status = 'ok' AND reason LIKE 'HT-%' "
            "AND received >= ? AND received < ?")
     args: list[Any] = [lo, hi]

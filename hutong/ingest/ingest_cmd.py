@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from hutong.errors import HutongError
+from hutong.systems import REGION_TZ
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -139,7 +140,7 @@ def _retry(args: argparse.Namespace) -> int:
 
 def _timeliness(args: argparse.Namespace) -> int:
     from hutong.ingest import inbox
-    end = args.end or datetime.now(inbox.BEIJING).date()
+    end = args.end or datetime.now(REGION_TZ).date()
     start = args.start or end - timedelta(days=6)
     with _ingestor(args) as ing:
         data = inbox.timeliness(ing.repo, start=start, end=end, sender=args.institution)
@@ -154,9 +155,8 @@ def _flagged(args: argparse.Namespace) -> int:
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from hutong.ingest import inbox
     from hutong.quality.data_quality import data_quality
-    end = args.end or datetime.now(inbox.BEIJING).date()
+    end = args.end or datetime.now(REGION_TZ).date()
     start = args.start or end - timedelta(days=6)
     with _ingestor(args) as ing:
         counts = data_quality(ing.repo, start=start, end=end)

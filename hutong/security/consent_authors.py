@@ -60,7 +60,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -82,6 +82,7 @@ from hutong.security.consent_store import authors_of as authors_of
 from hutong.security.principal import Role
 from hutong.store.repository import DatabaseHandle, Repository, Stored, Writer
 from hutong.store.schema import metadata
+from hutong.systems import REGION_TZ
 
 if TYPE_CHECKING:
     from hutong.security.policy import Access
@@ -104,7 +105,6 @@ consent_author = Table(
 )
 
 RESIDENT, DELEGATE, INSTITUTION, PLATFORM = "resident", "delegate", "institution", "platform"
-BEIJING = timezone(timedelta(hours=8))
 
 # Why a Consent does not count (shown to the resident; hutong.web.ui.resident words them).
 UNKNOWN_AUTHOR, UNDOCUMENTED, NOT_NOTIFIED, OTHER_ACTOR = "unknown-author", "undocumented", "not-notified", \
@@ -239,7 +239,7 @@ def _tell_resident(w: Writer, access: Access, author: Author, resource: dict[str
         raise Unprocessable("HT-0174", "the resident cannot be told of this Consent (no phone on their record, "
                                        "or no SMS gateway here); nothing was saved")
     now = access.clock()
-    when = datetime.fromtimestamp(now / 1000, UTC).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
+    when = datetime.fromtimestamp(now / 1000, UTC).astimezone(REGION_TZ).strftime("%Y-%m-%d %H:%M")
     writer = _org_name(w, author.organization_id) if author.kind == INSTITUTION else "区域平台"
     kinds = {r.kind for r in consent_rules.rules(resource)}
     what = "拒绝本机构查看您在其他机构的健康档案" if kinds == {"deny"} else \

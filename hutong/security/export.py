@@ -54,7 +54,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -70,8 +70,8 @@ from hutong.security.settings import SecuritySettings
 from hutong.security.sharing import Audit, Scope, SharingRequest, SharingRequests, _NotUsable
 from hutong.store.query import Clause, ParamRef, Query, RangeMatch, RefMatch, TokenMatch
 from hutong.store.repository import Repository, Stored
+from hutong.systems import REGION_TZ
 
-BEIJING = timezone(timedelta(hours=8))
 PAGE = 500
 PERSON_TYPES = ("Patient", "RelatedPerson", "Person", "Practitioner")
 PERSON_FIELDS = ("name", "identifier", "telecom", "address", "photo", "contact", "link")
@@ -192,7 +192,7 @@ def _write(repo: Repository, req: SharingRequest, tmp: Path, key: bytes, now_ms:
             f.close()
     manifest = {
         # Bulk Data IG export.html#response---complete-status
-        "transactionTime": datetime.fromtimestamp(now_ms / 1000, BEIJING).isoformat(),
+        "transactionTime": datetime.fromtimestamp(now_ms / 1000, REGION_TZ).isoformat(),
         "request": f"SharingRequest/{req.id}",
         "requiresAccessToken": False,
         "output": [{"type": t, "url": f"{t}.ndjson", "count": n} for t, n in sorted(counts.items())],
@@ -207,7 +207,7 @@ def _write(repo: Repository, req: SharingRequest, tmp: Path, key: bytes, now_ms:
 
 def _day_ms(iso: str, *, next_day: bool = False) -> int:
     d = date.fromisoformat(iso) + timedelta(days=1 if next_day else 0)
-    return int(datetime(d.year, d.month, d.day, tzinfo=BEIJING).timestamp() * 1000)
+    return int(datetime(d.year, d.month, d.day, tzinfo=REGION_TZ).timestamp() * 1000)
 
 
 def select(repo: Repository, scope: Scope) -> Iterator[Stored]:

@@ -49,7 +49,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -98,7 +98,7 @@ from hutong.security.write_policy import (
 )
 from hutong.store.query import AccessScope, Grant
 from hutong.store.repository import Repository, Stored, Writer
-from hutong.systems import ID_CARD
+from hutong.systems import ID_CARD, REGION_TZ
 
 # The policy's vocabulary, re-exported for the layers above (purposes as the
 # audit trail records them, roles, the marks the write rules put on records).
@@ -116,7 +116,6 @@ LOOKUP_PARAMS = frozenset({"identifier", "_count", "_summary", "_elements", "_to
                            "_pretty"})
 
 # The region's time zone (Beijing): the days residents and institutions write dates in.
-REGION_TZ = timezone(timedelta(hours=8))
 
 
 @dataclass

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from hutong.errors import HutongError
@@ -28,8 +28,8 @@ from hutong.sim import cda, hl7
 from hutong.sim.clinic import EMERGENCY, INPATIENT, OUTPATIENT, Diagnosis, diagnoses_for, visit
 from hutong.sim.region import Hospital
 from hutong.sim.transport import CdaPoster, Mllp
+from hutong.systems import REGION_TZ
 
-BEIJING = timezone(timedelta(hours=8))
 ON_TIME, LATE, SILENT = "on-time", "late", "silent"
 # Relative send intensity per hour of the (simulated) Beijing day; mean 1.
 _HOURLY = (0.15, 0.1, 0.1, 0.1, 0.15, 0.2, 0.4, 1.0, 2.2, 2.6, 2.4, 1.8, 0.9, 1.2, 2.0, 2.0, 1.7, 1.2,
@@ -120,7 +120,7 @@ class Simulator:
         self.hospitals, self.cfg = hospitals, cfg
         self.role = roles(hospitals, cfg)
         self.rng = random.Random(cfg.seed)
-        self.clock = clock or (lambda: datetime.now(BEIJING).replace(microsecond=0))
+        self.clock = clock or (lambda: datetime.now(REGION_TZ).replace(microsecond=0))
         self._mllp_of = mllp
         self._mllp: dict[str, Mllp] = {}
         self.posters = posters

@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -39,11 +38,10 @@ from hutong.security.policy import IDENTITY, OWN_INSTITUTION, Access
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
 from hutong.store.repository import Repository
-from hutong.systems import ID_CARD
+from hutong.systems import ID_CARD, REGION_TZ
 
 Notify = Callable[[str, str], None]
 # Residents read times in Beijing time whatever the server's own zone (issue 12, finding 18).
-BEIJING = ZoneInfo("Asia/Shanghai")
 
 
 def find_person(repo: Repository, id_number: str) -> str | None:
@@ -87,7 +85,7 @@ def break_glass(svc: FhirService, access: Access, patient_id: str, body: bytes, 
         raise InvalidRequest("HT-0106", "the reason is limited to 2000 characters")
     person = _person(svc, access, patient_id)
     grant = svc.repo.transact(lambda w: access.break_glass(w, person, reason))
-    when = datetime.fromtimestamp(grant.created_ms / 1000, BEIJING).strftime("%Y-%m-%d %H:%M")
+    when = datetime.fromtimestamp(grant.created_ms / 1000, REGION_TZ).strftime("%Y-%m-%d %H:%M")
     who = access.principal.display or "a clinician"
     # The resident is told at once; the text names who and when, never the reason
     # (an SMS is not a private channel).

@@ -17,6 +17,7 @@ from hutong.ingest.pipeline import Ingestor
 from hutong.platform import Platform
 from hutong.quality.data_quality import data_quality
 from hutong.security.principal import Role
+from hutong.systems import REGION_TZ
 from hutong.web import gate, receipts
 from hutong.web.fhir_http import base_url, raw_body, require, run
 
@@ -40,7 +41,7 @@ def _page(count: str | None, after: str | None) -> tuple[int, int]:
 def _days(from_: str | None, to: str | None) -> tuple[date, date]:
     """A range of days: ``to`` defaults to today (Beijing), ``from`` to six days before ``to``."""
     try:
-        end = date.fromisoformat(to) if to is not None else datetime.now(inbox.BEIJING).date()
+        end = date.fromisoformat(to) if to is not None else datetime.now(REGION_TZ).date()
         start = date.fromisoformat(from_) if from_ is not None else end - timedelta(days=6)
     except ValueError:
         raise InvalidRequest("HT-0041", "from and to must be dates (YYYY-MM-DD)") from None

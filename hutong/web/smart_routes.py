@@ -19,7 +19,7 @@ token and revocation is audited by hutong.security.smart.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -36,10 +36,9 @@ from hutong.security.policy import Access
 from hutong.security.principal import Principal, Role
 from hutong.security.smart import GRANT_DAYS, Pending, SmartService, split_scopes
 from hutong.security.trace import to_audit_record
+from hutong.systems import REGION_TZ
 from hutong.web.ui import i18n, session
 from hutong.web.ui.pages import Pages, access_of, form_of
-
-BEIJING = timezone(timedelta(hours=8))
 
 i18n.add({
     "smart.title": ("授权第三方应用", "Authorize an app"),
@@ -106,7 +105,7 @@ def _once(request: Request) -> dict[str, str]:
 
 
 def _day(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, BEIJING).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000, REGION_TZ).strftime("%Y-%m-%d %H:%M")
 
 
 def _fhir_bases(p: Platform, request: Request) -> tuple[str, ...]:

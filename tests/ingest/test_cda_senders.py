@@ -16,7 +16,7 @@ from harness import Server
 from test_cda_pipeline import count, post, register
 
 from hutong.cli import main
-from hutong.ingest import inbox
+from hutong.systems import REGION_TZ
 
 BY_CODE = make_fixtures.BY_CODE
 GENDER = ('<administrativeGenderCode code="1" codeSystem="2.16.156.10011.2.3.3.4" '
@@ -101,7 +101,7 @@ def test_sections_outside_structured_body_are_reported(server: Server,
     out = r.json()
     assert out["code"] == "HT-0264" and "structuredBody" in out["warning"]
     from hutong.quality.data_quality import data_quality
-    today = datetime.now(inbox.BEIJING).date()
+    today = datetime.now(REGION_TZ).date()
     counts = data_quality(server.repo, start=today - timedelta(days=1), end=today + timedelta(days=1))
     assert [(c.institution, c.code, c.messages) for c in counts] == [(make_fixtures.SENDER_CODE, "HT-0264", 1)]
     # a well-formed document carries no warning

@@ -16,7 +16,7 @@ from test_mllp_pipeline import HOSPITAL, Mllp, err, fhir, id_number, msa, msh, o
 
 from hutong.ingest import inbox
 from hutong.mpi.features import extract
-from hutong.systems import ID_CARD, mrn_system
+from hutong.systems import ID_CARD, REGION_TZ, mrn_system
 
 # The MLLP fixtures of test_mllp_pipeline: a served region and a listener on a real socket.
 mllp = base.mllp
@@ -95,7 +95,7 @@ def test_sex_outside_the_table_does_not_cost_the_results(mllp: Mllp) -> None:
     assert any(x["url"] == SOURCE_VALUE_EXT for x in p2["extension"])
     # counted as data quality for the sending institution, and listable
     from hutong.quality.data_quality import data_quality
-    today = datetime.now(inbox.BEIJING).date()
+    today = datetime.now(REGION_TZ).date()
     counts = data_quality(mllp.server.repo, start=today - timedelta(days=1), end=today + timedelta(days=1))
     assert [(c.institution, c.code, c.messages) for c in counts] == [(HOSPITAL, "HT-0260", 2)]
     assert [r.control_id for r in inbox.flagged(mllp.server.repo, code="HT-0260")] == ["S1", "S2"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -29,10 +29,8 @@ from hutong.fhir.service import FhirService, mpi_of
 from hutong.mpi.fellegi_sunter import Model
 from hutong.security.guard import as_operator
 from hutong.security.principal import Role
-from hutong.systems import mrn_system
+from hutong.systems import REGION_TZ, mrn_system
 from hutong.web.ui.identity_review import percent
-
-BEIJING = timezone(timedelta(hours=8))
 
 
 def register(ui: UiRegion, org: dict[str, Any], mrn: str, name: str, birth: str, phone: str, address: str) -> str:
@@ -154,8 +152,8 @@ def test_decisions_move_the_item_and_show_who_when_and_why(ui: UiRegion, new_pag
     expect(first).to_contain_text("备注：两家医院电话回访，确认同一人")
     assert steward.account.id not in linked.inner_text()  # the decider by name, not the account id
     when = first.locator(".con-when").inner_text()
-    decided = datetime.strptime(when, "%Y-%m-%d %H:%M").replace(tzinfo=BEIJING)
-    assert abs((datetime.now(BEIJING) - decided).total_seconds()) < 180  # Beijing time, not UTC
+    decided = datetime.strptime(when, "%Y-%m-%d %H:%M").replace(tzinfo=REGION_TZ)
+    assert abs((datetime.now(REGION_TZ) - decided).total_seconds()) < 180  # Beijing time, not UTC
 
     # unlink: the note is required, the item leaves 已关联 at once, newest decision first
     page.once("dialog", lambda d: d.accept())

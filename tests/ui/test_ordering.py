@@ -33,14 +33,14 @@ from playwright.sync_api import Page, expect
 from test_zh_pages import findings
 
 from hutong.cds.knowledge import LOCAL_CODE_PREFIX
-from hutong.cds.recognition import REGION_TZ, RULE_ID
+from hutong.cds.recognition import RULE_ID
 from hutong.cds.versions import KnowledgeVersions, account_principal
 from hutong.cli.cds import SEED
 from hutong.fhir.service import FhirService
 from hutong.mpi.idnumber import check_char
 from hutong.security.guard import as_operator
 from hutong.security.principal import Role
-from hutong.systems import ID_CARD, ORGANIZATION, mrn_system
+from hutong.systems import ID_CARD, ORGANIZATION, REGION_TZ, mrn_system
 
 GOLDEN = "https://fhir.hutong.dev/CodeSystem/mpi|golden"
 CODES = {"A": "121101164000124574", "B": "12110108400826012G", "C": "12110111400192291J"}

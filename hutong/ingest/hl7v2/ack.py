@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 from hutong.ingest.envelope import Outcome, Receipt
 from hutong.ingest.hl7v2.message import (
@@ -26,8 +26,8 @@ from hutong.ingest.hl7v2.message import (
     normalize_charset,
     raw_field,
 )
+from hutong.systems import REGION_TZ
 
-BEIJING_TZ = timezone(timedelta(hours=8))
 _OLD_ERR = ("2.1", "2.2", "2.3", "2.3.1", "2.4")  # ERR-1 (ELD) instead of ERR-2..8
 FALLBACK_VERSION = "2.5.1"
 
@@ -110,9 +110,9 @@ def build_ack(msg: Hl7Message | None, raw: bytes, code: str, error: Hl7Error | N
     "transaction successful, but there may be issues"), e.g. a merge that was
     accepted but waits for review.
     """
-    now = now or datetime.now(BEIJING_TZ)
+    now = now or datetime.now(REGION_TZ)
     if now.tzinfo is None:
-        now = now.replace(tzinfo=BEIJING_TZ)
+        now = now.replace(tzinfo=REGION_TZ)
     if msg is not None:
         h, codec = _from_message(msg), msg.codec
     else:
@@ -190,7 +190,7 @@ def for_receipt(receipt: Receipt, *, now: datetime | None = None) -> bytes:
     env = receipt.envelope
     # Dated when the message was received and numbered from it, so a resend
     # (whose receipt carries the first receipt's envelope) gets the same bytes.
-    at = now or datetime.fromtimestamp(env.received / 1000, BEIJING_TZ)
+    at = now or datetime.fromtimestamp(env.received / 1000, REGION_TZ)
     seed = f"{env.channel}|{env.sender}|{env.control_id}|{env.received}|{receipt.message_id}".encode()
     control = f"HT{at:%y%m%d%H%M%S}{hashlib.sha256(seed).hexdigest()[:6].upper()}"
     error = None

@@ -32,15 +32,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from enum import StrEnum
 
 from hutong.security.audit import AccessEntry
 from hutong.security.events import REFUSED, SUCCESS
 from hutong.security.principal import Role
+from hutong.systems import REGION_TZ
 from hutong.web.ui import i18n
 
-BEIJING = timezone(timedelta(hours=8))
 WINDOW_MS = 10 * 60_000         # accesses closer than this belong to one sitting
 MAX_KINDS = 5                   # kinds of record named in a summary; more are "等 N 类"
 
@@ -284,7 +284,7 @@ class _Open:
 
 
 def _day(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, BEIJING).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ms / 1000, REGION_TZ).strftime("%Y-%m-%d")
 
 
 def group_entries(entries: Iterable[AccessEntry], *, window_ms: int = WINDOW_MS) -> list[AccessGroup]:
@@ -344,11 +344,11 @@ Translate = Callable[..., str]
 
 
 def _hm(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, BEIJING).strftime("%H:%M")
+    return datetime.fromtimestamp(ms / 1000, REGION_TZ).strftime("%H:%M")
 
 
 def _full(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, BEIJING).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000, REGION_TZ).strftime("%Y-%m-%d %H:%M")
 
 
 def span_of(g: AccessGroup, t: Translate) -> str:

@@ -22,14 +22,14 @@ from typing import Any
 import orjson
 
 from hutong.cds.knowledge import Knowledge
-from hutong.cds.recognition import REGION_TZ, RULE_ID, region_day
+from hutong.cds.recognition import RULE_ID, region_day
 from hutong.cds.service import FEEDBACK_ACTION
 from hutong.errors import HutongError
 from hutong.fhir.service import FhirService
 from hutong.security.audit import AuditLog
 from hutong.security.events import SUCCESS
 from hutong.store.repository import Repository
-from hutong.systems import ORGANIZATION
+from hutong.systems import ORGANIZATION, REGION_TZ
 from hutong.web.ui import i18n
 from hutong.web.ui.ordering import knowledge_in_force
 

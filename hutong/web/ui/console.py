@@ -51,7 +51,6 @@ from starlette.responses import RedirectResponse, Response
 from hutong.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from hutong.fhir import search as fsearch
 from hutong.fhir.service import FhirService
-from hutong.ingest import inbox
 from hutong.platform import Platform
 from hutong.quality.connection import DOWN, ONLINE, ONLINE_HOURS, SILENT, SILENT_HOURS, status_of
 from hutong.quality.institutions import (
@@ -66,6 +65,7 @@ from hutong.security.audit import VERDICTS, AuditEntry, AuditLog
 from hutong.security.events import ERROR, FAILED, REFUSED, SUCCESS, AuditRecord
 from hutong.security.policy import Access
 from hutong.security.principal import Role
+from hutong.systems import REGION_TZ
 from hutong.web.ui import account_form, i18n, recognition_dashboard
 from hutong.web.ui.enrolment import enrolment
 from hutong.web.ui.pages import Pages, access_of, form_of
@@ -330,7 +330,7 @@ def masked(field_name: str, values: list[str]) -> list[str]:
 def beijing(ms: int | None) -> str:
     if ms is None:
         return ""
-    return datetime.fromtimestamp(ms / 1000, inbox.BEIJING).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000, REGION_TZ).strftime("%Y-%m-%d %H:%M")
 
 
 def charts(rows: list[InstitutionRow], report: dict[str, Any], start: date, end: date) -> dict[str, Any]:
@@ -381,7 +381,7 @@ def _day_ms(v: str | None, name: str) -> int | None:
         d = date.fromisoformat(v)
     except ValueError:
         raise InvalidRequest("HT-0145", f"{name} must be a date (YYYY-MM-DD)") from None
-    return int(datetime(d.year, d.month, d.day, tzinfo=inbox.BEIJING).timestamp() * 1000)
+    return int(datetime(d.year, d.month, d.day, tzinfo=REGION_TZ).timestamp() * 1000)
 
 
 def _int_param(v: str | None, name: str) -> int | None:
@@ -585,7 +585,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         access.require_role(*INSTITUTIONS_ROLES, what="the institutions dashboard")
         days = 30 if request.query_params.get("days") == "30" else 7
         now_ms = access.clock()
-        end = datetime.fromtimestamp(now_ms / 1000, inbox.BEIJING).date()
+        end = datetime.fromtimestamp(now_ms / 1000, REGION_TZ).date()
         start = end - timedelta(days=days - 1)
 
         def load() -> tuple[list[InstitutionRow], dict[str, Any], bool]:

@@ -31,7 +31,7 @@ answers and the read policy leaves the requests out of what they see
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -49,10 +49,10 @@ from hutong.record.readers import clinical_date
 from hutong.security import corrections
 from hutong.security.policy import Access
 from hutong.security.principal import Role
+from hutong.systems import REGION_TZ
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 
-BEIJING = timezone(timedelta(hours=8))
 TASK_CODE = "https://fhir.hutong.dev/CodeSystem/task|correction-request"
 OPEN = ("requested", "received", "accepted", "in-progress", "on-hold")
 ANSWERED = ("completed", "rejected", "cancelled")
@@ -147,7 +147,7 @@ class Request_:
 
 
 def _now() -> datetime:
-    return datetime.now(BEIJING)
+    return datetime.now(REGION_TZ)
 
 
 def _minute(v: Any) -> str:
@@ -175,7 +175,7 @@ def _days_since(v: Any) -> int:
     except ValueError:
         return 0
     if t.tzinfo is None:
-        t = t.replace(tzinfo=BEIJING)
+        t = t.replace(tzinfo=REGION_TZ)
     return max(0, (_now() - t).days)
 
 

@@ -45,7 +45,7 @@ from hutong.platform import Platform
 from hutong.security.accounts import Accounts
 from hutong.security.policy import Access
 from hutong.security.principal import Role
-from hutong.systems import ORGANIZATION
+from hutong.systems import ORGANIZATION, REGION_TZ
 from hutong.web.ui import i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
 
@@ -475,4 +475,4 @@ def _words(e: HutongError, lang: str) -> str:
 def _beijing(ms: int | None) -> str:
     if ms is None:
         return ""
-    return datetime.fromtimestamp(ms / 1000, stats_mod.REGION_TZ).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000, REGION_TZ).strftime("%Y-%m-%d %H:%M")

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
@@ -56,6 +56,7 @@ from hutong.security.accounts import Account
 from hutong.security.audit import AccessEntry, AuditLog
 from hutong.security.policy import Access
 from hutong.security.principal import Role
+from hutong.systems import REGION_TZ
 from hutong.web.ui import access_log as alog
 from hutong.web.ui import avoided, correction_answers, i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
@@ -63,7 +64,6 @@ from hutong.web.ui.record import trend_chart
 
 T = TypeVar("T")
 
-BEIJING = timezone(timedelta(hours=8))
 TASK_SYSTEM = "https://fhir.hutong.dev/CodeSystem/task"
 CORRECTION = "correction-request"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -407,7 +407,7 @@ def new_consent(person: str, kind: str, actor_ref: str, actor_name: str, start: 
             "policyRule": OPT_IN,  # ppc-1: a Consent names its policy (the resident's opt-in, PIPL Art. 29)
             "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
             "patient": {"reference": f"Patient/{person}"},
-            "dateTime": datetime.now(BEIJING).isoformat(timespec="seconds"),
+            "dateTime": datetime.now(REGION_TZ).isoformat(timespec="seconds"),
             "provision": prov}
 
 
@@ -435,7 +435,7 @@ def correction_task(person: str, item_ref: str, item_label: str, owner_ref: str,
             "focus": {"reference": item_ref, "display": item_label[:200]},
             "owner": {"reference": owner_ref, "display": owner_name},
             "description": text,
-            "authoredOn": datetime.now(BEIJING).isoformat(timespec="seconds")}
+            "authoredOn": datetime.now(REGION_TZ).isoformat(timespec="seconds")}
 
 
 def correction_rows(tasks: list[dict[str, Any]], org_names: dict[str, str]) -> list[CorrectionRow]:
@@ -469,7 +469,7 @@ class DelegateRow:
 
 
 def _until(ms: int | None) -> str:
-    return datetime.fromtimestamp(ms / 1000, BEIJING).strftime("%Y-%m-%d") if ms is not None else ""
+    return datetime.fromtimestamp(ms / 1000, REGION_TZ).strftime("%Y-%m-%d") if ms is not None else ""
 
 
 def delegates_for(accounts: list[Account], person: str, now: int) -> list[DelegateRow]:
@@ -620,7 +620,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
                     name = str((r.get("practitioner") or {}).get("display") or pref)
                     doctors.append((pref.split("/")[1], " · ".join(x for x in (name, spec, title) if x)))
                 doctors.sort(key=lambda d: d[1])
-            today = datetime.now(BEIJING).date().isoformat()
+            today = datetime.now(REGION_TZ).date().isoformat()
             return {"rows": consent_rows(cons, today, standings, {str(o.get("id")): str(o.get("name") or "")
                                                                   for o in orgs}), "orgs": [(o["id"], o.get("name", "")) for o in orgs],
                     "org_id": org_id, "org_name": org_name, "doctors": doctors}
@@ -659,7 +659,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
                     raise InvalidRequest("HT-0041", "this doctor does not work at the chosen hospital")
                 pname = str((roles[0].get("practitioner") or {}).get("display") or doctor)
                 actor, name = f"Practitioner/{doctor}", f"{pname}（{name}）"
-            today = datetime.now(BEIJING).date()
+            today = datetime.now(REGION_TZ).date()
             c = new_consent(person, kind, actor, name, today.isoformat(),
                             (today + timedelta(days=days)).isoformat(), cats)
             svc.create("Consent", orjson.dumps(c), {})
@@ -816,7 +816,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         access, person = me(request)
         form = await form_of(request)
         svc = service(request)
-        now = datetime.now(BEIJING).isoformat(timespec="seconds")
+        now = datetime.now(REGION_TZ).isoformat(timespec="seconds")
         await run(lambda: correction_answers.add_information(svc, person, task_id, form.get("text", ""),
                                                              form.get("version", ""), now))
         return RedirectResponse(_back(request, access, person, "/resident/corrections", "done=replied"),
