@@ -276,6 +276,9 @@ def test_enrolment_shows_a_local_qr_code_of_the_uri_and_the_secret_that_signs_in
     sign_in_staff(page, ui.staff(Role.OPERATOR, name="平台运维赵工"))
     page.goto("/console/users")
     caplog.set_level(logging.DEBUG)
+    # and the package's own loggers: a CLI run earlier in the same process (hutong.logs.configure)
+    # leaves 'hutong' at the default WARNING, which would drop the request lines before capture
+    caplog.set_level(logging.DEBUG, logger="hutong")
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     form = page.locator("#add-user")
