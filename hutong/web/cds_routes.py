@@ -23,12 +23,11 @@ from hutong.cds.allergy_rule import AllergyRule
 from hutong.cds.cards import Rule
 from hutong.cds.privileges_rule import PrivilegeRule
 from hutong.cds.recognition import RecognitionRule
-from hutong.errors import TooLarge, UnsupportedMediaType
 from hutong.platform import Platform
 from hutong.web import gate
+from hutong.web.fhir_http import body_of
 
 MAX_BODY = 2 * 1024 * 1024  # a draftOrders bundle with prefetch: well below this
-JSON_TYPES = ("application/json", "application/fhir+json", "application/json+fhir")
 
 RULE_FAILURES = Counter("hutong_cds_rule_failures", "CDS rules that raised while evaluating a hook call (their "
                         "cards left out), by rule id", ["rule"])
@@ -45,20 +44,6 @@ if _count_failure not in cds_service.RULE_FAILURE_OBSERVERS:
 def default_rules() -> list[Rule]:
     """Every rule the platform's CDS services run (issue 14, items 3 and 4)."""
     return [PrivilegeRule(), AllergyRule(), RecognitionRule()]
-
-
-async def _body(request: Request) -> bytes:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in JSON_TYPES:
-        raise UnsupportedMediaType("HT-0002", f"content type {ctype or '(none)'!r} is not supported; "
-                                              "send application/json")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise TooLarge("HT-0003", f"body exceeds the limit of {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _fhir_bases(p: Platform, request: Request) -> list[str]:
@@ -85,7 +70,7 @@ def router(p: Platform, rules: list[Rule] | None = None) -> APIRouter:
         access = gate.access_of(request)
         cds_service.caller(access)  # refused by role before the body is read
         hooks.service(id)  # 404 before the body is read
-        body = await _body(request)
+        body = await body_of(request, MAX_BODY, send="application/json")
         peer = request.client.host if request.client else None
         out = await run_in_threadpool(hooks.call, id, body, access, fhir_bases=_fhir_bases(p, request),
                                       base_url=str(request.base_url).rstrip("/") + "/fhir", peer=peer)
@@ -97,7 +82,7 @@ def router(p: Platform, rules: list[Rule] | None = None) -> APIRouter:
         access = gate.access_of(request)
         cds_service.caller(access)
         hooks.service(id)
-        body = await _body(request)
+        body = await body_of(request, MAX_BODY, send="application/json")
         peer = request.client.host if request.client else None
         await run_in_threadpool(hooks.feedback, id, body, access, peer=peer)
         return Response(status_code=200)

@@ -70,11 +70,13 @@ async def raw_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def body_of(request: Request, limit: int) -> bytes:
+async def body_of(request: Request, limit: int, *, send: str = "application/fhir+json") -> bytes:
+    """A JSON request body of at most ``limit`` bytes (HT-0002 for another media
+    type, naming ``send``; HT-0003 when larger)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in JSON_TYPES:
         raise UnsupportedMediaType("HT-0002", f"content type {ctype or '(none)'!r} is not supported; "
-                                              "send application/fhir+json")
+                                              f"send {send}")
     return await raw_body(request, limit)
 
 

@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from hutong.errors import Gone, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
+from hutong.errors import Gone, InvalidRequest, NotFound
 from hutong.fhir.response import FHIR_JSON, etag, http_date
 from hutong.fhir.service import parse_json
 from hutong.fhir.validation import check_id
@@ -38,10 +38,10 @@ from hutong.security.policy import OWN_INSTITUTION, PLATFORM, Access
 from hutong.security.principal import Role
 from hutong.store.repository import Repository, Stored, Writer
 from hutong.web import gate
+from hutong.web.fhir_http import body_of
 
 ROUTE = "/fhir/Patient/{id}/$transfer"
 MAX_BODY = 64 * 1024
-JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 
 
 def parameters(data: Any) -> tuple[str, str]:
@@ -110,20 +110,6 @@ def transfer(repo: Repository, audit: AuditLog, access: Access, patient_id: str,
     return result
 
 
-async def _body(request: Request) -> bytes:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in JSON_TYPES:
-        raise UnsupportedMediaType("HT-0002", f"content type {ctype or '(none)'!r} is not supported; "
-                                              "send application/fhir+json")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise TooLarge("HT-0003", f"body exceeds the limit of {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def register(app: FastAPI, repo: Repository, audit: AuditLog) -> None:
     app.include_router(router(repo, audit))
 
@@ -137,7 +123,7 @@ def router(repo: Repository, audit: AuditLog) -> APIRouter:
         access = gate.access_of(request)
         # Refused by role before the body is read: only systems move registrations.
         access.require_role(Role.INSTITUTION, Role.PLATFORM, what="registration transfers ($transfer)")
-        body = await _body(request)
+        body = await body_of(request, MAX_BODY)
         moved, _was = await run_in_threadpool(transfer, repo, audit, access, id, body)
         return Response(content=moved.body, status_code=200, media_type=FHIR_JSON,
                         headers={"ETag": etag(moved.version), "Last-Modified": http_date(moved.last_updated)})
