@@ -504,6 +504,20 @@ def judge(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def hold(path: Path, port: int, pid: int, s: Setup) -> None:
+    """Write what a profiler needs to call the running server (port, pid, the clinician's headers, one
+    request of each kind) to ``path`` and wait until that file is removed: for profiling the server
+    (py-spy) at full size without importing the region again."""
+    ks = kinds(s, 0)
+    path.write_bytes(orjson.dumps({
+        "port": port, "server_pid": pid, "headers": s.clinician,
+        "requests": {k.name: [k.bodies[0][0], k.bodies[0][1], (k.bodies[0][2] or b"").decode()] for k in ks},
+    }, option=orjson.OPT_INDENT_2))
+    log(f"holding the server on port {port} (pid {pid}); remove {path} to go on")
+    while path.exists():
+        time.sleep(1)
+
+
 def run_backend(name: str, url: str, ds: Dataset, args: argparse.Namespace, seed: dict[str, Any]) -> dict[str, Any]:
     pg_port = urlsplit(url).port if name == "postgresql" else None
     res: dict[str, Any] = {}
@@ -538,6 +552,8 @@ def run_backend(name: str, url: str, ds: Dataset, args: argparse.Namespace, seed
             st, body = get(HOST, port, k.bodies[0][1], headers=s.clinician)
             res["resident"][f"{k.name}_entries"] = len(orjson.loads(body).get("entry") or []) if st == 200 else st
         res["resident"]["baseline_query"] = kinds(s, 0)[2].bodies[0][1]
+        if args.hold:
+            hold(Path(args.hold), port, proc.pid, s)
         rows = bench_store.table_rows(url)
         res["resources_stored"] = rows.get("resource", 0)
         res["rows_before_measuring"] = rows
@@ -579,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the SQLite database file afterwards")
     p.add_argument("--out", help="also write the JSON to this file")
+    p.add_argument("--hold", metavar="FILE", help="after the set-up, write the server's port, pid and one request "
+                   "of each kind to FILE and wait until FILE is removed (for profiling the server)")
     args = p.parse_args(argv)
     if args.size is None:
         args.size = 50_000 if args.quick else TARGET_RESOURCES
