@@ -221,34 +221,26 @@ class KnowledgeVersions:
                                      "(another committee member must)")
             self._refuse(action, approver, e, version_id)
             raise e
-        now = self.clock()
-
-        def tx(w: Writer) -> Version:
-            if not store.approve(w, version_id, approver.account_id, now):
-                raise Conflict("HT-0505", f"version {v.seq} is {v.status}, not a draft: only a draft is approved "
-                                          "(or it changed meanwhile)")
-            r = store.version_row(self.repo, version_id, w)
-            assert r is not None
-            out = _version(r)
-            self._record(w, action, approver, SUCCESS, out)
-            return out
-
-        try:
-            return self.repo.transact(tx)
-        except Conflict as e:
-            self._refuse(action, approver, e, version_id)
-            raise
+        return self._transition(action, approver, version_id, store.approve,
+                                f"version {v.seq} is {v.status}, not a draft: only a draft is approved "
+                                "(or it changed meanwhile)")
 
     def retire(self, version_id: str, by: Principal) -> Version:
         """draft or active -> retired (withdrawn, or taken out of force at once)."""
         action = "cds-knowledge-retire"
         self._decider(action, by, version_id)
         v = self.get(version_id)
+        return self._transition(action, by, version_id, store.retire, f"version {v.seq} is already retired")
+
+    def _transition(self, action: str, by: Principal, version_id: str,
+                    move: Callable[[Writer, str, str, int], bool], refusal: str) -> Version:
+        """Move a version to its next status in one transaction with its audit record;
+        HT-0505 (audited as a refusal) when it is not in the status the move starts from."""
         now = self.clock()
 
         def tx(w: Writer) -> Version:
-            if not store.retire(w, version_id, by.account_id, now):
-                raise Conflict("HT-0505", f"version {v.seq} is already retired")
+            if not move(w, version_id, by.account_id, now):
+                raise Conflict("HT-0505", refusal)
             r = store.version_row(self.repo, version_id, w)
             assert r is not None
             out = _version(r)
