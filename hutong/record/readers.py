@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def text(cc: Any) -> str:
-    """Plain words of a CodeableConcept: its text, else the first coding's display, else its code."""
+def text(cc: Any, *, code_fallback: bool = True) -> str:
+    """Plain words of a CodeableConcept: its text, else the first coding's display, else its
+    code (``code_fallback=False``: no code, for pages where a raw code must not be shown)."""
     if not isinstance(cc, dict):
         return ""
     if isinstance(cc.get("text"), str) and cc["text"]:
@@ -20,6 +21,8 @@ def text(cc: Any) -> str:
     for c in cc.get("coding") or ():
         if isinstance(c, dict) and c.get("display"):
             return str(c["display"])
+    if not code_fallback:
+        return ""
     for c in cc.get("coding") or ():
         if isinstance(c, dict) and c.get("code"):
             return str(c["code"])

@@ -26,6 +26,7 @@ from hutong.cds.recognition import RULE_ID, region_day
 from hutong.cds.service import FEEDBACK_ACTION
 from hutong.errors import HutongError
 from hutong.fhir.service import FhirService
+from hutong.record import readers
 from hutong.security.audit import AuditLog
 from hutong.security.events import SUCCESS
 from hutong.store.repository import Repository
@@ -81,17 +82,6 @@ def _when(res: dict[str, Any]) -> str:
             return str(res[key])
     period = res.get("effectivePeriod")
     return str(period.get("start") or "") if isinstance(period, dict) else ""
-
-
-def _code_text(cc: Any) -> str:
-    if not isinstance(cc, dict):
-        return ""
-    if isinstance(cc.get("text"), str) and cc["text"]:
-        return str(cc["text"])
-    for c in cc.get("coding") or ():
-        if isinstance(c, dict) and c.get("display"):
-            return str(c["display"])
-    return ""
 
 
 class _Names:
@@ -161,7 +151,8 @@ def spared_tests(audit: AuditLog, repo: Repository, svc: FhirService, person: st
             res = _read(svc, kind, rid)
         source = ""
         if res is not None:
-            item = item or _code_text(res.get("code")) or _code_text(res.get("procedureCode"))
+            item = (item or readers.text(res.get("code"), code_fallback=False)
+                    or readers.text(res.get("procedureCode"), code_fallback=False))
             subject = str((res.get("subject") or {}).get("reference") or "")
             patient = _read(svc, "Patient", subject.rpartition("/")[2]) if subject.startswith("Patient/") else None
             org = str(((patient or {}).get("managingOrganization") or {}).get("reference") or "")
