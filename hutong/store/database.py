@@ -297,8 +297,13 @@ class Database:
     def begin_sql(self) -> str:
         # SQLite: take the write lock up front so concurrent writers queue on
         # busy_timeout instead of failing on lock upgrade, and conditional
-        # creates are serialised (race-safe If-None-Exist).
-        return "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
+        # creates are serialised (race-safe If-None-Exist).  PostgreSQL: READ
+        # COMMITTED named, not inherited from the server's default: a conditional
+        # create takes its advisory lock, then searches, and under a
+        # default_transaction_isolation of repeatable read the snapshot is taken at
+        # the lock statement, before the wait, so two nodes racing on one identifier
+        # would each miss the other's row and both create (PostgreSQL docs 13.2.1/13.2.2).
+        return "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN ISOLATION LEVEL READ COMMITTED"
 
     def close(self) -> None:
         self._stop.set()
