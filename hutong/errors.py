@@ -219,6 +219,7 @@ CODES: dict[str, str] = {
     "HT-0440": "identity review: a note is required to reject a pair or to unlink a record",
     "HT-0441": "identity review: the item is not linked (now), so it cannot be unlinked",
     "HT-0442": "identity review: no such review item",
+    "HT-0443": "identity index: the record was linked elsewhere by another decision meanwhile; look again",
     # 0220-0239: FHIR over HTTP (hutong.web.methods, hutong.fhir.patch, hutong.fhir.bundle; issue 15, item 7)
     "HT-0220": "method not allowed on this path (the Allow header lists the ones that are)",
     "HT-0221": "PATCH body is not a JSON Patch document (RFC 6902)",

@@ -321,8 +321,8 @@ class Mpi:
         return self.repo.transact(lambda w: self._link(w, patient_id, person_id, actor, reason))
 
     def _link(self, w: Writer, patient_id: str, person_id: str, actor: str, reason: str | None) -> int:
+        src = self._locked_source(w, patient_id, person_id)
         read = st.writer_reader(w)
-        src = self._need_source(read, patient_id)
         members = st.sources_of(self.repo, read, [person_id])
         if not members:
             raise NotFound("HT-0056", f"person {person_id} not found (it has no sources)")
@@ -351,8 +351,8 @@ class Mpi:
 
     def _unlink(self, w: Writer, patient_id: str, actor: str, reason: str | None,
                 from_person: str | None = None) -> int:
+        src = self._locked_source(w, patient_id)
         read = st.writer_reader(w)
-        src = self._need_source(read, patient_id)
         if from_person is not None and src.person_id != from_person:
             raise Conflict("HT-0441", f"Patient/{patient_id} is not linked to {from_person} now")
         others = [s for s in st.sources_of(self.repo, read, [src.person_id]) if s.patient_id != patient_id]
@@ -419,6 +419,7 @@ class Mpi:
         return MergeOutcome("queued", note=note)
 
     def _merge(self, w: Writer, source_person: str, target_person: str, actor: str, reason: str | None) -> int:
+        self._lock_persons(w, source_person, target_person)
         read = st.writer_reader(w)
         moving = st.sources_of(self.repo, read, [source_person])
         staying = st.sources_of(self.repo, read, [target_person])
@@ -508,6 +509,26 @@ class Mpi:
         if src is None:
             raise NotFound("HT-0056", f"Patient/{patient_id} is not a source patient in the index")
         return src
+
+    @staticmethod
+    def _lock_persons(w: Writer, *persons: str) -> None:
+        """A human decision (link, unlink, merge) holds the persons it changes until it
+        commits.  SQLite writers are serialised already; on PostgreSQL two sessions
+        (two nodes, or two connections of one) merging X into Y and Y into X at once
+        each moved the other's sources and left two persons replaced by each other.
+        Sorted, so two decisions never wait on each other crosswise."""
+        for p in sorted(set(persons)):
+            w.lock_key("mpi-person:" + p)
+
+    def _locked_source(self, w: Writer, patient_id: str, *persons: str) -> st.SourceRow:
+        """The source row, read again once its person (and ``persons``) are locked; a
+        source another decision moved meanwhile is a conflict, not a stale decision."""
+        src = self._need_source(st.writer_reader(w), patient_id)
+        self._lock_persons(w, src.person_id, *persons)
+        now = self._need_source(st.writer_reader(w), patient_id)
+        if now.person_id != src.person_id:
+            raise Conflict("HT-0443", f"Patient/{patient_id} was linked elsewhere meanwhile; look again")
+        return now
 
     # ------------------------------------------------------------ backfill
     def backfill(self, batch: int = 500) -> int:
