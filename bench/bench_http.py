@@ -73,13 +73,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(url: str, workers: int, log_file: Path, *,
-           log: Log = stderr_log) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """``python -m hutong.cli serve`` in its own process group; yields (port, process)."""
+def server(url: str, workers: int, log_file: Path, *, log: Log = stderr_log,
+           env: dict[str, str] | None = None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``python -m hutong.cli serve`` in its own process group; yields (port, process).
+    ``env``: more environment for the server (e.g. a node's HUTONG_NODE_ID)."""
     port = free_port()
     cmd = [sys.executable, "-m", "hutong.cli", "serve", "--host", HOST, "--port", str(port), "--database", url,
            "--workers", str(workers)]
-    env = {**os.environ, "HUTONG_ACCESS_TOKEN_MINUTES": str(TOKEN_MINUTES)}
+    env = {**os.environ, "HUTONG_ACCESS_TOKEN_MINUTES": str(TOKEN_MINUTES), **(env or {})}
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as lf:
         proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
