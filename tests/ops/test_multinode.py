@@ -574,6 +574,9 @@ def test_failover_to_the_promoted_standby_keeps_every_acknowledged_write(deploym
     assert len(deployment.ledger.http) + len(deployment.ledger.mllp) >= before + 40
     # Mid-burst: the writers were refused (HTTP 5xx, MSA-1 AE) -- not acknowledged, so not in the ledger.
     assert burst.failed.get(a.name, 0) + burst.cut.get(a.name, 0) == 3, (burst.failed, burst.cut)
+    # The node tells its load balancer: not ready, the database (README, "Failing over", step 1).
+    ready = httpx.get(a.root + "/readyz", timeout=30)
+    assert ready.status_code == 503 and "HT-0420" in ready.text, ready.text
     a.stop()  # the operator stops the nodes of the old primary before promoting (README, "Failing over")
 
     pair.standby.promote()
