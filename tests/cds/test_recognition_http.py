@@ -269,3 +269,25 @@ def test_no_approved_knowledge_no_card(region: Region) -> None:
     r = region.call("docA", body(region, "docA", ids["pA"],
                                  [order(ids["pA"], LOCAL_CODE_PREFIX + CODES["A"], "JY0001")]))
     assert cards(r) == []
+
+
+def test_a_report_with_only_issued_and_a_value_over_a_period_are_found(region: Region) -> None:
+    """A report may have no effective date (DiagnosticReport.effective[x] is 0..1), only when it was
+    released (``issued``); a value may be measured over a period (effectivePeriod).  The rule's
+    search by ``date`` did not see the first, and it dated the second from nothing (no card).
+    Both are B's, found through the real store for A's orders."""
+    ids, c = region.ids, region.server.client
+    lft = _created(c.post("/DiagnosticReport", json={
+        "resourceType": "DiagnosticReport", "status": "final", "subject": {"reference": f"Patient/{ids['pB']}"},
+        "code": {"coding": [{"system": LOCAL_CODE_PREFIX + CODES["B"], "code": "L-LFT"}], "text": "肝功能"},
+        "issued": _days_ago(4)}))
+    local_a = LOCAL_CODE_PREFIX + CODES["A"]
+    [card] = cards(region.call("docA", body(region, "docA", ids["pA"], [order(ids["pA"], local_a, "JY0012")])))
+    assert NAMES["B"] in card["summary"] and card["links"][-1]["url"].endswith(f"/fhir/DiagnosticReport/{lft}")
+    glu = _created(c.post("/Observation", json={
+        "resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{ids['pB']}"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "14771-0"}], "text": "空腹血糖"},
+        "effectivePeriod": {"start": _days_ago(3), "end": _days_ago(3)}, "valueQuantity": {"value": 5.4,
+                                                                                          "unit": "mmol/L"}}))
+    [card] = cards(region.call("docA", body(region, "docA", ids["pA"], [order(ids["pA"], local_a, "JY0031")])))
+    assert card["links"][-1]["url"].endswith(f"/fhir/Observation/{glu}") and "5.4 mmol/L" in card["detail"]

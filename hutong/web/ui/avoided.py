@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from hutong.cds.knowledge import Knowledge
-from hutong.cds.recognition import RULE_ID, region_day
+from hutong.cds.recognition import RULE_ID, region_day, result_when
 from hutong.cds.service import FEEDBACK_ACTION
 from hutong.errors import HutongError
 from hutong.fhir.service import FhirService
@@ -74,14 +74,6 @@ def _read(svc: FhirService, type: str, id: str) -> dict[str, Any] | None:
     except HutongError:
         return None  # not the resident's to see (or gone): the line names no source
     return body if isinstance(body, dict) else None
-
-
-def _when(res: dict[str, Any]) -> str:
-    for key in ("effectiveDateTime", "started", "issued"):
-        if isinstance(res.get(key), str):
-            return str(res[key])
-    period = res.get("effectivePeriod")
-    return str(period.get("start") or "") if isinstance(period, dict) else ""
 
 
 class _Names:
@@ -160,7 +152,7 @@ def spared_tests(audit: AuditLog, repo: Repository, svc: FhirService, person: st
         item = item or t("res.avoided_item")
         if res is not None and source:
             text = t("res.avoided_line", when=when, where=where, source=source,
-                     source_day=_month_day(region_day(_when(res)), t), item=item)
+                     source_day=_month_day(region_day(result_when(res)), t), item=item)
         else:
             text = t("res.avoided_line_short", when=when, where=where, item=item)
         out.append(Avoided(e.time_ms, text))
