@@ -469,7 +469,7 @@ class Burst:
                          threading.Thread(target=self.http, args=(node, token, kind + 1, mine), daemon=True),
                          threading.Thread(target=self.mllp, args=(node, kind + 2), daemon=True)]
 
-    def run_until(self, node: AppNode, acked: int, timeout: float = 40) -> None:
+    def run_until(self, node: AppNode, acked: int, timeout: float = 60) -> None:
         for t in self.threads:
             if not t.is_alive() and t.ident is None:
                 t.start()
