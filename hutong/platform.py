@@ -40,6 +40,7 @@ from hutong.security.sms import OutboxGateway
 from hutong.store.database import open_database, resolve_url
 from hutong.store.repository import Repository
 from hutong.store.sql import SqlRepository
+from hutong.store.standby import Standby, open_standby
 
 
 def open_repository(url: str | None = None, *, encrypt: bool = True,
@@ -97,12 +98,16 @@ class Platform:
     sms: OutboxGateway             # the development gateway: a local outbox file, never a pretend carrier
     auth: AuthService              # sign-in, tokens, accounts (hutong.security.oauth)
     authenticator: Authenticator   # bearer token -> Principal, for every gated request
+    # A hot standby for lag-tolerant reads (HUTONG_STANDBY_DATABASE_URL; hutong.store.standby), or None.
+    standby: Standby | None = None
 
     def access_for(self, principal: Principal) -> Access:
         """The policy factory: what ``principal`` may do, for one request or job."""
         return Access(self.repo, principal, self.security)
 
     def close(self) -> None:
+        if self.standby is not None:
+            self.standby.close()
         self.repo.db.close()
 
 
@@ -129,5 +134,7 @@ def build_platform(settings: Settings | None = None, *, repo: Repository | None 
                        clock=clock)
     authenticator = Authenticator(repository, security, key_dir, tokens=auth.tokens)
     consent_authors.install(repository, gateway.send)  # residents are told of Consents others record (issue 12)
+    standby = (open_standby(repository, settings.standby_url, max_lag_s=settings.standby_max_lag_s)
+               if settings.standby_url else None)
     return Platform(settings=settings, security=security, repo=repository, mpi=mpi_of(repository), audit=audit,
-                    key_dir=key_dir, sms=gateway, auth=auth, authenticator=authenticator)
+                    key_dir=key_dir, sms=gateway, auth=auth, authenticator=authenticator, standby=standby)

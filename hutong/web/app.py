@@ -34,6 +34,7 @@ from hutong.web import (
     outcomes,
     overload,
     public_assets,
+    read_routing,
     sharing_routes,
     smart_routes,
     terminology_routes,
@@ -73,6 +74,10 @@ def create_app(platform: Platform | Settings | None = None, repo: Repository | N
     app.add_middleware(methods.OwnPaths, routes=app.routes)
     app.add_middleware(fhir_http.JsonOnly)  # _format / Accept: JSON, else 406 (hutong.web.fhir_http)
     gate.install(app, p.repo, p.security, p.authenticator, p.audit)
+    # Outside the gate: a page write leaves the primary's WAL position in the browser (read-your-writes
+    # for the reads a hot standby may answer; hutong.web.read_routing).  No standby: nothing is added.
+    if p.standby is not None:
+        read_routing.install(app, p)
     # Outside the gate (no audit row, no work for a request it sheds), inside the metrics:
     # at most max_in_flight requests, the next 503 + Retry-After (hutong.web.overload, issue 17).
     app.add_middleware(overload.ShedLoad, limit=p.settings.max_in_flight)

@@ -23,6 +23,7 @@ from hutong.platform import Platform
 from hutong.security.crypto import AesCodec
 from hutong.store import health
 from hutong.store.migrations import HEAD
+from hutong.web import read_routing
 
 NO_STORE = {"cache-control": "no-store"}
 
@@ -74,4 +75,6 @@ def register(app: FastAPI, p: Platform) -> None:
         body: dict[str, Any] = {"status": "not ready" if failing else "ready", "checks": checks}
         if failing:
             body["not_ready"] = failing
+        if p.standby is not None:  # reported, never failing readiness: the primary answers every read
+            body["standby"] = await run_in_threadpool(read_routing.report, p.standby)
         return JSONResponse(body, status_code=503 if failing else 200, headers=NO_STORE)

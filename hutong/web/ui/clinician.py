@@ -51,7 +51,7 @@ from hutong.record import Demographics, Record, demographics_of, load_record
 from hutong.security.policy import Access
 from hutong.security.principal import Role
 from hutong.systems import HEALTH_CARD, ID_CARD
-from hutong.web import access_ops
+from hutong.web import access_ops, read_routing
 from hutong.web.ui import cda_render, corrections_inbox, i18n, ordering
 from hutong.web.ui.pages import Pages, access_of, form_of
 from hutong.web.ui.record import grouped_labs, trend_chart
@@ -461,8 +461,11 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> ClinicianPortal:
             tab = "summary"
 
         def work() -> dict[str, Any]:
-            purpose = portal.check_reason(svc, access, person, reason)
-            rec = load_record(svc, person)
+            purpose = portal.check_reason(svc, access, person, reason)  # on the primary
+            # The record's rows from a hot standby when one may answer (hutong.web.read_routing);
+            # every row still passes this request's Access, whose facts are the primary's.
+            rec = read_routing.read(request, portal.platform, lambda r: load_record(
+                FhirService(r, svc.base_url, access), person))
             t = i18n.Translator(pages.lang(request))
             return {"person": person, "reason": purpose,
                     **_record_context(rec, tab, request.query_params.get("inst"), t,

@@ -46,7 +46,7 @@ from hutong.errors import Forbidden, HutongError, InvalidRequest, NotFound
 from hutong.fhir.service import FhirService
 from hutong.fhir.validation import check_id
 from hutong.platform import Platform
-from hutong.record import LabReport, load_record
+from hutong.record import LabReport, Record, load_record
 from hutong.record.build import entry_label
 from hutong.record.readers import clinical_date as _when
 from hutong.record.readers import text as _text
@@ -56,7 +56,9 @@ from hutong.security.accounts import Account
 from hutong.security.audit import AccessEntry, AuditLog
 from hutong.security.policy import Access
 from hutong.security.principal import Role
+from hutong.store.repository import Repository
 from hutong.systems import REGION_TZ
+from hutong.web import read_routing
 from hutong.web.ui import access_log as alog
 from hutong.web.ui import avoided, correction_answers, i18n
 from hutong.web.ui.pages import Pages, access_of, form_of
@@ -489,9 +491,14 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
     """The resident portal's routes (``/resident...``), under the gate like every page."""
     repo, settings = platform.repo, platform.settings
 
-    def service(request: Request) -> FhirService:
+    def service(request: Request, on: Repository | None = None) -> FhirService:
         base = settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
-        return FhirService(repo, base, access_of(request))
+        return FhirService(repo if on is None else on, base, access_of(request))
+
+    def routed_record(request: Request, person: str) -> Record:
+        """The record's rows from a hot standby when one may answer (hutong.web.read_routing);
+        who may see them is decided on the primary all the same."""
+        return read_routing.read(request, platform, lambda r: load_record(service(request, r), person))
 
     def me(request: Request) -> tuple[Access, str]:
         """The caller's access and whose record this page is about: a resident's
@@ -543,7 +550,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
         access, person = me(request)
         svc = service(request)
         page = _int(request.query_params.get("page"), 0)
-        rec = await run(lambda: load_record(svc, person))
+        rec = await run(lambda: routed_record(request, person))
         start = page * VISIT_PAGE
         # An answer to a correction request the resident has not seen yet (hutong.web.ui.correction_answers).
         answered = await run(lambda: correction_answers.unseen(
@@ -564,7 +571,7 @@ def register(app: FastAPI, pages: Pages, platform: Platform) -> None:
     async def labs(request: Request) -> Response:
         access, person = me(request)
         svc = service(request)
-        rec = await run(lambda: load_record(svc, person))
+        rec = await run(lambda: routed_record(request, person))
         only = request.query_params.get("abnormal") == "1"
         trend_code = request.query_params.get("trend")
         trend = None
