@@ -16,6 +16,7 @@ HUTONG_MASTER_KEYS (hutong.security.keys) and HUTONG_REGION_MAP
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -48,6 +49,11 @@ VARIABLES: tuple[Variable, ...] = (
              "unset: /metrics on the app, for operator and platform accounts only"),
     Variable("HUTONG_MAX_IN_FLIGHT", "256", "requests one server worker takes at once; the next get 503 with "
              "Retry-After at once (HT-0560) instead of waiting until they time out; 0 = no limit"),
+    Variable("HUTONG_STANDBY_DATABASE_URL", "", "PostgreSQL only: a hot standby (streaming replica) of the "
+             "database for lag-tolerant reads (portal timelines and labs, the clinician's record pages); "
+             "authorisation and audit stay on the primary; refused on SQLite (HT-0630)"),
+    Variable("HUTONG_STANDBY_MAX_LAG_SECONDS", "10", "a standby further behind than this (or not answering) "
+             "is not read from: the primary answers"),
     Variable("HUTONG_HR_PRICES", "", "price table (JSON, yuan per 互认 item) the 互认 dashboard values avoided "
              "examinations at; unset: hutong/cds/seed/prices.json"),
     # --- passwords and sessions
@@ -135,6 +141,9 @@ class Settings:
     metrics_address: str | None = None
     # Requests in flight per worker before 503 + Retry-After (hutong.web.overload); 0 = no limit.
     max_in_flight: int = 256
+    # A hot standby for lag-tolerant reads (hutong.store.standby); None: every read on the primary.
+    standby_url: str | None = None
+    standby_max_lag_s: float = 10.0
 
     @classmethod
     def from_env(cls, database_url: str | None = None) -> Settings:
@@ -147,4 +156,19 @@ class Settings:
             inline_reads=env("HUTONG_INLINE_READS") != "0",
             metrics_address=env("HUTONG_METRICS_ADDRESS") or None,
             max_in_flight=env_int("HUTONG_MAX_IN_FLIGHT", 256),
+            standby_url=env("HUTONG_STANDBY_DATABASE_URL") or None,
+            standby_max_lag_s=_seconds("HUTONG_STANDBY_MAX_LAG_SECONDS", 10.0),
         )
+
+
+def _seconds(name: str, default: float) -> float:
+    v = env(name)
+    if v is None or v.strip() == "":
+        return default
+    try:
+        s = float(v)
+    except ValueError:
+        s = math.nan
+    if not s > 0 or math.isinf(s):
+        raise ConfigError("HT-0635", f"{name} must be a positive number of seconds, not {v[:40]!r}")
+    return s

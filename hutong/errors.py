@@ -215,6 +215,13 @@ CODES: dict[str, str] = {
     "HT-0620": "an encrypted backup needs a passphrase (prompt, --passphrase-file or HUTONG_BACKUP_PASSPHRASE)",
     "HT-0621": "the passphrase is wrong or the encrypted backup was altered: nothing restored",
     "HT-0622": "the passphrase is too short (at least 12 characters)",
+    # 0630-0639: reads from a hot standby (hutong.store.standby, hutong.web.read_routing; issue 18, item 2)
+    "HT-0630": "HUTONG_STANDBY_DATABASE_URL needs PostgreSQL (SQLite has no hot standby) and a postgresql:// URL",
+    "HT-0631": "the standby is a copy of another PostgreSQL cluster: not read from",
+    "HT-0632": "the standby does not answer: reads go to the primary",
+    "HT-0633": "the standby is not in recovery (promoted, or not a standby): not read from",
+    "HT-0634": "the standby lags more than HUTONG_STANDBY_MAX_LAG_SECONDS: reads go to the primary",
+    "HT-0635": "HUTONG_STANDBY_MAX_LAG_SECONDS is not a positive number of seconds",
     # 0440-0449: the console's identity review decisions (hutong.web.ui.identity_review; issue 16, item 6)
     "HT-0440": "identity review: a note is required to reject a pair or to unlink a record",
     "HT-0441": "identity review: the item is not linked (now), so it cannot be unlinked",
