@@ -65,7 +65,11 @@ from hutong.systems import ORGANIZATION
 
 __all__ = ["NOT_AUTHORISED", "Authorise", "Ingestor", "Institution"]  # Authorise, Institution: hutong.ingest.acting
 
-SENDER_TTL_S = 60.0
+# A registered institution is remembered this long (one indexed search per sender per
+# interval, not per message); a deregistered one is refused within it on every node.
+# An unknown one is never remembered: it was refused a minute long after the operator
+# registered it, and on every node that had looked it up (README "Operations: several nodes").
+SENDER_TTL_S = 10.0
 # Dead letters of messages refused for who sent them start with this: never retried.
 NOT_AUTHORISED = "sender not authorised"
 log = logging.getLogger("hutong.ingest")
@@ -121,7 +125,7 @@ class Ingestor:
         self.repo = svc.repo
         self.bundles = BundleProcessor(svc)
         self.clock = clock or svc.repo.clock
-        self._senders: dict[str, tuple[Institution | None, float]] = {}
+        self._senders: dict[str, tuple[Institution, float]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ senders
@@ -139,8 +143,9 @@ class Ingestor:
             matches = self.repo.search(parsed.query).matches
             if len(matches) == 1:
                 found = Institution(code, matches[0].id)
-        with self._lock:
-            self._senders[code] = (found, now)
+        if found is not None:
+            with self._lock:
+                self._senders[code] = (found, now)
         return found
 
     def sender_of(self, components: list[str]) -> Institution | None:

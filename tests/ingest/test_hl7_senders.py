@@ -16,7 +16,7 @@ from test_mllp_pipeline import HOSPITAL, Mllp, err, fhir, id_number, msa, msh, o
 
 from hutong.ingest import inbox
 from hutong.mpi.features import extract
-from hutong.systems import ID_CARD, REGION_TZ, mrn_system
+from hutong.systems import ID_CARD, ORGANIZATION, REGION_TZ, mrn_system
 
 # The MLLP fixtures of test_mllp_pipeline: a served region and a listener on a real socket.
 mllp = base.mllp
@@ -236,3 +236,18 @@ def test_reused_control_id_with_other_content_is_stored_and_flagged(mllp: Mllp) 
     assert msa(mllp.send(restamped)[0])[1] == "AA" and not err(mllp.send(restamped)[0])
     assert len(inbox.flagged(mllp.server.repo, code="HT-0265")) == 1
     assert total(mllp.server, "/DiagnosticReport") == 2
+
+
+def test_a_hospital_registered_after_a_refusal_is_accepted_at_once(mllp: Mllp) -> None:
+    """An unknown sending facility is refused (AR, HT-0311); once the operator registers the
+    hospital its next message is accepted, not refused again for a minute because the
+    listener remembered "unknown" (it did: SENDER_TTL_S cached misses too)."""
+    other = "12110000400000002X"
+    first = oru("NEW1").replace(f"|{HOSPITAL}|HUTONG", f"|{other}|HUTONG", 1)
+    [ack] = mllp.send(first)
+    assert msa(ack)[1] == "AR" and "unknown sending" in unescape_err(err(ack)), ack
+    org = {"resourceType": "Organization", "name": "北京市新开医院",
+           "identifier": [{"system": ORGANIZATION, "value": other}]}
+    assert mllp.server.client.post("/Organization", json=org).status_code == 201
+    [ack] = mllp.send(oru("NEW2").replace(f"|{HOSPITAL}|HUTONG", f"|{other}|HUTONG", 1))
+    assert msa(ack)[1:3] == ["AA", "NEW2"], ack
