@@ -75,6 +75,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HUTONG_AUDIT_RETENTION_DAYS", "180", "audit rows kept at least this long (at least 180)"),
     Variable("HUTONG_AUDIT_HEADS", "", "file of published signed audit heads; unset: <key dir>/audit-heads.ndjson"),
     Variable("HUTONG_AUDIT_HEAD_SECONDS", "300", "a signed audit head at most this often (the tail-cut window)"),
+    Variable("HUTONG_NODE_ID", "", "this node's audit chain when several `hutong serve` share one database: 1-32 "
+             "of a-z, 0-9, '-' (HT-0149), different on each node; unset: the one chain of a single node"),
     # --- keys, residency, SMS
     Variable("HUTONG_KEY_DIR", "", "key directory (0700), outside the database directory; unset: beside it"),
     Variable("HUTONG_MASTER_KEYS", "", "id1:base64,id2:base64 master keys instead of key files (last is current)"),

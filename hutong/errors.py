@@ -83,6 +83,7 @@ CODES: dict[str, str] = {
     "HT-0146": "access log: not a person you act for",
     "HT-0147": "audit purge would delete records inside the retention period",
     "HT-0148": "audit chain does not verify: purge refused",
+    "HT-0149": "HUTONG_NODE_ID is not a node id ([a-z0-9][a-z0-9-]{0,31})",
     "HT-0150": "search modifier not supported on a blind-indexed parameter (e.g. name:contains)",
     "HT-0151": "_sort not supported on a blind-indexed parameter",
     "HT-0152": "master key missing or unusable (key source, data_key table)",

@@ -58,6 +58,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ from hutong.security.auditheads import (
 )
 from hutong.security.events import AuditRecord
 from hutong.security.principal import LOCAL_OPERATOR, Principal, Role
-from hutong.security.settings import SecuritySettings
+from hutong.security.settings import SecuritySettings, node_id
 from hutong.store.repository import Repository, Writer
 from hutong.store.schema import PK, metadata
 
@@ -101,6 +102,8 @@ MIN_RETENTION_DAYS = 180    # issue 6 / 等保三级: audit records kept at leas
 VERIFY_PAGE = 2000
 VERDICTS = ("justified", "unjustified")
 LOCK_KEY = "audit-chain"
+LEDGER_LOCK = "audit-ledger"   # appends to audit_ledger (once per head interval per node)
+PURGE_LOCK = "audit-purge"     # one purge at a time (anchor rows of several chains)
 MAX_BATCH = 256     # records per group transaction
 WRITER_IDLE_S = 30.0  # record_async's writer thread ends after this long without records
 # Read-only requests (hutong.web.gate.action_of): their audit rows may commit at
@@ -128,9 +131,12 @@ audit_event = Table(
     Column("body", LargeBinary, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("chain", String(32), nullable=False, server_default=""),   # the node's chain; "" = the single chain
+    Column("chain_seq", BigInteger, nullable=True),                    # position in the chain (NULL: not ours)
     Index("ix_audit_event_time", "time_ms"),
     Index("ix_audit_event_account", "account_id", "seq"),
     Index("ix_audit_event_flags", "flags", "seq"),
+    Index("ix_audit_event_chain", "chain", "seq"),
 )
 
 audit_person = Table(
@@ -145,19 +151,41 @@ audit_person = Table(
 audit_anchor = Table(
     "audit_anchor",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("id", Integer, primary_key=True, autoincrement=False),  # 1 for chain ""
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
     Column("time_ms", BigInteger, nullable=False),
+    Column("chain", String(32), nullable=False, server_default=""),
+    Column("chain_seq", BigInteger, nullable=True),                 # NULL (rows before 0007): = seq
+    Index("ux_audit_anchor_chain", "chain", unique=True),
 )
 
 audit_chain = Table(
     "audit_chain",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
-    Column("keyed_from", BigInteger, nullable=False),               # first seq hashed with the chain key
+    Column("id", Integer, primary_key=True, autoincrement=False),  # 1 for chain "" (registered first)
+    Column("keyed_from", BigInteger, nullable=False),               # first chain_seq hashed with the chain key
     Column("key_id", String(32), nullable=False),                   # auditheads.fingerprint of that key
     Column("time_ms", BigInteger, nullable=False),
+    Column("chain", String(32), nullable=False, server_default=""),
+    Index("ux_audit_chain_chain", "chain", unique=True),
+)
+
+# Every audit_head_seconds each node notes its chain's head here (issue 18, item 2):
+# the ledger is the one place that names every chain's recent heads, itself
+# hash-chained under the chain key, so verify can tell a chain cut below a head
+# another node could see; appended under a short global lock, once per interval.
+audit_ledger = Table(
+    "audit_ledger",
+    metadata,
+    Column("id", PK, primary_key=True, autoincrement=False),
+    Column("chain", String(32), nullable=False),
+    Column("chain_seq", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("time_ms", BigInteger, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
 )
 
 break_glass_review = Table(
@@ -171,7 +199,7 @@ break_glass_review = Table(
     Column("review_seq", BigInteger, nullable=False),           # the audit record of the review itself
 )
 
-TABLES = (audit_event, audit_person, audit_anchor, audit_chain, break_glass_review)
+TABLES = (audit_event, audit_person, audit_anchor, audit_chain, audit_ledger, break_glass_review)
 SWITCH_ACTION = "audit-chain-keyed"    # the first keyed record of a chain begun unkeyed
 
 
@@ -275,11 +303,15 @@ class VerifyResult:
     anchor_seq: int | None = None
     keyed_from: int | None = None    # rows before this seq are legacy (unkeyed SHA-256)
     heads: int = 0                   # published heads checked
+    chain: str = ""                  # the chain these figures are of ("": the single chain)
+    chains: tuple[VerifyResult, ...] = ()   # each chain's result, when there are several
 
     def to_json(self) -> dict[str, Any]:
-        d = {"ok": self.ok, "rows": self.rows, "bad_seq": self.bad_seq, "reason": self.reason,
-             "first_seq": self.first_seq, "head_seq": self.head_seq, "head_hash": self.head_hash,
-             "anchor_seq": self.anchor_seq, "keyed_from": self.keyed_from, "heads": self.heads}
+        d: dict[str, Any] = {
+            "ok": self.ok, "rows": self.rows, "bad_seq": self.bad_seq, "reason": self.reason,
+            "first_seq": self.first_seq, "head_seq": self.head_seq, "head_hash": self.head_hash,
+            "anchor_seq": self.anchor_seq, "keyed_from": self.keyed_from, "heads": self.heads,
+            "chain": self.chain or None, "chains": [c.to_json() | {"chain": c.chain} for c in self.chains] or None}
         return {k: v for k, v in d.items() if v is not None}
 
 
@@ -289,10 +321,14 @@ class PurgeResult:
     through_seq: int | None   # the new anchor
     cutoff_ms: int
     dry_run: bool
+    chains: dict[str, int] = field(default_factory=dict)   # rows per chain, when several were purged
 
     def to_json(self) -> dict[str, Any]:
-        return {"rows": self.rows, "through_seq": self.through_seq, "cutoff_ms": self.cutoff_ms,
-                "dry_run": self.dry_run}
+        d: dict[str, Any] = {"rows": self.rows, "through_seq": self.through_seq, "cutoff_ms": self.cutoff_ms,
+                             "dry_run": self.dry_run}
+        if self.chains:
+            d["chains"] = self.chains
+        return d
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,12 +367,20 @@ def _field(v: str | int | bytes | None) -> bytes:
 
 def row_hash(prev_hash: str, seq: int, time_ms: int, action: str, outcome: str, account_id: str | None,
              role: str | None, organization: str | None, on_behalf_of: str | None, code: str | None,
-             peer: str | None, purpose: str | None, flags: int, body: bytes, *, key: bytes | None = None) -> str:
+             peer: str | None, purpose: str | None, flags: int, body: bytes, *, key: bytes | None = None,
+             chain: str = "", chain_seq: int | None = None) -> str:
     """HMAC-SHA256 under the chain key (``key``) over prev_hash ‖ the canonical
     bytes of every stored column (body as stored, i.e. encrypted).
 
     ``key=None``: the legacy unkeyed SHA-256 of chains written before the
     chain key (verification of their rows up to the switch point only).
+
+    A node's chain (``chain`` not ""; issue 18) also covers its name and the
+    row's position in it ("hutong-audit-v3"): a row moved to another chain, or
+    a young chain relabelled as another before any head or ledger entry names
+    it, no longer verifies.  Rows of chain "" keep "v2", so every row written
+    before there were several chains verifies unchanged; moving one of them
+    elsewhere fails all the same (v2 bytes never match a v3 hash).
     """
     h: Any
     if key is None:
@@ -345,7 +389,10 @@ def row_hash(prev_hash: str, seq: int, time_ms: int, action: str, outcome: str, 
     else:
         h = chain_mac(key)
         h.update(bytes.fromhex(prev_hash))
-        h.update(b"hutong-audit-v2")
+        h.update(b"hutong-audit-v3" if chain else b"hutong-audit-v2")
+    if chain and key is not None:
+        h.update(_field(chain))
+        h.update(_field(chain_seq))
     for v in (seq, time_ms, action, outcome, account_id, role, organization, on_behalf_of, code, peer, purpose,
               flags, body):
         h.update(_field(v))
@@ -353,8 +400,27 @@ def row_hash(prev_hash: str, seq: int, time_ms: int, action: str, outcome: str, 
 
 
 def _hash_of_row(r: Sequence[Any], key: bytes | None) -> str:
+    """The hash of a ROW_COLS row (EVENT_COLS, chain, chain_seq)."""
+    chain = str(r[15]) if len(r) > 15 else ""
+    cs = None if len(r) <= 16 or r[16] is None else int(r[16])
     return row_hash(str(r[13]), int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
-                    int(r[11]), bytes(r[12]), key=key)
+                    int(r[11]), bytes(r[12]), key=key, chain=chain, chain_seq=cs)
+
+
+def ledger_hash(key: bytes, prev_hash: str, id: int, chain: str, chain_seq: int, seq: int, hash: str,
+                time_ms: int) -> str:
+    """HMAC-SHA256 under the chain key over the previous entry's hash and this entry."""
+    h = chain_mac(key)
+    h.update(bytes.fromhex(prev_hash))
+    h.update(b"hutong-audit-ledger-v1")
+    for v in (id, chain, chain_seq, seq, hash, time_ms):
+        h.update(_field(v))
+    return str(h.hexdigest())
+
+
+def chain_lock(chain: str) -> str:
+    """The advisory-lock key of one chain's appends ("audit-chain" for chain "", as before)."""
+    return f"{LOCK_KEY}:{chain}" if chain else LOCK_KEY
 
 
 def _body_of(rec: AuditRecord) -> dict[str, Any]:
@@ -474,13 +540,21 @@ def _settle(af: asyncio.Future[int], f: Future[int]) -> None:
 
 
 class AuditLog:
-    """Append, verify, purge and query the audit trail of one database."""
+    """Append, verify, purge and query the audit trail of one database.
+
+    Each node appends to its own chain (``settings.node_id``; issue 18, item 2):
+    its appends take that chain's lock only, so nodes on one PostgreSQL do not
+    wait on each other's audited requests.  Node id "" is the one chain of a
+    single-node deployment and of every database written before there were
+    several chains.  :meth:`verify` checks every chain.
+    """
 
     def __init__(self, repo: Repository, clock: Callable[[], int] | None = None,
                  settings: SecuritySettings | None = None, keys: AuditKeys | None = None) -> None:
         self.repo = repo
         self.clock = clock or repo.clock
         self.settings = settings or SecuritySettings.from_env()
+        self.chain = node_id(self.settings.node_id)   # settings made in code are checked too (HT-0149)
         # The chain key and head-signing key: the one seam to the key directory
         # (outside the database directory: hutong.security.keys.default_key_dir).
         if keys is None:
@@ -495,29 +569,53 @@ class AuditLog:
         self._writer: threading.Thread | None = None
         self._published_at = time.monotonic()   # the first head after one interval (not on every CLI command)
         self._publish_lock = threading.Lock()
+        self._several = False                   # seen a node chain registered (PostgreSQL: number from audit_seq)
         self._ensure_keyed()
 
     # ------------------------------------------------------------- the chain key
     def _ensure_keyed(self) -> None:
-        """Record where the keyed chain starts, once per database.
+        """Record where the keyed chain starts, once per database and chain.
 
-        An empty chain is keyed from seq 1.  A chain whose newest row verifies
-        as legacy (unkeyed SHA-256) gets a keyed ``audit-chain-keyed`` record
-        naming the legacy head, and the switch point is that record's seq --
-        but only while no head has been published from this key directory:
-        once one has, the chain was keyed, and a chain that looks legacy now
-        was rewritten (``audit_chain`` deleted and every row re-hashed without
-        the key); it is left as it is and :meth:`verify` reports it.  Either
-        way a head is published at once, so the switch point is on record
-        outside the database from the start.
+        An empty chain is keyed from position 1.  A chain "" whose newest row
+        verifies as legacy (unkeyed SHA-256) gets a keyed ``audit-chain-keyed``
+        record naming the legacy head, and the switch point is that record's
+        position -- but only while no head has been published from this key
+        directory: once one has, the chain was keyed, and a chain that looks
+        legacy now was rewritten (``audit_chain`` deleted and every row
+        re-hashed without the key); it is left as it is and :meth:`verify`
+        reports it.  A node's chain (never legacy) is registered keyed from 1,
+        after chain "" (whose lock every registration takes: on PostgreSQL the
+        first node chain moves ``audit_seq`` past the seqs chain "" numbered
+        itself).  Either way a head is published at once, so the switch point
+        and the chain's existence are on record outside the database.
         """
-        if audit_store.chain_row_now(self.repo) is not None:
-            return
+        made: list[tuple[str, int, int, str, int]] = []   # chain, seq, chain_seq, hash, keyed_from
+        if audit_store.chain_row_now(self.repo) is None:
+            made += self._key_single_chain()
+        mine = self.chain
+        if mine and audit_store.chain_row_now(self.repo, mine) is None:
+            def register(w: Writer) -> None:
+                w.lock_key(LOCK_KEY)
+                if audit_store.chain_row_in(w, mine) is not None:
+                    return
+                if self.repo.db.dialect == "postgresql" and not audit_store.several_chains(w):
+                    audit_store.start_sequence(w)
+                audit_store.set_chain(w, 1, self.keys.chain_key_id, self.clock(), mine)
+                made.append((mine, 0, 0, GENESIS, 1))
+
+            self.repo.transact(register)
+        for chain, seq, cs, h, keyed_from in made:
+            try:
+                self.keys.publish(self.keys.sign(seq, h, keyed_from, self.clock(), chain=chain, chain_seq=cs))
+            except OSError as e:
+                log.error("audit head not published: %s", type(e).__name__)
+
+    def _key_single_chain(self) -> list[tuple[str, int, int, str, int]]:
         try:
-            published = any(h is not None for _n, h in read_heads(self.keys.heads))
+            published = any(h is not None and not h.chain for _n, h in read_heads(self.keys.heads))
         except ConfigError:
             published = True
-        made: list[tuple[int, str, int]] = []
+        made: list[tuple[str, int, int, str, int]] = []
 
         def go(w: Writer) -> None:
             w.lock_key(LOCK_KEY)
@@ -527,24 +625,20 @@ class AuditLog:
             r = audit_store.newest_event(w)
             if r is None and not audit_store.anchored(w):
                 audit_store.set_chain(w, 1, self.keys.chain_key_id, now)
-                made.append((0, GENESIS, 1))
+                made.append(("", 0, 0, GENESIS, 1))
                 return
             if r is None or _hash_of_row(r, None) != str(r[14]) or published:
                 log.error("the audit_chain row is missing from a keyed audit chain; hutong audit verify reports it")
                 return
-            switch = int(r[0]) + 1
+            switch = (int(r[0]) if r[16] is None else int(r[16])) + 1
             audit_store.set_chain(w, switch, self.keys.chain_key_id, now)
             done = self._append(w, [AuditRecord(action=SWITCH_ACTION, principal=LOCAL_OPERATOR, purpose="audit",
                                                 time_ms=now, extra={"legacy_through": str(switch - 1),
-                                                                    "legacy_head": str(r[14])})])
-            made.append((*done[0], switch))
+                                                                    "legacy_head": str(r[14])})], chain="")
+            made.append(("", *done[0], switch))
 
         self.repo.transact(go)
-        for seq, h, keyed_from in made:
-            try:
-                self.keys.publish(self.keys.sign(seq, h, keyed_from, self.clock()))
-            except OSError as e:
-                log.error("audit head not published: %s", type(e).__name__)
+        return made
 
     # ------------------------------------------------------------- append
     def record(self, rec: AuditRecord) -> int:
@@ -611,31 +705,50 @@ class AuditLog:
         # Committed: a head may now name the last of them.
         if time.monotonic() - self._published_at >= self.settings.audit_head_seconds:
             self._publish_after_commit(*done[-1])
-        return [seq for seq, _h in done]
+        return [seq for seq, _cs, _h in done]
 
     # ------------------------------------------------------------- heads
-    def _publish_after_commit(self, seq: int, hash: str) -> None:
+    def _publish_after_commit(self, seq: int, chain_seq: int, hash: str) -> None:
         if not self._publish_lock.acquire(blocking=False):
             return  # another thread is publishing
         try:
             self._published_at = time.monotonic()
             # A head names a seq; a power cut must not take that row (relaxed read rows).
             self.repo.db.sync_relaxed()
-            self.keys.publish(self.keys.sign(seq, hash, self._keyed_from(), self.clock()))
+            self.keys.publish(self.keys.sign(seq, hash, self._keyed_from(), self.clock(), chain=self.chain,
+                                             chain_seq=chain_seq))
+            self._note_in_ledger(seq, chain_seq, hash)
         except Exception as e:  # the records are committed; a missed head only widens the window
             log.error("audit head not published: %s", type(e).__name__)
         finally:
             self._publish_lock.release()
 
-    def _keyed_from(self) -> int:
-        row = audit_store.chain_row_now(self.repo)
+    def _keyed_from(self, chain: str | None = None) -> int:
+        row = audit_store.chain_row_now(self.repo, self.chain if chain is None else chain)
         return row[0] if row is not None else 1
 
+    def _note_in_ledger(self, seq: int, chain_seq: int, hash: str) -> None:
+        """Append this chain's head to the shared ledger (a short global lock, once per
+        head interval per node: it never waits on another node's requests)."""
+        if seq == 0:
+            return
+
+        def go(w: Writer) -> None:
+            w.lock_key(LEDGER_LOCK)
+            last_id, prev = audit_store.ledger_head_in(w) or (0, GENESIS)
+            now = self.clock()
+            eh = ledger_hash(self.keys.chain_key, prev, last_id + 1, self.chain, chain_seq, seq, hash, now)
+            audit_store.ledger_append(w, (last_id + 1, self.chain, chain_seq, seq, hash, now, prev, eh))
+
+        self.repo.transact(go)
+
     def publish_head(self) -> Head:
-        """Sign the current head (newest committed row) and append it to the heads file."""
-        seq, h = audit_store.head(self.repo) or (0, GENESIS)
-        head = self.keys.sign(seq, h, self._keyed_from(), self.clock())
+        """Sign this node's chain's current head (newest committed row), append it
+        to the heads file and note it in the shared ledger."""
+        seq, cs, h = audit_store.head(self.repo, self.chain) or (0, 0, GENESIS)
+        head = self.keys.sign(seq, h, self._keyed_from(), self.clock(), chain=self.chain, chain_seq=cs)
         self.keys.publish(head)
+        self._note_in_ledger(seq, cs, h)
         self._published_at = time.monotonic()
         return head
 
@@ -645,26 +758,38 @@ class AuditLog:
 
     def record_in(self, w: Writer, rec: AuditRecord) -> int:
         """Append ``rec`` inside the open write transaction ``w`` (it commits or
-        rolls back with the caller's write).  Holds the chain lock until then."""
+        rolls back with the caller's write).  Holds this node's chain lock until then."""
         return self.append_in(w, [rec])[0]
 
     def append_in(self, w: Writer, recs: Sequence[AuditRecord]) -> list[int]:
         """Append ``recs`` in order inside ``w``; their seqs."""
-        return [seq for seq, _h in self._append(w, recs)]
+        return [seq for seq, _cs, _h in self._append(w, recs)]
 
-    def _append(self, w: Writer, recs: Sequence[AuditRecord]) -> list[tuple[int, str]]:
+    def _from_sequence(self, chain: str) -> bool | None:
+        """How :func:`audit_store.next_seqs` numbers rows: from ``audit_seq``
+        (PostgreSQL, once any node chain exists), else MAX(seq) + 1 (SQLite's one
+        writer; PostgreSQL's single chain, whose lock every writer then takes:
+        seqs stay 1, 2, 3 ... as before); None: PostgreSQL's chain "" asks."""
+        if self.repo.db.dialect != "postgresql":
+            return False
+        return True if chain or self._several else None
+
+    def _append(self, w: Writer, recs: Sequence[AuditRecord], chain: str | None = None) -> list[tuple[int, int, str]]:
+        """(seq, chain_seq, hash) of each of ``recs`` appended to ``chain`` (this node's by default)."""
         if not recs:
             return []
-        w.lock_key(LOCK_KEY)
+        chain = self.chain if chain is None else chain
+        w.lock_key(chain_lock(chain))
         # Read the head on every call, never cache it across calls: a savepoint
         # rolled back after an append (the caller's write failed) must not
         # leave a stale head behind.
-        seq, prev = self._head(w)
+        _seq, cs, prev = audit_store.head_in(w, chain) or (0, 0, GENESIS)
+        seqs, self._several = audit_store.next_seqs(w, len(recs), self._from_sequence(chain))
         events: list[tuple[Any, ...]] = []
         people: list[tuple[str, int]] = []
         now = self.clock()
-        for rec in recs:
-            seq += 1
+        for rec, seq in zip(recs, seqs, strict=True):
+            cs += 1
             p = rec.principal
             time_ms = rec.time_ms if rec.time_ms is not None else now
             flags = FLAG_BREAK_GLASS if _is_break_glass(rec) else 0
@@ -673,34 +798,36 @@ class AuditLog:
             cols = (seq, time_ms, rec.action[:32], rec.outcome, p.account_id if p else None,
                     str(p.role) if p else None, p.organization if p else None, rec.on_behalf_of, rec.code,
                     peer[:100] if peer else None, rec.purpose, flags)
-            h = row_hash(prev, *cols, body, key=self.keys.chain_key)
-            events.append((*cols, body, prev, h))
+            h = row_hash(prev, *cols, body, key=self.keys.chain_key, chain=chain, chain_seq=cs)
+            events.append((*cols, body, prev, h, chain, cs))
             people += [(pid, seq) for pid in sorted(set(rec.persons))]
             prev = h
         audit_store.append(w, events, people)
-        return [(int(e[0]), str(e[14])) for e in events]
-
-    def _head(self, w: Writer) -> tuple[int, str]:
-        return audit_store.head_in(w) or (0, GENESIS)
+        return [(int(e[0]), int(e[16]), str(e[14])) for e in events]
 
     # ------------------------------------------------------------- verify
     def verify(self, checkpoint: tuple[int, str] | None = None, *, from_checkpoint: bool = False,
                heads: Path | None = None) -> VerifyResult:
-        """Recompute the chain from the anchor (or seq 1) to the head, in one snapshot,
-        and check it against every published head.
+        """Recompute every chain from its anchor (or its start) to its head, in one
+        snapshot, and check each against every published head and the ledger.
 
         Detected without anything kept by hand: an edited, inserted, reordered
         or deleted row (keyed hashes: nobody without the chain key can re-hash);
-        rows cut off the end or a chain rebuilt from scratch (a signed head names
-        a seq the chain no longer has, or a different hash there); the oldest
-        rows deleted and an anchor planted (the anchor must be the one the
+        a row moved to another chain, or a chain planted (a node chain's hashes
+        cover its name and each row's position); rows cut off the end or a chain
+        rebuilt from scratch (a signed head or a ledger entry names a seq the
+        chain no longer has, or a different hash there); the oldest rows
+        deleted and an anchor planted (the anchor must be the one the chain's
         newest ``audit-purge`` record names); a moved legacy switch point.
 
         ``heads``: a heads file to check against instead of the configured one
         (e.g. the copy shipped elsewhere).  ``checkpoint``: a (seq, hash) noted
-        earlier; it must still be in the chain unless purged since.
-        ``from_checkpoint``: check only the rows after it (a daily run then
-        costs the day's records, not the whole retention period's).
+        earlier; it must still be in its chain unless purged since.
+        ``from_checkpoint``: check only that chain's rows after it (a daily run
+        then costs the day's records of that chain, not the whole retention period's).
+
+        The result's top-level figures are this node's chain's (rows and heads:
+        all chains'); with several chains, ``chains`` holds each one's result.
         """
         try:
             published = list(read_heads(heads or self.keys.heads))
@@ -711,20 +838,83 @@ class AuditLog:
 
     def _verify(self, snap: audit_store.Snapshot, checkpoint: tuple[int, str] | None, from_checkpoint: bool,
                 published: list[tuple[int, Head | None]]) -> VerifyResult:
-        anchor_seq, prev_hash = snap.anchor() or (0, GENESIS)
+        by_chain: dict[str, list[tuple[int, Head | None]]] = {}
+        for line, head in published:
+            by_chain.setdefault(head.chain if head is not None else "", []).append((line, head))
+        names = sorted(snap.chains() | set(by_chain) | {"", self.chain})
+        check_chain = self.chain
+        if checkpoint is not None:
+            at = snap.row_at(checkpoint[0])
+            if at is not None:
+                check_chain = at[0]
+        results: list[VerifyResult] = []
+        for name in names:
+            cp = checkpoint if name == check_chain else None
+            results.append(self._verify_chain(snap, name, cp, from_checkpoint and cp is not None,
+                                              by_chain.get(name, [])))
+        failed = next((r for r in results if not r.ok), None)
+        bad: tuple[int, str] | None = None
+        if failed is None:
+            bad = self._verify_ledger(snap, {r.chain: r for r in results})
+        if failed is None and bad is None:
+            stray = snap.stray_person(0)
+            if stray is not None:
+                bad = (stray, f"person index mismatch at seq {stray}")
+        mine = next(r for r in results if r.chain == self.chain)
+        top = failed or mine
+        reason = top.reason if failed is None or not failed.chain else f"chain {failed.chain}: {failed.reason}"
+        if bad is not None:
+            top, reason = mine, bad[1]
+        shown = tuple(results) if len(results) > 1 or results[0].chain else ()
+        return VerifyResult(failed is None and bad is None, sum(r.rows for r in results),
+                            bad[0] if bad is not None else top.bad_seq, reason, top.first_seq, top.head_seq,
+                            top.head_hash, top.anchor_seq, top.keyed_from, sum(r.heads for r in results),
+                            chain=top.chain, chains=shown)
+
+    def _verify_ledger(self, snap: audit_store.Snapshot, chains: dict[str, VerifyResult]) -> tuple[int, str] | None:
+        """Walk the ledger: its own hash chain, and every entry against its chain (bad seq, why)."""
+        prev, last = GENESIS, 0
+        while True:
+            page = snap.ledger_after(last, VERIFY_PAGE)
+            if not page:
+                return None
+            for id, chain, cs, seq, h, t, ph, eh in page:
+                id, cs, seq = int(id), int(cs), int(seq)
+                if id != last + 1:
+                    return seq, f"ledger entries {last + 1}..{id - 1} are missing"
+                if str(ph) != prev or ledger_hash(self.keys.chain_key, prev, id, str(chain), cs, seq, str(h),
+                                                  int(t)) != str(eh):
+                    return seq, f"ledger entry {id} does not verify (edited, or not written with this chain key)"
+                c = chains.get(str(chain))
+                anchor = (c.anchor_seq or 0) if c is not None else 0
+                end = max(anchor, c.head_seq or 0) if c is not None else 0
+                label = f"chain {chain}" if chain else "the chain"
+                if seq > end:
+                    return seq, (f"ledger entry {id} names seq {seq} of {label}, but it ends at seq {end}: "
+                                 "rows were cut off the end or the chain was rebuilt")
+                if seq > anchor:
+                    row = snap.row_at(seq)
+                    if row is None or row[0] != str(chain) or row[1] != cs or row[2] != str(h):
+                        return seq, f"ledger entry {id} does not match seq {seq} of {label}"
+                prev, last = str(eh), id
+
+    def _verify_chain(self, snap: audit_store.Snapshot, chain: str, checkpoint: tuple[int, str] | None,
+                      from_checkpoint: bool, published: list[tuple[int, Head | None]]) -> VerifyResult:
+        anchor_seq, anchor_cs, prev_hash = snap.anchor(chain) or (0, 0, GENESIS)
         anchor_hash = prev_hash
-        meta = snap.chain()
+        meta = snap.chain(chain)
         keyed_from = meta[0] if meta is not None else 1
-        prev_seq = anchor_seq
+        prev_seq, prev_cs = anchor_seq, anchor_cs
         rows = 0
         first: int | None = None
         seen_checkpoint = checkpoint is None or checkpoint[0] <= anchor_seq
         last_purge: dict[str, Any] | None = None
         n_heads = 0
+        anchor_moved = False
 
         def bad(seq: int, why: str) -> VerifyResult:
             return VerifyResult(False, rows, seq, why, first, prev_seq if rows else None,
-                                prev_hash if rows else None, anchor_seq or None, keyed_from, n_heads)
+                                prev_hash if rows else None, anchor_seq or None, keyed_from, n_heads, chain=chain)
 
         if meta is not None and meta[1] != self.keys.chain_key_id:
             return bad(keyed_from, f"the chain key in {self.keys.dir} (id {self.keys.chain_key_id}) is not the key "
@@ -754,36 +944,50 @@ class AuditLog:
             return bad(anchor_seq, f"checkpoint mismatch at seq {anchor_seq}")
         start_seq = anchor_seq
         if from_checkpoint and checkpoint is not None and checkpoint[0] > anchor_seq:
-            c = snap.hash_at(checkpoint[0])
-            if c is None:
+            c = snap.row_at(checkpoint[0])
+            if c is None or c[0] != chain:
                 return bad(checkpoint[0], f"checkpoint seq {checkpoint[0]} is missing")
-            if c != checkpoint[1]:
+            if c[2] != checkpoint[1]:
                 return bad(checkpoint[0], f"checkpoint mismatch at seq {checkpoint[0]}")
             start_seq = prev_seq = checkpoint[0]
+            prev_cs = c[1] if c[1] is not None else checkpoint[0]
             prev_hash = checkpoint[1]
             seen_checkpoint = True
         while True:
-            page = snap.events_after(prev_seq, VERIFY_PAGE)
+            page = snap.events_after(chain, prev_seq, VERIFY_PAGE)
             if not page:
                 break
             hi = int(page[-1][0])
             people: dict[int, set[str]] = {}
-            for pid, s in snap.persons_between(prev_seq, hi):
+            for pid, s in snap.persons_between(chain, prev_seq, hi):
                 people.setdefault(int(s), set()).add(str(pid))
             for r in page:
                 seq = int(r[0])
+                cs = None if r[16] is None else int(r[16])
                 if first is None:
                     first = seq
-                if seq != prev_seq + 1:
+                if cs is not None and cs != prev_cs + 1:
+                    # Chain "" written by one node: positions are seqs, and the missing one is named.
+                    missing = prev_seq + 1 if cs == seq else seq
                     if rows == 0 and anchor_seq and start_seq == anchor_seq:
-                        return bad(prev_seq + 1, f"anchor mismatch at seq {seq}: anchor is seq {anchor_seq}")
-                    return bad(prev_seq + 1, f"gap between {prev_seq} and {seq}")
+                        if str(r[13]) != prev_hash:
+                            return bad(missing, f"anchor mismatch at seq {seq}: anchor is seq {anchor_seq}")
+                        # Linked to the anchor but not after its position: the anchor row was
+                        # edited; judged below with the audit-purge record that should have made it.
+                        anchor_moved = True
+                    elif cs == seq:
+                        return bad(missing, f"gap between {prev_seq} and {seq}")
+                    else:
+                        return bad(seq, f"gap between positions {prev_cs} and {cs} (at seq {seq})")
                 if str(r[13]) != prev_hash:
                     if rows == 0 and anchor_seq and start_seq == anchor_seq:
                         return bad(seq, f"anchor mismatch at seq {seq}")
                     return bad(seq, f"prev_hash mismatch at seq {seq}")
-                if _hash_of_row(r, None if seq < keyed_from else self.keys.chain_key) != str(r[14]):
+                pos = seq if cs is None else cs
+                if _hash_of_row(r, None if pos < keyed_from else self.keys.chain_key) != str(r[14]):
                     return bad(seq, f"hash mismatch at seq {seq}")
+                if cs is None:
+                    return bad(seq, f"seq {seq} has no position in its chain (a row not written by hutong)")
                 if want.get(seq, str(r[14])) != str(r[14]):
                     return bad(seq, f"published head mismatch at seq {seq}: the chain was rewritten or rebuilt "
                                     "after that head was signed")
@@ -794,8 +998,8 @@ class AuditLog:
                 if set(body.get("persons", ())) != people.pop(seq, set()):
                     return bad(seq, f"person index mismatch at seq {seq}")
                 extra = body.get("extra", {})
-                if seq == keyed_from and keyed_from > 1 and (
-                        r[2] != SWITCH_ACTION or extra.get("legacy_through") != str(seq - 1)):
+                if cs == keyed_from and keyed_from > 1 and (
+                        r[2] != SWITCH_ACTION or extra.get("legacy_through") != str(cs - 1)):
                     return bad(seq, f"seq {seq} is not the record where the chain became keyed "
                                     "(the switch point was moved)")
                 if r[2] == "audit-purge":
@@ -804,20 +1008,17 @@ class AuditLog:
                     if checkpoint[1] != str(r[14]):
                         return bad(seq, f"checkpoint mismatch at seq {seq}")
                     seen_checkpoint = True
-                prev_seq, prev_hash = seq, str(r[14])
+                prev_seq, prev_cs, prev_hash = seq, cs, str(r[14])
                 rows += 1
             if people:  # person rows pointing at seqs that are not in the chain
                 s = min(people)
                 return bad(s, f"person index mismatch at seq {s}")
-        stray = snap.stray_person(prev_seq, anchor_seq)
-        if stray is not None:
-            return bad(stray, f"person index mismatch at seq {stray}")
         if not seen_checkpoint:
             assert checkpoint is not None
             return bad(checkpoint[0], f"checkpoint seq {checkpoint[0]} is missing (head is seq {prev_seq})")
         if meta is None and (rows or anchor_seq):
             return bad(first or anchor_seq, "the audit_chain row is missing (chain metadata deleted)")
-        if keyed_from > max(prev_seq, anchor_seq) + 1:
+        if keyed_from > max(prev_cs, anchor_cs) + 1:
             return bad(keyed_from, f"the chain is keyed from seq {keyed_from}, which it does not have")
         if start_seq == anchor_seq and anchor_seq:
             # Only `hutong audit purge` moves the anchor, and it records where in a keyed row.
@@ -825,11 +1026,14 @@ class AuditLog:
             if named is None or named[0] != str(anchor_seq) or named[1] not in (None, anchor_hash):
                 return bad(anchor_seq, f"the anchor at seq {anchor_seq} is not the one the newest audit-purge record "
                                        "made (the oldest rows were deleted and an anchor planted?)")
+            if anchor_moved or (last_purge or {}).get("through_chain_seq", str(anchor_cs)) != str(anchor_cs):
+                return bad(anchor_seq, f"anchor mismatch at seq {anchor_seq}: its position in the chain ({anchor_cs}) "
+                                       "is not the one the newest audit-purge record names")
         if top is not None and top.seq > prev_seq and top.seq > anchor_seq:
             return bad(prev_seq + 1, f"a published head (signed {top.time_ms} ms) names seq {top.seq}, but the chain "
                                      f"ends at seq {prev_seq}: rows were cut off the end or the chain was rebuilt")
         return VerifyResult(True, rows, None, None, first, prev_seq if rows else None,
-                            prev_hash if rows else None, anchor_seq or None, keyed_from, n_heads)
+                            prev_hash if rows else None, anchor_seq or None, keyed_from, n_heads, chain=chain)
 
     # ------------------------------------------------------------- retention
     def retention_cutoff(self, now: int | None = None) -> int:
@@ -839,12 +1043,13 @@ class AuditLog:
 
     def purge(self, older_than_ms: int | None = None, *, by: Principal = LOCAL_OPERATOR,
               dry_run: bool = False) -> PurgeResult:
-        """Delete the oldest records (a prefix of the chain, all older than the
-        cutoff) and keep the chain verifiable through an anchor row.
+        """Delete each chain's oldest records (a prefix of the chain, all older
+        than the cutoff) and keep it verifiable through its anchor row.
 
         The cutoff may not be later than the retention setting allows
-        (HT-0147).  Refused when the chain does not verify (HT-0148): purging
-        would destroy the evidence.  The purge itself is audited.
+        (HT-0147).  Refused when the trail does not verify (HT-0148): purging
+        would destroy the evidence.  The purge of each chain is audited in that
+        chain (its newest audit-purge record names its anchor).
         """
         limit = self.retention_cutoff()
         cutoff = limit if older_than_ms is None else older_than_ms
@@ -854,20 +1059,30 @@ class AuditLog:
         v = self.verify()
         if not v.ok:
             raise Conflict("HT-0148", f"audit chain does not verify ({v.reason}); purge refused")
+        names = [c.chain for c in v.chains] if v.chains else [self.chain]
 
-        def go(w: Writer) -> PurgeResult:
-            w.lock_key(LOCK_KEY)
-            last, n = audit_store.prefix_before(w, cutoff)
+        def go(w: Writer, chain: str) -> tuple[int, int | None]:
+            w.lock_key(PURGE_LOCK)
+            w.lock_key(chain_lock(chain))
+            last, n = audit_store.prefix_before(w, cutoff, chain)
             if n == 0 or dry_run:
-                return PurgeResult(n, last if n else None, cutoff, dry_run)
+                return n, last if n else None
             now = self.clock()
-            h = audit_store.cut_prefix(w, last, now)
-            self.record_in(w, AuditRecord(action="audit-purge", principal=by, purpose="audit", time_ms=now,
-                                          extra={"through_seq": str(last), "through_hash": h, "rows": str(n),
-                                                 "cutoff_ms": str(cutoff)}))
-            return PurgeResult(n, last, cutoff, False)
+            h, cs = audit_store.cut_prefix(w, last, now, chain)
+            extra = {"through_seq": str(last), "through_hash": h, "rows": str(n), "cutoff_ms": str(cutoff),
+                     "through_chain_seq": str(cs)}
+            self._append(w, [AuditRecord(action="audit-purge", principal=by, purpose="audit", time_ms=now,
+                                         extra=extra)], chain=chain)
+            return n, last
 
-        return self.repo.transact(go)
+        done: dict[str, tuple[int, int | None]] = {}
+        for name in names:
+            done[name] = self.repo.transact(partial(go, chain=name))
+        mine = done.get(self.chain, (0, None))
+        if not mine[0]:
+            mine = next((d for d in done.values() if d[0]), mine)
+        per_chain = {c: n for c, (n, _l) in done.items() if n} if len(done) > 1 else {}
+        return PurgeResult(sum(n for n, _l in done.values()), mine[1], cutoff, dry_run, per_chain)
 
     # ------------------------------------------------------------- queries
     def _entry(self, r: Sequence[Any]) -> AuditEntry:

@@ -1,6 +1,6 @@
 """Data access for the audit trail (tables ``audit_event``, ``audit_person``,
-``audit_anchor``, ``audit_chain`` and ``break_glass_review``, declared in
-hutong.security.audit).
+``audit_anchor``, ``audit_chain``, ``audit_ledger`` and ``break_glass_review``,
+declared in hutong.security.audit).
 
 The only module that writes SQL for the audit trail (issue 13, item 1: one
 storage seam).  The chain itself (keyed hashes, signed heads, what verifies)
@@ -22,58 +22,109 @@ Row = Sequence[Any]
 
 EVENT_COLS = ("seq, time_ms, action, outcome, account_id, role, organization, on_behalf_of, code, peer, "
               "purpose, flags, body, prev_hash, hash")
-INSERT_CHUNK = 64   # rows per multi-row INSERT (15 columns: well under SQLite's 32,766 variables)
+# The row's chain and its position in it (issue 18: one chain per node), after EVENT_COLS.
+CHAIN_COLS = "chain, chain_seq"
+ROW_COLS = EVENT_COLS + ", " + CHAIN_COLS
+LEDGER_COLS = "id, chain, chain_seq, seq, hash, time_ms, prev_hash, entry_hash"
+INSERT_CHUNK = 64   # rows per multi-row INSERT (17 columns: well under SQLite's 32,766 variables)
 # Columns an auditor's search filters on by equality.
 SEARCH_COLUMNS = frozenset({"account_id", "action", "outcome", "purpose"})
 
 
 # --------------------------------------------------------------------------- the chain
-def chain_row(repo: Repository, cur: Any) -> tuple[int, str] | None:
-    """(keyed_from, key_id) of the chain, on any open cursor (reads inside a
+def chain_row(repo: Repository, cur: Any, chain: str = "") -> tuple[int, str] | None:
+    """(keyed_from, key_id) of ``chain``, on any open cursor (reads inside a
     write or a snapshot see their own transaction's state)."""
-    cur.execute(sql_repository(repo).db.sql("SELECT keyed_from, key_id FROM audit_chain WHERE id = 1"))
+    cur.execute(sql_repository(repo).db.sql("SELECT keyed_from, key_id FROM audit_chain WHERE chain = ?"), (chain,))
     r = cur.fetchone()
     return (int(r[0]), str(r[1])) if r is not None else None
 
 
-def chain_row_now(repo: Repository) -> tuple[int, str] | None:
+def chain_row_now(repo: Repository, chain: str = "") -> tuple[int, str] | None:
     with sql_repository(repo).db.connection() as conn:
-        return chain_row(repo, conn.cursor())
+        return chain_row(repo, conn.cursor(), chain)
 
 
-def chain_row_in(w: Writer) -> tuple[int, str] | None:
-    """(keyed_from, key_id) of the chain as ``w``'s transaction sees it."""
-    return chain_row(w.repo, sql_writer(w).cur)
+def chain_row_in(w: Writer, chain: str = "") -> tuple[int, str] | None:
+    """(keyed_from, key_id) of ``chain`` as ``w``'s transaction sees it."""
+    return chain_row(w.repo, sql_writer(w).cur, chain)
 
 
-def newest_event(w: Writer) -> Row | None:
-    r: Row | None = sql_writer(w).execute(f"SELECT {EVENT_COLS} FROM audit_event ORDER BY seq DESC LIMIT 1").fetchone()  # noqa: S608
+def newest_event(w: Writer, chain: str = "") -> Row | None:
+    r: Row | None = sql_writer(w).execute(
+        f"SELECT {ROW_COLS} FROM audit_event WHERE chain = ? ORDER BY seq DESC LIMIT 1", (chain,)).fetchone()  # noqa: S608
     return r
 
 
-def anchored(w: Writer) -> bool:
-    return sql_writer(w).execute("SELECT 1 FROM audit_anchor WHERE id = 1").fetchone() is not None
+def anchored(w: Writer, chain: str = "") -> bool:
+    return sql_writer(w).execute("SELECT 1 FROM audit_anchor WHERE chain = ?", (chain,)).fetchone() is not None
 
 
-def set_chain(w: Writer, keyed_from: int, key_id: str, now: int) -> None:
-    sql_writer(w).execute("INSERT INTO audit_chain (id, keyed_from, key_id, time_ms) VALUES (1, ?, ?, ?)",
-              (keyed_from, key_id, now))
+def set_chain(w: Writer, keyed_from: int, key_id: str, now: int, chain: str = "") -> None:
+    """Register ``chain`` (the caller holds the lock of chain '', which every registration takes)."""
+    n = sql_writer(w).execute("SELECT COALESCE(MAX(id), 0) FROM audit_chain").fetchone()[0]
+    sql_writer(w).execute("INSERT INTO audit_chain (id, chain, keyed_from, key_id, time_ms) VALUES (?, ?, ?, ?, ?)",
+                          (int(n) + 1, chain, keyed_from, key_id, now))
 
 
-def head_in(w: Writer) -> tuple[int, str] | None:
-    """(seq, hash) of the newest row, else of the anchor, inside a write."""
-    r = sql_writer(w).execute("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1").fetchone()
+def several_chains(w: Writer) -> bool:
+    """Whether any chain but '' is registered (then seq comes from the shared sequence)."""
+    return sql_writer(w).execute("SELECT 1 FROM audit_chain WHERE chain <> '' LIMIT 1").fetchone() is not None
+
+
+def start_sequence(w: Writer) -> None:
+    """PostgreSQL: move ``audit_seq`` past every seq used so far.  Only when the
+    first node chain is registered, under the lock of chain '' (the only writer
+    that numbered rows by MAX(seq) + 1 until then): a later call could move the
+    sequence back past values other nodes already took."""
+    sql_writer(w).execute(
+        "SELECT setval('audit_seq', GREATEST((SELECT last_value FROM audit_seq), "
+        "(SELECT COALESCE(MAX(seq), 0) FROM audit_event), (SELECT COALESCE(MAX(seq), 0) FROM audit_anchor)))")
+
+
+def head_in(w: Writer, chain: str = "") -> tuple[int, int, str] | None:
+    """(seq, chain_seq, hash) of ``chain``'s newest row, else of its anchor, inside a write."""
+    r = sql_writer(w).execute("SELECT seq, COALESCE(chain_seq, seq), hash FROM audit_event WHERE chain = ? "
+                              "ORDER BY seq DESC LIMIT 1", (chain,)).fetchone()
     if r is None:
-        r = sql_writer(w).execute("SELECT seq, hash FROM audit_anchor WHERE id = 1").fetchone()
-    return (int(r[0]), str(r[1])) if r is not None else None
+        r = sql_writer(w).execute("SELECT seq, COALESCE(chain_seq, seq), hash FROM audit_anchor WHERE chain = ?",
+                                  (chain,)).fetchone()
+    return (int(r[0]), int(r[1]), str(r[2])) if r is not None else None
 
 
-def head(repo: Repository) -> tuple[int, str] | None:
-    """(seq, hash) of the newest committed row, else of the anchor."""
-    rows = sql_repository(repo).query("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1")
+def next_seqs(w: Writer, n: int, from_sequence: bool | None) -> tuple[list[int], bool]:
+    """``n`` new global seqs, increasing, and whether they came from ``audit_seq``.
+
+    ``from_sequence`` True (PostgreSQL, a node chain or several chains): from
+    ``audit_seq``, which nobody waits on.  False (SQLite's one writer): the next
+    after the highest used.  None (PostgreSQL, chain ""): the sequence if any
+    node chain is registered, else the next after the highest used -- only the
+    single chain's writers, serialised by its lock, number rows then -- asked in
+    one round trip with the highest seq.
+    """
+    if from_sequence:
+        rows = sql_writer(w).execute("SELECT nextval('audit_seq') FROM generate_series(1, ?)", (n,)).fetchall()
+        return sorted(int(r[0]) for r in rows), True
+    top = ("COALESCE((SELECT MAX(seq) FROM audit_event), 0), COALESCE((SELECT MAX(seq) FROM audit_anchor), 0)")
+    if from_sequence is None:
+        r = sql_writer(w).execute(f"SELECT EXISTS (SELECT 1 FROM audit_chain WHERE chain <> ''), "  # noqa: S608
+                                  f"GREATEST({top})").fetchone()
+        if r[0]:
+            return next_seqs(w, n, True)
+        high = int(r[1])
+    else:
+        high = int(sql_writer(w).execute(f"SELECT MAX({top})").fetchone()[0])  # noqa: S608
+    return list(range(high + 1, high + n + 1)), False
+
+
+def head(repo: Repository, chain: str = "") -> tuple[int, int, str] | None:
+    """(seq, chain_seq, hash) of ``chain``'s newest committed row, else of its anchor."""
+    rows = sql_repository(repo).query("SELECT seq, COALESCE(chain_seq, seq), hash FROM audit_event WHERE chain = ? "
+                                      "ORDER BY seq DESC LIMIT 1", (chain,))
     if not rows:
-        rows = sql_repository(repo).query("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-    return (int(rows[0][0]), str(rows[0][1])) if rows else None
+        rows = sql_repository(repo).query("SELECT seq, COALESCE(chain_seq, seq), hash FROM audit_anchor "
+                                          "WHERE chain = ?", (chain,))
+    return (int(rows[0][0]), int(rows[0][1]), str(rows[0][2])) if rows else None
 
 
 def _insert(w: Writer, table: str, cols: str, width: int, rows: list[tuple[Any, ...]]) -> None:
@@ -86,9 +137,21 @@ def _insert(w: Writer, table: str, cols: str, width: int, rows: list[tuple[Any, 
 
 
 def append(w: Writer, events: list[tuple[Any, ...]], people: list[tuple[str, int]]) -> None:
-    """Event rows (the 15 EVENT_COLS) and their (person_id, seq) index rows."""
-    _insert(w, "audit_event", EVENT_COLS, 15, events)
+    """Event rows (the 17 ROW_COLS) and their (person_id, seq) index rows."""
+    _insert(w, "audit_event", ROW_COLS, 17, events)
     _insert(w, "audit_person", "person_id, seq", 2, people)
+
+
+# --------------------------------------------------------------------------- the ledger
+def ledger_head_in(w: Writer) -> tuple[int, str] | None:
+    """(id, entry_hash) of the newest ledger entry (the caller holds the ledger lock)."""
+    r = sql_writer(w).execute("SELECT id, entry_hash FROM audit_ledger ORDER BY id DESC LIMIT 1").fetchone()
+    return (int(r[0]), str(r[1])) if r is not None else None
+
+
+def ledger_append(w: Writer, entry: tuple[Any, ...]) -> None:
+    """One ledger entry (the 8 LEDGER_COLS)."""
+    _insert(w, "audit_ledger", LEDGER_COLS, 8, [entry])
 
 
 # --------------------------------------------------------------------------- verification
@@ -104,29 +167,50 @@ class Snapshot:
         rows: list[Any] = self.cur.fetchall()
         return rows
 
-    def anchor(self) -> tuple[int, str] | None:
-        a = self._q("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-        return (int(a[0][0]), str(a[0][1])) if a else None
+    def chains(self) -> set[str]:
+        """Every chain named by a row, an anchor, a chain registration or a ledger entry.
+        The rows' chains by a loose index scan of (chain, seq): one probe per chain."""
+        found = {str(r[0]) for r in self._q(
+            "WITH RECURSIVE c(chain) AS (SELECT MIN(chain) FROM audit_event UNION ALL "
+            "SELECT (SELECT MIN(chain) FROM audit_event WHERE chain > c.chain) FROM c WHERE c.chain IS NOT NULL) "
+            "SELECT chain FROM c WHERE chain IS NOT NULL")}
+        for table in ("audit_anchor", "audit_chain", "audit_ledger"):
+            found |= {str(r[0]) for r in self._q(f"SELECT DISTINCT chain FROM {table}")}  # noqa: S608
+        return found
 
-    def chain(self) -> tuple[int, str] | None:
-        return chain_row(self.repo, self.cur)
+    def anchor(self, chain: str = "") -> tuple[int, int, str] | None:
+        """(seq, chain_seq, hash) of ``chain``'s anchor."""
+        a = self._q("SELECT seq, COALESCE(chain_seq, seq), hash FROM audit_anchor WHERE chain = ?", (chain,))
+        return (int(a[0][0]), int(a[0][1]), str(a[0][2])) if a else None
 
-    def hash_at(self, seq: int) -> str | None:
-        c = self._q("SELECT hash FROM audit_event WHERE seq = ?", (seq,))
-        return str(c[0][0]) if c else None
+    def chain(self, chain: str = "") -> tuple[int, str] | None:
+        return chain_row(self.repo, self.cur, chain)
 
-    def events_after(self, seq: int, limit: int) -> list[Row]:
-        return self._q(f"SELECT {EVENT_COLS} FROM audit_event WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
-                       (seq, limit))
+    def row_at(self, seq: int) -> tuple[str, int | None, str] | None:
+        """(chain, chain_seq, hash) of row ``seq``."""
+        c = self._q("SELECT chain, chain_seq, hash FROM audit_event WHERE seq = ?", (seq,))
+        return (str(c[0][0]), None if c[0][1] is None else int(c[0][1]), str(c[0][2])) if c else None
 
-    def persons_between(self, lo: int, hi: int) -> list[Row]:
-        """(person_id, seq) with lo < seq <= hi."""
-        return self._q("SELECT person_id, seq FROM audit_person WHERE seq > ? AND seq <= ?", (lo, hi))
+    def events_after(self, chain: str, seq: int, limit: int) -> list[Row]:
+        """``chain``'s rows (ROW_COLS) after ``seq``, in seq order (its chain order)."""
+        return self._q(f"SELECT {ROW_COLS} FROM audit_event WHERE chain = ? AND seq > ? "  # noqa: S608
+                       "ORDER BY seq LIMIT ?", (chain, seq, limit))
 
-    def stray_person(self, after: int, through: int) -> int | None:
-        """The lowest person-index seq outside (through, after]: rows pointing past the chain."""
-        stray = self._q("SELECT MIN(seq) FROM audit_person WHERE seq > ? OR seq <= ?", (after, through))
+    def persons_between(self, chain: str, lo: int, hi: int) -> list[Row]:
+        """(person_id, seq) of ``chain``'s rows with lo < seq <= hi."""
+        return self._q("SELECT p.person_id, p.seq FROM audit_person p JOIN audit_event e ON e.seq = p.seq "
+                       "WHERE e.chain = ? AND p.seq > ? AND p.seq <= ?", (chain, lo, hi))
+
+    def stray_person(self, after: int) -> int | None:
+        """The lowest person-index seq above ``after`` that has no audit row (pointing
+        past a chain's head, into a purged prefix or at a deleted row)."""
+        stray = self._q("SELECT MIN(p.seq) FROM audit_person p LEFT JOIN audit_event e ON e.seq = p.seq "
+                        "WHERE p.seq > ? AND e.seq IS NULL", (after,))
         return int(stray[0][0]) if stray and stray[0][0] is not None else None
+
+    def ledger_after(self, id: int, limit: int) -> list[Row]:
+        return self._q(f"SELECT {LEDGER_COLS} FROM audit_ledger WHERE id > ? ORDER BY id LIMIT ?",  # noqa: S608
+                       (id, limit))
 
 
 @contextmanager
@@ -144,28 +228,43 @@ def snapshot(repo: Repository) -> Iterator[Snapshot]:
 
 
 # --------------------------------------------------------------------------- retention
-def prefix_before(w: Writer, cutoff: int) -> tuple[int, int]:
-    """(last seq, row count) of the oldest rows all older than ``cutoff`` (a
-    prefix of the chain: it ends before the first row at or after the cutoff)."""
-    r = sql_writer(w).execute("SELECT MIN(seq) FROM audit_event WHERE time_ms >= ?", (cutoff,)).fetchone()
+def prefix_before(w: Writer, cutoff: int, chain: str = "") -> tuple[int, int]:
+    """(last seq, row count) of ``chain``'s oldest rows all older than ``cutoff``
+    (a prefix of the chain: it ends before its first row at or after the cutoff)."""
+    r = sql_writer(w).execute("SELECT MIN(seq) FROM audit_event WHERE chain = ? AND time_ms >= ?",
+                              (chain, cutoff)).fetchone()
     if r[0] is not None:
-        last = int(r[0]) - 1
+        m = sql_writer(w).execute("SELECT MAX(seq) FROM audit_event WHERE chain = ? AND seq < ?",
+                                  (chain, int(r[0]))).fetchone()
     else:
-        m = sql_writer(w).execute("SELECT MAX(seq) FROM audit_event").fetchone()
-        last = int(m[0]) if m[0] is not None else 0
-    n = int(sql_writer(w).execute("SELECT COUNT(*) FROM audit_event WHERE seq <= ?", (last,)).fetchone()[0])
+        m = sql_writer(w).execute("SELECT MAX(seq) FROM audit_event WHERE chain = ?", (chain,)).fetchone()
+    last = int(m[0]) if m[0] is not None else 0
+    n = int(sql_writer(w).execute("SELECT COUNT(*) FROM audit_event WHERE chain = ? AND seq <= ?",
+                                  (chain, last)).fetchone()[0])
     return last, n
 
 
-def cut_prefix(w: Writer, last: int, now: int) -> str:
-    """Delete rows through ``last`` and anchor the chain there; the anchor's hash."""
-    h = str(sql_writer(w).execute("SELECT hash FROM audit_event WHERE seq = ?", (last,)).fetchone()[0])
-    sql_writer(w).execute("DELETE FROM audit_person WHERE seq <= ?", (last,))
-    sql_writer(w).execute("DELETE FROM break_glass_review WHERE seq <= ?", (last,))
-    sql_writer(w).execute("DELETE FROM audit_event WHERE seq <= ?", (last,))
-    sql_writer(w).execute("DELETE FROM audit_anchor WHERE id = 1")
-    sql_writer(w).execute("INSERT INTO audit_anchor (id, seq, hash, time_ms) VALUES (1, ?, ?, ?)", (last, h, now))
-    return h
+def cut_prefix(w: Writer, last: int, now: int, chain: str = "") -> tuple[str, int]:
+    """Delete ``chain``'s rows through ``last`` and anchor the chain there; the
+    anchor's (hash, chain_seq).  The caller holds the chain's lock and the purge lock."""
+    h, cs = sql_writer(w).execute("SELECT hash, COALESCE(chain_seq, seq) FROM audit_event WHERE seq = ?",
+                                  (last,)).fetchone()
+    mine = "SELECT seq FROM audit_event WHERE chain = ? AND seq <= ?"
+    sql_writer(w).execute(f"DELETE FROM audit_person WHERE seq IN ({mine})", (chain, last))  # noqa: S608
+    sql_writer(w).execute(f"DELETE FROM break_glass_review WHERE seq IN ({mine})", (chain, last))  # noqa: S608
+    sql_writer(w).execute("DELETE FROM audit_event WHERE chain = ? AND seq <= ?", (chain, last))
+    old = sql_writer(w).execute("SELECT id FROM audit_anchor WHERE chain = ?", (chain,)).fetchone()
+    sql_writer(w).execute("DELETE FROM audit_anchor WHERE chain = ?", (chain,))
+    if old is not None:
+        id = int(old[0])
+    elif chain == "":
+        id = 1     # the one anchor row of the releases before several chains
+    else:
+        top = sql_writer(w).execute("SELECT COALESCE(MAX(id), 1) FROM audit_anchor").fetchone()[0]
+        id = int(top) + 1
+    sql_writer(w).execute("INSERT INTO audit_anchor (id, chain, seq, chain_seq, hash, time_ms) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", (id, chain, last, int(cs), str(h), now))
+    return str(h), int(cs)
 
 
 # --------------------------------------------------------------------------- queries

@@ -108,7 +108,14 @@ def fingerprint(material: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """One published head: the chain had row ``seq`` with hash ``hash`` at ``time_ms``."""
+    """One published head: the chain had row ``seq`` with hash ``hash`` at ``time_ms``.
+
+    ``chain``: the node's chain (issue 18, item 2), "" for the single chain; a
+    node publishes its own chain's heads.  Heads of chain "" are signed and
+    written exactly as before there were several chains (lines without a
+    chain are chain ""), so every heads file published earlier still verifies;
+    a node chain's head also signs its name and the row's position in it.
+    """
 
     seq: int
     hash: str
@@ -116,15 +123,22 @@ class Head:
     time_ms: int
     key: str     # fingerprint of the signing public key
     sig: str     # base64 Ed25519 signature over HEAD_CONTEXT + the other fields (sorted-key JSON)
+    chain: str = ""
+    chain_seq: int | None = None
+
+    def _fields(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"seq": self.seq, "hash": self.hash, "keyed_from": self.keyed_from,
+                             "time_ms": self.time_ms, "key": self.key}
+        if self.chain:
+            d["chain"] = self.chain
+            d["chain_seq"] = self.chain_seq
+        return d
 
     def signed_bytes(self) -> bytes:
-        return HEAD_CONTEXT + orjson.dumps({"seq": self.seq, "hash": self.hash, "keyed_from": self.keyed_from,
-                                            "time_ms": self.time_ms, "key": self.key},
-                                           option=orjson.OPT_SORT_KEYS)
+        return HEAD_CONTEXT + orjson.dumps(self._fields(), option=orjson.OPT_SORT_KEYS)
 
     def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "hash": self.hash, "keyed_from": self.keyed_from, "time_ms": self.time_ms,
-                "key": self.key, "sig": self.sig}
+        return self._fields() | {"sig": self.sig}
 
 
 class AuditKeys:
@@ -162,10 +176,12 @@ class AuditKeys:
                                                                    serialization.PublicFormat.Raw))
 
     # ------------------------------------------------------------ heads
-    def sign(self, seq: int, hash: str, keyed_from: int, time_ms: int) -> Head:
-        unsigned = Head(seq, hash, keyed_from, time_ms, self.signing_key_id, "")
+    def sign(self, seq: int, hash: str, keyed_from: int, time_ms: int, *, chain: str = "",
+             chain_seq: int | None = None) -> Head:
+        cs = chain_seq if chain else None
+        unsigned = Head(seq, hash, keyed_from, time_ms, self.signing_key_id, "", chain, cs)
         sig = base64.b64encode(self._signer.sign(unsigned.signed_bytes())).decode()
-        return Head(seq, hash, keyed_from, time_ms, self.signing_key_id, sig)
+        return Head(seq, hash, keyed_from, time_ms, self.signing_key_id, sig, chain, cs)
 
     def publish(self, head: Head) -> None:
         """Append ``head`` as one line (O_APPEND, fsynced: the line is on disk
@@ -193,8 +209,9 @@ def read_heads(path: Path) -> Iterator[tuple[int, Head | None]]:
             continue
         try:
             d = orjson.loads(line)
+            chain = str(d.get("chain") or "")
             yield n, Head(int(d["seq"]), str(d["hash"]), int(d["keyed_from"]), int(d["time_ms"]), str(d["key"]),
-                          str(d["sig"]))
+                          str(d["sig"]), chain, int(d["chain_seq"]) if chain else None)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             yield n, None
 

@@ -6,11 +6,17 @@ GB/T 22239-2019 level 3 practice as issue 6 states them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hutong.config import env, env_flag
 from hutong.config import env_int as _int
+from hutong.errors import ConfigError
+
+# A node's audit chain name (hutong.security.audit: one chain per node): short,
+# lower-case, no spaces, so it fits audit_event.chain (String(32)) and a lock key.
+NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 def _list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -18,6 +24,17 @@ def _list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     if v is None:
         return default
     return tuple(x.strip() for x in v.split(",") if x.strip())
+
+
+def node_id(value: str | None) -> str:
+    """HUTONG_NODE_ID checked: "" (unset: the one audit chain of a single node) or
+    [a-z0-9][a-z0-9-]{0,31}; anything else is refused (HT-0149) rather than cut or
+    folded, so two nodes never end up writing one chain by accident of spelling."""
+    v = value or ""
+    if v and NODE_ID.fullmatch(v) is None:
+        raise ConfigError("HT-0149", f"HUTONG_NODE_ID {v[:40]!r} is not a node id: 1-32 characters of a-z, "
+                                     "0-9 and '-', starting with a letter or digit")
+    return v
 
 
 def _path(name: str) -> Path | None:
@@ -46,6 +63,7 @@ class SecuritySettings:
     audit_retention_days: int = 180
     audit_heads: Path | None = None          # published signed heads; None = <key_dir>/audit-heads.ndjson
     audit_head_seconds: int = 300            # a signed head at most this often (tail-cut window)
+    node_id: str = ""                        # this node's audit chain; "" = the one chain of a single node
     # --- keys, residency
     key_dir: Path | None = None              # keys (0700); None = keys.default_key_dir, outside the db dir
     key_command: str | None = None           # a KMS: program printing id:base64 master keys (keys.CommandKeySource)
@@ -83,6 +101,7 @@ class SecuritySettings:
             audit_retention_days=_int("HUTONG_AUDIT_RETENTION_DAYS", 180),
             audit_heads=_path("HUTONG_AUDIT_HEADS"),
             audit_head_seconds=_int("HUTONG_AUDIT_HEAD_SECONDS", 300),
+            node_id=node_id(env("HUTONG_NODE_ID")),
             key_dir=_path("HUTONG_KEY_DIR"),
             key_command=env("HUTONG_KEY_COMMAND") or None,
             key_command_timeout=_int("HUTONG_KEY_COMMAND_TIMEOUT", 10),
