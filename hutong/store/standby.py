@@ -14,7 +14,8 @@ What may come from it, and what never does (DESIGN.md "Trust model"):
   account and tokens, delegations, consents, the access basis, the MPI links
   the policy judges by, and the audit trail are read on the primary by the
   request's ``Access`` (hutong.security.policy), which every row from the
-  standby still passes, and the audit row is written on the primary.  So a
+  standby still passes (each row in its primary's current version:
+  :class:`StandbyRepository`), and the audit row is written on the primary.  So a
   revoked consent or a disabled account takes effect at once, however far
   the standby lags.  The standby repository carries the primary's write
   hooks (the MPI it judges patients' persons by is the primary's) and a
@@ -47,13 +48,14 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hutong.errors import ConfigError, StorageError
 from hutong.store.database import Database, open_database
-from hutong.store.repository import Repository
+from hutong.store.query import Query
+from hutong.store.repository import Repository, SearchPage, Stored
 from hutong.store.sql import SqlRepository
 
 T = TypeVar("T")
@@ -120,7 +122,7 @@ class Standby:
         self._state: StandbyState | None = None
         self._measured = -math.inf
         self._same_cluster = False
-        self._repo: SqlRepository | None = None
+        self._repo: StandbyRepository | None = None
 
     # ------------------------------------------------------------ positions
     def primary_position(self) -> int:
@@ -174,14 +176,16 @@ class Standby:
         return StandbyState(lag, replayed)
 
     # ------------------------------------------------------------ routing
-    def repository(self) -> SqlRepository:
+    def repository(self) -> StandbyRepository:
         """The Repository on the standby: the primary's indexer, codec (keys),
         blind-index protector and write hooks (so the MPI is the primary's)."""
         with self._lock:
             if self._repo is None:
-                r = SqlRepository(self.db, self.primary.indexer, codec=self.primary.codec, clock=self.primary.clock)
+                r = StandbyRepository(self.db, self.primary.indexer, codec=self.primary.codec,
+                                      clock=self.primary.clock)
                 r.compiler.protector = self.primary.compiler.protector
                 r.hooks[:] = list(self.primary.hooks)
+                r.primary = self.primary
                 self._repo = r
             return self._repo
 
@@ -228,6 +232,74 @@ class Standby:
 
     def close(self) -> None:
         self.db.close()
+
+
+class StandbyRepository(SqlRepository):
+    """Reads on the standby whose every row is the primary's current version.
+
+    A row's body carries facts the policy judges it by (its subject, its
+    meta.security labels: hutong.security.policy ``admit``), and during the
+    lag the standby may hold an older version than the primary: a record
+    relabelled sensitive, moved to another patient's registration or deleted
+    a moment ago.  So the rows the standby returns are checked against the
+    primary's ``(pk, version, deleted)`` in one indexed query per page, and
+    a row that changed since is taken from the primary (dropped when deleted
+    there).  What the standby spares the primary: finding the rows (the
+    compartment scan, the search) and reading the bodies of unchanged ones.
+    Rows the standby has not replayed yet are simply not there (the lag).
+    """
+
+    primary: SqlRepository
+
+    def read(self, type: str, id: str) -> Stored | None:
+        s = super().read(type, id)
+        if s is None:  # not replayed yet (e.g. a person the MPI made a moment ago): the primary has it
+            return self.primary.read(type, id)
+        now = self._current([s])
+        return now[0] if now else self.primary.read(type, id)  # deleted there since: as the primary says
+
+    def fetch(self, refs: Iterable[tuple[str, str]]) -> list[Stored]:
+        return self._current(super().fetch(refs))
+
+    def everything(self, patient_ids: list[str], *, types: tuple[str, ...] | None, since: int | None,
+                   after_pk: int, count: int) -> tuple[list[Stored], bool]:
+        rows, more = super().everything(patient_ids, types=types, since=since, after_pk=after_pk, count=count)
+        return self._current(rows), more
+
+    def search(self, q: Query) -> SearchPage:
+        page = super().search(q)
+        page.matches = self._current(page.matches)
+        page.includes = self._current(page.includes)
+        return page
+
+    def _current(self, rows: list[Stored]) -> list[Stored]:
+        if not rows:
+            return rows
+        now: dict[int, tuple[int, bool]] = {}
+        pks = [s.pk for s in rows]
+        with self.primary.db.connection() as conn:
+            cur = conn.cursor()
+            try:
+                for i in range(0, len(pks), 500):
+                    chunk = pks[i:i + 500]
+                    cur.execute(self.primary.db.sql(
+                        "SELECT pk, version, deleted FROM resource WHERE pk IN ("  # noqa: S608 (placeholders only)
+                        + ",".join("?" * len(chunk)) + ")"), chunk)
+                    for pk, version, deleted in cur.fetchall():
+                        now[int(pk)] = (int(version), bool(deleted))
+            finally:
+                cur.close()
+        stale = [s for s in rows if now.get(s.pk) != (s.version, s.deleted)]
+        if not stale:
+            return rows
+        fresh = {(x.type, x.id): x for x in self.primary.fetch([(s.type, s.id) for s in stale])}
+        out = []
+        for s in rows:
+            if now.get(s.pk) == (s.version, s.deleted):
+                out.append(s)
+            elif (s.type, s.id) in fresh:
+                out.append(fresh[(s.type, s.id)])
+        return out
 
 
 def _standby_failure(e: BaseException) -> bool:

@@ -44,6 +44,7 @@ from hutong.config import Settings
 from hutong.errors import ConfigError
 from hutong.platform import build_platform, open_repository
 from hutong.security.principal import Role
+from hutong.store.sql import SqlRepository
 from hutong.store.standby import PRIMARY, STANDBY, STATE_TTL_S, open_standby, parse_lsn
 from hutong.systems import ORGANIZATION
 
@@ -183,6 +184,23 @@ def test_timeline_from_standby_and_read_your_writes_on_any_node(deployment: Depl
         wait_replayed(d.pair)
         assert f'data-encounter="{newer}"' in br.get(d.node1.root + "/resident").text
 
+        # Rows the standby holds in an older version are the primary's current ones on the page:
+        # a visit deleted and a visit changed while replay is paused.
+        with replay_paused(d.pair), d.region.client("sysA") as his:
+            assert his.delete(f"/Encounter/{seen}").status_code in (200, 204)
+            changed = his.get(f"/Encounter/{newer}").json()
+            changed["period"] = {"start": "2025-03-04T09:00:00+08:00", "end": "2025-03-04T10:00:00+08:00"}
+            assert his.put(f"/Encounter/{newer}", json=changed).status_code == 200
+            held = d.pair.standby.scalar("SELECT deleted FROM resource WHERE type = 'Encounter' AND fhir_id = %s",
+                                         (seen,))
+            assert held == 0  # the standby still has the visit, undeleted
+            at = routed(STANDBY, STANDBY)
+            r = br.get(d.node2.root + "/resident")
+            assert routed(STANDBY, STANDBY) == at + 1
+            assert f'data-encounter="{seen}"' not in r.text
+            assert f'data-encounter="{newer}"' in r.text and 'datetime="2025-03-04"' in r.text
+        wait_replayed(d.pair)
+
 
 # ------------------------------------------------------------------ the attack
 @pytest.mark.postgres
@@ -222,7 +240,7 @@ def test_revoked_consent_and_disabled_account_take_effect_at_once_while_the_stan
             assert w.status_code == 303, w.text
             standby = d.node2.app.platform.standby
             assert standby is not None and standby.state(fresh=True).usable
-            held = standby.repository().read("Consent", consent["id"])
+            held = SqlRepository.read(standby.repository(), "Consent", consent["id"])  # the standby's own row
             assert held is not None and orjson.loads(held.body or b"{}")["status"] == "active"
             # The clinician's routed record page is refused at once, on both nodes.
             for node in (d.node1, d.node2):
