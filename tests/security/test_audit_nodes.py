@@ -231,6 +231,18 @@ def test_tail_cut_below_a_ledger_entry_is_detected(nodes: Nodes, key_dir: Path) 
     assert v.bad_seq == rows[-1][0] and "ledger entry" in (v.reason or "")
 
 
+def test_a_whole_chain_deleted_is_detected(nodes: Nodes, key_dir: Path) -> None:
+    """Every row of chain b and its registration deleted, the heads file gone: the
+    ledger still names b's head."""
+    a, _b = two_nodes(nodes)
+    (key_dir / "audit-heads.ndjson").unlink()
+    for t in ("audit_person", "audit_event"):
+        sql(a.repo, f"DELETE FROM {t} WHERE seq IN (SELECT seq FROM audit_event WHERE chain = 'b')")  # noqa: S608
+    sql(a.repo, "DELETE FROM audit_chain WHERE chain = 'b'")
+    v = a.verify()
+    assert not v.ok and v.reason is not None and "of chain b, but it ends at seq 0" in v.reason, v
+
+
 def test_row_moved_between_chains_is_detected(nodes: Nodes) -> None:
     """a's newest row (after its published head) moved to the end of chain b, its
     position and prev_hash fitted to b: chain a verifies as shorter (nothing named the
