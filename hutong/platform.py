@@ -41,6 +41,7 @@ from hutong.store.database import open_database, resolve_url
 from hutong.store.repository import Repository
 from hutong.store.sql import SqlRepository
 from hutong.store.standby import Standby, open_standby
+from hutong.store.standby import check_setting as check_standby
 
 
 def open_repository(url: str | None = None, *, encrypt: bool = True,
@@ -118,6 +119,9 @@ def build_platform(settings: Settings | None = None, *, repo: Repository | None 
     used as it is; otherwise ``settings.database_url`` is opened here."""
     settings = settings or Settings.from_env()
     security = security or SecuritySettings.from_env()
+    if settings.standby_url:  # refused before anything is opened (SQLite has no standby: HT-0630)
+        check_standby(resolve_url(settings.database_url if repo is None else repo.db.url), settings.standby_url,
+                      settings.standby_max_lag_s)
     repository = repo or open_repository(settings.database_url)
     # Idempotent: a repository opened elsewhere gets the access policy's write hook too.
     install_guard(repository)

@@ -89,6 +89,11 @@ def _run(args: argparse.Namespace) -> int:
     # Data stays in the allowed regions (issue 6; 数据安全法): refuse to start on
     # a database outside them before anything is written there.
     check_target(Settings.from_env().database_url, security, "storage")
+    serving = Settings.from_env()
+    if serving.standby_url:  # a hot standby on SQLite, or a bad lag bound: one clear error before any worker
+        from hutong.store.standby import check_setting
+
+        check_setting(serving.database_url, serving.standby_url, serving.standby_max_lag_s)
     db = open_database(Settings.from_env().database_url)  # fail fast on a bad URL, create schema once
     try:
         from hutong.security.keys import KeyRing, key_source_for

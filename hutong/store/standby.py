@@ -70,6 +70,7 @@ DEFAULT_MAX_LAG_S = 10.0
 _LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 
 STANDBY = "standby"
+_POSTGRES = ("postgresql://", "postgresql+psycopg://")
 PRIMARY = "primary"
 
 
@@ -328,17 +329,26 @@ def _scalar(db: Database, sql: str) -> Any:
     return row[0] if row else None
 
 
-def open_standby(primary: Repository, url: str, *, max_lag_s: float = DEFAULT_MAX_LAG_S) -> Standby:
-    """The standby at ``url`` for ``primary``.  PostgreSQL only: SQLite has no
-    standby (refused, HT-0630).  Nothing is read here: a standby that is down
-    at start only sends reads to the primary until it answers."""
-    if not isinstance(primary, SqlRepository) or primary.db.dialect != "postgresql":
+def check_setting(primary_url: str, url: str, max_lag_s: float = DEFAULT_MAX_LAG_S) -> None:
+    """Refuse a standby setting that cannot work, before anything is opened
+    (``hutong serve`` calls it before its workers start): SQLite has no
+    standby (HT-0630), the standby must be PostgreSQL, the bound positive."""
+    if not primary_url.startswith(_POSTGRES):
         raise ConfigError("HT-0630", "HUTONG_STANDBY_DATABASE_URL needs PostgreSQL: SQLite has no hot standby "
                                      "(unset it, or move the database to PostgreSQL)")
-    if not url.startswith(("postgresql://", "postgresql+psycopg://")):
+    if not url.startswith(_POSTGRES):
         raise ConfigError("HT-0630", "HUTONG_STANDBY_DATABASE_URL must be a postgresql:// URL of a hot standby "
                                      "of the primary")
     if not max_lag_s > 0 or math.isinf(max_lag_s):
         raise ConfigError("HT-0635", "HUTONG_STANDBY_MAX_LAG_SECONDS must be a positive number of seconds")
+
+
+def open_standby(primary: Repository, url: str, *, max_lag_s: float = DEFAULT_MAX_LAG_S) -> Standby:
+    """The standby at ``url`` for ``primary``.  PostgreSQL only: SQLite has no
+    standby (refused, HT-0630).  Nothing is read here: a standby that is down
+    at start only sends reads to the primary until it answers."""
+    if not isinstance(primary, SqlRepository):
+        raise ConfigError("HT-0630", "HUTONG_STANDBY_DATABASE_URL needs the SQL store on PostgreSQL")
+    check_setting(primary.db.url, url, max_lag_s)
     # create=False: the schema is the primary's (a standby cannot be written); nothing connects yet.
     return Standby(primary, open_database(url, create=False), max_lag_s=max_lag_s)

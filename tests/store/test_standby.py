@@ -24,6 +24,8 @@ row written meanwhile is on the primary only.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -329,6 +331,12 @@ def test_sqlite_refuses_a_standby(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert e.value.code == "HT-0630" and "SQLite" in str(e.value)
     finally:
         repo.db.close()
+    # `hutong serve` says so before any worker starts, and exits.
+    env = {**os.environ, "HUTONG_DATABASE_URL": url, "HUTONG_STANDBY_DATABASE_URL": "postgresql://u@127.0.0.1:5/x",
+           "HUTONG_KEY_DIR": str(tmp_path / "keys")}
+    run = subprocess.run([sys.executable, "-m", "hutong.cli", "serve", "--port", str(free_port())], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 2 and "HT-0630" in run.stderr and "SQLite" in run.stderr, run.stderr[-500:]
     monkeypatch.setenv("HUTONG_STANDBY_DATABASE_URL", "postgresql://u@127.0.0.1:5/x")
     monkeypatch.setenv("HUTONG_STANDBY_MAX_LAG_SECONDS", "0")
     with pytest.raises(ConfigError) as e:
