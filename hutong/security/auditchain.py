@@ -199,6 +199,9 @@ class ChainVerifier:
                     row = snap.row_at(seq)
                     if row is None or row[0] != str(chain) or row[1] != cs or row[2] != str(h):
                         return seq, f"ledger entry {id} does not match seq {seq} of {label}"
+                elif seq == anchor and (snap.anchor(str(chain)) or (0, 0, ""))[1:] != (cs, str(h)):
+                    return seq, f"ledger entry {id} does not match the anchor of {label} at seq {seq}"
+                # (below the anchor: purged rows, nothing left to compare)
                 prev, last = str(eh), id
 
     def _verify_chain(self, snap: audit_store.Snapshot, chain: str, checkpoint: tuple[int, str] | None,
