@@ -265,8 +265,8 @@ def test_revoked_consent_and_disabled_account_take_effect_at_once_while_the_stan
 @pytest.mark.slow
 def test_lagging_or_unreachable_standby_falls_back_and_readyz_and_metrics_say_so(deployment: Deployment) -> None:
     d, ids = deployment, deployment.region.ids
-    wait_replayed(d.pair)
     with d.node(standby_url=d.pair.standby.url, standby_max_lag_s=1.0) as strict, d.browser("R") as br:
+        wait_replayed(d.pair)  # the node's own start-up writes too
         ready = httpx.get(strict.root + "/readyz").json()
         assert ready["status"] == "ready" and ready["standby"]["status"] == "ok", ready
         with replay_paused(d.pair):
