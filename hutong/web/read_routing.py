@@ -4,9 +4,10 @@ rules: only the record's clinical rows come from the standby, everything the
 policy and the audit judge by is read and written on the primary).
 
 Routed reads (each calls :func:`read` for its record rows only): the
-resident's timeline and labs (``GET /resident``, ``/resident/labs``) and the
-clinician's record page (``GET /clinician/patient/{person}/record``).
-Everything else reads the primary.
+resident's timeline and labs (``GET /resident``, ``/resident/labs``), the
+clinician's record page (``GET /clinician/patient/{person}/record``) and the
+commission's institutions dashboard (``GET /console``: the inbox's timeliness
+rollup and the record counts).  Everything else reads the primary.
 
 Read-your-writes across nodes: after a page request that may have written
 (any method but GET, HEAD and OPTIONS), :class:`RememberWrites` asks the

@@ -204,6 +204,23 @@ def test_timeline_from_standby_and_read_your_writes_on_any_node(deployment: Depl
         wait_replayed(d.pair)
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_the_commissions_statistics_come_from_the_standby(deployment: Deployment) -> None:
+    d = deployment
+    with d.node(standby_url=d.pair.standby.url, standby_max_lag_s=600.0) as node, d.browser("commission") as br:
+        wait_replayed(d.pair)
+        before = routed(STANDBY, STANDBY)
+        r = br.get(node.root + "/console")
+        assert r.status_code == 200, r.text
+        assert "甲医院" in r.text
+        # The inbox's timeliness rollup and the record counts (an aggregate over the compartment index).
+        assert routed(STANDBY, STANDBY) == before + 2
+        # Its role is checked on the primary: a resident is refused whatever the standby holds.
+        with d.browser("R") as resident:
+            assert resident.get(node.root + "/console").status_code == 403
+
+
 # ------------------------------------------------------------------ the attack
 @pytest.mark.postgres
 @pytest.mark.slow
