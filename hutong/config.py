@@ -50,7 +50,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HUTONG_MAX_IN_FLIGHT", "256", "requests one server worker takes at once; the next get 503 with "
              "Retry-After at once (HT-0560) instead of waiting until they time out; 0 = no limit"),
     Variable("HUTONG_STANDBY_DATABASE_URL", "", "PostgreSQL only: a hot standby (streaming replica) of the "
-             "database for lag-tolerant reads (portal timelines and labs, the clinician's record pages); "
+             "database for lag-tolerant reads (portal timelines and labs, the clinician's record pages, the "
+             "commission's institutions dashboard); "
              "authorisation and audit stay on the primary; refused on SQLite (HT-0630)"),
     Variable("HUTONG_STANDBY_MAX_LAG_SECONDS", "10", "a standby further behind than this (or not answering) "
              "is not read from: the primary answers"),
