@@ -223,6 +223,11 @@ CODES: dict[str, str] = {
     "HT-0633": "the standby is not in recovery (promoted, or not a standby): not read from",
     "HT-0634": "the standby lags more than HUTONG_STANDBY_MAX_LAG_SECONDS: reads go to the primary",
     "HT-0635": "HUTONG_STANDBY_MAX_LAG_SECONDS is not a positive number of seconds",
+    # 0636-0645: every node's key directory is the same key set (hutong.security.keycheck; issue 18, item 2)
+    "HT-0636": "the key directory lacks a key file the database's other nodes use (none is made: copy their directory)",
+    "HT-0637": "token-signing.pem is not the token-signing key the database records (other nodes refuse its tokens)",
+    "HT-0638": "audit-chain.key is not the chain key the database's audit trail is written with",
+    "HT-0639": "audit-signing.key is not the head-signing key the database records",
     # 0440-0449: the console's identity review decisions (hutong.web.ui.identity_review; issue 16, item 6)
     "HT-0440": "identity review: a note is required to reject a pair or to unlink a record",
     "HT-0441": "identity review: the item is not linked (now), so it cannot be unlinked",

@@ -347,7 +347,9 @@ def test_previous_release_upgrades_intact(legacy: tuple[str, dict[str, str]], mo
                                         # 0006: the identity review's decision history (issue 16, item 6)
                                         "mpi_review_decision",
                                         # 0007: one audit chain per node (issue 18, item 2)
-                                        "audit_ledger"}
+                                        "audit_ledger",
+                                        # 0008: the key fingerprints every node's key directory must match
+                                        "platform_key"}
 
     # Read back through this release's code: every version of every resource decrypts ...
     from hutong.fhir.assembly import open_repository
