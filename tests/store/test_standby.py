@@ -46,8 +46,10 @@ from hutong.config import Settings
 from hutong.errors import ConfigError
 from hutong.platform import build_platform, open_repository
 from hutong.security.principal import Role
+from hutong.store.database import open_database
+from hutong.store.repository import Repository
 from hutong.store.sql import SqlRepository
-from hutong.store.standby import PRIMARY, STANDBY, STATE_TTL_S, open_standby, parse_lsn
+from hutong.store.standby import PRIMARY, STANDBY, STATE_TTL_S, Choice, Standby, open_standby, parse_lsn
 from hutong.systems import ORGANIZATION
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ops"))
@@ -105,7 +107,7 @@ class Deployment:
 
     def node(self, **settings: Any) -> AbstractContextManager[Server]:
         """One more app node on the same primary, with settings of its own."""
-        return contextmanager(serve_app)(self.pair.primary.url, **settings)
+        return app_node(self.pair.primary.url, **settings)
 
     def visit(self, org: str, patient: str) -> str:
         """The institution's system writes a visit for ``patient`` (on the primary, as every write)."""
@@ -126,13 +128,24 @@ class Deployment:
         return c
 
 
+@contextmanager
+def app_node(url: str, **settings: Any) -> Iterator[Server]:
+    """tests/harness.py's server, whose standby's pool is closed afterwards too (the harness closes
+    the repository it opened, not the platform)."""
+    with contextmanager(serve_app)(url, **settings) as server:
+        try:
+            yield server
+        finally:
+            if server.app.platform.standby is not None:
+                server.app.platform.standby.close()
+
+
 @pytest.fixture(scope="module")
 def deployment() -> Iterator[Deployment]:
     with primary_and_standby(synchronous=False) as pair:
         # A generous bound here: these tests pause replay for a few seconds on purpose.
         settings = {"standby_url": pair.standby.url, "standby_max_lag_s": 600.0}
-        with contextmanager(serve_app)(pair.primary.url, **settings) as n1, \
-                contextmanager(serve_app)(pair.primary.url, **settings) as n2:
+        with app_node(pair.primary.url, **settings) as n1, app_node(pair.primary.url, **settings) as n2:
             yield Deployment(pair, n1, n2, build(n1))
 
 
@@ -362,3 +375,41 @@ def test_sqlite_refuses_a_standby(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("HUTONG_STANDBY_MAX_LAG_SECONDS", "2.5")
     s = Settings.from_env(url)
     assert s.standby_url == "postgresql://u@127.0.0.1:5/x" and s.standby_max_lag_s == 2.5
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_read_failing_on_the_standby_is_answered_by_the_primary(deployment: Deployment) -> None:
+    """The standby stops between its last measurement and a read (a clock that stands still keeps the
+    measurement): the read fails there and is answered by the primary; the next measurement says why."""
+    d, ids = deployment, deployment.region.ids
+    primary = open_repository(d.pair.primary.url)
+    standby = Standby(primary, open_database(d.pair.standby.url, create=False), max_lag_s=600, clock=lambda: 0.0)
+    seen: list[str] = []
+    down = False
+
+    def chosen(c: Choice) -> None:
+        seen.append(c.database)
+
+    def patient(r: Repository) -> bytes | None:
+        s = r.read("Patient", ids["pA"])
+        return s.body if s is not None else None
+
+    try:
+        wait_replayed(d.pair)
+        assert standby.read(None, patient, chosen) is not None and seen == [STANDBY]
+        d.pair.standby.stop("immediate")
+        down = True
+        assert standby.read(None, patient, chosen) is not None and seen == [STANDBY, PRIMARY]
+        st = standby.state()
+        assert not st.usable and st.code == "HT-0632"
+        assert standby.choose(None).database == PRIMARY
+        d.pair.standby.start()
+        down = False
+        d.pair.wait_streaming()
+        assert standby.state(fresh=True).usable  # back: measured again, it may answer
+    finally:
+        if down:
+            d.pair.standby.start()
+        standby.close()
+        primary.db.close()
