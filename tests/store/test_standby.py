@@ -45,6 +45,7 @@ from prometheus_client import REGISTRY
 from hutong.config import Settings
 from hutong.errors import ConfigError
 from hutong.platform import build_platform, open_repository
+from hutong.security.events import REFUSED, SUCCESS
 from hutong.security.principal import Role
 from hutong.store.database import open_database
 from hutong.store.repository import Repository
@@ -265,6 +266,10 @@ def test_revoked_consent_and_disabled_account_take_effect_at_once_while_the_stan
         assert r.status_code == 200, r.text
         assert f'data-encounter="{ids["encA"]}"' in r.text  # R's visit at A, opened by her consent
         assert routed(STANDBY, STANDBY) == before + 1  # the record's rows came from the standby
+        # ... and the read's audit row is on the primary, naming R and the rows shown, as for any read.
+        read = server.app.platform.audit.search(account=doctor.id, limit=1)[0]
+        assert "/record" in read.interaction and read.outcome == SUCCESS and ids["R"] in read.persons
+        assert f"Encounter/{ids['encA']}" in read.entities
 
         with replay_paused(d.pair):
             # R revokes on the primary; the standby still holds the consent as active.
@@ -279,6 +284,8 @@ def test_revoked_consent_and_disabled_account_take_effect_at_once_while_the_stan
                 r = doc.get(node.root + record)
                 assert r.status_code == 403, r.text
                 assert "HT-0103" in r.text
+                refusal = server.app.platform.audit.search(account=doctor.id, limit=1)[0]
+                assert refusal.outcome == REFUSED and refusal.code == "HT-0103" and refusal.time_ms >= read.time_ms
 
             # Disabling the resident's account on the primary: her routed pages are refused at once too.
             assert resident.get(d.node2.root + "/resident").status_code == 200
