@@ -101,6 +101,15 @@ def _run(args: argparse.Namespace) -> int:
         # The keys open before any worker starts (a failing KMS command, a missing or
         # exposed key file): one clear error, not workers dying one after another.
         KeyRing(db, key_source_for(db.url, security))  # a ConfigError: `hutong: error: HT-...`, exit 2
+        from hutong.security.auditheads import heads_path_of
+        from hutong.security.keycheck import check_key_directory
+        from hutong.security.keys import default_key_dir
+
+        # Every node's key directory is the same key set (issue 18, item 2): one that is not a copy
+        # of a served node's is refused here (HT-0636..0639) before any worker makes keys of its own;
+        # on a first install (nothing recorded) the keys are made and recorded now.
+        key_dir = security.key_dir or default_key_dir(db.url)
+        check_key_directory(db, key_dir, heads_path_of(key_dir, security))
     finally:
         db.close()
     mllp_port = getattr(args, "mllp_port", None)

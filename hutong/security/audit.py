@@ -98,6 +98,7 @@ from hutong.security.auditheads import (
     read_heads,
 )
 from hutong.security.events import AuditRecord
+from hutong.security.keycheck import audit_keys
 from hutong.security.principal import LOCAL_OPERATOR, Principal, Role
 from hutong.security.settings import SecuritySettings, node_id
 from hutong.store.repository import Repository, Writer
@@ -471,7 +472,9 @@ class AuditLog:
         # (outside the database directory: hutong.security.keys.default_key_dir).
         if keys is None:
             kd = key_dir_of(repo, settings)
-            keys = AuditKeys(kd, heads_path_of(kd, settings))
+            # The keys the database records (issue 18, item 2): a key directory that is not a copy of
+            # the other nodes' is refused (HT-0636/0638/0639) before it keys a chain or appends a row.
+            keys = audit_keys(repo.db, kd, heads_path_of(kd, settings), self.clock())
         self.keys = keys
         self._batcher = _Batcher(self._commit_batch)
         # record_async: callers on an event loop (the HTTP gate) queue here for

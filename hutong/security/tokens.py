@@ -2,8 +2,9 @@
 
 - Access tokens are JWTs (RFC 7519) signed ES256 (RFC 7518 section 3.4) with
   the platform's EC P-256 key, kept as PEM at ``<key_dir>/token-signing.pem``
-  (created, mode 0600, on first use) and published as a JWK Set at
-  ``/auth/jwks``.  Claims: iss, sub (account id), aud, exp, iat, jti, scope
+  (created, mode 0600, on first use; its thumbprint is recorded in the
+  database and every node's must match: hutong.security.keycheck) and
+  published as a JWK Set at ``/auth/jwks``.  Claims: iss, sub (account id), aud, exp, iat, jti, scope
   (SMART v2, space separated), role, org, org_id, practitioner,
   practitioner_role, persons, client_id, name.
 - Verification refuses (HTTP 401, never the token in the message): more than
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import secrets
 import threading
@@ -43,17 +43,18 @@ from typing import Any
 import orjson
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError
-from joserfc.jwk import ECKey
 
 from hutong.errors import InvalidRequest, Unauthorized
 from hutong.security import scopes as scopemod
 from hutong.security.accounts import Account, Accounts
+from hutong.security.keycheck import KEY_FILE as KEY_FILE  # re-exported: the file is the token service's
+from hutong.security.keycheck import load_signing_key as load_signing_key
+from hutong.security.keycheck import token_signing_key
 from hutong.security.principal import Role
 from hutong.security.settings import SecuritySettings
 from hutong.security.tokens_store import TokenStore
 from hutong.store.repository import Repository
 
-KEY_FILE = "token-signing.pem"
 ALGORITHM = "ES256"
 MAX_TOKEN_BYTES = 8192
 CLOCK_SKEW_S = 30
@@ -62,31 +63,6 @@ _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 VERIFIED_CACHE = 20_000  # tokens whose signature is remembered (about 15 minutes of a busy region)
-
-
-def load_signing_key(key_dir: Path) -> ECKey:
-    """The platform's token-signing key, generated on first use (mode 0600)."""
-    path = key_dir / KEY_FILE
-    if not path.exists():
-        key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = ECKey.generate_key("P-256", private=True)
-        pem = key.as_pem(private=True)
-        try:
-            # O_EXCL: of two processes starting together, one writes, the other reads its key.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            try:
-                os.write(fd, pem)
-            finally:
-                os.close(fd)
-    for _ in range(50):  # another process may still be writing it
-        data = path.read_bytes()
-        if data.strip().endswith(b"-----"):
-            return ECKey.import_key(data)
-        time.sleep(0.02)
-    raise OSError(f"token signing key at {path} is unreadable")
 
 
 def hash_token(token: str) -> str:
@@ -112,7 +88,9 @@ class TokenService:
         self.clock: Callable[[], int] = clock or system_clock
         self.accounts = accounts or Accounts(repo, settings, clock=self.clock)
         self.key_dir = settings.key_dir or key_dir
-        self.key = load_signing_key(self.key_dir)
+        # The key the database records (issue 18, item 2): a key directory that is not a copy
+        # of the other nodes' is refused here (HT-0636/0637) instead of signing tokens they refuse.
+        self.key = token_signing_key(repo.db, self.key_dir, self.clock())
         self.kid = self.key.thumbprint()
         self.issuer = (settings.issuer or DEFAULT_ISSUER).rstrip("/")
         # The FHIR API these tokens are for (RFC 8707 resource / JWT aud).

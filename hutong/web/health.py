@@ -5,7 +5,9 @@ can serve: the database answers, its schema is this release's (a node whose
 schema another node upgraded, or a restored older database, must stop taking
 traffic rather than write rows the schema does not expect:
 hutong.store.migrations), and the keys open (the data keys unwrap with the
-master keys the key source holds now: hutong.security.keys).  Both are public
+master keys the key source holds now: hutong.security.keys) and are the
+deployment's (the token and audit keys are the ones the database records:
+hutong.security.keycheck).  Both are public
 (a load balancer has no token) and so say nothing a stranger may not know:
 each check is ok or names its problem by a stable code and a kind, never a
 host, a user, a path or a key.
@@ -21,6 +23,7 @@ from starlette.responses import JSONResponse
 
 from hutong.platform import Platform
 from hutong.security.crypto import AesCodec
+from hutong.security.keycheck import NodeKeys, mismatch
 from hutong.store import health
 from hutong.store.migrations import HEAD
 from hutong.web import read_routing
@@ -49,7 +52,24 @@ def readiness(p: Platform) -> dict[str, dict[str, str]]:
     else:
         checks["schema"] = _fail("HT-0421", "not checked: the database does not answer")
     checks["keys"] = _keys(p)
+    if checks["keys"]["status"] == "ok" and checks["database"]["status"] == "ok":
+        checks["keys"] = _key_set(p)
     return checks
+
+
+def _key_set(p: Platform) -> dict[str, str]:
+    """The token and audit keys this node loaded at start (checked then against the
+    database: hutong.security.keycheck) are still the ones the database records: a
+    key file replaced under a running node changes nothing until it restarts (and is
+    refused then), but the database can be replaced under it (a restore, a failover
+    to another cluster)."""
+    keys = p.audit.keys
+    held = NodeKeys(p.auth.tokens.kid, keys.chain_key_id, keys.signing_key_id)
+    try:
+        found = mismatch(p.repo.db, held)
+    except Exception as e:
+        return _fail("HT-0420", f"the recorded key fingerprints cannot be read ({type(e).__name__})")
+    return {"status": "ok"} if found is None else _fail(*found)
 
 
 def _keys(p: Platform) -> dict[str, str]:
