@@ -16,7 +16,8 @@ looks for them.  A backup without its keys restores to a database nobody can
 read: the command says so each time.
 
 SQLite: ``sqlite3.Connection.backup`` copies the pages of one read snapshot
-(https://sqlite.org/backup.html); in WAL mode the server's writers go on
+(https://sqlite.org/backup.html), step by step, flushing the copy to disk as it
+grows (:func:`_sqlite_copy`); in WAL mode the server's writers go on
 meanwhile, and the copy is the database as of one commit.  PostgreSQL:
 ``pg_dump`` reads one REPEATABLE READ snapshot
 (https://www.postgresql.org/docs/current/app-pgdump.html); physical base
@@ -60,6 +61,9 @@ MANIFEST = "manifest.json"
 SQLITE_FILE = "hutong.db"
 PG_FILE = "hutong.pgdump"
 _CHUNK = 1 << 20
+# SQLite pages copied per backup step (64 MiB at 4 KiB pages): the copy is flushed to
+# disk after each step (see _sqlite_copy).
+STEP_PAGES = 16384
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,57 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _fdatasync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sqlite_copy(source: Path, dest: Path) -> tuple[int, int]:
+    """Copy the database at ``source`` into the new file ``dest`` online, as of one commit;
+    returns (backup steps, restarts: 0 when the held snapshot works as it should).
+
+    One read transaction is held on the source over every step of the backup API
+    (https://sqlite.org/backup.html): in WAL mode each step then reads the same snapshot,
+    and the server's writers, which go on meanwhile, never restart it (a step that begins a
+    new read transaction after another connection wrote starts the copy again, which is why
+    it used to be one step).  After each step of :data:`STEP_PAGES` the copy is flushed to
+    disk: copied in one step, a 4.3 GB database left gigabytes of dirty pages that the kernel
+    then wrote back while the server's commits waited on their own fsyncs (bench_backup at
+    1M resources: write p99 169 ms during the backup against 6 ms, the longest 4.4 s).
+    """
+    src = sqlite3.connect(str(source), timeout=30, isolation_level=None)
+    steps = restarts = 0
+    left: int | None = None
+    try:
+        src.execute("BEGIN")
+        src.execute("SELECT count(*) FROM sqlite_master").fetchall()  # the snapshot starts here
+        dst = sqlite3.connect(str(dest), isolation_level=None)
+        try:
+            # The copy is synced step by step and once at the end; its own journal is no use.
+            dst.execute("PRAGMA synchronous=OFF")
+
+            def flushed(_status: int, remaining: int, _total: int) -> None:
+                nonlocal steps, restarts, left
+                steps += 1
+                if left is not None and remaining > left:
+                    restarts += 1  # the copy began again: it saw another connection's commit
+                left = remaining
+                _fdatasync(dest)
+
+            src.backup(dst, pages=STEP_PAGES, progress=flushed)
+            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+        finally:
+            dst.close()
+        src.execute("COMMIT")
+    finally:
+        src.close()
+    _fdatasync(dest)
+    return steps, restarts
 
 
 def _sqlite_path(url: str) -> Path:
@@ -144,16 +199,7 @@ def backup(url: str, out: Path, *, passphrase: str | None = None) -> Manifest:
     schema = _schema_of(url)
     if backend == "sqlite":
         dest = out / SQLITE_FILE
-        src = sqlite3.connect(str(_sqlite_path(url)), timeout=30)
-        try:
-            dst = sqlite3.connect(str(dest))
-            try:
-                src.backup(dst)  # one read snapshot, all pages (https://sqlite.org/backup.html)
-                dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
-            finally:
-                dst.close()
-        finally:
-            src.close()
+        _sqlite_copy(_sqlite_path(url), dest)
         os.chmod(dest, 0o600)
         name = SQLITE_FILE
     elif backend == "postgresql":
