@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from hutong.security.keys_store import serialised_transaction
 from hutong.store.repository import DatabaseHandle
 from hutong.store.sql import sql_database
 
@@ -45,21 +46,12 @@ def record_once(handle: DatabaseHandle, keys: Mapping[str, str], now: int) -> di
     queue and BEGIN IMMEDIATE; PostgreSQL: an advisory transaction lock, so of two
     nodes starting together on a fresh database exactly one records its keys)."""
     db = sql_database(handle)
-    with db.write_lock(), db.connection() as conn:
-        cur = conn.cursor()
-        cur.execute(db.begin_sql())
-        try:
-            if db.dialect == "postgresql":
-                cur.execute("SELECT pg_advisory_xact_lock(7238004)")
-            cur.execute("SELECT name, fingerprint FROM platform_key")
-            have = {str(n): str(f) for n, f in cur.fetchall()}
-            for name, fp in keys.items():
-                if name not in have:
-                    cur.execute(db.sql("INSERT INTO platform_key (name, fingerprint, created) VALUES (?, ?, ?)"),
-                                (name, fp, now))
-                    have[name] = fp
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+    with serialised_transaction(handle, KEY_LOCK) as cur:
+        cur.execute("SELECT name, fingerprint FROM platform_key")
+        have = {str(n): str(f) for n, f in cur.fetchall()}
+        for name, fp in keys.items():
+            if name not in have:
+                cur.execute(db.sql("INSERT INTO platform_key (name, fingerprint, created) VALUES (?, ?, ?)"),
+                            (name, fp, now))
+                have[name] = fp
     return {name: have[name] for name in keys}

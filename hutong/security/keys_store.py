@@ -35,22 +35,32 @@ def key_rows(handle: DatabaseHandle, cur: Any | None = None) -> list[tuple[Any, 
 
 
 @contextmanager
-def key_transaction(handle: DatabaseHandle) -> Iterator[Any]:
-    """A write transaction on ``data_key``, serialised with every other writer
-    (SQLite: the store's writer queue and BEGIN IMMEDIATE; PostgreSQL: an
-    advisory lock, so two processes opening a fresh database make one key)."""
+def serialised_transaction(handle: DatabaseHandle, lock_id: int) -> Iterator[Any]:
+    """A write transaction on a connection of its own (the keys are read and recorded
+    before any repository exists), serialised with every other writer (SQLite: the
+    store's writer queue and BEGIN IMMEDIATE) and, on PostgreSQL, with every other
+    process holding ``lock_id`` (a transaction advisory lock): of two processes opening a
+    fresh database together, one makes or records the keys and the other sees them."""
     db = sql_database(handle)
     with db.write_lock(), db.connection() as conn:
         cur = conn.cursor()
         cur.execute(db.begin_sql())
         try:
             if db.dialect == "postgresql":
-                cur.execute("SELECT pg_advisory_xact_lock(7238003)")
+                cur.execute(db.sql("SELECT pg_advisory_xact_lock(?)"), (lock_id,))
             yield cur
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+
+
+@contextmanager
+def key_transaction(handle: DatabaseHandle) -> Iterator[Any]:
+    """A write transaction on ``data_key`` (:func:`serialised_transaction`: two processes
+    opening a fresh database make one key)."""
+    with serialised_transaction(handle, KEY_LOCK) as cur:
+        yield cur
 
 
 def insert_key(handle: DatabaseHandle, cur: Any, kid: int, purpose: str, wrapped: bytes, master_id: str, created: int) -> None:
