@@ -7,8 +7,9 @@ measure with the load generator on a separate core budget and say so)."
 
 One run:
 
-1. a throw-away durable PostgreSQL cluster (bench.databases.postgres_cluster) and the
-   bulk import of the cached synthetic region of ``--size`` resources;
+1. a throw-away durable PostgreSQL cluster (bench.databases.postgres_cluster), the
+   bulk import of the cached synthetic region of ``--size`` resources and a CHECKPOINT
+   (the import's dirty buffers written out before anything is measured);
 2. ``hutong serve`` twice, each a node of its own (one uvicorn worker, its own port,
    its own HUTONG_NODE_ID when this release has that setting), on the same database
    and key directory; the platform client's token (client credentials);
@@ -67,6 +68,14 @@ def _node_env(name: str) -> dict[str, str]:
     from hutong.config import REGISTERED
 
     return {"HUTONG_NODE_ID": name} if "HUTONG_NODE_ID" in REGISTERED else {}
+
+
+def _checkpoint(url: str) -> None:
+    """CHECKPOINT now (PostgreSQL docs, sql-checkpoint): write out what the import left dirty."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
 
 
 def _requests(kind: str, paths: list[str], bodies: list[bytes], offset: int) -> Any:
@@ -172,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"bulk import of {ds.resources:,} resources")
         doc["bulk_import"] = bench_store.bulk_import(url, ds, workers=args.import_workers, pg_port=pg_port)
         doc["resources_stored"] = bench_store.table_rows(url).get("resource", 0)
+        # The import leaves gigabytes of dirty buffers and WAL for the next checkpoint; measured
+        # during it, every commit waits behind that I/O whatever the number of nodes.
+        t0 = time.perf_counter()
+        _checkpoint(url)
+        doc["checkpoint_after_import_s"] = round(time.perf_counter() - t0, 1)
         client = register_client(url)
         ports = []
         for name in ("a", "b"):
