@@ -31,11 +31,9 @@ ROUNDS = 4
 
 
 @pytest.fixture
-def two_nodes(pg_server: str) -> Iterator[list[SqlRepository]]:
-    from conftest import _truncate
-
-    _truncate(pg_server)
-    nodes = [open_repository(pg_server) for _ in range(2)]
+def two_nodes(db_url: str) -> Iterator[list[SqlRepository]]:
+    """Two repositories on the (emptied) PostgreSQL of tests/conftest.py's db_url."""
+    nodes = [open_repository(db_url) for _ in range(2)]
     yield nodes
     for r in nodes:
         r.db.close()
@@ -89,6 +87,7 @@ def _crossed_merges(nodes: list[SqlRepository], x: str, y: str) -> tuple[list[st
     return done, refused
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite serialises writers already
 def test_crossed_merges_on_two_nodes_never_make_a_cycle(two_nodes: list[SqlRepository]) -> None:
     svc = FhirService(as_operator(two_nodes[0]), "http://h/fhir")
     for k in range(ROUNDS):
