@@ -20,9 +20,9 @@ One run:
    in both configurations, so the load generator's own CPU is the same on both sides.
    Kinds: ``read`` (GET /fhir/{type}/{id} of random stored resources) and ``create``
    (POST /fhir/Observation).
-4. the CPU used by each process group (bench.cpuload) during the measurement, so the
-   report says how much of the two cores the nodes, PostgreSQL and the load generator
-   each had: on a 2-core machine they all share them, and the ratio is bounded by it.
+4. the CPU used during the measurement (bench.cpuload): by this benchmark's processes
+   together (the nodes, PostgreSQL and the load generator: on a 2-core machine they all
+   share the cores, and the ratio is bounded by it) and by other work on the machine.
 
     python -m bench.bench_nodes                    # 1M resources
     python -m bench.bench_nodes --size 50000 --seconds 20 --out var/bench/nodes-50k.json
@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                           "met": bool(m[k]["two_over_one"] and m[k]["two_over_one"] >= TARGET)} for k in KINDS}
     doc["notes"] = [
         f"The machine has {os.cpu_count()} cores shared by both nodes, PostgreSQL and the load generator (two "
-        "processes in both configurations); cpu.top says what each used. One node is one uvicorn worker: it "
+        "processes in both configurations); cpu.ours_cores is what all of them used together, cpu.others_cores other "
+        "work on the machine. One node is one uvicorn worker: it "
         "can use at most one core, and what is left of the other is what a second node can add.",
         "Configurations and kinds are interleaved in slices in rotating order after an unrecorded warm-up.",
     ]
