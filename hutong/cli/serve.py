@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 import uvicorn
+
+if TYPE_CHECKING:
+    from hutong.ingest.hl7v2.processes import Served
+    from hutong.security.settings import SecuritySettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--mllp-tls-ca", metavar="PEM", default=None,
                    help="CA that issued the institutions' client certificates (or HUTONG_MLLP_TLS_CA); "
                         "senders are then known by their certificate and MSH-4 must name that institution")
+    p.add_argument("--mllp-processes", type=int, default=min(2, os.cpu_count() or 1),
+                   help="processes serving MLLP connections (default: number of cores, at most 2): one listener "
+                        "accepts and deals connections round robin to itself and the others")
     p.set_defaults(func=run)
 
 
@@ -120,17 +128,8 @@ def _run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         from hutong.errors import ConfigError
-        from hutong.fhir.service import FhirService
-        from hutong.ingest.hl7v2.listener import start_in_thread
-        from hutong.ingest.pipeline import Ingestor
-        from hutong.platform import open_repository
-        from hutong.security.audit import AuditLog
-        from hutong.security.senders import (
-            connection_identifier,
-            mllp_authoriser,
-            require_sender_authentication,
-            server_tls,
-        )
+        from hutong.ingest.hl7v2.processes import start as start_listeners
+        from hutong.security.senders import require_sender_authentication
 
         def given(name: str, default: Path | None) -> Path | None:
             value = getattr(args, name, None)
@@ -143,16 +142,18 @@ def _run(args: argparse.Namespace) -> int:
             # Senders are authenticated per connection (hutong.security.senders):
             # with nothing configured every message would be refused, so say so now.
             how = require_sender_authentication(security)
-            tls, identify = server_tls(security), connection_identifier(security)
         except ConfigError as e:
             raise SystemExit(f"hutong serve: {e.message}") from None
-        # One listener in this (supervisor) process; uvicorn's workers serve HTTP.
+        # One listener in this (supervisor) process, and helper processes it deals
+        # connections to (hutong.ingest.hl7v2.processes); uvicorn's workers serve HTTP.
         # Each message is written under its sending institution's policy and audited.
         mllp_host = getattr(args, "mllp_host", None) or args.host
-        repo = open_repository(Settings.from_env().database_url)
-        ingestor = Ingestor(FhirService(repo), authorise=mllp_authoriser(repo, security),
-                            audit=AuditLog(repo).record)
-        start_in_thread(ingestor, mllp_host, mllp_port, tls=tls, identify=identify)
+        processes = max(1, getattr(args, "mllp_processes", 1) or 1)
+        try:
+            start_listeners(mllp_served, (Settings.from_env().database_url, security), mllp_host, mllp_port,
+                            processes=processes)
+        except ConfigError as e:  # the TLS files (hutong.security.senders.server_tls)
+            raise SystemExit(f"hutong serve: {e.message}") from None
         print(f"Hutong receiving HL7 v2 over MLLP at {mllp_host}:{mllp_port} ({how})", flush=True)
     from hutong.web import metrics  # this process's MLLP receipts and audit appends are counted too
 
@@ -175,3 +176,20 @@ def _run(args: argparse.Namespace) -> int:
                 workers=args.workers, log_level=log_config["root"]["level"].lower(), access_log=False,
                 log_config=log_config)
     return 0
+
+
+def mllp_served(url: str, security: SecuritySettings) -> Served:
+    """What one MLLP listener process serves with (this process and each helper,
+    hutong.ingest.hl7v2.processes): its own repository, ingestor and audit log.
+    Each message is written under its sending institution's policy; its audit
+    row commits with it."""
+    from hutong.fhir.service import FhirService
+    from hutong.ingest.hl7v2.processes import Served
+    from hutong.ingest.pipeline import Ingestor
+    from hutong.platform import open_repository
+    from hutong.security.audit import AuditLog
+    from hutong.security.senders import connection_identifier, mllp_authoriser, server_tls
+
+    repo = open_repository(url)
+    ingestor = Ingestor(FhirService(repo), authorise=mllp_authoriser(repo, security), audit_log=AuditLog(repo))
+    return Served(ingestor, server_tls(security), connection_identifier(security))

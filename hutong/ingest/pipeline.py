@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -61,6 +61,7 @@ from hutong.security.events import AuditRecord
 from hutong.security.policy import Access
 from hutong.security.principal import LOCAL_OPERATOR, Principal
 from hutong.security.settings import SecuritySettings
+from hutong.store.repository import Writer
 from hutong.systems import ORGANIZATION
 
 __all__ = ["NOT_AUTHORISED", "Authorise", "Ingestor", "Institution"]  # Authorise, Institution: hutong.ingest.acting
@@ -92,6 +93,16 @@ def _salvage_msh(raw: bytes) -> tuple[list[str], str, str]:
     return [c for c in text(3).split(comp) if c], text(9), "^".join(text(8).split(comp)[:2])
 
 
+class AuditTrail(Protocol):
+    """The audit log as the ingestor uses it (hutong.security.audit.AuditLog)."""
+
+    def record(self, rec: AuditRecord) -> int: ...
+
+    def record_in(self, w: Writer, rec: AuditRecord) -> int: ...
+
+    def publish_if_due(self) -> None: ...
+
+
 class _Dead(Exception):
     """Internal: ends one message's processing with this receipt (dead or refused)."""
 
@@ -113,13 +124,21 @@ class Ingestor:
     ``authorise`` (hutong.security.senders) authenticates MLLP senders: the
     listener's messages and retries of MLLP dead letters whose sender was
     never authorised are written under what it returns.  ``audit`` receives
-    one AuditRecord per envelope (hutong.ingest.audit)."""
+    one AuditRecord per envelope (hutong.ingest.audit).
+
+    ``audit_log`` instead (issue 17): the audit row of a stored message (or a
+    resend answered from the inbox) is appended inside the transaction that
+    stores it, so the message costs one commit, not two (on SQLite another
+    turn of the one write lock and another fsync); every other receipt
+    (dead letters, refusals) is recorded through ``audit_log.record``.  Either
+    way one row per envelope, committed before the answer leaves."""
 
     def __init__(self, svc: FhirService, clock: Callable[[], int] | None = None, *,
                  authorise: Authorise | None = None, audit: Callable[[AuditRecord], Any] | None = None,
-                 settings: SecuritySettings | None = None) -> None:
+                 settings: SecuritySettings | None = None, audit_log: AuditTrail | None = None) -> None:
         self.authorise = authorise
-        self.audit = audit
+        self.audit_log = audit_log
+        self.audit = audit if audit is not None or audit_log is None else audit_log.record
         self.settings = settings or SecuritySettings()
         self.svc = svc
         self.repo = svc.repo
@@ -165,7 +184,7 @@ class Ingestor:
     def receive(self, envelope: Envelope, authority: Authority) -> Receipt:
         """Store one message as ``authority`` says; never raises for bad input or
         a refused sender: every problem is a dead or refused receipt, kept raw."""
-        state: dict[str, Access] = {}
+        state: dict[str, Any] = {}
         try:
             if envelope.channel == HL7V2:
                 receipt = self._hl7(envelope, authority, state)
@@ -176,13 +195,14 @@ class Ingestor:
         except _Dead as d:
             receipt = self._dead(d.receipt, authority, state.get("access"))
         access = state.get("access")
-        self._audit(authority, access, receipt)
+        if not state.get("audited"):
+            self._audit(authority, access, receipt)
         for observe in RECEIPT_OBSERVERS:
             observe(envelope.channel, receipt.outcome.value)
         return receipt
 
     def _authorised(self, env: Envelope, authority: Authority, inst: Institution,
-                    state: dict[str, Access]) -> Access:
+                    state: dict[str, Any]) -> Access:
         try:
             access = authority.access(inst)
         except HutongError as e:
@@ -201,7 +221,7 @@ class Ingestor:
         self.audit(record_of(principal, receipt.envelope, receipt, access))
 
     # ------------------------------------------------------------ HL7 v2
-    def _hl7(self, env: Envelope, authority: Authority, state: dict[str, Access]) -> Receipt:
+    def _hl7(self, env: Envelope, authority: Authority, state: dict[str, Any]) -> Receipt:
         raw = env.raw
         cred = env.credential
         try:
@@ -287,14 +307,31 @@ class Ingestor:
                                location=Location(first.segment, first.field))
             return Receipt(Outcome.STORED, env, references=refs, message_id=message_id)
 
-        return self._commit(env, access, run)
+        return self._commit(env, access, run, state)
 
-    def _commit(self, env: Envelope, access: Access, run: Callable[[Any], Receipt]) -> Receipt:
+    def _commit(self, env: Envelope, access: Access, run: Callable[[Any], Receipt],
+                state: dict[str, Any]) -> Receipt:
+        trail = self.audit_log
+        mpi = self.svc.mpi
+
+        def audited(w: Any) -> Receipt:
+            receipt = run(w)
+            if trail is not None:
+                # The persons written, read through this transaction (its MPI links
+                # are not visible outside it yet), then the row, last: on PostgreSQL
+                # it holds the chain's lock until the commit.
+                access.trace.settle(lambda patient: mpi.person_of_in(w, patient))
+                trail.record_in(w, record_of(access.principal, receipt.envelope, receipt, access))
+            return receipt
+
         try:
             # The message's writes act as its sender: the Access travels with the
             # transaction (hutong.store.sql.WriteContext), never in ambient state.
             bound = self.repo.acting_as(access)
-            result: Receipt = self.svc._retry(lambda: bound.transact(run))
+            result: Receipt = self.svc._retry(lambda: bound.transact(audited))
+            if trail is not None:
+                state["audited"] = True  # committed with the message
+                trail.publish_if_due()
             return result
         except HutongError as e:
             # 409: the message conflicts with one stored (HL7 table 0357: 205 duplicate key identifier).
@@ -445,7 +482,7 @@ class Ingestor:
         return after, receipt
 
     # ------------------------------------------------------------ CDA
-    def _cda(self, env: Envelope, authority: Authority, state: dict[str, Access]) -> Receipt:
+    def _cda(self, env: Envelope, authority: Authority, state: dict[str, Any]) -> Receipt:
         """One WS/T 500 document; never raises for bad input."""
         xml = env.raw
 
@@ -486,7 +523,7 @@ class Ingestor:
                                message_id=message_id)
             return Receipt(Outcome.STORED, env, references=refs, message_id=message_id)
 
-        return self._commit(env, access, run)
+        return self._commit(env, access, run, state)
 
     def _same_document(self, w: Any, sender: str, mapped: cdamap.CdaMapped, raw: bytes) -> None:
         """A document id names one document of its institution (CDA R2 §4.2.1.1

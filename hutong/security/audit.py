@@ -671,6 +671,20 @@ class AuditLog:
         """The published heads (None for a malformed line), oldest first."""
         return [h for _n, h in read_heads(path or self.keys.heads)]
 
+    def publish_if_due(self) -> None:
+        """After committing rows appended with :meth:`record_in` (the MLLP listener's
+        messages, issue 17): a signed head once per ``audit_head_seconds``, as
+        :meth:`record` does after its batches.  Never raises: the rows are committed."""
+        if time.monotonic() - self._published_at < self.settings.audit_head_seconds:
+            return
+        try:
+            head = audit_store.head(self.repo, self.chain)
+        except Exception as e:  # a missed head only widens the window
+            log.error("audit head not published: %s", type(e).__name__)
+            return
+        if head is not None:
+            self._publish_after_commit(*head)
+
     def record_in(self, w: Writer, rec: AuditRecord) -> int:
         """Append ``rec`` inside the open write transaction ``w`` (it commits or
         rolls back with the caller's write).  Holds this node's chain lock until then."""

@@ -57,7 +57,7 @@ def mllp(monkeypatch: pytest.MonkeyPatch, server: Server) -> Iterator[Mllp]:
            "identifier": [{"system": ORGANIZATION, "value": HOSPITAL}]}
     assert server.client.post("/Organization", content=json.dumps(org)).status_code == 201
     ingestor = Ingestor(FhirService(server.repo), authorise=mllp_authoriser(server.repo, SecuritySettings(
-        mllp_dev_loopback=True)), audit=server.app.platform.audit.record)
+        mllp_dev_loopback=True)), audit_log=server.app.platform.audit)
     port = free_port()
     listener = start_in_thread(ingestor, "127.0.0.1", port, threads=SENDERS)
     yield Mllp(port, server)

@@ -67,7 +67,7 @@ def mllp(dev_loopback: None, server: Server) -> Iterator[Mllp]:
     # authenticated senders: tests/security/test_trust_hl7.py).
     dev = SecuritySettings(mllp_dev_loopback=True)
     ingestor = Ingestor(FhirService(server.repo), authorise=mllp_authoriser(server.repo, dev),
-                        audit=server.app.platform.audit.record)
+                        audit_log=server.app.platform.audit)
     port = free_port()
     listener = start_in_thread(ingestor, "127.0.0.1", port)
     yield Mllp("127.0.0.1", port, server, ingestor)

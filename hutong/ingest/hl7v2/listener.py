@@ -25,16 +25,28 @@ CA's certificate, is dropped by the handshake), and ``identify`` (from
 hutong.security.senders) turns the certificate or the peer address into a
 :class:`~hutong.ingest.hl7v2.connection.Connection` that every message on
 that connection is checked against.
+
+Several processes (issue 17): one process runs parse, map, validate, the
+policy and the store's hooks on one core (the GIL), so with ``helpers`` (see
+hutong.ingest.hl7v2.processes) this listener accepts every connection itself
+and hands each new one, before its TLS handshake, round robin to itself or
+to a helper process that serves it whole (handshake, messages, ACKs).  Each
+process has its own database connections and commits (on SQLite they queue
+on the one write lock, on PostgreSQL they run side by side); every guarantee
+above holds per message whichever process serves it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from hutong.ingest.envelope import HL7V2, Envelope
 from hutong.ingest.hl7v2.ack import for_receipt
@@ -45,6 +57,7 @@ from hutong.ingest.pipeline import Ingestor
 log = logging.getLogger("hutong.mllp")
 READ_CHUNK = 65536
 TLS_HANDSHAKE_TIMEOUT = 30.0
+BACKLOG = 100  # asyncio.start_server's default
 
 # The peer address ("host:port") and, over TLS, the verified session -> who the connection is.
 Identify = Callable[[str, "ssl.SSLObject | None"], Connection]
@@ -54,11 +67,30 @@ def unauthenticated(peer: str, _tls: ssl.SSLObject | None) -> Connection:
     return Connection(peer)
 
 
+class Helper(Protocol):
+    """Another process serving connections this listener accepted (hutong.ingest.hl7v2.processes)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def hand_over(self, sock: socket.socket) -> bool:
+        """Send the accepted socket to the helper; False if it could not take it."""
+        ...
+
+    def stop(self) -> None:
+        """Let it finish the messages in hand and end."""
+        ...
+
+
 class MllpListener:
     def __init__(self, ingestor: Ingestor, *, max_frame: int = 1_048_576, idle_timeout: float = 600.0,
                  threads: int = 8, tls: ssl.SSLContext | None = None, identify: Identify = unauthenticated,
-                 max_in_flight: int | None = None) -> None:
+                 max_in_flight: int | None = None, helpers: list[Helper] | None = None) -> None:
         self.ingestor = ingestor
+        self.helpers = list(helpers or [])
+        self._turn = 0
+        self._accepting: list[asyncio.Task[None]] = []
+        self._handshakes: set[asyncio.Task[None]] = set()
         self.tls = tls
         self.identify = identify
         self.max_frame = max_frame
@@ -69,12 +101,62 @@ class MllpListener:
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> asyncio.Server:
+        if self.helpers:
+            # Bound here (a port in use fails here), accepted by our own loop below.
+            loop = asyncio.get_running_loop()
+            self.server = await loop.create_server(asyncio.Protocol, host, port, start_serving=False)
+            for ts in self.server.sockets:
+                sock = socket.socket(fileno=os.dup(ts.fileno()))
+                sock.listen(BACKLOG)  # create_server listens only once serving starts
+                sock.setblocking(False)
+                self._accepting.append(loop.create_task(self._accept_loop(sock)))
+            return self.server
         if self.tls is not None:
             self.server = await asyncio.start_server(self._serve, host, port, limit=READ_CHUNK * 4, ssl=self.tls,
                                                      ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
         else:
             self.server = await asyncio.start_server(self._serve, host, port, limit=READ_CHUNK * 4)
         return self.server
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        """Accept connections and deal them round robin over this process and the ready helpers."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    conn, _addr = await loop.sock_accept(sock)
+                except OSError as e:  # EMFILE and the like: the next accept may succeed
+                    log.error("MLLP accept failed: %s (errno %s)", type(e).__name__, e.errno)
+                    await asyncio.sleep(0.1)
+                    continue
+                ready = [h for h in self.helpers if h.ready]
+                self._turn = (self._turn + 1) % (len(ready) + 1)
+                if self._turn and ready[self._turn - 1].hand_over(conn):
+                    conn.close()  # the helper holds its own descriptor now
+                    continue
+                # Its own task: a slow TLS handshake must not hold up the next accept.
+                task = loop.create_task(self.accept_socket(conn))
+                self._handshakes.add(task)
+                task.add_done_callback(self._handshakes.discard)
+        finally:
+            sock.close()
+
+    async def accept_socket(self, sock: socket.socket) -> None:
+        """Serve a connection accepted elsewhere (by this listener's accept loop, or by
+        another process's, handed over before the TLS handshake)."""
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        reader = asyncio.StreamReader(limit=READ_CHUNK * 4, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, self._serve, loop=loop)
+        try:
+            if self.tls is not None:
+                await loop.connect_accepted_socket(lambda: protocol, sock, ssl=self.tls,
+                                                   ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+            else:
+                await loop.connect_accepted_socket(lambda: protocol, sock)
+        except (OSError, ssl.SSLError, TimeoutError) as e:  # the handshake failed: the peer is dropped
+            log.info("MLLP connection not accepted: %s", type(e).__name__)
+            sock.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         addr = writer.get_extra_info("peername")
@@ -125,10 +207,14 @@ class MllpListener:
         return for_receipt(self.ingestor.frame_error(raw, reason, conn.peer, conn))
 
     async def close(self) -> None:
+        for task in self._accepting:
+            task.cancel()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
         self.pool.shutdown(wait=True)
+        for h in self.helpers:
+            h.stop()
 
 
 class ListenerThread:
