@@ -1,6 +1,9 @@
 """Test harness: real databases and a real HTTP server.
 
-- SQLite: a fresh file per test.
+- SQLite: a fresh file per test, a copy of one made by the migrations once
+  per session (the same file the first open would make, without running the
+  Alembic upgrade again for every test; tests/store/test_migrations.py runs
+  the migrations on empty databases of its own).
 - PostgreSQL: the harness starts its own server (initdb + pg_ctl from Debian's
   postgresql package, which ``make test`` installs) on a free loopback port
   once per session, unless HUTONG_TEST_PG_URL points at one; tables are
@@ -11,6 +14,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from harness import Server, serve_app
 from pgcluster import temporary_cluster
 
 from hutong.fhir.assembly import open_repository
+from hutong.store.database import open_database
 from hutong.store.sql import SqlRepository
 
 
@@ -45,18 +51,36 @@ def _truncate(url: str) -> None:
             conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY")
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty database at the head revision, made by open_database (the migrations) once."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "hutong.db"
+    open_database(f"sqlite:///{path}").close()
+    # The last close checkpoints and removes the WAL: the file alone is the database.
+    assert not Path(str(path) + "-wal").exists(), "the template's WAL was not checkpointed"
+    return path
+
+
+def _fresh_sqlite(tmp_path: Path, template: Path) -> str:
+    path = tmp_path / "hutong.db"
+    # Private from the start, as hutong.store.database._private_files creates it.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/hutong.db"
+        return _fresh_sqlite(tmp_path, request.getfixturevalue("sqlite_template"))
     url: str = request.getfixturevalue("pg_server")
     _truncate(url)
     return url
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/hutong.db"
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    return _fresh_sqlite(tmp_path, sqlite_template)
 
 
 @pytest.fixture
