@@ -215,7 +215,7 @@ def sign_in_staff(page: Page, who: Staff) -> None:
     page.get_by_label(re.compile("^密码$|^Password$")).fill(who.password)
     page.get_by_label(re.compile("动态口令|Authenticator")).fill(who.code())
     page.locator("form[action='/signin/staff'] button[type=submit]").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
 
 
 def sign_in_resident(page: Page, ui: UiRegion, id_number: str) -> None:
@@ -223,8 +223,8 @@ def sign_in_resident(page: Page, ui: UiRegion, id_number: str) -> None:
     before = ui.outbox_lines()
     page.locator("#id_number").fill(id_number)
     page.locator("button[formaction='/signin/resident/code']").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
     code = ui.last_sms_code(before)
     page.locator("#code").fill(code)
     page.locator("form[action='/signin/resident'] button[type=submit]:not([formaction])").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()

@@ -46,6 +46,11 @@ MEASURE = """(minChars) => {
 }"""
 
 
+# Chart.js animates a chart for its first second; Chart.animator (UMD build) says when it is done.
+CHARTS_DRAWN = ("() => typeof Chart === 'undefined' || "
+                "Object.values(Chart.instances).every(c => !Chart.animator.running(c))")
+
+
 def measure(page: Any) -> dict[str, Any]:
     got: dict[str, Any] = page.evaluate(MEASURE, MIN_CHARS)
     return got
@@ -74,6 +79,7 @@ def test_every_page_fits_a_phone_and_is_shot_at_both_widths(tour: Tour) -> None:
         got = measure(page)
         if got["scroll"] > got["inner"] or got["narrow"]:
             problems[name] = got
+        page.wait_for_function(CHARTS_DRAWN)  # the shot shows each chart whole, not mid-animation
         page.screenshot(path=str(SCREENSHOTS / f"{name}-390.png"), full_page=True)
         page.set_viewport_size(DESKTOP)
         page.wait_for_timeout(50)  # charts redraw at the new width
