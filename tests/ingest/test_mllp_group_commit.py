@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -37,6 +37,7 @@ from hutong.ingest.hl7v2.framing import FrameDecoder, frame
 from hutong.ingest.hl7v2.listener import start_in_thread
 from hutong.ingest.pipeline import Ingestor
 from hutong.mpi.idnumber import check_char
+from hutong.security.audit import AuditLog
 from hutong.security.senders import mllp_authoriser
 from hutong.security.settings import SecuritySettings
 from hutong.store.repository import Writer
@@ -245,3 +246,20 @@ def test_a_resend_in_the_same_shared_commit_is_stored_once(mllp: Mllp) -> None:
     r = mllp.server.client.get("/Observation", params={"_summary": "count"})
     assert r.json()["total"] == 2
     assert len(mllp.server.app.platform.audit.search(action="hl7", outcome="0")) == 4
+
+
+def test_a_head_is_published_after_messages_audited_in_their_transaction(mllp: Mllp) -> None:
+    """The listener's rows are appended inside the messages' transactions, never through
+    AuditLog.record: the head is still signed and published once per interval
+    (AuditLog.publish_if_due), naming the newest committed row."""
+    platform_log = mllp.server.app.platform.audit
+    due = AuditLog(mllp.server.repo, settings=replace(platform_log.settings, audit_head_seconds=0),
+                   keys=platform_log.keys)
+    mllp.ingestor.audit_log = due
+    before = len(due.heads())
+    ok = _exchange(mllp, "GCHEAD", oru("GCHEAD", "GC-HEAD", 11), threading.Barrier(1))
+    assert _msa(ok[0])[1:3] == ["AA", "GCHEAD"] and ok[1]
+    [row] = [e for e in due.search(action="hl7", outcome="0") if e.extra.get("control_id") == "GCHEAD"]
+    heads = due.heads()
+    assert len(heads) > before and heads[-1] is not None and heads[-1].seq == row.seq
+    assert due.verify().ok
