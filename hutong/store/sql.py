@@ -8,6 +8,7 @@ few branches on ``db.dialect``.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import time
 from collections import defaultdict
@@ -36,7 +37,7 @@ from hutong.store.repository import (
     compartment_of,
 )
 from hutong.store.rows import stored_of
-from hutong.store.schema import INDEX_TABLES
+from hutong.store.schema import INDEX_TABLES, metadata
 from hutong.store.sqlsearch import Compiler
 
 Clock = Callable[[], int]  # epoch milliseconds
@@ -45,6 +46,23 @@ T = TypeVar("T")
 COLS = "r.pk, r.type, r.fhir_id, r.version, r.last_updated, r.deleted, r.method, r.body"
 CHUNK = 500
 COPY_THRESHOLD = 64
+
+
+# The array type each column's values are sent as; the INSERT casts them to the column's own type.
+_PG_ARRAY: dict[type, str] = {int: "bigint[]", float: "float8[]", str: "text[]", bytes: "bytea[]"}
+
+
+@functools.cache
+def _unnest_insert(table: str, cols: tuple[str, ...]) -> tuple[str, tuple[bool, ...]]:
+    """PostgreSQL: ``INSERT INTO table (cols) SELECT * FROM unnest(?::T1[], ?::T2[], ...)`` -- any
+    number of rows in one execution of one statement, each column one array parameter
+    (https://www.postgresql.org/docs/current/functions-array.html, unnest with several arrays),
+    and which columns are float (their values are sent as floats: one array holds one type).
+    The types are the schema's (hutong.store.schema)."""
+    kinds = [metadata.tables[table].c[c].type.python_type for c in cols]
+    sql = (f"INSERT INTO {table} ({', '.join(cols)}) "  # noqa: S608 - names from the schema, not input
+           f"SELECT * FROM unnest({', '.join(f'?::{_PG_ARRAY[k]}' for k in kinds)})")
+    return sql, tuple(k is float for k in kinds)
 
 
 __all__ = ["Indexer", "IndexRow", "Prepared", "SqlRepository", "SqlWriter", "WriteHook", "compartment_of",
@@ -163,12 +181,23 @@ class SqlWriter:
             self._insert_rows("compartment", ("res_pk", "patient_id"), comp)
 
     def _insert_rows(self, table: str, cols: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
-        """executemany, or COPY for large batches on PostgreSQL (bulk import: ~3x fewer
-        round trips and no per-row statement parsing)."""
+        """executemany (SQLite, in process); on PostgreSQL COPY for large batches (bulk import: ~3x
+        fewer round trips and no per-row statement parsing), else one INSERT of arrays.
+
+        A resource's index rows are a few per table: executemany sent them in one round trip but
+        PostgreSQL still executed one INSERT per row, and a backend's CPU per create was about half
+        the node's (bench_nodes, issue 18), which is what two nodes on two cores are short of.
+        """
         if self.db.dialect == "postgresql" and len(rows) >= COPY_THRESHOLD:
             with self.cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
                 for row in rows:
                     cp.write_row(row)
+            return
+        if self.db.dialect == "postgresql" and len(rows) > 1:
+            sql, floats = _unnest_insert(table, cols)
+            columns = [[None if v is None else float(v) for v in col] if f else list(col)
+                       for col, f in zip(zip(*rows, strict=True), floats, strict=True)]
+            self.execute(sql, columns)
             return
         marks = ",".join("?" * len(cols))
         self.cur.executemany(self.db.sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})"), rows)
