@@ -47,9 +47,9 @@ import orjson
 
 from bench import bench_store
 from bench.bench_http import bearer, fetch_token, observation, register_client, server
-from bench.cpuload import CpuMeter, wait_for_quiet
+from bench.cpuload import CpuMeter, GroupMeter, wait_for_quiet
 from bench.data import CACHE, prepare, stderr_log
-from bench.databases import postgres_cluster
+from bench.databases import kept_postgres_cluster, postgres_cluster
 from bench.loadgen import Headers, LoadResult, run_load
 from bench.report import emit
 
@@ -107,7 +107,7 @@ def _merge(parts: list[dict[str, Any]], into: LoadResult) -> None:
 
 
 def measure(ports: tuple[int, int], headers: Headers, ds: Any, args: argparse.Namespace,
-            pg_port: int | None) -> dict[str, Any]:
+            pg_port: int | None, pids: dict[str, int] | None = None) -> dict[str, Any]:
     rng = random.Random(args.seed)
     sample = list(ds.read_sample)
     rng.shuffle(sample)
@@ -117,6 +117,8 @@ def measure(ports: tuple[int, int], headers: Headers, ds: Any, args: argparse.Na
     half = max(1, args.clients // 2)
     configs = {"one_node": (ports[0], ports[0]), "two_nodes": (ports[0], ports[1])}
     acc = {(c, k): LoadResult(concurrency=2 * half) for c in configs for k in KINDS}
+    # CPU seconds of each process group in each configuration and kind (bench.cpuload.GroupMeter)
+    spent: dict[tuple[str, str], dict[str, float]] = {(c, k): {} for c in configs for k in KINDS}
     order = [(c, k) for k in KINDS for c in configs]
     with ProcessPoolExecutor(2) as pool:
         log("  warm-up")
@@ -130,9 +132,12 @@ def measure(ports: tuple[int, int], headers: Headers, ds: Any, args: argparse.Na
             for r in range(rounds):
                 for c, k in order:
                     a, b = configs[c]
-                    parts = list(pool.map(_load, [(a, k, paths, bodies, r * 7919, half, args.slice, headers),
-                                                  (b, k, paths, bodies, r * 7919 + 3001, half, args.slice,
-                                                   headers)]))
+                    with GroupMeter(pids or {}, pg_port) as g:
+                        parts = list(pool.map(_load, [(a, k, paths, bodies, r * 7919, half, args.slice, headers),
+                                                      (b, k, paths, bodies, r * 7919 + 3001, half, args.slice,
+                                                       headers)]))
+                    for name, sec in g.seconds.items():
+                        spent[(c, k)][name] = spent[(c, k)].get(name, 0.0) + sec
                     _merge(parts, acc[(c, k)])
                 order = order[1:] + order[:1]
     out: dict[str, Any] = {"rounds": rounds, "slice_seconds": args.slice, "clients": 2 * half,
@@ -140,7 +145,12 @@ def measure(ports: tuple[int, int], headers: Headers, ds: Any, args: argparse.Na
     for (c, k), res in acc.items():
         out.setdefault(k, {})[c] = res.summary()
         sm = out[k][c]
-        log(f"  {k} {c}: {sm['req_per_s']:,.0f} req/s, p50 {sm.get('p50_ms')} ms, p99 {sm.get('p99_ms')} ms"
+        if res.requests:
+            # CPU per request of each group, and the cores each used while this configuration ran
+            sm["cpu_ms_per_request"] = {n: round(1000 * v / res.requests, 3) for n, v in spent[(c, k)].items()}
+            sm["cores"] = {n: round(v / res.seconds, 2) for n, v in spent[(c, k)].items()}
+        log(f"  {k} {c}: {sm['req_per_s']:,.0f} req/s, p50 {sm.get('p50_ms')} ms, p99 {sm.get('p99_ms')} ms, "
+            f"cpu ms/request {sm.get('cpu_ms_per_request')}"
             + (f", {len(res.errors)} errors: {res.errors[0][:200]}" if res.errors else ""))
     for k in KINDS:
         one, two = out[k]["one_node"].get("req_per_s"), out[k]["two_nodes"].get("req_per_s")
@@ -160,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="before measuring wait up to S seconds for other processes to leave the CPUs")
     p.add_argument("--import-workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--keep", metavar="DIR",
+                   help="keep the PostgreSQL cluster (loaded, with its keys) in DIR, and when DIR holds one loaded "
+                        "by an earlier run, measure on it without importing again (the import takes ~10 minutes "
+                        "at 1M; the creates of earlier runs stay in it)")
     p.add_argument("--out", help="also write the JSON to this file")
     args = p.parse_args(argv)
     os.chdir(ROOT)
@@ -175,11 +189,23 @@ def main(argv: list[str] | None = None) -> int:
         "size": {"asked": args.size, "region_resources_imported": ds.resources, "data_source": ds.source},
         "target": f"two nodes >= {TARGET}x one node's req/s, reads and creates, same database, same run",
     }
-    with postgres_cluster() as url, ExitStack() as stack:
+    with ExitStack() as stack:
+        marker = Path(args.keep) / "loaded.json" if args.keep else None
+        if args.keep:
+            url, _existed = stack.enter_context(kept_postgres_cluster(Path(args.keep)))
+        else:
+            url = stack.enter_context(postgres_cluster())
         doc["machine"]["postgresql"] = _pg_version(url)
         pg_port = urlsplit(url).port
-        log(f"bulk import of {ds.resources:,} resources")
-        doc["bulk_import"] = bench_store.bulk_import(url, ds, workers=args.import_workers, pg_port=pg_port)
+        if marker is not None and marker.exists():
+            doc["bulk_import"] = {**orjson.loads(marker.read_bytes()), "note": f"loaded by an earlier run, kept in "
+                                                                               f"{args.keep}"}
+            log(f"measuring on the cluster kept in {args.keep}")
+        else:
+            log(f"bulk import of {ds.resources:,} resources")
+            doc["bulk_import"] = bench_store.bulk_import(url, ds, workers=args.import_workers, pg_port=pg_port)
+            if marker is not None:
+                marker.write_bytes(orjson.dumps(doc["bulk_import"]))
         doc["resources_stored"] = bench_store.table_rows(url).get("resource", 0)
         # The import leaves gigabytes of dirty buffers and WAL for the next checkpoint; measured
         # during it, every commit waits behind that I/O whatever the number of nodes.
@@ -188,14 +214,16 @@ def main(argv: list[str] | None = None) -> int:
         doc["checkpoint_after_import_s"] = round(time.perf_counter() - t0, 1)
         client = register_client(url)
         ports = []
+        pids: dict[str, int] = {}
         for name in ("a", "b"):
-            port, _proc = stack.enter_context(server(url, 1, CACHE / "logs" / f"serve-node-{name}.log",
-                                                     env=_node_env(name)))
+            port, proc = stack.enter_context(server(url, 1, CACHE / "logs" / f"serve-node-{name}.log",
+                                                    env=_node_env(name)))
             ports.append(port)
+            pids[f"node_{name}"] = proc.pid
         headers = bearer(fetch_token(ports[0], client))
         doc["nodes"] = {"count": 2, "workers_each": 1, "node_ids": "HUTONG_NODE_ID a, b" if _node_env("a")
                         else "this release has no HUTONG_NODE_ID: one audit chain shared by both nodes"}
-        doc["measured"] = measure((ports[0], ports[1]), headers, ds, args, pg_port)
+        doc["measured"] = measure((ports[0], ports[1]), headers, ds, args, pg_port, pids)
     m = doc["measured"]
     doc["targets"] = {k: {"target": f">= {TARGET}", "value": m[k]["two_over_one"],
                           "met": bool(m[k]["two_over_one"] and m[k]["two_over_one"] >= TARGET)} for k in KINDS}

@@ -144,3 +144,61 @@ def wait_for_quiet(max_seconds: float, *, pg_port: int | None = None, threshold:
         waited = time.perf_counter() - t0
         if others < threshold or waited >= max_seconds:
             return {"waited_s": round(waited, 1), "others_cores": others, "quiet": others < threshold}
+
+
+def _tree(snap: Snapshot, roots: set[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _t, _c, _st, _ct) in snap.items():
+        children.setdefault(ppid, []).append(pid)
+    out: set[int] = set()
+    stack = list(roots)
+    while stack:
+        p = stack.pop()
+        if p in out or p not in snap:
+            continue
+        out.add(p)
+        stack.extend(children.get(p, ()))
+    return out
+
+
+class GroupMeter:
+    """CPU seconds of named groups of this benchmark's processes over a window:
+    ``nodes`` maps a name to a server's pid (the process and its descendants), ``postgresql`` is the
+    cluster on ``pg_port``, ``load_generator`` every other process of this benchmark (its worker
+    processes and itself).  Only processes alive for the whole window are counted exactly (the
+    groups' processes are long-lived: servers, pool workers and PostgreSQL backends that keep their
+    connections); one started inside the window counts its whole life, which is the window's.
+    """
+
+    def __init__(self, nodes: dict[str, int], pg_port: int | None) -> None:
+        self.nodes = nodes
+        self.pg_port = pg_port
+        self.seconds: dict[str, float] = {}
+
+    def _groups(self, snap: Snapshot) -> dict[str, set[int]]:
+        out = {name: _tree(snap, {pid}) for name, pid in self.nodes.items()}
+        needle = f"-p {self.pg_port} ".encode()
+        out["postgresql"] = _tree(snap, {pid for pid, (_pp, _t, comm, _st, _ct) in snap.items()
+                                         if self.pg_port is not None and comm.startswith(b"postgres")
+                                         and needle in _cmdline(pid) + b" "})
+        taken = set().union(*out.values())
+        out["load_generator"] = _tree(snap, {os.getpid()}) - taken
+        return out
+
+    def __enter__(self) -> GroupMeter:
+        self.s0 = _snapshot()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        s1 = _snapshot()
+        groups = self._groups(s1)
+        for name, pids in groups.items():
+            ticks = 0
+            for pid in pids:
+                before = self.s0.get(pid)
+                now = s1[pid]
+                own = now[1] - now[4]  # utime + stime, without reaped children's
+                if before and before[3] == now[3]:
+                    own -= before[1] - before[4]
+                ticks += max(0, own)
+            self.seconds[name] = ticks / CLK

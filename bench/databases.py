@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -71,3 +72,40 @@ def postgres_cluster() -> Iterator[str]:
 
     with key_dir("pg-keys-"), temporary_cluster(durable=True) as url:
         yield url
+
+
+@contextlib.contextmanager
+def kept_postgres_cluster(directory: Path) -> Iterator[tuple[str, bool]]:
+    """A durable PostgreSQL cluster kept in ``directory`` between runs, with its key directory beside it:
+    yields (URL, whether it existed already).  Created (initdb) the first time; started now, stopped (not
+    removed) afterwards, so that a benchmark can load it once and measure on it again later."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pgcluster import free_port, pg_bindir  # a plain module shared with the tests
+
+    directory = directory.resolve()
+    data = directory / "db"
+    existed = (data / "PG_VERSION").exists()
+    root = os.geteuid() == 0
+    as_pg: list[str] = ["runuser", "-u", "postgres", "--"] if root else []
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "keys").mkdir(exist_ok=True)
+    if root:
+        shutil.chown(directory, "postgres", "postgres")
+    bindir = pg_bindir()
+    if not existed:
+        subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E",
+                        "UTF8", "--no-locale"], check=True, capture_output=True)
+    port = free_port()
+    opts = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=1GB"
+    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(directory / "log"),
+                    "-w", "start"], check=True, capture_output=True)
+    before = os.environ.get("HUTONG_KEY_DIR")
+    os.environ["HUTONG_KEY_DIR"] = str(directory / "keys")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", existed
+    finally:
+        if before is None:
+            os.environ.pop("HUTONG_KEY_DIR", None)
+        else:
+            os.environ["HUTONG_KEY_DIR"] = before
+        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)

@@ -1,9 +1,12 @@
 """``hutong backup`` and ``hutong restore`` (issue 18, item 1; hutong.store.backup).
 
     hutong backup OUT [--database URL] [--keys-to DIR]
+                      [--full-priority] [--max-rate MB_PER_S] [--step-mb MB]
         a consistent backup of the database into the new directory OUT, made
         while the server runs; with --keys-to, the database's key directory is
-        copied to DIR as well (DIR must not be inside OUT: keep them apart)
+        copied to DIR as well (DIR must not be inside OUT: keep them apart);
+        it runs at a lower CPU and I/O priority than the server unless
+        --full-priority (hutong.cli.priority)
     hutong restore SRC --database URL [--keys-from DIR]
         the backup in SRC into a new database at URL; with --keys-from, the keys
         copied at backup time are put where that database looks for them
@@ -41,6 +44,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from hutong.cli import priority
 from hutong.cli.context import print_json
 from hutong.config import env
 from hutong.errors import ConfigError
@@ -108,7 +112,15 @@ def _backup(args: argparse.Namespace) -> int:
             raise ConfigError("HT-0330", f"{keys_to} exists and is not empty: nothing written")
     if args.passphrase_file and not args.encrypt:
         raise ConfigError("HT-0337", "--passphrase-file goes with --encrypt")
-    m = store_backup.backup(url, out, passphrase=passphrase_of(args, confirm=True) if args.encrypt else None)
+    passphrase = passphrase_of(args, confirm=True) if args.encrypt else None
+    if not args.full_priority:
+        missed = priority.lower_priority()
+        if missed:
+            print(f"note: could not lower this backup's {' and '.join(missed)} priority; it competes with the "
+                  "server on equal terms", file=sys.stderr)
+    m = store_backup.backup(url, out, passphrase=passphrase,
+                            step_bytes=int(args.step_mb * (1 << 20)) if args.step_mb else store_backup.STEP_BYTES,
+                            max_bytes_per_s=args.max_rate * 1e6 if args.max_rate else None)
     copied = None
     if keys_to is not None and not env("HUTONG_MASTER_KEYS"):
         src = key_dir_of(url)
@@ -216,6 +228,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="print the postgresql.conf lines that archive WAL into ARCHIVE_DIR, and stop")
     b.add_argument("--database", metavar="URL", help=DB_HELP)
     b.add_argument("--keys-to", metavar="DIR", help="also copy the database's key directory to DIR (kept apart)")
+    b.add_argument("--full-priority", action="store_true",
+                   help="compete with the server for CPU and disk on equal terms (by default a backup runs at "
+                        "the idle I/O class and nice +10, so the server's commits go first)")
+    b.add_argument("--max-rate", metavar="MB_PER_S", type=float,
+                   help="SQLite: copy at most this many megabytes a second, so that the server's commits "
+                        "are not kept waiting behind the copy's writes")
+    b.add_argument("--step-mb", metavar="MB", type=float,
+                   help="SQLite: megabytes copied and flushed to disk at a time")
     b.set_defaults(func=run, action=_backup)
     r = sub.add_parser("restore", help="restore a backup into a new database",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -13,22 +13,25 @@ shape restarted 19,819 times in 82,227 steps), and be one consistent snapshot.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import orjson
-import pytest
 from fhirapi import observation, patient
 
+from hutong.cli import priority
 from hutong.fhir.assembly import open_repository
 from hutong.fhir.service import FhirService
 from hutong.security.guard import as_operator
 from hutong.store import backup
 
 
-def test_a_stepwise_backup_is_one_snapshot_while_writes_go_on(sqlite_url: str, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stepwise_backup_is_one_snapshot_while_writes_go_on(sqlite_url: str, tmp_path: Path) -> None:
     repo = open_repository(sqlite_url)
     writer_repo = open_repository(sqlite_url)
     try:
@@ -54,8 +57,7 @@ def test_a_stepwise_backup_is_one_snapshot_while_writes_go_on(sqlite_url: str, t
         db = Path(sqlite_url.removeprefix("sqlite:///"))
         with sqlite3.connect(db) as c:
             before = c.execute("SELECT count(*) FROM resource").fetchone()[0]
-        monkeypatch.setattr(backup, "STEP_PAGES", 4)
-        steps, restarts = backup._sqlite_copy(db, tmp_path / "copy.db")
+        steps, restarts = backup._sqlite_copy(db, tmp_path / "copy.db", step_bytes=4 * 4096)
         stop.set()
         t.join(30)
         with sqlite3.connect(db) as c:
@@ -74,3 +76,33 @@ def test_a_stepwise_backup_is_one_snapshot_while_writes_go_on(sqlite_url: str, t
     finally:
         repo.db.close()
         writer_repo.db.close()
+
+
+def test_a_paced_backup_keeps_to_its_rate(tmp_path: Path) -> None:
+    """``max_bytes_per_s`` (hutong backup --max-rate): the copy never runs ahead of the rate, and
+    is the same database."""
+    db = tmp_path / "src.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+        c.executemany("INSERT INTO t (v) VALUES (?)", [(bytes([k % 256]) * 3000,) for k in range(400)])
+    size = db.stat().st_size  # about 1.3 MB
+    t0 = time.monotonic()
+    steps, _ = backup._sqlite_copy(db, tmp_path / "copy.db", step_bytes=64 * 1024, max_bytes_per_s=size / 1.0)
+    took = time.monotonic() - t0
+    assert steps > 10
+    assert took >= 0.9  # about a second at that rate, unpaced a few milliseconds
+    with sqlite3.connect(tmp_path / "copy.db") as c:
+        assert c.execute("SELECT count(*), sum(length(v)) FROM t").fetchone() == (400, 1_200_000)
+
+
+def test_a_backup_lowers_its_own_priority() -> None:
+    """``hutong backup`` runs behind the server (hutong.cli.priority): the idle I/O class, nice +10.
+    In a process of its own, since neither can be raised again by an unprivileged process."""
+    code = ("import json, os; from hutong.cli import priority; "
+            "before = (priority.io_class(), os.nice(0)); missed = priority.lower_priority(); "
+            "print(json.dumps([before, missed, priority.io_class(), os.nice(0)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    (io_before, nice_before), missed, io_after, nice_after = json.loads(out)
+    assert missed == []
+    assert io_before != priority.IOPRIO_CLASS_IDLE and io_after == priority.IOPRIO_CLASS_IDLE
+    assert nice_after == nice_before + priority.NICE
