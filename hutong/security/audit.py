@@ -708,12 +708,18 @@ class AuditLog:
         if not recs:
             return []
         chain = self.chain if chain is None else chain
-        w.lock_key(chain_lock(chain))
         # Read the head on every call, never cache it across calls: a savepoint
         # rolled back after an append (the caller's write failed) must not
         # leave a stale head behind.
-        _seq, cs, prev = audit_store.head_in(w, chain) or (0, 0, GENESIS)
-        seqs, self._several = audit_store.next_seqs(w, len(recs), self._from_sequence(chain))
+        from_sequence = self._from_sequence(chain)
+        if from_sequence:  # PostgreSQL, numbered from audit_seq: lock, head and seqs in one flight
+            head, seqs = audit_store.locked_head_and_seqs(w, chain, chain_lock(chain), len(recs))
+            self._several = True
+        else:
+            w.lock_key(chain_lock(chain))
+            head = audit_store.head_in(w, chain)
+            seqs, self._several = audit_store.next_seqs(w, len(recs), from_sequence)
+        _seq, cs, prev = head or (0, 0, GENESIS)
         events: list[tuple[Any, ...]] = []
         people: list[tuple[str, int]] = []
         now = self.clock()

@@ -92,6 +92,31 @@ def head_in(w: Writer, chain: str = "") -> tuple[int, int, str] | None:
     return (int(r[0]), int(r[1]), str(r[2])) if r is not None else None
 
 
+def locked_head_and_seqs(w: Writer, chain: str, lock: str, n: int) -> tuple[tuple[int, int, str] | None, list[int]]:
+    """PostgreSQL, seqs from ``audit_seq`` (a node's chain): ``chain``'s lock, then its head (as
+    :func:`head_in`) and ``n`` new seqs, sent in one flight (libpq pipeline mode,
+    https://www.postgresql.org/docs/current/libpq-pipeline-mode.html).  The statements still run
+    one after the other, and at READ COMMITTED each takes its snapshot when it starts
+    (https://www.postgresql.org/docs/current/transaction-iso.html#XACT-READ-COMMITTED), so the
+    head is read after the lock is held, as before; only the waits between them are gone: three
+    round trips were a third of a PostgreSQL backend's work per audited read (bench_nodes)."""
+    sw = sql_writer(w)
+    conn = sw.cur.connection
+    with conn.pipeline():
+        w.lock_key(lock)
+        cur = conn.cursor()
+        cur.execute(sw.db.sql(
+            "SELECT h.seq, h.cs, h.hash, ARRAY(SELECT nextval('audit_seq') FROM generate_series(1, ?)) "
+            "FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT seq, COALESCE(chain_seq, seq) AS cs, hash "
+            "FROM audit_event WHERE chain = ? ORDER BY seq DESC LIMIT 1) AS h ON true"), (n, chain))
+        r = cur.fetchone()
+    seqs = sorted(int(v) for v in r[3])
+    if r[0] is not None:
+        return (int(r[0]), int(r[1]), str(r[2])), seqs
+    a = sw.execute("SELECT seq, COALESCE(chain_seq, seq), hash FROM audit_anchor WHERE chain = ?", (chain,)).fetchone()
+    return ((int(a[0]), int(a[1]), str(a[2])) if a is not None else None), seqs
+
+
 def next_seqs(w: Writer, n: int, from_sequence: bool | None) -> tuple[list[int], bool]:
     """``n`` new global seqs, increasing, and whether they came from ``audit_seq``.
 

@@ -254,21 +254,32 @@ class SqlWriter:
                 prepared = [p if p is not None else indexer.index(items[n][0], items[n][2])
                             for n, p in enumerate(fresh)]
         now = self.now
-        pks = self._alloc_pks(len(items))
+        # PostgreSQL, one resource (a REST create): its pk comes from the INSERT itself (RETURNING),
+        # one round trip fewer than asking the sequence first.
+        single = self.db.dialect == "postgresql" and len(items) == 1
+        pks = [0] if single else self._alloc_pks(len(items))
         codec = self.repo.codec
         rows = []
-        out = []
+        bodies = []
         for pk, (type, id, res) in zip(pks, items, strict=True):
             body = self._finish_body(res, id, 1, now)
+            bodies.append(body)
             rows.append((pk, type, id, 1, now, 0, method, codec.encode(body)))
-            out.append(Stored(type, id, 1, now, False, method, body, pk))
         try:
-            self._insert_rows("resource", ("pk", "type", "fhir_id", "version", "last_updated", "deleted", "method",
-                                           "body"), rows)
+            if single:
+                pks = [int(self.execute(
+                    "INSERT INTO resource (pk, type, fhir_id, version, last_updated, deleted, method, body) "
+                    "VALUES (nextval(pg_get_serial_sequence('resource', 'pk')), ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
+                    rows[0][1:]).fetchone()[0])]
+            else:
+                self._insert_rows("resource", ("pk", "type", "fhir_id", "version", "last_updated", "deleted",
+                                               "method", "body"), rows)
         except Exception as e:
             if _is_unique_violation(e):
                 raise Conflict("HT-0051", "a resource with this id was created concurrently; retry") from e
             raise
+        out = [Stored(type, id, 1, now, False, method, body, pk)
+               for pk, (type, id, _r), body in zip(pks, items, bodies, strict=True)]
         self._write_index([(pk, t, r) for pk, (t, _i, r) in zip(pks, items, strict=True)], prepared)
         return out
 
