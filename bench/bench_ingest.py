@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="before each phase wait up to S seconds for other processes to leave the CPUs "
                         "(default 30; 0 quick)")
     p.add_argument("--mllp-processes", type=int, default=None, metavar="N",
-                   help="hutong serve --mllp-processes (default: its default, the cores, at most 2)")
+                   help="hutong serve --mllp-processes (default: hutong serve's, 1)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", help="also write the JSON to this file")
     args = p.parse_args(argv)

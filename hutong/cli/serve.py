@@ -33,10 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--mllp-tls-ca", metavar="PEM", default=None,
                    help="CA that issued the institutions' client certificates (or HUTONG_MLLP_TLS_CA); "
                         "senders are then known by their certificate and MSH-4 must name that institution")
-    p.add_argument("--mllp-processes", type=int, default=None, metavar="N",
+    p.add_argument("--mllp-processes", type=int, default=1, metavar="N",
                    help="processes serving MLLP connections: one listener accepts and deals connections round "
-                        "robin to itself and the others (default: on PostgreSQL the cores, at most 2; on SQLite 1, "
-                        "whose writes all queue on one lock)")
+                        "robin to itself and the others (default 1; more pay where the listener's one core is "
+                        "the limit, e.g. PostgreSQL on another host; SQLite's writes all queue on one lock)")
     p.set_defaults(func=run)
 
 
@@ -150,12 +150,11 @@ def _run(args: argparse.Namespace) -> int:
         # Each message is written under its sending institution's policy and audited.
         mllp_host = getattr(args, "mllp_host", None) or args.host
         url = Settings.from_env().database_url
-        processes = getattr(args, "mllp_processes", None)
-        if processes is None:
-            # SQLite runs every write under one lock, and each process group-commits only its
-            # own messages: measured (issue 17, 8 connections) 45-53 ORU^R01/s with 2 processes
-            # against 65-68 with 1.  PostgreSQL writes side by side.
-            processes = min(2, os.cpu_count() or 1) if url.startswith("postgresql") else 1
+        # One process unless asked (issue 17, 8 connections, this 2-core machine shared with the
+        # database): SQLite runs every write under one lock and each process group-commits only
+        # its own messages (2 processes 45-53 ORU^R01/s against 65-68); PostgreSQL's backends need
+        # the second core as much (2 processes 39.9 against 50.5 with 1, at 378d51b).
+        processes = getattr(args, "mllp_processes", None) or 1
         try:
             start_listeners(mllp_served, (url, security), mllp_host, mllp_port, processes=max(1, processes))
         except ConfigError as e:  # the TLS files (hutong.security.senders.server_tls)
