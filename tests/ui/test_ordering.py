@@ -141,7 +141,7 @@ def _pick(page: Page, *names: str) -> None:
     for n in names:
         form.get_by_label(n, exact=True).check()
     page.locator("#ord-check").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
 
 
 def _zh(ui: UiRegion, page: Page) -> None:
@@ -168,7 +168,7 @@ def test_ordering_panel_recognises_accepts_and_overrides(ui: UiRegion, new_page:
         page.set_viewport_size({"width": 390, "height": 844} if phone else {"width": 1366, "height": 900})
         page.goto(f"/clinician/patient/{golden}/record?reason=treatment")
         page.locator("#open-order").click()
-        page.wait_for_load_state("networkidle")
+        page.wait_for_load_state()
         expect(page.get_by_role("heading", name=re.compile("开具检查检验与处方"))).to_be_visible()
         if not phone:
             shot(page, "ordering-1366")
@@ -187,7 +187,7 @@ def test_ordering_panel_recognises_accepts_and_overrides(ui: UiRegion, new_page:
         if phone:
             _fits(page)
         card.locator("form.cds-accept button").click()
-        page.wait_for_load_state("networkidle")
+        page.wait_for_load_state()
         expect(page.locator(".ord-notice")).to_contain_text("已采用外院结果")
         expect(page.locator(".ord-notice")).to_contain_text("血常规")
         expect(page.locator("#ord-draft")).to_contain_text("尚未选择任何项目")
@@ -207,11 +207,11 @@ def test_ordering_panel_recognises_accepts_and_overrides(ui: UiRegion, new_page:
     page.goto(f"/clinician/patient/{golden}/order?reason=treatment")
     _pick(page, "肝功能")
     page.locator(".cds-card[data-indicator='info'] form.cds-accept button").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
     expect(page.locator(".ord-notice")).to_contain_text("已采用外院结果：肝功能")
     _pick(page, "肝功能", "尿常规")
     page.locator("#ord-sign").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
     warn = page.locator(".cds-card[data-indicator='warning']")
     expect(warn).to_have_count(1)
     expect(warn).to_contain_text(NAMES["A"])
@@ -227,14 +227,14 @@ def test_ordering_panel_recognises_accepts_and_overrides(ui: UiRegion, new_page:
     n = len(_feedback(ui, golden))
     warn.get_by_role("radio", name=re.compile("其他")).check()
     warn.locator("form.cds-override button").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
     expect(page.locator("#ord-problem")).to_contain_text("请填写具体理由")
     assert len(_feedback(ui, golden)) == n
     warn = page.locator(".cds-card[data-indicator='warning']")
     warn.get_by_role("radio", name="病情变化").check()
     warn.locator("textarea").fill("发热加重，需复查")
     warn.locator("form.cds-override button").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
     expect(page.locator(".ord-notice")).to_contain_text("已记录不采用的理由：病情变化")
     expect(page.locator("#ord-no-cards")).to_contain_text("签署前核对已完成")
     expect(page.locator("#ord-draft")).to_contain_text("已说明理由")
@@ -284,7 +284,7 @@ def test_no_basis_no_card_content_and_no_forged_feedback(ui: UiRegion, new_page:
         add('step', 'select'); add('card', card); add('outcome', 'accepted'); add('suggestion', sug);
         add('item', 'cbc'); add('drop', '');
         document.body.appendChild(f); f.submit(); }""", [card_id, suggestion])
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
     expect(page.locator("body")).to_contain_text("HT-0542")
     assert len(_feedback(ui, golden)) == n
     # An institution that never saw the resident: no basis, the panel does not open.
