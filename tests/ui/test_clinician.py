@@ -130,7 +130,7 @@ def _find_by_id(page: Page, id_number: str) -> None:
     page.goto("/clinician")
     page.locator("#id_number").fill(id_number)
     page.locator("form:has(#id_number) button[type=submit]").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
 
 
 # ------------------------------------------------------------------ (a) three institutions
@@ -259,7 +259,7 @@ def test_no_basis_refuses_the_record_until_the_glass_is_broken(ui: UiRegion,
     page.locator("#reason").fill("患者昏迷急诊送入，需查看既往病史和用药")
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="紧急授权并打开档案").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
     assert "reason=break-glass" in page.url
     expect(page.locator(".sources .tag.src")).to_have_count(len(sources))
     expect(page.locator(".hidden-note")).to_be_visible()
@@ -281,7 +281,7 @@ def test_name_and_birth_date_search_explains_candidates(ui: UiRegion, new_page: 
     page.locator("#name").fill(name)
     page.locator("#birth_date").fill(person["birthDate"])
     page.locator("form:has(#name) button[type=submit]").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
     row = page.locator("tr.candidate", has_text=mask_id(_id_number(person)))
     expect(row).to_have_count(1)
     expect(row.locator(".why")).to_contain_text("姓名一致")
@@ -295,7 +295,7 @@ def test_name_and_birth_date_search_explains_candidates(ui: UiRegion, new_page: 
     page.locator("#name").fill(traditional)
     page.locator("#birth_date").fill(person["birthDate"])
     page.locator("form:has(#name) button[type=submit]").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
     row = page.locator("tr.candidate", has_text=mask_id(_id_number(person)))
     expect(row).to_have_count(1)
     expect(row.locator(".why")).to_contain_text("姓名一致")
@@ -310,13 +310,13 @@ def test_name_and_birth_date_search_explains_candidates(ui: UiRegion, new_page: 
     idn = _id_number(person)
     page.locator("#id_number").fill(f"{idn[:6]} {idn[6:14]} {idn[14:]}")
     page.locator("form:has(#id_number) button[type=submit]").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
     expect(page.locator("tr.candidate", has_text=mask_id(idn))).to_have_count(1)
 
     card = next(i["value"] for i in person["identifier"] if i.get("system") == HEALTH_CARD)
     page.locator("#card").fill(card)
     page.locator("form:has(#card) button[type=submit]").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state()
     expect(page.locator("tr.candidate")).to_have_count(1)
     expect(page.locator("tr.candidate .why")).to_contain_text("居民健康卡号一致")
 
