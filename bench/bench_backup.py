@@ -77,6 +77,21 @@ def _env(name: str, value: str) -> Iterator[None]:
             os.environ[name] = before
 
 
+def _device_of(path: Path) -> str:
+    """The filesystem a path is on (its mount source and type, from /proc/self/mounts): where the copy goes."""
+    best = ("", "?", "?")
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as f:
+            for line in f:
+                src, mnt, fstype = line.split()[:3]
+                if str(path.resolve()).startswith(mnt.rstrip("/") + "/") or str(path.resolve()) == mnt:
+                    if len(mnt) >= len(best[0]):
+                        best = (mnt, src, fstype)
+    except OSError:
+        pass
+    return f"{best[1]} ({best[2]}) at {best[0] or '?'}"
+
+
 def log(msg: str) -> None:
     print(f"[bench_backup] {msg}", file=sys.stderr, flush=True)
 
@@ -116,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                          "the writes of earlier runs stay in it)")
     ap.add_argument("--backup-args", default="", metavar="ARGS",
                     help="more arguments for `hutong backup` (e.g. \"--max-rate 100 --step-mb 4\")")
+    ap.add_argument("--backup-dir", metavar="DIR",
+                    help="write the backups under DIR (default: the system's temporary directory); a DIR on "
+                         "another device than the database measures a backup that does not share the "
+                         "database's disk")
     ap.add_argument("--out", help="also write the JSON result here")
     args = ap.parse_args(argv)
     os.chdir(ROOT)  # bench.data's cache and the databases live under var/bench of the checkout
@@ -184,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         backups: list[dict[str, Any]] = []
         timeline: list[dict[str, Any]] = []
         for rnd in range(args.rounds):
-            out_dir = Path(tempfile.mkdtemp(prefix="bench-backup-out-")) / "b"
+            out_dir = Path(tempfile.mkdtemp(prefix="bench-backup-out-", dir=args.backup_dir)) / "b"
             done = threading.Event()
             result: dict[str, Any] = {}
 
@@ -226,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"benchmark": "backup", "backend": "sqlite", "resources": loaded, "loaded_by": args.load,
            "database_mb": round(db_mb, 1), "load_seconds": round(load_s, 1),
            "backup": {"rounds": backups, "process": "hutong backup (subprocess)",
+                      "target": _device_of(Path(args.backup_dir or tempfile.gettempdir())), "database_device": _device_of(db_file.parent),
                       "arguments": args.backup_args or "(defaults)"},
            "writes": {"before": _stats(before), "during": dur, "after": _stats(after), "baseline": base,
                       "during_by_window": timeline},
