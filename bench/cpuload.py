@@ -53,24 +53,17 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _postmasters(snap: Snapshot, pg_port: int | None) -> set[int]:
+    """The PostgreSQL postmaster listening on ``pg_port`` (its backends are its children)."""
+    if pg_port is None:
+        return set()
+    needle = f"-p {pg_port} ".encode()
+    return {pid for pid, (_pp, _t, comm, _st, _ct) in snap.items()
+            if comm.startswith(b"postgres") and needle in _cmdline(pid) + b" "}
+
+
 def _ours(snap: Snapshot, pg_port: int | None) -> set[int]:
-    roots = {os.getpid()}
-    if pg_port is not None:
-        needle = f"-p {pg_port} ".encode()
-        roots |= {pid for pid, (_pp, _t, comm, _st, _ct) in snap.items()
-                  if comm.startswith(b"postgres") and needle in _cmdline(pid) + b" "}
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _t, _c, _st, _ct) in snap.items():
-        children.setdefault(ppid, []).append(pid)
-    ours: set[int] = set()
-    stack = list(roots)
-    while stack:
-        p = stack.pop()
-        if p in ours:
-            continue
-        ours.add(p)
-        stack.extend(children.get(p, ()))
-    return ours
+    return _tree(snap, {os.getpid()} | _postmasters(snap, pg_port))
 
 
 class CpuMeter:
@@ -177,10 +170,7 @@ class GroupMeter:
 
     def _groups(self, snap: Snapshot) -> dict[str, set[int]]:
         out = {name: _tree(snap, {pid}) for name, pid in self.nodes.items()}
-        needle = f"-p {self.pg_port} ".encode()
-        out["postgresql"] = _tree(snap, {pid for pid, (_pp, _t, comm, _st, _ct) in snap.items()
-                                         if self.pg_port is not None and comm.startswith(b"postgres")
-                                         and needle in _cmdline(pid) + b" "})
+        out["postgresql"] = _tree(snap, _postmasters(snap, self.pg_port))
         taken = set().union(*out.values())
         out["load_generator"] = _tree(snap, {os.getpid()}) - taken
         return out
