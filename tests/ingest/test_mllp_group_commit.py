@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -38,6 +39,7 @@ from hutong.ingest.hl7v2.listener import start_in_thread
 from hutong.ingest.pipeline import Ingestor
 from hutong.mpi.idnumber import check_char
 from hutong.security.audit import AuditLog
+from hutong.security.auditheads import AuditKeys
 from hutong.security.senders import mllp_authoriser
 from hutong.security.settings import SecuritySettings
 from hutong.store.repository import Writer
@@ -248,13 +250,16 @@ def test_a_resend_in_the_same_shared_commit_is_stored_once(mllp: Mllp) -> None:
     assert len(mllp.server.app.platform.audit.search(action="hl7", outcome="0")) == 4
 
 
-def test_a_head_is_published_after_messages_audited_in_their_transaction(mllp: Mllp) -> None:
+def test_a_head_is_published_after_messages_audited_in_their_transaction(mllp: Mllp, tmp_path: Path) -> None:
     """The listener's rows are appended inside the messages' transactions, never through
     AuditLog.record: the head is still signed and published once per interval
     (AuditLog.publish_if_due), naming the newest committed row."""
     platform_log = mllp.server.app.platform.audit
-    due = AuditLog(mllp.server.repo, settings=replace(platform_log.settings, audit_head_seconds=0),
-                   keys=platform_log.keys)
+    # Heads to a file of this test's own: PostgreSQL tests share one server and its key
+    # directory, and a head left in the shared file names a seq that the next test's chain
+    # (numbered from 1 again after the truncation) holds with another hash.
+    keys = AuditKeys(platform_log.keys.dir, heads=tmp_path / "audit-heads.ndjson")
+    due = AuditLog(mllp.server.repo, settings=replace(platform_log.settings, audit_head_seconds=0), keys=keys)
     mllp.ingestor.audit_log = due
     before = len(due.heads())
     ok = _exchange(mllp, "GCHEAD", oru("GCHEAD", "GC-HEAD", 11), threading.Barrier(1))
