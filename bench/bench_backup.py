@@ -64,6 +64,25 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET = 2.0
 WINDOW_S = 3  # seconds of the backup per entry of writes.during_by_window
 
+# Parts of a backup run alone (--control), each a process given (database, out dir, seconds).
+_HOLD = ("import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN'); "
+         "c.execute('SELECT count(*) FROM sqlite_master').fetchall(); ")
+CONTROLS: dict[str, tuple[str, str]] = {
+    "snapshot": ("a read transaction held open, nothing read or copied (the WAL grows as in a backup)",
+                 _HOLD + "time.sleep(float(sys.argv[3])); c.execute('COMMIT')"),
+    "read": ("the database file read through to /dev/null, no transaction (the copy's reads)",
+             "import sys, time\nt = time.monotonic() + float(sys.argv[3])\n"
+             "while time.monotonic() < t:\n    with open(sys.argv[1], 'rb', buffering=0) as f:\n"
+             "        while time.monotonic() < t and f.read(1 << 20): pass"),
+    "cpu": ("one core kept busy, nothing read",
+            "import sys, time\nt = time.monotonic() + float(sys.argv[3])\nwhile time.monotonic() < t: pass"),
+    "fsync": ("64 MiB written and fdatasync'ed in a loop on the database's disk (the copy's writes)",
+              "import os, sys, time\nt = time.monotonic() + float(sys.argv[3]); b = os.urandom(1 << 20)\n"
+              "fd = os.open(os.path.join(sys.argv[2], 'f'), os.O_WRONLY | os.O_CREAT, 0o600)\n"
+              "while time.monotonic() < t:\n    os.lseek(fd, 0, 0)\n    [os.write(fd, b) for _ in range(64)]\n"
+              "    os.fdatasync(fd)"),
+}
+
 
 @contextlib.contextmanager
 def _env(name: str, value: str) -> Iterator[None]:
@@ -136,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="write the backups under DIR (default: the system's temporary directory); a DIR on "
                          "another device than the database measures a backup that does not share the "
                          "database's disk")
+    ap.add_argument("--control", choices=tuple(CONTROLS), metavar="KIND",
+                    help="instead of hutong backup, run one part of what it does, for --control-seconds, to "
+                         "find which part slows the writes: " + "; ".join(f"{k}: {v[0]}" for k, v in CONTROLS.items()))
+    ap.add_argument("--control-seconds", type=float, default=40.0)
     ap.add_argument("--out", help="also write the JSON result here")
     args = ap.parse_args(argv)
     os.chdir(ROOT)  # bench.data's cache and the databases live under var/bench of the checkout
@@ -213,9 +236,14 @@ def main(argv: list[str] | None = None) -> int:
             def run_backup(out_dir: Path = out_dir, done: threading.Event = done,
                            result: dict[str, Any] = result) -> None:
                 t = time.monotonic()
-                r = subprocess.run([sys.executable, "-m", "hutong.cli", "backup", str(out_dir), "--database", url,
-                                    *args.backup_args.split()],
-                                   capture_output=True, text=True, cwd=ROOT)
+                if args.control:
+                    out_dir.mkdir(parents=True)
+                    cmd = [sys.executable, "-c", CONTROLS[args.control][1], str(db_file), str(out_dir),
+                           str(args.control_seconds)]
+                else:
+                    cmd = [sys.executable, "-m", "hutong.cli", "backup", str(out_dir), "--database", url,
+                           *args.backup_args.split()]
+                r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
                 result.update(rc=r.returncode, seconds=round(time.monotonic() - t, 2), stderr=r.stderr[-300:])
                 done.set()
 
@@ -248,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"benchmark": "backup", "backend": "sqlite", "resources": loaded, "resources_stored": stored,
            "loaded_by": args.load,
            "database_mb": round(db_mb, 1), "load_seconds": round(load_s, 1),
-           "backup": {"rounds": backups, "process": "hutong backup (subprocess)",
+           "backup": {"rounds": backups,
+                      "process": (f"control {args.control}: {CONTROLS[args.control][0]}, not a backup"
+                                  if args.control else "hutong backup (subprocess)"),
                       "target": _device_of(Path(args.backup_dir or tempfile.gettempdir())), "database_device": _device_of(db_file.parent),
                       "arguments": args.backup_args or "(defaults)"},
            "writes": {"before": _stats(before), "during": dur, "after": _stats(after), "baseline": base,
