@@ -65,6 +65,37 @@ def _unnest_insert(table: str, cols: tuple[str, ...]) -> tuple[str, tuple[bool, 
     return sql, tuple(k is float for k in kinds)
 
 
+def _pg_columns(rows: Sequence[tuple[Any, ...]], floats: tuple[bool, ...]) -> list[list[Any]]:
+    """``rows`` as one list per column, the array parameters of :func:`_unnest_insert`."""
+    return [[None if v is None else float(v) for v in col] if f else list(col)
+            for col, f in zip(zip(*rows, strict=True), floats, strict=True)]
+
+
+_RESOURCE_VALUES = ("INSERT INTO resource (pk, type, fhir_id, version, last_updated, deleted, method, body) "
+                    "VALUES (nextval(pg_get_serial_sequence('resource', 'pk')), ?, ?, ?, ?, ?, ?, ?) RETURNING pk")
+
+
+@functools.cache
+def _create_statement(tables: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[str, tuple[tuple[bool, ...], ...]]:
+    """PostgreSQL, one new resource (a REST create): the resource row and its index and
+    compartment rows in ONE statement -- the INSERT ... RETURNING pk, and each table's rows
+    as a data-modifying WITH query that takes the pk from it
+    (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING) -- and
+    which columns of each table are float.  ``tables``: (table, columns after res_pk).
+
+    Why: a create was ~7 statements (bench_nodes, pg_stat_statements), and a backend's work
+    per statement (parse, bind, snapshot, locks, protocol) was most of its CPU per create:
+    what two nodes on two cores are short of (issue 18, "Speed")."""
+    parts = [f"r AS ({_RESOURCE_VALUES})"]
+    floats: list[tuple[bool, ...]] = []
+    for n, (table, cols) in enumerate(tables):
+        kinds = [metadata.tables[table].c[c].type.python_type for c in cols]
+        parts.append(f"i{n} AS (INSERT INTO {table} (res_pk, {', '.join(cols)}) "  # noqa: S608 - schema names
+                     f"SELECT r.pk, u.* FROM r, unnest({', '.join(f'?::{_PG_ARRAY[k]}' for k in kinds)}) AS u)")
+        floats.append(tuple(k is float for k in kinds))
+    return "WITH " + ", ".join(parts) + " SELECT pk FROM r", tuple(floats)
+
+
 __all__ = ["Indexer", "IndexRow", "Prepared", "SqlRepository", "SqlWriter", "WriteHook", "compartment_of",
            "instant", "sql_database", "sql_repository", "sql_writer", "system_clock"]
 
@@ -164,6 +195,13 @@ class SqlWriter:
 
     def _write_index(self, items: list[tuple[int, str, dict[str, Any]]],
                      prepared: Sequence[Prepared] | None = None) -> None:
+        for table, cols, rows in self._index_rows(items, prepared):
+            self._insert_rows(table, cols, rows)
+
+    def _index_rows(self, items: list[tuple[int, str, dict[str, Any]]], prepared: Sequence[Prepared] | None = None
+                    ) -> list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]]:
+        """(table, columns, rows) of the index and compartment rows of ``items`` (pk, type, resource)."""
+        out: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = []
         per_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         comp: list[tuple[int, str]] = []
         ids = self.repo.param_ids
@@ -176,9 +214,10 @@ class SqlWriter:
                 comp.append((pk, pid))
         for ptype, rows in per_table.items():
             table, cols = INDEX_TABLES[ptype]
-            self._insert_rows(table, ("res_pk", "param_id", *cols), rows)
+            out.append((table, ("res_pk", "param_id", *cols), rows))
         if comp:
-            self._insert_rows("compartment", ("res_pk", "patient_id"), comp)
+            out.append(("compartment", ("res_pk", "patient_id"), comp))
+        return out
 
     def _insert_rows(self, table: str, cols: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
         """executemany (SQLite, in process); on PostgreSQL COPY for large batches (bulk import: ~3x
@@ -195,9 +234,7 @@ class SqlWriter:
             return
         if self.db.dialect == "postgresql" and len(rows) > 1:
             sql, floats = _unnest_insert(table, cols)
-            columns = [[None if v is None else float(v) for v in col] if f else list(col)
-                       for col, f in zip(zip(*rows, strict=True), floats, strict=True)]
-            self.execute(sql, columns)
+            self.execute(sql, _pg_columns(rows, floats))
             return
         marks = ",".join("?" * len(cols))
         self.cur.executemany(self.db.sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})"), rows)
@@ -254,8 +291,8 @@ class SqlWriter:
                 prepared = [p if p is not None else indexer.index(items[n][0], items[n][2])
                             for n, p in enumerate(fresh)]
         now = self.now
-        # PostgreSQL, one resource (a REST create): its pk comes from the INSERT itself (RETURNING),
-        # one round trip fewer than asking the sequence first.
+        # PostgreSQL, one resource (a REST create): one statement writes it and its index rows,
+        # its pk from the INSERT itself (RETURNING; _create_statement).
         single = self.db.dialect == "postgresql" and len(items) == 1
         pks = [0] if single else self._alloc_pks(len(items))
         codec = self.repo.codec
@@ -267,10 +304,14 @@ class SqlWriter:
             rows.append((pk, type, id, 1, now, 0, method, codec.encode(body)))
         try:
             if single:
-                pks = [int(self.execute(
-                    "INSERT INTO resource (pk, type, fhir_id, version, last_updated, deleted, method, body) "
-                    "VALUES (nextval(pg_get_serial_sequence('resource', 'pk')), ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
-                    rows[0][1:]).fetchone()[0])]
+                # the resource, its index rows and compartments in one statement (_create_statement)
+                type0, _id0, res0 = items[0]
+                index = self._index_rows([(0, type0, res0)], prepared)
+                sql, floats = _create_statement(tuple((t, cols[1:]) for t, cols, _rows in index))
+                args: list[Any] = list(rows[0][1:])
+                for (_t, _c, irows), f in zip(index, floats, strict=True):
+                    args += _pg_columns([r[1:] for r in irows], f)
+                pks = [int(self.execute(sql, args).fetchone()[0])]
             else:
                 self._insert_rows("resource", ("pk", "type", "fhir_id", "version", "last_updated", "deleted",
                                                "method", "body"), rows)
@@ -280,7 +321,8 @@ class SqlWriter:
             raise
         out = [Stored(type, id, 1, now, False, method, body, pk)
                for pk, (type, id, _r), body in zip(pks, items, bodies, strict=True)]
-        self._write_index([(pk, t, r) for pk, (t, _i, r) in zip(pks, items, strict=True)], prepared)
+        if not single:
+            self._write_index([(pk, t, r) for pk, (t, _i, r) in zip(pks, items, strict=True)], prepared)
         return out
 
     def replace(self, current: Stored, resource: dict[str, Any], *, hooks: bool = True) -> Stored:
