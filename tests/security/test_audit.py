@@ -318,6 +318,45 @@ def test_one_batch_appends_many(audit: AuditLog, repo: SqlRepository) -> None:
     assert [e.seq for e in audit.access_log(["mpi-149"])] == [150]
 
 
+@pytest.mark.parametrize("gather_s, trickle_batches", [(0.4, (1, 2)), (0.0, (6, 6))])
+def test_record_async_gathers_requests_that_arrive_together(audit: AuditLog, monkeypatch: pytest.MonkeyPatch,
+                                                           gather_s: float, trickle_batches: tuple[int, int]) -> None:
+    """The gate's writer (record_async), once a batch held several records, waits up to
+    GATHER_S for as many again (issue 17, item 4): callers arriving one after another
+    share a transaction, each still with its own committed, chained row.  Made visible
+    with a long window (callers 20 ms apart, far longer than a commit) against none."""
+    import asyncio
+
+    from hutong.security import audit as audit_mod
+
+    monkeypatch.setattr(audit_mod, "GATHER_S", gather_s)
+    sizes: list[int] = []
+    run = audit._batcher._run
+
+    def counted(recs: list[AuditRecord]) -> list[int]:
+        sizes.append(len(recs))
+        return run(recs)
+
+    audit._batcher._run = counted
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        together = await asyncio.gather(*(audit.record_async(read((f"mpi-{i}",))) for i in range(6)))
+        assert sizes and max(sizes) > 1  # callers queued at once share a batch, window or not
+
+        async def one(i: int) -> int:
+            await asyncio.sleep(0.02 * i)
+            return await audit.record_async(read((f"mpi-t{i}",)))
+        sizes.clear()
+        return together, await asyncio.gather(*(one(i) for i in range(6)))
+
+    together, trickle = asyncio.run(scenario())
+    assert sorted(together + trickle) == list(range(1, 13))  # every caller its own row, none lost
+    # six in one or two (the window waits for as many as the last batch: 5 or 6)
+    assert trickle_batches[0] <= len(sizes) <= trickle_batches[1], sizes
+    v = audit.verify()
+    assert v.ok and v.rows == 12
+
+
 # --------------------------------------------------------------------------- retention
 
 
