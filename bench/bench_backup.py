@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                     cmd = [sys.executable, "-m", "hutong.cli", "backup", str(out_dir), "--database", url,
                            *args.backup_args.split()]
                 r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-                result.update(rc=r.returncode, seconds=round(time.monotonic() - t, 2), stderr=r.stderr[-300:])
+                result.update(rc=r.returncode, seconds=round(time.monotonic() - t, 2), stderr=r.stderr[-300:],
+                              stdout=r.stdout)
                 done.set()
 
             th = threading.Thread(target=run_backup)
@@ -261,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
             if result["rc"] != 0:
                 log(f"backup failed: {result['stderr']}")
                 return 1
-            backups.append({"seconds": result["seconds"],
+            try:  # hutong backup prints how long its copy and its checksum took
+                phases = orjson.loads(result["stdout"]).get("seconds")
+            except (orjson.JSONDecodeError, AttributeError):
+                phases = None
+            backups.append({"seconds": result["seconds"], **({"phases_s": phases} if phases else {}),
                             "bytes": sum(p.stat().st_size for p in out_dir.iterdir()),
                             "writes_during": _stats(lat)})
             log(f"backup {rnd + 1}: {backups[-1]}")

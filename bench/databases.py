@@ -97,6 +97,9 @@ def kept_postgres_cluster(directory: Path) -> Iterator[tuple[str, bool]]:
                         "UTF8", "--no-locale"], check=True, capture_output=True)
     port = free_port()
     opts = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=1GB"
+    # BENCH_PG_OPTS: more server options for a profiling run, e.g.
+    # "-c shared_preload_libraries=pg_stat_statements" (statements per request, bench_nodes).
+    opts = f"{opts} {os.environ.get('BENCH_PG_OPTS', '')}".strip()
     subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(directory / "log"),
                     "-w", "start"], check=True, capture_output=True)
     before = os.environ.get("HUTONG_KEY_DIR")

@@ -117,9 +117,10 @@ def _backup(args: argparse.Namespace) -> int:
         if missed:
             print(f"note: could not lower this backup's {' and '.join(missed)} priority; it competes with the "
                   "server on equal terms", file=sys.stderr)
+    took: dict[str, float] = {}
     m = store_backup.backup(url, out, passphrase=passphrase,
                             step_bytes=int(args.step_mb * (1 << 20)) if args.step_mb else store_backup.STEP_BYTES,
-                            max_bytes_per_s=args.max_rate * 1e6 if args.max_rate else None)
+                            max_bytes_per_s=args.max_rate * 1e6 if args.max_rate else None, seconds=took)
     copied = None
     if keys_to is not None and not env("HUTONG_MASTER_KEYS"):
         src = key_dir_of(url)
@@ -127,7 +128,7 @@ def _backup(args: argparse.Namespace) -> int:
         os.chmod(keys_to, 0o700)
         copied = str(keys_to)
     print_json({"backup": str(out), "schema": m.schema, "files": m.files, "encrypted": bool(m.encrypted),
-                "keys_copied_to": copied})
+                "keys_copied_to": copied, "seconds": took})
     if copied is None:
         print("hutong: warning: the backup does not hold the database's keys; without them it cannot be "
               f"restored to anything readable. They are in {key_dir_of(url)} (or HUTONG_MASTER_KEYS): back "

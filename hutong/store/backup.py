@@ -62,8 +62,8 @@ SQLITE_FILE = "hutong.db"
 PG_FILE = "hutong.pgdump"
 _CHUNK = 1 << 20
 # Bytes of SQLite pages copied per backup step: the copy is flushed to disk after each
-# step (see _sqlite_copy).
-STEP_BYTES = 64 << 20
+# step (see _sqlite_copy), so that no more than this is ever waiting to be written.
+STEP_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,16 @@ def _sqlite_copy(source: Path, dest: Path, *, step_bytes: int = STEP_BYTES,
     and the server's writers, which go on meanwhile, never restart it (a step that begins a
     new read transaction after another connection wrote starts the copy again, which is why
     it used to be one step).  After each step of ``step_bytes`` the copy is flushed to
-    disk: copied in one step, a 4.3 GB database left gigabytes of dirty pages that the kernel
-    then wrote back while the server's commits waited on their own fsyncs (bench_backup at
-    1M resources: write p99 169 ms during the backup against 6 ms, the longest 4.4 s).
+    disk, so that little of it is ever waiting to be written: a server's commit flushes the
+    disk's cache (fdatasync), and waits for whatever the copy has in flight.  Measured
+    (issue 18, 1M resources, bench.bench_backup on this project's virtual disk): copied
+    in one step, a 4.3 GB database left gigabytes of dirty pages that the kernel then
+    wrote back while the server's commits waited on their own fsyncs (write p99 169 ms
+    against 6 ms); in 64 MiB steps write p99 was still ~10x the p99 without a backup;
+    in 2 MiB steps 3.3x, in 1 MiB steps 2.1x.  An 8 KB write's fdatasync beside another
+    process flushing 64 MiB at a time took p99 18 ms, beside 1 MiB at a time 1.3 ms
+    (0.3 ms alone).  A read snapshot held as long as a backup, copying nothing, did not
+    slow the writes (``bench_backup --control snapshot``).
     With ``max_bytes_per_s`` the steps are paced (a sleep after each) so that the copy
     never runs ahead of that rate.
     """
@@ -198,10 +205,13 @@ def _pg_args(url: str) -> tuple[list[str], dict[str, str]]:
 
 
 def backup(url: str, out: Path, *, passphrase: str | None = None, step_bytes: int = STEP_BYTES,
-           max_bytes_per_s: float | None = None) -> Manifest:
+           max_bytes_per_s: float | None = None, seconds: dict[str, float] | None = None) -> Manifest:
     """Back up the database at ``url`` into the new directory ``out`` (see the module docstring);
     with ``passphrase``, its data file is stored encrypted (hutong.store.backup_crypto) and the plain
-    copy is removed as soon as it is sealed."""
+    copy is removed as soon as it is sealed.  ``seconds``, when given, receives how long the copy
+    (``copy``: the snapshot was held that long), the sealing and the checksum took."""
+    took = seconds if seconds is not None else {}
+    t = time.monotonic()
     if passphrase is not None:
         backup_crypto.check_passphrase(passphrase)
     backend = make_url(url).get_backend_name()
@@ -223,6 +233,7 @@ def backup(url: str, out: Path, *, passphrase: str | None = None, step_bytes: in
         name = PG_FILE
     else:
         raise ConfigError("HT-0070", f"cannot back up a {backend} database; use sqlite:///path or postgresql://...")
+    took["copy"] = round(time.monotonic() - t, 2)
     encrypted = None
     if passphrase is not None:
         sealed = out / (name + backup_crypto.SUFFIX)
@@ -231,8 +242,12 @@ def backup(url: str, out: Path, *, passphrase: str | None = None, step_bytes: in
         finally:
             dest.unlink()  # the plain copy lived only while it was being sealed
         encrypted, name, dest = name, sealed.name, sealed
+        took["seal"] = round(time.monotonic() - t - took["copy"], 2)
+    t = time.monotonic()
+    digest = _sha256(dest)
+    took["checksum"] = round(time.monotonic() - t, 2)
     m = Manifest(FORMAT, __version__, backend, schema, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                 {name: {"sha256": _sha256(dest), "bytes": dest.stat().st_size}}, encrypted)
+                 {name: {"sha256": digest, "bytes": dest.stat().st_size}}, encrypted)
     (out / MANIFEST).write_text(json.dumps(m.to_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return m
 

@@ -8,6 +8,7 @@ PostgreSQL; then the refusals: a target that exists, a corrupt backup, wrong key
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -96,6 +97,9 @@ def test_restore_drill_while_the_server_writes(db_url: str, tmp_path: Path) -> N
         t.join(30)
         assert b.returncode == 0, b.stderr
         assert len(acked) > len(acked_before)  # writes went on during the backup
+        # the operator is told how long the copy (the snapshot held) and the checksum took
+        took = json.loads(b.stdout)["seconds"]
+        assert set(took) == {"copy", "checksum"} and all(v >= 0 for v in took.values())
         source = server.repo
         src_versions = _versions(source)
         src_links = {p: mpi_of(source).person_of(p) for p in people}
