@@ -116,8 +116,8 @@ MAX_BATCH = 256     # records per group transaction
 WRITER_IDLE_S = 30.0  # record_async's writer thread ends after this long without records
 # record_async's writer, when its last batch held several records (requests arrive together),
 # waits up to this long for as many again before it commits: fewer, larger transactions
-# (issue 17, item 4: "reads' rows group-committed with a short window").  A lone request
-# (last batch of one) never waits.
+# (issue 17, item 4: "reads' rows group-committed with a short window").  After a batch of
+# one it does not wait; the first request after a burst waits at most this long, once.
 GATHER_S = 0.002
 # Read-only requests (hutong.web.gate.action_of): their audit rows may commit at
 # synchronous=NORMAL, fsynced within RELAXED_SYNC_S (README "Durability").

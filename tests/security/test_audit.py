@@ -318,7 +318,7 @@ def test_one_batch_appends_many(audit: AuditLog, repo: SqlRepository) -> None:
     assert [e.seq for e in audit.access_log(["mpi-149"])] == [150]
 
 
-@pytest.mark.parametrize("gather_s, trickle_batches", [(0.4, (1, 2)), (0.0, (6, 6))])
+@pytest.mark.parametrize("gather_s, trickle_batches", [(0.4, (1, 1)), (0.0, (4, 6))])
 def test_record_async_gathers_requests_that_arrive_together(audit: AuditLog, monkeypatch: pytest.MonkeyPatch,
                                                            gather_s: float, trickle_batches: tuple[int, int]) -> None:
     """The gate's writer (record_async), once a batch held several records, waits up to
@@ -347,11 +347,13 @@ def test_record_async_gathers_requests_that_arrive_together(audit: AuditLog, mon
             await asyncio.sleep(0.02 * i)
             return await audit.record_async(read((f"mpi-t{i}",)))
         sizes.clear()
+        audit._last_batch = 6  # as if the burst had been one batch of six (the writer may split it 5 + 1)
         return together, await asyncio.gather(*(one(i) for i in range(6)))
 
     together, trickle = asyncio.run(scenario())
     assert sorted(together + trickle) == list(range(1, 13))  # every caller its own row, none lost
-    # six in one or two (the window waits for as many as the last batch: 5 or 6)
+    # with the window, six callers 20 ms apart in one batch; without, nearly one each (two may
+    # meet in one commit on a loaded machine)
     assert trickle_batches[0] <= len(sizes) <= trickle_batches[1], sizes
     v = audit.verify()
     assert v.ok and v.rows == 12

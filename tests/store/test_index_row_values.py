@@ -42,3 +42,33 @@ def test_tricky_values_are_stored_and_found(db_url: str) -> None:
                 assert got == [ids[v]], (v, items, got)
     finally:
         repo.db.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+def test_one_create_writes_every_kind_of_index_row(db_url: str) -> None:
+    """A REST create's quantity, date, reference, token and compartment rows, which on
+    PostgreSQL go in with the resource row in one statement (hutong.store.sql._create_statement,
+    floats and integers in arrays of their own types): each found again by search."""
+    repo = open_repository(db_url)
+    try:
+        svc = FhirService(as_operator(repo))
+        pid = orjson.loads(svc.create("Patient", orjson.dumps(
+            {"resourceType": "Patient", "name": [{"family": "索引"}]}), {}).body or b"")["id"]
+        oid = orjson.loads(svc.create("Observation", orjson.dumps({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": f"Patient/{pid}"},
+            "effectiveDateTime": "2026-12-01T10:00:00+08:00",
+            "valueQuantity": {"value": 72.5, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+        }), {}).body or b"")["id"]
+        for items in ([("value-quantity", "72.5|http://unitsofmeasure.org|/min")], [("value-quantity", "gt72")],
+                      [("date", "2026-12-01")], [("subject", f"Patient/{pid}")], [("patient", pid)],
+                      [("code", "http://loinc.org|8867-4")]):
+            found = orjson.loads(svc.search("Observation", items, {}).body or b"")
+            assert [e["resource"]["id"] for e in found.get("entry", [])] == [oid], items
+        # and what must not match does not
+        for items in ([("value-quantity", "lt72")], [("date", "2026-12-02")]):
+            found = orjson.loads(svc.search("Observation", items, {}).body or b"")
+            assert found.get("entry", []) == [], items
+    finally:
+        repo.db.close()
