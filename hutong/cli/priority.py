@@ -1,5 +1,5 @@
 """Run an operator's long command behind the server: lower CPU and I/O priority
-(``hutong backup --low-priority``).
+(``hutong backup``, unless ``--full-priority``).
 
 ``hutong backup`` copies gigabytes from the disk the server commits to.  The
 server's commits wait on their own fsyncs (SQLite's WAL at synchronous=FULL,

@@ -118,7 +118,8 @@ def _sqlite_copy(source: Path, dest: Path, *, step_bytes: int = STEP_BYTES,
     in one step, a 4.3 GB database left gigabytes of dirty pages that the kernel then
     wrote back while the server's commits waited on their own fsyncs (write p99 169 ms
     against 6 ms); in 64 MiB steps write p99 was still ~10x the p99 without a backup;
-    in 2 MiB steps 3.3x, in 1 MiB steps 2.1x.  An 8 KB write's fdatasync beside another
+    in 1 MiB steps 3.2x, and 2.2x with the command behind the server (hutong.cli.priority,
+    the default).  An 8 KB write's fdatasync beside another
     process flushing 64 MiB at a time took p99 18 ms, beside 1 MiB at a time 1.3 ms
     (0.3 ms alone).  A read snapshot held as long as a backup, copying nothing, did not
     slow the writes (``bench_backup --control snapshot``).
