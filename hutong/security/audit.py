@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -604,7 +605,7 @@ class AuditLog:
                     return
                 want = min(self._last_batch, MAX_BATCH)
                 if want > 1 and len(self._pending) < want:
-                    self._pending_cv.wait_for(lambda: len(self._pending) >= want, GATHER_S)
+                    self._pending_cv.wait_for(functools.partial(self._gathered, want), GATHER_S)
                 batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
                 self._last_batch = len(batch)
             done: list[Future[int]] = [Future() for _ in batch]
@@ -617,6 +618,10 @@ class AuditLog:
             for (_r, loop, af), f in zip(batch, done, strict=True):
                 with contextlib.suppress(RuntimeError):  # the caller's loop has closed: nobody waits
                     loop.call_soon_threadsafe(_settle, af, f)
+
+    def _gathered(self, want: int) -> bool:
+        """At least ``want`` records wait for the writer (called under ``_pending_cv``)."""
+        return len(self._pending) >= want
 
     def _commit_batch(self, recs: list[AuditRecord]) -> list[int]:
         # A batch of read requests' rows only commits at synchronous=NORMAL
