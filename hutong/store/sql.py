@@ -306,7 +306,8 @@ class SqlWriter:
             if single:
                 # the resource, its index rows and compartments in one statement (_create_statement)
                 type0, _id0, res0 = items[0]
-                index = self._index_rows([(0, type0, res0)], prepared)
+                # by table name: one statement text per set of tables, whatever order they came in
+                index = sorted(self._index_rows([(0, type0, res0)], prepared), key=lambda t: t[0])
                 sql, floats = _create_statement(tuple((t, cols[1:]) for t, cols, _rows in index))
                 args: list[Any] = list(rows[0][1:])
                 for (_t, _c, irows), f in zip(index, floats, strict=True):
