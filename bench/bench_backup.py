@@ -28,6 +28,11 @@ fall), and the ratio p99(during) / p99(before and after).  The target is <= 2.
     python -m bench.bench_backup                      # 1M resources, bulk-imported (about 8 minutes)
     python -m bench.bench_backup --size 50000 --out var/bench/backup.json
     python -m bench.bench_backup --load bundles        # loaded through FhirService (tens of minutes at 1M)
+    python -m bench.bench_backup --keep var/bench/backup-keep --control fsync   # one part of a backup alone
+
+``--control snapshot|read|cpu|fsync`` runs, instead of the backup, one thing a backup does
+(hold a read snapshot, read the file, keep a core busy, flush 64 MiB at a time) for
+``--control-seconds``: which of them slows the writes (issue 18: the flushes did).
 """
 
 from __future__ import annotations
