@@ -53,20 +53,26 @@ _PG_ARRAY: dict[type, str] = {int: "bigint[]", float: "float8[]", str: "text[]",
 
 
 @functools.cache
-def _unnest_insert(table: str, cols: tuple[str, ...]) -> tuple[str, tuple[bool, ...]]:
-    """PostgreSQL: ``INSERT INTO table (cols) SELECT * FROM unnest(?::T1[], ?::T2[], ...)`` -- any
-    number of rows in one execution of one statement, each column one array parameter
-    (https://www.postgresql.org/docs/current/functions-array.html, unnest with several arrays),
+def _unnest(table: str, cols: tuple[str, ...]) -> tuple[str, tuple[bool, ...]]:
+    """PostgreSQL: ``unnest(?::T1[], ?::T2[], ...)`` for ``cols`` of ``table`` -- any number of
+    rows as one array parameter per column
+    (https://www.postgresql.org/docs/current/functions-array.html, unnest with several arrays) --
     and which columns are float (their values are sent as floats: one array holds one type).
     The types are the schema's (hutong.store.schema)."""
     kinds = [metadata.tables[table].c[c].type.python_type for c in cols]
-    sql = (f"INSERT INTO {table} ({', '.join(cols)}) "  # noqa: S608 - names from the schema, not input
-           f"SELECT * FROM unnest({', '.join(f'?::{_PG_ARRAY[k]}' for k in kinds)})")
-    return sql, tuple(k is float for k in kinds)
+    return f"unnest({', '.join(f'?::{_PG_ARRAY[k]}' for k in kinds)})", tuple(k is float for k in kinds)
+
+
+@functools.cache
+def _unnest_insert(table: str, cols: tuple[str, ...]) -> tuple[str, tuple[bool, ...]]:
+    """PostgreSQL: ``INSERT INTO table (cols) SELECT * FROM unnest(...)`` (:func:`_unnest`):
+    any number of rows in one execution of one statement, and which columns are float."""
+    arrays, floats = _unnest(table, cols)
+    return f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM {arrays}", floats  # noqa: S608 - schema names
 
 
 def _pg_columns(rows: Sequence[tuple[Any, ...]], floats: tuple[bool, ...]) -> list[list[Any]]:
-    """``rows`` as one list per column, the array parameters of :func:`_unnest_insert`."""
+    """``rows`` as one list per column, the array parameters of :func:`_unnest`."""
     return [[None if v is None else float(v) for v in col] if f else list(col)
             for col, f in zip(zip(*rows, strict=True), floats, strict=True)]
 
@@ -89,10 +95,10 @@ def _create_statement(tables: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[
     parts = [f"r AS ({_RESOURCE_VALUES})"]
     floats: list[tuple[bool, ...]] = []
     for n, (table, cols) in enumerate(tables):
-        kinds = [metadata.tables[table].c[c].type.python_type for c in cols]
+        arrays, f = _unnest(table, cols)
         parts.append(f"i{n} AS (INSERT INTO {table} (res_pk, {', '.join(cols)}) "  # noqa: S608 - schema names
-                     f"SELECT r.pk, u.* FROM r, unnest({', '.join(f'?::{_PG_ARRAY[k]}' for k in kinds)}) AS u)")
-        floats.append(tuple(k is float for k in kinds))
+                     f"SELECT r.pk, u.* FROM r, {arrays} AS u)")
+        floats.append(f)
     return "WITH " + ", ".join(parts) + " SELECT pk FROM r", tuple(floats)
 
 
