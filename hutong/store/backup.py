@@ -235,6 +235,7 @@ def backup(url: str, out: Path, *, passphrase: str | None = None, step_bytes: in
     else:
         raise ConfigError("HT-0070", f"cannot back up a {backend} database; use sqlite:///path or postgresql://...")
     took["copy"] = round(time.monotonic() - t, 2)
+    t = time.monotonic()
     encrypted = None
     if passphrase is not None:
         sealed = out / (name + backup_crypto.SUFFIX)
@@ -243,8 +244,8 @@ def backup(url: str, out: Path, *, passphrase: str | None = None, step_bytes: in
         finally:
             dest.unlink()  # the plain copy lived only while it was being sealed
         encrypted, name, dest = name, sealed.name, sealed
-        took["seal"] = round(time.monotonic() - t - took["copy"], 2)
-    t = time.monotonic()
+        took["seal"] = round(time.monotonic() - t, 2)
+        t = time.monotonic()
     digest = _sha256(dest)
     took["checksum"] = round(time.monotonic() - t, 2)
     m = Manifest(FORMAT, __version__, backend, schema, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
